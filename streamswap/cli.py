@@ -1,0 +1,98 @@
+"""The `streamswap` command line: parse, load config, hand over to one command module.
+
+Each command lives in `streamswap/commands/<name>.py` with `HELP` (one line),
+`add_arguments(parser)` and `run(args, ctx) -> int`. This module holds no business logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from streamswap import __version__
+from streamswap.config import Config, load_config
+from streamswap.errors import StreamswapError
+from streamswap.logs import setup_logging
+
+# Order is the order of `streamswap --help`.
+COMMANDS: list[str] = []
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommandContext:
+    """What every command gets besides its own arguments."""
+
+    config_path: str | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    debug: bool = False
+
+    def config(self, **more: Any) -> Config:
+        """The effective config: defaults ← file ← global flags ← `more` (dotted keys)."""
+        return load_config(self.config_path, {**self.overrides, **more})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamswap",
+        description="Real-time face swapping for live video: webcam, RTSP/RTMP or file in; "
+        "virtual camera, RTMP stream or file out.",
+        epilog="Run `streamswap COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamswap {__version__}")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE",
+        help="YAML config file (default: $STREAMSWAP_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--models-dir", metavar="DIR", help="folder holding model files (overrides models.dir)"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in COMMANDS:
+        module = importlib.import_module(f"streamswap.commands.{name.replace('-', '_')}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging("DEBUG" if args.debug else args.log_level)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    overrides: dict[str, Any] = {}
+    if args.models_dir:
+        overrides["models.dir"] = args.models_dir
+    ctx = CommandContext(config_path=args.config, overrides=overrides, debug=args.debug)
+    try:
+        return int(args._module.run(args, ctx) or 0)
+    except StreamswapError as exc:
+        if args.debug:
+            log.exception("failed")
+        print(f"streamswap {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: say so and how to see more
+        if args.debug:
+            raise
+        print(
+            f"streamswap {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 1

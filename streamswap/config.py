@@ -1,0 +1,74 @@
+"""The whole configuration: one typed tree, loaded from YAML and overridden by CLI flags.
+
+Precedence (lowest first): built-in defaults, the file named by --config or
+$STREAMSWAP_CONFIG, then CLI overrides given as dotted key paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamswap.errors import ConfigError
+from streamswap.inference.settings import InferenceSettings
+from streamswap.models.settings import ModelsSettings
+from streamswap.typedconfig import from_dict, set_path, to_dict
+
+CONFIG_ENV = "STREAMSWAP_CONFIG"
+
+
+@dataclass
+class Config:
+    # Face image(s) whose identity is put onto the faces in the video.
+    source: list[str] = field(default_factory=list)
+    # Input URI: v4l2:///dev/video0, rtsp://..., file.mp4, test://
+    input: str = "test://"
+    # Output URIs: vcam://, rtmp://host/app/key, out.mp4, display://, null://
+    outputs: list[str] = field(default_factory=lambda: ["null://"])
+    models: ModelsSettings = field(default_factory=ModelsSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Load defaults ← YAML file (explicit path or $STREAMSWAP_CONFIG) ← dotted overrides."""
+    data: dict[str, Any] = {}
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    if path is not None:
+        data = read_yaml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_path(data, dotted, value)
+    return from_dict(Config, data)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,35 @@
+"""Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
+
+
+class StreamswapError(Exception):
+    """Base of every user-facing error: the message says what was wrong and what to do."""
+
+    exit_code = 2
+
+
+class ConfigError(StreamswapError):
+    """A configuration key or value is invalid; the message names its full path."""
+
+
+class ModelError(StreamswapError):
+    """A model file is missing, fails verification, or does not match its contract."""
+
+
+class DownloadError(ModelError):
+    """A model download failed (network, HTTP status, size or hash mismatch)."""
+
+
+class BackendUnavailable(StreamswapError):
+    """An inference backend or execution provider that was asked for cannot be used here."""
+
+
+class InputError(StreamswapError):
+    """An input file, image or stream cannot be read or has no usable content."""
+
+
+class NoFaceError(InputError):
+    """A source or target image contains no detectable face."""
+
+
+class OutputError(StreamswapError):
+    """An output (file, virtual camera, stream) cannot be opened or written."""

@@ -1,0 +1,176 @@
+"""ONNX Runtime backend: provider choice, EP options, one session per model file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from streamswap.errors import BackendUnavailable, ModelError
+from streamswap.inference.base import Dim, TensorInfo
+from streamswap.inference.settings import InferenceSettings
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+# Our names for ORT execution providers, in `auto` preference order.
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - a hard dependency
+        raise BackendUnavailable(
+            f"onnxruntime cannot be imported ({exc}); reinstall it: pip install onnxruntime"
+        ) from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """Our names of the providers this onnxruntime build offers, best first."""
+    offered = set(_import_ort().get_available_providers())
+    return [name for name, ep in PROVIDERS.items() if ep in offered]
+
+
+def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> list[tuple[str, dict]]:
+    """The ORT provider list (with options) for `settings.provider`.
+
+    `auto` takes every usable accelerator, best first, and the CPU last so unsupported
+    operators still run. An explicit provider must be available, else BackendUnavailable.
+    """
+    have = available_providers()
+    if settings.provider == "auto":
+        chosen = [p for p in PROVIDERS if p in have]
+    else:
+        if settings.provider not in have:
+            raise BackendUnavailable(
+                f"inference.provider is {settings.provider!r} but this onnxruntime offers only "
+                f"{', '.join(have) or 'none'}; install onnxruntime-gpu (pip install "
+                "'streamswap[gpu]') for CUDA/TensorRT, or set inference.provider: auto"
+            )
+        chosen = [settings.provider] + (["cpu"] if settings.provider != "cpu" else [])
+    return [(PROVIDERS[p], _provider_options(p, settings, cache_dir)) for p in chosen]
+
+
+def _provider_options(name: str, settings: InferenceSettings, cache_dir: Path | None) -> dict:
+    if name == "tensorrt":
+        opts: dict[str, object] = {"trt_fp16_enable": settings.fp16}
+        if cache_dir is not None:
+            opts.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(cache_dir / "ort-trt"),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(cache_dir / "ort-trt"),
+            )
+        return opts
+    if name == "cuda":
+        return {"cudnn_conv_algo_search": "HEURISTIC"}
+    return {}
+
+
+def _dims(shape: Sequence[object]) -> tuple[Dim, ...]:
+    return tuple(d if isinstance(d, int) else (str(d) if d is not None else None) for d in shape)
+
+
+@dataclass
+class OrtSession:
+    """One ONNX Runtime InferenceSession behind the `Session` interface."""
+
+    path: Path
+    _session: object
+    _inputs: list[TensorInfo]
+    _outputs: list[TensorInfo]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
+
+    @property
+    def backend(self) -> str:
+        return "ort:" + self._session.get_providers()[0]  # type: ignore[attr-defined]
+
+    def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._outputs]
+        values = self._session.run(names, dict(feeds))  # type: ignore[attr-defined]
+        return dict(zip(names, values))
+
+
+def open_ort_session(
+    path: Path, settings: InferenceSettings, cache_dir: Path | None = None
+) -> OrtSession:
+    """Load `path` with the providers `settings` asks for; errors say which file and why."""
+    ort = _import_ort()
+    providers = resolve_providers(settings, cache_dir)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _OPT_LEVELS[settings.graph_optimization]
+    )
+    if settings.threads:
+        options.intra_op_num_threads = settings.threads
+    options.log_severity_level = 3  # ORT's own warnings are noise for users
+    if cache_dir is not None and any(p[0] == PROVIDERS["tensorrt"] for p in providers):
+        (cache_dir / "ort-trt").mkdir(parents=True, exist_ok=True)
+    try:
+        session = ort.InferenceSession(
+            os.fspath(path), sess_options=options,
+            providers=[p for p, _ in providers], provider_options=[o for _, o in providers],
+        )
+    except Exception as exc:  # ORT raises its own exception types for bad graphs
+        raise ModelError(
+            f"{path}: ONNX Runtime cannot load this model ({str(exc).splitlines()[0]}); "
+            "check that the file is a complete ONNX model (`streamswap models verify`)"
+        ) from None
+    inputs = [TensorInfo(i.name, _dims(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+              for i in session.get_inputs()]
+    outputs = [TensorInfo(o.name, _dims(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
+               for o in session.get_outputs()]
+    log.info("model loaded", extra=kv(model=path.name, providers=",".join(session.get_providers())))
+    return OrtSession(path, session, inputs, outputs)
+
+
+class SessionPool:
+    """One session per (model file, settings) for the life of the process, shared by stages."""
+
+    def __init__(self, settings: InferenceSettings, cache_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self._sessions: dict[Path, OrtSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> OrtSession:
+        key = Path(path).resolve()
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                session = open_ort_session(key, self.settings, self.cache_dir)
+                self._sessions[key] = session
+            return session
