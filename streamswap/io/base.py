@@ -1,0 +1,86 @@
+"""Contracts between io/ (PyAV, pyvirtualcam) and pipeline/. io/ knows nothing about faces.
+
+A Source decodes into caller-owned BGR buffers (the pipeline's preallocated slots) at a
+fixed output size; a Sink consumes BGR frames plus the source's audio packets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """The frame geometry and timing every stage and sink agrees on for one run."""
+
+    width: int
+    height: int
+    fps: Fraction  # nominal frame rate (pacing, encoder settings)
+    time_base: Fraction  # unit of FrameMeta.pts
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """The source's audio stream, for sinks that pass it through or re-encode it."""
+
+    codec: str  # e.g. "aac"
+    sample_rate: int
+    channels: int
+    time_base: Fraction
+    stream: Any = field(default=None, compare=False)  # the PyAV input stream (codec params)
+
+
+@dataclass
+class FrameMeta:
+    """Per-frame metadata that travels with a slot index through the rings."""
+
+    index: int  # sequence number assigned by the source, 0, 1, 2, ... (output order)
+    pts: int | None  # source presentation timestamp in VideoFormat.time_base
+    capture_time: float  # time.monotonic() when the frame left the decoder
+    synthetic: bool = False  # True for repeat / "no signal" frames made while reconnecting
+    stage_times: dict[str, float] = field(default_factory=dict)  # stage -> monotonic end time
+
+
+class Source(Protocol):
+    """A video input. `read_into` fills a preallocated H×W×3 uint8 BGR buffer."""
+
+    live: bool  # True: never wait for the consumer (drop policy); False: lossless (block)
+
+    def open(self) -> VideoFormat:
+        """Open the input and return the output format (size fixed for the whole run)."""
+        ...
+
+    @property
+    def audio(self) -> AudioFormat | None:
+        """The audio stream to pass through, when the input has one (after open)."""
+        ...
+
+    def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        """Decode the next frame into `out` (resized to the run's size). None at the end."""
+        ...
+
+    def take_audio(self) -> list[Any]:
+        """Audio packets demuxed since the last call (av.Packet), in order; may be empty."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """A video output. Frames arrive in order; `write` must not keep a reference to `frame`."""
+
+    name: str  # the URI it was made from, for logs and metrics
+
+    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None: ...
+
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> None: ...
+
+    def write_audio(self, packets: list[Any]) -> None: ...
+
+    def close(self) -> None:
+        """Flush and finalise (a playable file with its index, a closed stream)."""
+        ...
