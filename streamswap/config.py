@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from streamswap.errors import ConfigError
+from streamswap.faces.settings import FacesSettings
 from streamswap.inference.settings import InferenceSettings
 from streamswap.models.settings import ModelsSettings
 from streamswap.typedconfig import from_dict, set_path, to_dict
@@ -31,6 +32,7 @@ class Config:
     outputs: list[str] = field(default_factory=lambda: ["null://"])
     models: ModelsSettings = field(default_factory=ModelsSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    faces: FacesSettings = field(default_factory=FacesSettings)
 
 
 def load_config(

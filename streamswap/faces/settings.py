@@ -1,0 +1,64 @@
+"""Settings of the face stages. Model fields take a catalogue name (`streamswap models list`)
+or a path to the user's own ONNX file, in which case `contract` names the catalogue entry
+whose I/O contract the file follows (it is loaded after a warning that it is unverified)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamswap.typedconfig import limits
+
+
+@dataclass
+class DetectorSettings:
+    model: str = "blazeface"
+    contract: str | None = None
+    size: int = field(default=640, metadata=limits(min=128, max=1280))  # square input side
+    score_threshold: float = field(default=0.5, metadata=limits(min=0.0, max=1.0))
+    nms_iou: float = field(default=0.4, metadata=limits(min=0.0, max=1.0))
+    max_faces: int = field(default=8, metadata=limits(min=1, max=64))
+
+
+@dataclass
+class LandmarkerSettings:
+    model: str | None = "facemesh"  # None: no dense landmarks (detector key points only)
+    contract: str | None = None
+
+
+@dataclass
+class RecognizerSettings:
+    model: str = "arcface_w600k_r50"
+    contract: str | None = None
+
+
+@dataclass
+class SwapperSettings:
+    # "mesh" is the built-in offline swapper (no neural weights, commercially safe).
+    model: str = "mesh"
+    contract: str | None = None
+    source_face_index: int | None = None  # None: the largest face of each source image
+
+
+@dataclass
+class PasteSettings:
+    blur: float = field(default=0.3, metadata=limits(min=0.0, max=1.0))  # feather, × half crop
+    padding: float = field(default=0.0, metadata=limits(min=0.0, max=0.5))  # mask inset, × crop
+    color_correction: bool = False  # mean/std transfer in LAB
+    mouth_mask: bool = False  # keep the target's own mouth interior
+
+
+@dataclass
+class TrackingSettings:
+    detect_every: int = field(default=1, metadata=limits(min=1, max=60))
+    smoothing: float = field(default=0.5, metadata=limits(min=0.0, max=0.95))  # 0 = off
+
+
+@dataclass
+class FacesSettings:
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    landmarker: LandmarkerSettings = field(default_factory=LandmarkerSettings)
+    recognizer: RecognizerSettings = field(default_factory=RecognizerSettings)
+    swapper: SwapperSettings = field(default_factory=SwapperSettings)
+    enhancer: str | None = None  # e.g. gfpgan_1.4
+    paste: PasteSettings = field(default_factory=PasteSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
