@@ -1,0 +1,5 @@
+"""Benchmarks behind `streamswap bench NAME`: speed and memory targets are measured here,
+never asserted in unit tests. Each module has HELP, add_arguments(parser), run(args, ctx)."""
+
+# name -> module under streamswap.bench, in `streamswap bench --help` order.
+BENCHES: dict[str, str] = {}

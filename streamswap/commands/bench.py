@@ -1,0 +1,23 @@
+"""`streamswap bench NAME`: run one benchmark and print its numbers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from streamswap.bench import BENCHES
+
+HELP = "measure speed: per-stage face timings, pipeline throughput/latency, TensorRT engines"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, module_name in BENCHES.items():
+        module = importlib.import_module(f"streamswap.bench.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_bench=module)
+
+
+def run(args: argparse.Namespace, ctx) -> int:
+    return int(args._bench.run(args, ctx) or 0)
