@@ -8,24 +8,31 @@ cd "$(dirname "$0")/.."
 dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-  echo "need root for: $*" >&2; return 1; fi; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else echo "scripts/install.sh: need root (or sudo) to run: $*" >&2; return 1; fi
+}
 
-# System packages: venv support, libGL/glib for opencv-python; for tests an RTMP server
-# (nginx + RTMP module) and systemd-analyze.
-apt_pkgs=(python3-venv python3-pip libgl1 libglib2.0-0)
-[ $dev = 1 ] && apt_pkgs+=(nginx libnginx-mod-rtmp systemd)
-if command -v apt-get >/dev/null; then
-  missing=()
-  for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing system packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+# System packages, only for what is actually missing: venv support, libGL/glib for
+# opencv-python; for the tests an RTMP server (nginx + RTMP module) and systemd-analyze.
+missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv python3-pip)
+ldconfig -p | grep -q 'libGL\.so\.1' || missing+=(libgl1)
+ldconfig -p | grep -q 'libglib-2\.0\.so\.0' || missing+=(libglib2.0-0)
+if [ $dev = 1 ]; then
+  { command -v nginx >/dev/null && ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1; } \
+    || missing+=(nginx libnginx-mod-rtmp)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 
-python3 -m venv .venv
+[ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ $dev = 1 ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
