@@ -16,6 +16,7 @@ import yaml
 from streamswap.errors import ConfigError
 from streamswap.faces.settings import FacesSettings
 from streamswap.inference.settings import InferenceSettings
+from streamswap.io.settings import IoSettings
 from streamswap.models.settings import ModelsSettings
 from streamswap.typedconfig import from_dict, set_path, to_dict
 
@@ -33,6 +34,7 @@ class Config:
     models: ModelsSettings = field(default_factory=ModelsSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     faces: FacesSettings = field(default_factory=FacesSettings)
+    io: IoSettings = field(default_factory=IoSettings)
 
 
 def load_config(

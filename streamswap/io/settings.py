@@ -1,0 +1,58 @@
+"""Settings of inputs and outputs (the `io` section of the config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamswap.errors import ConfigError
+from streamswap.typedconfig import choices, limits
+
+
+@dataclass
+class IoSettings:
+    # Frame size of the whole run; None = the source's own size. Every frame is scaled to it
+    # (also when the source changes resolution mid-stream).
+    width: int | None = field(default=None, metadata=limits(min=16, max=8192))
+    height: int | None = field(default=None, metadata=limits(min=16, max=8192))
+    # Nominal frame rate; None = the source's. Webcams are asked for it; it paces
+    # synthetic frames while reconnecting and sets the encoders' rate.
+    fps: float | None = field(default=None, metadata=limits(min=1, max=240))
+    # Webcam pixel format asked of the driver: None = the driver's default,
+    # "mjpeg" for high resolutions over USB 2, or an FFmpeg name such as "yuyv422".
+    pixel_format: str | None = None
+    # RTSP transport: tcp avoids the smeared frames UDP gives on lossy networks.
+    rtsp_transport: str = field(default="tcp", metadata=choices("tcp", "udp"))
+    # Seconds to wait for a network input/output to open, and for data once open.
+    open_timeout_s: float = field(default=10.0, metadata=limits(min=0.1, max=600))
+    read_timeout_s: float = field(default=5.0, metadata=limits(min=0.1, max=600))
+    # A lost network input or webcam is reopened with exponential back-off
+    # (initial, doubled up to max) while the outputs keep running with synthetic frames.
+    reconnect: bool = True
+    reconnect_initial_s: float = field(default=0.5, metadata=limits(min=0.01, max=60))
+    reconnect_max_s: float = field(default=10.0, metadata=limits(min=0.01, max=600))
+    # What the outputs get while the input is lost: the last frame again, or a "no signal" card.
+    on_loss: str = field(default="repeat", metadata=choices("repeat", "no-signal"))
+    # File inputs: "auto" paces at the file's own rate when it stands in for a live input
+    # and reads as fast as possible (losing nothing) otherwise.
+    file_pacing: str = field(default="auto", metadata=choices("auto", "realtime", "fast"))
+    # H.264 encoder of the rtmp:// and file outputs; auto = h264_nvenc when it opens, else libx264.
+    encoder: str = field(default="auto", metadata=choices("auto", "libx264", "h264_nvenc"))
+    preset: str = "ultrafast"  # libx264 preset (nvenc gets its low-latency preset)
+    bitrate_kbps: int = field(default=4000, metadata=limits(min=100, max=200000))
+    keyframe_interval_s: float = field(default=1.0, metadata=limits(min=0.1, max=10))
+    audio_bitrate_kbps: int = field(default=128, metadata=limits(min=16, max=512))
+    # Virtual camera: device None = the first v4l2loopback device; fps None = the run's fps.
+    vcam_device: str | None = None
+    vcam_fps: float | None = field(default=None, metadata=limits(min=1, max=240))
+
+    def validate(self, where: str) -> None:
+        if (self.width is None) != (self.height is None):
+            raise ConfigError(f"{where}.width/height: give both or neither (None = the source's size)")
+        for key in ("width", "height"):
+            value = getattr(self, key)
+            if value is not None and value % 2:
+                raise ConfigError(f"{where}.{key}: must be even (H.264 4:2:0), got {value}")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ConfigError(
+                f"{where}.reconnect_max_s: must be ≥ reconnect_initial_s ({self.reconnect_initial_s})"
+            )
