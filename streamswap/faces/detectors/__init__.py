@@ -1,0 +1,38 @@
+"""Face detectors and their decoders. Each takes an `inference.base.Session` plus
+`DetectorSettings` and returns `Face` objects in frame coordinates, best first."""
+
+from __future__ import annotations
+
+from streamswap.errors import ModelError
+from streamswap.faces.detectors.common import Detector
+from streamswap.faces.settings import DetectorSettings
+from streamswap.inference.base import Session
+
+CONTRACTS = ("blazeface", "scrfd", "yoloface", "yunet")
+
+
+def make_detector(contract: str, session: Session, settings: DetectorSettings) -> Detector:
+    """The detector adapter for `contract` (a catalogue contract name) over `session`.
+
+    Raises ModelError when the contract is unknown or the session's inputs/outputs do not
+    match it (the message names the model).
+    """
+    if contract == "blazeface":
+        from streamswap.faces.detectors.blazeface import BlazeFaceDetector
+        return BlazeFaceDetector(session, settings)
+    if contract == "scrfd":
+        from streamswap.faces.detectors.scrfd import ScrfdDetector
+        return ScrfdDetector(session, settings)
+    if contract == "yoloface":
+        from streamswap.faces.detectors.yoloface import YoloFaceDetector
+        return YoloFaceDetector(session, settings)
+    if contract == "yunet":
+        from streamswap.faces.detectors.yunet import YuNetDetector
+        return YuNetDetector(session, settings)
+    raise ModelError(
+        f"{settings.model}: {contract!r} is not a detector contract; faces.detector.contract "
+        f"must be one of {', '.join(CONTRACTS)}"
+    )
+
+
+__all__ = ["CONTRACTS", "Detector", "make_detector"]

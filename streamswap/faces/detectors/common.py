@@ -1,0 +1,145 @@
+"""What every detector shares: the preallocated letterbox input, session shape checks, and
+turning decoded arrays into sorted, clipped `Face` objects."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from streamswap.errors import ModelError
+from streamswap.faces.types import Face
+from streamswap.inference.base import Session, TensorInfo
+
+
+class Detector(Protocol):
+    def detect(self, bgr: np.ndarray) -> list[Face]: ...
+
+
+def model_label(session: Session, model: str | None, contract: str) -> str:
+    """How error messages name the model: the file when known, else the configured name."""
+    path = getattr(session, "path", None)
+    name = str(path) if path is not None else (model or contract)
+    return f"{name} ({contract} detector)"
+
+
+class LetterboxInput:
+    """A square NCHW float32 input buffer, allocated once; each frame is resized to fit and
+    placed at the top-left, the rest stays at the normalised value of black."""
+
+    def __init__(self, size: int, mean: float, scale: float, rgb: bool) -> None:
+        self.size = size
+        self.mean = np.float32(mean)
+        self.scale = np.float32(scale)
+        self.rgb = rgb
+        self.buffer = np.empty((1, 3, size, size), dtype=np.float32)
+        self._placed: tuple[int, int] | None = None  # (h, w) of the last placed image
+
+    def fill(self, bgr: np.ndarray) -> float:
+        """Letterbox `bgr` (H×W×3 uint8) into the buffer; returns input pixels per frame pixel."""
+        h, w = bgr.shape[:2]
+        s = self.size
+        # Same rounding as the SCRFD reference: the long side fills the square exactly.
+        if h > w:
+            nh, nw = s, max(1, int(s / (h / w)))
+        else:
+            nw, nh = s, max(1, int(s * (h / w)))
+        resized = bgr if (nh, nw) == (h, w) else cv2.resize(bgr, (nw, nh))
+        if self._placed != (nh, nw):
+            self.buffer.fill((0.0 - self.mean) * self.scale)
+            self._placed = (nh, nw)
+        for c in range(3):
+            channel = resized[:, :, 2 - c if self.rgb else c]
+            out = self.buffer[0, c, :nh, :nw]
+            np.subtract(channel, self.mean, out=out)
+            out *= self.scale
+        return nh / h
+
+
+def static_dims(info: TensorInfo) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in info.shape)
+
+
+def check_image_input(session: Session, label: str, size: int | None) -> tuple[str, int | None]:
+    """The detector's one image input: (name, fixed square size or None when dynamic).
+
+    Raises ModelError when the model has another number of inputs or a non-square,
+    non-3-channel fixed shape, or a fixed size different from `size` when one is demanded.
+    """
+    inputs = list(session.inputs)
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise ModelError(
+            f"{label}: expected one image input N×3×H×W, the model has "
+            f"{', '.join(f'{i.name}{list(i.shape)}' for i in inputs) or 'none'}; "
+            "check that the file follows this detector's contract (faces.detector.contract)"
+        )
+    dims = static_dims(inputs[0])
+    if dims[1] not in (None, 3):
+        raise ModelError(f"{label}: input {inputs[0].name} has {dims[1]} channels, expected 3 (NCHW)")
+    h, w = dims[2], dims[3]
+    if h is not None and w is not None and h != w:
+        raise ModelError(f"{label}: input {inputs[0].name} is {h}×{w}; only square inputs are supported")
+    fixed = h if h is not None else w
+    if fixed is not None and size is not None and fixed != size:
+        raise ModelError(
+            f"{label}: the model's input is fixed at {fixed}×{fixed} but {size} was asked for; "
+            f"set faces.detector.size: {fixed}"
+        )
+    return inputs[0].name, fixed
+
+
+def check_output_dims(label: str, outputs: Sequence[TensorInfo], expected: Sequence[tuple[int | None, int]]) -> None:
+    """Check each output's (rows, last dim) where the model states them; rows None = any."""
+    if len(outputs) != len(expected):
+        raise ModelError(
+            f"{label}: expected {len(expected)} outputs, the model has {len(outputs)} "
+            f"({', '.join(o.name for o in outputs)}); check faces.detector.contract"
+        )
+    for info, (rows, last) in zip(outputs, expected):
+        dims = static_dims(info)
+        if not 2 <= len(dims) <= 3 or (len(dims) == 3 and dims[0] not in (None, 1)):
+            raise ModelError(f"{label}: output {info.name} has shape {list(info.shape)}, expected (1,) N×{last}")
+        if dims[-1] is not None and dims[-1] != last or (
+                rows is not None and dims[-2] is not None and dims[-2] != rows):
+            raise ModelError(
+                f"{label}: output {info.name} has shape {list(info.shape)}, expected (1,) {rows or 'N'}×{last}"
+            )
+
+
+def as_rows(value: np.ndarray, label: str, name: str, rows: int, last: int) -> np.ndarray:
+    """An output as a (rows, last) array, with or without a leading batch axis of 1."""
+    arr = np.asarray(value)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != (rows, last):
+        raise ModelError(
+            f"{label}: output {name} has shape {list(np.shape(value))} at run time, "
+            f"expected (1,) {rows}×{last}; the model does not follow this detector's contract"
+        )
+    return arr
+
+
+def finish_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, frame_shape: tuple[int, ...],
+                 max_faces: int, extra: dict[str, np.ndarray] | None = None) -> list[Face]:
+    """Faces in frame coordinates: boxes clipped to the frame (key points are kept as the model
+    put them, since alignment needs their true geometry even off-frame), boxes left empty by the
+    clip dropped, the `max_faces` best kept, sorted by score desc, then x1, then y1."""
+    h, w = frame_shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    idx = np.flatnonzero(valid)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    # Best max_faces by score first (stable), then the deterministic final order.
+    idx = idx[np.argsort(-scores[idx].astype(np.float64), kind="stable")][:max_faces]
+    idx = sorted(idx.tolist(), key=lambda i: (-float(scores[i]), float(boxes[i, 0]), float(boxes[i, 1])))
+    faces = []
+    for i in idx:
+        faces.append(Face(
+            box=boxes[i].copy(), score=float(scores[i]),
+            kps=np.asarray(kps[i], dtype=np.float32).reshape(5, 2).copy(),
+            extra={k: np.asarray(v[i], dtype=np.float32).copy() for k, v in (extra or {}).items()},
+        ))
+    return faces

