@@ -20,3 +20,35 @@ class InferenceSettings:
     )
     # Built engines and timing caches; None = ./engines when writable, else the XDG cache.
     engine_cache_dir: str | None = None
+    # What runs the graphs: ONNX Runtime (provider above) or our own TensorRT engines.
+    backend: str = field(default="ort", metadata=choices("ort", "tensorrt"))
+    # When backend: tensorrt cannot be used here (no tensorrt, cuda-python or driver), try
+    # these ONNX Runtime providers in order; [] = fail with the reason. "cpu" must be listed
+    # explicitly: a user who asked for TensorRT never gets a silent CPU run.
+    fallback: list[str] = field(default_factory=list)
+    # TensorRT engine precision; None follows `fp16` (fp16 when true, else fp32).
+    precision: str | None = field(default=None, metadata=choices("fp32", "fp16", "int8"))
+    # Build a missing or stale engine on first use (minutes on Jetson); false = refuse with
+    # a message and let `streamswap engines build` do it ahead of time.
+    build_engines: bool = True
+    build_timeout_s: float = field(default=3600.0, metadata=limits(min=10))
+    # Largest batch (faces per call) an engine's optimisation profile accepts.
+    max_batch: int = field(default=8, metadata=limits(min=1, max=64))
+    # Builder scratch memory.
+    workspace_mb: int = field(default=2048, metadata=limits(min=64, max=65536))
+    # Face images for INT8 calibration (aligned crops are cut by our own detector).
+    calib_dir: str | None = None
+
+    def validate(self, where: str) -> None:
+        from streamswap.errors import ConfigError
+
+        for i, name in enumerate(self.fallback):
+            if name not in ("cuda", "cpu"):
+                raise ConfigError(
+                    f"{where}.fallback[{i}]: must be cuda or cpu (ONNX Runtime providers), got {name!r}"
+                )
+
+    @property
+    def engine_precision(self) -> str:
+        """The precision engines are built with."""
+        return self.precision or ("fp16" if self.fp16 else "fp32")

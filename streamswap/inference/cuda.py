@@ -1,0 +1,295 @@
+"""CUDA plumbing with cuda-python: streams, events, pinned host and device buffers, async copies.
+
+Every cuda-python call returns `(err, *results)`; `_call` checks each one and raises
+`CudaError` naming the call. Without cuda-python, a driver or a device, `open_cuda()` raises
+`BackendUnavailable` saying which piece is missing, so callers can fall back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from streamswap.errors import BackendUnavailable, StreamswapError
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+# cudaErrorInsufficientDriver / cudaErrorNoDevice: what a machine without a (new enough)
+# NVIDIA driver or without a GPU answers to the first runtime call.
+ERR_INSUFFICIENT_DRIVER = 35
+ERR_NO_DEVICE = 100
+ERR_NOT_READY = 600
+
+
+class CudaError(StreamswapError):
+    """A CUDA runtime call failed (out of memory, a bad launch, a lost device)."""
+
+
+def import_cudart() -> Any:
+    """The cuda-python runtime module, or BackendUnavailable saying how to install it."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 / 13.x
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]  # cuda-python 12.0-12.5
+        except ImportError:
+            raise BackendUnavailable(
+                "cuda-python is not installed; install it with pip install 'streamswap[tensorrt]' "
+                "(or pip install cuda-python), or set inference.backend: ort"
+            ) from None
+    return cudart
+
+
+def _err_name(err: Any) -> str:
+    return getattr(err, "name", None) or f"cudaError {int(err)}"
+
+
+def _call(cudart: Any, fn: str, *args: Any) -> Any:
+    """Call `cudart.<fn>(*args)`, check its error, return its result (None, one value or a tuple)."""
+    result = getattr(cudart, fn)(*args)
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, rest = result[0], result[1:]
+    if int(err) != 0:
+        raise CudaError(f"CUDA call {fn} failed: {_err_name(err)} ({int(err)})")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The GPU engines are built for: its name and compute capability ("8.7")."""
+
+    index: int
+    name: str
+    compute_capability: str
+
+
+class Cuda:
+    """One CUDA device through cuda-python. Create with `open_cuda()`; no global state."""
+
+    def __init__(self, cudart: Any, device: int = 0) -> None:
+        self.rt = cudart
+        self.device = device
+        _call(cudart, "cudaSetDevice", device)
+
+    # -- device ---------------------------------------------------------------------------
+    def info(self) -> DeviceInfo:
+        prop = _call(self.rt, "cudaGetDeviceProperties", self.device)
+        name = prop.name
+        if isinstance(name, (bytes, bytearray)):
+            name = bytes(name).split(b"\0", 1)[0].decode("utf-8", "replace")
+        return DeviceInfo(self.device, str(name).strip(), f"{prop.major}.{prop.minor}")
+
+    def synchronize(self) -> None:
+        _call(self.rt, "cudaDeviceSynchronize")
+
+    # -- objects --------------------------------------------------------------------------
+    def stream(self) -> "Stream":
+        """A non-blocking stream: it does not synchronise with the legacy default stream."""
+        return Stream(self)
+
+    def event(self, timing: bool = False) -> "Event":
+        return Event(self, timing)
+
+    def device_buffer(self, nbytes: int) -> "DeviceBuffer":
+        return DeviceBuffer(self, nbytes)
+
+    def pinned_buffer(self, nbytes: int) -> "PinnedBuffer":
+        return PinnedBuffer(self, nbytes)
+
+    # -- copies ---------------------------------------------------------------------------
+    def copy_htod_async(self, dst: "DeviceBuffer | int", src: np.ndarray, stream: "Stream") -> None:
+        """Host → device on `stream`; `src` should be pinned for a truly async copy."""
+        if not src.flags.c_contiguous:
+            raise ValueError("copy_htod_async needs a C-contiguous host array")
+        _call(self.rt, "cudaMemcpyAsync", _ptr(dst), src.ctypes.data, src.nbytes,
+              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle)
+
+    def copy_dtoh_async(self, dst: np.ndarray, src: "DeviceBuffer | int", stream: "Stream") -> None:
+        """Device → host on `stream`; `dst` must stay alive until the stream has passed it."""
+        if not dst.flags.c_contiguous:
+            raise ValueError("copy_dtoh_async needs a C-contiguous host array")
+        _call(self.rt, "cudaMemcpyAsync", dst.ctypes.data, _ptr(src), dst.nbytes,
+              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle)
+
+    def copy_dtod_async(self, dst: "DeviceBuffer | int", src: "DeviceBuffer | int", nbytes: int,
+                        stream: "Stream") -> None:
+        _call(self.rt, "cudaMemcpyAsync", _ptr(dst), _ptr(src), nbytes,
+              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle)
+
+
+def _ptr(buf: "DeviceBuffer | int") -> int:
+    return buf if isinstance(buf, int) else buf.ptr
+
+
+def open_cuda(device: int = 0) -> Cuda:
+    """Open `device`, or BackendUnavailable naming what is missing (cuda-python, driver, GPU)."""
+    cudart = import_cudart()
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except Exception as exc:  # the driver library itself cannot be loaded
+        raise BackendUnavailable(
+            f"no NVIDIA driver: CUDA cannot start ({exc}); install the NVIDIA driver "
+            "(JetPack on Jetson) or set inference.backend: ort"
+        ) from None
+    code = int(err)
+    if code == ERR_INSUFFICIENT_DRIVER:
+        raise BackendUnavailable(
+            "no usable NVIDIA driver (cudaErrorInsufficientDriver): the driver is missing or "
+            "older than this CUDA runtime; install/update the NVIDIA driver or set inference.backend: ort"
+        )
+    if code == ERR_NO_DEVICE or (code == 0 and count == 0):
+        raise BackendUnavailable(
+            "no CUDA-capable GPU found (cudaErrorNoDevice); check nvidia-smi, "
+            "or set inference.backend: ort"
+        )
+    if code != 0:
+        raise BackendUnavailable(
+            f"CUDA cannot start: {_err_name(err)} ({code}); check the NVIDIA driver (nvidia-smi)"
+        )
+    if device >= count:
+        raise BackendUnavailable(f"CUDA device {device} does not exist (this machine has {count})")
+    return Cuda(cudart, device)
+
+
+class Stream:
+    """A non-blocking CUDA stream; `handle` is the integer TensorRT's execute_async_v3 takes."""
+
+    def __init__(self, cuda: Cuda) -> None:
+        self._cuda = cuda
+        self._stream = _call(cuda.rt, "cudaStreamCreateWithFlags", cuda.rt.cudaStreamNonBlocking)
+
+    @property
+    def handle(self) -> int:
+        return int(self._stream)
+
+    @property
+    def raw(self) -> Any:
+        return self._stream
+
+    def wait(self, event: "Event") -> None:
+        """Later work on this stream waits for `event` (GPU-side; the host does not block)."""
+        _call(self._cuda.rt, "cudaStreamWaitEvent", self._stream, event.raw, 0)
+
+    def synchronize(self) -> None:
+        _call(self._cuda.rt, "cudaStreamSynchronize", self._stream)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            _call(self._cuda.rt, "cudaStreamDestroy", self._stream)
+            self._stream = None
+
+
+class Event:
+    """A CUDA event: marks a point in a stream; timing events also measure elapsed time."""
+
+    def __init__(self, cuda: Cuda, timing: bool = False) -> None:
+        self._cuda = cuda
+        flags = cuda.rt.cudaEventDefault if timing else cuda.rt.cudaEventDisableTiming
+        self._event = _call(cuda.rt, "cudaEventCreateWithFlags", flags)
+
+    @property
+    def raw(self) -> Any:
+        return self._event
+
+    def record(self, stream: Stream) -> None:
+        _call(self._cuda.rt, "cudaEventRecord", self._event, stream.raw)
+
+    def synchronize(self) -> None:
+        """Block the calling host thread until the event has happened."""
+        _call(self._cuda.rt, "cudaEventSynchronize", self._event)
+
+    def done(self) -> bool:
+        """True when the event has happened (never blocks)."""
+        (err,) = self._cuda.rt.cudaEventQuery(self._event)
+        if int(err) == ERR_NOT_READY:
+            return False
+        if int(err) != 0:
+            raise CudaError(f"CUDA call cudaEventQuery failed: {_err_name(err)} ({int(err)})")
+        return True
+
+    def elapsed_ms(self, since: "Event") -> float:
+        """Milliseconds from `since` to this event (both timing events, both done)."""
+        return float(_call(self._cuda.rt, "cudaEventElapsedTime", since.raw, self._event))
+
+    def close(self) -> None:
+        if self._event is not None:
+            _call(self._cuda.rt, "cudaEventDestroy", self._event)
+            self._event = None
+
+
+class DeviceBuffer:
+    """`nbytes` of device memory; `ptr` is the device address."""
+
+    def __init__(self, cuda: Cuda, nbytes: int) -> None:
+        self._cuda = cuda
+        self.nbytes = int(nbytes)
+        self.ptr = int(_call(cuda.rt, "cudaMalloc", max(self.nbytes, 1)))
+
+    def free(self) -> None:
+        if self.ptr:
+            _call(self._cuda.rt, "cudaFree", self.ptr)
+            self.ptr = 0
+
+
+class PinnedBuffer:
+    """`nbytes` of page-locked host memory; `array()` views it as numpy without copying."""
+
+    def __init__(self, cuda: Cuda, nbytes: int) -> None:
+        self._cuda = cuda
+        self.nbytes = int(nbytes)
+        self.ptr = int(_call(cuda.rt, "cudaHostAlloc", max(self.nbytes, 1), cuda.rt.cudaHostAllocDefault))
+
+    def array(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize > self.nbytes:
+            raise ValueError(f"{tuple(shape)} {dtype} does not fit a {self.nbytes}-byte pinned buffer")
+        raw = (ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr)
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            _call(self._cuda.rt, "cudaFreeHost", self.ptr)
+            self.ptr = 0
+
+
+class PinnedAllocator:
+    """The pipeline's slot allocator backed by pinned memory, so H2D/D2H copies are async.
+
+    Arrays it hands out stay valid until `close()`; the pipeline allocates its slots once.
+    """
+
+    def __init__(self, cuda: Cuda) -> None:
+        self._cuda = cuda
+        self._buffers: list[PinnedBuffer] = []
+        self._lock = threading.Lock()
+
+    def alloc(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buffer = PinnedBuffer(self._cuda, nbytes)
+        with self._lock:
+            self._buffers.append(buffer)
+        log.debug("pinned slot", extra=kv(shape=tuple(shape), dtype=str(dtype), bytes=nbytes))
+        return buffer.array(shape, dtype)
+
+    @property
+    def allocated_bytes(self) -> int:
+        with self._lock:
+            return sum(b.nbytes for b in self._buffers)
+
+    def close(self) -> None:
+        """Free every buffer; arrays handed out must not be used afterwards."""
+        with self._lock:
+            buffers, self._buffers = self._buffers, []
+        for buffer in buffers:
+            buffer.free()
