@@ -1,0 +1,345 @@
+"""The model store: where model files live, whether they are the catalogue's files, and
+turning a config value (catalogue name or the user's own path) into a file that may load.
+
+Verification is cached in a small stamp per file (size, mtime, SHA-256) under
+`<models dir>/.stamps/`, so a 500 MB swapper is hashed once, not on every start;
+`verify()` (`streamswap models verify`) always re-hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+from streamswap.errors import ModelError
+from streamswap.logs import kv
+from streamswap.models.catalogue import CATALOGUE, ModelSpec, lookup
+from streamswap.models.fetch import FetchResult, fetch, part_path, sha256_file
+from streamswap.models.progress import Progress
+from streamswap.models.settings import ModelsSettings
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR_ENV = "STREAMSWAP_MODELS_DIR"
+STAMPS = ".stamps"
+
+# ModelStatus.state values
+MISSING = "missing"
+VERIFIED = "verified"  # matches the catalogue's SHA-256 (or a bundled graph check passed)
+MISMATCH = "mismatch"  # present but not the catalogue's file: refused at load
+UNPINNED = "unpinned"  # present; the catalogue publishes no hash (hash recorded on first use)
+UNCHECKED = "unchecked"  # present, not hashed since it last changed (`models verify`)
+
+
+def default_models_dir(settings: ModelsSettings, environ: Mapping[str, str] | None = None) -> Path:
+    """models.dir (or --models-dir) > $STREAMSWAP_MODELS_DIR > $XDG_CACHE_HOME/streamswap/models."""
+    env = os.environ if environ is None else environ
+    if settings.dir:
+        return Path(settings.dir).expanduser()
+    if env.get(MODELS_DIR_ENV):
+        return Path(env[MODELS_DIR_ENV]).expanduser()
+    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(cache).expanduser() / "streamswap" / "models"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model file cleared for loading."""
+
+    path: Path
+    spec: ModelSpec
+    sha256: str
+    verified: bool  # False for a user's own file or a catalogue file without a published hash
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What is on disk for one catalogue entry (for `models list`, `verify`, `doctor`)."""
+
+    spec: ModelSpec
+    path: Path
+    state: str
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.state != MISSING
+
+    @property
+    def usable(self) -> bool:
+        """Would `resolve` accept it (ignoring the commercial switch)?"""
+        return self.state in (VERIFIED, UNPINNED)
+
+
+class ModelStore:
+    """Catalogue + models dir: status, fetch, verify, and resolving what the config names."""
+
+    def __init__(
+        self,
+        settings: ModelsSettings,
+        catalogue: Mapping[str, ModelSpec] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalogue = CATALOGUE if catalogue is None else catalogue
+        self._dir = default_models_dir(settings, environ)
+
+    @property
+    def dir(self) -> Path:
+        return self._dir
+
+    # --- catalogue -------------------------------------------------------------------------
+
+    def spec(self, name: str) -> ModelSpec:
+        return lookup(self.catalogue, name)
+
+    def specs(self) -> list[ModelSpec]:
+        return list(self.catalogue.values())
+
+    def path_of(self, name: str) -> Path:
+        """Where catalogue model `name` lives (whether or not it is there yet)."""
+        return self._dir / self.spec(name).file
+
+    def with_companions(self, names: list[str]) -> list[ModelSpec]:
+        """The specs for `names` plus the models they need (e.g. simswap's converter), once each."""
+        out: list[ModelSpec] = []
+        for name in names:
+            spec = self.spec(name)
+            for s in (spec, self.spec(spec.companion) if spec.companion else None):
+                if s is not None and s not in out:
+                    out.append(s)
+        return out
+
+    # --- status / verify -------------------------------------------------------------------
+
+    def status(self, name: str, *, rehash: bool = False) -> ModelStatus:
+        """The on-disk state of `name`: uses the stamp when current; hashes only if `rehash`."""
+        spec = self.spec(name)
+        path = self._dir / spec.file
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return ModelStatus(spec, path, MISSING)
+        if spec.size is not None and st.st_size != spec.size:
+            return ModelStatus(spec, path, MISMATCH, None, st.st_size)
+        stamp = self._read_stamp(path, st)
+        if spec.bundled:
+            if stamp is None or not stamp.get("graph_ok"):
+                if not rehash:
+                    return ModelStatus(spec, path, UNCHECKED, None, st.st_size)
+                self._check_bundled_graph(spec, path)
+                stamp = self._write_stamp(path, sha256_file(path), graph_ok=True)
+            return ModelStatus(spec, path, VERIFIED, stamp["sha256"], st.st_size)
+        if rehash or stamp is None:
+            if not rehash:
+                return ModelStatus(spec, path, UNCHECKED, None, st.st_size)
+            stamp = self._write_stamp(path, sha256_file(path))
+        sha = stamp["sha256"]
+        if spec.sha256 is None:
+            return ModelStatus(spec, path, UNPINNED, sha, st.st_size)
+        return ModelStatus(spec, path, VERIFIED if sha == spec.sha256 else MISMATCH, sha, st.st_size)
+
+    def check(self, name: str) -> ModelStatus:
+        """Like loading would: trust a current stamp, hash the file when it changed."""
+        status = self.status(name)
+        return self.status(name, rehash=True) if status.state == UNCHECKED else status
+
+    def verify(self, name: str) -> ModelStatus:
+        """Re-hash `name` now, ignoring any stamp (`streamswap models verify`)."""
+        return self.status(name, rehash=True)
+
+    # --- fetch -----------------------------------------------------------------------------
+
+    def fetch(
+        self, name: str, *, progress: Progress | None = None, force: bool = False,
+        backoff_s: float = 1.0,
+    ) -> tuple[ModelStatus, FetchResult | None]:
+        """Make catalogue model `name` present and verified: download it (or convert a
+        bundled one) unless it already is. Returns its status and the download, if any."""
+        spec = self.spec(name)
+        self._check_commercial(spec)
+        if spec.bundled:
+            path = self._dir / spec.file
+            if force and path.exists():
+                path.unlink()
+            self._ensure_bundled(spec)
+            return self.status(name, rehash=True), None
+        if not force:
+            current = self.check(name)
+            if current.usable:
+                return current, None
+        result = fetch(spec, self._dir, self.settings, progress=progress, backoff_s=backoff_s)
+        self._write_stamp(result.path, result.sha256)
+        return self.status(name), result
+
+    # --- resolve (what loading uses) ---------------------------------------------------------
+
+    def resolve(self, model: str, contract: str | None = None) -> ResolvedModel:
+        """The file to load for `model`: a catalogue name, or a path to the user's own file.
+
+        A catalogue file must be present and match its SHA-256 (bundled ones are converted
+        on first use); a user's file needs `contract` (catalogue name or contract name it
+        follows) and is loaded after a one-line "unverified" warning. Non-commercial
+        models are refused when models.commercial is true.
+        """
+        if model in self.catalogue:
+            return self._resolve_catalogue(self.spec(model), contract)
+        if _looks_like_path(model):
+            return self._resolve_user_file(Path(model).expanduser(), contract)
+        self.spec(model)  # raises, naming the known models
+        raise AssertionError("unreachable")
+
+    def _resolve_catalogue(self, spec: ModelSpec, contract: str | None) -> ResolvedModel:
+        if contract is not None and contract not in (spec.name, spec.contract):
+            raise ModelError(
+                f"model {spec.name} follows the {spec.contract!r} contract, not {contract!r}; "
+                f"pick a model for that role (`streamswap models list`)"
+            )
+        self._check_commercial(spec)
+        path = self._dir / spec.file
+        if spec.bundled:
+            self._ensure_bundled(spec)
+            status = self.check(spec.name)
+            return ResolvedModel(path, spec, status.sha256 or "", True)
+        status = self.check(spec.name)
+        if status.state == MISSING:
+            raise ModelError(
+                f"{path}: model file for {spec.name} is missing; run `streamswap models fetch "
+                f"{spec.name}` (air-gapped: set models.mirror, or copy {spec.file} into {self._dir})"
+            )
+        if status.state == MISMATCH:
+            found = f"SHA-256 {status.sha256}" if status.sha256 else f"{status.size} bytes"
+            pinned = f"SHA-256 {spec.sha256}" if status.sha256 else f"{spec.size} bytes"
+            raise ModelError(
+                f"{path}: refusing to load {spec.name}: the file fails verification ({found}, "
+                f"the catalogue pins {pinned}); delete it and run `streamswap models fetch "
+                f"{spec.name}`, or use your own export as a path with its contract"
+            )
+        assert status.sha256 is not None
+        if status.state == UNPINNED:
+            log.warning(
+                "no published SHA-256 for this catalogue model; loading the file recorded at "
+                "fetch time", extra=kv(model=spec.name, path=path, sha256=status.sha256[:16]),
+            )
+        return ResolvedModel(path, spec, status.sha256, status.state == VERIFIED)
+
+    def _resolve_user_file(self, path: Path, contract: str | None) -> ResolvedModel:
+        if contract is None:
+            raise ModelError(
+                f"{path}: a model given as a file path needs the contract it follows: set the "
+                f"role's `contract` to a catalogue model or contract name "
+                f"({', '.join(sorted({s.contract for s in self.catalogue.values()}))})"
+            )
+        base = self._spec_for_contract(contract)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read model file ({exc.strerror}); check the path") from None
+        if not path.is_file():
+            raise ModelError(f"{path}: not a file; give the path of an .onnx model file")
+        stamp = self._read_stamp(path, st)
+        sha = stamp["sha256"] if stamp else self._write_stamp(path, sha256_file(path))["sha256"]
+        log.warning(
+            "unverified model: your own file, not checked against the catalogue",
+            extra=kv(path=path, contract=base.contract, sha256=sha[:16]),
+        )
+        spec = replace(
+            base, file=path.name, urls=(), sha256=None, size=None, bundled=False,
+            license=f"user-supplied (follows {base.name})",
+        )
+        return ResolvedModel(path.resolve(), spec, sha, False)
+
+    def _spec_for_contract(self, contract: str) -> ModelSpec:
+        if contract in self.catalogue:
+            return self.catalogue[contract]
+        for spec in self.catalogue.values():
+            if spec.contract == contract:
+                return spec
+        known = sorted(set(self.catalogue) | {s.contract for s in self.catalogue.values()})
+        raise ModelError(f"unknown contract {contract!r}; use one of: {', '.join(known)}")
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _check_commercial(self, spec: ModelSpec) -> None:
+        if not self.settings.commercial or spec.commercial:
+            return
+        alternatives = [s.name for s in self.catalogue.values() if s.role == spec.role and s.commercial]
+        hint = f" (commercially usable {spec.role}s: {', '.join(alternatives)})" if alternatives else ""
+        raise ModelError(
+            f"{spec.name} is licensed {spec.license!r}, which does not allow commercial use, "
+            f"and models.commercial is true; choose another model{hint}, or set "
+            "models.commercial: false if your use is non-commercial"
+        )
+
+    def _ensure_bundled(self, spec: ModelSpec) -> None:
+        path = self._dir / spec.file
+        if path.exists():
+            return
+        from streamswap.models.bundled import convert_bundled  # its converter is heavy to import
+
+        self._dir.mkdir(parents=True, exist_ok=True)
+        made = convert_bundled(spec.name, self._dir)
+        if Path(made).resolve() != path.resolve():
+            raise ModelError(f"bundled model {spec.name} was written to {made}, expected {path}")
+        self._check_bundled_graph(spec, path)
+        self._write_stamp(path, sha256_file(path), graph_ok=True)
+
+    def _check_bundled_graph(self, spec: ModelSpec, path: Path) -> None:
+        from streamswap.models.bundled import check_bundled_graph
+
+        check_bundled_graph(spec.name, path)
+
+    def _stamp_path(self, path: Path) -> Path:
+        path = path.absolute()
+        if path.parent == self._dir.absolute():
+            name = path.name
+        else:  # a user's file elsewhere: key by its full path
+            name = f"{hashlib.sha1(str(path).encode()).hexdigest()[:16]}-{path.name}"
+        return self._dir / STAMPS / f"{name}.json"
+
+    def _read_stamp(self, path: Path, st: os.stat_result) -> dict | None:
+        """The stamp for `path` if it describes the file as it is now."""
+        try:
+            stamp = json.loads(self._stamp_path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (
+            isinstance(stamp, dict) and stamp.get("size") == st.st_size
+            and stamp.get("mtime_ns") == st.st_mtime_ns and isinstance(stamp.get("sha256"), str)
+        ):
+            return stamp
+        return None
+
+    def _write_stamp(self, path: Path, sha256: str, *, graph_ok: bool = False) -> dict:
+        st = path.stat()
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+        if graph_ok:
+            stamp["graph_ok"] = True
+        target = self._stamp_path(path)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(stamp), encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as exc:  # a read-only models dir still works, it just re-hashes
+            log.debug("cannot write verification stamp", extra=kv(path=target, error=exc))
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return stamp
+
+    def partial_download(self, name: str) -> Path | None:
+        """The resumable part of an interrupted download of `name`, if any."""
+        part = part_path(self._dir / self.spec(name).file)
+        return part if part.exists() else None
+
+
+def _looks_like_path(model: str) -> bool:
+    return "/" in model or os.sep in model or model.startswith("~") or model.lower().endswith(".onnx")

@@ -1,0 +1,332 @@
+"""Model downloads against a real HTTP server on 127.0.0.1 that misbehaves on purpose.
+
+Every failure case also checks the invariant that matters: nothing is left under the final
+file name that `ModelStore.resolve` would accept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from streamswap.errors import DownloadError, ModelError
+from streamswap.models.catalogue import ModelSpec, build_catalogue
+from streamswap.models.fetch import candidate_urls, fetch, part_path
+from streamswap.models.progress import StreamProgress
+from streamswap.models.settings import ModelsSettings
+from streamswap.models.store import ModelStore
+
+PAYLOAD = os.urandom(3 * 65536 + 123)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@dataclass
+class Behaviour:
+    """How the server answers one path; `modes` is consumed one per request, last one sticks."""
+
+    payload: bytes
+    modes: list[str] = field(default_factory=lambda: ["ok"])
+    cut_at: int = 65536
+    requests: list[str | None] = field(default_factory=list)  # Range header of each request
+
+    def next_mode(self) -> str:
+        return self.modes.pop(0) if len(self.modes) > 1 else self.modes[0]
+
+
+class Server:
+    """A threading HTTP server whose per-path behaviour the test sets."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Behaviour] = {}
+        self.release = threading.Event()  # lets stalled handlers finish at teardown
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                behaviour = server.routes.get(self.path)
+                if behaviour is None:
+                    self.send_error(404, "Not Found")
+                    return
+                range_header = self.headers.get("Range")
+                behaviour.requests.append(range_header)
+                mode = behaviour.next_mode()
+                if mode == "404":
+                    self.send_error(404, "Not Found")
+                    return
+                if mode == "500":
+                    self.send_error(500, "Internal Server Error")
+                    return
+                body = behaviour.payload
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+                if match and mode != "ignore-range":
+                    start = int(match.group(1))
+                    if start >= len(body):
+                        self.send_error(416, "Range Not Satisfiable")
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                rest = body[start:]
+                if mode in ("ok", "ignore-range"):
+                    self.wfile.write(rest)
+                elif mode in ("cut", "truncate"):  # fewer bytes than announced, then close
+                    self.wfile.write(rest[: behaviour.cut_at])
+                    self.close_connection = True
+                elif mode == "stall":
+                    self.wfile.write(rest[:1024])
+                    self.wfile.flush()
+                    server.release.wait(10)
+                    self.close_connection = True
+                else:
+                    raise AssertionError(mode)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+def make_spec(url: str, *, sha: str | None = SHA, size: int | None = len(PAYLOAD)) -> ModelSpec:
+    return ModelSpec(
+        name="tiny", role="detector", file="tiny.onnx", urls=(url,), sha256=sha, size=size,
+        license="MIT", commercial=True, contract="scrfd", inputs="x", outputs="y",
+    )
+
+
+def settings_for(tmp_path: Path, **kw: object) -> ModelsSettings:
+    base = dict(dir=str(tmp_path / "models"), timeout_s=2.0, retries=2)
+    base.update(kw)
+    return ModelsSettings(**base)  # type: ignore[arg-type]
+
+
+def store_for(settings: ModelsSettings, spec: ModelSpec) -> ModelStore:
+    return ModelStore(settings, build_catalogue([spec]))
+
+
+def assert_nothing_loads(settings: ModelsSettings, spec: ModelSpec) -> None:
+    with pytest.raises(ModelError) as err:
+        store_for(settings, spec).resolve(spec.name)
+    assert "streamswap models fetch tiny" in str(err.value)
+
+
+def test_success_installs_verified_file(server: Server, tmp_path: Path) -> None:
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path)
+    spec = make_spec(server.url("/tiny.onnx"))
+    out = io.StringIO()
+    result = fetch(spec, Path(settings.dir), settings, progress=StreamProgress(out), backoff_s=0.01)
+    assert result.path.read_bytes() == PAYLOAD
+    assert result.sha256 == SHA and result.pinned
+    assert not part_path(result.path).exists()
+    assert "tiny.onnx: downloading 0.2 MB" in out.getvalue()
+    assert "tiny.onnx: 0.2 MB in" in out.getvalue()
+    resolved = store_for(settings, spec).resolve("tiny")
+    assert resolved.path == result.path and resolved.verified and resolved.sha256 == SHA
+
+
+def test_resume_after_server_cuts_connection(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["cut", "ok"], cut_at=70000)
+    settings = settings_for(tmp_path)
+    spec = make_spec(server.url("/tiny.onnx"))
+    result = fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert result.path.read_bytes() == PAYLOAD
+    # The retry asked only for the bytes it did not have yet.
+    assert route.requests == [None, "bytes=70000-"]
+    assert store_for(settings, spec).resolve("tiny").verified
+
+
+def test_part_survives_failed_run_and_next_run_resumes(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["truncate"], cut_at=50000)
+    settings = settings_for(tmp_path, retries=0)
+    spec = make_spec(server.url("/tiny.onnx"))
+    with pytest.raises(DownloadError, match="kept and resumes next time"):
+        fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    part = part_path(Path(settings.dir) / "tiny.onnx")
+    assert part.stat().st_size == 50000
+    assert_nothing_loads(settings, spec)
+    route.modes = ["ok"]
+    fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert route.requests[-1] == "bytes=50000-"
+    assert store_for(settings, spec).resolve("tiny").verified
+
+
+def test_server_ignoring_range_restarts_cleanly(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["cut", "ignore-range"])
+    settings = settings_for(tmp_path)
+    spec = make_spec(server.url("/tiny.onnx"))
+    result = fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert result.path.read_bytes() == PAYLOAD  # not the first chunk twice
+    assert len(route.requests) == 2
+
+
+def test_sha256_mismatch_deletes_part_and_says_so(server: Server, tmp_path: Path) -> None:
+    wrong = bytes(len(PAYLOAD))  # same size, other bytes
+    server.routes["/tiny.onnx"] = Behaviour(wrong)
+    settings = settings_for(tmp_path)
+    spec = make_spec(server.url("/tiny.onnx"))
+    with pytest.raises(DownloadError) as err:
+        fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    message = str(err.value)
+    assert "SHA-256 mismatch" in message and "deleted the partial file" in message
+    assert hashlib.sha256(wrong).hexdigest() in message
+    models = Path(settings.dir)
+    assert not (models / "tiny.onnx").exists() and not part_path(models / "tiny.onnx").exists()
+    assert_nothing_loads(settings, spec)
+
+
+def test_wrong_advertised_size_is_refused_without_downloading(server: Server, tmp_path: Path) -> None:
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD + b"extra")
+    settings = settings_for(tmp_path)
+    spec = make_spec(server.url("/tiny.onnx"))
+    with pytest.raises(DownloadError, match="a different file"):
+        fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert list(Path(settings.dir).glob("tiny.onnx*")) == []
+    assert_nothing_loads(settings, spec)
+
+
+def test_404_fails_without_retrying(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["404"])
+    settings = settings_for(tmp_path, retries=3)
+    spec = make_spec(server.url("/tiny.onnx"))
+    with pytest.raises(DownloadError, match="HTTP 404") as err:
+        fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert "models.mirror" in str(err.value)
+    assert len(route.requests) == 1
+    assert list(Path(settings.dir).glob("tiny.onnx*")) == []
+    assert_nothing_loads(settings, spec)
+
+
+def test_server_error_is_retried_with_backoff(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["500", "500", "ok"])
+    settings = settings_for(tmp_path, retries=2)
+    spec = make_spec(server.url("/tiny.onnx"))
+    delays: list[float] = []
+    result = fetch(spec, Path(settings.dir), settings, backoff_s=0.5, sleep=delays.append)
+    assert result.path.read_bytes() == PAYLOAD
+    assert delays == [0.5, 1.0]  # exponential
+    assert len(route.requests) == 3
+
+
+def test_stalled_server_hits_timeout(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["stall"])
+    settings = settings_for(tmp_path, timeout_s=0.3, retries=1)
+    spec = make_spec(server.url("/tiny.onnx"))
+    with pytest.raises(DownloadError, match="timed out") as err:
+        fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert "gave up after 2 attempts" in str(err.value)
+    assert route.requests == [None, "bytes=1024-"]  # the retry resumed after the first KiB
+    assert not (Path(settings.dir) / "tiny.onnx").exists()
+    assert_nothing_loads(settings, spec)
+
+
+def test_truncated_body_is_an_error_not_a_file(server: Server, tmp_path: Path) -> None:
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["truncate"], cut_at=1000)
+    settings = settings_for(tmp_path, retries=1)
+    spec = make_spec(server.url("/tiny.onnx"), sha=None, size=None)  # only Content-Length to go by
+    with pytest.raises(DownloadError, match=r"connection closed after \d+ of \d+ bytes"):
+        fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert not (Path(settings.dir) / "tiny.onnx").exists()
+    assert_nothing_loads(settings, spec)
+
+
+def test_mirror_is_tried_first_then_catalogue_url(server: Server, tmp_path: Path) -> None:
+    primary = server.routes["/primary/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path, mirror=server.url("/mirror/"))
+    spec = make_spec(server.url("/primary/tiny.onnx"))
+    assert candidate_urls(spec, settings.mirror) == [
+        server.url("/mirror/tiny.onnx"), server.url("/primary/tiny.onnx"),
+    ]
+    result = fetch(spec, Path(settings.dir), settings, backoff_s=0.01)  # mirror 404s
+    assert result.url == server.url("/primary/tiny.onnx") and len(primary.requests) == 1
+    # With the file on the mirror, the catalogue URL is not touched.
+    mirrored = server.routes["/mirror/tiny.onnx"] = Behaviour(PAYLOAD)
+    result = fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert result.url == server.url("/mirror/tiny.onnx")
+    assert len(mirrored.requests) == 1 and len(primary.requests) == 1
+
+
+def test_mismatching_source_falls_through_to_next_url(server: Server, tmp_path: Path) -> None:
+    server.routes["/bad/tiny.onnx"] = Behaviour(bytes(len(PAYLOAD)))
+    server.routes["/good/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path)
+    spec = replace(make_spec(server.url("/bad/tiny.onnx")),
+                   urls=(server.url("/bad/tiny.onnx"), server.url("/good/tiny.onnx")))
+    assert fetch(spec, Path(settings.dir), settings, backoff_s=0.01).url.endswith("/good/tiny.onnx")
+
+
+def test_unpinned_model_warns_and_loads_unverified(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path)
+    spec = make_spec(server.url("/tiny.onnx"), sha=None, size=None)
+    store = store_for(settings, spec)
+    with caplog.at_level(logging.WARNING):
+        status, result = store.fetch("tiny", backoff_s=0.01)
+    assert result is not None and not result.pinned and result.sha256 == SHA
+    assert "no published SHA-256" in caplog.text
+    resolved = store.resolve("tiny")
+    assert resolved.sha256 == SHA and not resolved.verified
+    # The hash recorded at fetch time guards later loads: a changed file is refused.
+    resolved.path.write_bytes(bytes(len(PAYLOAD)))
+    os.utime(resolved.path, ns=(1, 1))
+    assert store.status("tiny", rehash=True).sha256 != SHA
+
+
+def test_store_fetch_skips_a_present_verified_file(server: Server, tmp_path: Path) -> None:
+    route = server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path)
+    store = store_for(settings, make_spec(server.url("/tiny.onnx")))
+    _, first = store.fetch("tiny", backoff_s=0.01)
+    status, second = store.fetch("tiny", backoff_s=0.01)
+    assert first is not None and second is None and status.state == "verified"
+    assert len(route.requests) == 1
+
+
+def test_progress_bar_on_a_terminal(server: Server, tmp_path: Path) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path)
+    out = Tty()
+    fetch(make_spec(server.url("/tiny.onnx")), Path(settings.dir), settings,
+          progress=StreamProgress(out, interval_s=0.0), backoff_s=0.01)
+    text = out.getvalue()
+    assert "\r" in text and "[" + "#" * 28 + "]" in text and "100.0%" in text
