@@ -1,0 +1,441 @@
+"""The offline mesh swapper: no neural weights, commercially safe, runs anywhere.
+
+With 468 FaceMesh landmarks on the source and on each target face, the source face's
+texture is warped triangle by triangle (piecewise affine) onto the target's mesh, its
+colour is matched to the target's skin (mean/std transfer in LAB), the target keeps its own
+eyes and mouth interior (so gaze, blinks and speech stay live), and the result is blended
+in with a feathered face-oval mask.
+
+Cost model: everything heavy about the source (texture pyramid in LAB, landmarks per level,
+triangulation, skin statistics) is computed once per source image in `prepare_identity`.
+Per target face only its bounding region is touched: one triangle-id raster, one gather of
+per-triangle affine coefficients, one remap, a 256-entry LUT for the colour match, one
+mask blur and one blend. Work buffers are cached per (quantised) region size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from streamswap.errors import InputError
+from streamswap.faces.mesh_topology import (
+    CHIN, FACE_OVAL, FOREHEAD, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NUM_LANDMARKS,
+    RIGHT_EYE, RIGHT_EYEBROW, delaunay,
+)
+from streamswap.faces.types import Face
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+_OVAL = np.array(FACE_OVAL, dtype=np.int32)
+_EYES = (np.array(RIGHT_EYE, dtype=np.int32), np.array(LEFT_EYE, dtype=np.int32))
+_MOUTH_IN = np.array(LIPS_INNER, dtype=np.int32)
+_MOUTH_OUT = np.array(LIPS_OUTER, dtype=np.int32)
+_BROWS = np.array(RIGHT_EYEBROW + LEFT_EYEBROW, dtype=np.int32)
+
+_SHIFT = 4  # sub-pixel bits for OpenCV's polygon fills
+_ONE = 1 << _SHIFT
+_QUANT = 16  # region sizes are rounded up to this so buffers are reused across frames
+_MAX_TEXTURE_FACE = 384  # source face size (px) of the finest texture level
+_MIN_TEXTURE_FACE = 24
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """Look of the mesh swap. Fractions are of the target face size (oval's larger side)."""
+
+    feather: float = 0.06  # width of the soft edge inside the face oval
+    source_feather: float = 0.05  # soft edge of the usable source texture (hides its hair/background)
+    forehead: float = 0.35  # how far above the brows the swap reaches (× brow-to-hairline distance)
+    eye_margin: float = 0.25  # how far the kept target eyes extend beyond the lid contour (× eye height)
+    mouth_margin: float = 0.02  # growth of the kept mouth interior beyond the inner lip contour
+    color_match: bool = True  # LAB mean/std transfer onto the target's skin
+    relight: float = 1.0  # 0..1: take the target's low-frequency shading (light direction, shadows)
+    relight_color: float = 0.5  # share of the local colour (a, b) transferred along with the light
+    relight_scale: float = 0.2  # blur radius of "low frequency" (× face size)
+    max_std_ratio: float = 1.6  # clamp of the std transfer (avoids amplifying noise/shadows)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One texture pyramid level of the source face."""
+
+    lab: np.ndarray  # (h, w, 3) uint8 LAB texture
+    alpha: np.ndarray  # (h, w) uint8: where the texture is the source's skin (255) vs not (0)
+    points: np.ndarray  # (468, 2) float32, landmark positions in this texture
+    face_size: float  # the oval's larger side in this level's pixels
+
+
+@dataclass(frozen=True)
+class MeshIdentity:
+    """Everything about one source face the per-frame work needs; built once per source."""
+
+    levels: tuple[_Level, ...]  # finest first, each half the previous
+    triangles: np.ndarray  # (T, 3) int32 landmark indices
+    lab_mean: np.ndarray  # (3,) float32, skin statistics of the source (LAB, 8-bit scale)
+    lab_std: np.ndarray  # (3,) float32
+
+
+def _check_landmarks(landmarks: np.ndarray | None, what: str) -> np.ndarray:
+    if landmarks is None:
+        raise InputError(
+            f"{what}: the mesh swapper needs dense landmarks; set faces.landmarker.model: facemesh"
+        )
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] < 2:
+        raise InputError(f"{what}: expected {NUM_LANDMARKS} FaceMesh landmarks, got shape {lm.shape}")
+    return lm
+
+
+def _polygon_mask(shape: tuple[int, int], polygons: Sequence[np.ndarray], value: int = 255,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8) if out is None else out
+    pts = [np.round(p * _ONE).astype(np.int32) for p in polygons]
+    cv2.fillPoly(mask, pts, value, cv2.LINE_8, _SHIFT)
+    return mask
+
+
+def _scaled_about_centre(poly: np.ndarray, factor: float) -> np.ndarray:
+    c = poly.mean(axis=0)
+    return c + (poly - c) * factor
+
+
+def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Face oval, and what to cut out of it for skin statistics (eyes, lips)."""
+    holes = [_scaled_about_centre(pts[e], 1.4) for e in _EYES] + [pts[_MOUTH_OUT]]
+    return pts[_OVAL], holes
+
+
+def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "source image",
+                     settings: MeshSettings | None = None) -> MeshIdentity:
+    """Build the mesh identity of one source face (BGR image + its 468 landmarks)."""
+    st = settings or MeshSettings()
+    lm = _check_landmarks(landmarks, name)[:, :2]
+    oval = lm[_OVAL]
+    x0, y0 = oval.min(axis=0)
+    x1, y1 = oval.max(axis=0)
+    size = float(max(x1 - x0, y1 - y0))
+    if size < 8:
+        raise InputError(f"{name}: the source face is only {size:.0f} px across; use a larger photo")
+    margin = 0.08 * size + 2
+    h, w = image.shape[:2]
+    cx0, cy0 = max(int(np.floor(x0 - margin)), 0), max(int(np.floor(y0 - margin)), 0)
+    cx1, cy1 = min(int(np.ceil(x1 + margin)), w), min(int(np.ceil(y1 + margin)), h)
+    crop = image[cy0:cy1, cx0:cx1]
+    pts = lm - np.array([cx0, cy0], np.float32)
+    scale = min(1.0, _MAX_TEXTURE_FACE / size)
+    if scale < 1.0:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        pts = pts * scale
+    face_px = size * scale
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
+    oval_poly, holes = _skin_polygons(pts)
+    skin = _polygon_mask(lab.shape[:2], [oval_poly])
+    _polygon_mask(lab.shape[:2], holes, 0, out=skin)
+    mean, std = cv2.meanStdDev(lab, mask=skin)
+    # Where the source texture may be used: the face oval below the fringe line, pulled in
+    # from its edge and feathered, so the source's hair and background never come along.
+    soft = max(1.0, st.source_feather * face_px)
+    usable = _shrink_polygon(capped_oval(pts, st.forehead), soft)
+    alpha = _polygon_mask(lab.shape[:2], [usable])
+    cv2.GaussianBlur(alpha, (0, 0), soft / 2, dst=alpha)
+    levels = [_Level(lab, alpha, pts.astype(np.float32), face_px)]
+    while levels[-1].face_size / 2 >= _MIN_TEXTURE_FACE and min(levels[-1].lab.shape[:2]) >= 16:
+        prev = levels[-1]
+        down = cv2.pyrDown(prev.lab)
+        fy = down.shape[0] / prev.lab.shape[0]
+        fx = down.shape[1] / prev.lab.shape[1]
+        levels.append(_Level(down, cv2.pyrDown(prev.alpha),
+                             (prev.points * np.array([fx, fy], np.float32)).astype(np.float32),
+                             prev.face_size / 2))
+    triangles = delaunay(lm)
+    log.debug("mesh identity", extra=kv(source=name, face_px=round(size), triangles=len(triangles),
+                                        levels=len(levels)))
+    return MeshIdentity(
+        levels=tuple(levels), triangles=triangles,
+        lab_mean=mean.ravel().astype(np.float32), lab_std=np.maximum(std.ravel(), 1.0).astype(np.float32),
+    )
+
+
+def capped_oval(pts: np.ndarray, forehead: float) -> np.ndarray:
+    """The face oval with its top pulled down to `forehead` of the way from the brows to
+    the oval's top (along the face's own up direction, so tilted faces work)."""
+    oval = pts[_OVAL]
+    up = pts[FOREHEAD] - pts[CHIN]
+    up = up / max(float(np.linalg.norm(up)), 1e-6)
+    height = oval @ up
+    brow_top = float((pts[_BROWS] @ up).max())
+    limit = brow_top + forehead * max(float(height.max()) - brow_top, 0.0)
+    excess = np.maximum(height - limit, 0.0)
+    return (oval - excess[:, None] * up[None, :]).astype(np.float32)
+
+
+class _Buffers:
+    """Work arrays for one region size (h, w); reused while faces keep that size."""
+
+    def __init__(self, h: int, w: int) -> None:
+        self.tri_id = np.empty((h, w), np.int32)
+        self.coef = np.empty((h, w, 6), np.float32)
+        gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.gx, self.gy = gx, gy
+        self.map_x = np.empty((h, w), np.float32)
+        self.map_y = np.empty((h, w), np.float32)
+        self.tmp = np.empty((h, w), np.float32)
+        self.warped_lab = np.empty((h, w, 3), np.uint8)
+        self.warped_alpha = np.empty((h, w), np.uint8)
+        self.matched_lab = np.empty((h, w, 3), np.uint8)
+        self.warped_bgr = np.empty((h, w, 3), np.uint8)
+        self.target_lab = np.empty((h, w, 3), np.uint8)
+        self.mask = np.empty((h, w), np.uint8)
+        self.skin = np.empty((h, w), np.uint8)
+        self.alpha = np.empty((h, w), np.float32)
+        self.beta = np.empty((h, w), np.float32)
+        self.out = np.empty((h, w, 3), np.uint8)
+        self.delta = np.empty((h, w, 3), np.float32)
+
+
+class MeshSwapper:
+    """Swapper adapter for `faces.swapper.model: mesh`: `set_identity` then `swap` per frame."""
+
+    name = "mesh"
+    needs_landmarks = True
+
+    def __init__(self, settings: MeshSettings | None = None, max_cached_sizes: int = 12) -> None:
+        self.settings = settings or MeshSettings()
+        self._identity: MeshIdentity | None = None
+        self._buffers: OrderedDict[tuple[int, int], _Buffers] = OrderedDict()
+        self._max_cached = max_cached_sizes
+        self._lut = np.empty((256, 1, 3), np.uint8)
+        self._ramp = np.arange(256, dtype=np.float32)
+        self._lock = threading.Lock()
+
+    # --- identity ---------------------------------------------------------------------------
+    def prepare_identity(self, sources: Sequence[tuple[np.ndarray, Face]], names: Sequence[str] = ()) -> MeshIdentity:
+        """Identity from (image, face-with-landmarks) pairs. A texture cannot be averaged,
+        so the first source face is used (the others only matter to neural swappers)."""
+        if not sources:
+            raise InputError("no source face given; pass at least one source image with a face")
+        image, face = sources[0]
+        name = names[0] if names else "source image"
+        return prepare_identity(image, _check_landmarks(face.landmarks, name), name, self.settings)
+
+    def set_identity(self, identity: MeshIdentity | None) -> None:
+        """Swap to `identity` from the next `swap` call on (None: leave faces unchanged)."""
+        self._identity = identity
+
+    @property
+    def identity(self) -> MeshIdentity | None:
+        return self._identity
+
+    # --- per frame ---------------------------------------------------------------------------
+    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        """Replace every face of `frame` (BGR uint8, in place) that has landmarks."""
+        identity = self._identity
+        if identity is None:
+            return
+        for face in faces:
+            if face.landmarks is None:
+                continue
+            self.swap_one(frame, face.landmarks, identity)
+
+    def _get_buffers(self, h: int, w: int) -> _Buffers:
+        key = (h, w)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = _Buffers(h, w)
+            self._buffers[key] = buf
+            if len(self._buffers) > self._max_cached:
+                self._buffers.popitem(last=False)
+        else:
+            self._buffers.move_to_end(key)
+        return buf
+
+    @staticmethod
+    def _region(pts: np.ndarray, frame_w: int, frame_h: int) -> tuple[int, int, int, int] | None:
+        """Quantised bounding region (x, y, w, h) of the face oval, inside the frame."""
+        oval = pts[_OVAL]
+        x0, y0 = np.floor(oval.min(axis=0)) - 1
+        x1, y1 = np.ceil(oval.max(axis=0)) + 1
+        if x1 <= 0 or y1 <= 0 or x0 >= frame_w or y0 >= frame_h:
+            return None
+        w = int(x1 - x0)
+        h = int(y1 - y0)
+        wq = min(-(-w // _QUANT) * _QUANT, frame_w)
+        hq = min(-(-h // _QUANT) * _QUANT, frame_h)
+        x = int(x0) - (wq - w) // 2
+        y = int(y0) - (hq - h) // 2
+        x = min(max(x, 0), frame_w - wq)
+        y = min(max(y, 0), frame_h - hq)
+        if wq < 4 or hq < 4:
+            return None
+        return x, y, wq, hq
+
+    def swap_one(self, frame: np.ndarray, landmarks: np.ndarray, identity: MeshIdentity) -> None:
+        """Swap one face given its (468, 3) landmarks in frame pixels."""
+        st = self.settings
+        lm = np.asarray(landmarks, dtype=np.float32)
+        pts_frame = lm[:, :2]
+        region = self._region(pts_frame, frame.shape[1], frame.shape[0])
+        if region is None:
+            return
+        rx, ry, rw, rh = region
+        roi = frame[ry:ry + rh, rx:rx + rw]
+        pts = pts_frame - np.array([rx, ry], np.float32)
+        oval = pts[_OVAL]
+        size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
+        if size < 8:
+            return
+        buf = self._get_buffers(rh, rw)
+
+        # Texture level: the coarsest that is still at least as large as the target face.
+        level = identity.levels[0]
+        for candidate in identity.levels[1:]:
+            if candidate.face_size >= size:
+                level = candidate
+        tri = identity.triangles
+        dst = pts[tri]  # (T, 3, 2) target triangles
+        src = level.points[tri]  # (T, 3, 2) source triangles
+
+        # Per-triangle affine target -> source: [x y 1] @ X = [u v].
+        e1 = dst[:, 1] - dst[:, 0]
+        e2 = dst[:, 2] - dst[:, 0]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        ok = np.abs(det) > 1e-4
+        inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0).astype(np.float32)
+        # Inverse of the 2x2 [e1 e2] (columns) applied to source edges.
+        s1 = src[:, 1] - src[:, 0]
+        s2 = src[:, 2] - src[:, 0]
+        # For p = dst0 + a*e1 + b*e2: a = (e2y*dx - e2x*dy)/det, b = (-e1y*dx + e1x*dy)/det.
+        a_x, a_y = e2[:, 1] * inv_det, -e2[:, 0] * inv_det
+        b_x, b_y = -e1[:, 1] * inv_det, e1[:, 0] * inv_det
+        coef = np.empty((len(tri) + 1, 6), np.float32)
+        # u = src0x + a*s1x + b*s2x, expanded to u = cx*x + cy*y + c0.
+        ux = a_x * s1[:, 0] + b_x * s2[:, 0]
+        uy = a_y * s1[:, 0] + b_y * s2[:, 0]
+        vx = a_x * s1[:, 1] + b_x * s2[:, 1]
+        vy = a_y * s1[:, 1] + b_y * s2[:, 1]
+        coef[:-1, 0] = ux
+        coef[:-1, 1] = uy
+        coef[:-1, 2] = src[:, 0, 0] - ux * dst[:, 0, 0] - uy * dst[:, 0, 1]
+        coef[:-1, 3] = vx
+        coef[:-1, 4] = vy
+        coef[:-1, 5] = src[:, 0, 1] - vx * dst[:, 0, 0] - vy * dst[:, 0, 1]
+        coef[-1] = (0.0, 0.0, -16.0, 0.0, 0.0, -16.0)  # outside the mesh: off the texture
+
+        # Triangle-id raster, far triangles first so near ones win where the mesh folds.
+        sentinel = len(tri)
+        buf.tri_id.fill(sentinel)
+        order = np.argsort(-lm[tri, 2].mean(axis=1)) if lm.shape[1] > 2 else np.arange(len(tri))
+        fixed = np.round(dst * _ONE).astype(np.int32)
+        fill = cv2.fillConvexPoly
+        tri_id = buf.tri_id
+        for i in order[ok[order]].tolist():
+            fill(tri_id, fixed[i], i, cv2.LINE_8, _SHIFT)
+
+        # Dense target -> source map from the per-triangle coefficients.
+        np.take(coef, tri_id, axis=0, out=buf.coef, mode="clip")
+        c = buf.coef
+        np.multiply(c[..., 0], buf.gx, out=buf.map_x)
+        np.multiply(c[..., 1], buf.gy, out=buf.tmp)
+        buf.map_x += buf.tmp
+        buf.map_x += c[..., 2]
+        np.multiply(c[..., 3], buf.gx, out=buf.map_y)
+        np.multiply(c[..., 4], buf.gy, out=buf.tmp)
+        buf.map_y += buf.tmp
+        buf.map_y += c[..., 5]
+        cv2.remap(level.lab, buf.map_x, buf.map_y, cv2.INTER_LINEAR, dst=buf.warped_lab,
+                  borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(level.alpha, buf.map_x, buf.map_y, cv2.INTER_LINEAR, dst=buf.warped_alpha,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+        # Colour: map source skin statistics onto the target's, one LUT per channel.
+        if st.color_match:
+            cv2.cvtColor(roi, cv2.COLOR_BGR2LAB, dst=buf.target_lab)
+            oval_poly, holes = _skin_polygons(pts)
+            buf.skin.fill(0)
+            _polygon_mask(buf.skin.shape, [oval_poly], 255, out=buf.skin)
+            _polygon_mask(buf.skin.shape, holes, 0, out=buf.skin)
+            t_mean, t_std = cv2.meanStdDev(buf.target_lab, mask=buf.skin)
+            ratio = np.clip(t_std.ravel() / identity.lab_std, 1.0 / st.max_std_ratio, st.max_std_ratio)
+            for ch in range(3):
+                values = (self._ramp - identity.lab_mean[ch]) * ratio[ch] + float(t_mean[ch, 0])
+                self._lut[:, 0, ch] = np.clip(values + 0.5, 0, 255).astype(np.uint8)
+            cv2.LUT(buf.warped_lab, self._lut, dst=buf.matched_lab)
+            if st.relight > 0:
+                self._relight(buf, size)
+            cv2.cvtColor(buf.matched_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
+        else:
+            cv2.cvtColor(buf.warped_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
+
+        # Mask: face oval pulled in by the feather width, minus the target's eyes and mouth
+        # interior, then blurred so every edge is soft.
+        feather = max(1.5, st.feather * size)
+        inner = _shrink_polygon(capped_oval(pts, st.forehead), feather * 0.5)
+        buf.mask.fill(0)
+        _polygon_mask(buf.mask.shape, [inner], 255, out=buf.mask)
+        holes = []
+        for eye in _EYES:
+            e = pts[eye]
+            height = float(np.ptp(e[:, 1])) + 1.0
+            width = float(np.ptp(e[:, 0])) + 1.0
+            holes.append(_grow_polygon(e, st.eye_margin * height, width, height))
+        mouth = pts[_MOUTH_IN]
+        holes.append(_grow_polygon(mouth, st.mouth_margin * size, float(np.ptp(mouth[:, 0])) + 1,
+                                   float(np.ptp(mouth[:, 1])) + 1))
+        _polygon_mask(buf.mask.shape, holes, 0, out=buf.mask)
+        k = int(feather) | 1
+        cv2.GaussianBlur(buf.mask, (k, k), 0, dst=buf.mask)
+        cv2.multiply(buf.mask, buf.warped_alpha, dst=buf.alpha, scale=1.0 / (255.0 * 255.0),
+                     dtype=cv2.CV_32F)
+        np.subtract(np.float32(1.0), buf.alpha, out=buf.beta)
+        cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=buf.out)
+        roi[...] = buf.out
+
+    def _relight(self, buf: _Buffers, size: float) -> None:
+        """Move the warped face's low-frequency LAB (shading, local tint) to the target's.
+
+        Works on a copy about 32 px across (it is low frequency by definition), with
+        mask-normalised blurs so the background and the eyes/mouth do not leak in."""
+        st = self.settings
+        h, w = buf.skin.shape
+        f = min(1.0, 32.0 / size)
+        sw, sh = max(int(round(w * f)), 4), max(int(round(h * f)), 4)
+        small_t = cv2.resize(buf.target_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+        small_w = cv2.resize(buf.matched_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+        m = cv2.resize(buf.skin, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
+        m = cv2.multiply(m, cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),
+                         scale=1 / 255, dtype=cv2.CV_32F)
+        sigma = max(st.relight_scale * size * f, 0.8)
+        norm = cv2.GaussianBlur(m, (0, 0), sigma)
+        valid = norm > 0.02
+        norm = np.where(valid, norm, 1.0)[..., None]
+        low_t = cv2.GaussianBlur(small_t * m[..., None], (0, 0), sigma) / norm
+        low_w = cv2.GaussianBlur(small_w * m[..., None], (0, 0), sigma) / norm
+        delta = (low_t - low_w) * np.array([st.relight, st.relight * st.relight_color,
+                                            st.relight * st.relight_color], np.float32)
+        delta[~valid] = 0.0
+        cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)
+        cv2.add(buf.matched_lab, buf.delta, dst=buf.matched_lab, dtype=cv2.CV_8U)
+
+
+def _shrink_polygon(poly: np.ndarray, by: float) -> np.ndarray:
+    """Move every vertex `by` pixels towards the polygon's centroid."""
+    c = poly.mean(axis=0)
+    d = poly - c
+    n = np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-3)
+    return c + d * np.maximum(n - by, 0.0) / n
+
+
+def _grow_polygon(poly: np.ndarray, by: float, width: float, height: float) -> np.ndarray:
+    """Scale a small contour (eye, mouth) about its centre so it grows by about `by` px."""
+    c = poly.mean(axis=0)
+    sx = 1.0 + 2.0 * by / max(width, 1.0)
+    sy = 1.0 + 2.0 * by / max(height, 1.0)
+    return c + (poly - c) * np.array([sx, sy], np.float32)

@@ -1,0 +1,300 @@
+"""Still images in and out (source photos, `swap-image`, the control API's uploads).
+
+Every image leaves here as a BGR uint8 H×W×3 array, whatever the file held: 16-bit PNGs are
+scaled to 8 bits, grayscale is expanded to three channels, an alpha channel is dropped and
+EXIF orientation is applied. The pixel count is checked from the file's header BEFORE
+anything is decoded, so a 10000×10000 photo or a decompression bomb (a tiny file that
+claims a huge size) is refused without allocating its pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamswap.errors import InputError, OutputError
+
+# 50 megapixels: above 8K UHD (33 MP), below anything a camera phone still-shot needs.
+DEFAULT_MAX_PIXELS = 50_000_000
+# A face needs some pixels; detectors do not find faces much smaller than this.
+MIN_SIDE = 32
+# Encoded files above this are refused before being read into memory.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+SUPPORTED = "JPEG, PNG, BMP, WebP, TIFF, GIF, PNM"
+_WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, read without decoding any pixels."""
+
+    format: str
+    width: int
+    height: int
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as BGR uint8 H×W×3.
+
+    Raises InputError naming the file when it is missing, a folder, empty, unreadable,
+    not an image, too small to hold a face, or larger than `max_pixels`.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found; check the path") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an image file")
+    if size > MAX_FILE_BYTES:
+        raise InputError(
+            f"{p}: file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit "
+            "for still images; use a smaller image"
+        )
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc}); check its permissions") from None
+    return decode_image(data, max_pixels=max_pixels, name=str(p))
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (a file's content, an upload) to BGR uint8 H×W×3.
+
+    `name` is used in error messages (a path, or e.g. "uploaded image").
+    """
+    if not data:
+        raise InputError(f"{name}: empty file (0 bytes), not an image")
+    header = read_header(data, name)
+    check_dimensions(header, max_pixels, name)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        # IMREAD_COLOR: 16-bit -> 8-bit (>> 8), gray -> BGR, alpha dropped, EXIF orientation applied.
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise InputError(f"{name}: corrupt {header.format} image ({_first_line(exc)})") from None
+    if image is None:
+        raise InputError(
+            f"{name}: the {header.format} data cannot be decoded (truncated or corrupt file)"
+        )
+    if image.dtype != np.uint8:  # defensive: decoders that ignore IMREAD_COLOR's depth rule
+        image = _to_uint8(image)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image)
+
+
+def check_dimensions(header: ImageHeader, max_pixels: int, name: str) -> None:
+    """Refuse images too small to hold a face or too large to decode safely."""
+    w, h = header.width, header.height
+    if w <= 0 or h <= 0:
+        raise InputError(f"{name}: the {header.format} header claims a {w}×{h} image; the file is corrupt")
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise InputError(
+            f"{name}: image is {w}×{h} pixels, too small to contain a face "
+            f"(need at least {MIN_SIDE}×{MIN_SIDE})"
+        )
+    if w * h > max_pixels:
+        raise InputError(
+            f"{name}: image is {w}×{h} ({w * h / 1e6:.0f} megapixels), over the size limit of "
+            f"{max_pixels / 1e6:.0f} megapixels; scale it down first"
+        )
+
+
+def read_header(data: bytes, name: str = "image") -> ImageHeader:
+    """Format and size from the first bytes of an encoded image, without decoding pixels."""
+    for parse in (_png, _jpeg, _gif, _bmp, _webp, _tiff, _pnm):
+        header = parse(data, name)
+        if header is not None:
+            return header
+    hint = ""
+    if _looks_like_text(data[:512]):
+        hint = " (it holds text)"
+    raise InputError(f"{name}: not an image{hint}; supported formats: {SUPPORTED}")
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> Path:
+    """Write a BGR uint8 image; the format follows the extension. Written atomically."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in _WRITE_EXTENSIONS:
+        raise OutputError(
+            f"{p}: unknown image extension {p.suffix or '(none)'!r}; use one of "
+            + ", ".join(_WRITE_EXTENSIONS)
+        )
+    params: list[int] = []
+    if ext in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+    ok, encoded = cv2.imencode(ext, image, params)
+    if not ok:
+        raise OutputError(f"{p}: cannot encode the image as {ext}")
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, p)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{p}: cannot write ({exc.strerror or exc}); check the folder and its permissions") from None
+    return p
+
+
+# --- header parsers: each returns None when the data is not its format -------------------
+
+def _png(data: bytes, name: str) -> ImageHeader | None:
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise InputError(f"{name}: truncated or corrupt PNG (no IHDR header)")
+    w, h = struct.unpack(">II", data[16:24])
+    return ImageHeader("PNG", w, h)
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...); not DHT/JPG/DAC.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg(data: bytes, name: str) -> ImageHeader | None:
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise InputError(f"{name}: corrupt JPEG (bad marker at byte {i})")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        if marker in _SOF:
+            if i + 9 > n:
+                break
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return ImageHeader("JPEG", w, h)
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        i += 2 + length
+    raise InputError(f"{name}: truncated or corrupt JPEG (no frame header)")
+
+
+def _gif(data: bytes, name: str) -> ImageHeader | None:
+    if not data[:6] in (b"GIF87a", b"GIF89a"):
+        return None
+    if len(data) < 10:
+        raise InputError(f"{name}: truncated GIF")
+    w, h = struct.unpack("<HH", data[6:10])
+    return ImageHeader("GIF", w, h)
+
+
+def _bmp(data: bytes, name: str) -> ImageHeader | None:
+    if not data.startswith(b"BM") or len(data) < 18:
+        return None
+    (dib,) = struct.unpack("<I", data[14:18])
+    if dib == 12:
+        if len(data) < 22:
+            raise InputError(f"{name}: truncated BMP")
+        w, h = struct.unpack("<HH", data[18:22])
+    else:
+        if len(data) < 26:
+            raise InputError(f"{name}: truncated BMP")
+        w, h = struct.unpack("<ii", data[18:26])
+    return ImageHeader("BMP", abs(w), abs(h))
+
+
+def _webp(data: bytes, name: str) -> ImageHeader | None:
+    if not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return None
+    if len(data) < 30:
+        raise InputError(f"{name}: truncated WebP")
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return ImageHeader("WebP", w & 0x3FFF, h & 0x3FFF)
+    if chunk == b"VP8L":
+        b = data[21:25]
+        w = 1 + (((b[1] & 0x3F) << 8) | b[0])
+        h = 1 + (((b[3] & 0x0F) << 10) | (b[2] << 2) | ((b[1] & 0xC0) >> 6))
+        return ImageHeader("WebP", w, h)
+    if chunk == b"VP8X":
+        w = 1 + int.from_bytes(data[24:27], "little")
+        h = 1 + int.from_bytes(data[27:30], "little")
+        return ImageHeader("WebP", w, h)
+    raise InputError(f"{name}: unsupported WebP variant {chunk!r}")
+
+
+def _tiff(data: bytes, name: str) -> ImageHeader | None:
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    end = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(end + "I", data[4:8])
+        (count,) = struct.unpack(end + "H", data[ifd:ifd + 2])
+        w = h = None
+        for k in range(count):
+            off = ifd + 2 + 12 * k
+            tag, typ = struct.unpack(end + "HH", data[off:off + 4])
+            value = (struct.unpack(end + "H", data[off + 8:off + 10])[0] if typ == 3
+                     else struct.unpack(end + "I", data[off + 8:off + 12])[0])
+            if tag == 256:
+                w = value
+            elif tag == 257:
+                h = value
+    except struct.error:
+        raise InputError(f"{name}: truncated or corrupt TIFF") from None
+    if w is None or h is None:
+        raise InputError(f"{name}: TIFF without width/height tags")
+    return ImageHeader("TIFF", w, h)
+
+
+def _pnm(data: bytes, name: str) -> ImageHeader | None:
+    if len(data) < 3 or data[0:1] != b"P" or data[1:2] not in b"123456" or not data[2:3].isspace():
+        return None
+    tokens: list[bytes] = []
+    for line in data[2:256].splitlines():
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 2:
+            break
+    try:
+        return ImageHeader("PNM", int(tokens[0]), int(tokens[1]))
+    except (IndexError, ValueError):
+        raise InputError(f"{name}: corrupt PNM header") from None
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 0x20 or c in (0x09, 0x0A, 0x0D) for c in head)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
