@@ -18,6 +18,8 @@ from streamswap.faces.settings import FacesSettings
 from streamswap.inference.settings import InferenceSettings
 from streamswap.io.settings import IoSettings
 from streamswap.models.settings import ModelsSettings
+from streamswap.pipeline.settings import PipelineSettings
+from streamswap.service.settings import ServiceSettings
 from streamswap.typedconfig import from_dict, set_path, to_dict
 
 CONFIG_ENV = "STREAMSWAP_CONFIG"
@@ -35,6 +37,8 @@ class Config:
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     faces: FacesSettings = field(default_factory=FacesSettings)
     io: IoSettings = field(default_factory=IoSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
 
 
 def load_config(

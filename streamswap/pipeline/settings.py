@@ -1,0 +1,28 @@
+"""Settings of the real-time pipeline: ring sizes, drop policy, error tolerance, stats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamswap.typedconfig import choices, limits
+
+
+@dataclass
+class PipelineSettings:
+    # Frames that may wait between two stages (each of the three rings holds this many).
+    # Small keeps live latency low; the slot pool is sized from it (3 × queue_size + 4).
+    queue_size: int = field(default=2, metadata=limits(min=1, max=64))
+    # What happens when the first ring is full: "auto" follows the source (a live source
+    # drops the oldest unprocessed frame, a file blocks and loses nothing), or force one.
+    policy: str = field(default="auto", metadata=choices("auto", "drop-oldest", "block"))
+    # Seconds between stats lines (terminal) / stats log records.
+    stats_interval: float = field(default=1.0, metadata=limits(min=0.1, max=3600))
+    # Recent frames kept for latency percentiles and per-stage means (bounded memory).
+    stats_window: int = field(default=300, metadata=limits(min=10, max=100000))
+    # Consecutive failures of one stage after which status() reports "degraded".
+    max_stage_errors: int = field(default=10, metadata=limits(min=1, max=100000))
+    # Copy a frame before swapping it so a swap that fails half-way leaves it untouched
+    # (one preallocated buffer, one memcpy per frame with faces).
+    restore_on_error: bool = True
+    # Seconds stop() waits for in-flight frames to drain before closing the outputs.
+    drain_timeout: float = field(default=10.0, metadata=limits(min=0.0, max=600))

@@ -1,0 +1,150 @@
+"""Pipeline observability: the observer protocol (implemented by the service's Prometheus
+metrics and by `Stats`) and `Stats`, the in-process numbers behind status() and the
+terminal stats line. Memory is bounded: recent samples live in fixed-size rings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+STAGES = ("capture", "detect", "swap", "output")
+
+
+class PipelineObserver(Protocol):
+    def frame_in(self) -> None: ...
+    def frame_dropped(self, reason: str) -> None: ...
+    def frame_out(self, latency_s: float) -> None:
+        """Glass-to-glass latency: capture time → written to the sinks."""
+        ...
+    def stage_time(self, stage: str, seconds: float) -> None: ...
+    def stage_error(self, stage: str) -> None: ...
+    def reconnect(self, what: str) -> None: ...
+
+
+class SampleRing:
+    """The last `size` float samples in a preallocated array."""
+
+    def __init__(self, size: int) -> None:
+        self._data = np.zeros(size, dtype=np.float64)
+        self._n = 0
+
+    def add(self, value: float) -> None:
+        self._data[self._n % len(self._data)] = value
+        self._n += 1
+
+    def values(self) -> np.ndarray:
+        return self._data[: min(self._n, len(self._data))]
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._data))
+
+
+class Stats:
+    """Counters, fps, latency percentiles and per-stage ms of one run. Thread-safe."""
+
+    def __init__(self, window: int = 300, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._window = window
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped: dict[str, int] = defaultdict(int)
+        self.errors: dict[str, int] = defaultdict(int)
+        self.reconnects: dict[str, int] = defaultdict(int)
+        self._latency = SampleRing(window)
+        self._stage: dict[str, SampleRing] = {}
+        self._in_times = SampleRing(window)
+        self._out_times = SampleRing(window)
+        self.started = clock()
+
+    # -- PipelineObserver -------------------------------------------------------------
+    def frame_in(self) -> None:
+        with self._lock:
+            self.frames_in += 1
+            self._in_times.add(self._clock())
+
+    def frame_dropped(self, reason: str) -> None:
+        with self._lock:
+            self.dropped[reason] += 1
+
+    def frame_out(self, latency_s: float) -> None:
+        with self._lock:
+            self.frames_out += 1
+            self._out_times.add(self._clock())
+            self._latency.add(latency_s)
+
+    def stage_time(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            ring = self._stage.get(stage)
+            if ring is None:
+                ring = self._stage[stage] = SampleRing(self._window)
+            ring.add(seconds)
+
+    def stage_error(self, stage: str) -> None:
+        with self._lock:
+            self.errors[stage] += 1
+
+    def reconnect(self, what: str) -> None:
+        with self._lock:
+            self.reconnects[what] += 1
+
+    # -- readings ---------------------------------------------------------------------
+    def _fps(self, times: SampleRing, now: float) -> float:
+        stamps = times.values()
+        recent = stamps[stamps >= now - 2.0]  # fps over the last two seconds
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - float(recent.min()), 1e-9)
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able view: counts, fps in/out, latency p50/p95 (ms), per-stage mean ms."""
+        with self._lock:
+            now = self._clock()
+            lat = self._latency.values()
+            p50, p95 = (np.percentile(lat, [50, 95]) * 1000.0).tolist() if len(lat) else (None, None)
+            return {
+                "frames_in": self.frames_in,
+                "frames_out": self.frames_out,
+                "dropped": sum(self.dropped.values()),
+                "dropped_by_reason": dict(self.dropped),
+                "errors": dict(self.errors),
+                "reconnects": dict(self.reconnects),
+                "fps_in": round(self._fps(self._in_times, now), 2),
+                "fps_out": round(self._fps(self._out_times, now), 2),
+                "latency_ms_p50": None if p50 is None else round(p50, 2),
+                "latency_ms_p95": None if p95 is None else round(p95, 2),
+                "stage_ms": {
+                    name: round(float(ring.values().mean()) * 1000.0, 2)
+                    for name, ring in self._stage.items()
+                    if len(ring)
+                },
+                "uptime_s": round(now - self.started, 1),
+            }
+
+
+def format_stats_line(snap: dict[str, Any]) -> str:
+    """One human line: `fps 29.9→29.8 | drops 0 | latency p50 41 ms p95 55 ms | detect 12.1 ms …`."""
+
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{v:.0f}"
+
+    stages = " ".join(f"{k} {v:.1f}" for k, v in snap.get("stage_ms", {}).items())
+    errors = sum(snap.get("errors", {}).values())
+    line = (
+        f"in {snap['frames_in']} out {snap['frames_out']} | "
+        f"fps {snap['fps_in']:.1f}→{snap['fps_out']:.1f} | drops {snap['dropped']} | "
+        f"latency p50 {ms(snap['latency_ms_p50'])} ms p95 {ms(snap['latency_ms_p95'])} ms"
+    )
+    if stages:
+        line += f" | ms: {stages}"
+    if errors:
+        line += f" | errors {errors}"
+    reconnects = sum(snap.get("reconnects", {}).values())
+    if reconnects:
+        line += f" | reconnects {reconnects}"
+    return line

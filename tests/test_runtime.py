@@ -1,0 +1,353 @@
+"""Runtime logic with tiny in-test sources/sinks (the contract in io/base.py): drop and
+block policies, order, bounded depth and latency (in frames), failing stages, pause."""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+
+from streamswap.config import Config
+from streamswap.errors import InputError
+from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.pipeline.runtime import Runtime
+from streamswap.pipeline.settings import PipelineSettings
+
+H, W = 16, 24
+
+
+def encode(frame: np.ndarray, index: int) -> None:
+    frame[..., 0] = index % 256
+    frame[..., 1] = index // 256
+    frame[..., 2] = 0
+
+
+def decode(frame: np.ndarray) -> int:
+    return int(frame[0, 0, 0]) + 256 * int(frame[0, 0, 1])
+
+
+class FakeSource:
+    """Makes `count` frames (None: endless) as fast as asked; index painted into pixels."""
+
+    def __init__(self, count: int | None, live: bool, gate_at: int | None = None) -> None:
+        self.count, self.live = count, live
+        self.produced = 0
+        self.cond = threading.Condition()
+        self.gate_at = gate_at
+        self.gate = threading.Event()
+        self.closed = False
+        self._audio: list[Any] = []
+        self.audio_sent: list[str] = []
+
+    name = "fake://"
+
+    def open(self) -> VideoFormat:
+        return VideoFormat(W, H, Fraction(30), Fraction(1, 30))
+
+    @property
+    def audio(self) -> AudioFormat | None:
+        return AudioFormat("aac", 48000, 2, Fraction(1, 48000))
+
+    def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        if self.count is not None and self.produced >= self.count:
+            return None
+        if self.gate_at is not None and self.produced == self.gate_at:
+            assert self.gate.wait(10)
+        i = self.produced
+        encode(out, i)
+        packet = f"a{i}"
+        self._audio.append(packet)
+        self.audio_sent.append(packet)
+        with self.cond:
+            self.produced += 1
+            self.cond.notify_all()
+        import time
+
+        return FrameMeta(index=i, pts=i, capture_time=time.monotonic())
+
+    def wait_produced(self, n: int) -> None:
+        with self.cond:
+            self.cond.wait_for(
+                lambda: self.produced >= n or self.closed
+                or (self.count is not None and self.produced >= self.count), 10)
+
+    def take_audio(self) -> list[Any]:
+        out, self._audio = self._audio, []
+        return out
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+class FakeSink:
+    def __init__(self, source: FakeSource | None = None) -> None:
+        self.name = "fake-sink://"
+        self.indices: list[int] = []
+        self.painted: list[int] = []
+        self.swapped: list[bool] = []
+        self.audio: list[Any] = []
+        self.audio_before: list[tuple[int, int]] = []  # (frame index, audio packets so far)
+        self.lag: list[int] = []  # frames the source was ahead when this frame was written
+        self.source = source
+        self.opened = self.closed = False
+
+    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
+        self.opened = True
+
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+        self.indices.append(meta.index)
+        self.painted.append(decode(frame))
+        self.swapped.append(bool((frame[..., 2] == 200).all()))
+        self.audio_before.append((meta.index, len(self.audio)))
+        if self.source is not None:
+            self.lag.append(self.source.produced - meta.index)
+        assert set(meta.stage_times) >= {"capture", "detect", "swap"}
+
+    def write_audio(self, packets: list[Any]) -> None:
+        self.audio.extend(packets)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Stages:
+    """detect finds one 'face'; swap paints channel 2. Optional slowness tied to the source
+    (the stage waits until the source is `ahead` frames further) and failures by index."""
+
+    def __init__(self, source: FakeSource | None = None, ahead: int = 0,
+                 fail_detect: Sequence[int] = (), fail_swap: Sequence[int] = (), always_fail: bool = False) -> None:
+        self.source, self.ahead = source, ahead
+        self.fail_detect, self.fail_swap, self.always_fail = set(fail_detect), set(fail_swap), always_fail
+        self.detected: list[int] = []
+
+    def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
+        if self.source is not None and self.ahead:
+            self.source.wait_produced(index + self.ahead)
+        self.detected.append(index)
+        if index in self.fail_detect:
+            raise ValueError(f"detector broke on {index}")
+        return ["face"]
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
+        index = decode(frame)
+        if self.always_fail or index in self.fail_swap:
+            frame[..., 2] = 77  # half-done work that must not leave the pipeline
+            raise RuntimeError(f"swapper broke on {index}")
+        frame[..., 2] = 200
+
+
+def run_to_end(rt: Runtime) -> None:
+    rt.start()
+    assert rt.wait(30), "pipeline did not finish"
+
+
+def settings(**kw: Any) -> PipelineSettings:
+    return PipelineSettings(**kw)
+
+
+def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
+    n, q = 300, 2
+    src = FakeSource(n, live=True)
+    sink = FakeSink(src)
+    rt = Runtime(Config(), Stages(src, ahead=12), source=src, sinks=[sink], settings=settings(queue_size=q))
+    run_to_end(rt)
+    snap = rt.status()
+    assert snap["frames_in"] == n
+    assert snap["dropped"] > 0 and snap["dropped_by_reason"] == {"pipeline_full": snap["dropped"]}
+    assert snap["frames_out"] + snap["dropped"] == n == len(sink.indices) + snap["dropped"]
+    assert sink.indices == sorted(sink.indices) and len(set(sink.indices)) == len(sink.indices)
+    assert sink.painted == sink.indices  # each slot held its own frame
+    assert all(r.max_depth <= q for r in rt.rings)
+    # latency in frames is bounded by the slots in flight, however fast the source is
+    assert max(sink.lag) <= 3 * q + 4
+    assert rt.order_violations == 0
+    assert sink.audio == src.audio_sent  # audio of dropped frames still reaches the sinks
+    assert sink.closed and src.closed and rt.status()["state"] == "stopped"
+
+
+def test_file_policy_blocks_and_loses_nothing() -> None:
+    n = 300
+    src = FakeSource(n, live=False)
+    sink = FakeSink(src)
+    # the detector only runs once the reader is 2 frames ahead: the reader must block
+    rt = Runtime(Config(), Stages(src, ahead=2), source=src, sinks=[sink], settings=settings(queue_size=2))
+    run_to_end(rt)
+    snap = rt.status()
+    assert all(r.max_depth <= 2 for r in rt.rings)
+    assert snap["frames_in"] == snap["frames_out"] == n and snap["dropped"] == 0
+    assert sink.indices == list(range(n)) == sink.painted
+    assert all(sink.swapped)
+    assert sink.audio == src.audio_sent
+    # a frame's own audio packet was written before the frame
+    assert all(count >= index + 1 for index, count in sink.audio_before)
+
+
+def test_forced_policy_overrides_source() -> None:
+    src = FakeSource(100, live=True)
+    rt = Runtime(Config(), Stages(src, ahead=2), source=src, sinks=[FakeSink()],
+                 settings=settings(policy="block"))
+    run_to_end(rt)
+    assert rt.status()["dropped"] == 0 and rt.frames_out() == 100
+
+
+def test_stage_exception_passes_frame_through_unswapped() -> None:
+    src = FakeSource(40, live=False)
+    sink = FakeSink()
+    rt = Runtime(Config(), Stages(fail_detect=[5], fail_swap=[7]), source=src, sinks=[sink])
+    run_to_end(rt)
+    assert sink.indices == list(range(40)) == sink.painted
+    unswapped = [i for i, s in zip(sink.indices, sink.swapped) if not s]
+    assert unswapped == [5, 7]
+    snap = rt.status()
+    assert snap["errors"] == {"detect": 1, "swap": 1}
+    assert snap["degraded_stages"] == []
+
+
+def test_repeated_failures_surface_as_degraded() -> None:
+    src = FakeSource(None, live=True, gate_at=30)
+    sink = FakeSink()
+    rt = Runtime(Config(), Stages(always_fail=True), source=src, sinks=[sink],
+                 settings=settings(max_stage_errors=5, policy="block"))
+    rt.start()
+    src.wait_produced(30)
+    seen = threading.Event()
+    while not seen.wait(0.01):  # frames 0..29 are through the swap stage
+        if rt.frames_out() >= 25:
+            seen.set()
+    status = rt.status()
+    assert status["state"] == "degraded" and status["degraded_stages"] == ["swap"]
+    assert status["errors"]["swap"] >= 25
+    src.gate.set()
+    rt.stop()
+    assert rt.wait(10) and not any(sink.swapped)
+    assert sink.painted == sink.indices
+
+
+def test_pause_and_resume_mid_stream() -> None:
+    src = FakeSource(100, live=False, gate_at=50)
+    sink = FakeSink()
+    rt = Runtime(Config(), Stages(), source=src, sinks=[sink])
+    rt.start()
+    reached = threading.Event()
+    while not reached.wait(0.005):
+        if rt.frames_out() >= 50:
+            reached.set()
+    rt.pause()
+    assert rt.status()["paused"] is True
+    src.gate.set()
+    assert rt.wait(20)
+    assert sink.indices == list(range(100))
+    assert all(sink.swapped[:50]) and not any(sink.swapped[50:])
+    rt2src = FakeSource(10, live=False)
+    sink2 = FakeSink()
+    rt2 = Runtime(Config(), Stages(), source=rt2src, sinks=[sink2])
+    rt2.pause()
+    rt2.resume()
+    run_to_end(rt2)
+    assert all(sink2.swapped)
+
+
+def test_stop_drains_in_flight_frames_and_closes_sinks() -> None:
+    src = FakeSource(None, live=True)
+    sink = FakeSink(src)
+    rt = Runtime(Config(), Stages(src, ahead=3), source=src, sinks=[sink])
+    rt.start()
+    src.wait_produced(100)
+    rt.stop()
+    assert rt.finished and sink.closed and src.closed
+    snap = rt.status()
+    assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]
+    assert sink.indices == sorted(sink.indices)
+    assert snap["state"] == "stopped"
+
+
+class BrokenSource(FakeSource):
+    def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        if self.produced == 20:
+            raise InputError("stream went away for good")
+        return super().read_into(out)
+
+
+def test_source_failure_ends_run_with_error_after_draining() -> None:
+    src = BrokenSource(None, live=False)
+    sink = FakeSink()
+    rt = Runtime(Config(), Stages(), source=src, sinks=[sink])
+    run_to_end(rt)
+    assert sink.indices == list(range(20)) and sink.closed
+    assert isinstance(rt.input_error, InputError)
+    assert rt.status()["state"] == "failed"
+
+
+def test_failing_sink_does_not_stop_the_others() -> None:
+    class Flaky(FakeSink):
+        def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+            if meta.index % 3 == 0:
+                raise OSError("network hiccup")
+            super().write(frame, meta)
+
+    src = FakeSource(30, live=False)
+    good, flaky = FakeSink(), Flaky()
+    rt = Runtime(Config(), Stages(), source=src, sinks=[flaky, good])
+    run_to_end(rt)
+    assert good.indices == list(range(30))
+    assert flaky.indices == [i for i in range(30) if i % 3]
+    assert rt.status()["errors"] == {"output": 10}
+
+
+def test_observers_get_events_and_bad_observer_is_contained() -> None:
+    class Counting:
+        def __init__(self) -> None:
+            self.calls: dict[str, int] = {}
+
+        def __getattr__(self, name: str) -> Any:
+            def record(*_: Any) -> None:
+                self.calls[name] = self.calls.get(name, 0) + 1
+            return record
+
+    class Broken:
+        def __getattr__(self, name: str) -> Any:
+            def boom(*_: Any) -> None:
+                raise RuntimeError("observer bug")
+            return boom
+
+    obs = Counting()
+    src = FakeSource(20, live=False)
+    rt = Runtime(Config(), Stages(), source=src, sinks=[FakeSink()], observers=[Broken(), obs])
+    run_to_end(rt)
+    assert obs.calls["frame_in"] == obs.calls["frame_out"] == 20
+    assert obs.calls["stage_time"] == 20 * 4
+
+
+def test_set_source_image_goes_to_stages() -> None:
+    class WithIdentity(Stages):
+        def __init__(self) -> None:
+            super().__init__()
+            self.images: list[Any] = []
+
+        def set_source_images(self, images: list[Any]) -> None:
+            self.images.extend(images)
+
+    stages = WithIdentity()
+    rt = Runtime(Config(), stages, source=FakeSource(1, live=False), sinks=[FakeSink()])
+    img = np.zeros((4, 4, 3), np.uint8)
+    rt.set_source_image(img)
+    assert stages.images == [img]
+    run_to_end(rt)
+
+
+def test_start_failure_closes_what_was_opened() -> None:
+    class BadSink(FakeSink):
+        def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
+            raise OSError("cannot open")
+
+    src = FakeSource(5, live=False)
+    good = FakeSink()
+    rt = Runtime(Config(), Stages(), source=src, sinks=[good, BadSink()])
+    with pytest.raises(OSError):
+        rt.start()
+    assert good.closed and src.closed and rt.status()["state"] == "failed"
