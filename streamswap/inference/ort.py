@@ -7,12 +7,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from streamswap.errors import BackendUnavailable, ModelError
-from streamswap.inference.base import Dim, TensorInfo
+from streamswap.inference.base import Dim, Session, TensorInfo
 from streamswap.inference.settings import InferenceSettings
 from streamswap.logs import kv
 
@@ -160,17 +160,29 @@ def open_ort_session(
 class SessionPool:
     """One session per (model file, settings) for the life of the process, shared by stages."""
 
-    def __init__(self, settings: InferenceSettings, cache_dir: Path | None = None) -> None:
+    def __init__(self, settings: InferenceSettings, cache_dir: Path | None = None,
+                 progress: Callable[[Any], None] | None = None) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
-        self._sessions: dict[Path, OrtSession] = {}
+        # Engine-build progress (inference.backend: tensorrt), e.g. to extend systemd's timeout.
+        self.progress = progress
+        self._sessions: dict[Path, Session] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path) -> OrtSession:
+    def get(self, path: Path, *, max_batch: int | None = None, size: int | None = None) -> Session:
+        """The shared session for `path`. With inference.backend: tensorrt, `max_batch` bounds a
+        dynamic batch dim (default inference.max_batch) and `size` fills other dynamic dims
+        (a detector's configured input side)."""
         key = Path(path).resolve()
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
-                session = open_ort_session(key, self.settings, self.cache_dir)
+                if self.settings.backend == "ort":
+                    session = open_ort_session(key, self.settings, self.cache_dir)
+                else:
+                    from streamswap.inference.backends import open_session
+
+                    session = open_session(key, self.settings, self.cache_dir, max_batch=max_batch,
+                                           size=size, progress=self.progress)
                 self._sessions[key] = session
             return session

@@ -199,11 +199,14 @@ def build_serialized(trt: Any, request: BuildRequest, report: Callable[[str, str
     if precision == "int8":
         from streamswap.inference.int8_calib import make_calibrator
 
-        if not request.calib_data:
-            raise EngineBuildError(f"{request.model}: INT8 needs calibration images (--calib-dir)")
+        calib_cache = Path(request.calib_cache) if request.calib_cache else None
+        if not request.calib_data and not (calib_cache and calib_cache.exists()):
+            raise EngineBuildError(
+                f"{request.model}: INT8 needs calibration images; pass --calib-dir with face photos"
+            )
         config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = make_calibrator(trt, Path(request.calib_data), request.calib_batch_size,
-                                     Path(request.calib_cache) if request.calib_cache else None)
+        calibrator = make_calibrator(trt, Path(request.calib_data) if request.calib_data else None,
+                                     request.calib_batch_size, calib_cache)
         config.int8_calibrator = calibrator
         config.set_calibration_profile(profile)
 

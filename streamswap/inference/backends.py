@@ -1,0 +1,70 @@
+"""Choosing the backend for one model: our TensorRT engines or ONNX Runtime, with the
+configured fallback. Asking for TensorRT never ends in a silent CPU run: the fallback
+chain is explicit (`inference.fallback`), each step is logged as a warning, and an empty
+chain turns the reason TensorRT is unavailable into the error."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from streamswap.errors import BackendUnavailable
+from streamswap.inference.base import Session
+from streamswap.inference.engine_cache import EngineCache, profile_from_inputs, resolve_cache_dir
+from streamswap.inference.ort import PROVIDERS, open_ort_session
+from streamswap.inference.settings import InferenceSettings
+from streamswap.inference.trt_build import ProgressFn
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+
+def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None = None, *,
+                 max_batch: int | None = None, size: int | None = None,
+                 model_sha256: str | None = None, progress: ProgressFn | None = None,
+                 trt_env: Any = None) -> Session:
+    """Open `path` with `settings.backend`, falling back as configured.
+
+    For TensorRT, a dynamic leading input dim is the batch (1..`max_batch`, default
+    `settings.max_batch`) and other dynamic dims take `size` (a detector's input side).
+    """
+    if settings.backend == "ort":
+        return open_ort_session(path, settings, cache_dir)
+    try:
+        return _open_trt(path, settings, cache_dir, max_batch, size, model_sha256, progress, trt_env)
+    except BackendUnavailable as exc:
+        reason = str(exc)
+    if not settings.fallback:
+        raise BackendUnavailable(
+            f"inference.backend is tensorrt but TensorRT cannot run {path.name}: {reason} "
+            "(no fallback configured: set inference.fallback: [cuda] to use ONNX Runtime instead)"
+        )
+    failures = [f"tensorrt: {reason}"]
+    for provider in settings.fallback:
+        log.warning("TensorRT unavailable, falling back to ONNX Runtime",
+                    extra=kv(model=path.name, provider=provider, reason=reason))
+        try:
+            session = open_ort_session(path, replace(settings, provider=provider), cache_dir)
+        except BackendUnavailable as exc:
+            failures.append(f"ort {provider}: {exc}")
+            continue
+        # ORT quietly puts a failing CUDA EP aside and runs on the CPU: that is not "cuda".
+        if session.backend != "ort:" + PROVIDERS[provider]:
+            failures.append(f"ort {provider}: ONNX Runtime ended up on {session.backend}")
+            continue
+        return session
+    raise BackendUnavailable(f"{path.name}: no configured backend can run it — " + "; ".join(failures))
+
+
+def _open_trt(path: Path, settings: InferenceSettings, cache_dir: Path | None, max_batch: int | None,
+              size: int | None, model_sha256: str | None, progress: ProgressFn | None,
+              trt_env: Any) -> Session:
+    from streamswap.inference.tensorrt import TrtEnvironment, onnx_inputs, open_trt_session
+
+    env = trt_env or TrtEnvironment.detect()
+    cache = EngineCache(cache_dir or resolve_cache_dir(settings.engine_cache_dir))
+    profile = profile_from_inputs(onnx_inputs(path), max_batch or settings.max_batch, size)
+    return open_trt_session(path, settings, cache, profile=profile, model_sha256=model_sha256,
+                            progress=progress, env=env)
