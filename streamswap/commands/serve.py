@@ -1,0 +1,59 @@
+"""`streamswap serve`: the long-running daemon (systemd service, control API, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from streamswap.service import daemon as daemon_module
+
+HELP = "run as a daemon: stream until stopped, with a control API, metrics and systemd notify"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source", "-s", action="append", metavar="IMAGE",
+        help="face image whose identity is swapped in (repeat for several; overrides `source`)",
+    )
+    parser.add_argument("--input", "-i", metavar="URI", help="input URI (overrides `input`), e.g. v4l2:///dev/video0")
+    parser.add_argument(
+        "--output", "-o", action="append", metavar="URI",
+        help="output URI (repeat for several; overrides `outputs`), e.g. vcam:// or rtmp://host/app/key",
+    )
+    parser.add_argument(
+        "--api", metavar="HOST:PORT",
+        help="control API address (overrides service.api; default 127.0.0.1:8008); "
+        "any address but 127.0.0.1/::1/localhost needs service.token or $STREAMSWAP_API_TOKEN",
+    )
+    parser.add_argument("--no-api", action="store_true", help="run without the control API")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted config overrides given on the command line (kept for every reload)."""
+    out: dict[str, Any] = {
+        "source": args.source, "input": args.input, "outputs": args.output, "service.api": args.api,
+    }
+    return out
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    more = overrides(args)
+
+    def load() -> Any:
+        config = ctx.config(**more)
+        if args.no_api:
+            config.service.api = None
+        return config
+
+    config = load()
+    daemon = daemon_module.Daemon(
+        config, load,
+        build_stages=build_stages,
+        make_runtime=daemon_module.default_runtime,
+    )
+    return daemon.run()
+
+
+def build_stages(config: Any, extend_timeout: Any) -> Any:
+    """The face stages for `config` (module-level so tests can substitute their own)."""
+    return daemon_module.default_stages(config, extend_timeout)

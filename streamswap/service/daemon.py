@@ -1,0 +1,505 @@
+"""The long-running daemon behind `streamswap serve`.
+
+It loads the face stages once, runs a pipeline Runtime, and keeps it running: when the
+input gives up for good, or a file input ends, the pipeline is re-opened (with backoff)
+with the same loaded models. It tells systemd what happens (READY=1 after the first frame
+is out, STATUS=, WATCHDOG=1 only while frames advance, STOPPING=1), serves the control
+API, and turns SIGHUP into a reload and SIGTERM/SIGINT into a clean stop.
+
+Everything the API can ask goes through this class (it is the API's `DaemonControl`),
+so a request never touches a half-built or just-replaced Runtime.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from streamswap.errors import ConfigError, StreamswapError
+from streamswap.logs import kv
+from streamswap.service.api import ControlApi
+from streamswap.service.metrics import Metrics
+from streamswap.service.notify import SystemdNotifier, watchdog_interval
+from streamswap.service.settings import TOKEN_ENV, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class ManagedRuntime(Protocol):
+    """A `service.control.RuntimeControl` the daemon can also start and stop
+    (`pipeline.runtime.Runtime`)."""
+
+    def start(self) -> None: ...
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
+    @property
+    def finished(self) -> bool: ...
+    def status(self) -> dict[str, Any]: ...
+    def frames_out(self) -> int: ...
+    def set_source_image(self, image_bgr: Any) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def reload(self) -> None: ...
+
+
+# (config, extend_timeout) -> FaceStages; extend_timeout(seconds) asks systemd for more
+# start-up time and is meant for long steps such as TensorRT engine builds.
+StagesFactory = Callable[[Any, Callable[[float], None]], Any]
+# (config, stages, observers, reload_hook) -> a runtime, not yet started.
+RuntimeFactory = Callable[[Any, Any, Sequence[Any], Callable[[], None]], ManagedRuntime]
+
+
+def default_stages(config: Any, extend_timeout: Callable[[float], None]) -> Any:
+    """The configured face stages (`streamswap.wiring`), or pass-through without a source face."""
+    from streamswap.wiring import build_face_processor
+
+    params = inspect.signature(build_face_processor).parameters
+    if "extend_timeout" in params:
+        return build_face_processor(config, extend_timeout=extend_timeout)
+    return build_face_processor(config)
+
+
+def default_runtime(config: Any, stages: Any, observers: Sequence[Any], reload_hook: Callable[[], None]) -> ManagedRuntime:
+    from streamswap.pipeline.runtime import Runtime
+
+    return Runtime(config, stages, observers=observers, reload_hook=reload_hook)
+
+
+# What a reload can apply live, and what needs a restart of the service.
+_LIVE_KEYS = ("source",)
+_PIPELINE_KEYS = ("input", "outputs", "io", "pipeline")
+_RESTART_KEYS = ("models", "inference", "faces")
+
+
+class Daemon:
+    """Runs until `request_stop()` (or SIGTERM/SIGINT when run in the main thread)."""
+
+    def __init__(
+        self,
+        config: Any,
+        load_config: Callable[[], Any],
+        *,
+        build_stages: StagesFactory = default_stages,
+        make_runtime: RuntimeFactory = default_runtime,
+        notifier: SystemdNotifier | None = None,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._load_config = load_config
+        self._build_stages = build_stages
+        self._make_runtime = make_runtime
+        self._env = os.environ if environ is None else environ
+        self.notifier = notifier or SystemdNotifier.from_env(self._env)
+        self._clock = clock
+        self.metrics = Metrics()
+        self.api: ControlApi | None = None
+        self.stages: Any = None
+        self.runtime: ManagedRuntime | None = None
+        self.state = "created"  # created, loading, starting, running, waiting, stopping, stopped
+        self.ready = False
+        self._paused = False
+        self._lock = threading.RLock()  # guards runtime replacement, reload, control calls
+        self._stop = threading.Event()
+        self._reload_asked = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._last_frames = 0
+        self._last_progress = clock()
+        self._restarts = 0
+        self._failures = 0
+        self._retry_at: float | None = None
+        self._starter: threading.Thread | None = None
+        self._pending_sources: list[Any] | None = None
+        self._fatal: BaseException | None = None
+        self._frames_before = 0  # frames of earlier runtimes (frames_out stays monotonic)
+        self.started_at = clock()
+
+    @property
+    def settings(self) -> ServiceSettings:
+        return self.config.service
+
+    # -- life cycle -------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code (0 after a clean stop)."""
+        handlers = self._install_signals()
+        try:
+            if self.settings.api is not None:
+                token = self.settings.token or self._env.get(TOKEN_ENV) or None
+                self.api = ControlApi(self.settings, self, self.metrics, token)  # refuses early
+                self.api.start()
+            self._load_stages()
+            if self._stop.is_set():
+                return 0
+            self._start_pipeline()
+            self._loop()
+            return 0
+        finally:
+            self._shutdown()
+            self._restore_signals(handlers)
+
+    def request_stop(self) -> None:
+        """Stop from any thread (SIGTERM does the same)."""
+        self._stop.set()
+        self._wake()
+
+    def request_reload(self) -> None:
+        """Reload from any thread, without waiting for it (SIGHUP does the same)."""
+        self._reload_asked = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # buffer full: the loop is awake anyway
+            pass
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self._stop.set()
+
+        def on_reload(signum: int, frame: Any) -> None:
+            self._reload_asked = True
+
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
+        # The handler runs only when the main thread gets to bytecode; the wakeup fd makes
+        # the loop's select() return at once.
+        old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        old[-1] = old_fd
+        return old
+
+    def _restore_signals(self, old: dict[int, Any]) -> None:
+        if not old:
+            return
+        signal.set_wakeup_fd(old.pop(-1))
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    def _load_stages(self) -> None:
+        """Build the face stages (models, engines) off the main thread so SIGTERM and the
+        API stay responsive during a long engine build."""
+        self.state = "loading"
+        self.notifier.status("loading models")
+        log.info("loading face stages")
+        result: dict[str, Any] = {}
+
+        def load() -> None:
+            try:
+                result["stages"] = self._build_stages(self.config, self.extend_timeout)
+            except BaseException as exc:  # handed to the main thread
+                result["error"] = exc
+            finally:
+                self._wake()
+
+        thread = threading.Thread(target=load, name="streamswap-load", daemon=True)
+        thread.start()
+        while thread.is_alive() and not self._stop.is_set():
+            self._wait(1.0)
+        if self._stop.is_set() and thread.is_alive():
+            log.info("stop asked while loading; exiting")
+            return
+        if "error" in result:
+            raise result["error"]
+        self.stages = result["stages"]
+        if self._paused and hasattr(self.stages, "paused"):
+            self.stages.paused = True
+
+    def extend_timeout(self, seconds: float) -> None:
+        """For long start-up steps (engine builds): tells systemd to wait `seconds` more."""
+        self.notifier.extend_timeout(seconds)
+        self.notifier.status(f"building engines (up to {seconds:.0f} s more)")
+
+    def _start_pipeline(self) -> None:
+        """Open the input and outputs in a helper thread (a network open can block)."""
+        with self._lock:
+            self.state = "starting"
+            self._retry_at = None
+            if self.runtime is not None:  # keep frames_out monotonic across re-opens
+                self._frames_before = self._frames_out()
+            runtime = self._make_runtime(self.config, self.stages, [self.metrics], self._apply_reload)
+            self.runtime = runtime
+
+        def start() -> None:
+            try:
+                runtime.start()
+                if self._paused:
+                    runtime.pause()
+                with self._lock:
+                    if self.runtime is runtime and self.state == "starting":
+                        self.state = "running"
+            except ConfigError as exc:  # a bad URI will not heal by retrying
+                log.error("pipeline cannot start", extra=kv(error=str(exc)))
+                self._fatal = exc
+                self.request_stop()
+            except StreamswapError as exc:
+                log.error("pipeline cannot start; will retry", extra=kv(error=str(exc)))
+            except Exception:
+                log.exception("pipeline start crashed; will retry")
+            finally:
+                self._wake()
+
+        self._starter = threading.Thread(target=start, name="streamswap-start", daemon=True)
+        self._starter.start()
+
+    def _loop(self) -> None:
+        wd = watchdog_interval(self._env)
+        status_every = self.settings.status_interval_s
+        tick = min(status_every, wd) if wd else status_every
+        tick = min(tick, 1.0)
+        now = self._clock()
+        next_ping = now + (wd or 0.0)
+        frames_at_ping = 0
+        next_status = now
+        while not self._stop.is_set():
+            self._wait(tick)
+            if self._stop.is_set():
+                break
+            if self._reload_asked:
+                self._reload_asked = False
+                try:
+                    self.reload()
+                except StreamswapError as exc:
+                    log.error("reload refused; keeping the running configuration", extra=kv(error=str(exc)))
+            now = self._clock()
+            frames = self._frames_out()
+            if frames > self._last_frames:
+                self._last_progress = now
+                self._last_frames = frames
+                if self.state == "running":
+                    self._failures = 0
+                if not self.ready:
+                    self.ready = True
+                    self.metrics.ready.set(1)
+                    self.notifier.ready(self._status_line())
+                    log.info("ready: first frame out", extra=kv(seconds=round(now - self.started_at, 2)))
+            self._supervise(now)
+            if wd and now >= next_ping:
+                # Only proof of progress feeds the watchdog: a hung stage stops the frames,
+                # the pings stop and systemd restarts us. A deliberate wait before re-opening
+                # a lost input is not a hang.
+                if self.ready and (frames > frames_at_ping or self.state == "waiting"):
+                    self.notifier.watchdog()
+                frames_at_ping = frames
+                next_ping = now + wd
+            if now >= next_status:
+                self.notifier.status(self._status_line())
+                next_status = now + status_every
+            if self.ready:
+                self.metrics.ready.set(1 if self._fresh(now) else 0)
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _wait(self, timeout: float) -> None:
+        try:
+            readable, _, _ = select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if readable:
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+
+    def _supervise(self, now: float) -> None:
+        """Re-open the pipeline when it ended (input gone for good, file finished)."""
+        with self._lock:
+            runtime = self.runtime
+            starting = self._starter is not None and self._starter.is_alive()
+            if runtime is None or starting:
+                return
+            if self.state == "waiting":
+                if self._retry_at is not None and now >= self._retry_at:
+                    self._restarts += 1
+                    self.metrics.pipeline_restarts_total.inc()
+                    log.info("re-opening the pipeline", extra=kv(attempt=self._failures))
+                    self._start_pipeline()
+                return
+            if runtime.finished or self.state == "starting":
+                # Ended after running, or never got going: wait, doubling the delay while
+                # it keeps failing, then try again with the same loaded models.
+                status = self._runtime_status(runtime)
+                ran = status.get("frames_out", 0) > 0 and status.get("state") == "stopped"
+                self._failures = 0 if ran else self._failures + 1
+                s = self.settings
+                delay = 0.0 if ran else min(s.restart_delay_s * 2 ** max(self._failures - 1, 0), s.restart_max_delay_s)
+                self.state = "waiting"
+                self._retry_at = now + delay
+                log.warning("pipeline ended; re-opening", extra=kv(
+                    state=status.get("state"), delay_s=round(delay, 2), failures=self._failures))
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        self.notifier.stopping("stopping")
+        log.info("stopping")
+        with self._lock:
+            runtime = self.runtime
+        if runtime is not None:
+            try:
+                runtime.stop(drain=True, timeout=5.0)
+            except Exception:
+                log.exception("pipeline stop failed")
+        if self.api is not None:
+            self.api.close()
+        self.metrics.ready.set(0)
+        self.state = "stopped"
+        self._wake_r.close()
+        self._wake_w.close()
+        self.notifier.close()
+        log.info("stopped")
+
+    # -- readings ---------------------------------------------------------------------
+    def _frames_out(self) -> int:
+        runtime = self.runtime
+        if runtime is None:
+            return 0
+        try:
+            return int(runtime.frames_out()) + self._frames_before
+        except Exception:
+            return self._last_frames
+
+    def _runtime_status(self, runtime: ManagedRuntime) -> dict[str, Any]:
+        try:
+            return dict(runtime.status())
+        except Exception:
+            log.exception("runtime status failed")
+            return {}
+
+    def _fresh(self, now: float) -> bool:
+        return now - self._last_progress < self.settings.stall_s
+
+    def _status_line(self) -> str:
+        runtime = self.runtime
+        if runtime is None:
+            return self.state
+        st = self._runtime_status(runtime)
+        lat = st.get("latency_ms_p50")
+        parts = [
+            f"{'paused' if self._paused else st.get('state', self.state)}",
+            f"fps {st.get('fps_out', 0.0):.1f}",
+            f"latency p50 {lat:.0f} ms" if isinstance(lat, (int, float)) else "latency –",
+            f"drops {st.get('dropped', 0)}",
+        ]
+        errors = sum((st.get("errors") or {}).values())
+        if errors:
+            parts.append(f"errors {errors}")
+        return ", ".join(parts)
+
+    # -- DaemonControl (the API) ------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        now = self._clock()
+        since = round(now - self._last_progress, 3)
+        ready = self.ready and self._fresh(now) and self.state not in ("stopping", "stopped")
+        return ready, {
+            "live": True,
+            "ready": ready,
+            "state": self.state,
+            "frames_out": self._frames_out(),
+            "seconds_since_last_frame": since,
+        }
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            runtime = self.runtime
+        pipeline = self._runtime_status(runtime) if runtime is not None else {"state": self.state}
+        return {
+            **pipeline,
+            "paused": self._paused,
+            "daemon": {
+                "state": self.state,
+                "ready": self.ready,
+                "pipeline_restarts": self._restarts,
+                "uptime_s": round(self._clock() - self.started_at, 1),
+                "api": self.api.url if self.api else None,
+                "config": {"input": self.config.input, "outputs": list(self.config.outputs),
+                           "service": asdict(self.settings) | {"token": None}},
+            },
+        }
+
+    def frames_out(self) -> int:
+        return self._frames_out()
+
+    def _running(self) -> ManagedRuntime:
+        runtime = self.runtime
+        if runtime is None or self.state in ("loading", "created"):
+            raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
+        return runtime
+
+    def set_source_image(self, image_bgr: Any) -> None:
+        with self._lock:
+            self._running().set_source_image(image_bgr)
+        log.info("source face replaced through the API")
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+            self.metrics.paused.set(1)
+            if self.runtime is not None:
+                self.runtime.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self.metrics.paused.set(0)
+            if self.runtime is not None:
+                self.runtime.resume()
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply what can change live: the source face(s) at
+        the next frame boundary; input/outputs/io/pipeline by re-opening the pipeline with
+        the loaded models; service timings. Model/face settings need a restart (reported).
+        A config that fails to load leaves everything as it was (ConfigError)."""
+        with self._lock:
+            self.notifier.reloading()
+            try:
+                new = self._load_config()
+                old = self.config
+                changed = [k for k in (*_LIVE_KEYS, *_PIPELINE_KEYS, *_RESTART_KEYS, "service")
+                           if getattr(old, k) != getattr(new, k)]
+                applied: list[str] = []
+                restart = [k for k in _RESTART_KEYS if k in changed]
+                if "source" in changed and self.runtime is not None:
+                    self._pending_sources = list(new.source)
+                    self.runtime.reload()  # calls _apply_reload between two swaps
+                    applied.append("source")
+                if "service" in changed:
+                    if (old.service.api, old.service.token) != (new.service.api, new.service.token):
+                        restart.append("service.api/token")
+                    applied.append("service")
+                self.config = new
+                if any(k in changed for k in _PIPELINE_KEYS) and self.state != "loading":
+                    self._replace_pipeline()
+                    applied += [k for k in _PIPELINE_KEYS if k in changed]
+            finally:
+                self.notifier.ready(self._status_line())
+        log.info("config reloaded", extra=kv(applied=",".join(applied) or "-",
+                                             restart_required=",".join(restart) or "-"))
+        return {"applied": applied, "restart_required": restart}
+
+    def _apply_reload(self) -> None:
+        sources, self._pending_sources = self._pending_sources, None
+        if sources is not None:
+            setter = getattr(self.stages, "set_source_images", None)
+            if setter is None:
+                raise StreamswapError("these face stages cannot change the source face; restart the service")
+            setter(sources)
+
+    def _replace_pipeline(self) -> None:
+        runtime = self.runtime
+        if runtime is not None:
+            runtime.stop(drain=True, timeout=2.0)
+        self._start_pipeline()

@@ -1,0 +1,189 @@
+"""Test doubles for the service tests: a RuntimeControl that makes frames on a thread,
+face stages whose identity is observable and that can be made to hang, a fake
+NOTIFY_SOCKET. Used in-process (test_notify, test_api) and inside `streamswap serve`
+subprocesses (test_serve, via serve_with_test_stages.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from streamswap.errors import NoFaceError
+
+
+class RecordingStages:
+    """FaceStages that 'find' one face per frame and stamp the current identity into the
+    frame. The identity is a digest of the source image; an image without detail (one
+    flat colour) stands for a photo without a face. Hangs while `hang` is set (or while
+    the file named by $STREAMSWAP_TEST_HANG exists)."""
+
+    def __init__(self) -> None:
+        self.identity: str | None = None
+        self.frames_with_identity = 0
+        self.swapped = 0
+        self.hang = threading.Event()
+        self.hang_file = os.environ.get("STREAMSWAP_TEST_HANG")
+        self._forever = threading.Event()
+
+    def set_source_images(self, images: Sequence[Any]) -> None:
+        arrays = [np.asarray(_load(i)) for i in images]
+        if not arrays or any(float(a.std()) < 1.0 for a in arrays):
+            raise NoFaceError("uploaded image: no face found; use a photo with a clearly visible face")
+        self.identity = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:16]
+        self.frames_with_identity = 0
+
+    def source_identity(self) -> dict[str, Any]:
+        return {"id": self.identity, "frames": self.frames_with_identity}
+
+    def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
+        if self.hang.is_set() or (self.hang_file and os.path.exists(self.hang_file)):
+            self._forever.wait()  # a stage that never returns
+        return ("face",)
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
+        self.swapped += 1
+        if self.identity is not None:
+            self.frames_with_identity += 1
+            frame[:4, :4] = int(self.identity[:2], 16)
+
+
+def _load(image: Any) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        from streamswap.io.images import read_image
+
+        return read_image(image)
+    return image
+
+
+class FakeRuntime:
+    """Makes frames every `period` seconds through `stages` on a thread; implements the
+    daemon's ManagedRuntime (RuntimeControl + start/stop/finished)."""
+
+    def __init__(self, config: Any, stages: Any, observers: Sequence[Any] = (),
+                 reload_hook: Callable[[], None] | None = None, period: float = 0.01,
+                 fail_start: bool = False) -> None:
+        self.config, self.stages, self.observers = config, stages, list(observers)
+        self.reload_hook = reload_hook
+        self.period = period
+        self.fail_start = fail_start
+        self._frames = 0
+        self._paused = False
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.state = "created"
+
+    def start(self) -> None:
+        if self.fail_start:
+            from streamswap.errors import InputError
+
+            self.state = "failed"
+            raise InputError("test://: cannot open (fake failure)")
+        self.state = "running"
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        frame = np.zeros((16, 16, 3), np.uint8)
+        i = 0
+        while not self._stop.wait(self.period):
+            t0 = time.monotonic()
+            for o in self.observers:
+                o.frame_in()
+            faces = () if self._paused else self.stages.detect(frame, i)
+            with self._lock:
+                if faces:
+                    self.stages.swap(frame, faces)
+            for o in self.observers:
+                o.stage_time("swap", time.monotonic() - t0)
+                o.frame_out(time.monotonic() - t0)
+            self._frames += 1
+            i += 1
+        self.state = "stopped"
+        self._done.set()
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._done.wait(timeout if timeout is not None else 1.0)
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "frames_out": self._frames, "paused": self._paused,
+                "fps_out": 1 / self.period, "latency_ms_p50": 1.0, "dropped": 0, "errors": {},
+                "source_identity": self.stages.source_identity()}
+
+    def frames_out(self) -> int:
+        return self._frames
+
+    def set_source_image(self, image_bgr: Any) -> None:
+        with self._lock:
+            self.stages.set_source_images([image_bgr])
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def reload(self) -> None:
+        if self.reload_hook is not None:
+            with self._lock:
+                self.reload_hook()
+
+
+class NotifyListener:
+    """A fake $NOTIFY_SOCKET: an AF_UNIX datagram socket collecting messages."""
+
+    def __init__(self, path: str | None = None, abstract: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f"streamswap-test-{os.getpid()}-{id(self)}"
+            self.sock.bind("\0" + name)
+            self.address = "@" + name
+        else:
+            assert path is not None
+            self.sock.bind(path)
+            self.address = path
+        self.sock.settimeout(0.2)
+        self._closed = False
+        self.messages: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._recv, daemon=True)
+        self._thread.start()
+
+    def _recv(self) -> None:
+        while not self._closed:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._cond:
+                for line in data.decode().splitlines():
+                    self.messages.append((time.monotonic(), line))
+                self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], timeout: float = 20.0) -> bool:
+        """Wait until `predicate(lines)` holds for the lines received so far."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate([m for _, m in self.messages]), timeout)
+
+    def lines(self, since: float = 0.0) -> list[str]:
+        with self._cond:
+            return [m for t, m in self.messages if t >= since]
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(1.0)
+        self.sock.close()
