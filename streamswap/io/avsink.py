@@ -1,0 +1,269 @@
+"""H.264 outputs through PyAV: files (.mp4/.mov/.mkv/.flv) and RTMP (FLV over the network).
+
+Video timestamps are the source's pts, so the passed-through audio stays in sync. MP4/MOV
+are written fragmented (a fragment per keyframe): an interrupted run still leaves a file
+that plays up to its last complete fragment, and a normal close adds the index.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from streamswap.errors import OutputError
+from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.io.convert import YuvFrameFiller
+from streamswap.io.settings import IoSettings
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+# Audio codecs each container takes as they are; anything else is re-encoded to AAC.
+PASSTHROUGH_AUDIO = {
+    "flv": {"aac", "mp3"},
+    "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
+    "matroska": None,  # everything
+}
+FILE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".flv": "flv"}
+FRAGMENTED_MP4 = "frag_keyframe+empty_moov+default_base_moof"
+
+
+def pick_encoder(settings: IoSettings, video: VideoFormat) -> str:
+    """The H.264 encoder to use: the configured one, or for auto h264_nvenc when it opens."""
+    if settings.encoder != "auto":
+        return settings.encoder
+    if "h264_nvenc" in av.codecs_available and _opens("h264_nvenc", video):
+        return "h264_nvenc"
+    return "libx264"
+
+
+def _opens(codec: str, video: VideoFormat) -> bool:
+    try:
+        ctx = av.CodecContext.create(codec, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = video.width, video.height, "yuv420p"
+        ctx.time_base = 1 / video.fps
+        ctx.open()
+        return True
+    except (av.error.FFmpegError, ValueError, OSError):
+        return False
+
+
+class AvSink:
+    """Encodes BGR frames to H.264 and muxes them with the input's audio. Implements `io.base.Sink`."""
+
+    def __init__(self, url: str, container_format: str, settings: IoSettings, *, network: bool,
+                 encoder: str | None = None) -> None:
+        self.name = url
+        self.url = url
+        self.format = container_format
+        self.network = network
+        self.settings = settings
+        self.encoder = encoder  # resolved on open; kept across reconnects (no re-probing)
+        self._container: Any = None
+        self._vstream: Any = None
+        self._astream: Any = None
+        self._filler: YuvFrameFiller | None = None
+        self._video: VideoFormat | None = None
+        self._last_pts: int | None = None
+        self._transcoder: _AacTranscoder | None = None
+        self.counters: dict[str, int] = {"frames": 0, "audio_packets": 0}
+
+    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
+        s = self.settings
+        self._video = video
+        self.encoder = self.encoder or pick_encoder(s, video)
+        options: dict[str, str] = {}
+        if self.format in ("mp4", "mov"):
+            options["movflags"] = FRAGMENTED_MP4
+        if self.format == "flv":
+            options["flvflags"] = "no_duration_filesize"
+        try:
+            self._container = av.open(
+                self.url, "w", format=self.format, options=options,
+                timeout=(s.open_timeout_s, s.read_timeout_s) if self.network else None,
+            )
+        except (av.error.FFmpegError, OSError) as exc:
+            where = "check the URL and that the server accepts publishing" if self.network \
+                else "check that the folder exists and is writable"
+            raise OutputError(f"{self.name}: cannot open output ({_why(exc)}); {where}") from None
+        try:
+            self._add_video(video)
+            if audio is not None:
+                self._add_audio(audio)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._abort()
+            raise OutputError(f"{self.name}: cannot set up encoder {self.encoder} ({_why(exc)})") from None
+        self._filler = YuvFrameFiller(video.width, video.height)
+        log.info("output opened", extra=kv(output=self.name, encoder=self.encoder,
+                                            audio=("none" if audio is None else
+                                                   "aac re-encoded" if self._transcoder else
+                                                   f"{audio.codec} passed through")))
+
+    def _add_video(self, video: VideoFormat) -> None:
+        s = self.settings
+        stream = self._container.add_stream(self.encoder, rate=video.fps)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        cc = stream.codec_context
+        cc.time_base = video.time_base
+        cc.framerate = video.fps
+        cc.bit_rate = s.bitrate_kbps * 1000
+        gop = max(int(round(s.keyframe_interval_s * float(video.fps))), 1)
+        cc.gop_size = gop
+        cc.max_b_frames = 0  # pts == dts: no reordering delay, simple sync
+        cc.colorspace = av.video.reformatter.Colorspace.ITU601
+        cc.color_range = av.video.reformatter.ColorRange.MPEG
+        if self.encoder == "h264_nvenc":
+            opts = {"preset": "p1", "tune": "ull", "zerolatency": "1", "bf": "0", "rc": "cbr"}
+        else:
+            opts = {"preset": s.preset, "keyint": str(gop), "min-keyint": str(gop), "scenecut": "0",
+                    "bframes": "0"}
+            if self.network:
+                opts["tune"] = "zerolatency"
+        stream.options = opts
+        stream.time_base = video.time_base
+        self._vstream = stream
+
+    def _add_audio(self, audio: AudioFormat) -> None:
+        allowed = PASSTHROUGH_AUDIO.get(self.format)
+        if audio.stream is not None and (allowed is None or audio.codec in allowed):
+            self._astream = self._container.add_stream_from_template(audio.stream)
+            return
+        self._transcoder = _AacTranscoder(audio, self.settings.audio_bitrate_kbps)
+        self._astream = self._transcoder.add_stream(self._container)
+
+    # --- writing ----------------------------------------------------------------------
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+        assert self._filler is not None and self._video is not None, "open() first"
+        video = self._video
+        pts = meta.pts
+        if pts is None:
+            pts = int(meta.index / video.fps / video.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # encoders need strictly increasing pts
+        self._last_pts = pts
+        vframe = self._filler.fill(frame, pts, video.time_base)
+        try:
+            for packet in self._vstream.encode(vframe):
+                self._container.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"{self.name}: write failed ({_why(exc)})") from exc
+        self.counters["frames"] += 1
+
+    def write_audio(self, packets: list[Any]) -> None:
+        if self._astream is None or not packets:
+            return
+        try:
+            if self._transcoder is not None:
+                for packet in self._transcoder.transcode(packets):
+                    self._container.mux(packet)
+                    self.counters["audio_packets"] += 1
+                return
+            for packet in packets:
+                if packet.dts is None:
+                    continue
+                # The same packet goes to every sink: mux rebases it in place, so restore it.
+                saved = packet.pts, packet.dts, packet.time_base
+                packet.stream = self._astream
+                try:
+                    self._container.mux(packet)
+                finally:
+                    packet.time_base, packet.pts, packet.dts = saved[2], saved[0], saved[1]
+                self.counters["audio_packets"] += 1
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"{self.name}: audio write failed ({_why(exc)})") from exc
+
+    def close(self) -> None:
+        """Flush the encoder and write the trailer (the file's index)."""
+        container = self._container
+        if container is None:
+            return
+        error: BaseException | None = None
+        try:
+            if self._vstream is not None:
+                for packet in self._vstream.encode(None):
+                    container.mux(packet)
+            if self._transcoder is not None:
+                for packet in self._transcoder.flush():
+                    container.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            error = exc
+        finally:
+            self._container = None
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                error = error or exc
+        if error is not None:
+            raise OutputError(f"{self.name}: finishing the output failed ({_why(error)})")
+        log.info("output closed", extra=kv(output=self.name, frames=self.counters["frames"]))
+
+    def _abort(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError):
+                pass
+
+
+class _AacTranscoder:
+    """Decodes the input's audio packets and re-encodes them to AAC (FLV/MP4 need it)."""
+
+    def __init__(self, audio: AudioFormat, bitrate_kbps: int) -> None:
+        if audio.stream is None:
+            raise ValueError("no audio codec parameters to decode from")
+        self._decoder = av.CodecContext.create(audio.codec, "r")
+        template = audio.stream.codec_context
+        self._decoder.sample_rate = template.sample_rate
+        self._decoder.layout = template.layout
+        if template.extradata:
+            self._decoder.extradata = template.extradata
+        self.sample_rate = template.sample_rate or 48000
+        self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self.sample_rate)
+        self._bitrate = bitrate_kbps * 1000
+        self._stream: Any = None
+        self._next_pts: int | None = None
+
+    def add_stream(self, container: Any) -> Any:
+        stream = container.add_stream("aac", rate=self.sample_rate)
+        stream.codec_context.layout = "stereo"
+        stream.codec_context.bit_rate = self._bitrate
+        self._stream = stream
+        return stream
+
+    def transcode(self, packets: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for packet in packets:
+            try:
+                frames = self._decoder.decode(packet)
+            except av.error.FFmpegError:
+                continue  # a broken audio packet: skip it
+            for frame in frames:
+                if self._next_pts is None and frame.pts is not None and frame.time_base:
+                    self._next_pts = int(frame.pts * frame.time_base * self.sample_rate)
+                for resampled in self._resampler.resample(frame):
+                    out.extend(self._encode(resampled))
+        return out
+
+    def _encode(self, frame: Any) -> list[Any]:
+        frame.pts = self._next_pts or 0
+        frame.time_base = Fraction(1, self.sample_rate)
+        self._next_pts = frame.pts + frame.samples
+        return list(self._stream.encode(frame))
+
+    def flush(self) -> list[Any]:
+        out: list[Any] = []
+        for resampled in self._resampler.resample(None):
+            out.extend(self._encode(resampled))
+        out.extend(self._stream.encode(None))
+        return out
+
+
+def _why(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).strip() or type(exc).__name__

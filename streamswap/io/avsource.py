@@ -1,0 +1,285 @@
+"""A PyAV input (file, network URL or capture device) decoding into caller-owned BGR slots."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from streamswap.errors import InputError
+from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.io.convert import BgrWriter
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+# Audio packets kept for take_audio(); a consumer that never asks must not grow memory.
+MAX_AUDIO_BACKLOG = 1024
+# Consecutive demux errors after which a file input is treated as ended.
+MAX_DEMUX_ERRORS = 16
+DEFAULT_FPS = Fraction(30)
+
+
+class SourceLost(Exception):
+    """A live input stopped delivering (network drop, unplugged camera, end of stream)."""
+
+
+@dataclass
+class OpenSpec:
+    """How to open one input with PyAV."""
+
+    url: str
+    kind: str  # "file" | "network" | "device"
+    format: str | None = None  # demuxer / device name ("v4l2", "avfoundation", "dshow")
+    options: dict[str, str] = field(default_factory=dict)
+    timeout: tuple[float, float] | None = None  # (open, read) seconds for network inputs
+
+
+class AvSource:
+    """Decodes one PyAV input. Implements `io.base.Source`.
+
+    live=True: decoder slice threading only (frame threading would add frames of delay)
+    and, for files, pacing at the file's own rate. live=False: frame threading, no pacing.
+    Decoder errors skip the frame and count it; on a live input a read failure or the end
+    of the stream raises `SourceLost` for `ReconnectingSource` to handle.
+    """
+
+    def __init__(
+        self,
+        spec: OpenSpec,
+        *,
+        live: bool,
+        pace: bool,
+        size: tuple[int, int] | None = None,
+        fps: float | Fraction | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.live = live
+        self.pace = pace
+        self.name = name or spec.url
+        self._size = size
+        self._fps = Fraction(fps).limit_denominator(1001) if fps else None
+        self._container: Any = None
+        self._video: Any = None
+        self._audio_stream: Any = None
+        self._audio_format: AudioFormat | None = None
+        self._template_holder: Any = None
+        self._demux: Any = None
+        self._frames: deque[Any] = deque()
+        self._audio: deque[Any] = deque()
+        self._writer: BgrWriter | None = None
+        self._format: VideoFormat | None = None
+        self._index = 0
+        self._eof = False
+        self._pace_origin: tuple[float, float] | None = None  # (monotonic, seconds of pts)
+        self._lock = threading.Lock()
+        self.last_bgr: Any = None  # last converted frame (av.VideoFrame), for repeats
+        self.first_pts: int | None = None
+        self.counters: dict[str, int] = {
+            "frames": 0, "decode_errors": 0, "demux_errors": 0, "audio_dropped": 0
+        }
+
+    # --- open -------------------------------------------------------------------------
+    def open(self) -> VideoFormat:
+        spec = self.spec
+        try:
+            self._container = av.open(
+                spec.url, format=spec.format, options=dict(spec.options), timeout=spec.timeout
+            )
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: no such file; check the --input path") from None
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.name}: cannot open input ({_why(exc)}); {_hint(spec)}") from None
+        except OSError as exc:
+            raise InputError(f"{self.name}: cannot open input ({exc}); {_hint(spec)}") from None
+        container = self._container
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams})
+            self.close()
+            if "audio" in kinds:
+                raise InputError(
+                    f"{self.name}: audio-only input (no video stream); give a video file, "
+                    "camera or stream with a picture"
+                )
+            raise InputError(f"{self.name}: no video stream (found: {', '.join(kinds) or 'nothing'})")
+        video = container.streams.video[0]
+        # Frame threading queues frames inside the decoder: fine for files, latency on live.
+        video.thread_type = "SLICE" if self.live else "AUTO"
+        if self.live:
+            video.codec_context.flags |= av.codec.context.Flags.low_delay
+        self._video = video
+        streams = [video]
+        if container.streams.audio:
+            self._audio_stream = container.streams.audio[0]
+            streams.append(self._audio_stream)
+            self._audio_format = self._make_audio_format(self._audio_stream)
+        self._demux = container.demux(*streams)
+        # The first frame fixes the run's size when none was asked for (some streams only
+        # know theirs after decoding) and gives the pts origin.
+        first = self._next_frame()
+        if first is None:
+            self.close()
+            raise InputError(f"{self.name}: no decodable video frame; the file may be empty or corrupt")
+        self._frames.appendleft(first)
+        width, height = self._size or (first.width, first.height)
+        width, height = width - width % 2, height - height % 2  # 4:2:0 encoders need even sizes
+        fps = self._fps or video.average_rate or video.guessed_rate or video.base_rate or DEFAULT_FPS
+        fps = Fraction(fps).limit_denominator(1001)
+        time_base = video.time_base or Fraction(1, 90000)
+        self.first_pts = first.pts
+        self._writer = BgrWriter(width, height)
+        self._format = VideoFormat(width=width, height=height, fps=fps, time_base=time_base)
+        log.info(
+            "input opened",
+            extra=kv(input=self.name, codec=video.codec_context.name, size=f"{first.width}x{first.height}",
+                     out=f"{width}x{height}", fps=float(fps), audio=self._audio_format is not None,
+                     live=self.live, paced=self.pace),
+        )
+        return self._format
+
+    def _make_audio_format(self, stream: Any) -> AudioFormat:
+        # A copy of the codec parameters that outlives this container, so sinks can
+        # (re)create their audio stream after the input has been closed or reconnected.
+        holder = av.open(io.BytesIO(), "w", format="matroska")
+        template = holder.add_stream_from_template(stream)
+        self._template_holder = holder
+        cc = stream.codec_context
+        return AudioFormat(
+            codec=cc.name, sample_rate=cc.sample_rate or 0, channels=cc.channels or 0,
+            time_base=stream.time_base, stream=template,
+        )
+
+    @property
+    def audio(self) -> AudioFormat | None:
+        return self._audio_format
+
+    @property
+    def format(self) -> VideoFormat | None:
+        return self._format
+
+    # --- reading ----------------------------------------------------------------------
+    def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        """Decode the next frame into `out`; None at the end of a file."""
+        assert self._writer is not None and self._format is not None, "open() first"
+        frame = self._frames.popleft() if self._frames else self._next_frame()
+        if frame is None:
+            if self.live and self.spec.kind != "file":
+                raise SourceLost("end of stream")
+            return None
+        capture_time = time.monotonic()
+        pts = frame.pts if frame.pts is not None else self._synth_pts()
+        if self.pace:
+            self._wait_for(pts)
+        self.last_bgr = self._writer.write(frame, out)
+        meta = FrameMeta(index=self._index, pts=pts, capture_time=capture_time)
+        self._index += 1
+        self.counters["frames"] += 1
+        return meta
+
+    def _synth_pts(self) -> int:
+        assert self._format is not None
+        return int(self._index / self._format.fps / self._format.time_base)
+
+    def _wait_for(self, pts: int) -> None:
+        assert self._format is not None
+        at = float(pts * self._format.time_base)
+        now = time.monotonic()
+        if self._pace_origin is None:
+            self._pace_origin = (now, at)
+            return
+        due = self._pace_origin[0] + (at - self._pace_origin[1])
+        if due > now:
+            time.sleep(due - now)
+
+    def _next_frame(self) -> Any:
+        """The next decoded video frame, queueing audio packets on the way; None at the end."""
+        while not self._frames:
+            if self._eof:
+                return None
+            packet = self._next_packet()
+            try:
+                if packet is None:  # end of input: drain the decoder
+                    self._eof = True
+                    self._frames.extend(self._video.decode(None))
+                    continue
+                if packet.stream is self._audio_stream:
+                    if packet.size:
+                        self._queue_audio(packet)
+                    continue
+                for frame in packet.decode():
+                    if frame.is_corrupt:  # concealed garbage: skip it like a failed decode
+                        self.counters["decode_errors"] += 1
+                        continue
+                    self._frames.append(frame)
+            except av.error.EOFError:
+                self._eof = True
+            except av.error.FFmpegError as exc:
+                # A corrupt packet: skip it, count it, keep going.
+                self.counters["decode_errors"] += 1
+                log.debug("decode error", extra=kv(input=self.name, error=_why(exc)))
+        return self._frames.popleft()
+
+    def _next_packet(self) -> Any:
+        errors = 0
+        while True:
+            try:
+                return next(self._demux)
+            except StopIteration:
+                return None
+            except (av.error.FFmpegError, OSError) as exc:
+                if self.spec.kind != "file":
+                    raise SourceLost(_why(exc)) from exc
+                self.counters["demux_errors"] += 1
+                errors += 1
+                log.warning("input read error", extra=kv(input=self.name, error=_why(exc)))
+                if errors >= MAX_DEMUX_ERRORS:
+                    return None
+                # The generator died with the exception; continue from the current position.
+                streams = [s for s in (self._video, self._audio_stream) if s is not None]
+                self._demux = self._container.demux(*streams)
+
+    def _queue_audio(self, packet: Any) -> None:
+        with self._lock:
+            if len(self._audio) >= MAX_AUDIO_BACKLOG:
+                self._audio.popleft()
+                self.counters["audio_dropped"] += 1
+            self._audio.append(packet)
+
+    def take_audio(self) -> list[Any]:
+        """Audio packets demuxed since the last call, in order."""
+        with self._lock:
+            packets = list(self._audio)
+            self._audio.clear()
+        return packets
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        self._demux = None
+        self._frames.clear()
+        if container is not None:
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                log.debug("input close failed", extra=kv(input=self.name, error=_why(exc)))
+
+
+def _why(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).strip() or type(exc).__name__
+
+
+def _hint(spec: OpenSpec) -> str:
+    if spec.kind == "device":
+        return "check that the camera exists, is not used by another program and you may read it (group 'video')"
+    if spec.kind == "network":
+        return "check the URL, that the stream is up and reachable, and io.open_timeout_s"
+    return "check that the file is a readable video"

@@ -1,0 +1,342 @@
+"""Keep a run alive across a lost input or output: reopen in the background with back-off.
+
+`ReconnectingSource` wraps a live input. While the input is lost, `read_into` keeps
+returning synthetic frames (the last frame again, or a "no signal" card) at the nominal
+frame rate, so the outputs never stall; timestamps continue monotonically across the gap.
+`ReconnectingSink` wraps a network output. While it is down, its frames are dropped and
+counted and the other outputs carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from fractions import Fraction
+from typing import Any, Callable
+
+import av
+import cv2
+import numpy as np
+
+from streamswap.errors import StreamswapError
+from streamswap.io.avsource import AvSource, SourceLost
+from streamswap.io.base import AudioFormat, FrameMeta, Sink, VideoFormat
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential back-off delays: initial, doubled each failure, capped at maximum."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.current = initial
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+class _Reopener:
+    """A background thread calling `attempt()` with back-off until it returns an object."""
+
+    def __init__(self, what: str, attempt: Callable[[], Any], backoff: Backoff, stop: threading.Event,
+                 on_failure: Callable[[], None]) -> None:
+        self.result: Any = None
+        self.done = threading.Event()
+        self._what = what
+        self._attempt = attempt
+        self._backoff = backoff
+        self._stop = stop
+        self._on_failure = on_failure
+        self._thread = threading.Thread(target=self._run, name=f"reconnect {what}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.result = self._attempt()
+            except Exception as exc:  # network/device errors of every kind: retry
+                self._on_failure()
+                delay = self._backoff.next()
+                log.info("reconnect failed", extra=kv(what=self._what, error=_short(exc), retry_in_s=delay))
+                self._stop.wait(delay)
+                continue
+            self._backoff.reset()
+            self.done.set()
+            return
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+class ReconnectingSource:
+    """A live `AvSource` that survives losing its input. Implements `io.base.Source`."""
+
+    live = True
+
+    def __init__(self, make: Callable[[tuple[int, int] | None], AvSource], *, name: str,
+                 on_loss: str, backoff: Backoff) -> None:
+        self.name = name
+        self._make = make
+        self._on_loss = on_loss
+        self._backoff = backoff
+        self._inner: AvSource | None = None
+        self._format: VideoFormat | None = None
+        self._audio_format: AudioFormat | None = None
+        self._stop = threading.Event()
+        self._reopener: _Reopener | None = None
+        self._hold: np.ndarray | None = None  # the frame repeated while the input is lost
+        self._index = 0
+        self._next_pts = 0
+        self._offset = 0  # added to the inner source's pts (in our time base)
+        self._audio_offset: Fraction = Fraction(0)  # seconds added to audio packet times
+        self._next_tick = 0.0
+        self.counters: dict[str, int] = {"frames": 0, "synthetic": 0, "reconnects": 0,
+                                         "reconnect_failures": 0, "decode_errors": 0}
+
+    def open(self) -> VideoFormat:
+        inner = self._make(None)
+        self._format = inner.open()
+        self._audio_format = inner.audio
+        self._install(inner, first=True)
+        return self._format
+
+    @property
+    def audio(self) -> AudioFormat | None:
+        return self._audio_format
+
+    def _install(self, inner: AvSource, first: bool = False) -> None:
+        assert self._format is not None
+        fmt = inner.format
+        assert fmt is not None
+        if not first:
+            # Continue our timeline where it stopped: the new input's first frame gets the
+            # next pts, whatever its own clock says.
+            start = inner.first_pts or 0
+            start_ours = int(start * fmt.time_base / self._format.time_base)
+            self._offset = self._next_pts - start_ours
+            self._audio_offset = self._offset * self._format.time_base
+            self.counters["reconnects"] += 1
+            log.warning("input reconnected", extra=kv(input=self.name))
+        self._inner = inner
+
+    def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        assert self._format is not None, "open() first"
+        while True:
+            inner = self._inner
+            if inner is not None:
+                try:
+                    meta = inner.read_into(out)
+                except (SourceLost, av.error.FFmpegError, OSError) as exc:
+                    meta, reason = None, _short(exc)
+                else:
+                    reason = "end of stream"
+                if meta is not None:
+                    return self._stamp(meta, inner)
+                self._lose(inner, reason)
+            elif self._reopener is not None and self._reopener.done.is_set():
+                self._install(self._reopener.result)
+                self._reopener = None
+                continue
+            if self._stop.is_set():
+                return None
+            return self._synthetic(out)
+
+    def _stamp(self, meta: FrameMeta, inner: AvSource) -> FrameMeta:
+        fmt = inner.format
+        assert fmt is not None and self._format is not None
+        pts = meta.pts if meta.pts is not None else 0
+        if fmt.time_base != self._format.time_base:
+            pts = int(pts * fmt.time_base / self._format.time_base)
+        pts = max(pts + self._offset, self._next_pts)  # never step back
+        self._next_pts = pts + self._frame_ticks()
+        self._next_tick = time.monotonic() + 1 / float(self._format.fps)
+        meta.index, meta.pts = self._index, pts
+        self._index += 1
+        self.counters["frames"] += 1
+        return meta
+
+    def _frame_ticks(self) -> int:
+        assert self._format is not None
+        return max(int(round(1 / (self._format.fps * self._format.time_base))), 1)
+
+    def _lose(self, inner: AvSource, reason: str) -> None:
+        assert self._format is not None
+        log.warning("input lost; reconnecting", extra=kv(input=self.name, reason=reason, on_loss=self._on_loss))
+        fmt = self._format
+        if self._hold is None:
+            self._hold = np.empty((fmt.height, fmt.width, 3), np.uint8)
+        if self._on_loss == "repeat" and inner.last_bgr is not None:
+            np.copyto(self._hold, inner.last_bgr.to_ndarray())
+        else:
+            _no_signal_card(self._hold)
+        self.counters["decode_errors"] += inner.counters.get("decode_errors", 0)
+        self._inner = None
+        # Close the dead input off this thread: closing a stalled socket can block.
+        threading.Thread(target=inner.close, name="close lost input", daemon=True).start()
+        size = (fmt.width, fmt.height)
+
+        def attempt() -> AvSource:
+            source = self._make(size)
+            try:
+                source.open()
+            except BaseException:
+                source.close()
+                raise
+            return source
+
+        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure)
+
+    def _count_failure(self) -> None:
+        self.counters["reconnect_failures"] += 1
+
+    def _synthetic(self, out: np.ndarray) -> FrameMeta:
+        assert self._format is not None and self._hold is not None
+        now = time.monotonic()
+        if self._next_tick > now:
+            self._stop.wait(self._next_tick - now)
+        self._next_tick = max(self._next_tick + 1 / float(self._format.fps), time.monotonic() - 1)
+        np.copyto(out, self._hold)
+        pts = self._next_pts
+        self._next_pts += self._frame_ticks()
+        meta = FrameMeta(index=self._index, pts=pts, capture_time=time.monotonic(), synthetic=True)
+        self._index += 1
+        self.counters["synthetic"] += 1
+        return meta
+
+    def take_audio(self) -> list[Any]:
+        inner = self._inner
+        if inner is None:
+            return []
+        packets = inner.take_audio()
+        if self._audio_offset:
+            for packet in packets:
+                shift = int(self._audio_offset / packet.time_base)
+                if packet.pts is not None:
+                    packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+        return packets
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reopener is not None:
+            self._reopener.join(timeout=1.0)
+            if self._reopener.done.is_set() and self._reopener.result is not None:
+                self._reopener.result.close()
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+
+
+def _no_signal_card(img: np.ndarray) -> None:
+    h, w = img.shape[:2]
+    img[:] = (48, 48, 48)
+    text = "NO SIGNAL"
+    scale = max(w / 640, 0.5)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    cv2.putText(img, text, ((w - tw) // 2, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (220, 220, 220), 2, cv2.LINE_AA)
+
+
+class ReconnectingSink:
+    """A network output that reopens itself in the background when it fails.
+
+    Never raises from write: while down, frames are dropped and counted. Implements
+    `io.base.Sink`; `make()` builds a fresh, unopened inner sink."""
+
+    def __init__(self, make: Callable[[], Sink], *, name: str, backoff: Backoff) -> None:
+        self.name = name
+        self._make = make
+        self._backoff = backoff
+        self._inner: Sink | None = None
+        self._video: VideoFormat | None = None
+        self._audio: AudioFormat | None = None
+        self._stop = threading.Event()
+        self._reopener: _Reopener | None = None
+        self.counters: dict[str, int] = {"frames": 0, "dropped": 0, "reconnects": 0,
+                                         "reconnect_failures": 0}
+
+    @property
+    def up(self) -> bool:
+        return self._inner is not None
+
+    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
+        self._video, self._audio = video, audio
+        inner = self._make()
+        inner.open(video, audio)  # the first open fails loudly: a wrong URL is a user error
+        self._inner = inner
+
+    def _ready(self) -> Sink | None:
+        if self._inner is None and self._reopener is not None and self._reopener.done.is_set():
+            self._inner, self._reopener = self._reopener.result, None
+            self.counters["reconnects"] += 1
+            log.warning("output reconnected", extra=kv(output=self.name))
+        return self._inner
+
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+        inner = self._ready()
+        if inner is None:
+            self.counters["dropped"] += 1
+            return
+        try:
+            inner.write(frame, meta)
+        except (StreamswapError, av.error.FFmpegError, OSError) as exc:
+            self.counters["dropped"] += 1
+            self._lose(inner, exc)
+            return
+        self.counters["frames"] += 1
+
+    def write_audio(self, packets: list[Any]) -> None:
+        inner = self._ready()
+        if inner is None or not packets:
+            return
+        try:
+            inner.write_audio(packets)
+        except (StreamswapError, av.error.FFmpegError, OSError) as exc:
+            self._lose(inner, exc)
+
+    def _lose(self, inner: Sink, exc: BaseException) -> None:
+        log.warning("output lost; reconnecting", extra=kv(output=self.name, error=_short(exc)))
+        self._inner = None
+        threading.Thread(target=_close_quietly, args=(inner,), name="close lost output", daemon=True).start()
+
+        def attempt() -> Sink:
+            sink = self._make()
+            sink.open(self._video, self._audio)  # type: ignore[arg-type]
+            return sink
+
+        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure)
+
+    def _count_failure(self) -> None:
+        self.counters["reconnect_failures"] += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reopener is not None:
+            self._reopener.join(timeout=2.0)
+            if self._reopener.done.is_set() and self._reopener.result is not None:
+                _close_quietly(self._reopener.result)
+        if self._inner is not None:
+            inner, self._inner = self._inner, None
+            inner.close()
+
+
+def _close_quietly(sink: Any) -> None:
+    try:
+        sink.close()
+    except Exception as exc:  # already broken; closing is best effort
+        log.debug("close after failure", extra=kv(error=_short(exc)))
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).splitlines()[0][:200]

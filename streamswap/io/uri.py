@@ -1,0 +1,225 @@
+"""Turn URI strings into sources and sinks (see ARCHITECTURE.md, "Sources and sinks are URIs").
+
+Inputs:  test://[pattern][?width=&height=&fps=&frames=], test://photo[?path=...],
+         v4l2:///dev/videoN[?width=&height=&fps=&format=mjpeg], /dev/videoN,
+         avfoundation://0 (macOS), dshow://Camera Name (Windows), webcam://0 (this platform's),
+         rtsp(s)://, rtmp(s)://, srt://, http(s)://, udp://, file://path, path/to/file.
+Outputs: vcam://, vcam:///dev/videoN, rtmp(s)://host/app/key, file.{mp4,mov,mkv,flv},
+         file://path.ext, display://, null://.
+"""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from streamswap.errors import InputError, OutputError
+from streamswap.io.avsink import FILE_FORMATS, AvSink
+from streamswap.io.avsource import AvSource, OpenSpec
+from streamswap.io.base import Sink, Source
+from streamswap.io.display import DisplaySink, NullSink
+from streamswap.io.reconnect import Backoff, ReconnectingSink, ReconnectingSource
+from streamswap.io.settings import IoSettings
+from streamswap.io.testsrc import PatternSource, PhotoSource
+from streamswap.io.vcam import VcamSink
+
+NETWORK_INPUTS = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https", "udp")
+INPUT_SCHEMES = ("test", "v4l2", "avfoundation", "dshow", "webcam", "file") + NETWORK_INPUTS
+OUTPUT_SCHEMES = ("vcam", "rtmp", "rtmps", "file", "display", "null")
+
+
+def _query(uri: str) -> tuple[Any, dict[str, str]]:
+    parts = urlsplit(uri)
+    return parts, {k: v[-1] for k, v in parse_qs(parts.query).items()}
+
+
+def _number(query: dict[str, str], key: str, uri: str, kind: type = int) -> Any:
+    if key not in query:
+        return None
+    try:
+        value = kind(query[key])
+    except ValueError:
+        raise InputError(f"{uri}: {key}={query[key]!r} is not a number") from None
+    if value <= 0:
+        raise InputError(f"{uri}: {key} must be positive")
+    return value
+
+
+def _scheme(uri: str) -> str:
+    head, sep, _ = uri.partition("://")
+    # A Windows drive letter ("C:\\x.mp4") or a plain path has no scheme.
+    return head.lower() if sep and len(head) > 1 else ""
+
+
+def open_source(uri: str, settings: IoSettings, *, live: bool | None = None) -> Source:
+    """Build (not open) the source a URI names.
+
+    `live` None = by kind: cameras, network streams and test:// are live, files are not.
+    A live file is paced at its own frame rate (a stand-in for a camera); a non-live file
+    is read as fast as the pipeline takes it, losing nothing. Live network inputs and
+    cameras reconnect when lost (io.reconnect) with synthetic frames meanwhile.
+    """
+    uri = uri.strip()
+    scheme = _scheme(uri)
+    if scheme == "test":
+        return _test_source(uri, settings, True if live is None else live)
+    if scheme in ("v4l2", "avfoundation", "dshow", "webcam") or uri.startswith("/dev/video"):
+        return _device_source(uri, scheme, settings, True if live is None else live)
+    if scheme in NETWORK_INPUTS:
+        return _network_source(uri, scheme, settings, True if live is None else live)
+    if scheme == "file":
+        path = unquote(urlsplit(uri).path)
+    elif scheme == "":
+        path = uri
+    else:
+        raise InputError(
+            f"{uri}: unknown input scheme {scheme!r}; supported: "
+            + ", ".join(f"{s}://" for s in INPUT_SCHEMES) + ", /dev/videoN or a file path"
+        )
+    return _file_source(path, settings, bool(live))
+
+
+def _test_source(uri: str, settings: IoSettings, live: bool) -> Source:
+    parts, query = _query(uri)
+    kind = (parts.netloc or parts.path.strip("/") or "pattern").lower()
+    width = _number(query, "width", uri) or settings.width or 640
+    height = _number(query, "height", uri) or settings.height or 480
+    fps = Fraction(_number(query, "fps", uri, float) or settings.fps or 30).limit_denominator(1001)
+    frames = _number(query, "frames", uri)
+    if kind == "pattern":
+        return PatternSource(width, height, fps, live, frames)
+    if kind == "photo":
+        return PhotoSource(query.get("path"), width, height, fps, live, frames)
+    raise InputError(f"{uri}: unknown test source {kind!r}; use test://pattern or test://photo?path=IMAGE")
+
+
+def _size(settings: IoSettings) -> tuple[int, int] | None:
+    return (settings.width, settings.height) if settings.width and settings.height else None
+
+
+def _device_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> Source:
+    parts, query = _query(uri)
+    width = _number(query, "width", uri) or settings.width
+    height = _number(query, "height", uri) or settings.height
+    fps = _number(query, "fps", uri, float) or settings.fps
+    pixel_format = query.get("format") or settings.pixel_format
+    if scheme == "webcam":
+        scheme = {"darwin": "avfoundation", "win32": "dshow"}.get(sys.platform, "v4l2")
+        device = parts.netloc or parts.path.strip("/") or "0"
+        if scheme == "v4l2" and device.isdigit():
+            device = f"/dev/video{device}"
+    elif scheme in ("avfoundation", "dshow"):
+        device = unquote(parts.netloc + parts.path).lstrip("/") or "0"
+    else:
+        scheme = "v4l2"
+        device = parts.path if parts.scheme else uri.split("?", 1)[0]
+        if not device.startswith("/dev/"):
+            raise InputError(f"{uri}: expected v4l2:///dev/videoN (three slashes, an absolute device path)")
+    if scheme == "dshow" and not device.startswith("video="):
+        device = f"video={device}"
+    options: dict[str, str] = {}
+    if width and height:
+        options["video_size"] = f"{width}x{height}"
+    if fps:
+        options["framerate"] = f"{fps:g}"
+    if pixel_format:
+        # v4l2 calls it input_format; avfoundation/dshow take pixel_format / vcodec.
+        if scheme == "v4l2":
+            options["input_format"] = pixel_format
+        elif scheme == "dshow" and pixel_format == "mjpeg":
+            options["vcodec"] = "mjpeg"
+        else:
+            options["pixel_format"] = pixel_format
+    if scheme == "v4l2" and not Path(device).exists():
+        raise InputError(f"{uri}: {device} does not exist; list cameras with `v4l2-ctl --list-devices`")
+    spec = OpenSpec(device, "device", format=scheme, options=options)
+    return _live_or_plain(spec, settings, live, uri, fps, (width, height) if width and height else None)
+
+
+def _network_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> Source:
+    options: dict[str, str] = {
+        # Low delay: do not buffer or probe long before the first frame.
+        "fflags": "nobuffer",
+        "flags": "low_delay",
+        "probesize": "1000000",
+        "analyzeduration": "1000000",
+    }
+    read_us = str(int(settings.read_timeout_s * 1_000_000))
+    if scheme in ("rtsp", "rtsps"):
+        options.update(rtsp_transport=settings.rtsp_transport, timeout=read_us, max_delay="500000")
+    elif scheme in ("http", "https"):
+        options.update(rw_timeout=read_us)
+    elif scheme == "srt":
+        options.update(rw_timeout=read_us)
+    spec = OpenSpec(uri, "network", options=options, timeout=(settings.open_timeout_s, settings.read_timeout_s))
+    return _live_or_plain(spec, settings, live, uri, settings.fps, _size(settings))
+
+
+def _live_or_plain(spec: OpenSpec, settings: IoSettings, live: bool, name: str,
+                   fps: float | None, size: tuple[int, int] | None) -> Source:
+    def make(fixed: tuple[int, int] | None) -> AvSource:
+        return AvSource(spec, live=live, pace=False, size=fixed or size, fps=fps, name=name)
+
+    if live and settings.reconnect:
+        backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+        return ReconnectingSource(make, name=name, on_loss=settings.on_loss, backoff=backoff)
+    return make(None)
+
+
+def _file_source(path: str, settings: IoSettings, live: bool) -> Source:
+    if not Path(path).is_file():
+        what = "is a folder, not a video file" if Path(path).is_dir() else "does not exist"
+        raise InputError(f"{path}: input file {what}; check the --input path")
+    pace = {"auto": live, "realtime": True, "fast": False}[settings.file_pacing]
+    spec = OpenSpec(path, "file")
+    return AvSource(spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path)
+
+
+def open_sink(uri: str, settings: IoSettings) -> Sink:
+    """Build (not open) the sink a URI names. Network outputs reconnect when they drop."""
+    uri = uri.strip()
+    scheme = _scheme(uri)
+    if scheme == "vcam":
+        parts = urlsplit(uri)
+        device = parts.path or settings.vcam_device or None
+        return VcamSink(device, settings.vcam_fps, name=uri)
+    if scheme == "null":
+        return NullSink(uri)
+    if scheme == "display":
+        return DisplaySink(uri)
+    if scheme in ("rtmp", "rtmps"):
+        first = AvSink(uri, "flv", settings, network=True)
+
+        def make() -> Sink:
+            # The encoder probed by the first connection is reused by reconnections.
+            return AvSink(uri, "flv", settings, network=True, encoder=first.encoder)
+
+        if not settings.reconnect:
+            return first
+        pending = [first]
+
+        def make_next() -> Sink:
+            return pending.pop() if pending else make()
+
+        return ReconnectingSink(make_next, name=uri, backoff=Backoff(settings.reconnect_initial_s,
+                                                                     settings.reconnect_max_s))
+    if scheme in ("file", ""):
+        path = unquote(urlsplit(uri).path) if scheme == "file" else uri
+        suffix = Path(path).suffix.lower()
+        if suffix not in FILE_FORMATS:
+            raise OutputError(
+                f"{uri}: unsupported output file type {suffix or '(none)'!r}; use "
+                + ", ".join(sorted(FILE_FORMATS)) + " or a URI scheme: "
+                + ", ".join(f"{s}://" for s in OUTPUT_SCHEMES)
+            )
+        if not Path(path).resolve().parent.is_dir():
+            raise OutputError(f"{uri}: folder {Path(path).parent} does not exist; create it first")
+        return AvSink(path, FILE_FORMATS[suffix], settings, network=False)
+    raise OutputError(
+        f"{uri}: unknown output scheme {scheme!r}; supported: "
+        + ", ".join(f"{s}://" for s in OUTPUT_SCHEMES) + " or a file path ending in "
+        + "/".join(sorted(FILE_FORMATS))
+    )
