@@ -46,9 +46,17 @@ class FrameMeta:
 
 
 class Source(Protocol):
-    """A video input. `read_into` fills a preallocated H×W×3 uint8 BGR buffer."""
+    """A video input. `read_into` fills a preallocated H×W×3 uint8 BGR buffer.
+
+    Built by `io.uri.open_source(uri, settings, live=...)`; `open()` must be called before
+    reading. `read_into` and `close` are called from one thread (the capture stage);
+    `take_audio` may be called from another. Counters (frames, decode_errors, synthetic,
+    reconnects, ...) are plain ints, read without locking for status/metrics.
+    """
 
     live: bool  # True: never wait for the consumer (drop policy); False: lossless (block)
+    name: str  # the URI, for logs and metrics
+    counters: dict[str, int]
 
     def open(self) -> VideoFormat:
         """Open the input and return the output format (size fixed for the whole run)."""
@@ -60,7 +68,11 @@ class Source(Protocol):
         ...
 
     def read_into(self, out: np.ndarray) -> FrameMeta | None:
-        """Decode the next frame into `out` (resized to the run's size). None at the end."""
+        """Decode the next frame into `out` (resized to the run's size). None at the end.
+
+        A file ends; a live network input or camera (reconnecting) only ends after
+        close() was requested, returning synthetic frames while it is lost. One call
+        blocks at most about io.read_timeout_s (network) or one frame interval (paced)."""
         ...
 
     def take_audio(self) -> list[Any]:
@@ -74,10 +86,16 @@ class Sink(Protocol):
     """A video output. Frames arrive in order; `write` must not keep a reference to `frame`."""
 
     name: str  # the URI it was made from, for logs and metrics
+    counters: dict[str, int]  # frames, dropped, reconnects, ... (for status/metrics)
 
-    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None: ...
+    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
+        """Start the output; raises OutputError (with what to do) when it cannot."""
+        ...
 
-    def write(self, frame: np.ndarray, meta: FrameMeta) -> None: ...
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+        """Encode/show one frame; raises OutputError on failure (network sinks from
+        `open_sink` never raise: they reconnect in the background and count drops)."""
+        ...
 
     def write_audio(self, packets: list[Any]) -> None: ...
 
