@@ -1,0 +1,147 @@
+"""Paste-back: put a generated face crop back into the frame, in place, touching only the
+frame region the crop maps to.
+
+The reference implementations warp the crop and a mask into the FULL frame for every face,
+so their cost grows with the frame; here the crop → frame warp, the mask and the blend all
+run on the crop's bounding box in the frame, and the feathered mask is built once per crop
+size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streamswap.faces.align import invert_affine, source_roi, transform_points
+from streamswap.faces.settings import PasteSettings
+
+# MediaPipe FaceMesh (468 points): the inner lip contour, in polygon order
+# (upper lip left → right, then lower lip right → left).
+INNER_LIP_INDICES = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,
+                     324, 318, 402, 317, 14, 87, 178, 88, 95)
+
+
+def box_mask(size: int, blur: float, padding: float) -> np.ndarray:
+    """Feathered box mask (size×size float32 in [0, 1]).
+
+    `blur` is the feather width as a fraction of half the crop; `padding` insets the mask
+    by that fraction of the crop. The border stays 0 so the warped mask fades out before
+    the crop's edge (no hard seam from the crop's own border pixels)."""
+    mask = np.ones((size, size), dtype=np.float32)
+    feather = int(size * 0.5 * blur)
+    inset = max(feather // 2, int(round(size * padding)), 1)
+    inset = min(inset, size // 2 - 1)
+    mask[:inset, :] = 0
+    mask[-inset:, :] = 0
+    mask[:, :inset] = 0
+    mask[:, -inset:] = 0
+    if feather > 0:
+        # 3 sigma = half the feather: the mask is ~0 (< 0.2 %) at the crop edge, so the
+        # warped crop never shows its own border as a seam.
+        cv2.GaussianBlur(mask, (0, 0), feather / 6.0, dst=mask)
+    return mask
+
+
+def mouth_polygon(
+    matrix: np.ndarray, kps: np.ndarray | None, landmarks: np.ndarray | None
+) -> np.ndarray | None:
+    """The target's mouth interior as a polygon in crop pixels: the FaceMesh inner-lip
+    contour when dense landmarks exist, else an ellipse between the two mouth corners."""
+    if landmarks is not None and len(landmarks) >= 468:
+        return transform_points(landmarks[list(INNER_LIP_INDICES)], matrix).astype(np.float32)
+    if kps is None:
+        return None
+    corners = transform_points(np.asarray(kps)[3:5], matrix)
+    centre = corners.mean(axis=0)
+    dx, dy = corners[1] - corners[0]
+    half = 0.5 * float(np.hypot(dx, dy))
+    angle = float(np.degrees(np.arctan2(dy, dx)))
+    pts = cv2.ellipse2Poly((int(round(centre[0])), int(round(centre[1]))),
+                           (max(int(half * 0.9), 1), max(int(half * 0.35), 1)),
+                           int(round(angle)), 0, 360, 15)
+    return pts.astype(np.float32)
+
+
+def transfer_color_lab(crop: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Mean/std colour transfer in LAB: the statistics of `crop` (BGR uint8) are matched
+    to those of `reference` over the pixels where `weight` > 0.5. Returns a new crop."""
+    sel = weight > 0.5
+    if int(sel.sum()) < 16:
+        return crop
+    src = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
+    ref = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
+    s_mean, s_std = src[sel].mean(axis=0), src[sel].std(axis=0) + 1e-3
+    r_mean, r_std = ref[sel].mean(axis=0), ref[sel].std(axis=0) + 1e-3
+    out = (src - s_mean) * (r_std / s_std) + r_mean
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+@dataclass
+class PasteBack:
+    """Blends generated crops back into frames with the configured mask options."""
+
+    settings: PasteSettings
+
+    def __post_init__(self) -> None:
+        self._masks: dict[int, np.ndarray] = {}
+
+    def mask(self, size: int) -> np.ndarray:
+        """The feathered box mask for `size` crops, built once and reused (read-only)."""
+        mask = self._masks.get(size)
+        if mask is None:
+            mask = box_mask(size, self.settings.blur, self.settings.padding)
+            mask.setflags(write=False)
+            self._masks[size] = mask
+        return mask
+
+    def paste(
+        self,
+        frame: np.ndarray,
+        crop: np.ndarray,
+        matrix: np.ndarray,
+        *,
+        target_crop: np.ndarray | None = None,
+        kps: np.ndarray | None = None,
+        landmarks: np.ndarray | None = None,
+    ) -> None:
+        """Blend `crop` (BGR uint8, square) into `frame` in place. `matrix` is the frame →
+        crop affine the crop was aligned with; `target_crop` is the original aligned crop
+        (colour-correction reference); `kps` / `landmarks` locate the mouth for the mouth
+        mask. Only the crop's bounding box in the frame is read and written."""
+        size = crop.shape[0]
+        mask = self.mask(size)
+        if self.settings.mouth_mask:
+            polygon = mouth_polygon(matrix, kps, landmarks)
+            if polygon is not None:
+                mouth = np.zeros((size, size), dtype=np.float32)
+                cv2.fillPoly(mouth, [np.round(polygon).astype(np.int32)], 1.0)
+                soften = max(size // 64, 1)
+                cv2.GaussianBlur(mouth, (0, 0), soften, dst=mouth)
+                mask = mask * (1.0 - mouth)
+        if self.settings.color_correction and target_crop is not None:
+            crop = transfer_color_lab(crop, target_crop, mask)
+        paste_crop(frame, crop, mask, matrix)
+
+
+def paste_crop(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> None:
+    """Blend `crop` into `frame` in place with `mask` (crop-sized float32 weights in
+    [0, 1]) through the frame → crop `matrix`, on the crop's bounding box only; parts of
+    the box outside the frame are clipped away."""
+    ch, cw = crop.shape[:2]
+    x0, y0, x1, y1 = source_roi(invert_affine(matrix), cw, ch, frame.shape, margin=1)
+    if x1 <= x0 or y1 <= y0:
+        return
+    # Frame pixel (x0 + i, y0 + j) reads crop point matrix·(x0 + i, y0 + j, 1).
+    roi_matrix = np.asarray(matrix, dtype=np.float64).copy()
+    roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    size = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(crop, roi_matrix, size, flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    weight = cv2.warpAffine(mask, roi_matrix, size, flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    roi = frame[y0:y1, x0:x1]
+    inverse_weight = np.subtract(1.0, weight, dtype=np.float32)
+    roi[...] = cv2.blendLinear(warped, roi, weight, inverse_weight)
