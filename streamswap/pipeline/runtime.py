@@ -195,6 +195,12 @@ class Runtime:
         for thread in self._threads:
             thread.start()
 
+    def request_stop(self) -> None:
+        """Stop reading now; frames in flight keep going to the sinks (does not wait)."""
+        if self.state == "running":
+            self.state = "stopping"
+        self._stop_reading.set()
+
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop reading; let in-flight frames reach the sinks (unless drain=False or the
         drain takes longer than `timeout`, default settings.drain_timeout), close sinks."""
@@ -323,18 +329,23 @@ class Runtime:
             log.error("stage keeps failing; status degraded", extra=kv(stage=stage))
 
     def _poll_counters(self, obj: Any, what: str) -> None:
-        """Report reconnects / decode errors that io objects count as plain attributes."""
-        for attr, report in (("reconnects", self._obs.reconnect), ("decode_errors", None)):
-            value = getattr(obj, attr, None)
+        """Forward what io objects count in their `counters` dict: reconnects, and the
+        decoder/demuxer errors of frames the source skipped (errors of the capture stage)."""
+        counters = getattr(obj, "counters", None)
+        if not isinstance(counters, dict):
+            return
+        for name, report in (
+            ("reconnects", lambda: self._obs.reconnect(what)),
+            ("decode_errors", lambda: self._obs.stage_error("capture")),
+            ("demux_errors", lambda: self._obs.stage_error("capture")),
+        ):
+            value = counters.get(name)
             if not isinstance(value, int):
                 continue
-            key = (id(obj), attr)
+            key = (id(obj), name)
             seen = self._seen_counters.get(key, 0)
             for _ in range(value - seen):
-                if report is not None:
-                    report(what)
-                else:
-                    self._obs.frame_dropped("decode_error")
+                report()
             if value != seen:
                 self._seen_counters[key] = value
 

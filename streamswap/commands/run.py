@@ -1,0 +1,196 @@
+"""`streamswap run`: swap faces from an input URI to one or more output URIs until the
+input ends or Ctrl-C / SIGTERM (then: stop reading, drain, finalise files, close streams)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Callable, Iterator
+
+from contextlib import contextmanager
+
+from streamswap.errors import StreamswapError
+from streamswap.logs import kv
+from streamswap.pipeline.runtime import PassThroughStages, Runtime
+from streamswap.pipeline.stages import FaceStages
+from streamswap.pipeline.stats import format_stats_line
+
+HELP = "swap faces live: --source FACE.jpg --input URI --output URI [--output URI …]"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-s", "--source", action="append", metavar="FACE", dest="sources",
+        help="face photo whose identity is put on the video (repeat to average several); "
+        "without it frames pass through unchanged",
+    )
+    parser.add_argument(
+        "-i", "--input", metavar="URI",
+        help="v4l2:///dev/video0, rtsp://…, rtmp://…, file.mp4, test:// (default: config `input`)",
+    )
+    parser.add_argument(
+        "-o", "--output", action="append", metavar="URI", dest="outputs",
+        help="vcam://, rtmp://host/app/key, out.mp4, display://, null:// (repeatable; "
+        "default: config `outputs`)",
+    )
+    parser.add_argument("--config", metavar="FILE", dest="run_config",
+                        help="YAML config file (same as the global -c)")
+    live = parser.add_mutually_exclusive_group()
+    live.add_argument("--live", dest="live", action="store_true", default=None,
+                      help="treat the input as live: pace files at their frame rate, drop the "
+                      "oldest frame when the pipeline is full")
+    live.add_argument("--no-live", dest="live", action="store_false",
+                      help="lossless: the reader waits for the pipeline (default for files)")
+    parser.add_argument("--quiet", action="store_true", help="no live stats line")
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    if args.run_config:
+        ctx = dataclasses.replace(ctx, config_path=args.run_config)
+    overrides: dict[str, Any] = {}
+    if args.sources:
+        overrides["source"] = list(args.sources)
+    if args.input:
+        overrides["input"] = args.input
+    if args.outputs:
+        overrides["outputs"] = list(args.outputs)
+    config = ctx.config(**overrides)
+    stages = build_stages(config)
+    runtime = build_runtime(config, stages, live=args.live)
+    return run_until_done(runtime, quiet=args.quiet, label="run")
+
+
+def build_stages(config: Any) -> FaceStages:
+    """The face processor for `config.source`, or pass-through when no face was given."""
+    if not config.source:
+        log.warning("no --source face given: frames pass through unchanged")
+        return PassThroughStages()
+    from streamswap.wiring import build_face_processor
+
+    processor = build_face_processor(config)
+    processor.set_source_images(list(config.source))
+    return processor
+
+
+def build_runtime(config: Any, stages: FaceStages, *, live: bool | None = None) -> Runtime:
+    """Open the input and outputs named in `config` (errors name the URI) → a Runtime."""
+    from streamswap.io.uri import open_sink, open_source
+
+    source = open_source(config.input, config.io, live=live)
+    sinks = [open_sink(uri, config.io) for uri in config.outputs]
+    return Runtime(config, stages, source=source, sinks=sinks)
+
+
+class _Signals:
+    """First Ctrl-C / SIGTERM: graceful stop (drain, finalise). Second: stop now."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        self.count += 1
+        self.event.set()
+
+
+@contextmanager
+def _signal_handlers(signals: _Signals) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signals.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class StatsPrinter:
+    """One updating line on a terminal, a log record per interval otherwise."""
+
+    def __init__(self, stream: Any = None, render: Callable[[dict[str, Any]], str] = format_stats_line) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.render = render
+        self._shown = False
+
+    def show(self, snap: dict[str, Any]) -> None:
+        line = self.render(snap)
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+            self._shown = True
+        else:
+            log.info("stats", extra=kv(**_flat(snap)))
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+def _flat(snap: dict[str, Any]) -> dict[str, Any]:
+    out = {k: snap[k] for k in ("frames_in", "frames_out", "dropped", "fps_in", "fps_out",
+                                "latency_ms_p50", "latency_ms_p95")}
+    out.update({f"{k}_ms": v for k, v in snap.get("stage_ms", {}).items()})
+    errors = sum(snap.get("errors", {}).values())
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+def run_until_done(
+    runtime: Runtime, *, quiet: bool = False, label: str = "run",
+    printer: StatsPrinter | None = None,
+) -> int:
+    """Start, show stats until the input ends or a signal asks to stop, then finalise.
+
+    Returns 0 after a normal end or a requested stop; raises the input's StreamswapError
+    when the input failed (nonexistent file, lost for good, …)."""
+    signals = _Signals()
+    printer = printer or StatsPrinter()
+    interval = runtime.settings.stats_interval
+    with _signal_handlers(signals):
+        runtime.start()
+        stop_asked_at: float | None = None
+        drain_deadline = runtime.settings.drain_timeout
+        waited = 0.0
+        while not runtime.wait(min(interval, 0.25) if signals.count else interval):
+            if signals.count >= 2:
+                printer.done()
+                log.warning("second interrupt: stopping without draining")
+                runtime.stop(drain=False)
+                break
+            if signals.count == 1:
+                if stop_asked_at is None:
+                    printer.done()
+                    log.info("stopping: draining frames in flight, finalising outputs")
+                    runtime.request_stop()
+                    stop_asked_at = 0.0
+                else:
+                    waited += 0.25
+                    if waited > drain_deadline:
+                        runtime.stop(drain=False)
+                        break
+                continue
+            if not quiet:
+                printer.show(runtime.status())
+    printer.done()
+    snap = runtime.status()
+    summary = (f"{label}: {snap['frames_out']} frames out of {snap['frames_in']} read, "
+               f"{snap['dropped']} dropped, {sum(snap['errors'].values())} errors")
+    print(summary, file=sys.stderr)
+    error = runtime.input_error
+    if error is not None and not signals.count:
+        if isinstance(error, StreamswapError):
+            raise error
+        return 1
+    return 0
