@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from streamswap.errors import ModelError
 from streamswap.logs import kv
@@ -132,10 +132,14 @@ class ModelStore:
             return ModelStatus(spec, path, MISMATCH, None, st.st_size)
         stamp = self._read_stamp(path, st)
         if spec.bundled:
-            if stamp is None or not stamp.get("graph_ok"):
+            if rehash or stamp is None or not stamp.get("graph_ok"):
                 if not rehash:
                     return ModelStatus(spec, path, UNCHECKED, None, st.st_size)
-                self._check_bundled_graph(spec, path)
+                try:
+                    self._check_bundled_graph(spec, path)
+                except ModelError as exc:
+                    log.warning("bundled model fails its graph check", extra=kv(model=spec.name, error=exc))
+                    return ModelStatus(spec, path, MISMATCH, None, st.st_size)
                 stamp = self._write_stamp(path, sha256_file(path), graph_ok=True)
             return ModelStatus(spec, path, VERIFIED, stamp["sha256"], st.st_size)
         if rehash or stamp is None:
@@ -208,7 +212,11 @@ class ModelStore:
         if spec.bundled:
             self._ensure_bundled(spec)
             status = self.check(spec.name)
-            return ResolvedModel(path, spec, status.sha256 or "", True)
+            if status.state != VERIFIED:
+                self._check_bundled_graph(spec, path)  # raises, naming the file and the fix
+                raise ModelError(f"{path}: bundled model {spec.name} cannot be verified")
+            assert status.sha256 is not None
+            return ResolvedModel(path, spec, status.sha256, True)
         status = self.check(spec.name)
         if status.state == MISSING:
             raise ModelError(
@@ -343,3 +351,12 @@ class ModelStore:
 
 def _looks_like_path(model: str) -> bool:
     return "/" in model or os.sep in model or model.startswith("~") or model.lower().endswith(".onnx")
+
+
+def models_used_by(faces: Any) -> list[str]:
+    """Catalogue names the face stages of a config use (`faces` is config.faces); paths to
+    the user's own files and the built-in "mesh" swapper are not catalogue models."""
+    wanted = [faces.detector.model, faces.landmarker.model, faces.enhancer]
+    if faces.swapper.model != "mesh":  # the neural swappers need the identity embedding
+        wanted += [faces.swapper.model, faces.recognizer.model]
+    return [m for m in dict.fromkeys(wanted) if m and not _looks_like_path(m)]
