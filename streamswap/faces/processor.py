@@ -1,0 +1,229 @@
+"""FaceProcessor: the face side of the pipeline (`pipeline.stages.FaceStages`).
+
+detect(frame, index): the detector runs every `faces.tracking.detect_every` frames; in
+between, each track's face is re-found by the landmarker from its previous landmarks
+(MediaPipe's detect-then-track scheme), or held where it was when there is no landmarker.
+Tracks keep stable ids (IoU matching) and their points are smoothed over time.
+
+swap(frame, faces): the configured swapper (mesh or a neural adapter) replaces the faces
+in place. `set_source_images` may be called from any thread (the control API): the new
+identity is computed in the caller's thread and handed over to the swap stage, which
+starts using it at its next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, Protocol, Sequence, Union
+
+import numpy as np
+
+from streamswap.errors import InputError
+from streamswap.faces.identity import ArcFace, LatentCache, load_source, pick_face
+from streamswap.faces.landmarks import attach_mesh
+from streamswap.faces.settings import TrackingSettings
+from streamswap.faces.tracking import FaceTracker
+from streamswap.faces.types import Face
+from streamswap.io.images import read_image
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[np.ndarray, str, os.PathLike]
+
+
+class Detector(Protocol):
+    def detect(self, bgr: np.ndarray) -> list[Face]: ...
+
+
+class Landmarker(Protocol):
+    last_presence: np.ndarray
+
+    def landmarks_many(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray: ...
+
+
+class SwapperLike(Protocol):
+    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
+
+
+class _MeshDetector:
+    """Detector + landmarker as one `detect`, serialised with the pipeline's own use of
+    the same objects (they keep work buffers, so two threads must not share them)."""
+
+    def __init__(self, detector: Detector, landmarker: Landmarker | None, lock: threading.Lock) -> None:
+        self.detector = detector
+        self.landmarker = landmarker
+        self.lock = lock
+
+    def detect(self, bgr: np.ndarray) -> list[Face]:
+        with self.lock:
+            faces = list(self.detector.detect(bgr))
+            if self.landmarker is not None and faces:
+                for face, mesh in zip(faces, self.landmarker.landmarks_many(bgr, faces)):
+                    attach_mesh(face, mesh)
+        return faces
+
+
+class _LatentCapture:
+    """Stands in for a neural swapper in `identity.load_source` so the latent is computed
+    (or read from the cache) now but only handed to the swapper at its next frame."""
+
+    def __init__(self, swapper: Any) -> None:
+        self.swapper = swapper
+        self.cache_key = swapper.cache_key
+        self.latent_value: np.ndarray | None = None
+
+    def latent(self, identity: Any) -> np.ndarray:
+        return self.swapper.latent(identity)
+
+    def set_latent(self, latent: np.ndarray) -> None:
+        self.latent_value = latent
+
+
+def _label(item: ImageLike, i: int) -> str:
+    return f"source image #{i + 1}" if isinstance(item, np.ndarray) else str(item)
+
+
+class FaceProcessor:
+    """Detect/track, landmark, smooth and swap faces; implements `FaceStages`."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        swapper: SwapperLike | None,
+        *,
+        landmarker: Landmarker | None = None,
+        tracking: TrackingSettings | None = None,
+        recognizer: ArcFace | None = None,
+        source_face_index: int | None = None,
+        latent_cache: LatentCache | None = None,
+        min_presence: float = 0.5,
+        enhancer: Any = None,
+    ) -> None:
+        self.detector = detector
+        self.landmarker = landmarker
+        self.swapper = swapper
+        self.enhancer = enhancer  # optional: enhance(frame, faces) after the swap
+        self.recognizer = recognizer
+        self.tracking = tracking or TrackingSettings()
+        self.source_face_index = source_face_index
+        self.latent_cache = latent_cache
+        self.min_presence = min_presence
+        self.tracker = FaceTracker(smoothing=self.tracking.smoothing)
+        self.detector_calls = 0
+        self.source_names: list[str] = []
+        self._last_detect: int | None = None
+        self._models_lock = threading.Lock()  # detector/landmarker buffers: one user at a time
+        self._sources_lock = threading.Lock()  # one identity computation at a time
+        self._pending_lock = threading.Lock()
+        self._pending: Callable[[], None] | None = None
+        self._has_identity = False
+        self._source_detector = _MeshDetector(detector, landmarker, self._models_lock)
+
+    # --- FaceStages ---------------------------------------------------------------------------
+    def detect(self, frame: np.ndarray, index: int) -> list[Face]:
+        """Faces of `frame` (frame sequence number `index`), tracked and smoothed."""
+        with self._models_lock:
+            last = self._last_detect
+            # A lost track resets `last`; an empty scene still waits for the detector's turn,
+            # so no face in view does not turn detect-every-N into detect-every-frame.
+            if last is None or index < last or index - last >= self.tracking.detect_every:
+                return self._detect(frame, index)
+            return self._track(frame)
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        """Replace `faces` in `frame` in place with the current source identity."""
+        self._apply_pending()
+        if self.swapper is None or not self._has_identity or not faces:
+            return
+        self.swapper.swap(frame, faces)
+        if self.enhancer is not None:
+            self.enhancer.enhance(frame, faces)
+
+    # --- identity -----------------------------------------------------------------------------
+    def set_source_images(self, images: Sequence[ImageLike]) -> None:
+        """Compute the identity of `images` (arrays or paths) now, in the caller's thread, and
+        switch to it at the swap stage's next call. Raises NoFaceError/InputError naming the
+        image when one has no usable face; the current identity then stays."""
+        if not images:
+            raise InputError("no source image given; pass at least one face photo")
+        names = [_label(item, i) for i, item in enumerate(images)]
+        with self._sources_lock:
+            apply = self._prepare(list(images), names)
+        with self._pending_lock:
+            self._pending = apply
+        log.info("source identity ready", extra=kv(images=len(images), first=names[0]))
+
+    @property
+    def has_identity(self) -> bool:
+        return self._has_identity or self._pending is not None
+
+    def _prepare(self, images: list[ImageLike], names: list[str]) -> Callable[[], None]:
+        swapper = self.swapper
+        if swapper is None:
+            raise InputError("no swapper configured; set faces.swapper.model")
+        if hasattr(swapper, "prepare_identity"):  # the mesh swapper: texture + landmarks
+            pairs = []
+            for item, name in zip(images, names):
+                bgr = item if isinstance(item, np.ndarray) else read_image(item)
+                face = pick_face(self._source_detector.detect(bgr), self.source_face_index, name)
+                pairs.append((bgr, face))
+            identity = swapper.prepare_identity(pairs, names)
+
+            def apply_mesh() -> None:
+                swapper.set_identity(identity)
+                self.source_names = names
+
+            return apply_mesh
+        if self.recognizer is None:
+            raise InputError(f"the {getattr(swapper, 'name', 'configured')} swapper needs a recognizer; "
+                             "set faces.recognizer.model (e.g. arcface_w600k_r50)")
+        capture = _LatentCapture(swapper)
+        load_source(images, capture, self._source_detector, self.recognizer,
+                    face_index=self.source_face_index, cache=self.latent_cache)
+        latent = capture.latent_value
+
+        def apply_latent() -> None:
+            swapper.set_latent(latent)
+            self.source_names = names
+
+        return apply_latent
+
+    def _apply_pending(self) -> None:
+        if self._pending is None:
+            return
+        with self._pending_lock:
+            apply, self._pending = self._pending, None
+        if apply is not None:
+            apply()
+            self._has_identity = True
+
+    # --- detection and tracking ---------------------------------------------------------------
+    def _detect(self, frame: np.ndarray, index: int) -> list[Face]:
+        self._last_detect = index
+        self.detector_calls += 1
+        faces = list(self.detector.detect(frame))
+        if self.landmarker is not None and faces:
+            meshes = self.landmarker.landmarks_many(frame, faces)
+            for face, mesh in zip(faces, meshes):
+                attach_mesh(face, mesh)
+        return self.tracker.update(faces)
+
+    def _track(self, frame: np.ndarray) -> list[Face]:
+        predicted = self.tracker.predict()
+        if self.landmarker is None or not predicted:
+            return [self.tracker.observe(f.track_id, f) for f in predicted]  # held in place
+        meshes = self.landmarker.landmarks_many(frame, predicted)
+        presence = getattr(self.landmarker, "last_presence", None)
+        out = []
+        for i, (face, mesh) in enumerate(zip(predicted, meshes)):
+            if presence is not None and len(presence) == len(predicted) and presence[i] < self.min_presence:
+                self.tracker.drop(face.track_id)  # lost: the next frame runs the detector
+                self._last_detect = None
+                continue
+            attach_mesh(face, mesh)
+            out.append(self.tracker.observe(face.track_id, face))
+        return out
+

