@@ -70,7 +70,9 @@ def crop_transform(face: Face, size: int = INPUT_SIZE) -> np.ndarray:
 
 
 class FaceMesh:
-    """468-point FaceMesh landmarker over an `inference.base.Session`."""
+    """468-point FaceMesh landmarker over an `inference.base.Session`.
+
+    Holds preallocated crop/input buffers: use one instance per stage thread."""
 
     def __init__(self, session: Session, max_batch: int = 8) -> None:
         self.session = session

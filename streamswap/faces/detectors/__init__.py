@@ -1,5 +1,8 @@
 """Face detectors and their decoders. Each takes an `inference.base.Session` plus
-`DetectorSettings` and returns `Face` objects in frame coordinates, best first."""
+`DetectorSettings` and returns `Face` objects in frame coordinates, best first.
+
+A detector owns a preallocated input buffer (the letterboxed frame): use one instance per
+stage thread. Boxes are clipped to the frame; key points are not (alignment needs them)."""
 
 from __future__ import annotations
 
