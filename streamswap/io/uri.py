@@ -116,7 +116,7 @@ def _device_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> S
     else:
         scheme = "v4l2"
         device = parts.path if parts.scheme else uri.split("?", 1)[0]
-        if not device.startswith("/dev/"):
+        if not device.startswith("/"):
             raise InputError(f"{uri}: expected v4l2:///dev/videoN (three slashes, an absolute device path)")
     if scheme == "dshow" and not device.startswith("video="):
         device = f"video={device}"
