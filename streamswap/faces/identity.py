@@ -1,0 +1,233 @@
+"""Source identity: ArcFace embeddings of the source face(s), averaged over one or several
+images, and a disk cache of the swapper-specific latent so a daemon restart does not
+recompute it.
+
+The detector is any object with `detect(bgr) -> list[Face]`; this module does not care
+which one."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, Union
+
+import numpy as np
+
+from streamswap.errors import InputError, ModelError, NoFaceError
+from streamswap.faces.align import align_matrix, warp_crop
+from streamswap.faces.types import Face
+from streamswap.inference.base import Session
+from streamswap.io.images import read_image
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[np.ndarray, str, os.PathLike]
+
+ARCFACE_SIZE = 112
+EMBEDDING_SIZE = 512
+
+
+class Detector(Protocol):
+    def detect(self, bgr: np.ndarray) -> list[Face]: ...
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """Who the faces become. `embedding` is L2-normalised (averaged over the sources and
+    renormalised); `raw` is the mean of the un-normalised embeddings (GHOST's converter
+    takes it); `content_hash` identifies the source images and face choice."""
+
+    embedding: np.ndarray  # (512,) float32
+    raw: np.ndarray  # (512,) float32
+    content_hash: str = ""
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(norm, 1e-12)
+
+
+class ArcFace:
+    """ArcFace recognizer (w600k_r50 contract): 112 crop, RGB, (x − 127.5)/127.5 → 512-d."""
+
+    template = "arcface"  # 112: the ArcFace template itself
+
+    def __init__(self, session: Session, name: str = "arcface") -> None:
+        self.session = session
+        self.name = name
+        ins, outs = session.inputs, session.outputs
+        ok = (len(ins) == 1 and len(ins[0].shape) == 4 and len(outs) >= 1
+              and len(outs[0].shape) == 2)
+        if ok:
+            c, h, w = ins[0].shape[1:]
+            ok = all(not isinstance(d, int) or d <= 0 or d == want
+                     for d, want in ((c, 3), (h, ARCFACE_SIZE), (w, ARCFACE_SIZE), (outs[0].shape[1], EMBEDDING_SIZE)))
+        if not ok:
+            found = ", ".join(f"{i.name}{list(i.shape)}" for i in ins)
+            raise ModelError(
+                f"{name}: not an ArcFace recognizer (expected one input N×3×112×112 and an "
+                f"N×512 output, found inputs [{found}]); check recognizer.model / recognizer.contract"
+            )
+        self._input = ins[0]
+        self._output = outs[0].name
+        first = ins[0].shape[0]
+        self.batched = not (isinstance(first, int) and first > 0)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Raw (un-normalised) embeddings (N, 512) of aligned 112 BGR uint8 crops (N, 112, 112, 3)."""
+        blob = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+        blob -= 127.5
+        blob /= 127.5
+        blob = blob.astype(self._input.dtype, copy=False)
+        name = self._input.name
+        if self.batched:
+            out = self.session.run({name: blob})[self._output]
+        else:
+            out = np.concatenate([self.session.run({name: blob[i:i + 1]})[self._output]
+                                  for i in range(len(blob))])
+        return np.asarray(out, dtype=np.float32).reshape(len(crops), -1)
+
+    def embed(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """Raw embeddings (N, 512) of `faces` in a BGR frame."""
+        crops = np.empty((len(faces), ARCFACE_SIZE, ARCFACE_SIZE, 3), dtype=np.uint8)
+        for i, face in enumerate(faces):
+            warp_crop(bgr, align_matrix(face.kps, self.template, ARCFACE_SIZE), ARCFACE_SIZE, out=crops[i])
+        return self.embed_crops(crops)
+
+
+def _content_hash(item: ImageLike) -> str:
+    h = hashlib.sha256()
+    if isinstance(item, np.ndarray):
+        h.update(f"array{item.shape}{item.dtype}".encode())
+        h.update(np.ascontiguousarray(item).data)
+    else:
+        try:
+            h.update(Path(item).read_bytes())
+        except OSError:
+            return ""  # read_image reports it properly
+    return h.hexdigest()
+
+
+def identity_hash(images: Sequence[ImageLike], face_index: int | None) -> str:
+    """Hash of the source images' contents (not their names) and the face choice."""
+    h = hashlib.sha256(f"face_index={face_index}".encode())
+    for item in images:
+        h.update(_content_hash(item).encode())
+    return h.hexdigest()
+
+
+def _label(item: ImageLike, i: int) -> str:
+    return f"source image #{i + 1}" if isinstance(item, np.ndarray) else str(item)
+
+
+def pick_face(faces: Sequence[Face], face_index: int | None, label: str) -> Face:
+    """The largest face, or the face at `face_index` in the detector's order."""
+    if not faces:
+        raise NoFaceError(f"{label}: no face found in the source image; use a clear, "
+                          "front-facing photo of the face to put on the video")
+    if face_index is None:
+        return max(faces, key=lambda f: f.area)
+    if not 0 <= face_index < len(faces):
+        raise InputError(f"{label}: faces.swapper.source_face_index is {face_index} but the image "
+                         f"has {len(faces)} face(s); use 0..{len(faces) - 1} or leave it unset")
+    return faces[face_index]
+
+
+def compute_identity(
+    images: Sequence[ImageLike],
+    detector: Detector,
+    recognizer: ArcFace,
+    face_index: int | None = None,
+) -> SourceIdentity:
+    """Embed the chosen face of each source image and average the normalised embeddings."""
+    if not images:
+        raise InputError("no source image given; set `source` (one or more face photos)")
+    raws = []
+    for i, item in enumerate(images):
+        label = _label(item, i)
+        bgr = item if isinstance(item, np.ndarray) else read_image(item)
+        face = pick_face(detector.detect(bgr), face_index, label)
+        raws.append(recognizer.embed(bgr, [face])[0])
+    raw = np.mean(raws, axis=0).astype(np.float32)
+    embedding = l2_normalise(l2_normalise(np.stack(raws)).mean(axis=0))
+    return SourceIdentity(embedding=embedding, raw=raw, content_hash=identity_hash(images, face_index))
+
+
+class LatentCache:
+    """Swapper latents on disk, one .npy per (source content hash, swapper cache key)."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.dir = Path(directory)
+
+    @staticmethod
+    def for_models_dir(models_dir: str | os.PathLike) -> "LatentCache":
+        return LatentCache(Path(models_dir) / "cache")
+
+    def _path(self, content_hash: str, swapper_key: str) -> Path:
+        digest = hashlib.sha256(f"{content_hash}|{swapper_key}".encode()).hexdigest()[:40]
+        return self.dir / f"latent-{digest}.npy"
+
+    def get(self, content_hash: str, swapper_key: str) -> np.ndarray | None:
+        path = self._path(content_hash, swapper_key)
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # a truncated file: recompute and overwrite
+            log.warning("latent cache entry unreadable", extra=kv(file=path, error=exc))
+            return None
+
+    def put(self, content_hash: str, swapper_key: str, latent: np.ndarray) -> None:
+        path = self._path(content_hash, swapper_key)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.asarray(latent, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only cache only costs time
+            log.warning("cannot write latent cache", extra=kv(dir=self.dir, error=exc))
+
+
+class IdentityTarget(Protocol):
+    """What a swapper offers to receive an identity (see faces.swappers.base)."""
+
+    cache_key: str
+
+    def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray: ...
+
+    def set_latent(self, latent: np.ndarray) -> None: ...
+
+
+def load_source(
+    images: Sequence[ImageLike],
+    swapper: IdentityTarget,
+    detector: Detector,
+    recognizer: ArcFace,
+    *,
+    face_index: int | None = None,
+    cache: LatentCache | None = None,
+) -> np.ndarray:
+    """Give `swapper` the identity of `images`: from the latent cache when this content and
+    model were seen before, else detect → embed → latent (and store it). Returns the latent."""
+    content_hash = identity_hash(images, face_index)
+    if cache is not None:
+        latent = cache.get(content_hash, swapper.cache_key)
+        if latent is not None:
+            swapper.set_latent(latent)
+            log.info("source identity from cache", extra=kv(images=len(images)))
+            return latent
+    identity = compute_identity(images, detector, recognizer, face_index)
+    latent = swapper.latent(identity)
+    swapper.set_latent(latent)
+    if cache is not None:
+        cache.put(content_hash, swapper.cache_key, latent)
+    log.info("source identity computed", extra=kv(images=len(images)))
+    return latent

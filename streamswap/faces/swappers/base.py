@@ -1,0 +1,228 @@
+"""What every neural swapper adapter shares: I/O contract checks, crop → tensor and
+tensor → crop conversion, one batched generator call per frame, paste-back.
+
+An adapter subclass only states its crop template, colour order, normalisation, output
+scaling and how the source latent is computed from an identity."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from streamswap.errors import ModelError
+from streamswap.faces.align import align_matrix, warp_crop
+from streamswap.faces.identity import SourceIdentity
+from streamswap.faces.paste import PasteBack
+from streamswap.faces.settings import PasteSettings
+from streamswap.faces.types import Face
+from streamswap.inference.base import Session, TensorInfo
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Swapper(Protocol):
+    """A face swapper: holds one source identity, replaces faces in frames in place."""
+
+    def set_identity(self, identity: SourceIdentity | np.ndarray) -> None: ...
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
+
+
+@dataclass(frozen=True)
+class CropFormat:
+    """How a model wants its aligned crop, and how its output maps back to pixels."""
+
+    template: str  # faces.align template name
+    size: int
+    rgb: bool = True  # channel order of the model's image tensors
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # input = (x / 255 − mean) / std
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    out_scale: float = 1.0  # pixel / 255 = output · out_scale + out_offset
+    out_offset: float = 0.0
+
+
+def is_fixed(dim: object) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def is_dynamic_batch(info: TensorInfo) -> bool:
+    return len(info.shape) > 0 and not is_fixed(info.shape[0])
+
+
+def contract_error(model: str, what: str, session: Session) -> ModelError:
+    ins = ", ".join(f"{i.name}{list(i.shape)}" for i in session.inputs)
+    outs = ", ".join(f"{o.name}{list(o.shape)}" for o in session.outputs)
+    return ModelError(
+        f"{model}: does not follow its model contract ({what}); the file has inputs [{ins}] and "
+        f"outputs [{outs}] — check that it is the right model file (`streamswap models verify`) "
+        "or set the matching `contract`"
+    )
+
+
+def check_image_tensor(info: TensorInfo, size: int | None, model: str, session: Session, role: str) -> None:
+    shape = info.shape
+    if len(shape) != 4:
+        raise contract_error(model, f"{role} {info.name!r} must be N×3×H×W, got rank {len(shape)}", session)
+    if is_fixed(shape[1]) and shape[1] != 3:
+        raise contract_error(model, f"{role} {info.name!r} must have 3 channels, got {shape[1]}", session)
+    if size is not None:
+        for dim in shape[2:]:
+            if is_fixed(dim) and dim != size:
+                raise contract_error(model, f"{role} {info.name!r} must be {size}×{size}", session)
+
+
+def check_vector_tensor(info: TensorInfo, length: int, model: str, session: Session, role: str) -> None:
+    shape = info.shape
+    if len(shape) != 2 or (is_fixed(shape[1]) and shape[1] != length):
+        raise contract_error(model, f"{role} {info.name!r} must be N×{length}", session)
+
+
+class NeuralSwapper:
+    """Base of the ONNX swapper adapters (inputs `target` and `source`, output by position)."""
+
+    contract: ClassVar[str]
+    crop: ClassVar[CropFormat]
+    latent_size: ClassVar[int] = 512
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        name: str,
+        sha256: str = "",
+        paste: PasteSettings | None = None,
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.sha256 = sha256
+        self.paste_back = PasteBack(paste or PasteSettings())
+        self._latent: np.ndarray | None = None
+        self._check_contract()
+        target = self._input("target")
+        source = self._input("source")
+        self._target_dtype = target.dtype
+        self._source_dtype = source.dtype
+        self._output_name = session.outputs[0].name
+        self.batched = is_dynamic_batch(target) and is_dynamic_batch(source)
+        fmt = self.crop
+        scale = 1.0 / (255.0 * np.asarray(fmt.std, dtype=np.float32))
+        self._in_scale = scale.reshape(1, 3, 1, 1)
+        self._in_bias = (-np.asarray(fmt.mean, dtype=np.float32) / np.asarray(fmt.std, dtype=np.float32)).reshape(1, 3, 1, 1)
+        self._blobs: dict[int, np.ndarray] = {}
+        log.info("swapper ready", extra=kv(model=name, contract=self.contract,
+                                           crop=fmt.size, batched=self.batched))
+
+    # --- contract -----------------------------------------------------------------
+    def _input(self, name: str) -> TensorInfo:
+        for info in self.session.inputs:
+            if info.name == name:
+                return info
+        raise contract_error(self.name, f"no input named {name!r}", self.session)
+
+    def _check_contract(self) -> None:
+        session = self.session
+        names = sorted(i.name for i in session.inputs)
+        if names != ["source", "target"]:
+            raise contract_error(self.name, "inputs must be exactly 'source' and 'target'", session)
+        if not session.outputs:
+            raise contract_error(self.name, "it has no output", session)
+        check_image_tensor(self._input("target"), self.crop.size, self.name, session, "input")
+        check_vector_tensor(self._input("source"), self.latent_size, self.name, session, "input")
+        check_image_tensor(session.outputs[0], None, self.name, session, "output")
+
+    # --- identity -----------------------------------------------------------------
+    def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray:
+        """The (1, latent_size) float32 source input for `identity`."""
+        raise NotImplementedError
+
+    def set_identity(self, identity: SourceIdentity | np.ndarray) -> None:
+        """Compute the source latent once; every later `swap` uses it."""
+        self.set_latent(self.latent(identity))
+
+    def set_latent(self, latent: np.ndarray) -> None:
+        """Use a precomputed (e.g. cached) latent."""
+        latent = np.asarray(latent, dtype=np.float32).reshape(1, -1)
+        if latent.shape[1] != self.latent_size:
+            raise ValueError(f"{self.name}: latent must have {self.latent_size} values, got {latent.shape[1]}")
+        self._latent = latent
+
+    @property
+    def cache_key(self) -> str:
+        """What the latent depends on besides the source images (latent cache key)."""
+        return f"{self.contract}:{self.sha256}"
+
+    @property
+    def has_identity(self) -> bool:
+        return self._latent is not None
+
+    # --- tensors ------------------------------------------------------------------
+    def _blob(self, count: int) -> np.ndarray:
+        blob = self._blobs.get(count)
+        if blob is None:
+            size = self.crop.size
+            blob = self._blobs[count] = np.empty((count, 3, size, size), dtype=np.float32)
+        return blob
+
+    def to_tensor(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) BGR uint8 crops → the model's (N, 3, S, S) input."""
+        blob = self._blob(len(crops))
+        chw = crops.transpose(0, 3, 1, 2)
+        if self.crop.rgb:
+            chw = chw[:, ::-1]
+        np.multiply(chw, self._in_scale, out=blob, casting="unsafe")
+        blob += self._in_bias
+        return blob if self._target_dtype == np.float32 else blob.astype(self._target_dtype)
+
+    def to_crops(self, output: np.ndarray) -> np.ndarray:
+        """The model's (N, 3, S, S) output → (N, S, S, 3) BGR uint8 crops."""
+        pixels = output.astype(np.float32, copy=False) * (255.0 * self.crop.out_scale)
+        pixels += 255.0 * self.crop.out_offset
+        np.clip(pixels, 0, 255, out=pixels)
+        hwc = pixels.transpose(0, 2, 3, 1)
+        if self.crop.rgb:
+            hwc = hwc[..., ::-1]
+        return np.ascontiguousarray(hwc.astype(np.uint8))
+
+    # --- frame --------------------------------------------------------------------
+    def generate(self, crops: np.ndarray) -> np.ndarray:
+        """Run the generator on aligned crops: one call for all when the batch is dynamic."""
+        if self._latent is None:
+            raise RuntimeError(f"{self.name}: set_identity() must be called before swap()")
+        blob = self.to_tensor(crops)
+        latent = self._latent.astype(self._source_dtype, copy=False)
+        if self.batched:
+            feeds = {"target": blob, "source": np.repeat(latent, len(crops), axis=0)}
+            return self.to_crops(self.session.run(feeds)[self._output_name])
+        outs = [self.session.run({"target": blob[i:i + 1], "source": latent})[self._output_name]
+                for i in range(len(crops))]
+        return self.to_crops(np.concatenate(outs, axis=0))
+
+    def align(self, frame: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Aligned crops (N, S, S, 3) of `faces` and their frame → crop matrices."""
+        size = self.crop.size
+        crops = np.empty((len(faces), size, size, 3), dtype=np.uint8)
+        matrices = []
+        for i, face in enumerate(faces):
+            matrix = align_matrix(face.kps, self.crop.template, size)
+            warp_crop(frame, matrix, size, out=crops[i])
+            matrices.append(matrix)
+        return crops, matrices
+
+    def paste(self, frame: np.ndarray, faces: Sequence[Face], generated: np.ndarray,
+              crops: np.ndarray, matrices: Sequence[np.ndarray]) -> None:
+        for face, out, crop, matrix in zip(faces, generated, crops, matrices):
+            self.paste_back.paste(frame, out, matrix, target_crop=crop,
+                                  kps=face.kps, landmarks=face.landmarks)
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        """Replace every face of `frame` in place with the source identity."""
+        if not faces:
+            return
+        crops, matrices = self.align(frame, faces)  # all crops read before any paste
+        generated = self.generate(crops)
+        self.paste(frame, faces, generated, crops, matrices)
