@@ -19,7 +19,7 @@ from streamswap.errors import StreamswapError
 from streamswap.logs import setup_logging
 
 # Order is the order of `streamswap --help`.
-COMMANDS: list[str] = ["run", "demo", "bench", "serve", "models", "doctor"]
+COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "doctor"]
 
 log = logging.getLogger(__name__)
 

@@ -46,10 +46,10 @@ def build_face_processor(
     store: ModelStore | None = None,
     pool: SessionPool | None = None,
     *,
-    load_sources: bool = True,
+    load_sources: bool = False,
 ) -> FaceProcessor:
     """The FaceProcessor the config describes. With `load_sources`, the identity of
-    `config.source` (when set) is computed now, so a bad source fails at start-up."""
+    `config.source` (when set) is computed now; otherwise call `set_source_images`."""
     faces: FacesSettings = config.faces
     store = store or ModelStore(config.models)
     pool = pool or default_pool(config)

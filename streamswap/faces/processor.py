@@ -142,6 +142,12 @@ class FaceProcessor:
         if self.enhancer is not None:
             self.enhancer.enhance(frame, faces)
 
+    def reset(self) -> None:
+        """Forget all tracks (a new, unrelated image or stream follows)."""
+        with self._models_lock:
+            self.tracker.reset()
+            self._last_detect = None
+
     # --- identity -----------------------------------------------------------------------------
     def set_source_images(self, images: Sequence[ImageLike]) -> None:
         """Compute the identity of `images` (arrays or paths) now, in the caller's thread, and
