@@ -10,6 +10,7 @@ them. Constraints live in field metadata so they are declared next to the field:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -36,7 +37,11 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if origin in (list, tuple):
-        return f"a list of {_type_name(get_args(tp)[0])}" if get_args(tp) else "a list"
+        if not get_args(tp):
+            return "a list"
+        item = get_args(tp)[0]
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {plural.get(item) or _type_name(item)}"
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
@@ -109,6 +114,9 @@ def _check(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
     if value is None:
         return
     lo, hi = meta.get("min"), meta.get("max")
+    # NaN compares false with every bound, so it would slip through the checks below.
+    if (lo is not None or hi is not None) and isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{path}: must be a number, got {value!r}")
     if lo is not None and value < lo:
         bound = f"between {lo} and {hi}" if hi is not None else f"≥ {lo}"
         raise ConfigError(f"{path}: must be {bound}, got {value!r}")
@@ -162,9 +170,13 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict, creating levels as needed (CLI overrides)."""
     node = data
     parts = dotted.split(".")
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if not isinstance(child, dict):
+        if child is None:
             child = node[part] = {}
+        elif not isinstance(child, dict):
+            # Replacing it would hide the bad value the file gave for this section.
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{where}: expected a mapping, got {child!r}")
         node = child
     node[parts[-1]] = value
