@@ -1,0 +1,195 @@
+"""`streamswap engines build|list|clear`: TensorRT engines built ahead of time and cached."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamswap.errors import BackendUnavailable, StreamswapError
+
+HELP = "build, list or clear the cached TensorRT engines (GPU fast path)"
+
+# Roles whose models run once per face: their engines take a batch of 1..max-faces.
+_PER_FACE_ROLES = ("landmarker", "recognizer", "swapper", "embedding_converter", "enhancer")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="engines_command", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="build engines for the configured (or named) models",
+                           description="Build TensorRT engines ahead of time (minutes on Jetson).")
+    build.add_argument("models", nargs="*", metavar="MODEL",
+                       help="catalogue names or ONNX paths (default: the models the config uses)")
+    build.add_argument("--precision", choices=("fp16", "fp32", "int8"),
+                       help="engine precision (default: inference.precision, else fp16 when inference.fp16)")
+    build.add_argument("--max-faces", type=int, metavar="N",
+                       help="largest face batch per call (default: inference.max_batch)")
+    build.add_argument("--calib-dir", metavar="DIR",
+                       help="face photos for INT8 calibration (default: inference.calib_dir)")
+    build.add_argument("--contract", help="I/O contract of a MODEL given as a path (e.g. arcface)")
+    build.add_argument("--force", action="store_true", help="rebuild even when a valid engine is cached")
+    sub.add_parser("list", help="show cached engines and whether each matches this machine")
+    clear = sub.add_parser("clear", help="remove cached engines (and timing/calibration caches)")
+    clear.add_argument("--keep-caches", action="store_true", help="keep timing and calibration caches")
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    from streamswap.inference.engine_cache import EngineCache, resolve_cache_dir
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "precision", None):
+        overrides["inference.precision"] = args.precision
+    if getattr(args, "max_faces", None):
+        overrides["inference.max_batch"] = args.max_faces
+    if getattr(args, "calib_dir", None):
+        overrides["inference.calib_dir"] = args.calib_dir
+    config = ctx.config(**overrides)
+    cache = EngineCache(resolve_cache_dir(config.inference.engine_cache_dir))
+    if args.engines_command == "list":
+        return _list(cache)
+    if args.engines_command == "clear":
+        removed = cache.clear(keep_caches=args.keep_caches)
+        print(f"removed {len(removed)} file(s) from {cache.dir}")
+        return 0
+    return _build(args, config, cache)
+
+
+def _list(cache: Any) -> int:
+    from streamswap.inference.engine_cache import machine_match
+    from streamswap.inference.trt_build import import_tensorrt
+    from streamswap.inference.cuda import open_cuda
+
+    try:
+        trt_version: str | None = str(import_tensorrt().__version__)
+        trt_note = f"TensorRT {trt_version}"
+    except BackendUnavailable:
+        trt_version, trt_note = None, "no TensorRT"
+    try:
+        device = open_cuda().info()
+        gpu_note = f"{device.name} (sm{device.compute_capability})"
+        gpu_name, cc = device.name, device.compute_capability
+    except BackendUnavailable as exc:
+        gpu_name = cc = None
+        gpu_note = f"no GPU ({str(exc).split(';')[0]})"
+    print(f"engine cache: {cache.dir}")
+    print(f"this machine: {trt_note}, {gpu_note}")
+    entries = cache.entries()
+    if not entries:
+        print("no engines cached (build them with `streamswap engines build`)")
+    for entry in entries:
+        if entry.key is None:
+            print(f"  {entry.engine.name}: unusable ({entry.problem})")
+            continue
+        ok, why = machine_match(entry.key, trt_version, gpu_name, cc)
+        size_mb = entry.engine.stat().st_size / 1e6
+        print(f"  {'✓' if ok else '✗'} {entry.key.model} {entry.key.precision} "
+              f"TensorRT {entry.key.trt_version} {entry.key.gpu_name} sm{entry.key.compute_capability} "
+              f"{size_mb:.1f} MB — {why}")
+        print(f"      {entry.engine.name}")
+    for path in cache.other_files():
+        print(f"  cache file: {path.name}")
+    return 0
+
+
+@dataclass
+class _Target:
+    name: str
+    path: Path
+    sha256: str
+    role: str
+    contract: str
+
+
+def _targets(args: argparse.Namespace, config: Any) -> list[_Target]:
+    from streamswap.models.store import ModelStore
+
+    store = ModelStore(config.models)
+    faces = config.faces
+    wanted: list[tuple[str, str | None]] = []
+    if args.models:
+        wanted = [(m, args.contract) for m in args.models]
+    else:
+        wanted.append((faces.detector.model, faces.detector.contract))
+        if faces.landmarker.model:
+            wanted.append((faces.landmarker.model, faces.landmarker.contract))
+        wanted.append((faces.recognizer.model, faces.recognizer.contract))
+        if faces.swapper.model != "mesh":
+            wanted.append((faces.swapper.model, faces.swapper.contract))
+            spec = store.spec(faces.swapper.model) if faces.swapper.model in store.catalogue else None
+            if spec is not None and spec.companion:
+                wanted.append((spec.companion, None))
+        if faces.enhancer:
+            wanted.append((faces.enhancer, None))
+    out = []
+    for model, contract in wanted:
+        resolved = store.resolve(model, contract)
+        out.append(_Target(resolved.spec.name if model in store.catalogue else Path(model).stem,
+                           resolved.path, resolved.sha256, resolved.spec.role, resolved.spec.contract))
+    return out
+
+
+def _build(args: argparse.Namespace, config: Any, cache: Any) -> int:
+    from streamswap.inference.engine_cache import profile_from_inputs
+    from streamswap.inference.tensorrt import EngineRequest, TrtEnvironment, ensure_engine, onnx_inputs
+
+    env = TrtEnvironment.detect()  # BackendUnavailable: one line naming what is missing
+    settings = config.inference
+    precision = settings.engine_precision
+    targets = _targets(args, config)
+    print(f"building {len(targets)} engine(s) for TensorRT {env.version} on {env.device.name} "
+          f"(sm{env.device.compute_capability}), {precision}, into {cache.dir}", file=sys.stderr)
+    failures = 0
+    for target in targets:
+        detector = target.role == "detector"
+        profile = profile_from_inputs(onnx_inputs(target.path), 1 if detector else settings.max_batch,
+                                      config.faces.detector.size if detector else None)
+        request = EngineRequest(target.path, precision, profile, target.sha256, target.name)
+        try:
+            with tempfile.TemporaryDirectory(prefix="streamswap-calib-") as tmp:
+                calib = _calibration(target, config, Path(tmp)) if precision == "int8" else None
+                path = ensure_engine(request, cache, trt_version=env.version, device=env.device,
+                                     build=True, timeout_s=settings.build_timeout_s,
+                                     workspace_mb=settings.workspace_mb, calib_data=calib,
+                                     progress=_print_progress, force=args.force)
+            print(f"{target.name}: {path}")
+        except StreamswapError as exc:
+            failures += 1
+            print(f"{target.name}: failed: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _calibration(target: _Target, config: Any, tmp: Path) -> Path:
+    """Preprocessed calibration inputs for `target`, saved for the builder child."""
+    from streamswap.faces.calibration import calibration_inputs, load_images
+    from streamswap.faces.detectors import make_detector
+    from streamswap.inference.int8_calib import save_calibration_data
+    from streamswap.inference.ort import SessionPool
+    from streamswap.inference.tensorrt import onnx_inputs
+    from streamswap.models.store import ModelStore
+    from dataclasses import replace
+
+    folder = config.inference.calib_dir
+    if not folder:
+        raise BackendUnavailable("INT8 needs calibration photos: pass --calib-dir DIR (or set inference.calib_dir)")
+    images = load_images(Path(folder).expanduser())
+    (input_name, dims), *_ = onnx_inputs(target.path)
+    detect = None
+    if target.role != "detector":
+        store = ModelStore(config.models)
+        det = store.resolve(config.faces.detector.model, config.faces.detector.contract)
+        pool = SessionPool(replace(config.inference, backend="ort"))
+        detector = make_detector(det.spec.contract, pool.get(det.path), config.faces.detector)
+        detect = detector.detect
+        size = dims[-1] if isinstance(dims[-1], int) else 112
+    else:
+        size = dims[-1] if isinstance(dims[-1], int) else config.faces.detector.size
+    arrays = calibration_inputs(target.contract, input_name, images, detect, size)
+    return save_calibration_data(arrays, tmp / "calibration.npz")
+
+
+def _print_progress(item: Any) -> None:
+    done = f" {item.fraction * 100:.0f}%" if item.fraction is not None else ""
+    print(f"{item.model}: {item.phase}{done} — {item.message} ({item.elapsed_s:.0f} s)", file=sys.stderr)
