@@ -82,6 +82,9 @@ class AvSink:
             options["movflags"] = FRAGMENTED_MP4
         if self.format == "flv":
             options["flvflags"] = "no_duration_filesize"
+        if not self.network:
+            # Hand every packet to the OS at once: a killed process loses nothing written.
+            options["flush_packets"] = "1"
         try:
             self._container = av.open(
                 self.url, "w", format=self.format, options=options,

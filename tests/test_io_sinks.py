@@ -1,0 +1,234 @@
+"""Sinks: file outputs with audio pass-through, interrupted files, tee, vcam/display errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from io_media import audio_packets, frame_image, make_video, read_video
+from streamswap.errors import OutputError
+from streamswap.io.avsink import AvSink, pick_encoder
+from streamswap.io.base import FrameMeta, VideoFormat
+from streamswap.io.display import NullSink
+from streamswap.io.reconnect import Backoff, ReconnectingSink
+from streamswap.io.settings import IoSettings
+from streamswap.io.sinkset import SinkSet
+from streamswap.io.uri import open_sink, open_source
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def copy(src: Path, dst: str, settings: IoSettings | None = None) -> int:
+    """Source -> sink the way the pipeline drives them; returns frames written."""
+    settings = settings or IoSettings()
+    source = open_source(str(src), settings)
+    fmt = source.open()
+    sink = open_sink(dst, settings)
+    sink.open(fmt, source.audio)
+    buf = np.empty((fmt.height, fmt.width, 3), np.uint8)
+    n = 0
+    while (meta := source.read_into(buf)) is not None:
+        sink.write_audio(source.take_audio())
+        sink.write(buf, meta)
+        n += 1
+    sink.write_audio(source.take_audio())
+    sink.close()
+    source.close()
+    return n
+
+
+def start_offset(path: Path) -> float:
+    """Seconds between the first audio and the first video timestamp."""
+    vpts, _, vtb = read_video(path)
+    apts, atb, _ = audio_packets(path)
+    return float(apts[0] * atb) - float(vpts[0] * vtb)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("clip") / "in.mp4", frames=90)  # 3 s
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov", ".flv"])
+def test_file_copy_keeps_frames_duration_and_audio(clip, tmp_path, suffix):
+    out = tmp_path / f"out{suffix}"
+    assert copy(clip, str(out)) == 90
+    in_pts, _, in_tb = read_video(clip)
+    out_pts, sizes, out_tb = read_video(out)
+    assert len(out_pts) == 90 and sizes[0] == (320, 240)
+    assert out_pts == sorted(out_pts)
+    frame = 1 / 30
+    in_dur = float((in_pts[-1] - in_pts[0]) * in_tb)
+    out_dur = float((out_pts[-1] - out_pts[0]) * out_tb)
+    assert out_dur == pytest.approx(in_dur, abs=frame)
+    a_in, a_tb_in, _ = audio_packets(clip)
+    a_out, a_tb_out, codec = audio_packets(out)
+    assert codec == "aac" and abs(len(a_out) - len(a_in)) <= 1
+    assert float((a_out[-1] - a_out[0]) * a_tb_out) == pytest.approx(
+        float((a_in[-1] - a_in[0]) * a_tb_in), abs=0.03)
+    assert abs(start_offset(out) - start_offset(clip)) <= frame
+    # The pictures are the source's (grey level encodes the frame number).
+    with av.open(str(out)) as container:
+        images = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    for i in (0, 45, 89):  # the red bar is left of x=200 in these frames
+        want = float(np.median(frame_image(i, 320, 240)[:, 200:, 0]))
+        assert abs(float(np.median(images[i][:, 200:, 0])) - want) < 8
+
+
+def test_audio_reencoded_when_container_cannot_take_it(tmp_path):
+    src = make_video(tmp_path / "pcm.mkv", frames=30, audio_codec="pcm_s16le")
+    out = tmp_path / "out.flv"
+    assert copy(src, str(out)) == 30
+    a_out, tb, codec = audio_packets(out)
+    assert codec == "aac"
+    assert float((a_out[-1] - a_out[0]) * tb) == pytest.approx(1.0, abs=0.06)
+
+
+def test_no_audio_input_gives_video_only_file(tmp_path):
+    src = make_video(tmp_path / "silent.mp4", frames=15, audio=False)
+    out = tmp_path / "out.mp4"
+    assert copy(src, str(out)) == 15
+    assert audio_packets(out)[0] == [] and len(read_video(out)[0]) == 15
+
+
+INTERRUPTED = """
+import os, sys, numpy as np
+from fractions import Fraction
+from streamswap.io.base import FrameMeta, VideoFormat
+from streamswap.io.settings import IoSettings
+from streamswap.io.uri import open_sink
+sink = open_sink(sys.argv[1], IoSettings(keyframe_interval_s=1.0))
+sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+frame = np.zeros((48, 64, 3), np.uint8)
+for i in range(95):
+    frame[:] = i
+    sink.write(frame, FrameMeta(index=i, pts=i, capture_time=0.0))
+os._exit(0)  # killed: no flush, no trailer
+"""
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_interrupted_file_is_readable(tmp_path, suffix):
+    out = tmp_path / f"killed{suffix}"
+    subprocess.run([sys.executable, "-c", INTERRUPTED, str(out)], check=True, cwd=REPO, timeout=60)
+    pts, _, _ = read_video(out)
+    assert len(pts) >= 60  # every complete keyframe interval (1 s = 30 frames) is there
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+
+
+def test_pts_from_source_even_with_gaps(tmp_path):
+    out = tmp_path / "gaps.mkv"
+    sink = open_sink(str(out), IoSettings())
+    sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for index, pts in enumerate([0, 1, 2, 10, 11, 11, 12]):  # a gap and a repeated pts
+        sink.write(frame, FrameMeta(index=index, pts=pts, capture_time=0.0))
+    sink.close()
+    pts, _, tb = read_video(out)
+    secs = [round(float(p * tb) * 30) for p in pts]
+    assert secs[:5] == [0, 1, 2, 10, 11] and len(secs) == 7 and secs == sorted(secs)
+
+
+def test_unknown_output_scheme_and_type(tmp_path):
+    with pytest.raises(OutputError) as info:
+        open_sink("ftp://x/y", IoSettings())
+    assert "vcam://" in str(info.value) and "rtmp://" in str(info.value)
+    with pytest.raises(OutputError, match="unsupported output file type"):
+        open_sink(str(tmp_path / "out.avi"), IoSettings())
+    with pytest.raises(OutputError, match="does not exist"):
+        open_sink(str(tmp_path / "nope" / "out.mp4"), IoSettings())
+
+
+def test_vcam_without_device_tells_how_to_load_v4l2loopback(tmp_path):
+    sink = open_sink("vcam:///dev/video-missing", IoSettings())
+    with pytest.raises(OutputError) as info:
+        sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    message = str(info.value)
+    assert "sudo modprobe v4l2loopback devices=1 video_nr=10 card_label=streamswap exclusive_caps=1" in message
+
+
+def test_display_without_a_display(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(OutputError, match="no display"):
+        open_sink("display://", IoSettings()).open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+
+
+def test_encoder_auto_falls_back_to_libx264():
+    fmt = VideoFormat(64, 48, Fraction(30), Fraction(1, 30))
+    assert pick_encoder(IoSettings(encoder="libx264"), fmt) == "libx264"
+    assert pick_encoder(IoSettings(), fmt) in ("libx264", "h264_nvenc")
+
+
+class FlakySink(NullSink):
+    """A network-like sink whose writes fail while `down` is set (and opens fail too)."""
+
+    def __init__(self, down: threading.Event, opened: list) -> None:
+        super().__init__("flaky://")
+        self.down = down
+        self.opened = opened
+
+    def open(self, video, audio) -> None:
+        if self.down.is_set():
+            raise OutputError("flaky://: connection refused")
+        self.opened.append(self)
+
+    def write(self, frame, meta) -> None:
+        if self.down.is_set():
+            raise OutputError("flaky://: broken pipe")
+        super().write(frame, meta)
+
+
+def test_tee_keeps_going_while_a_network_sink_reconnects(tmp_path):
+    down = threading.Event()
+    opened: list = []
+    flaky = ReconnectingSink(lambda: FlakySink(down, opened), name="flaky://", backoff=Backoff(0.01, 0.02))
+    null = NullSink()
+    out = tmp_path / "tee.mkv"
+    tee = SinkSet([null, flaky, open_sink(str(out), IoSettings())])
+    tee.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    i = 0
+
+    def write() -> None:
+        nonlocal i
+        tee.write(frame, FrameMeta(index=i, pts=i, capture_time=0.0))
+        i += 1
+
+    for _ in range(10):
+        write()
+    down.set()
+    for _ in range(10):
+        write()
+    assert not flaky.up and flaky.counters["dropped"] == 10
+    down.clear()
+    while not opened[-1:] or len(opened) < 2 or not flaky.up:
+        write()
+        if i > 5000:
+            pytest.fail("the flaky sink never reconnected")
+    for _ in range(5):
+        write()
+    tee.close()
+    assert flaky.counters["reconnects"] == 1
+    assert null.counters["frames"] == i  # the others never missed a frame
+    assert flaky.counters["frames"] + flaky.counters["dropped"] == i
+    assert len(read_video(out)[0]) == i
+    assert set(tee.per_output_counters()) == {"null://", "flaky://", str(out)}
+
+
+def test_failing_file_sink_is_an_error(tmp_path):
+    sink = AvSink(str(tmp_path / "x.mkv"), "matroska", IoSettings(), network=False)
+    tee = SinkSet([NullSink(), sink])
+    tee.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    sink._container.close()  # the file goes away under the sink (disk gone)
+    with pytest.raises(OutputError, match="write failed"):
+        for i in range(40):  # the encoder buffers a few frames before the first write
+            tee.write(np.zeros((48, 64, 3), np.uint8), FrameMeta(index=i, pts=i, capture_time=0.0))
