@@ -1,0 +1,141 @@
+"""The offline default: bundled BlazeFace + FaceMesh + the mesh swapper on real photos
+(scikit-image's astronaut as the source, insightface's t1.jpg group photo as the target)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import require
+from streamswap.config import load_config
+from streamswap.errors import NoFaceError
+from streamswap.faces.align import align_matrix, warp_crop
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def photos() -> tuple[Path, Path]:
+    astronaut = _package_file("skimage", "data", "astronaut.png")
+    group = _package_file("insightface", "data", "images", "t1.jpg")
+    require(astronaut is not None, "scikit-image's astronaut.png (pip install scikit-image)")
+    require(group is not None, "insightface's t1.jpg (pip install insightface)")
+    return astronaut, group
+
+
+@pytest.fixture(scope="module")
+def processor(bundled_models_dir: Path):
+    from streamswap.wiring import build_face_processor
+
+    config = load_config(None, {"models.dir": str(bundled_models_dir), "inference.provider": "cpu"})
+    return build_face_processor(config)
+
+
+@pytest.fixture(scope="module")
+def swapped(processor, photos):
+    astronaut, group = photos
+    processor.set_source_images([astronaut])
+    target = cv2.imread(str(group))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    out = target.copy()
+    processor.swap(out, faces)
+    return target, out, faces
+
+
+def _normalised_crop(image: np.ndarray, kps: np.ndarray) -> np.ndarray:
+    """Inner face of the 112 ArcFace crop, grey, zero mean and unit variance."""
+    crop = warp_crop(image, align_matrix(kps, "arcface", 112), 112)
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[20:100, 16:96]
+    return (grey - grey.mean()) / max(float(grey.std()), 1e-3)
+
+
+def test_finds_the_six_faces_with_landmarks(swapped) -> None:
+    _, _, faces = swapped
+    assert len(faces) == 6
+    for face in faces:
+        assert face.landmarks is not None and face.landmarks.shape == (468, 3)
+        x1, y1, x2, y2 = face.box
+        inside = ((face.landmarks[:, 0] > x1 - 0.3 * face.width) & (face.landmarks[:, 0] < x2 + 0.3 * face.width)
+                  & (face.landmarks[:, 1] > y1 - 0.3 * face.height) & (face.landmarks[:, 1] < y2 + 0.3 * face.height))
+        assert inside.mean() > 0.95  # the mesh sits on its face
+
+
+def test_every_face_region_changes(swapped) -> None:
+    target, out, faces = swapped
+    for face in faces:
+        x1, y1, x2, y2 = face.box.astype(int)
+        before = target[y1:y2, x1:x2].astype(np.int32)
+        after = out[y1:y2, x1:x2].astype(np.int32)
+        diff = np.abs(after - before).sum(axis=-1)
+        assert diff.mean() / 3 > 5.0, f"face at {face.box} barely changed"
+        assert (diff > 20).mean() > 0.2, f"face at {face.box}: too few pixels changed"
+
+
+def test_swapped_faces_look_more_like_the_source(swapped, photos, processor) -> None:
+    target, out, faces = swapped
+    source = cv2.imread(str(photos[0]))
+    processor.reset()
+    (source_face,) = processor.detect(source, 0)
+    reference = _normalised_crop(source, source_face.kps)
+    for face in faces:
+        before = float((_normalised_crop(target, face.kps) * reference).mean())
+        after = float((_normalised_crop(out, face.kps) * reference).mean())
+        assert after > before + 0.05, f"face at {face.box}: correlation with the source {before:.2f} -> {after:.2f}"
+
+
+def test_background_untouched(swapped) -> None:
+    target, out, faces = swapped
+    away = np.ones(target.shape[:2], bool)
+    for face in faces:
+        cx, cy = face.center
+        half = max(face.width, face.height) * 0.9
+        away[max(int(cy - half), 0):int(cy + half), max(int(cx - half), 0):int(cx + half)] = False
+    assert away.mean() > 0.5
+    np.testing.assert_array_equal(out[away], target[away])
+
+
+def test_swapping_a_face_with_itself_changes_almost_nothing(processor, photos) -> None:
+    astronaut = cv2.imread(str(photos[0]))
+    processor.set_source_images([astronaut])
+    processor.reset()
+    frame = astronaut.copy()
+    faces = processor.detect(frame, 0)
+    processor.swap(frame, faces)
+    x1, y1, x2, y2 = faces[0].box.astype(int)
+    assert np.abs(frame[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2].astype(int)).mean() < 2.0
+
+
+def test_source_without_face_is_named(processor, tmp_path: Path) -> None:
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((240, 320, 3), 120, np.uint8))
+    with pytest.raises(NoFaceError, match="wall.png"):
+        processor.set_source_images([blank])
+
+
+def test_faces_partly_outside_the_frame(processor, photos) -> None:
+    astronaut = cv2.imread(str(photos[0]))
+    processor.set_source_images([astronaut])
+    target = cv2.imread(str(photos[1]))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    # Crop the frame through the middle of the first face: the swap must stay in bounds.
+    face = faces[0]
+    cut = int(face.center[0])
+    frame = np.ascontiguousarray(target[:, cut:])
+    for f in faces:
+        f.box = f.box - np.array([cut, 0, cut, 0], np.float32)
+        f.landmarks = f.landmarks - np.array([cut, 0, 0], np.float32)
+    before = frame.copy()
+    processor.swap(frame, faces)
+    assert frame.shape == before.shape and not np.array_equal(frame, before)
