@@ -257,3 +257,19 @@ def test_gfpgan_enhancer_changes_the_face_and_checks_its_contract(tmp_path):
     bad = synthetic.make_swapper_model(tmp_path / "bad.onnx", size=512)
     with pytest.raises(ModelError, match="gfpgan_bad"):
         GfpganEnhancer(cpu_session(bad), name="gfpgan_bad")
+
+
+def test_swap_of_faces_at_the_frame_border(tmp_path):
+    swapper, session, _ = _swapper("hyperswap", tmp_path, size=256, batch_dynamic=True, counting=True)
+    swapper.set_identity(EMB)
+    frame = np.full((720, 1280, 3), 100, np.uint8)
+    faces = [face_at(2.0, 0.0, -80.0, 300.0), face_at(2.0, 30.0, 1200.0, -60.0),
+             face_at(1.5, 0.0, 5000.0, 5000.0)]  # the last one is entirely outside
+    out = frame.copy()
+    swapper.swap(out, faces)
+    assert session.calls == 1
+    changed = (out != frame).any(axis=2)
+    left, top_right = changed[:, :200], changed[:200, 1000:]
+    assert left.sum() > 1000 and top_right.sum() > 1000
+    assert changed[:, :200].any(axis=0)[0]  # reaches the left edge
+    assert not changed[500:, 300:].any()  # nothing elsewhere

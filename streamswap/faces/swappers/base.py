@@ -107,7 +107,7 @@ class NeuralSwapper:
         source = self._input("source")
         self._target_dtype = target.dtype
         self._source_dtype = source.dtype
-        self._output_name = session.outputs[0].name
+        self._output_name = self._image_output().name
         self.batched = is_dynamic_batch(target) and is_dynamic_batch(source)
         fmt = self.crop
         scale = 1.0 / (255.0 * np.asarray(fmt.std, dtype=np.float32))
@@ -133,7 +133,15 @@ class NeuralSwapper:
             raise contract_error(self.name, "it has no output", session)
         check_image_tensor(self._input("target"), self.crop.size, self.name, session, "input")
         check_vector_tensor(self._input("source"), self.latent_size, self.name, session, "input")
-        check_image_tensor(session.outputs[0], None, self.name, session, "output")
+        self._image_output()  # raises when no output is an image
+
+    def _image_output(self) -> TensorInfo:
+        # The output is taken by position (its name is not part of the contract); a model
+        # that also returns e.g. a 1-channel mask after it still works.
+        for info in self.session.outputs:
+            if len(info.shape) == 4 and not (is_fixed(info.shape[1]) and info.shape[1] != 3):
+                return info
+        raise contract_error(self.name, "no N×3×H×W image output", self.session)
 
     # --- identity -----------------------------------------------------------------
     def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray:
