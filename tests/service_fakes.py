@@ -38,12 +38,20 @@ class RecordingStages:
         self.identity = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:16]
         self.frames_with_identity = 0
 
+    def release(self) -> None:
+        """Let a hung stage return (test clean-up)."""
+        self.hang.clear()
+        self._forever.set()
+
     def source_identity(self) -> dict[str, Any]:
         return {"id": self.identity, "frames": self.frames_with_identity}
 
     def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
-        if self.hang.is_set() or (self.hang_file and os.path.exists(self.hang_file)):
-            self._forever.wait()  # a stage that never returns
+        # A stage that does not return while told to hang: blocks on an Event (the file
+        # variant re-checks it so a subprocess test can let go before stopping).
+        while self.hang.is_set() or (self.hang_file and os.path.exists(self.hang_file)):
+            if self._forever.wait(0.05 if self.hang_file else None):
+                break
         return ("face",)
 
     def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:

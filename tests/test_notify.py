@@ -100,6 +100,7 @@ def test_ready_watchdog_only_while_frames_advance_and_stopping(listener):
     assert daemon.frames_out() == frames
     assert "WATCHDOG=1" not in listener.lines(hung_at)
 
+    stages.release()
     daemon.request_stop()
     thread.join(10)
     assert not thread.is_alive() and result["rc"] == 0

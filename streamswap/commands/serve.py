@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from streamswap.service import daemon as daemon_module
@@ -11,6 +12,8 @@ HELP = "run as a daemon: stream until stopped, with a control API, metrics and s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", dest="serve_config",
+                        help="YAML config file, re-read on reload (same as the global -c)")
     parser.add_argument(
         "--source", "-s", action="append", metavar="IMAGE",
         help="face image whose identity is swapped in (repeat for several; overrides `source`)",
@@ -37,6 +40,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    if args.serve_config:
+        ctx = dataclasses.replace(ctx, config_path=args.serve_config)
     more = overrides(args)
 
     def load() -> Any:
@@ -55,5 +60,6 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def build_stages(config: Any, extend_timeout: Any) -> Any:
-    """The face stages for `config` (module-level so tests can substitute their own)."""
+    """The face processor for `config` (built even without a source face, so one can be
+    uploaded later through POST /source). Module-level so tests can substitute their own."""
     return daemon_module.default_stages(config, extend_timeout)

@@ -1,0 +1,352 @@
+"""The control API against a running daemon (in-process, fake runtime making frames):
+health/ready, metrics, status, source switch, pause/resume, reload, and refusals that
+leave the stream running. test_serve.py repeats the key paths on `streamswap serve`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from service_fakes import FakeRuntime, RecordingStages
+from streamswap.config import load_config
+from streamswap.errors import ConfigError
+from streamswap.service.daemon import Daemon
+from streamswap.service.settings import needs_token, parse_bind
+
+TOKEN = "t0ken-for-the-tests-0123456789"
+
+
+def astronaut_png() -> bytes:
+    import skimage.data
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def flat_png(value: int = 128) -> bytes:
+    ok, buf = cv2.imencode(".png", np.full((64, 64, 3), value, np.uint8))
+    return buf.tobytes()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A ~100-byte PNG whose header claims width×height pixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port, self.token = host, int(port), token
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None, token: str | None = "default") -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        hdrs = dict(headers or {})
+        tok = self.token if token == "default" else token
+        if tok:
+            hdrs["Authorization"] = f"Bearer {tok}"
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, dict(resp.getheaders()), data
+
+    def json(self, method: str, path: str, **kw) -> tuple[int, dict]:
+        code, _, data = self.request(method, path, **kw)
+        return code, json.loads(data)
+
+
+class Running:
+    def __init__(self, tmp_path: Path, api: str = "127.0.0.1:0", token: str | None = None,
+                 hold_loading: bool = False, **service) -> None:
+        self.config_file = tmp_path / "serve.yaml"
+        self.write_config({"service": {"api": api, "token": token, "status_interval_s": 0.1,
+                                       "stall_s": 0.5, "client_timeout_s": 2.0, **service}})
+        self.stages = RecordingStages()
+        self.loading = threading.Event()
+        if not hold_loading:
+            self.loading.set()
+
+        def build(cfg, extend_timeout):
+            self.loading.wait(20)
+            return self.stages
+
+        load = lambda: load_config(self.config_file)  # noqa: E731
+        self.daemon = Daemon(load(), load, build_stages=build, make_runtime=FakeRuntime, environ={})
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while (self.daemon.api is None or self.daemon.api._server is None) and self.error is None:
+            assert time.monotonic() < deadline, "API did not start"
+            time.sleep(0.01)
+        if self.error is None:
+            self.client = Client(self.daemon.api.url, token)
+
+    def _run(self) -> None:
+        try:
+            self.daemon.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def write_config(self, data: dict) -> None:
+        self.config_file.write_text(yaml.safe_dump(data))
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 10
+        while not self.daemon.health()[0]:
+            assert time.monotonic() < deadline, "daemon never became ready"
+            time.sleep(0.02)
+
+    def assert_streaming(self) -> None:
+        """The daemon still runs and frames still come out."""
+        assert self.thread.is_alive()
+        before = self.daemon.frames_out()
+        deadline = time.monotonic() + 5
+        while self.daemon.frames_out() <= before + 2:
+            assert time.monotonic() < deadline, "frames stopped"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.stages.release()
+        self.daemon.request_stop()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def running(tmp_path):
+    r = Running(tmp_path)
+    r.wait_ready()
+    yield r
+    r.stop()
+
+
+def test_health_turns_ready_after_loading_and_first_frame(tmp_path):
+    r = Running(tmp_path, hold_loading=True)
+    try:
+        code, body = r.client.json("GET", "/health")
+        assert code == 503 and body["ready"] is False and body["live"] is True
+        assert body["state"] == "loading"
+        r.loading.set()
+        r.wait_ready()
+        code, body = r.client.json("GET", "/health")
+        assert code == 200 and body["ready"] is True and body["frames_out"] > 0
+        # A hung stage: frames stop, readiness goes after stall_s (0.5 s).
+        r.stages.hang.set()
+        deadline = time.monotonic() + 10
+        while r.client.json("GET", "/health")[0] != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        r.stop()
+
+
+def test_metrics_parse(running):
+    code, headers, data = running.client.request("GET", "/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(data.decode())}
+    frames_out = [s.value for s in families["streamswap_frames_out"].samples if s.name.endswith("_total")]
+    assert frames_out and frames_out[0] > 0
+    g2g = families["streamswap_glass_to_glass_seconds"]
+    count = [s.value for s in g2g.samples if s.name.endswith("_count")]
+    assert count[0] > 0
+    stage = families["streamswap_stage_seconds"]
+    assert {s.labels.get("stage") for s in stage.samples} >= {"swap"}
+    for name in ("streamswap_frames_in", "streamswap_frames_dropped", "streamswap_reconnects",
+                 "streamswap_stage_errors", "streamswap_ready"):
+        assert name in families
+    assert [s.value for s in families["streamswap_ready"].samples] == [1.0]
+
+
+def test_status_json(running):
+    code, body = running.client.json("GET", "/status")
+    assert code == 200
+    assert body["state"] == "running" and body["frames_out"] > 0 and body["paused"] is False
+    assert body["daemon"]["ready"] is True and body["daemon"]["config"]["service"]["token"] is None
+
+
+def test_source_switch_changes_identity_of_next_frames(running):
+    assert running.stages.identity is None
+    code, body = running.client.json("POST", "/source", body=astronaut_png(),
+                                     headers={"Content-Type": "image/png"})
+    assert code == 200 and body["ok"] and (body["width"], body["height"]) == (512, 512)
+    first = running.client.json("GET", "/status")[1]["source_identity"]
+    assert first["id"] is not None
+    running.assert_streaming()
+    assert running.client.json("GET", "/status")[1]["source_identity"]["frames"] > 0
+    # Another face image: another identity, used by the frames that follow.
+    face = cv2.imdecode(np.frombuffer(astronaut_png(), np.uint8), cv2.IMREAD_COLOR)
+    ok, jpg = cv2.imencode(".jpg", face[:256, 128:384])
+    code, _ = running.client.json("POST", "/source", body=jpg.tobytes(), headers={"Content-Type": "image/jpeg"})
+    assert code == 200
+    second = running.client.json("GET", "/status")[1]["source_identity"]
+    assert second["id"] != first["id"]
+    running.assert_streaming()
+    assert running.client.json("GET", "/status")[1]["source_identity"]["frames"] > 0
+
+
+def test_pause_resume(running):
+    running.client.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"})
+    code, body = running.client.json("POST", "/pause")
+    assert code == 200 and body["paused"] is True
+    swapped = running.stages.swapped
+    running.assert_streaming()  # frames keep flowing…
+    assert running.stages.swapped <= swapped + 1  # …unswapped (one may have been in flight)
+    assert running.client.json("GET", "/status")[1]["paused"] is True
+    code, body = running.client.json("POST", "/resume", body=b"{}", headers={"Content-Type": "application/json"})
+    assert code == 200 and body["paused"] is False
+    running.assert_streaming()
+    assert running.stages.swapped > swapped + 1
+
+
+def test_reload_applies_new_source_and_refuses_bad_config(running, tmp_path):
+    face = tmp_path / "face.png"
+    face.write_bytes(astronaut_png())
+    cfg = yaml.safe_load(running.config_file.read_text())
+    running.write_config({**cfg, "source": [str(face)]})
+    code, body = running.client.json("POST", "/reload")
+    assert code == 200 and body["applied"] == ["source"], body
+    assert running.stages.identity is not None
+    running.assert_streaming()
+    # A broken config file: 400 naming the key, the old config keeps running.
+    running.write_config({**cfg, "service": {**cfg["service"], "stall_s": -1}})
+    code, body = running.client.json("POST", "/reload")
+    assert code == 400 and "service.stall_s" in body["error"]
+    running.assert_streaming()
+    # The daemon's reload (SIGHUP path) logs and keeps going as well.
+    running.daemon.request_reload()
+    running.assert_streaming()
+
+
+def _raw(url: str, payload: bytes, read_timeout: float = 10) -> bytes:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=read_timeout) as s:
+        s.sendall(payload)
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def _status_and_json(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_refusals_are_4xx_with_a_message_and_the_stream_goes_on(running):
+    c = running.client
+    cases = []
+    # Not an image type at all.
+    cases.append(c.json("POST", "/source", body=b"hello", headers={"Content-Type": "text/plain"}))
+    # Says PNG, is text.
+    cases.append(c.json("POST", "/source", body=b"just some text, not a picture",
+                        headers={"Content-Type": "image/png"}))
+    # Decompression bomb: tiny file, header claims 100000×100000.
+    bomb = bomb_png()
+    assert len(bomb) < 200
+    cases.append(c.json("POST", "/source", body=bomb, headers={"Content-Type": "image/png"}))
+    # A photo without a face.
+    cases.append(c.json("POST", "/source", body=flat_png(), headers={"Content-Type": "image/png"}))
+    # Malformed JSON.
+    cases.append(c.json("POST", "/pause", body=b"{not json", headers={"Content-Type": "application/json"}))
+    cases.append(c.json("POST", "/reload", body=b"[1, 2]", headers={"Content-Type": "application/json"}))
+    cases.append(c.json("GET", "/nope"))
+    cases.append(c.json("DELETE", "/source"))
+    codes = [code for code, _ in cases]
+    assert codes == [415, 415, 413, 422, 400, 400, 404, 405], cases
+    for code, body in cases:
+        assert isinstance(body["error"], str) and len(body["error"]) > 10
+    assert "megapixels" in cases[2][1]["error"] or "pixels" in cases[2][1]["error"]
+    assert running.daemon.status()["paused"] is False  # the malformed request did nothing
+    running.assert_streaming()
+
+
+def test_50_mb_upload_is_refused_before_it_is_read(running):
+    url = running.daemon.api.url
+    size = 50 * 1024 * 1024
+    head = (f"POST /source HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {size}\r\n").encode()
+    # As curl sends it: waits for 100 Continue, gets 413 instead and never sends the body.
+    code, body = _status_and_json(_raw(url, head + b"Expect: 100-continue\r\n\r\n"))
+    assert code == 413 and "over the limit" in body["error"]
+    # A client that just starts sending: 413 after the headers, the connection closed.
+    code, body = _status_and_json(_raw(url, head + b"\r\n" + b"\0" * 65536))
+    assert code == 413
+    running.assert_streaming()
+
+
+def test_slow_client_is_cut_off(tmp_path):
+    r = Running(tmp_path, client_timeout_s=0.3)
+    try:
+        r.wait_ready()
+        host, port = r.daemon.api.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /pause HTTP/1.1\r\nHost: x\r\n")  # … and nothing more
+            t0 = time.monotonic()
+            assert s.recv(1024) == b""  # the server hung up
+            assert time.monotonic() - t0 < 9
+        assert r.client.json("GET", "/health")[0] == 200
+    finally:
+        r.stop()
+
+
+def test_bind_policy():
+    assert parse_bind("127.0.0.1:8008") == ("127.0.0.1", 8008)
+    assert parse_bind("[::1]:9000") == ("::1", 9000)
+    assert parse_bind(":8008") == ("127.0.0.1", 8008)
+    for bad in ("8008", "host:port", "::1:80", "1.2.3.4:99999"):
+        with pytest.raises(ConfigError):
+            parse_bind(bad)
+    assert not needs_token("127.0.0.1") and not needs_token("::1") and not needs_token("localhost")
+    for host in ("0.0.0.0", "::", "192.168.1.20", "127.0.0.2", "example.org"):
+        assert needs_token(host)
+
+
+def test_non_loopback_bind_without_token_refuses_to_start(tmp_path):
+    r = Running(tmp_path, api="127.0.0.2:0")
+    r.thread.join(10)
+    assert isinstance(r.error, ConfigError) and "token" in str(r.error)
+
+
+def test_non_loopback_bind_needs_the_right_token(tmp_path):
+    r = Running(tmp_path, api="127.0.0.2:0", token=TOKEN)
+    try:
+        assert r.error is None
+        r.wait_ready()
+        c = r.client
+        code, headers, body = c.request("GET", "/status", token=None)
+        assert code == 401 and "Bearer" in headers["WWW-Authenticate"] and json.loads(body)["error"]
+        assert c.json("GET", "/status", token="wrong-token-0123456789")[0] == 401
+        assert c.json("POST", "/pause", token=None)[0] == 401
+        assert c.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"},
+                      token="wrong")[0] == 401
+        assert r.stages.identity is None and r.daemon.status()["paused"] is False
+        assert c.json("GET", "/status")[0] == 200
+        assert c.request("GET", "/metrics")[0] == 200
+        assert c.json("GET", "/health", token=None)[0] == 200  # probes need no token
+        r.assert_streaming()
+    finally:
+        r.stop()

