@@ -120,3 +120,17 @@ class RecordingOrt:
     def run(self, names, feeds):
         self.feeds.append({k: np.array(v) for k, v in feeds.items()})
         return self.inner.run(names, feeds)
+
+
+def reference_module(name: str):
+    """Import a parity reference (insightface, scikit-image): skipped locally when missing,
+    a failure under CI=true."""
+    import importlib
+
+    from conftest import require
+
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"{name} (the parity reference): {exc}")
+    return module

@@ -10,11 +10,11 @@ import pytest
 
 from conftest import require
 from streamswap.faces import align
-from swap_fixtures import ASTRONAUT_KPS, astronaut, similarity, tom_hanks
+from swap_fixtures import ASTRONAUT_KPS, astronaut, reference_module, similarity, tom_hanks
 
 
 def insightface_norm_crop(img, kps, size):
-    face_align = pytest.importorskip("insightface.utils.face_align")
+    face_align = reference_module("insightface.utils.face_align")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skimage's estimate() deprecation
         return face_align.norm_crop2(img, kps, size)
@@ -48,7 +48,7 @@ def test_similarity_fit_recovers_a_known_transform_and_matches_umeyama():
     dst = align.transform_points(src, truth)
     assert np.allclose(align.estimate_similarity(src, dst), truth, atol=1e-9)
     # With noise it is the least-squares fit: skimage's Umeyama (float64) gives the same.
-    transform = pytest.importorskip("skimage.transform")
+    transform = reference_module("skimage.transform")
     noisy = dst + rng.normal(0, 2.0, size=dst.shape)
     tform = transform.SimilarityTransform()
     with warnings.catch_warnings():

@@ -16,7 +16,7 @@ from streamswap.faces import align
 from streamswap.faces.paste import INNER_LIP_INDICES, PasteBack, box_mask
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.swappers import make_neural_swapper
-from swap_fixtures import RecordingOrt, cpu_session, face_at, group_photo
+from swap_fixtures import RecordingOrt, cpu_session, face_at, group_photo, reference_module
 
 CONSTANT = 0.25  # generator output → pixel value 63 (both truncate 63.75)
 PIXEL = 63
@@ -32,7 +32,7 @@ def _erode(mask: np.ndarray, px: int) -> np.ndarray:
 
 @pytest.mark.parametrize("scale,angle,tx,ty", [(1.5, 10.0, 400.0, 300.0), (1.2, -25.0, 900.0, 160.0)])
 def test_constant_crop_lands_where_insightface_pastes_it(tmp_path, scale, angle, tx, ty):
-    inswapper = pytest.importorskip("insightface.model_zoo.inswapper")
+    inswapper = reference_module("insightface.model_zoo.inswapper")
     img = group_photo()
     require(img is not None, "insightface's t1.jpg")
     model = synthetic.make_swapper_model(tmp_path / "constant.onnx", mode="constant", constant=CONSTANT)

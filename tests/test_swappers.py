@@ -18,8 +18,7 @@ from streamswap.faces.enhancer import GfpganEnhancer
 from streamswap.faces.identity import (ArcFace, LatentCache, SourceIdentity, compute_identity,
                                        l2_normalise, load_source)
 from streamswap.faces.swappers import make_neural_swapper
-from streamswap.faces.types import Face
-from swap_fixtures import (CountingSession, RecordingOrt, cpu_session, face_at, frame_with_face,
+from swap_fixtures import (CountingSession, RecordingOrt, cpu_session, face_at, frame_with_face, reference_module,
                            group_photo, tom_hanks)
 
 EMB = l2_normalise(np.random.default_rng(0).standard_normal(512))
@@ -40,7 +39,7 @@ def _swapper(contract, tmp_path, *, size, batch_dynamic=False, mode="invert", co
 
 
 def test_inswapper_feeds_what_insightface_feeds(tmp_path):
-    inswapper = pytest.importorskip("insightface.model_zoo.inswapper")
+    inswapper = reference_module("insightface.model_zoo.inswapper")
     img = group_photo()
     require(img is not None, "insightface's t1.jpg")
     swapper, session, model = _swapper("inswapper", tmp_path, size=128, counting=True)
