@@ -103,7 +103,7 @@ class EngineKey:
 
 def slug(text: str) -> str:
     """File-name-safe lower-case form: 'NVIDIA GeForce RTX 4090' -> 'nvidia-geforce-rtx-4090'."""
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
+    return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-") or "unknown"
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,7 +81,10 @@ class BuildRequest:
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = re.match(r"\d*", piece).group()  # "0b1" -> 0 (pre-release suffixes)
+        parts.append(int(digits or 0))
     while len(parts) < 3:
         parts.append(0)
     return parts[0], parts[1], parts[2]
