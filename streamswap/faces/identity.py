@@ -221,7 +221,11 @@ def load_source(
     if cache is not None:
         latent = cache.get(content_hash, swapper.cache_key)
         if latent is not None:
-            swapper.set_latent(latent)
+            try:
+                swapper.set_latent(latent)
+            except ValueError:  # an entry of the wrong shape: recompute and overwrite it
+                latent = None
+        if latent is not None:
             log.info("source identity from cache", extra=kv(images=len(images)))
             return latent
     identity = compute_identity(images, detector, recognizer, face_index)
