@@ -3,8 +3,9 @@ track's key points and landmarks so a swapped face does not shimmer.
 
 Smoothing is a One-Euro filter (Casiez et al., CHI 2012) over a face's whole point set:
 heavy smoothing while the face is still (kills landmark jitter), little while it moves
-(no visible lag). Its speed term is the face's mean point speed in face sizes per frame,
-so the behaviour does not depend on how large the face is in the frame.
+(no visible lag). Its speed term is how far the points' centroid moved, in face sizes per
+frame: per-point noise averages out over hundreds of landmarks while real head motion
+does not, and the behaviour does not depend on how large the face is in the frame.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class OneEuroFilter:
         self._speed = 0.0
 
     def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
-        """Filter one sample; `scale` is the face size in pixels (speed normaliser)."""
+        """Filter one sample of points (N, D) (x, y first); `scale` is the face size in
+        pixels (speed normaliser)."""
         x = np.asarray(x, dtype=np.float32)
         if self.smoothing <= 0:
             return x
@@ -72,7 +74,8 @@ class OneEuroFilter:
             self._x = x.copy()
             self._speed = 0.0
             return x
-        raw_speed = float(np.abs(x - self._x).mean()) / max(scale, 1.0)
+        shift = (x - self._x).reshape(len(x), -1).mean(axis=0)[:2]
+        raw_speed = float(np.hypot(shift[0], shift[-1])) / max(scale, 1.0)
         self._speed += self.d_alpha * (raw_speed - self._speed)
         alpha = self._alpha(self.min_cutoff + self.beta * self._speed)
         self._x = self._x + alpha * (x - self._x)
@@ -195,16 +198,18 @@ class FaceTracker:
         if filt is None or filt.smoothing <= 0:
             return out
         scale = max(face.width, face.height, 1.0)
+        corners = face.box.reshape(2, 2)
         if face.landmarks is not None:
-            packed = np.concatenate([face.box.ravel(), face.landmarks.ravel()])
-            smooth = filt(packed, scale)
-            out.box = smooth[:4].copy()
-            out.landmarks = smooth[4:].reshape(face.landmarks.shape).copy()
+            lm = face.landmarks
+            corners3 = np.zeros((2, lm.shape[1]), np.float32)
+            corners3[:, :2] = corners
+            smooth = filt(np.concatenate([corners3, lm]), scale)
+            out.box = smooth[:2, :2].reshape(4).copy()
+            out.landmarks = smooth[2:].copy()
             if out.landmarks.shape[0] == NUM_LANDMARKS:
                 out.kps = five_points_from_mesh(out.landmarks)
         else:
-            packed = np.concatenate([face.box.ravel(), face.kps.ravel()])
-            smooth = filt(packed, scale)
-            out.box = smooth[:4].copy()
-            out.kps = smooth[4:].reshape(face.kps.shape).copy()
+            smooth = filt(np.concatenate([corners, face.kps]), scale)
+            out.box = smooth[:2].reshape(4).copy()
+            out.kps = smooth[2:].copy()
         return out
