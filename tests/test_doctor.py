@@ -1,0 +1,66 @@
+"""Doctor checks as library code, with a fake /sys and /dev for the v4l2loopback probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamswap.config import Config
+from streamswap.doctor import FAIL, MISSING, OK, WARN, Check, essentials_ok, run_checks
+from streamswap.models.settings import ModelsSettings
+from streamswap.models.store import ModelStore
+
+
+def fake_sys(tmp_path: Path, devices: dict[str, str]) -> tuple[Path, Path]:
+    sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
+    dev_root.mkdir(parents=True)
+    for node, label in devices.items():
+        folder = sys_root / "class" / "video4linux" / node
+        folder.mkdir(parents=True)
+        (folder / "name").write_text(label + "\n")
+        (dev_root / node).write_bytes(b"")
+    return sys_root, dev_root
+
+
+def checks_for(tmp_path: Path, devices: dict[str, str], config: Config | None = None) -> dict[str, Check]:
+    config = config or Config(models=ModelsSettings(dir=str(tmp_path / "models")))
+    sys_root, dev_root = fake_sys(tmp_path, devices)
+    checks = run_checks(config, store=ModelStore(config.models), sys_root=sys_root, dev_root=dev_root)
+    return {c.name: c for c in checks}
+
+
+def test_loopback_devices_are_found_by_name(tmp_path: Path) -> None:
+    checks = checks_for(tmp_path, {"video0": "Integrated Camera", "video10": "Dummy video device (0x0000)",
+                                   "video11": "streamswap"})
+    v4l2 = checks["v4l2loopback"]
+    assert v4l2.status == OK
+    assert str(tmp_path / "dev" / "video10") in v4l2.detail and "video0" not in v4l2.detail
+    assert str(tmp_path / "dev" / "video11") in v4l2.detail
+
+
+def test_no_loopback_device_says_how_to_add_one(tmp_path: Path) -> None:
+    checks = checks_for(tmp_path, {"video0": "Integrated Camera"})
+    v4l2 = checks["v4l2loopback"]
+    assert v4l2.status == MISSING and v4l2.fix is not None and "modprobe v4l2loopback" in v4l2.fix
+
+
+def test_essentials_pass_here_and_every_check_has_a_known_status(tmp_path: Path) -> None:
+    checks = checks_for(tmp_path, {})
+    assert all(c.status in (OK, WARN, MISSING, FAIL) for c in checks.values())
+    assert all(c.fix for c in checks.values() if c.status in (WARN, MISSING, FAIL))
+    assert essentials_ok(checks.values()), [c for c in checks.values() if c.status == FAIL]
+    assert checks["models dir"].status == OK and str(tmp_path / "models") in checks["models dir"].detail
+    for name in ("python", "pyav", "onnxruntime", "cuda", "tensorrt", "engine cache", "h264_nvenc"):
+        assert name in checks
+
+
+def test_a_bad_model_file_the_config_uses_fails(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "gfpgan_1.4.onnx").write_bytes(b"not gfpgan")
+    config = Config(models=ModelsSettings(dir=str(models)))
+    assert checks_for(tmp_path / "a", {}, config)["model gfpgan_1.4"].status == WARN  # unused: warn
+    config.faces.enhancer = "gfpgan_1.4"
+    bad = checks_for(tmp_path / "b", {}, config)["model gfpgan_1.4"]
+    assert bad.status == FAIL and "fails verification" in bad.detail
+    assert bad.fix == "delete it and run: streamswap models fetch gfpgan_1.4"
+    assert not essentials_ok([bad])
