@@ -259,3 +259,43 @@ def test_unreachable_url_is_a_clear_error_without_reconnect(tmp_path: Path) -> N
     assert result.returncode == 2, result.stderr
     assert "rtmp://127.0.0.1:9/live/none" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_swaps_faces_in_the_moving_photo(tmp_path: Path) -> None:
+    from conftest import require
+    from streamswap.commands.demo import demo_photos
+    from streamswap.errors import InputError
+    from streamswap.io.testsrc import PhotoSource
+
+    try:
+        camera, _face = demo_photos()
+    except InputError:
+        require(False, "demo photos (pip install 'streamswap[demo]')")
+    out = tmp_path / "demo.mp4"
+    result = streamswap("demo", "-o", str(out), "--seconds", "0.4", "--fps", "25", "--size", "480x360")
+    assert result.returncode == 0, result.stderr
+    assert "demo: wrote" in result.stderr
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    assert len(frames) == 10
+    # the same moving photo without swapping, frame 0
+    plain = PhotoSource(str(camera), 480, 360, Fraction(25), False, 1)
+    plain.open()
+    ref = np.empty((360, 480, 3), np.uint8)
+    plain.read_into(ref)
+    diff = np.abs(frames[0].astype(np.int16) - ref.astype(np.int16)).max(axis=2)
+    assert diff[:, :8].mean() < 4  # background untouched (only coding noise)
+    assert (diff > 40).sum() > 500  # faces were replaced
+
+
+def test_demo_without_photo_packages_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from streamswap.commands import demo
+    from streamswap.errors import InputError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(demo.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "skimage" else real(name, *a))
+    with pytest.raises(InputError, match=r"pip install 'streamswap\[demo\]'"):
+        demo.demo_photos()
