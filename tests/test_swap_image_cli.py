@@ -1,0 +1,112 @@
+"""`streamswap swap-image` end to end in a subprocess, with the bundled offline models."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import require
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def photos() -> tuple[Path, Path]:
+    astronaut = _package_file("skimage", "data", "astronaut.png")
+    group = _package_file("insightface", "data", "images", "t1.jpg")
+    require(astronaut is not None, "scikit-image's astronaut.png (pip install scikit-image)")
+    require(group is not None, "insightface's t1.jpg (pip install insightface)")
+    return astronaut, group
+
+
+def swap_image(models_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STREAMSWAP_CONFIG": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", "--models-dir", str(models_dir), "--log-level", "WARNING",
+         "swap-image", *args],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {result.stderr!r}"
+    assert lines[0].startswith("streamswap swap-image: error: ")
+    return lines[0]
+
+
+def test_swaps_the_faces_of_a_photo(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
+    source, target = photos
+    out = tmp_path / "out.png"
+    result = swap_image(bundled_models_dir, "--source", str(source), "--target", str(target), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "6 faces swapped" in result.stdout
+    before = cv2.imread(str(target))
+    after = cv2.imread(str(out))
+    assert after is not None and after.shape == before.shape
+    changed = (np.abs(after.astype(int) - before.astype(int)).sum(axis=-1) > 30).mean()
+    assert 0.01 < changed < 0.25  # the faces, not the whole picture
+
+
+def test_missing_target(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
+    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target",
+                        str(tmp_path / "gone.jpg"), "-o", str(tmp_path / "o.png"))
+    assert result.returncode != 0
+    assert "gone.jpg" in _error_line(result) and "not found" in result.stderr
+
+
+def test_missing_source(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
+    result = swap_image(bundled_models_dir, "--source", str(tmp_path / "who.png"), "--target",
+                        str(photos[1]), "-o", str(tmp_path / "o.png"))
+    assert result.returncode != 0
+    assert "who.png" in _error_line(result)
+
+
+def test_text_file_named_jpg(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("not really a photo\n")
+    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(fake),
+                        "-o", str(tmp_path / "o.png"))
+    assert result.returncode != 0
+    line = _error_line(result)
+    assert "holiday.jpg" in line and "not an image" in line
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_target_without_a_face(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((240, 320, 3), 128, np.uint8))
+    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(wall),
+                        "-o", str(tmp_path / "o.png"))
+    assert result.returncode != 0
+    line = _error_line(result)
+    assert "wall.png" in line and "no face" in line
+
+
+def test_folder_continues_past_bad_images(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "group.jpg").write_bytes(photos[1].read_bytes())
+    (folder / "broken.jpg").write_text("text")
+    cv2.imwrite(str(folder / "wall.png"), np.full((240, 320, 3), 128, np.uint8))
+    outdir = tmp_path / "out"
+    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(folder),
+                        "-o", str(outdir))
+    assert result.returncode == 1
+    assert (outdir / "group.png").is_file()
+    assert not (outdir / "broken.png").exists() and not (outdir / "wall.png").exists()
+    assert "broken.jpg" in result.stderr and "wall.png" in result.stderr
+    assert "1 of 3 images swapped, 2 failed" in result.stderr
