@@ -330,3 +330,29 @@ def test_progress_bar_on_a_terminal(server: Server, tmp_path: Path) -> None:
           progress=StreamProgress(out, interval_s=0.0), backoff_s=0.01)
     text = out.getvalue()
     assert "\r" in text and "[" + "#" * 28 + "]" in text and "100.0%" in text
+
+
+def test_plain_folder_mirror_for_air_gapped_sites(tmp_path: Path) -> None:
+    mirror = tmp_path / "usb stick"
+    mirror.mkdir()
+    (mirror / "tiny.onnx").write_bytes(PAYLOAD)
+    settings = settings_for(tmp_path, mirror=str(mirror))
+    spec = make_spec("http://127.0.0.1:9/unreachable/tiny.onnx")  # never needed
+    assert candidate_urls(spec, settings.mirror)[0] == (mirror / "tiny.onnx").as_uri()
+    result = fetch(spec, Path(settings.dir), settings, backoff_s=0.01)
+    assert result.url.startswith("file://") and result.path.read_bytes() == PAYLOAD
+    assert store_for(settings, spec).resolve("tiny").verified
+
+
+def test_concurrent_download_of_the_same_dir_is_refused(server: Server, tmp_path: Path) -> None:
+    import fcntl
+
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
+    settings = settings_for(tmp_path)
+    models = Path(settings.dir)
+    models.mkdir(parents=True)
+    with open(models / ".tiny.onnx.lock", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(DownloadError, match="another process is downloading"):
+            fetch(make_spec(server.url("/tiny.onnx")), models, settings, backoff_s=0.01)
+    assert fetch(make_spec(server.url("/tiny.onnx")), models, settings, backoff_s=0.01).pinned

@@ -77,6 +77,8 @@ def candidate_urls(spec: ModelSpec, mirror: str | None) -> list[str]:
     """The URLs to try, in order: the configured mirror first, then the catalogue's."""
     urls: list[str] = []
     if mirror:
+        if "://" not in mirror:  # a plain folder (USB stick, NFS share) on air-gapped sites
+            mirror = Path(mirror).expanduser().absolute().as_uri()
         urls.append(f"{mirror.rstrip('/')}/{urllib.parse.quote(spec.file)}")
     urls.extend(u for u in spec.urls if u not in urls)
     return urls
@@ -106,7 +108,13 @@ def fetch(
             f"{spec.name} has no download URL and no models.mirror is set; "
             f"copy {spec.file} into {dest_dir} by hand"
         )
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot create the models dir {dest_dir} ({exc.strerror}); set models.dir, "
+            "--models-dir or $STREAMSWAP_MODELS_DIR to a writable folder"
+        ) from None
     dest = dest_dir / spec.file
     part = part_path(dest)
     failures: list[str] = []
@@ -223,7 +231,11 @@ def _download(
             progress.start(spec.file, total, have)
         ok = False
         try:
-            with open(part, "ab" if have else "wb") as out:
+            try:
+                out = open(part, "ab" if have else "wb")
+            except OSError as exc:
+                raise _write_error(part, exc) from None
+            with out:
                 while True:
                     try:
                         block = read(CHUNK)
@@ -231,12 +243,18 @@ def _download(
                         raise _classify_network_error(exc) from None
                     if not block:
                         break
-                    out.write(block)
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        raise _write_error(part, exc) from None
                     received += len(block)
                     if progress is not None:
                         progress.advance(len(block))
-                out.flush()
-                os.fsync(out.fileno())
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as exc:
+                    raise _write_error(part, exc) from None
             if length is not None and received < length:
                 raise _Transient(f"connection closed after {received} of {length} bytes")
             ok = True
@@ -271,6 +289,14 @@ def _verify_and_install(spec: ModelSpec, url: str, part: Path, dest: Path) -> Fe
     _fsync_dir(dest.parent)
     log.info("model downloaded", extra=kv(model=spec.name, path=dest, bytes=size))
     return FetchResult(dest, actual, size, url, pinned=spec.sha256 is not None)
+
+
+def _write_error(part: Path, exc: OSError) -> DownloadError:
+    """A local disk problem: retrying the network will not help."""
+    return DownloadError(
+        f"cannot write {part} ({exc.strerror or exc}); free some space or point models.dir "
+        "at another folder"
+    )
 
 
 def _classify_network_error(reason: object) -> Exception:

@@ -293,7 +293,13 @@ class ModelStore:
             return
         from streamswap.models.bundled import convert_bundled  # its converter is heavy to import
 
-        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ModelError(
+                f"cannot create the models dir {self._dir} ({exc.strerror}) to convert {spec.name}; "
+                "set models.dir, --models-dir or $STREAMSWAP_MODELS_DIR to a writable folder"
+            ) from None
         made = convert_bundled(spec.name, self._dir)
         if Path(made).resolve() != path.resolve():
             raise ModelError(f"bundled model {spec.name} was written to {made}, expected {path}")
