@@ -228,7 +228,18 @@ def test_failing_file_sink_is_an_error(tmp_path):
     sink = AvSink(str(tmp_path / "x.mkv"), "matroska", IoSettings(), network=False)
     tee = SinkSet([NullSink(), sink])
     tee.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
-    sink._container.close()  # the file goes away under the sink (disk gone)
-    with pytest.raises(OutputError, match="write failed"):
-        for i in range(40):  # the encoder buffers a few frames before the first write
+    real = sink._container
+
+    class DiskFull:  # the container as it behaves once the disk is full
+        def mux(self, packet):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    sink._container = DiskFull()
+    with pytest.raises(OutputError, match="write failed.*No space"):
+        for i in range(40):  # the encoder may buffer a few frames before the first write
             tee.write(np.zeros((48, 64, 3), np.uint8), FrameMeta(index=i, pts=i, capture_time=0.0))
+    sink._container = real
+    tee.close()

@@ -101,6 +101,15 @@ class AvSink:
         except (av.error.FFmpegError, ValueError) as exc:
             self._abort()
             raise OutputError(f"{self.name}: cannot set up encoder {self.encoder} ({_why(exc)})") from None
+        try:
+            # PyAV connects/creates lazily on the first packet; do it now so a dead server
+            # or an unwritable file is an error of open(), not of some later write.
+            self._container.start_encoding()
+        except (av.error.FFmpegError, OSError) as exc:
+            self._abort()
+            where = "check the URL and that the server accepts publishing" if self.network \
+                else "check that the folder is writable"
+            raise OutputError(f"{self.name}: cannot open output ({_why(exc)}); {where}") from None
         self._filler = YuvFrameFiller(video.width, video.height)
         log.info("output opened", extra=kv(output=self.name, encoder=self.encoder,
                                             audio=("none" if audio is None else
