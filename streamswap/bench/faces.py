@@ -59,9 +59,11 @@ class StageResult:
 StageTimer = Callable[[BenchScene], StageResult]
 
 
-def extra_stage_timers() -> list[StageTimer]:
-    """Stage timers of further swappers (the mesh swapper adds its timer here)."""
-    return []
+def extra_stage_timers(threads: int = 0) -> list[StageTimer]:
+    """Stage timers of further swappers (the mesh swapper's rows)."""
+    from streamswap.bench.faces_mesh import mesh_timers
+
+    return mesh_timers(threads)
 
 
 def median_ms(fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None) -> float:
@@ -281,5 +283,5 @@ def run_bench(repeat: int, threads: int, timers: Sequence[StageTimer] = (), out=
 
 
 def run(args: argparse.Namespace, ctx) -> int:
-    run_bench(max(args.repeat, 1), args.threads, extra_stage_timers())
+    run_bench(max(args.repeat, 1), args.threads, extra_stage_timers(args.threads))
     return 0

@@ -16,7 +16,7 @@ mask blur and one blend. Work buffers are cached per (quantised) region size.
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -214,7 +214,8 @@ class MeshSwapper:
         self._max_cached = max_cached_sizes
         self._lut = np.empty((256, 1, 3), np.uint8)
         self._ramp = np.arange(256, dtype=np.float32)
-        self._lock = threading.Lock()
+        # Seconds per phase ("warp", "color", "blend") accumulated when set to a dict (bench).
+        self.profile: dict[str, float] | None = None
 
     # --- identity ---------------------------------------------------------------------------
     def prepare_identity(self, sources: Sequence[tuple[np.ndarray, Face]], names: Sequence[str] = ()) -> MeshIdentity:
@@ -280,6 +281,8 @@ class MeshSwapper:
     def swap_one(self, frame: np.ndarray, landmarks: np.ndarray, identity: MeshIdentity) -> None:
         """Swap one face given its (468, 3) landmarks in frame pixels."""
         st = self.settings
+        prof = self.profile
+        t0 = time.perf_counter() if prof is not None else 0.0
         lm = np.asarray(landmarks, dtype=np.float32)
         pts_frame = lm[:, :2]
         region = self._region(pts_frame, frame.shape[1], frame.shape[0])
@@ -355,6 +358,10 @@ class MeshSwapper:
         cv2.remap(level.alpha, buf.map_x, buf.map_y, cv2.INTER_LINEAR, dst=buf.warped_alpha,
                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
+        if prof is not None:
+            t1 = time.perf_counter()
+            prof["warp"] = prof.get("warp", 0.0) + (t1 - t0)
+            t0 = t1
         # Colour: map source skin statistics onto the target's, one LUT per channel.
         if st.color_match:
             cv2.cvtColor(roi, cv2.COLOR_BGR2LAB, dst=buf.target_lab)
@@ -374,6 +381,10 @@ class MeshSwapper:
         else:
             cv2.cvtColor(buf.warped_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
 
+        if prof is not None:
+            t1 = time.perf_counter()
+            prof["color"] = prof.get("color", 0.0) + (t1 - t0)
+            t0 = t1
         # Mask: face oval pulled in by the feather width, minus the target's eyes and mouth
         # interior, then blurred so every edge is soft.
         feather = max(1.5, st.feather * size)
@@ -397,6 +408,8 @@ class MeshSwapper:
         np.subtract(np.float32(1.0), buf.alpha, out=buf.beta)
         cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=buf.out)
         roi[...] = buf.out
+        if prof is not None:
+            prof["blend"] = prof.get("blend", 0.0) + (time.perf_counter() - t0)
 
     def _relight(self, buf: _Buffers, size: float) -> None:
         """Move the warped face's low-frequency LAB (shading, local tint) to the target's.
