@@ -291,3 +291,17 @@ def test_lost_input_reconnects_with_synthetic_frames(media, on_loss):
     assert [m.index for m in metas] == list(range(len(metas)))
     pts = [m.pts for m in metas]
     assert all(b > a for a, b in zip(pts, pts[1:]))  # the timeline continues across the gap
+
+
+def test_close_from_another_thread_during_reads(media):
+    source = open_source(str(media["av"]), IoSettings(), live=True)  # paced: reads block
+    fmt = source.open()
+    buf = np.empty((fmt.height, fmt.width, 3), np.uint8)
+    assert source.read_into(buf) is not None
+    closer = threading.Timer(0.1, source.close)
+    closer.start()
+    n = 1
+    while source.read_into(buf) is not None:
+        n += 1
+    closer.join()
+    assert 1 < n < 45  # stopped early, without crashing the decoder

@@ -81,7 +81,9 @@ class AvSource:
         self._index = 0
         self._eof = False
         self._pace_origin: tuple[float, float] | None = None  # (monotonic, seconds of pts)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the audio queue
+        self._read_lock = threading.Lock()  # held while decoding; close() defers to it
+        self._close_requested = False
         self.last_bgr: Any = None  # last converted frame (av.VideoFrame), for repeats
         self.first_pts: int | None = None
         self.counters: dict[str, int] = {
@@ -170,6 +172,17 @@ class AvSource:
     def read_into(self, out: np.ndarray) -> FrameMeta | None:
         """Decode the next frame into `out`; None at the end of a file."""
         assert self._writer is not None and self._format is not None, "open() first"
+        with self._read_lock:
+            if self._container is None:
+                return None  # closed meanwhile
+            try:
+                return self._read(out)
+            finally:
+                if self._close_requested:
+                    self._close_now()
+
+    def _read(self, out: np.ndarray) -> FrameMeta | None:
+        assert self._writer is not None
         frame = self._frames.popleft() if self._frames else self._next_frame()
         if frame is None:
             if self.live and self.spec.kind != "file":
@@ -262,6 +275,19 @@ class AvSource:
         return packets
 
     def close(self) -> None:
+        """Close the input. From another thread during a read, the reading thread closes
+        it when that read returns (closing under a running demuxer would crash FFmpeg)."""
+        if not self._read_lock.acquire(timeout=0.2):
+            self._close_requested = True
+            if not self._read_lock.acquire(blocking=False):  # the reader closes it
+                return
+        try:
+            self._close_now()
+        finally:
+            self._read_lock.release()
+
+    def _close_now(self) -> None:
+        self._close_requested = False
         container, self._container = self._container, None
         self._demux = None
         self._frames.clear()

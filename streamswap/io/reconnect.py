@@ -131,6 +131,8 @@ class ReconnectingSource:
     def read_into(self, out: np.ndarray) -> FrameMeta | None:
         assert self._format is not None, "open() first"
         while True:
+            if self._stop.is_set():
+                return None
             inner = self._inner
             if inner is not None:
                 try:
@@ -141,13 +143,13 @@ class ReconnectingSource:
                     reason = "end of stream"
                 if meta is not None:
                     return self._stamp(meta, inner)
+                if self._stop.is_set():
+                    return None
                 self._lose(inner, reason)
             elif self._reopener is not None and self._reopener.done.is_set():
                 self._install(self._reopener.result)
                 self._reopener = None
                 continue
-            if self._stop.is_set():
-                return None
             return self._synthetic(out)
 
     def _stamp(self, meta: FrameMeta, inner: AvSource) -> FrameMeta:
