@@ -2,15 +2,23 @@
 
 Modules log with `log.info("engine built", extra=kv(model=name, seconds=12.3))`; the
 formatter appends the key=value pairs so journald and grep see one self-contained line.
+Off a terminal (a pipe, a file, journald) every record is exactly one line: newlines in
+messages, values and tracebacks are folded. Under systemd (stderr is the journal stream
+named by $JOURNAL_STREAM) each line starts with a `<N>` syslog priority, which journald
+turns into the entry's priority (`journalctl -p warning`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 _LEVEL_COLOURS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[31;1m"}
+# sd-daemon(3) prefixes: syslog priorities by logging level.
+_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+_FOLD = " ⏎ "
 
 
 def kv(**context: Any) -> dict[str, Any]:
@@ -20,29 +28,54 @@ def kv(**context: Any) -> dict[str, Any]:
 
 def _format_value(value: Any) -> str:
     text = f"{value:.3g}" if isinstance(value, float) else str(value)
-    return f'"{text}"' if (" " in text or not text) else text
+    if not text or any(c in text for c in ' "=\\\n\r\t'):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return f'"{escaped}"'
+    return text
 
 
 class KeyValueFormatter(logging.Formatter):
-    def __init__(self, colour: bool, timestamps: bool) -> None:
+    """`LEVEL logger: message k=v ...`; `colour`/`timestamps` for terminals, `priority`
+    prefixes for journald; `multiline` keeps tracebacks readable on a terminal."""
+
+    def __init__(self, colour: bool, timestamps: bool, priority: bool = False, multiline: bool | None = None) -> None:
         super().__init__()
         self.colour = colour
         self.timestamps = timestamps
+        self.priority = priority
+        self.multiline = colour if multiline is None else multiline
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().replace("\n", " ⏎ ")
+        message = record.getMessage().replace("\r\n", "\n").replace("\n", _FOLD)
         context = getattr(record, "kv", None) or {}
         pairs = " ".join(f"{k}={_format_value(v)}" for k, v in context.items())
         level = record.levelname
         if self.colour and level in _LEVEL_COLOURS:
             level = f"{_LEVEL_COLOURS[level]}{level}\033[0m"
         head = f"{self.formatTime(record, '%H:%M:%S')} " if self.timestamps else ""
+        if self.priority:
+            head = f"<{_PRIORITY.get(record.levelname, 6)}>{head}"
         line = f"{head}{level} {record.name}: {message}"
         if pairs:
             line = f"{line} {pairs}"
         if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
+            trace = self.formatException(record.exc_info)
+            line = f"{line}\n{trace}" if self.multiline else f"{line}{_FOLD}{trace.replace(chr(10), _FOLD)}"
         return line
+
+
+def _is_journal(stream: Any) -> bool:
+    """True when `stream` is the journald stream systemd connected ($JOURNAL_STREAM=dev:ino)."""
+    spec = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = spec.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
 def setup_logging(level: str = "INFO", stream: Any = None) -> None:
@@ -50,7 +83,7 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     stream = stream or sys.stderr
     tty = hasattr(stream, "isatty") and stream.isatty()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(KeyValueFormatter(colour=tty, timestamps=tty))
+    handler.setFormatter(KeyValueFormatter(colour=tty, timestamps=tty, priority=_is_journal(stream)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

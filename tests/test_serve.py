@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -137,6 +138,12 @@ def test_notify_ready_watchdog_hang_and_stopping(tmp_path):
         status = [l for l in s.listener.lines() if l.startswith("STATUS=")]
         assert any("fps" in l and "drops" in l and "latency" in l for l in status), status
 
+        # SIGHUP = reload: RELOADING=1 then READY=1 again (nothing changed in the file).
+        hup = time.monotonic()
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.listener.wait_for(lambda ls: (lambda new: "RELOADING=1" in new and "READY=1" in new[
+            new.index("RELOADING=1"):])(s.listener.lines(hup)), 20), s.output()
+
         s.hang.touch()  # the detect stage now blocks
         frames = s.frames()
         deadline = time.monotonic() + 10
@@ -161,8 +168,47 @@ def test_notify_ready_watchdog_hang_and_stopping(tmp_path):
         s.proc.send_signal(signal.SIGTERM)
         assert s.proc.wait(30) == 0, s.output()
         assert s.listener.wait_for(lambda ls: "STOPPING=1" in ls, 5)
+        assert_journal_friendly(s.output())
     finally:
         s.stop()
+
+
+LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S")
+
+
+def assert_journal_friendly(output: str) -> None:
+    """Off a terminal: no colour, no timestamps of our own, one event per line, k=v."""
+    lines = [l for l in output.splitlines() if not l.startswith("INFO tflite2onnx")]
+    assert lines and "\033" not in output
+    bad = [l for l in lines if not LINE.match(l)]
+    assert not bad, bad
+    assert any(re.search(r" fps=\d", l) for l in lines)  # key=value context
+
+
+def test_log_format_folds_tracebacks_and_quotes_values():
+    import io
+    import logging
+
+    from streamswap.logs import KeyValueFormatter, kv
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(KeyValueFormatter(colour=False, timestamps=False))
+    log = logging.getLogger("streamswap.test_logs")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise ValueError("bad\nthing")
+        except ValueError:
+            log.exception("two\nlines", extra=kv(path="/a b", note='say "x"', n=1.23456))
+    finally:
+        log.removeHandler(handler)
+    out = buf.getvalue()
+    assert out.count("\n") == 1  # one record, one line
+    assert out.startswith("ERROR streamswap.test_logs: two ⏎ lines ")
+    assert 'path="/a b"' in out and 'note="say \\"x\\""' in out and "n=1.23" in out
+    assert "ValueError" in out and "Traceback" in out
 
 
 def test_api_on_the_running_daemon(tmp_path):

@@ -464,7 +464,9 @@ class Daemon:
         the loaded models; service timings. Model/face settings need a restart (reported).
         A config that fails to load leaves everything as it was (ConfigError)."""
         with self._lock:
-            self.notifier.reloading()
+            was_ready = self.ready  # RELOADING=1 … READY=1 only once READY=1 was sent
+            if was_ready:
+                self.notifier.reloading()
             try:
                 new = self._load_config()
                 old = self.config
@@ -485,7 +487,8 @@ class Daemon:
                     self._replace_pipeline()
                     applied += [k for k in _PIPELINE_KEYS if k in changed]
             finally:
-                self.notifier.ready(self._status_line())
+                if was_ready:
+                    self.notifier.ready(self._status_line())
         log.info("config reloaded", extra=kv(applied=",".join(applied) or "-",
                                              restart_required=",".join(restart) or "-"))
         return {"applied": applied, "restart_required": restart}
