@@ -1,0 +1,303 @@
+"""`streamswap bench pipeline`: what the threaded pipeline costs and gains.
+
+1. Throughput: stages of known cost (each measured alone first) run pipelined on a
+   lossless source; frames/s vs the slowest stage's stand-alone rate (target ≥ 0.95).
+2. Latency: a live source paced just below the slowest stage's rate; glass-to-glass
+   p50/p95 vs the sum of the stage times (target ≤ sum + one frame interval).
+3. Overhead at 1080p without any model: file → decode → BGR → slot → encode → file
+   through the Runtime vs PyAV's own decode+encode loop (target ≤ 8 ms/frame beyond it).
+
+Stage cost is either a fixed wait (`--cost wait`: isolates the pipeline's own overhead
+from CPU contention) or a generated ONNX convolution run by ONNX Runtime (`--cost onnx`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.pipeline.runtime import PassThroughStages, Runtime
+from streamswap.pipeline.settings import PipelineSettings
+
+HELP = "pipeline throughput vs slowest stage, glass-to-glass latency, 1080p overhead vs PyAV"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cost", choices=("wait", "onnx"), default="wait",
+                        help="how stages spend their time (default: wait)")
+    parser.add_argument("--detect-ms", type=float, default=20.0, help="detect stage cost (wait mode)")
+    parser.add_argument("--swap-ms", type=float, default=30.0, help="swap stage cost (wait mode)")
+    parser.add_argument("--frames", type=int, default=300, help="frames per throughput/latency run")
+    parser.add_argument("--hd-frames", type=int, default=150, help="frames of the 1080p overhead run")
+    parser.add_argument("--skip-hd", action="store_true", help="skip the 1080p overhead part")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+# --- stages of known cost -------------------------------------------------------------
+class _Waiting:
+    """A stage that blocks for a fixed time without using the CPU (like a GPU wait)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._event = threading.Event()  # never set: wait() is an exact, CPU-free delay
+
+    def __call__(self, frame: np.ndarray) -> None:
+        end = time.perf_counter() + self.seconds
+        while (left := end - time.perf_counter()) > 0:
+            self._event.wait(left)
+
+
+class _OnnxConv:
+    """A small generated conv net on a 256×256 crop, run by ONNX Runtime on one thread."""
+
+    def __init__(self, channels: int, layers: int) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        rng = np.random.default_rng(0)
+        nodes, inits = [], []
+        prev, c_in = "x", 3
+        for i in range(layers):
+            w = numpy_helper.from_array((rng.standard_normal((channels, c_in, 3, 3)) * 0.1).astype(np.float32), f"w{i}")
+            inits.append(w)
+            nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+            nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+            prev, c_in = f"r{i}", channels
+        graph = helper.make_graph(
+            nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 256])],
+            [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, channels, 256, 256])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._input = np.zeros((1, 3, 256, 256), np.float32)
+
+    def __call__(self, frame: np.ndarray) -> None:
+        crop = frame[:256, :256]
+        self._input[0, :, : crop.shape[0], : crop.shape[1]] = crop.transpose(2, 0, 1)
+        self.session.run(None, {"x": self._input})
+
+
+class _Stages:
+    def __init__(self, detect: Callable[[np.ndarray], None], swap: Callable[[np.ndarray], None]) -> None:
+        self._detect, self._swap = detect, swap
+
+    def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
+        self._detect(frame)
+        return ("face",)
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
+        self._swap(frame)
+
+
+def _alone(fn: Callable[[np.ndarray], None], frame: np.ndarray, n: int = 30) -> float:
+    """Median seconds of one call, measured alone (after two warm-up calls)."""
+    fn(frame)
+    fn(frame)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(frame)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --- sources / sinks for parts 1 and 2 ---------------------------------------------------
+class _MemorySource:
+    """Frames from memory: as fast as asked (lossless) or paced at `interval` (live)."""
+
+    name = "bench://"
+
+    def __init__(self, frames: int, interval: float | None, size: tuple[int, int] = (640, 480)) -> None:
+        self.frames, self.interval, self.size = frames, interval, size
+        self.live = interval is not None
+        self._i = 0
+        self._t0 = 0.0
+        self._wait = threading.Event()
+
+    def open(self) -> VideoFormat:
+        self._t0 = time.monotonic()
+        fps = Fraction(1 / self.interval).limit_denominator(1000) if self.interval else Fraction(30)
+        return VideoFormat(self.size[0], self.size[1], fps, 1 / fps)
+
+    @property
+    def audio(self) -> AudioFormat | None:
+        return None
+
+    def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        if self._i >= self.frames:
+            return None
+        if self.interval is not None:
+            due = self._t0 + self._i * self.interval
+            while (left := due - time.monotonic()) > 0:
+                self._wait.wait(left)
+        out[0, 0, 0] = self._i % 256
+        meta = FrameMeta(index=self._i, pts=self._i, capture_time=time.monotonic())
+        self._i += 1
+        return meta
+
+    def take_audio(self) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class _TimingSink:
+    name = "bench-null://"
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
+        pass
+
+    def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+        self.times.append(time.monotonic())
+
+    def write_audio(self, packets: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _run(config: Any, stages: Any, source: Any, sink: Any, settings: PipelineSettings) -> Runtime:
+    rt = Runtime(config, stages, source=source, sinks=[sink], settings=settings)
+    rt.start()
+    rt.wait()
+    return rt
+
+
+# --- part 3: 1080p file → file overhead ---------------------------------------------------
+def _make_hd_clip(path: Path, frames: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 1920, 1080, "yuv420p"
+        s.options = {"preset": "ultrafast", "g": "30"}
+        base = np.zeros((1080, 1920, 3), np.uint8)
+        base[:] = np.linspace(0, 255, 1920, dtype=np.uint8)[None, :, None]
+        for i in range(frames):
+            img = np.roll(base, i * 8, axis=1)
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+            frame.pts = i
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def _pyav_transcode(src: Path, dst: Path, io_settings: Any) -> int:
+    """PyAV's own decode → encode loop (no BGR, no pipeline), same encoder settings."""
+    import av
+
+    n = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        s = out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = vin.width, vin.height, "yuv420p"
+        s.bit_rate = io_settings.bitrate_kbps * 1000
+        s.options = {"preset": io_settings.preset, "keyint": "30", "min-keyint": "30",
+                     "scenecut": "0", "bframes": "0"}
+        for frame in inp.decode(vin):
+            frame.pict_type = av.video.frame.PictureType.NONE
+            for p in s.encode(frame):
+                out.mux(p)
+            n += 1
+        for p in s.encode(None):
+            out.mux(p)
+    return n
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    config = ctx.config()
+    results: dict[str, Any] = {"cost": args.cost}
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    if args.cost == "wait":
+        detect_fn: Callable[[np.ndarray], None] = _Waiting(args.detect_ms / 1000)
+        swap_fn: Callable[[np.ndarray], None] = _Waiting(args.swap_ms / 1000)
+    else:
+        detect_fn, swap_fn = _OnnxConv(8, 2), _OnnxConv(8, 3)
+    t_detect, t_swap = _alone(detect_fn, frame), _alone(swap_fn, frame)
+    slowest = max(t_detect, t_swap)
+    stage_sum = t_detect + t_swap
+    results["stage_alone_ms"] = {"detect": round(t_detect * 1000, 2), "swap": round(t_swap * 1000, 2)}
+    stages = _Stages(detect_fn, swap_fn)
+
+    # 1. throughput on a lossless source (steady state: skip the first frames)
+    sink = _TimingSink()
+    _run(config, stages, _MemorySource(args.frames, None), sink, PipelineSettings(policy="block"))
+    skip = min(20, len(sink.times) // 4)
+    steady = (len(sink.times) - 1 - skip) / (sink.times[-1] - sink.times[skip])
+    results["throughput_fps"] = round(steady, 2)
+    results["slowest_stage_fps"] = round(1 / slowest, 2)
+    results["throughput_ratio"] = round(steady * slowest, 3)
+
+    # 2. latency with a live source paced at 90 % of the slowest stage's rate
+    interval = slowest / 0.9
+    rt = _run(config, stages, _MemorySource(args.frames, interval), _TimingSink(),
+              PipelineSettings(policy="drop-oldest"))
+    snap = rt.status()
+    results["latency_ms_p50"] = snap["latency_ms_p50"]
+    results["latency_ms_p95"] = snap["latency_ms_p95"]
+    results["latency_bound_ms"] = round((stage_sum + interval) * 1000, 2)
+    results["stage_sum_ms"] = round(stage_sum * 1000, 2)
+    results["frame_interval_ms"] = round(interval * 1000, 2)
+    results["live_dropped"] = snap["dropped"]
+
+    # 3. 1080p overhead without a model
+    if not args.skip_hd:
+        from streamswap.io.uri import open_sink, open_source
+
+        with tempfile.TemporaryDirectory(prefix="streamswap-bench-") as tmp:
+            clip = Path(tmp) / "hd.mp4"
+            _make_hd_clip(clip, args.hd_frames)
+            t0 = time.perf_counter()
+            n = _pyav_transcode(clip, Path(tmp) / "pyav.mp4", config.io)
+            pyav_s = time.perf_counter() - t0
+            source = open_source(str(clip), config.io, live=False)
+            sinks = [open_sink(str(Path(tmp) / "pipe.mp4"), config.io)]
+            rt = Runtime(config, PassThroughStages(), source=source, sinks=sinks,
+                         settings=PipelineSettings(policy="block"))
+            t0 = time.perf_counter()
+            rt.start()
+            rt.wait()
+            pipe_s = time.perf_counter() - t0
+            results["hd_frames"] = n
+            results["hd_pyav_ms_per_frame"] = round(pyav_s / n * 1000, 2)
+            results["hd_pipeline_ms_per_frame"] = round(pipe_s / rt.frames_out() * 1000, 2)
+            results["hd_overhead_ms_per_frame"] = round((pipe_s / rt.frames_out() - pyav_s / n) * 1000, 2)
+            results["hd_pipeline_stage_ms"] = rt.status()["stage_ms"]
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"stages alone: detect {results['stage_alone_ms']['detect']} ms, swap {results['stage_alone_ms']['swap']} ms "
+          f"({args.cost})")
+    print(f"throughput: {results['throughput_fps']} fps pipelined vs {results['slowest_stage_fps']} fps "
+          f"slowest stage alone → ratio {results['throughput_ratio']} (target ≥ 0.95)")
+    print(f"latency (live at {1000 / results['frame_interval_ms']:.1f} fps): p50 {results['latency_ms_p50']} ms, "
+          f"p95 {results['latency_ms_p95']} ms vs bound {results['latency_bound_ms']} ms "
+          f"(sum of stages {results['stage_sum_ms']} + one frame {results['frame_interval_ms']}); "
+          f"dropped {results['live_dropped']}")
+    if "hd_frames" in results:
+        print(f"1080p, no model ({results['hd_frames']} frames): pipeline {results['hd_pipeline_ms_per_frame']} ms/frame "
+              f"vs PyAV decode+encode {results['hd_pyav_ms_per_frame']} ms/frame → overhead "
+              f"{results['hd_overhead_ms_per_frame']} ms/frame (target ≤ 8); "
+              f"per-stage ms {results['hd_pipeline_stage_ms']}")
+    return 0
