@@ -68,8 +68,9 @@ def _state_text(status: ModelStatus) -> str:
 
 def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     rows = [("NAME", "ROLE", "SIZE", "LICENCE", "COMMERCIAL", "ON DISK")]
-    for spec in store.specs():
-        status = store.status(spec.name)
+    statuses = [store.status(spec.name) for spec in store.specs()]
+    for status in statuses:
+        spec = status.spec
         rows.append((
             spec.name, spec.role.replace("_", " "), _human_size(spec), spec.license,
             "yes" if spec.commercial else "no", _state_text(status),
@@ -80,7 +81,7 @@ def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if store.settings.commercial:
         print("models.commercial is true: models marked 'no' are refused.")
-    if any(store.status(s.name).state == UNCHECKED for s in store.specs()):
+    if any(status.state == UNCHECKED for status in statuses):
         print("'unchecked' files are hashed on first load; `streamswap models verify` checks them now.")
     return 0
 
