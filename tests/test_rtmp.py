@@ -38,7 +38,8 @@ class Publisher:
         self.stop = threading.Event()
         self.frames = 0
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread: threading.Thread | None = None
+        self._last_pts = 0
 
     def start(self) -> None:
         source = open_source(str(self.clip), self.settings, live=True)
@@ -74,11 +75,10 @@ class Publisher:
         finally:
             source.close()
 
-    _last_pts = 0
-
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=10)
+        if self.thread is not None:
+            self.thread.join(timeout=10)
         self.sink.close()
 
 
