@@ -36,11 +36,19 @@ FP16_MIN_SUBNORMAL = 2.0 ** -24
 
 
 def is_fp16_model(model: "onnx.ModelProto") -> bool:  # noqa: F821
-    """True when the graph already computes in fp16 (its float weights are fp16)."""
+    """True when the graph already computes in fp16: most of its float weights are fp16
+    (a few fp32 ones, like Resize scales, are normal in an fp16 model)."""
     from onnx import TensorProto
 
-    types = {init.data_type for init in model.graph.initializer}
-    return TensorProto.FLOAT16 in types and TensorProto.FLOAT not in types
+    def size(init) -> int:
+        count = 1
+        for d in init.dims:
+            count *= d
+        return count
+
+    half = sum(size(i) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT16)
+    single = sum(size(i) for i in model.graph.initializer if i.data_type == TensorProto.FLOAT)
+    return half > 0 and half > single
 
 
 def convert_to_fp16(model: "onnx.ModelProto",  # noqa: F821
