@@ -53,8 +53,8 @@ class MeshSettings:
 
     feather: float = 0.06  # width of the soft edge inside the face oval
     source_feather: float = 0.05  # soft edge of the usable source texture (hides its hair/background)
-    forehead: float = 0.35  # how far above the brows the swap reaches (× brow-to-hairline distance)
-    eye_margin: float = 0.25  # how far the kept target eyes extend beyond the lid contour (× eye height)
+    forehead: float = 0.15  # how far above the brows the swap reaches (× brow-to-hairline distance)
+    eye_margin: float = 0.15  # how far the kept target eyes extend beyond the lid contour (× eye height)
     mouth_margin: float = 0.02  # growth of the kept mouth interior beyond the inner lip contour
     color_match: bool = True  # LAB mean/std transfer onto the target's skin
     relight: float = 1.0  # 0..1: take the target's low-frequency shading (light direction, shadows)
