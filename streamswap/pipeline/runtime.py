@@ -116,7 +116,7 @@ class Runtime:
         self._running_threads = 0
         self._threads_lock = threading.Lock()
         self._paused = False
-        self._swap_lock = threading.Lock()  # identity switches happen between two swaps
+        self._swap_lock = threading.Lock()  # reload hooks run between two swaps
         self._consecutive: dict[str, int] = {"capture": 0, "detect": 0, "swap": 0, "output": 0}
         self._degraded: set[str] = set()
         self._input_error: BaseException | None = None
@@ -260,7 +260,7 @@ class Runtime:
         state = self.state
         if state == "running" and self._degraded:
             state = "degraded"
-        identity = getattr(self.stages, "source_identity", None)
+        identity = getattr(self.stages, "source_names", None)
         return {
             "state": state,
             "paused": self._paused,
@@ -272,7 +272,7 @@ class Runtime:
                 "width": self.video.width, "height": self.video.height, "fps": float(self.video.fps),
             },
             "audio": None if self.audio is None else self.audio.codec,
-            "source_identity": identity() if callable(identity) else identity,
+            "source_identity": list(identity) if identity else None,
             "queue_depths": [len(r) for r in self.rings],
             **snap,
         }
@@ -281,12 +281,12 @@ class Runtime:
         return self.stats.frames_out
 
     def set_source_image(self, image_bgr: Any) -> None:
-        """Switch identity between two swaps (waits for the swap in progress)."""
+        """Compute the new identity in the caller's thread; the stages switch to it at the
+        next swap (FaceProcessor.set_source_images). Raises NoFaceError/InputError."""
         setter = getattr(self.stages, "set_source_images", None)
         if setter is None:
             raise StreamswapError("this pipeline has no face swapper; start it with --source FACE.jpg")
-        with self._swap_lock:
-            setter([image_bgr])
+        setter([image_bgr])
         log.info("source identity switched")
 
     def pause(self) -> None:

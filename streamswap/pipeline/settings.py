@@ -10,8 +10,9 @@ from streamswap.typedconfig import choices, limits
 @dataclass
 class PipelineSettings:
     # Frames that may wait between two stages (each of the three rings holds this many).
-    # Small keeps live latency low; the slot pool is sized from it (3 × queue_size + 4).
-    queue_size: int = field(default=2, metadata=limits(min=1, max=64))
+    # 1 keeps live latency lowest and still keeps every stage busy (measured with
+    # `streamswap bench pipeline`); more absorbs jitter. Slots: 3 × queue_size + 4.
+    queue_size: int = field(default=1, metadata=limits(min=1, max=64))
     # What happens when the first ring is full: "auto" follows the source (a live source
     # drops the oldest unprocessed frame, a file blocks and loses nothing), or force one.
     policy: str = field(default="auto", metadata=choices("auto", "drop-oldest", "block"))
