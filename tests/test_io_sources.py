@@ -305,3 +305,35 @@ def test_close_from_another_thread_during_reads(media):
         n += 1
     closer.join()
     assert 1 < n < 45  # stopped early, without crashing the decoder
+
+
+def test_http_stream_source_reconnects_after_the_stream_ends(media):
+    """A real network input over 127.0.0.1: its end is a loss; it reopens and continues."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media["av"].parent))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{media['resize'].name}"
+        settings = IoSettings(reconnect_initial_s=0.01, reconnect_max_s=0.05, open_timeout_s=5, read_timeout_s=5)
+        source = open_source(url, settings)
+        assert isinstance(source, ReconnectingSource) and source.live
+        fmt = source.open()
+        buf = np.empty((fmt.height, fmt.width, 3), np.uint8)
+        metas = []
+        while source.counters["reconnects"] < 1 or len(metas) < 50:
+            metas.append(source.read_into(buf))
+            assert len(metas) < 2000, "never reconnected"
+        source.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert source.read_into(buf) is None  # closed: the end
+    real = [m for m in metas if not m.synthetic]
+    assert len(real) >= 41 and source.counters["synthetic"] >= 1
+    pts = [m.pts for m in metas]
+    assert all(b > a for a, b in zip(pts, pts[1:]))

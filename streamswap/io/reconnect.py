@@ -99,8 +99,18 @@ class ReconnectingSource:
         self._offset = 0  # added to the inner source's pts (in our time base)
         self._audio_offset: Fraction = Fraction(0)  # seconds added to audio packet times
         self._next_tick = 0.0
-        self.counters: dict[str, int] = {"frames": 0, "synthetic": 0, "reconnects": 0,
-                                         "reconnect_failures": 0, "decode_errors": 0}
+        self._counts: dict[str, int] = {"frames": 0, "synthetic": 0, "reconnects": 0,
+                                        "reconnect_failures": 0, "decode_errors": 0, "demux_errors": 0}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Own counts plus the decoder errors of every input opened so far (live)."""
+        counts = dict(self._counts)
+        inner = self._inner
+        if inner is not None:
+            for key in ("decode_errors", "demux_errors"):
+                counts[key] += inner.counters.get(key, 0)
+        return counts
 
     def open(self) -> VideoFormat:
         inner = self._make(None)
@@ -124,7 +134,7 @@ class ReconnectingSource:
             start_ours = int(start * fmt.time_base / self._format.time_base)
             self._offset = self._next_pts - start_ours
             self._audio_offset = self._offset * self._format.time_base
-            self.counters["reconnects"] += 1
+            self._counts["reconnects"] += 1
             log.warning("input reconnected", extra=kv(input=self.name))
         self._inner = inner
 
@@ -163,7 +173,7 @@ class ReconnectingSource:
         self._next_tick = time.monotonic() + 1 / float(self._format.fps)
         meta.index, meta.pts = self._index, pts
         self._index += 1
-        self.counters["frames"] += 1
+        self._counts["frames"] += 1
         return meta
 
     def _frame_ticks(self) -> int:
@@ -180,7 +190,8 @@ class ReconnectingSource:
             np.copyto(self._hold, inner.last_bgr.to_ndarray())
         else:
             _no_signal_card(self._hold)
-        self.counters["decode_errors"] += inner.counters.get("decode_errors", 0)
+        for key in ("decode_errors", "demux_errors"):
+            self._counts[key] += inner.counters.get(key, 0)
         self._inner = None
         # Close the dead input off this thread: closing a stalled socket can block.
         threading.Thread(target=inner.close, name="close lost input", daemon=True).start()
@@ -198,7 +209,7 @@ class ReconnectingSource:
         self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure)
 
     def _count_failure(self) -> None:
-        self.counters["reconnect_failures"] += 1
+        self._counts["reconnect_failures"] += 1
 
     def _synthetic(self, out: np.ndarray) -> FrameMeta:
         assert self._format is not None and self._hold is not None
@@ -211,7 +222,7 @@ class ReconnectingSource:
         self._next_pts += self._frame_ticks()
         meta = FrameMeta(index=self._index, pts=pts, capture_time=time.monotonic(), synthetic=True)
         self._index += 1
-        self.counters["synthetic"] += 1
+        self._counts["synthetic"] += 1
         return meta
 
     def take_audio(self) -> list[Any]:

@@ -141,8 +141,8 @@ def _device_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> S
 
 def _network_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> Source:
     options: dict[str, str] = {
-        # Low delay: do not buffer or probe long before the first frame.
-        "fflags": "nobuffer",
+        # Low delay: probe briefly. (Not fflags=nobuffer: it throws away the packets read
+        # while probing, often the first keyframe, so the picture starts a GOP later.)
         "flags": "low_delay",
         "probesize": "1000000",
         "analyzeduration": "1000000",
