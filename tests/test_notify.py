@@ -139,3 +139,28 @@ def test_input_that_fails_to_open_is_retried(listener):
     finally:
         daemon.request_stop()
         thread.join(10)
+
+
+def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
+    import streamswap.wiring as wiring
+    from streamswap.inference.trt_build import BuildProgress
+    from streamswap.service import daemon as daemon_module
+
+    def fake_build(config, store=None, pool=None, **kw):
+        # What the TensorRT builder does while an engine builds: report progress.
+        for i in range(3):
+            pool.progress(BuildProgress("inswapper_128", "build", "building", i / 3, float(i)))
+        return "stages"
+
+    monkeypatch.setattr(wiring, "build_face_processor", fake_build)
+    config = load_config(None, {"service.api": None})
+    daemon = Daemon(config, lambda: config, environ={"NOTIFY_SOCKET": listener.address})
+    assert daemon_module.default_stages(config, daemon.extend_timeout) == "stages"
+    want = f"EXTEND_TIMEOUT_USEC={int(daemon_module.ENGINE_BUILD_EXTEND_S * 1e6)}"
+    assert listener.wait_for(lambda ls: ls.count(want) == 3, 5), listener.lines()
+    assert "STATUS=building engines: inswapper_128 build" in listener.lines()
+    daemon.ready = True  # after READY=1 the start timeout no longer applies
+    daemon.extend_timeout(60)
+    daemon.notifier.status("marker")  # datagrams arrive in order: after this, nothing more
+    assert listener.wait_for(lambda ls: "STATUS=marker" in ls, 5)
+    assert "EXTEND_TIMEOUT_USEC=60000000" not in listener.lines()

@@ -12,7 +12,6 @@ so a request never touches a half-built or just-replaced Runtime.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import select
@@ -49,21 +48,31 @@ class ManagedRuntime(Protocol):
     def reload(self) -> None: ...
 
 
-# (config, extend_timeout) -> FaceStages; extend_timeout(seconds) asks systemd for more
-# start-up time and is meant for long steps such as TensorRT engine builds.
+# (config, extend_timeout) -> FaceStages; extend_timeout(seconds, what=None) asks systemd
+# for more start-up time and is meant for long steps such as TensorRT engine builds.
 StagesFactory = Callable[[Any, Callable[[float], None]], Any]
 # (config, stages, observers, reload_hook) -> a runtime, not yet started.
 RuntimeFactory = Callable[[Any, Any, Sequence[Any], Callable[[], None]], ManagedRuntime]
 
 
-def default_stages(config: Any, extend_timeout: Callable[[float], None]) -> Any:
-    """The configured face stages (`streamswap.wiring`), or pass-through without a source face."""
-    from streamswap.wiring import build_face_processor
+# Each engine-build report (the builder sends a heartbeat every few seconds while a
+# TensorRT engine builds) buys this much more start-up time from systemd.
+ENGINE_BUILD_EXTEND_S = 90.0
 
-    params = inspect.signature(build_face_processor).parameters
-    if "extend_timeout" in params:
-        return build_face_processor(config, extend_timeout=extend_timeout)
-    return build_face_processor(config)
+
+def default_stages(config: Any, extend_timeout: Callable[..., None]) -> Any:
+    """The configured face stages (`streamswap.wiring`), with TensorRT engine-build progress
+    turned into EXTEND_TIMEOUT_USEC so a first start that builds engines is not killed."""
+    from streamswap.wiring import build_face_processor, default_pool
+
+    pool = default_pool(config)
+
+    def on_build(progress: Any) -> None:
+        what = " ".join(str(x) for x in (getattr(progress, "model", ""), getattr(progress, "phase", "")) if x)
+        extend_timeout(ENGINE_BUILD_EXTEND_S, what or None)
+
+    pool.progress = on_build
+    return build_face_processor(config, pool=pool)
 
 
 def default_runtime(config: Any, stages: Any, observers: Sequence[Any], reload_hook: Callable[[], None]) -> ManagedRuntime:
@@ -218,10 +227,13 @@ class Daemon:
         if self._paused and hasattr(self.stages, "paused"):
             self.stages.paused = True
 
-    def extend_timeout(self, seconds: float) -> None:
-        """For long start-up steps (engine builds): tells systemd to wait `seconds` more."""
+    def extend_timeout(self, seconds: float, what: str | None = None) -> None:
+        """For long start-up steps (engine builds): tells systemd to wait `seconds` more.
+        Only before READY=1: afterwards the watchdog, not the start timeout, applies."""
+        if self.ready:
+            return
         self.notifier.extend_timeout(seconds)
-        self.notifier.status(f"building engines (up to {seconds:.0f} s more)")
+        self.notifier.status(f"building engines{': ' + what if what else ''}")
 
     def _start_pipeline(self) -> None:
         """Open the input and outputs in a helper thread (a network open can block)."""
