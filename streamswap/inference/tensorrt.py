@@ -22,7 +22,9 @@ import numpy as np
 
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import TensorInfo
-from streamswap.inference.cuda import Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, Stream
+from streamswap.inference.cuda import (
+    Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, Stream, _call,
+)
 from streamswap.inference.engine_cache import EngineCache, EngineKey, InputProfile, file_sha256
 from streamswap.inference.trt_build import (
     BuildProgress, BuildRequest, ProgressFn, TrtApi, import_tensorrt, run_build,
@@ -253,22 +255,18 @@ class TrtSession:
                 raise CudaError(f"{self.path.name}: TensorRT execute_async_v3 failed (see the TensorRT log)")
             for info in self._outputs:
                 self._copy_out(outputs[info.name], self._device[info.name], handle)
-            self._cuda.rt.cudaEventRecord(self._event.raw, handle)
+            _call(self._cuda.rt, "cudaEventRecord", self._event.raw, handle)
             return PendingRun(self._event, outputs, self._lock.release)
         except BaseException:
             self._lock.release()
             raise
 
     def _copy_in(self, dst: DeviceBuffer, src: np.ndarray, stream: int) -> None:
-        from streamswap.inference.cuda import _call
-
         rt = self._cuda.rt
         _call(rt, "cudaMemcpyAsync", dst.ptr, src.ctypes.data, src.nbytes,
               rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
 
     def _copy_out(self, dst: np.ndarray, src: DeviceBuffer, stream: int) -> None:
-        from streamswap.inference.cuda import _call
-
         rt = self._cuda.rt
         _call(rt, "cudaMemcpyAsync", dst.ctypes.data, src.ptr, dst.nbytes,
               rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
