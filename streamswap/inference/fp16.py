@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.logs import kv
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 FP16_MIN_SUBNORMAL = 2.0 ** -24
 
 
-def is_fp16_model(model: "onnx.ModelProto") -> bool:  # noqa: F821
+def is_fp16_model(model: "onnx.ModelProto") -> bool:
     """True when the graph already computes in fp16: most of its float weights are fp16
     (a few fp32 ones, like Resize scales, are normal in an fp16 model)."""
     from onnx import TensorProto
@@ -51,8 +54,8 @@ def is_fp16_model(model: "onnx.ModelProto") -> bool:  # noqa: F821
     return half > 0 and half > single
 
 
-def convert_to_fp16(model: "onnx.ModelProto",  # noqa: F821
-                    keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS) -> "onnx.ModelProto":  # noqa: F821
+def convert_to_fp16(model: "onnx.ModelProto",
+                    keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS) -> "onnx.ModelProto":
     """A new model computing in fp16 with fp32 inputs/outputs. The input is not modified."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -105,7 +108,6 @@ def convert_to_fp16(model: "onnx.ModelProto",  # noqa: F821
     for inp in graph.input:
         if is_float(inp.name) and inp.name not in initializers:
             native[inp.name] = FLOAT
-    new_inits = []
     for init in graph.initializer:
         if init.data_type != FLOAT:
             continue

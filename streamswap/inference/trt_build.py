@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from streamswap.errors import BackendUnavailable, ModelError, StreamswapError
+from streamswap.errors import BackendUnavailable, StreamswapError
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
