@@ -337,3 +337,24 @@ def test_http_stream_source_reconnects_after_the_stream_ends(media):
     assert len(real) >= 41 and source.counters["synthetic"] >= 1
     pts = [m.pts for m in metas]
     assert all(b > a for a, b in zip(pts, pts[1:]))
+
+
+def test_bgr_writer_fast_path_matches_swscale(media):
+    import av
+
+    from streamswap.io.convert import BgrWriter
+
+    with av.open(str(media["av"])) as container:
+        frame = next(container.decode(video=0))
+        writer = BgrWriter(frame.width, frame.height)
+        fast = np.empty((frame.height, frame.width, 3), np.uint8)
+        writer.write(frame, fast)
+        assert writer.fast_frames == 1  # untagged yuv420p at the run size: no allocation
+        reference = frame.to_ndarray(format="bgr24")  # swscale
+    assert np.abs(fast.astype(int) - reference.astype(int)).mean() < 2.0
+
+
+def test_source_uses_the_allocation_free_path_until_the_size_changes(media):
+    source = open_source(str(media["resize"]), IoSettings())
+    drain(source)
+    assert source._writer.fast_frames == 20  # the 480x360 half needs rescaling (swscale)

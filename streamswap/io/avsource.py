@@ -84,7 +84,7 @@ class AvSource:
         self._lock = threading.Lock()  # guards the audio queue
         self._read_lock = threading.Lock()  # held while decoding; close() defers to it
         self._close_requested = False
-        self.last_bgr: Any = None  # last converted frame (av.VideoFrame), for repeats
+        self.last_frame: Any = None  # last decoded frame (av.VideoFrame), for repeats
         self.first_pts: int | None = None
         self.counters: dict[str, int] = {
             "frames": 0, "decode_errors": 0, "demux_errors": 0, "audio_dropped": 0
@@ -168,6 +168,13 @@ class AvSource:
     def format(self) -> VideoFormat | None:
         return self._format
 
+    def last_frame_into(self, out: np.ndarray) -> bool:
+        """Convert the last decoded frame into `out` again (repeats while reconnecting)."""
+        if self.last_frame is None or self._writer is None:
+            return False
+        self._writer.write(self.last_frame, out)
+        return True
+
     # --- reading ----------------------------------------------------------------------
     def read_into(self, out: np.ndarray) -> FrameMeta | None:
         """Decode the next frame into `out`; None at the end of a file."""
@@ -192,7 +199,8 @@ class AvSource:
         pts = frame.pts if frame.pts is not None else self._synth_pts()
         if self.pace:
             self._wait_for(pts)
-        self.last_bgr = self._writer.write(frame, out)
+        self._writer.write(frame, out)
+        self.last_frame = frame  # decoded frame, converted again only if it must be repeated
         meta = FrameMeta(index=self._index, pts=pts, capture_time=capture_time)
         self._index += 1
         self.counters["frames"] += 1

@@ -186,9 +186,7 @@ class ReconnectingSource:
         fmt = self._format
         if self._hold is None:
             self._hold = np.empty((fmt.height, fmt.width, 3), np.uint8)
-        if self._on_loss == "repeat" and inner.last_bgr is not None:
-            np.copyto(self._hold, inner.last_bgr.to_ndarray())
-        else:
+        if self._on_loss != "repeat" or not inner.last_frame_into(self._hold):
             _no_signal_card(self._hold)
         for key in ("decode_errors", "demux_errors"):
             self._counts[key] += inner.counters.get(key, 0)
