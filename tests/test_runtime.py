@@ -351,3 +351,24 @@ def test_start_failure_closes_what_was_opened() -> None:
     with pytest.raises(OSError):
         rt.start()
     assert good.closed and src.closed and rt.status()["state"] == "failed"
+
+
+def test_io_counters_reach_observers_as_reconnects_and_capture_errors() -> None:
+    class CountingSource(FakeSource):
+        def read_into(self, out: np.ndarray) -> FrameMeta | None:
+            meta = super().read_into(out)
+            if meta is not None and meta.index in (3, 7):
+                self.counters["reconnects"] += 1
+            if meta is not None and meta.index == 5:
+                self.counters["decode_errors"] += 2
+            return meta
+
+    src = CountingSource(10, live=False)
+    src.counters = {"reconnects": 0, "decode_errors": 0}
+    sink = FakeSink()
+    sink.counters = {"reconnects": 1}  # type: ignore[attr-defined]
+    rt = Runtime(Config(), Stages(), source=src, sinks=[sink])
+    run_to_end(rt)
+    snap = rt.status()
+    assert snap["reconnects"] == {"source": 2, "fake-sink://": 1}
+    assert snap["errors"] == {"capture": 2}

@@ -144,6 +144,9 @@ def _flat(snap: dict[str, Any]) -> dict[str, Any]:
     errors = sum(snap.get("errors", {}).values())
     if errors:
         out["errors"] = errors
+    reconnects = sum(snap.get("reconnects", {}).values())
+    if reconnects:
+        out["reconnects"] = reconnects
     return out
 
 
