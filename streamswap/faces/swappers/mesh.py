@@ -61,6 +61,7 @@ class MeshSettings:
     relight_color: float = 0.5  # share of the local colour (a, b) transferred along with the light
     relight_scale: float = 0.2  # blur radius of "low frequency" (× face size)
     max_std_ratio: float = 1.6  # clamp of the std transfer (avoids amplifying noise/shadows)
+    max_work_face: int = 320  # larger faces are rendered at this size and blended at full size
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,18 @@ class _Buffers:
         self.alpha = np.empty((h, w), np.float32)
         self.beta = np.empty((h, w), np.float32)
         self.out = np.empty((h, w, 3), np.uint8)
+        self.roi_small = np.empty((h, w, 3), np.uint8)
         self.delta = np.empty((h, w, 3), np.float32)
+
+
+class _BlendBuffers:
+    """Full-size arrays for blending a face rendered at a working scale."""
+
+    def __init__(self, h: int, w: int) -> None:
+        self.bgr = np.empty((h, w, 3), np.uint8)
+        self.alpha = np.empty((h, w), np.float32)
+        self.beta = np.empty((h, w), np.float32)
+        self.out = np.empty((h, w, 3), np.uint8)
 
 
 class MeshSwapper:
@@ -211,6 +223,7 @@ class MeshSwapper:
         self.settings = settings or MeshSettings()
         self._identity: MeshIdentity | None = None
         self._buffers: OrderedDict[tuple[int, int], _Buffers] = OrderedDict()
+        self._blend_buffers: OrderedDict[tuple[int, int], _BlendBuffers] = OrderedDict()
         self._max_cached = max_cached_sizes
         self._lut = np.empty((256, 1, 3), np.uint8)
         self._ramp = np.arange(256, dtype=np.float32)
@@ -247,15 +260,17 @@ class MeshSwapper:
             self.swap_one(frame, face.landmarks, identity)
 
     def _get_buffers(self, h: int, w: int) -> _Buffers:
+        return self._cached(self._buffers, _Buffers, h, w)
+
+    def _cached(self, cache: OrderedDict, kind: type, h: int, w: int):
         key = (h, w)
-        buf = self._buffers.get(key)
+        buf = cache.get(key)
         if buf is None:
-            buf = _Buffers(h, w)
-            self._buffers[key] = buf
-            if len(self._buffers) > self._max_cached:
-                self._buffers.popitem(last=False)
+            buf = cache[key] = kind(h, w)
+            if len(cache) > self._max_cached:
+                cache.popitem(last=False)
         else:
-            self._buffers.move_to_end(key)
+            cache.move_to_end(key)
         return buf
 
     @staticmethod
@@ -295,7 +310,20 @@ class MeshSwapper:
         size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
         if size < 8:
             return
-        buf = self._get_buffers(rh, rw)
+        # Large faces are rendered at a working scale (the source texture is no sharper than
+        # _MAX_TEXTURE_FACE anyway); only the final blend runs at full resolution.
+        scaled = size > st.max_work_face
+        if scaled:
+            wq = min(-(-int(rw * st.max_work_face / size) // _QUANT) * _QUANT, rw)
+            hq = min(-(-int(rh * st.max_work_face / size) // _QUANT) * _QUANT, rh)
+            kx, ky = wq / rw, hq / rh
+            buf = self._get_buffers(hq, wq)
+            work = cv2.resize(roi, (wq, hq), dst=buf.roi_small, interpolation=cv2.INTER_AREA)
+            pts = pts * np.array([kx, ky], np.float32)
+            size *= (kx + ky) / 2
+        else:
+            buf = self._get_buffers(rh, rw)
+            work = roi
 
         # Texture level: the coarsest that is still at least as large as the target face.
         level = identity.levels[0]
@@ -364,7 +392,7 @@ class MeshSwapper:
             t0 = t1
         # Colour: map source skin statistics onto the target's, one LUT per channel.
         if st.color_match:
-            cv2.cvtColor(roi, cv2.COLOR_BGR2LAB, dst=buf.target_lab)
+            cv2.cvtColor(work, cv2.COLOR_BGR2LAB, dst=buf.target_lab)
             oval_poly, holes = _skin_polygons(pts)
             buf.skin.fill(0)
             _polygon_mask(buf.skin.shape, [oval_poly], 255, out=buf.skin)
@@ -405,9 +433,17 @@ class MeshSwapper:
         cv2.GaussianBlur(buf.mask, (k, k), 0, dst=buf.mask)
         cv2.multiply(buf.mask, buf.warped_alpha, dst=buf.alpha, scale=1.0 / (255.0 * 255.0),
                      dtype=cv2.CV_32F)
-        np.subtract(np.float32(1.0), buf.alpha, out=buf.beta)
-        cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=buf.out)
-        roi[...] = buf.out
+        if scaled:
+            full = self._cached(self._blend_buffers, _BlendBuffers, rh, rw)
+            cv2.resize(buf.warped_bgr, (rw, rh), dst=full.bgr, interpolation=cv2.INTER_LINEAR)
+            cv2.resize(buf.alpha, (rw, rh), dst=full.alpha, interpolation=cv2.INTER_LINEAR)
+            np.subtract(np.float32(1.0), full.alpha, out=full.beta)
+            cv2.blendLinear(full.bgr, roi, full.alpha, full.beta, dst=full.out)
+            roi[...] = full.out
+        else:
+            np.subtract(np.float32(1.0), buf.alpha, out=buf.beta)
+            cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=buf.out)
+            roi[...] = buf.out
         if prof is not None:
             prof["blend"] = prof.get("blend", 0.0) + (time.perf_counter() - t0)
 
