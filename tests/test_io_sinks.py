@@ -243,3 +243,45 @@ def test_failing_file_sink_is_an_error(tmp_path):
             tee.write(np.zeros((48, 64, 3), np.uint8), FrameMeta(index=i, pts=i, capture_time=0.0))
     sink._container = real
     tee.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_vcam_paces_to_its_fps_without_blocking(monkeypatch):
+    import types
+
+    from streamswap.io import vcam
+
+    sent = []
+
+    class Camera:
+        def __init__(self, width, height, fps, fmt=None, device=None):
+            self.device = device or "/dev/video10"
+            assert fmt is FakeVirtualCam.PixelFormat.BGR
+
+        def send(self, frame):
+            sent.append(int(frame[0, 0, 0]))
+
+        def close(self):
+            pass
+
+    FakeVirtualCam = types.SimpleNamespace(Camera=Camera, PixelFormat=types.SimpleNamespace(BGR="bgr"))
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", FakeVirtualCam)
+    clock = FakeClock()
+    monkeypatch.setattr(vcam, "time", clock)
+    sink = open_sink("vcam://", IoSettings(vcam_fps=10))
+    sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for i in range(60):  # 2 s of 30 fps frames into a 10 fps camera
+        frame[:] = i
+        sink.write(frame, FrameMeta(index=i, pts=i, capture_time=0.0))
+        clock.now += 1 / 30
+    assert 19 <= len(sent) <= 21 and sink.counters["skipped"] == 60 - len(sent)
+    assert all(b - a in (2, 3, 4) for a, b in zip(sent, sent[1:]))  # evenly spaced
+    sink.close()

@@ -358,3 +358,19 @@ def test_source_uses_the_allocation_free_path_until_the_size_changes(media):
     source = open_source(str(media["resize"]), IoSettings())
     drain(source)
     assert source._writer.fast_frames == 20  # the 480x360 half needs rescaling (swscale)
+
+
+@pytest.mark.parametrize("uri, platform, fmt, device, options", [
+    ("avfoundation://0?fps=30&width=1280&height=720", "linux", "avfoundation", "0",
+     {"video_size": "1280x720", "framerate": "30"}),
+    ("dshow://Integrated Camera?format=mjpeg", "linux", "dshow", "video=Integrated Camera", {"vcodec": "mjpeg"}),
+    ("webcam://0", "darwin", "avfoundation", "0", {}),
+    ("webcam://USB Cam", "win32", "dshow", "video=USB Cam", {}),
+])
+def test_camera_uris_per_platform(monkeypatch, uri, platform, fmt, device, options):
+    import sys
+
+    monkeypatch.setattr(sys, "platform", platform)
+    source = open_source(uri, IoSettings(reconnect=False))
+    assert (source.spec.format, source.spec.url, source.spec.options) == (fmt, device, options)
+    assert source.spec.kind == "device" and source.live
