@@ -372,3 +372,42 @@ def test_io_counters_reach_observers_as_reconnects_and_capture_errors() -> None:
     snap = rt.status()
     assert snap["reconnects"] == {"source": 2, "fake-sink://": 1}
     assert snap["errors"] == {"capture": 2}
+
+
+def test_stats_percentiles_fps_and_bounded_memory() -> None:
+    from streamswap.pipeline.stats import Stats, format_stats_line
+
+    now = [100.0]
+    stats = Stats(window=50, clock=lambda: now[0])
+    for i in range(1000):  # 1000 frames at 25 fps, latency 10..19 ms
+        now[0] += 0.04
+        stats.frame_in()
+        stats.stage_time("swap", 0.005)
+        stats.frame_out(0.010 + (i % 10) / 1000)
+    stats.frame_dropped("pipeline_full")
+    stats.stage_error("detect")
+    snap = stats.snapshot()
+    assert snap["frames_in"] == snap["frames_out"] == 1000 and snap["dropped"] == 1
+    assert snap["fps_in"] == pytest.approx(25, rel=0.01) and snap["fps_out"] == pytest.approx(25, rel=0.01)
+    assert 13 <= snap["latency_ms_p50"] <= 16 and 18 <= snap["latency_ms_p95"] <= 19
+    assert snap["stage_ms"] == {"swap": 5.0}
+    assert len(stats._latency) == 50  # only the last `window` samples are kept
+    line = format_stats_line(snap)
+    assert "fps 25.0→25.0" in line and "drops 1" in line and "swap 5.0" in line and "errors 1" in line
+
+
+def test_stats_printer_updates_one_line_on_a_tty() -> None:
+    import io
+
+    from streamswap.commands.run import StatsPrinter
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    printer = StatsPrinter(stream, render=lambda snap: f"out {snap['n']}")
+    printer.show({"n": 1})
+    printer.show({"n": 2})
+    printer.done()
+    assert stream.getvalue() == "\r\033[Kout 1\r\033[Kout 2\n"

@@ -62,7 +62,6 @@ class _OnnxConv:
     """A small generated conv net on a 256×256 crop, run by ONNX Runtime on one thread."""
 
     def __init__(self, channels: int, layers: int) -> None:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
