@@ -285,3 +285,16 @@ def test_vcam_paces_to_its_fps_without_blocking(monkeypatch):
     assert 19 <= len(sent) <= 21 and sink.counters["skipped"] == 60 - len(sent)
     assert all(b - a in (2, 3, 4) for a, b in zip(sent, sent[1:]))  # evenly spaced
     sink.close()
+
+
+def test_keyframe_interval_follows_settings(tmp_path):
+    out = tmp_path / "gop.mkv"
+    sink = open_sink(str(out), IoSettings(keyframe_interval_s=0.5))
+    sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    rng = np.random.default_rng(0)
+    for i in range(60):  # noise: no scene would otherwise force keyframes
+        sink.write(rng.integers(0, 255, (48, 64, 3), np.uint8), FrameMeta(index=i, pts=i, capture_time=0.0))
+    sink.close()
+    with av.open(str(out)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    assert [i for i, p in enumerate(packets) if p.is_keyframe] == [0, 15, 30, 45]
