@@ -75,11 +75,12 @@ class FakeRuntime:
 
     def __init__(self, config: Any, stages: Any, observers: Sequence[Any] = (),
                  reload_hook: Callable[[], None] | None = None, period: float = 0.01,
-                 fail_start: bool = False) -> None:
+                 fail_start: bool = False, max_frames: int | None = None) -> None:
         self.config, self.stages, self.observers = config, stages, list(observers)
         self.reload_hook = reload_hook
         self.period = period
         self.fail_start = fail_start
+        self.max_frames = max_frames  # the input "ends" (or is lost) after this many frames
         self._frames = 0
         self._paused = False
         self._stop = threading.Event()
@@ -114,6 +115,8 @@ class FakeRuntime:
                 o.frame_out(time.monotonic() - t0)
             self._frames += 1
             i += 1
+            if self.max_frames is not None and self._frames >= self.max_frames:
+                break
         self.state = "stopped"
         self._done.set()
 

@@ -350,3 +350,18 @@ def test_non_loopback_bind_needs_the_right_token(tmp_path):
         r.assert_streaming()
     finally:
         r.stop()
+
+
+def test_reload_with_new_input_reopens_the_pipeline(running):
+    first = running.daemon.runtime
+    cfg = yaml.safe_load(running.config_file.read_text())
+    running.write_config({**cfg, "input": "test://?size=320x240", "outputs": ["null://", "null://"]})
+    code, body = running.client.json("POST", "/reload")
+    assert code == 200 and body["applied"] == ["input", "outputs"], body
+    assert running.daemon.runtime is not first and first.finished
+    assert running.daemon.runtime.config.input == "test://?size=320x240"
+    running.assert_streaming()
+    # Model settings cannot change live: reported, not applied.
+    running.write_config({**cfg, "faces": {"detector": {"size": 320}}})
+    code, body = running.client.json("POST", "/reload")
+    assert code == 200 and "faces" in body["restart_required"], body

@@ -164,3 +164,29 @@ def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
     daemon.notifier.status("marker")  # datagrams arrive in order: after this, nothing more
     assert listener.wait_for(lambda ls: "STATUS=marker" in ls, 5)
     assert "EXTEND_TIMEOUT_USEC=60000000" not in listener.lines()
+
+
+def test_pipeline_that_ends_is_reopened_and_frames_stay_monotonic(listener):
+    stages = RecordingStages()
+    config = load_config(None, {"service.api": None, "service.status_interval_s": 0.1})
+    made = []
+
+    def make(c, s, o, h):
+        made.append(FakeRuntime(c, s, o, h, max_frames=20))
+        return made[-1]
+
+    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_runtime=make,
+                    environ={"NOTIFY_SOCKET": listener.address})
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert listener.wait_for(lambda ls: len(made) >= 3, 20)
+        assert all(r.finished for r in made[:2])
+        deadline = time.monotonic() + 10
+        while daemon.frames_out() <= 40:  # counts across re-opened pipelines
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert daemon.status()["daemon"]["pipeline_restarts"] >= 2
+    finally:
+        daemon.request_stop()
+        thread.join(10)
