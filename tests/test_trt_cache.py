@@ -163,7 +163,7 @@ def test_ensure_engine_rebuilds_when_any_key_field_changes(tmp_path: Path, build
 def test_building_disabled_refuses_with_the_command_to_run(tmp_path: Path, builder: list[str]) -> None:
     cache = EngineCache(tmp_path / "engines")
     request = EngineRequest(_model(tmp_path), "fp16", PROFILE, name="arcface_w600k_r50")
-    with pytest.raises(BackendUnavailable, match=r"streamswap engines build arcface_w600k_r50"):
+    with pytest.raises(BackendUnavailable, match=r"arcface_w600k_r50: no engine is cached.*`streamswap engines build` with the same config"):
         ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build=False)
     ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build_command=builder)
     # a stale engine (other TensorRT) is refused too, never loaded

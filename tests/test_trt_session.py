@@ -104,7 +104,7 @@ def fake_env(version: str = "10.3.0.30") -> TrtEnvironment:
 def test_open_session_refuses_without_engine_when_building_is_disabled(tmp_path: Path) -> None:
     model = recognizer_model(tmp_path / "rec.onnx")
     settings = InferenceSettings(backend="tensorrt", build_engines=False)
-    with pytest.raises(BackendUnavailable, match="streamswap engines build rec.*no fallback"):
+    with pytest.raises(BackendUnavailable, match="rec: no engine is cached.*streamswap engines build.*no fallback"):
         open_session(model, settings, tmp_path / "engines", trt_env=fake_env())
 
 

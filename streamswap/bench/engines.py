@@ -61,7 +61,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
     for target in targets:
         detector = target.role == "detector"
         inputs = onnx_inputs(target.path)
-        max_batch = 1 if detector else config.inference.max_batch
+        max_batch = config.inference.max_batch
         profile = profile_from_inputs(inputs, max_batch, config.faces.detector.size if detector else None)
         for precision in precisions:
             try:
@@ -69,7 +69,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
                     calib = None
                     if precision == "int8":
                         calib = _calibration(target, replace(config), Path(tmp))
-                    path = ensure_engine(EngineRequest(target.path, precision, profile, target.sha256, target.name),
+                    path = ensure_engine(EngineRequest(target.path, precision, profile, target.sha256),
                                          cache, trt_version=env.version, device=env.device,
                                          timeout_s=config.inference.build_timeout_s,
                                          workspace_mb=config.inference.workspace_mb, calib_data=calib)
@@ -77,7 +77,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
                 print(f"{target.name:24} {precision:5} skipped: {exc}")
                 continue
             session = TrtSession(path, env.trt, env.cuda)
-            for batch in sorted({1, min(args.batch, max_batch)}):
+            for batch in sorted({1, 1 if detector else min(args.batch, max_batch)}):
                 feeds = {p.name: np.random.default_rng(0).standard_normal((batch, *p.opt[1:])).astype(
                     next(i.dtype for i in session.inputs if i.name == p.name)) for p in profile}
                 for _ in range(5):

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--precision", choices=("fp16", "fp32", "int8"),
                        help="engine precision (default: inference.precision, else fp16 when inference.fp16)")
     build.add_argument("--max-faces", type=int, metavar="N",
-                       help="largest face batch per call (default: inference.max_batch)")
+                       help="largest face batch per call (default: inference.max_batch; keep it equal "
+                            "to the config the service runs, or the engine is rebuilt there)")
     build.add_argument("--calib-dir", metavar="DIR",
                        help="face photos for INT8 calibration (default: inference.calib_dir)")
     build.add_argument("--contract", help="I/O contract of a MODEL given as a path (e.g. arcface)")
@@ -143,10 +144,12 @@ def _build(args: argparse.Namespace, config: Any, cache: Any) -> int:
           f"(sm{env.device.compute_capability}), {precision}, into {cache.dir}", file=sys.stderr)
     failures = 0
     for target in targets:
+        # The same profile the running pipeline asks for (SessionPool.get): batch
+        # 1..inference.max_batch, a detector's dynamic sides at faces.detector.size.
         detector = target.role == "detector"
-        profile = profile_from_inputs(onnx_inputs(target.path), 1 if detector else settings.max_batch,
+        profile = profile_from_inputs(onnx_inputs(target.path), settings.max_batch,
                                       config.faces.detector.size if detector else None)
-        request = EngineRequest(target.path, precision, profile, target.sha256, target.name)
+        request = EngineRequest(target.path, precision, profile, target.sha256)
         try:
             with tempfile.TemporaryDirectory(prefix="streamswap-calib-") as tmp:
                 calib = _calibration(target, config, Path(tmp)) if precision == "int8" else None

@@ -109,7 +109,7 @@ def ensure_engine(request: EngineRequest, cache: EngineCache, *, trt_version: st
         why = "no engine is cached" if found.reason == "missing" else f"the cached engine is unusable ({found.reason})"
         raise BackendUnavailable(
             f"{key.model}: {why} for TensorRT {trt_version} on {device.name} ({key.precision}); "
-            f"run `streamswap engines build {key.model}` or set inference.build_engines: true"
+            "run `streamswap engines build` with the same config, or set inference.build_engines: true"
         )
     if found.reason != "missing":
         log.warning("engine stale, rebuilding", extra=kv(engine=found.path.name, reason=found.reason))
