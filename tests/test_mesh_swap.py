@@ -139,3 +139,23 @@ def test_faces_partly_outside_the_frame(processor, photos) -> None:
     before = frame.copy()
     processor.swap(frame, faces)
     assert frame.shape == before.shape and not np.array_equal(frame, before)
+
+
+def test_large_face_rendered_at_working_scale(processor, photos) -> None:
+    """A face larger than max_work_face goes through the scaled path and still lands on
+    itself; work buffers are reused from frame to frame."""
+    big = cv2.resize(cv2.imread(str(photos[0])), None, fx=3.0, fy=3.0, interpolation=cv2.INTER_CUBIC)
+    processor.set_source_images([big])
+    processor.reset()
+    faces = processor.detect(big, 0)
+    face_px = float(np.ptp(faces[0].landmarks[:, :2], axis=0).max())
+    assert face_px > processor.swapper.settings.max_work_face
+    frame = big.copy()
+    processor.swap(frame, faces)
+    buffers = dict(processor.swapper._buffers)
+    processor.swap(frame, faces)
+    assert dict(processor.swapper._buffers) == buffers  # same arrays, nothing new allocated
+    frame = big.copy()
+    processor.swap(frame, faces)
+    x1, y1, x2, y2 = faces[0].box.astype(int)
+    assert np.abs(frame[y1:y2, x1:x2].astype(int) - big[y1:y2, x1:x2].astype(int)).mean() < 3.0
