@@ -374,3 +374,28 @@ def test_camera_uris_per_platform(monkeypatch, uri, platform, fmt, device, optio
     source = open_source(uri, IoSettings(reconnect=False))
     assert (source.spec.format, source.spec.url, source.spec.options) == (fmt, device, options)
     assert source.spec.kind == "device" and source.live
+
+
+def test_music_file_with_cover_art_is_audio_only(tmp_path):
+    import av
+
+    from io_media import SAMPLE_RATE, _write_tone
+
+    path = tmp_path / "song.mp4"
+    container = av.open(str(path), "w", format="mp4")
+    audio = container.add_stream("aac", rate=SAMPLE_RATE)
+    audio.codec_context.layout = "stereo"
+    cover = container.add_stream("mjpeg", rate=1)
+    cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+    cover.disposition = av.stream.Disposition.attached_pic
+    picture = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24").reformat(format="yuvj420p")
+    picture.pts = 0
+    packets = list(cover.encode(picture)) + list(cover.encode(None))
+    _write_tone(container, audio, 1.0)
+    for packet in packets:
+        container.mux(packet)
+    container.close()
+    with av.open(str(path)) as check:
+        assert check.streams.video  # FFmpeg lists the cover as a video stream
+    with pytest.raises(InputError, match="audio-only"):
+        open_source(str(path), IoSettings()).open()

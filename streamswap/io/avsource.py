@@ -104,7 +104,10 @@ class AvSource:
         except OSError as exc:
             raise InputError(f"{self.name}: cannot open input ({exc}); {_hint(spec)}") from None
         container = self._container
-        if not container.streams.video:
+        # Cover art in a music file shows up as a one-picture "video" stream: not a video.
+        videos = [s for s in container.streams.video
+                  if not s.disposition & av.stream.Disposition.attached_pic]
+        if not videos:
             kinds = sorted({s.type for s in container.streams})
             self.close()
             if "audio" in kinds:
@@ -113,7 +116,7 @@ class AvSource:
                     "camera or stream with a picture"
                 )
             raise InputError(f"{self.name}: no video stream (found: {', '.join(kinds) or 'nothing'})")
-        video = container.streams.video[0]
+        video = videos[0]
         # Frame threading queues frames inside the decoder: fine for files, latency on live.
         video.thread_type = "SLICE" if self.live else "AUTO"
         if self.live:
@@ -121,13 +124,18 @@ class AvSource:
         self._video = video
         streams = [video]
         if container.streams.audio:
-            self._audio_stream = container.streams.audio[0]
-            streams.append(self._audio_stream)
-            self._audio_format = self._make_audio_format(self._audio_stream)
+            self._audio_format = self._make_audio_format(container.streams.audio[0])
+            if self._audio_format is not None:
+                self._audio_stream = container.streams.audio[0]
+                streams.append(self._audio_stream)
         self._demux = container.demux(*streams)
         # The first frame fixes the run's size when none was asked for (some streams only
         # know theirs after decoding) and gives the pts origin.
-        first = self._next_frame()
+        try:
+            first = self._next_frame()
+        except SourceLost as exc:
+            self.close()
+            raise InputError(f"{self.name}: input failed while starting ({exc}); {_hint(spec)}") from None
         if first is None:
             self.close()
             raise InputError(f"{self.name}: no decodable video frame; the file may be empty or corrupt")
@@ -148,13 +156,18 @@ class AvSource:
         )
         return self._format
 
-    def _make_audio_format(self, stream: Any) -> AudioFormat:
+    def _make_audio_format(self, stream: Any) -> AudioFormat | None:
         # A copy of the codec parameters that outlives this container, so sinks can
         # (re)create their audio stream after the input has been closed or reconnected.
-        holder = av.open(io.BytesIO(), "w", format="matroska")
-        template = holder.add_stream_from_template(stream)
-        self._template_holder = holder
         cc = stream.codec_context
+        holder = av.open(io.BytesIO(), "w", format="matroska")
+        try:
+            template = holder.add_stream_from_template(stream)
+        except (ValueError, av.error.FFmpegError) as exc:
+            log.warning("input audio cannot be carried; output without sound",
+                        extra=kv(input=self.name, codec=cc.name, error=_why(exc)))
+            return None
+        self._template_holder = holder
         return AudioFormat(
             codec=cc.name, sample_rate=cc.sample_rate or 0, channels=cc.channels or 0,
             time_base=stream.time_base, stream=template,
