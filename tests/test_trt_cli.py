@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import cuda_available
@@ -72,3 +73,42 @@ def test_gpu_profiles_load(repo_root: Path, name: str) -> None:
     if name == "jetson-orin.yaml":
         assert config.inference.engine_cache_dir == "/var/cache/streamswap/engines"
         assert config.faces.tracking.detect_every > 1 and config.faces.detector.size < 640
+
+
+def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`engines build` (fake TensorRT 10 in this process and in the builder child) writes
+    exactly the engine that `open_session` with building disabled then loads."""
+    import os
+
+    from streamswap.inference import cuda as cuda_mod
+    from streamswap.inference.backends import open_session
+    from streamswap.inference.cuda import Cuda
+    from streamswap.inference.tensorrt import TrtEnvironment
+    from test_trt_build import TESTS_DIR, recognizer_model
+    from test_trt_fake import FakeCudart, make_fake_trt
+
+    fake_dir = tmp_path / "fake_site"
+    fake_dir.mkdir()
+    (fake_dir / "tensorrt.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\nfrom test_trt_fake import make_fake_trt\n"
+        "sys.modules[__name__] = make_fake_trt('10.3.0.30')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake_dir), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.3.0.30"))
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart())
+    model = recognizer_model(tmp_path / "my_arcface.onnx")
+    cfg, cache_dir = config_file(tmp_path)
+    cfg.write_text(cfg.read_text() + f"  max_batch: 6\n  backend: tensorrt\nmodels:\n  dir: {tmp_path / 'models'}\n")
+    assert main(["-c", str(cfg), "engines", "build", str(model), "--contract", "arcface"]) == 0
+    built = list(cache_dir.glob("*.engine"))
+    assert len(built) == 1 and built[0].name.startswith("my_arcface-")
+    assert "building 1 engine(s) for TensorRT 10.3.0.30 on Fake Orin" in capsys.readouterr().err
+
+    config = load_config(cfg)
+    env = TrtEnvironment(make_fake_trt("10.3.0.30"), "10.3.0.30", Cuda(FakeCudart()), Cuda(FakeCudart()).info())
+    settings = config.inference
+    from dataclasses import replace
+
+    session = open_session(model, replace(settings, build_engines=False), cache_dir, trt_env=env)
+    assert session.backend == "tensorrt"
+    assert session.run({"input.1": np.zeros((6, 3, 112, 112), np.float32)})["683"].shape == (6, 512)
