@@ -142,3 +142,13 @@ def test_gpu_two_streams_overlap_in_event_timings() -> None:
     first = min(0.0, marks[1][0].elapsed_ms(origin))
     span = max(marks[0][1].elapsed_ms(origin), marks[1][1].elapsed_ms(origin)) - first
     assert span < 0.9 * sum(alone), (span, alone)
+
+
+def test_slot_allocator_is_pinned_only_for_tensorrt_with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cuda_mod.slot_allocator("ort") is None
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart(error=35))
+    assert cuda_mod.slot_allocator("tensorrt") is None
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart())
+    allocator = cuda_mod.slot_allocator("tensorrt")
+    assert isinstance(allocator, PinnedAllocator)
+    assert allocator.alloc((2, 2, 3), np.uint8).shape == (2, 2, 3)
