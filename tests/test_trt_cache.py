@@ -268,3 +268,12 @@ def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert resolve_cache_dir(None) == tmp_path / "xdg" / "streamswap" / "engines"
     (tmp_path / "engines").mkdir()
     assert resolve_cache_dir(None) == tmp_path / "engines"
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = EngineCache(blocker / "engines")
+    with pytest.raises(BackendUnavailable, match="inference.engine_cache_dir"):
+        with cache.build_lock(make_key(), timeout_s=1):
+            pass

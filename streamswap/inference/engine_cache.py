@@ -260,8 +260,14 @@ class EngineCache:
         While another process holds it, waits up to `timeout_s` (calling `waiting()` every
         few seconds so a service can keep systemd informed), then raises BackendUnavailable.
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot write engines to {self.dir} ({exc.strerror}); set inference.engine_cache_dir "
+                "to a writable folder"
+            ) from None
         try:
             deadline = time.monotonic() + timeout_s
             pause = threading.Event()  # never set: wait() is an interruptible pause
