@@ -48,7 +48,7 @@ class _Reopener:
     """A background thread calling `attempt()` with back-off until it returns an object."""
 
     def __init__(self, what: str, attempt: Callable[[], Any], backoff: Backoff, stop: threading.Event,
-                 on_failure: Callable[[], None]) -> None:
+                 on_failure: Callable[[], None], discard: Callable[[Any], None]) -> None:
         self.result: Any = None
         self.done = threading.Event()
         self._what = what
@@ -56,6 +56,7 @@ class _Reopener:
         self._backoff = backoff
         self._stop = stop
         self._on_failure = on_failure
+        self._discard = discard
         self._thread = threading.Thread(target=self._run, name=f"reconnect {what}", daemon=True)
         self._thread.start()
 
@@ -70,6 +71,9 @@ class _Reopener:
                 self._stop.wait(delay)
                 continue
             self._backoff.reset()
+            if self._stop.is_set():  # closed while we were connecting: nobody will take it
+                self._discard(self.result)
+                self.result = None
             self.done.set()
             return
 
@@ -156,7 +160,7 @@ class ReconnectingSource:
                 if self._stop.is_set():
                     return None
                 self._lose(inner, reason)
-            elif self._reopener is not None and self._reopener.done.is_set():
+            elif self._reopener is not None and self._reopener.done.is_set() and self._reopener.result:
                 self._install(self._reopener.result)
                 self._reopener = None
                 continue
@@ -204,7 +208,8 @@ class ReconnectingSource:
                 raise
             return source
 
-        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure)
+        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure,
+                                   discard=lambda source: source.close())
 
     def _count_failure(self) -> None:
         self._counts["reconnect_failures"] += 1
@@ -287,7 +292,8 @@ class ReconnectingSink:
         self._inner = inner
 
     def _ready(self) -> Sink | None:
-        if self._inner is None and self._reopener is not None and self._reopener.done.is_set():
+        if (self._inner is None and self._reopener is not None and self._reopener.done.is_set()
+                and self._reopener.result is not None):
             self._inner, self._reopener = self._reopener.result, None
             self.counters["reconnects"] += 1
             log.warning("output reconnected", extra=kv(output=self.name))
@@ -325,7 +331,8 @@ class ReconnectingSink:
             sink.open(self._video, self._audio)  # type: ignore[arg-type]
             return sink
 
-        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure)
+        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure,
+                                   discard=_close_quietly)
 
     def _count_failure(self) -> None:
         self.counters["reconnect_failures"] += 1
