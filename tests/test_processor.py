@@ -42,10 +42,11 @@ class FakeDetector:
         self.scene = scene
         self.calls = 0
         self.reverse = False
+        self.miss: set[int] = set()  # indices of real faces the detector overlooks
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
         self.calls += 1
-        faces = [face_at(x, y) for x, y in self.scene.centres]
+        faces = [face_at(x, y) for i, (x, y) in enumerate(self.scene.centres) if i not in self.miss]
         return faces[::-1] if self.reverse else faces
 
 
@@ -157,6 +158,19 @@ def test_track_ids_stable_under_motion_and_detector_order() -> None:
         ids = ids or current
         assert current == ids, f"frame {index}: ids {current} != {ids}"
     assert ids[0] != ids[1]
+
+
+def test_face_the_detector_misses_keeps_its_track() -> None:
+    scene = Scene([(150, 200), (450, 200)])
+    proc, det, _, _ = make(scene, every=2)
+    first = {round(f.center[0]): f.track_id for f in proc.detect(FRAME, 0)}
+    det.miss = {1}
+    for index in range(1, 8):  # detector runs at 2, 4, 6 and never sees the right face
+        faces = proc.detect(FRAME, index)
+        assert {round(f.center[0]): f.track_id for f in faces} == first
+    assert det.calls == 4
+    scene.centres = [(150, 200)]  # the right face really leaves: its track ends
+    assert [f.track_id for f in proc.detect(FRAME, 8)] == [first[150]]
 
 
 def test_new_face_gets_a_new_id_without_disturbing_others() -> None:

@@ -24,7 +24,7 @@ from streamswap.errors import InputError
 from streamswap.faces.identity import ArcFace, LatentCache, load_source, pick_face
 from streamswap.faces.landmarks import attach_mesh
 from streamswap.faces.settings import TrackingSettings
-from streamswap.faces.tracking import FaceTracker
+from streamswap.faces.tracking import FaceTracker, iou
 from streamswap.faces.types import Face
 from streamswap.io.images import read_image
 from streamswap.logs import kv
@@ -111,7 +111,10 @@ class FaceProcessor:
         self.source_face_index = source_face_index
         self.latent_cache = latent_cache
         self.min_presence = min_presence
-        self.tracker = FaceTracker(smoothing=self.tracking.smoothing)
+        # With a landmarker, a track lives while the landmarker still sees its face; without
+        # one, it survives a single missed detection.
+        self.tracker = FaceTracker(smoothing=self.tracking.smoothing,
+                                   max_missed=30 if landmarker is not None else 1)
         self.detector_calls = 0
         self.source_names: list[str] = []
         self._last_detect: int | None = None
@@ -215,19 +218,38 @@ class FaceProcessor:
             meshes = self.landmarker.landmarks_many(frame, faces)
             for face, mesh in zip(faces, meshes):
                 attach_mesh(face, mesh)
-        return self.tracker.update(faces)
+        out = self.tracker.update(faces)
+        if self.landmarker is None:
+            return out
+        # Faces the detector missed this time keep being followed by their landmarks: the
+        # detector adds faces, a single missed detection must not make a swap blink.
+        missed = [f for f in self.tracker.predict() if self.tracker.tracks[f.track_id].missed > 0]
+        if missed:
+            boxes = np.stack([f.box for f in out]) if out else np.zeros((0, 4), np.float32)
+            for face in self._follow(frame, missed, on_loss_detect=False):
+                if len(boxes) and iou(face.box[None], boxes).max() > 0.3:
+                    self.tracker.drop(face.track_id)  # a stale twin of a detected face
+                    continue
+                out.append(face)
+        return out
 
     def _track(self, frame: np.ndarray) -> list[Face]:
         predicted = self.tracker.predict()
         if self.landmarker is None or not predicted:
             return [self.tracker.observe(f.track_id, f) for f in predicted]  # held in place
+        return self._follow(frame, predicted)
+
+    def _follow(self, frame: np.ndarray, predicted: list[Face], on_loss_detect: bool = True) -> list[Face]:
+        """Re-find tracked faces with the landmarker; drop those it no longer sees."""
+        assert self.landmarker is not None
         meshes = self.landmarker.landmarks_many(frame, predicted)
         presence = getattr(self.landmarker, "last_presence", None)
         out = []
         for i, (face, mesh) in enumerate(zip(predicted, meshes)):
             if presence is not None and len(presence) == len(predicted) and presence[i] < self.min_presence:
-                self.tracker.drop(face.track_id)  # lost: the next frame runs the detector
-                self._last_detect = None
+                self.tracker.drop(face.track_id)
+                if on_loss_detect:  # lost: the next frame runs the detector
+                    self._last_detect = None
                 continue
             attach_mesh(face, mesh)
             out.append(self.tracker.observe(face.track_id, face))
