@@ -195,7 +195,7 @@ def test_forced_policy_overrides_source() -> None:
     assert rt.status()["dropped"] == 0 and rt.frames_out() == 100
 
 
-def test_stage_exception_passes_frame_through_unswapped() -> None:
+def test_stage_exception_passes_frame_through_unswapped(caplog: pytest.LogCaptureFixture) -> None:
     src = FakeSource(40, live=False)
     sink = FakeSink()
     rt = Runtime(Config(), Stages(fail_detect=[5], fail_swap=[7]), source=src, sinks=[sink])
@@ -206,6 +206,8 @@ def test_stage_exception_passes_frame_through_unswapped() -> None:
     snap = rt.status()
     assert snap["errors"] == {"detect": 1, "swap": 1}
     assert snap["degraded_stages"] == []
+    logged = {(r.kv["stage"], r.kv["frame"]) for r in caplog.records if r.levelname == "ERROR"}
+    assert logged == {("detect", 5), ("swap", 7)}
 
 
 def test_repeated_failures_surface_as_degraded() -> None:

@@ -318,15 +318,19 @@ class Runtime:
 
     def _failed(self, stage: str, index: int) -> None:
         self._obs.stage_error(stage)
-        self._consecutive[stage] += 1
+        n = self._consecutive[stage] = self._consecutive[stage] + 1
         what = "frame passes through unswapped" if stage in ("detect", "swap") else "frame skipped"
-        log.error(
-            f"{stage} failed; {what}", exc_info=True,
-            extra=kv(stage=stage, frame=index, consecutive=self._consecutive[stage]),
-        )
-        if self._consecutive[stage] >= self.settings.max_stage_errors and stage not in self._degraded:
+        # The first failure of a streak gets its traceback; a stage failing on every frame
+        # logs one line per 100 failures, not 30 tracebacks a second.
+        if n == 1:
+            log.error(f"{stage} failed; {what}", exc_info=True, extra=kv(stage=stage, frame=index))
+        elif n % 100 == 0:
+            log.error(f"{stage} still failing; {what}", extra=kv(stage=stage, frame=index, consecutive=n))
+        else:
+            log.debug(f"{stage} failed", exc_info=True, extra=kv(stage=stage, frame=index, consecutive=n))
+        if n >= self.settings.max_stage_errors and stage not in self._degraded:
             self._degraded.add(stage)
-            log.error("stage keeps failing; status degraded", extra=kv(stage=stage))
+            log.error("stage keeps failing; status degraded", extra=kv(stage=stage, consecutive=n))
 
     def _poll_counters(self, obj: Any, what: str) -> None:
         """Forward what io objects count in their `counters` dict: reconnects, and the
