@@ -140,7 +140,7 @@ def test_max_pixels_is_configurable() -> None:
     assert decode_image(data.tobytes(), max_pixels=10000, name="upload").shape == (100, 100, 3)
 
 
-@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tiff"])
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".gif", ".ppm"])
 def test_header_sizes_match_the_decoder(ext: str) -> None:
     img = _gradient(70, 90)
     ok, data = cv2.imencode(ext, img)
