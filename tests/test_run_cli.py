@@ -299,3 +299,15 @@ def test_demo_without_photo_packages_says_what_to_install(monkeypatch: pytest.Mo
                         lambda name, *a: None if name == "skimage" else real(name, *a))
     with pytest.raises(InputError, match=r"pip install 'streamswap\[demo\]'"):
         demo.demo_photos()
+
+
+def test_run_with_a_source_photo_without_a_face_is_a_clear_error(tmp_path: Path) -> None:
+    import cv2
+
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((256, 256, 3), 128, np.uint8))
+    result = streamswap("run", "--source", str(blank), "--input", "test://pattern?frames=3",
+                        "--output", "null://")
+    assert result.returncode == 2, result.stderr
+    assert "wall.png" in result.stderr and "face" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
