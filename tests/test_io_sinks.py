@@ -202,6 +202,7 @@ def test_tee_keeps_going_while_a_network_sink_reconnects(tmp_path):
         nonlocal i
         tee.write(frame, FrameMeta(index=i, pts=i, capture_time=0.0))
         i += 1
+        assert flaky.wait_idle(timeout=10)  # a producer no faster than the connection
 
     for _ in range(10):
         write()
@@ -298,3 +299,26 @@ def test_keyframe_interval_follows_settings(tmp_path):
     with av.open(str(out)) as container:
         packets = [p for p in container.demux(video=0) if p.size]
     assert [i for i, p in enumerate(packets) if p.is_keyframe] == [0, 15, 30, 45]
+
+
+def test_stalled_network_sink_never_blocks_the_writer():
+    release = threading.Event()
+    written: list[int] = []
+
+    class Stalled(NullSink):
+        def write(self, frame, meta) -> None:
+            release.wait(10)  # a server that stopped reading
+            written.append(int(frame[0, 0, 0]))
+
+    sink = ReconnectingSink(lambda: Stalled("stalled://"), name="stalled://", backoff=Backoff(0.01, 0.02))
+    sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for i in range(50):
+        frame[:] = i
+        sink.write(frame, FrameMeta(index=i, pts=i, capture_time=0.0))  # returns at once
+    dropped = sink.counters["dropped"]
+    assert dropped >= 47  # only `depth` frames (+1 being written) were taken
+    release.set()
+    sink.close()
+    assert len(written) == 50 - dropped and written == sorted(written)
+    assert written[0] == 0  # the frames kept are copies made at write time
