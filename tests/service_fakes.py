@@ -43,8 +43,13 @@ class RecordingStages:
         self.hang.clear()
         self._forever.set()
 
-    def source_identity(self) -> dict[str, Any]:
-        return {"id": self.identity, "frames": self.frames_with_identity}
+    @property
+    def source_names(self) -> list[str] | None:
+        """What Runtime.status() reports as `source_identity`: here the identity digest
+        and how many frames were swapped with it (see `identity_of`)."""
+        if self.identity is None:
+            return None
+        return [f"{self.identity} frames={self.frames_with_identity}"]
 
     def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
         # A stage that does not return while told to hang: blocks on an Event (the file
@@ -59,6 +64,15 @@ class RecordingStages:
         if self.identity is not None:
             self.frames_with_identity += 1
             frame[:4, :4] = int(self.identity[:2], 16)
+
+
+def identity_of(status: dict[str, Any]) -> tuple[str | None, int]:
+    """(identity digest, frames swapped with it) from a /status body of RecordingStages."""
+    names = status.get("source_identity")
+    if not names:
+        return None, 0
+    digest, _, frames = names[0].partition(" frames=")
+    return digest, int(frames)
 
 
 def _load(image: Any) -> np.ndarray:
@@ -131,7 +145,7 @@ class FakeRuntime:
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "frames_out": self._frames, "paused": self._paused,
                 "fps_out": 1 / self.period, "latency_ms_p50": 1.0, "dropped": 0, "errors": {},
-                "source_identity": self.stages.source_identity()}
+                "source_identity": self.stages.source_names}
 
     def frames_out(self) -> int:
         return self._frames

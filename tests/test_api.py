@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service_fakes import FakeRuntime, RecordingStages
+from service_fakes import FakeRuntime, RecordingStages, identity_of
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
 from streamswap.service.daemon import Daemon
@@ -187,19 +187,19 @@ def test_source_switch_changes_identity_of_next_frames(running):
     code, body = running.client.json("POST", "/source", body=astronaut_png(),
                                      headers={"Content-Type": "image/png"})
     assert code == 200 and body["ok"] and (body["width"], body["height"]) == (512, 512)
-    first = running.client.json("GET", "/status")[1]["source_identity"]
-    assert first["id"] is not None
+    first = identity_of(running.client.json("GET", "/status")[1])
+    assert first[0] is not None
     running.assert_streaming()
-    assert running.client.json("GET", "/status")[1]["source_identity"]["frames"] > 0
+    assert identity_of(running.client.json("GET", "/status")[1])[1] > 0
     # Another face image: another identity, used by the frames that follow.
     face = cv2.imdecode(np.frombuffer(astronaut_png(), np.uint8), cv2.IMREAD_COLOR)
     ok, jpg = cv2.imencode(".jpg", face[:256, 128:384])
     code, _ = running.client.json("POST", "/source", body=jpg.tobytes(), headers={"Content-Type": "image/jpeg"})
     assert code == 200
-    second = running.client.json("GET", "/status")[1]["source_identity"]
-    assert second["id"] != first["id"]
+    second = identity_of(running.client.json("GET", "/status")[1])
+    assert second[0] != first[0]
     running.assert_streaming()
-    assert running.client.json("GET", "/status")[1]["source_identity"]["frames"] > 0
+    assert identity_of(running.client.json("GET", "/status")[1])[1] > 0
 
 
 def test_pause_resume(running):

@@ -7,7 +7,6 @@ default face processor (bundled BlazeFace + FaceMesh + mesh swapper)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,12 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import require
-from service_fakes import NotifyListener
+from service_fakes import NotifyListener, identity_of
 from test_api import Client, _raw, _status_and_json, astronaut_png, bomb_png, flat_png
 
 TESTS = Path(__file__).resolve().parent
@@ -236,32 +236,38 @@ def test_api_on_the_running_daemon(tmp_path):
 
         status = s.client.json("GET", "/status")[1]
         assert status["state"] == "running" and status["input"] == "test://"
-        assert status["source_identity"]["id"] is None
+        assert identity_of(status) == (None, 0)
 
         # Source switch: the next frames are swapped with the new identity.
         code, body = s.client.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"})
         assert code == 200, body
-        ident = s.client.json("GET", "/status")[1]["source_identity"]
-        assert ident["id"] is not None
+        ident = identity_of(s.client.json("GET", "/status")[1])
+        assert ident[0] is not None
         s.assert_streaming()
-        assert s.client.json("GET", "/status")[1]["source_identity"]["frames"] > ident["frames"]
+        assert identity_of(s.client.json("GET", "/status")[1])[1] > ident[1]
 
         # Pause: frames flow, identity frames stop counting; resume: they count again.
         assert s.client.json("POST", "/pause")[0] == 200
         s.assert_streaming()
-        paused_at = s.client.json("GET", "/status")[1]["source_identity"]["frames"]
+        paused_at = identity_of(s.client.json("GET", "/status")[1])[1]
         s.assert_streaming()
-        assert s.client.json("GET", "/status")[1]["source_identity"]["frames"] == paused_at
+        assert identity_of(s.client.json("GET", "/status")[1])[1] == paused_at
         assert s.client.json("POST", "/resume")[0] == 200
         s.assert_streaming()
-        assert s.client.json("GET", "/status")[1]["source_identity"]["frames"] > paused_at
+        assert identity_of(s.client.json("GET", "/status")[1])[1] > paused_at
 
         # Reload through the API and through SIGHUP: a new source face from the config file.
+        import cv2
+
         face = tmp_path / "face.png"
-        face.write_bytes(astronaut_png())
+        full = cv2.imdecode(np.frombuffer(astronaut_png(), np.uint8), cv2.IMREAD_COLOR)
+        cv2.imwrite(str(face), full[:256, 128:384])
+        before = identity_of(s.client.json("GET", "/status")[1])[0]
         s.config_file.write_text(yaml.safe_dump({**s.config, "source": [str(face)]}))
         code, body = s.client.json("POST", "/reload")
         assert code == 200 and "source" in body["applied"], body
+        after = identity_of(s.client.json("GET", "/status")[1])[0]
+        assert after is not None and after != before
         s.config_file.write_text(yaml.safe_dump({**s.config, "bogus_key": 1}))
         code, body = s.client.json("POST", "/reload")
         assert code == 400 and "bogus_key" in body["error"]
@@ -323,6 +329,7 @@ def test_real_face_processor_takes_a_face_and_refuses_a_faceless_image(tmp_path)
     s = Serve(tmp_path, fake_stages=False)
     try:
         s.wait_ready()
+        assert s.client.json("GET", "/status")[1]["source_identity"] is None
         code, body = s.client.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"})
         assert code == 200, body
         code, body = s.client.json("POST", "/source", body=flat_png(), headers={"Content-Type": "image/png"})

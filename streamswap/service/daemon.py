@@ -154,6 +154,8 @@ class Daemon:
         finally:
             self._shutdown()
             self._restore_signals(handlers)
+            self._wake_r.close()
+            self._wake_w.close()
 
     def request_stop(self) -> None:
         """Stop from any thread (SIGTERM does the same)."""
@@ -224,8 +226,6 @@ class Daemon:
         if "error" in result:
             raise result["error"]
         self.stages = result["stages"]
-        if self._paused and hasattr(self.stages, "paused"):
-            self.stages.paused = True
 
     def extend_timeout(self, seconds: float, what: str | None = None) -> None:
         """For long start-up steps (engine builds): tells systemd to wait `seconds` more.
@@ -369,8 +369,6 @@ class Daemon:
             self.api.close()
         self.metrics.ready.set(0)
         self.state = "stopped"
-        self._wake_r.close()
-        self._wake_w.close()
         self.notifier.close()
         log.info("stopped")
 
