@@ -399,3 +399,20 @@ def test_music_file_with_cover_art_is_audio_only(tmp_path):
         assert check.streams.video  # FFmpeg lists the cover as a video stream
     with pytest.raises(InputError, match="audio-only"):
         open_source(str(path), IoSettings()).open()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"io.bogus": 1}, "io.bogus: unknown key"),
+    ({"io.width": 640}, "io.width/height: give both"),
+    ({"io.width": 641, "io.height": 480}, "io.width: must be even"),
+    ({"io.on_loss": "black"}, "io.on_loss: must be one of repeat, no-signal"),
+    ({"io.reconnect_max_s": 0.1}, "io.reconnect_max_s: must be ≥"),
+    ({"io.encoder": "x265"}, "io.encoder: must be one of"),
+])
+def test_io_settings_errors_name_the_key(overrides, message):
+    from streamswap.config import load_config
+    from streamswap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+    assert load_config(overrides={"io.width": 1280, "io.height": 720}).io.width == 1280

@@ -37,7 +37,9 @@ class IoSettings:
     file_pacing: str = field(default="auto", metadata=choices("auto", "realtime", "fast"))
     # H.264 encoder of the rtmp:// and file outputs; auto = h264_nvenc when it opens, else libx264.
     encoder: str = field(default="auto", metadata=choices("auto", "libx264", "h264_nvenc"))
-    preset: str = "ultrafast"  # libx264 preset (nvenc gets its low-latency preset)
+    # libx264 preset (h264_nvenc always gets its low-latency p1/ull settings).
+    preset: str = field(default="ultrafast", metadata=choices(
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
     bitrate_kbps: int = field(default=4000, metadata=limits(min=100, max=200000))
     keyframe_interval_s: float = field(default=1.0, metadata=limits(min=0.1, max=10))
     audio_bitrate_kbps: int = field(default=128, metadata=limits(min=16, max=512))
