@@ -416,3 +416,8 @@ def test_io_settings_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=overrides)
     assert load_config(overrides={"io.width": 1280, "io.height": 720}).io.width == 1280
+
+
+def test_file_uri_scheme(media):
+    source = open_source(f"file://{media['noaudio']}", IoSettings())
+    assert len(drain(source)[1]) == 20
