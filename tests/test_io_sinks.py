@@ -91,6 +91,20 @@ def test_audio_reencoded_when_container_cannot_take_it(tmp_path):
     assert float((a_out[-1] - a_out[0]) * tb) == pytest.approx(1.0, abs=0.06)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".flv", ".mkv"])
+def test_adts_aac_from_mpegts_lands_in_every_container(tmp_path, suffix):
+    # AAC in MPEG-TS (RTSP cameras, TS recordings) is ADTS-framed with no extradata;
+    # MP4/MOV need the audio config in their header, so it must not be copied blindly.
+    src = make_video(tmp_path / "in.ts", frames=30)
+    out = tmp_path / f"out{suffix}"
+    assert copy(src, str(out)) == 30
+    a_out, tb, codec = audio_packets(out)
+    assert codec == "aac" and len(a_out) > 40
+    assert float((a_out[-1] - a_out[0]) * tb) == pytest.approx(1.0, abs=0.06)
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(audio=0)) >= len(a_out) - 2
+
+
 def test_no_audio_input_gives_video_only_file(tmp_path):
     src = make_video(tmp_path / "silent.mp4", frames=15, audio=False)
     out = tmp_path / "out.mp4"

@@ -142,11 +142,18 @@ class AvSink:
 
     def _add_audio(self, audio: AudioFormat) -> None:
         allowed = PASSTHROUGH_AUDIO.get(self.format)
-        if audio.stream is not None and (allowed is None or audio.codec in allowed):
+        if (audio.stream is not None and (allowed is None or audio.codec in allowed)
+                and not self._needs_audio_config(audio)):
             self._astream = self._container.add_stream_from_template(audio.stream)
             return
         self._transcoder = _AacTranscoder(audio, self.settings.audio_bitrate_kbps)
         self._astream = self._transcoder.add_stream(self._container)
+
+    def _needs_audio_config(self, audio: AudioFormat) -> bool:
+        """True for ADTS AAC (MPEG-TS, RTSP cameras): it carries its config in each packet
+        and has no extradata, which MP4/MOV need in the header, so it is re-encoded."""
+        return (audio.codec == "aac" and self.format in ("mp4", "mov")
+                and not audio.stream.codec_context.extradata)
 
     # --- writing ----------------------------------------------------------------------
     def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
