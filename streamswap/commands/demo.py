@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, metavar="N",
                         help="length of the demo video (default: 10)")
     parser.add_argument("--fps", type=int, default=25, help="frame rate (default: 25)")
-    parser.add_argument("--size", default="640x480", metavar="WxH",
-                        help="frame size (default: 640x480)")
+    parser.add_argument("--size", default="1280x720", metavar="WxH",
+                        help="frame size (default: 1280x720)")
 
 
 def _package_file(package: str, *parts: str) -> Path:
