@@ -122,6 +122,11 @@ def probe(path: Path) -> dict:
                     out["indices"].append(read_index(img))
                     out["sizes"].add((frame.width, frame.height))
                     out["v_times"].append(float(frame.pts * v.time_base))
+    out["a_first_decoded"] = None
+    if out["audio_codec"]:
+        with av.open(str(path)) as c:  # decoders drop the priming samples the container marks
+            first = next(c.decode(audio=0))
+            out["a_first_decoded"] = float(first.pts * first.time_base)
     return out
 
 
@@ -153,6 +158,15 @@ def test_file_to_file_keeps_every_frame_audio_and_timing(ten_seconds: Path, tmp_
     # audio/video start offset within one frame, as in the input
     assert abs(dst["v_times"][0] - dst["a_times"][0]) <= frame
     assert abs((dst["v_times"][0] - dst["a_times"][0]) - (src["v_times"][0] - src["a_times"][0])) <= frame
+    # Exact timing: every frame keeps its source time (so the first one lasts one frame
+    # interval too), the audio packets keep theirs (the AAC priming packet before 0
+    # included), and the first audible sample starts with the first picture.
+    tick = 0.001
+    assert len(dst["v_times"]) == len(src["v_times"])
+    assert max(abs(d - s) for d, s in zip(dst["v_times"], src["v_times"])) <= tick
+    assert dst["a_times"][:50] == pytest.approx(src["a_times"][:50], abs=tick)
+    assert dst["a_first_decoded"] == pytest.approx(src["a_first_decoded"], abs=tick)
+    assert abs(dst["a_first_decoded"] - dst["v_times"][0]) <= tick
     assert "300 frames out of 300 read, 0 dropped" in result.stderr
 
 

@@ -30,7 +30,10 @@ PASSTHROUGH_AUDIO = {
     "matroska": None,  # everything
 }
 FILE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".flv": "flv"}
-FRAGMENTED_MP4 = "frag_keyframe+empty_moov+default_base_moof"
+# delay_moov: the header waits for the first fragment so it can carry the edit lists
+# (AAC priming before 0, a track starting late); without it the first video frame
+# absorbed the input's ~21 ms audio priming and every track shifted.
+FRAGMENTED_MP4 = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
 
 
 def pick_encoder(settings: IoSettings, video: VideoFormat) -> str:
