@@ -14,7 +14,7 @@ import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.faces.detectors.common import (
-    LetterboxInput, as_rows, check_image_input, finish_faces, model_label, static_dims)
+    LetterboxDetector, LetterboxInput, as_rows, finish_faces, static_dims)
 from streamswap.faces.detectors.nms import weighted_nms
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
@@ -45,16 +45,13 @@ def provisional_kps(six: np.ndarray) -> np.ndarray:
     return np.stack([six[:, 0], six[:, 1], six[:, 2], mouth - half, mouth + half], axis=1)
 
 
-class BlazeFaceDetector:
+class BlazeFaceDetector(LetterboxDetector):
     """Full-range BlazeFace on a top-left letterbox of the frame."""
 
     contract = "blazeface"
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
-        self.session = session
-        self.settings = settings
-        self.label = model_label(session, settings.model, self.contract)
-        self.input_name, fixed = check_image_input(session, self.label, None)
+        fixed = self._open(session, settings)
         if fixed not in (None, INPUT_SIZE):
             raise ModelError(f"{self.label}: input is {fixed}×{fixed}, the full-range BlazeFace takes "
                              f"{INPUT_SIZE}×{INPUT_SIZE}; use the bundled model (faces.detector.model: blazeface)")

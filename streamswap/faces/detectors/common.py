@@ -8,7 +8,9 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 
-from streamswap.errors import ModelError
+from streamswap.errors import ConfigError, ModelError
+from streamswap.faces.detectors.nms import nms
+from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session, TensorInfo
 
@@ -55,6 +57,54 @@ class LetterboxInput:
             np.subtract(channel, self.mean, out=out)
             out *= self.scale
         return nh / h
+
+
+class LetterboxDetector:
+    """What the single-input, letterboxed detectors (SCRFD, YuNet, YOLOFace) share: opening
+    the session with its size check, and `detect` = fill the input, run, `decode`.
+
+    A subclass sets `contract`, builds `self.input` (a LetterboxInput) and `self.output_names`
+    (model order), and implements `decode(outputs, scale, frame_shape)`."""
+
+    contract = ""
+    input: LetterboxInput
+    output_names: list[str]
+
+    def _open(self, session: Session, settings: DetectorSettings) -> int | None:
+        """Keep the session and settings; returns the input size the model fixes (None: dynamic)."""
+        self.session = session
+        self.settings = settings
+        self.label = model_label(session, settings.model, self.contract)
+        self.input_name, fixed = check_image_input(session, self.label, None)
+        return fixed
+
+    def _input_size(self, fixed: int | None, multiple: int = 32) -> int:
+        """The model's fixed size, else faces.detector.size, which must be a multiple of `multiple`."""
+        size = fixed if fixed is not None else self.settings.size
+        if size % multiple:
+            raise ConfigError(f"faces.detector.size: {size} must be a multiple of {multiple} for {self.label}")
+        return size
+
+    def detect(self, bgr: np.ndarray) -> list[Face]:
+        """Faces in `bgr` (H×W×3 uint8), frame coordinates, best first."""
+        scale = self.input.fill(bgr)
+        out = self.session.run({self.input_name: self.input.buffer})
+        return self.decode([out[n] for n in self.output_names], scale, bgr.shape)
+
+    def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
+        raise NotImplementedError
+
+    def finish(self, boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray], kps: Sequence[np.ndarray],
+               scale: float, frame_shape: tuple[int, ...], nms_offset: float = 0.0) -> list[Face]:
+        """Per-stride candidates (input pixels) -> NMS -> faces in frame pixels."""
+        if not len(scores):
+            return []
+        all_boxes = np.concatenate(boxes) / scale
+        all_kps = np.concatenate(kps) / scale
+        all_scores = np.concatenate(scores)
+        keep = nms(all_boxes, all_scores, self.settings.nms_iou, offset=nms_offset)
+        return finish_faces(all_boxes[keep], all_scores[keep], all_kps[keep], frame_shape,
+                            self.settings.max_faces)
 
 
 def static_dims(info: TensorInfo) -> tuple[int | None, ...]:

@@ -14,9 +14,7 @@ import logging
 import numpy as np
 
 from streamswap.errors import ConfigError
-from streamswap.faces.detectors.common import (
-    LetterboxInput, as_rows, check_image_input, check_output_dims, finish_faces, model_label)
-from streamswap.faces.detectors.nms import nms
+from streamswap.faces.detectors.common import LetterboxDetector, LetterboxInput, as_rows, check_output_dims
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -37,16 +35,13 @@ def anchor_centres(size: int, stride: int) -> np.ndarray:
     return np.repeat(centres, ANCHORS_PER_CELL, axis=0)
 
 
-class ScrfdDetector:
+class ScrfdDetector(LetterboxDetector):
     """SCRFD/RetinaFace decoder over a session with the 9-output contract."""
 
     contract = "scrfd"
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
-        self.session = session
-        self.settings = settings
-        self.label = model_label(session, settings.model, self.contract)
-        self.input_name, fixed = check_image_input(session, self.label, None)
+        fixed = self._open(session, settings)
         size = fixed if fixed is not None else settings.size
         if fixed is None and not (MIN_SIZE <= size <= MAX_SIZE and size % SIZE_STEP == 0):
             raise ConfigError(
@@ -57,9 +52,7 @@ class ScrfdDetector:
             # A model exported at a fixed size decides; the setting is only a request.
             log.info("detector input size fixed by the model",
                      extra=kv(model=self.label, size=fixed, requested=settings.size))
-        if size % STRIDES[-1]:
-            raise ConfigError(f"{self.label}: input size {size} is not a multiple of {STRIDES[-1]}")
-        self.size = size
+        self.size = size = self._input_size(fixed, STRIDES[-1])
         self.rows = [(size // s) ** 2 * ANCHORS_PER_CELL for s in STRIDES]
         outputs = list(session.outputs)
         check_output_dims(self.label, outputs,
@@ -67,12 +60,6 @@ class ScrfdDetector:
         self.output_names = [o.name for o in outputs]
         self.centres = [anchor_centres(size, s) for s in STRIDES]
         self.input = LetterboxInput(size, mean=127.5, scale=1 / 128, rgb=True)
-
-    def detect(self, bgr: np.ndarray) -> list[Face]:
-        """Faces in `bgr` (H×W×3 uint8), frame coordinates, best first."""
-        scale = self.input.fill(bgr)
-        out = self.session.run({self.input_name: self.input.buffer})
-        return self.decode([out[n] for n in self.output_names], scale, bgr.shape)
 
     def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         """The 9 raw outputs (model order) -> faces. `scale`: input pixels per frame pixel."""
@@ -90,11 +77,5 @@ class ScrfdDetector:
             boxes_list.append(np.concatenate([centres - dist[:, :2], centres + dist[:, 2:]], axis=1))
             kps_list.append(offs.reshape(-1, 5, 2) + centres[:, None, :])
             scores_list.append(scores[hits])
-        if not scores_list:
-            return []
-        boxes = np.concatenate(boxes_list) / scale
-        kps = np.concatenate(kps_list) / scale
-        scores = np.concatenate(scores_list)
         # Pixel-inclusive IoU (+1), as the reference decoder does, so the kept set matches it.
-        keep = nms(boxes, scores, self.settings.nms_iou, offset=1.0)
-        return finish_faces(boxes[keep], scores[keep], kps[keep], frame_shape, self.settings.max_faces)
+        return self.finish(boxes_list, scores_list, kps_list, scale, frame_shape, nms_offset=1.0)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamswap.errors import ConfigError, ModelError
-from streamswap.faces.detectors.common import (
-    LetterboxInput, check_image_input, finish_faces, model_label, static_dims)
-from streamswap.faces.detectors.nms import nms
+from streamswap.errors import ModelError
+from streamswap.faces.detectors.common import LetterboxDetector, LetterboxInput, static_dims
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -26,20 +24,13 @@ def anchor_count(size: int) -> int:
     return sum((size // s) ** 2 for s in STRIDES)
 
 
-class YoloFaceDetector:
+class YoloFaceDetector(LetterboxDetector):
     """YOLOFace decoder: threshold, NMS, letterbox removal."""
 
     contract = "yoloface"
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
-        self.session = session
-        self.settings = settings
-        self.label = model_label(session, settings.model, self.contract)
-        self.input_name, fixed = check_image_input(session, self.label, None)
-        size = fixed if fixed is not None else settings.size
-        if size % STRIDES[-1]:
-            raise ConfigError(f"faces.detector.size: {size} must be a multiple of 32 for {self.label}")
-        self.size = size
+        self.size = size = self._input_size(self._open(session, settings), STRIDES[-1])
         self.anchors = anchor_count(size)
         outputs = list(session.outputs)
         dims = static_dims(outputs[0]) if len(outputs) == 1 else ()
@@ -50,16 +41,14 @@ class YoloFaceDetector:
                 f"{', '.join(f'{o.name}{list(o.shape)}' for o in outputs)}; check faces.detector.contract"
             )
         self.output_name = outputs[0].name
+        self.output_names = [self.output_name]
         self.input = LetterboxInput(size, mean=0.0, scale=1 / 255, rgb=False)
 
-    def detect(self, bgr: np.ndarray) -> list[Face]:
-        """Faces in `bgr` (H×W×3 uint8), frame coordinates, best first."""
-        scale = self.input.fill(bgr)
-        out = self.session.run({self.input_name: self.input.buffer})
-        return self.decode(out[self.output_name], scale, bgr.shape)
-
-    def decode(self, output: np.ndarray, scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
-        """The raw (1,) 20×A output -> faces. `scale`: input pixels per frame pixel."""
+    def decode(self, outputs: list[np.ndarray] | np.ndarray, scale: float,
+               frame_shape: tuple[int, ...]) -> list[Face]:
+        """The raw (1,) 20×A output (alone or as a one-item list) -> faces.
+        `scale`: input pixels per frame pixel."""
+        output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         raw = np.asarray(output)
         if raw.ndim == 3 and raw.shape[0] == 1:
             raw = raw[0]
@@ -71,8 +60,6 @@ class YoloFaceDetector:
             return []
         rows = raw[:, hits].T.astype(np.float64)
         cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1) / scale
-        kps = rows[:, 5:].reshape(-1, 5, 3)[:, :, :2] / scale
-        scores = rows[:, 4]
-        keep = nms(boxes, scores, self.settings.nms_iou)
-        return finish_faces(boxes[keep], scores[keep], kps[keep], frame_shape, self.settings.max_faces)
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        kps = rows[:, 5:].reshape(-1, 5, 3)[:, :, :2]
+        return self.finish([boxes], [rows[:, 4]], [kps], scale, frame_shape)

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamswap.errors import ConfigError
-from streamswap.faces.detectors.common import (
-    LetterboxInput, as_rows, check_image_input, check_output_dims, finish_faces, model_label)
-from streamswap.faces.detectors.nms import nms
+from streamswap.faces.detectors.common import LetterboxDetector, LetterboxInput, as_rows, check_output_dims
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -32,20 +29,13 @@ def grid(size: int, stride: int) -> np.ndarray:
     return np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)
 
 
-class YuNetDetector:
+class YuNetDetector(LetterboxDetector):
     """YuNet decoder over a session with the 12-output contract."""
 
     contract = "yunet"
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
-        self.session = session
-        self.settings = settings
-        self.label = model_label(session, settings.model, self.contract)
-        self.input_name, fixed = check_image_input(session, self.label, None)
-        size = fixed if fixed is not None else settings.size
-        if size % STRIDES[-1]:
-            raise ConfigError(f"faces.detector.size: {size} must be a multiple of 32 for {self.label}")
-        self.size = size
+        self.size = size = self._input_size(self._open(session, settings), STRIDES[-1])
         self.rows = [(size // s) ** 2 for s in STRIDES]
         outputs = list(session.outputs)
         by_name = {o.name: o for o in outputs}
@@ -55,12 +45,6 @@ class YuNetDetector:
         self.output_names = [o.name for o in ordered]
         self.grids = [grid(size, s) for s in STRIDES]
         self.input = LetterboxInput(size, mean=0.0, scale=1.0, rgb=False)
-
-    def detect(self, bgr: np.ndarray) -> list[Face]:
-        """Faces in `bgr` (H×W×3 uint8), frame coordinates, best first."""
-        scale = self.input.fill(bgr)
-        out = self.session.run({self.input_name: self.input.buffer})
-        return self.decode([out[n] for n in self.output_names], scale, bgr.shape)
 
     def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         """The 12 raw outputs (cls, obj, bbox, kps × strides 8/16/32) -> faces."""
@@ -82,10 +66,4 @@ class YuNetDetector:
             boxes_list.append(np.concatenate([centre - half, centre + half], axis=1))
             kps_list.append((kps.reshape(-1, 5, 2) + cells[:, None, :]) * stride)
             scores_list.append(scores[hits])
-        if not scores_list:
-            return []
-        boxes = np.concatenate(boxes_list) / scale
-        kps = np.concatenate(kps_list) / scale
-        scores = np.concatenate(scores_list)
-        keep = nms(boxes, scores, self.settings.nms_iou)
-        return finish_faces(boxes[keep], scores[keep], kps[keep], frame_shape, self.settings.max_faces)
+        return self.finish(boxes_list, scores_list, kps_list, scale, frame_shape)
