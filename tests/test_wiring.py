@@ -81,3 +81,14 @@ def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Pat
     for face in faces:
         x1, y1, x2, y2 = face.box.astype(int)
         assert np.abs(out[y1:y2, x1:x2].astype(int) - target[y1:y2, x1:x2].astype(int)).mean() > 10
+
+
+def test_mesh_look_settings_come_from_yaml(bundled_models_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text("faces:\n  mesh:\n    forehead: 0.4\n    relight: 0.0\n    color_match: false\n")
+    processor = build_face_processor(load_config(path, {"models.dir": str(bundled_models_dir)}))
+    settings = processor.swapper.settings
+    assert (settings.forehead, settings.relight, settings.color_match) == (0.4, 0.0, False)
+    path.write_text("faces:\n  mesh:\n    feather: 2.0\n")
+    with pytest.raises(ConfigError, match="faces.mesh.feather"):
+        load_config(path)

@@ -48,6 +48,27 @@ class PasteSettings:
 
 
 @dataclass
+class MeshSettings:
+    """Look of the built-in mesh swapper. Fractions are of the target face size (the face
+    oval's larger side) unless said otherwise."""
+
+    feather: float = field(default=0.06, metadata=limits(min=0.0, max=0.3))  # soft edge inside the face oval
+    # Soft edge of the usable source texture (keeps the source's hair/background out).
+    source_feather: float = field(default=0.05, metadata=limits(min=0.0, max=0.3))
+    # How far above the brows the swap reaches (× brow-to-hairline distance; 0 = brows only).
+    forehead: float = field(default=0.15, metadata=limits(min=0.0, max=1.0))
+    eye_margin: float = field(default=0.15, metadata=limits(min=0.0, max=1.0))  # kept target eyes, × eye height
+    mouth_margin: float = field(default=0.02, metadata=limits(min=0.0, max=0.2))  # kept mouth interior growth
+    color_match: bool = True  # LAB mean/std transfer onto the target's skin
+    relight: float = field(default=1.0, metadata=limits(min=0.0, max=1.0))  # take the target's shading
+    relight_color: float = field(default=0.5, metadata=limits(min=0.0, max=1.0))  # share of local tint with it
+    relight_scale: float = field(default=0.2, metadata=limits(min=0.02, max=1.0))  # "low frequency" blur radius
+    max_std_ratio: float = field(default=1.6, metadata=limits(min=1.0, max=4.0))  # clamp of the std transfer
+    # Larger faces are rendered at this size (px) and blended at full size.
+    max_work_face: int = field(default=320, metadata=limits(min=64, max=2048))
+
+
+@dataclass
 class TrackingSettings:
     detect_every: int = field(default=1, metadata=limits(min=1, max=60))
     smoothing: float = field(default=0.5, metadata=limits(min=0.0, max=0.95))  # 0 = off
@@ -61,4 +82,5 @@ class FacesSettings:
     swapper: SwapperSettings = field(default_factory=SwapperSettings)
     enhancer: str | None = None  # e.g. gfpgan_1.4
     paste: PasteSettings = field(default_factory=PasteSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)  # the mesh swapper's look
     tracking: TrackingSettings = field(default_factory=TrackingSettings)

@@ -29,8 +29,11 @@ from streamswap.faces.mesh_topology import (
     CHIN, FACE_OVAL, FOREHEAD, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NUM_LANDMARKS,
     RIGHT_EYE, RIGHT_EYEBROW, delaunay,
 )
+from streamswap.faces.settings import MeshSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
+
+__all__ = ["MeshIdentity", "MeshSettings", "MeshSwapper", "capped_oval", "prepare_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +48,6 @@ _ONE = 1 << _SHIFT
 _QUANT = 16  # region sizes are rounded up to this so buffers are reused across frames
 _MAX_TEXTURE_FACE = 384  # source face size (px) of the finest texture level
 _MIN_TEXTURE_FACE = 24
-
-
-@dataclass(frozen=True)
-class MeshSettings:
-    """Look of the mesh swap. Fractions are of the target face size (oval's larger side)."""
-
-    feather: float = 0.06  # width of the soft edge inside the face oval
-    source_feather: float = 0.05  # soft edge of the usable source texture (hides its hair/background)
-    forehead: float = 0.15  # how far above the brows the swap reaches (× brow-to-hairline distance)
-    eye_margin: float = 0.15  # how far the kept target eyes extend beyond the lid contour (× eye height)
-    mouth_margin: float = 0.02  # growth of the kept mouth interior beyond the inner lip contour
-    color_match: bool = True  # LAB mean/std transfer onto the target's skin
-    relight: float = 1.0  # 0..1: take the target's low-frequency shading (light direction, shadows)
-    relight_color: float = 0.5  # share of the local colour (a, b) transferred along with the light
-    relight_scale: float = 0.2  # blur radius of "low frequency" (× face size)
-    max_std_ratio: float = 1.6  # clamp of the std transfer (avoids amplifying noise/shadows)
-    max_work_face: int = 320  # larger faces are rendered at this size and blended at full size
 
 
 @dataclass(frozen=True)
