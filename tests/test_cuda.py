@@ -77,6 +77,25 @@ def test_pinned_allocator_hands_out_writable_arrays_and_frees_them() -> None:
     assert not rt.memory and rt.freed == 2
 
 
+def test_pinned_slots_of_a_dropped_pipeline_are_freed_not_leaked() -> None:
+    """A daemon replaces its pipeline on reload without closing the old allocator: the
+    page-locked memory goes back when the slots (and the allocator) are unreferenced,
+    and not while an array over it is still alive."""
+    import gc
+
+    rt = FakeCudart()
+    allocator = PinnedAllocator(Cuda(rt))
+    slots = [allocator.alloc((8, 8, 3), np.uint8) for _ in range(3)]
+    kept = slots[1][2:4]  # a view of one slot outlives the pool and the allocator
+    del allocator, slots
+    gc.collect()
+    assert rt.freed == 2 and len(rt.memory) == 1
+    kept[...] = 5  # still valid memory
+    del kept
+    gc.collect()
+    assert rt.freed == 3 and not rt.memory
+
+
 def test_async_copies_round_trip_through_device_memory() -> None:
     rt = FakeCudart()
     cuda = Cuda(rt)

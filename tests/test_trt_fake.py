@@ -397,6 +397,7 @@ class FakeCudart:
         self.error, self.devices = error, devices
         self.memory: dict[int, Any] = {}
         self.copies: list[tuple[int, int]] = []  # (kind, bytes)
+        self.sync: list[tuple[str, Any]] = []  # stream/event/synchronisation calls, in order
         self.freed = 0
         self._ids = 0
 
@@ -414,28 +415,36 @@ class FakeCudart:
         return (0, types.SimpleNamespace(name=b"Fake Orin\0\0", major=8, minor=7))
 
     def cudaDeviceSynchronize(self):
+        self.sync.append(("cudaDeviceSynchronize", None))
         return (0,)
 
     def cudaStreamCreateWithFlags(self, flags):
         assert flags == self.cudaStreamNonBlocking
-        return (0, 1000 + self._id())
+        stream = 1000 + self._id()
+        self.sync.append(("cudaStreamCreateWithFlags", stream))
+        return (0, stream)
 
     def cudaStreamDestroy(self, stream):
+        self.sync.append(("cudaStreamDestroy", int(stream)))
         return (0,)
 
     def cudaStreamSynchronize(self, stream):
+        self.sync.append(("cudaStreamSynchronize", int(stream)))
         return (0,)
 
     def cudaStreamWaitEvent(self, stream, event, flags):
+        self.sync.append(("cudaStreamWaitEvent", (int(stream), int(event))))
         return (0,)
 
     def cudaEventCreateWithFlags(self, flags):
         return (0, 2000 + self._id())
 
     def cudaEventRecord(self, event, stream):
+        self.sync.append(("cudaEventRecord", (int(event), int(stream))))
         return (0,)
 
     def cudaEventSynchronize(self, event):
+        self.sync.append(("cudaEventSynchronize", int(event)))
         return (0,)
 
     def cudaEventQuery(self, event):
@@ -469,6 +478,7 @@ class FakeCudart:
     def cudaMemcpyAsync(self, dst, src, count, kind, stream):
         ctypes.memmove(int(dst), int(src), int(count))
         self.copies.append((kind, int(count)))
+        self.sync.append(("cudaMemcpyAsync", int(stream)))
         return (0,)
 
 

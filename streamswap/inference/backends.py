@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from streamswap.errors import BackendUnavailable
 from streamswap.inference.base import Session
@@ -21,6 +21,29 @@ from streamswap.logs import kv
 log = logging.getLogger(__name__)
 
 
+class SharedTrtEnvironment:
+    """TensorRT + CUDA detected once and shared by every session of a `SessionPool`, so all
+    engines share the per-stage CUDA streams (`cuda.StageStreams`) and CUDA is opened once.
+    Calling it returns the environment, or raises the same BackendUnavailable every time."""
+
+    def __init__(self, detect: Callable[[], Any] | None = None) -> None:
+        self._detect = detect
+        self._env: Any = None
+        self._failure: str | None = None
+
+    def __call__(self) -> Any:
+        if self._env is None and self._failure is None:
+            from streamswap.inference.tensorrt import TrtEnvironment
+
+            try:
+                self._env = (self._detect or TrtEnvironment.detect)()
+            except BackendUnavailable as exc:
+                self._failure = str(exc)
+        if self._failure is not None:
+            raise BackendUnavailable(self._failure)
+        return self._env
+
+
 def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None = None, *,
                  max_batch: int | None = None, size: int | None = None,
                  model_sha256: str | None = None, progress: ProgressFn | None = None,
@@ -29,6 +52,8 @@ def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None
 
     For TensorRT, a dynamic leading input dim is the batch (1..`max_batch`, default
     `settings.max_batch`) and other dynamic dims take `size` (a detector's input side).
+    `trt_env` is a `TrtEnvironment`, or a callable returning one (`SharedTrtEnvironment`);
+    by default TensorRT and CUDA are detected for this session alone.
     """
     if settings.backend == "ort":
         return open_ort_session(path, settings, cache_dir)
@@ -63,7 +88,7 @@ def _open_trt(path: Path, settings: InferenceSettings, cache_dir: Path | None, m
               trt_env: Any) -> Session:
     from streamswap.inference.tensorrt import TrtEnvironment, onnx_inputs, open_trt_session
 
-    env = trt_env or TrtEnvironment.detect()
+    env = trt_env() if callable(trt_env) else (trt_env or TrtEnvironment.detect())
     cache = EngineCache(cache_dir or resolve_cache_dir(settings.engine_cache_dir))
     profile = profile_from_inputs(onnx_inputs(path), max_batch or settings.max_batch, size)
     return open_trt_session(path, settings, cache, profile=profile, model_sha256=model_sha256,

@@ -3,6 +3,16 @@
 Every cuda-python call returns `(err, *results)`; `_call` checks each one and raises
 `CudaError` naming the call. Without cuda-python, a driver or a device, `open_cuda()` raises
 `BackendUnavailable` saying which piece is missing, so callers can fall back.
+
+Streams: each pipeline stage is one host thread, and `StageStreams` gives every thread its
+own non-blocking stream, shared by all the engines that thread runs (detector + FaceMesh
+on the detect stage; recognizer, swapper, enhancer on the swap stage). So the detect and
+the swap stage never serialise on one stream, and two engines of one stage never race.
+Each run records its own event; a thread waits on that event only when it needs the
+result on the host (never `cudaDeviceSynchronize` in the frame path). The stages hand
+their results to each other on the host (faces, pinned frame slots), so that event wait
+is what orders them; `Stream.wait(event)` orders two streams on the GPU where device data
+is handed over directly.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -61,6 +72,14 @@ def _call(cudart: Any, fn: str, *args: Any) -> Any:
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
+
+
+def _free_unreferenced(cudart: Any, fn: str, ptr: int) -> None:
+    """Free memory whose Python owner was garbage-collected (never raises: runs in a finalizer)."""
+    try:
+        _call(cudart, fn, ptr)
+    except Exception as exc:
+        log.warning("CUDA memory not freed", extra=kv(call=fn, reason=str(exc)))
 
 
 @dataclass(frozen=True)
@@ -233,9 +252,13 @@ class DeviceBuffer:
         self._cuda = cuda
         self.nbytes = int(nbytes)
         self.ptr = int(_call(cuda.rt, "cudaMalloc", max(self.nbytes, 1)))
+        # Forgotten buffers are freed when collected, not leaked (a daemon reopens pipelines).
+        self._finalizer = weakref.finalize(self, _free_unreferenced, cuda.rt, "cudaFree", self.ptr)
+        self._finalizer.atexit = False
 
     def free(self) -> None:
         if self.ptr:
+            self._finalizer.detach()
             _call(self._cuda.rt, "cudaFree", self.ptr)
             self.ptr = 0
 
@@ -247,25 +270,91 @@ class PinnedBuffer:
         self._cuda = cuda
         self.nbytes = int(nbytes)
         self.ptr = int(_call(cuda.rt, "cudaHostAlloc", max(self.nbytes, 1), cuda.rt.cudaHostAllocDefault))
+        # Freed when neither this object nor any array over it is referenced any more, so
+        # the slots of a pipeline that was replaced (daemon reload) do not leak page-locked RAM.
+        self._finalizer = weakref.finalize(self, _free_unreferenced, cuda.rt, "cudaFreeHost", self.ptr)
+        self._finalizer.atexit = False
 
     def array(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """A numpy view of the buffer; the view keeps the buffer alive."""
         dtype = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
         if count * dtype.itemsize > self.nbytes:
             raise ValueError(f"{tuple(shape)} {dtype} does not fit a {self.nbytes}-byte pinned buffer")
         raw = (ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr)
+        raw._owner = self  # type: ignore[attr-defined]  # the array's base holds the allocation
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
     def free(self) -> None:
+        """Free now; arrays over this buffer must not be used afterwards."""
         if self.ptr:
+            self._finalizer.detach()
             _call(self._cuda.rt, "cudaFreeHost", self.ptr)
             self.ptr = 0
+
+
+class _Lease:
+    """Held in a thread's local storage; when the thread ends it is dropped and the stream
+    goes back to the pool for the next thread (a restarted pipeline's stages)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+
+class StageStreams:
+    """One non-blocking stream per host thread, i.e. per pipeline stage; see the module doc.
+
+    `current()` is the calling thread's stream, created on first use. No global state: the
+    TensorRT environment owns one of these and every session it opens shares it.
+    """
+
+    def __init__(self, cuda: Cuda) -> None:
+        self._cuda = cuda
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._free: list[Stream] = []
+        self._all: list[Stream] = []
+        self._closed = False
+
+    def current(self) -> Stream:
+        lease = getattr(self._local, "lease", None)
+        if lease is None:
+            with self._lock:
+                if self._closed:
+                    raise CudaError("CUDA streams used after close")
+                stream = self._free.pop() if self._free else None
+            if stream is None:
+                stream = self._cuda.stream()
+                with self._lock:
+                    self._all.append(stream)
+            lease = self._local.lease = _Lease(stream)
+            weakref.finalize(lease, self._give_back, stream)
+        return lease.stream
+
+    def _give_back(self, stream: Stream) -> None:
+        with self._lock:
+            if not self._closed:
+                self._free.append(stream)
+
+    @property
+    def created(self) -> int:
+        """How many streams exist (one per thread that ran GPU work at the same time)."""
+        with self._lock:
+            return len(self._all)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            streams, self._all, self._free = self._all, [], []
+        for stream in streams:
+            stream.close()
 
 
 class PinnedAllocator:
     """The pipeline's slot allocator backed by pinned memory, so H2D/D2H copies are async.
 
     Arrays it hands out stay valid until `close()`; the pipeline allocates its slots once.
+    Without `close()`, the memory is returned when the allocator and all its arrays are gone.
     """
 
     def __init__(self, cuda: Cuda) -> None:

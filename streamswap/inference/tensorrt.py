@@ -4,7 +4,10 @@
 profile) from the cache, building it in a child process under a file lock when it is
 missing or stale (or refusing with a message when building is disabled). `TrtSession`
 runs it with name-based tensor I/O (`set_input_shape` / `set_tensor_address` /
-`execute_async_v3`), device buffers that only grow, and an event per run.
+`execute_async_v3`), device buffers that only grow, and an event per run. Without a
+caller-given stream a run goes on the calling thread's stage stream (`cuda.StageStreams`,
+shared by every session of one `TrtEnvironment`), so engines of one pipeline stage share
+a stream and the detect and swap stages each have their own.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import TensorInfo
 from streamswap.inference.cuda import (
-    Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, Stream, _call,
+    Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, StageStreams, Stream, _call,
 )
 from streamswap.inference.engine_cache import EngineCache, EngineKey, InputProfile, file_sha256
 from streamswap.inference.trt_build import (
@@ -166,7 +169,7 @@ class PendingRun:
 class TrtSession:
     """One deserialised engine with its execution context and grow-only buffers."""
 
-    def __init__(self, engine_path: Path, trt: Any, cuda: Cuda) -> None:
+    def __init__(self, engine_path: Path, trt: Any, cuda: Cuda, streams: StageStreams | None = None) -> None:
         self.path = engine_path
         self._trt = trt
         self._cuda = cuda
@@ -192,7 +195,9 @@ class TrtSession:
                 self._outputs.append(info)
         self._device: dict[str, DeviceBuffer] = {}
         self._host: dict[str, PinnedBuffer] = {}
-        self._stream = cuda.stream()  # used when the caller gives none
+        # Runs without a caller-given stream use the calling thread's (stage's) stream.
+        self._own_streams = streams is None
+        self._streams = streams if streams is not None else StageStreams(cuda)
         self._event = cuda.event()
         self._lock = threading.Lock()  # one execution context: one run at a time
 
@@ -229,7 +234,9 @@ class TrtSession:
         Only one run per session is in flight: the next waits until `result()` was taken."""
         self._lock.acquire()
         try:
-            handle = self._stream.handle if stream is None else (stream if isinstance(stream, int) else stream.handle)
+            if stream is None:
+                stream = self._streams.current()
+            handle = stream if isinstance(stream, int) else stream.handle
             for info in self._inputs:
                 if info.name not in feeds:
                     raise ModelError(f"{self.path.name}: input {info.name!r} was not given")
@@ -282,7 +289,8 @@ class TrtSession:
             self._device.clear()
             self._host.clear()
             self._event.close()
-            self._stream.close()
+            if self._own_streams:
+                self._streams.close()
 
 
 @dataclass
@@ -293,6 +301,11 @@ class TrtEnvironment:
     version: str
     cuda: Cuda
     device: DeviceInfo
+    streams: StageStreams | None = None  # shared by every session opened with this environment
+
+    def __post_init__(self) -> None:
+        if self.streams is None:
+            self.streams = StageStreams(self.cuda)
 
     @classmethod
     def detect(cls, device: int = 0) -> "TrtEnvironment":
@@ -318,7 +331,7 @@ def open_trt_session(model_path: Path, settings: Any, cache: EngineCache, *,
     path = ensure_engine(request, cache, trt_version=env.version, device=env.device,
                          build=settings.build_engines, timeout_s=settings.build_timeout_s,
                          workspace_mb=settings.workspace_mb, calib_data=calib, progress=progress)
-    session = TrtSession(path, env.trt, env.cuda)
+    session = TrtSession(path, env.trt, env.cuda, env.streams)
     log.info("engine loaded", extra=kv(engine=path.name, seconds=time.monotonic() - started))
     return session
 
