@@ -71,11 +71,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     config = ctx.config(source=[str(face)], input=uri, outputs=[args.output])
     stages = build_stages(config)
 
+    from streamswap.inference.cuda import slot_allocator
     from streamswap.io.uri import open_sink, open_source
 
     # Not live: every frame is swapped and written, however long the CPU takes.
     source = open_source(config.input, config.io, live=False)
-    runtime = Runtime(config, stages, source=source, sinks=[open_sink(args.output, config.io)])
+    runtime = Runtime(config, stages, source=source, sinks=[open_sink(args.output, config.io)],
+                      allocator=slot_allocator(config.inference.backend))
     printer = StatsPrinter(render=lambda snap: _progress(snap, frames))
     code = run_until_done(runtime, label="demo", printer=printer)
     if code == 0:

@@ -80,11 +80,14 @@ def build_stages(config: Any) -> FaceStages:
 
 def build_runtime(config: Any, stages: FaceStages, *, live: bool | None = None) -> Runtime:
     """Open the input and outputs named in `config` (errors name the URI) → a Runtime."""
+    from streamswap.inference.cuda import slot_allocator
     from streamswap.io.uri import open_sink, open_source
 
     source = open_source(config.input, config.io, live=live)
     sinks = [open_sink(uri, config.io) for uri in config.outputs]
-    return Runtime(config, stages, source=source, sinks=sinks)
+    # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
+    return Runtime(config, stages, source=source, sinks=sinks,
+                   allocator=slot_allocator(config.inference.backend))
 
 
 class _Signals:

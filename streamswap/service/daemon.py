@@ -76,9 +76,13 @@ def default_stages(config: Any, extend_timeout: Callable[..., None]) -> Any:
 
 
 def default_runtime(config: Any, stages: Any, observers: Sequence[Any], reload_hook: Callable[[], None]) -> ManagedRuntime:
+    from streamswap.inference.cuda import slot_allocator
     from streamswap.pipeline.runtime import Runtime
 
-    return Runtime(config, stages, observers=observers, reload_hook=reload_hook)
+    # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
+    # A replaced pipeline's pinned slots are freed once it is unreferenced.
+    return Runtime(config, stages, observers=observers, reload_hook=reload_hook,
+                   allocator=slot_allocator(config.inference.backend))
 
 
 # What a reload can apply live, and what needs a restart of the service.
