@@ -25,6 +25,19 @@ def package_file(package: str, *parts: str) -> Path | None:
     return path if path.exists() else None
 
 
+def sample_photo_paths() -> tuple[Path, Path, Path]:
+    """(astronaut.png, t1.jpg group photo, Tom_Hanks_54745.png): required test inputs."""
+    from conftest import require
+
+    found = (package_file("skimage", "data", "astronaut.png"),
+             package_file("insightface", "data", "images", "t1.jpg"),
+             package_file("insightface", "data", "images", "Tom_Hanks_54745.png"))
+    require(found[0] is not None, "scikit-image's astronaut.png (pip install scikit-image)")
+    require(found[1] is not None and found[2] is not None,
+            "insightface's t1.jpg and Tom_Hanks_54745.png (pip install insightface)")
+    return found  # type: ignore[return-value]
+
+
 def astronaut() -> np.ndarray | None:
     path = package_file("skimage", "data", "astronaut.png")
     return None if path is None else cv2.imread(os.fspath(path))

@@ -3,33 +3,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import require
+from swap_fixtures import sample_photo_paths
 from streamswap.config import load_config
 from streamswap.errors import NoFaceError
 from streamswap.faces.align import align_matrix, warp_crop
-
-
-def _package_file(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    return path if path.is_file() else None
+from streamswap.faces.mesh_topology import LEFT_EYE, RIGHT_EYE
+from streamswap.faces.tracking import iou
 
 
 @pytest.fixture(scope="module")
 def photos() -> tuple[Path, Path]:
-    astronaut = _package_file("skimage", "data", "astronaut.png")
-    group = _package_file("insightface", "data", "images", "t1.jpg")
-    require(astronaut is not None, "scikit-image's astronaut.png (pip install scikit-image)")
-    require(group is not None, "insightface's t1.jpg (pip install insightface)")
+    astronaut, group, _ = sample_photo_paths()
     return astronaut, group
 
 
@@ -73,6 +63,9 @@ def test_finds_the_six_faces_with_landmarks(swapped) -> None:
 
 def test_every_face_region_changes(swapped) -> None:
     target, out, faces = swapped
+    assert len(faces) == 6  # the six people, each its own region
+    boxes = np.stack([f.box for f in faces])
+    assert all(iou(b[None], np.delete(boxes, i, axis=0)).max() < 0.05 for i, b in enumerate(boxes))
     for face in faces:
         x1, y1, x2, y2 = face.box.astype(int)
         before = target[y1:y2, x1:x2].astype(np.int32)
@@ -80,6 +73,20 @@ def test_every_face_region_changes(swapped) -> None:
         diff = np.abs(after - before).sum(axis=-1)
         assert diff.mean() / 3 > 5.0, f"face at {face.box} barely changed"
         assert (diff > 20).mean() > 0.2, f"face at {face.box}: too few pixels changed"
+
+
+def test_target_keeps_its_own_eyes(swapped) -> None:
+    """Gaze and blinks stay live: the inner half of each target eye is left as it was."""
+    target, out, faces = swapped
+    diff = np.abs(out.astype(np.int32) - target.astype(np.int32)).sum(axis=-1) / 3
+    for face in faces:
+        for contour in (RIGHT_EYE, LEFT_EYE):
+            poly = face.landmarks[list(contour), :2]
+            centre = poly.mean(axis=0)
+            inner = np.zeros(target.shape[:2], np.uint8)
+            cv2.fillPoly(inner, [np.round(centre + (poly - centre) * 0.5).astype(np.int32)], 1)
+            assert inner.sum() >= 10
+            assert diff[inner > 0].mean() < 3.0, f"face at {face.box}: eye changed"
 
 
 def test_swapped_faces_look_more_like_the_source(swapped, photos, processor) -> None:
@@ -159,3 +166,40 @@ def test_large_face_rendered_at_working_scale(processor, photos) -> None:
     processor.swap(frame, faces)
     x1, y1, x2, y2 = faces[0].box.astype(int)
     assert np.abs(frame[y1:y2, x1:x2].astype(int) - big[y1:y2, x1:x2].astype(int)).mean() < 3.0
+
+
+def test_tight_face_crop_as_source(processor, photos) -> None:
+    """insightface's Tom_Hanks_54745.png is an aligned 112×112 crop: no context around the
+    face, which the detector alone misses; the source detector retries inside a margin."""
+    _, _, hanks = sample_photo_paths()
+    processor.set_source_images([hanks])
+    target = cv2.imread(str(photos[1]))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    out = target.copy()
+    processor.swap(out, faces)
+    assert processor.source_names == [str(hanks)]
+    level = processor.swapper.identity.levels[0]
+    assert level.lab.shape[0] <= 112 and level.lab.shape[1] <= 112  # the texture is that crop
+    changes = []
+    for face in faces:
+        x1, y1, x2, y2 = face.box.astype(int)
+        changes.append(np.abs(out[y1:y2, x1:x2].astype(int) - target[y1:y2, x1:x2].astype(int)).mean())
+    assert len(changes) == 6 and min(changes) > 2.0 and np.mean(changes) > 5.0, changes
+
+
+def test_several_sources_use_the_most_frontal(processor, photos, caplog) -> None:
+    """The mesh swapper cannot average textures: of several photos it takes the most
+    frontal face (the astronaut over the turned Tom Hanks crop), in either order, and says so."""
+    _, _, hanks = sample_photo_paths()
+    processor.set_source_images([photos[0]])
+    processor.swap(np.zeros((8, 8, 3), np.uint8), [])  # hand the identity over
+    alone = processor.swapper.identity.levels[0].lab
+    for order in ([hanks, photos[0]], [photos[0], hanks]):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="streamswap.faces.swappers.mesh"):
+            processor.set_source_images(order)
+        processor.swap(np.zeros((8, 8, 3), np.uint8), [])
+        np.testing.assert_array_equal(processor.swapper.identity.levels[0].lab, alone)
+        chosen = [r for r in caplog.records if "one source photo" in r.getMessage()]
+        assert chosen and chosen[0].kv["chosen"] == str(photos[0])

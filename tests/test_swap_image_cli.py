@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,23 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import require
-
-
-def _package_file(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    return path if path.is_file() else None
+from swap_fixtures import sample_photo_paths
 
 
 @pytest.fixture(scope="module")
 def photos() -> tuple[Path, Path]:
-    astronaut = _package_file("skimage", "data", "astronaut.png")
-    group = _package_file("insightface", "data", "images", "t1.jpg")
-    require(astronaut is not None, "scikit-image's astronaut.png (pip install scikit-image)")
-    require(group is not None, "insightface's t1.jpg (pip install insightface)")
+    astronaut, group, _ = sample_photo_paths()
     return astronaut, group
 
 

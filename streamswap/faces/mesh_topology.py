@@ -27,6 +27,8 @@ LEFT_EYEBROW = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
 NOSE_TIP = 1
 CHIN = 152
 FOREHEAD = 10
+RIGHT_CHEEK_EDGE = 234  # the face oval's image-left extreme at cheek level
+LEFT_CHEEK_EDGE = 454
 
 
 def delaunay(points: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import os
 import threading
 from typing import Any, Callable, Protocol, Sequence, Union
 
+import cv2
 import numpy as np
 
 from streamswap.errors import InputError
@@ -48,9 +49,14 @@ class SwapperLike(Protocol):
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
 
 
-class _MeshDetector:
-    """Detector + landmarker as one `detect`, serialised with the pipeline's own use of
-    the same objects (they keep work buffers, so two threads must not share them)."""
+class _SourceDetector:
+    """Detector + landmarker as one `detect` for source photos, serialised with the
+    pipeline's own use of the same objects (they keep work buffers, so two threads must not
+    share them).
+
+    A tight face crop (e.g. an aligned 112×112 ArcFace crop, a passport-style head shot)
+    leaves the detector no context and it finds nothing: such a photo is tried once more
+    inside a margin of half its size, and the face is mapped back to the photo's pixels."""
 
     def __init__(self, detector: Detector, landmarker: Landmarker | None, lock: threading.Lock) -> None:
         self.detector = detector
@@ -59,10 +65,28 @@ class _MeshDetector:
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
         with self.lock:
-            faces = list(self.detector.detect(bgr))
-            if self.landmarker is not None and faces:
-                for face, mesh in zip(faces, self.landmarker.landmarks_many(bgr, faces)):
-                    attach_mesh(face, mesh)
+            faces = self._detect(bgr)
+            if faces:
+                return faces
+            pad = max(bgr.shape[:2]) // 2
+            padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            faces = self._detect(padded)
+        h, w = bgr.shape[:2]
+        for face in faces:
+            face.box = np.clip(face.box - pad, 0, [w, h, w, h]).astype(np.float32)
+            face.kps = face.kps - np.float32(pad)
+            if face.landmarks is not None:
+                face.landmarks = face.landmarks - np.array([pad, pad, 0], np.float32)
+            face.extra = {k: v - np.float32(pad) for k, v in face.extra.items()}
+        if faces:
+            log.info("source face found inside a margin (tight crop)", extra=kv(faces=len(faces)))
+        return [f for f in faces if f.area > 0]
+
+    def _detect(self, bgr: np.ndarray) -> list[Face]:
+        faces = list(self.detector.detect(bgr))
+        if self.landmarker is not None and faces:
+            for face, mesh in zip(faces, self.landmarker.landmarks_many(bgr, faces)):
+                attach_mesh(face, mesh)
         return faces
 
 
@@ -123,7 +147,7 @@ class FaceProcessor:
         self._pending_lock = threading.Lock()
         self._pending: Callable[[], None] | None = None
         self._has_identity = False
-        self._source_detector = _MeshDetector(detector, landmarker, self._models_lock)
+        self._source_detector = _SourceDetector(detector, landmarker, self._models_lock)
 
     # --- FaceStages ---------------------------------------------------------------------------
     def detect(self, frame: np.ndarray, index: int) -> list[Face]:

@@ -26,14 +26,15 @@ import numpy as np
 
 from streamswap.errors import InputError
 from streamswap.faces.mesh_topology import (
-    CHIN, FACE_OVAL, FOREHEAD, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NUM_LANDMARKS,
-    RIGHT_EYE, RIGHT_EYEBROW, delaunay,
+    CHIN, FACE_OVAL, FOREHEAD, LEFT_CHEEK_EDGE, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NOSE_TIP,
+    NUM_LANDMARKS, RIGHT_CHEEK_EDGE, RIGHT_EYE, RIGHT_EYEBROW, delaunay,
 )
 from streamswap.faces.settings import MeshSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
 
-__all__ = ["MeshIdentity", "MeshSettings", "MeshSwapper", "capped_oval", "prepare_identity"]
+__all__ = ["MeshIdentity", "MeshSettings", "MeshSwapper", "capped_oval", "frontality", "prepare_identity",
+           "source_quality"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,24 @@ def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "sour
     )
 
 
+def frontality(landmarks: np.ndarray) -> float:
+    """1.0 for a face looking straight at the camera, towards 0 as it turns sideways: how
+    evenly the nose tip splits the face between its two cheek edges."""
+    pts = np.asarray(landmarks, dtype=np.float32)[:, :2]
+    a, b = pts[RIGHT_CHEEK_EDGE], pts[LEFT_CHEEK_EDGE]
+    axis = b - a
+    t = float((pts[NOSE_TIP] - a) @ axis) / max(float(axis @ axis), 1e-6)
+    return float(np.clip(1.0 - 2.0 * abs(t - 0.5), 0.0, 1.0))
+
+
+def source_quality(landmarks: np.ndarray) -> float:
+    """How good a texture source a face is: frontal matters most (a turned face has no
+    texture for its far side), size up to the texture resolution matters less."""
+    oval = np.asarray(landmarks, dtype=np.float32)[_OVAL, :2]
+    size = float(np.ptp(oval, axis=0).max())
+    return frontality(landmarks) * min(1.0, size / _MAX_TEXTURE_FACE) ** 0.5
+
+
 def capped_oval(pts: np.ndarray, forehead: float) -> np.ndarray:
     """The face oval with its top pulled down to `forehead` of the way from the brows to
     the oval's top (along the face's own up direction, so tilted faces work)."""
@@ -218,13 +237,20 @@ class MeshSwapper:
 
     # --- identity ---------------------------------------------------------------------------
     def prepare_identity(self, sources: Sequence[tuple[np.ndarray, Face]], names: Sequence[str] = ()) -> MeshIdentity:
-        """Identity from (image, face-with-landmarks) pairs. A texture cannot be averaged,
-        so the first source face is used (the others only matter to neural swappers)."""
+        """Identity from (image, face-with-landmarks) pairs. A texture cannot be averaged the
+        way neural swappers average embeddings, so of several source photos the best texture
+        is used: the most frontal face, larger breaking near-ties (`source_quality`); the
+        choice is logged."""
         if not sources:
             raise InputError("no source face given; pass at least one source image with a face")
-        image, face = sources[0]
-        name = names[0] if names else "source image"
-        return prepare_identity(image, _check_landmarks(face.landmarks, name), name, self.settings)
+        labels = [names[i] if i < len(names) else f"source image #{i + 1}" for i in range(len(sources))]
+        meshes = [_check_landmarks(face.landmarks, label) for (_, face), label in zip(sources, labels)]
+        scores = [source_quality(m) for m in meshes]
+        best = int(np.argmax(scores))
+        if len(sources) > 1:
+            log.info("mesh swapper uses one source photo: the most frontal, large face",
+                     extra=kv(chosen=labels[best], quality=round(scores[best], 2), of=len(sources)))
+        return prepare_identity(sources[best][0], meshes[best], labels[best], self.settings)
 
     def set_identity(self, identity: MeshIdentity | None) -> None:
         """Swap to `identity` from the next `swap` call on (None: leave faces unchanged)."""
