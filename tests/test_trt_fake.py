@@ -9,6 +9,20 @@ reading and writing the "device" buffers of the fake cudart (host memory), so ou
 buffer, shape and copy logic is exercised for real.
 
 Other test files import `make_fake_trt` and `FakeCudart` from here.
+
+Sources for what each version has (NVIDIA docs):
+- 8.5 added the name-based I/O API (`num_io_tensors`, `get_tensor_name/mode/shape/dtype`,
+  `set_input_shape`, `set_tensor_address`, `execute_async_v3`): TensorRT 8.5.1 API
+  reference, "API Changes For TensorRT 8.5.1".
+- 10.0 removed the binding API, `execute_async_v2`, `BuilderFlag.STRICT_TYPES` and
+  `IBuilderConfig.max_workspace_size` (use `set_memory_pool_limit`); EXPLICIT_BATCH is kept
+  but ignored; `IProgressMonitor` and `DataType.INT64` are new: "Migrating Python Code from
+  TensorRT 8.x to 10.x" (docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/
+  tensorrt-8x-to-10x-python-api-reference.html) and the IProgressMonitor reference (10.0.1).
+- 11.0 removed `BuilderFlag.FP16/INT8/BF16/FP8`, `IBuilderConfig.int8_calibrator`,
+  `set_calibration_profile` (strong typing and Q/DQ instead) and every network is strongly
+  typed (the STRONGLY_TYPED flag is accepted and ignored): "Removed Python APIs and
+  Replacements" (.../migration/tensorrt-10x-to-11x-python-api-reference.html).
 """
 
 from __future__ import annotations
@@ -73,7 +87,8 @@ def make_fake_trt(version: str) -> types.ModuleType:
     trt.NetworkDefinitionCreationFlag = _enum(
         "NetworkDefinitionCreationFlag", *flag_names.get(major, ("STRONGLY_TYPED",)),
         values={"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1, "STRONGLY_TYPED": 1})
-    builder_flags = ("GPU_FALLBACK", "REFIT", "DEBUG", "TF32") + (("FP16", "INT8") if major < 11 else ())
+    builder_flags = ("GPU_FALLBACK", "REFIT", "DEBUG", "TF32") + (("FP16", "INT8") if major < 11 else ()) \
+        + (("STRICT_TYPES",) if major < 10 else ())
     trt.BuilderFlag = _enum("BuilderFlag", *builder_flags)
     trt.MemoryPoolType = _enum("MemoryPoolType", "WORKSPACE", "DLA_MANAGED_SRAM")
     trt.TensorIOMode = _enum("TensorIOMode", "NONE", "INPUT", "OUTPUT")
@@ -171,6 +186,8 @@ def make_fake_trt(version: str) -> types.ModuleType:
     config_attrs = {"int8_calibrator"} if major < 11 else set()
     if major >= 10:
         config_attrs.add("progress_monitor")
+    else:
+        config_attrs.add("max_workspace_size")  # deprecated in 8.4, removed in 10.0
 
     class BuilderConfig:
         def __init__(self) -> None:
@@ -485,10 +502,12 @@ class FakeCudart:
 # -- tests of the fake itself: it must refuse what each real version lacks ----------------
 
 @pytest.mark.parametrize("version, present, absent", [
-    ("8.5.3.1", ["NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "BuilderFlag.FP16", "IInt8EntropyCalibrator2"],
-     ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED"]),
-    ("10.3.0.30", ["BuilderFlag.FP16", "IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED"],
-     []),
+    ("8.5.3.1", ["NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "BuilderFlag.FP16", "IInt8EntropyCalibrator2",
+                 "BuilderFlag.STRICT_TYPES"],
+     ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", "DataType.INT64"]),
+    ("10.3.0.30", ["BuilderFlag.FP16", "IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+                   "NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "DataType.INT64"],
+     ["BuilderFlag.STRICT_TYPES"]),
     ("11.0.0.1", ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED"],
      ["BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2"]),
 ])
@@ -517,3 +536,33 @@ def test_fake_config_refuses_removed_properties() -> None:
     old = make_fake_trt("8.6.1").Builder(None).create_builder_config()
     with pytest.raises(AttributeError):
         old.progress_monitor = object()
+    old.max_workspace_size = 1 << 30  # 8.x still has it (deprecated)
+    with pytest.raises(AttributeError):  # removed in 10.0: set_memory_pool_limit instead
+        make_fake_trt("10.3.0").Builder(None).create_builder_config().max_workspace_size = 1 << 30
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_fake_engine_has_the_binding_api_only_before_10(version: str, tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "m.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the installed ONNX Runtime reads
+    onnx.save(model, str(path))
+    trt = make_fake_trt(version)
+    builder = trt.Builder(None)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    assert trt.OnnxParser(network, None).parse_from_file(str(path))
+    engine = trt.Runtime(None).deserialize_cuda_engine(
+        builder.build_serialized_network(network, builder.create_builder_config()))
+    assert engine.num_io_tensors == 2 and engine.get_tensor_name(0) == "x"  # 8.5+ and 10
+    context = engine.create_execution_context()
+    if version.startswith("8"):
+        assert engine.num_bindings == 2 and hasattr(context, "execute_async_v2")
+    else:
+        assert not hasattr(engine, "num_bindings") and not hasattr(engine, "get_binding_index")
+        assert not hasattr(context, "execute_async_v2")

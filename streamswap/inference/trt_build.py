@@ -13,6 +13,10 @@ TensorRT API differences handled here (see `TrtApi`):
 - 11+: every network is strongly typed and BuilderFlag.FP16/INT8 and INT8 calibrators are
   gone: fp16 means building an fp16 ONNX (converted by `inference.fp16`); int8 needs an
   explicitly quantised (Q/DQ) model and is refused here.
+Sources: NVIDIA's "Migrating Python Code from TensorRT 8.x to 10.x" and "Removed Python APIs
+and Replacements" (10.x → 11.x) pages, the 8.5.1 API changes, the IProgressMonitor reference
+(10.0). Never used here because 10.0 removed them: the binding API, execute_async_v2,
+BuilderFlag.STRICT_TYPES, IBuilderConfig.max_workspace_size (we use set_memory_pool_limit).
 """
 
 from __future__ import annotations
