@@ -112,3 +112,11 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
     session = open_session(model, replace(settings, build_engines=False), cache_dir, trt_env=env)
     assert session.backend == "tensorrt"
     assert session.run({"input.1": np.zeros((6, 3, 112, 112), np.float32)})["683"].shape == (6, 512)
+
+
+def test_build_with_zero_max_faces_is_refused_not_ignored(tmp_path: Path, no_gpu_stack: None,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, _ = config_file(tmp_path)
+    assert main(["-c", str(cfg), "engines", "build", "--max-faces", "0"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-faces 0" in err[0] and "1 or more" in err[0]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamswap.errors import BackendUnavailable, StreamswapError
+from streamswap.errors import BackendUnavailable, InputError, StreamswapError
 
 HELP = "build, list or clear the cached TensorRT engines (GPU fast path)"
 
@@ -43,7 +43,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     overrides: dict[str, Any] = {}
     if getattr(args, "precision", None):
         overrides["inference.precision"] = args.precision
-    if getattr(args, "max_faces", None):
+    if getattr(args, "max_faces", None) is not None:
+        if args.max_faces < 1:  # not silently "the default": 0 is a typo the user should see
+            raise InputError(f"--max-faces {args.max_faces}: give the largest number of faces per frame (1 or more)")
         overrides["inference.max_batch"] = args.max_faces
     if getattr(args, "calib_dir", None):
         overrides["inference.calib_dir"] = args.calib_dir
