@@ -171,3 +171,32 @@ def test_slot_allocator_is_pinned_only_for_tensorrt_with_cuda(monkeypatch: pytes
     allocator = cuda_mod.slot_allocator("tensorrt")
     assert isinstance(allocator, PinnedAllocator)
     assert allocator.alloc((2, 2, 3), np.uint8).shape == (2, 2, 3)
+
+
+@pytest.mark.gpu
+def test_gpu_stage_streams_are_one_per_thread_and_real() -> None:
+    import threading
+
+    from streamswap.inference.cuda import StageStreams
+
+    cuda = open_cuda()
+    streams = StageStreams(cuda)
+    barrier = threading.Barrier(2)
+    handles: list[int] = []
+
+    def stage() -> None:
+        stream = streams.current()
+        assert streams.current() is stream  # the same stream for every engine of this thread
+        done = cuda.event()
+        done.record(stream)
+        done.synchronize()
+        handles.append(stream.handle)
+        barrier.wait()
+
+    threads = [threading.Thread(target=stage) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(handles)) == 2 and streams.created == 2
+    streams.close()

@@ -76,7 +76,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
             except StreamswapError as exc:
                 print(f"{target.name:24} {precision:5} skipped: {exc}")
                 continue
-            session = TrtSession(path, env.trt, env.cuda)
+            session = TrtSession(path, env.trt, env.cuda, env.streams)
             for batch in sorted({1, 1 if detector else min(args.batch, max_batch)}):
                 feeds = {p.name: np.random.default_rng(0).standard_normal((batch, *p.opt[1:])).astype(
                     next(i.dtype for i in session.inputs if i.name == p.name)) for p in profile}
