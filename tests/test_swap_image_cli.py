@@ -98,3 +98,71 @@ def test_folder_continues_past_bad_images(bundled_models_dir: Path, photos, tmp_
     assert not (outdir / "broken.png").exists() and not (outdir / "wall.png").exists()
     assert "broken.jpg" in result.stderr and "wall.png" in result.stderr
     assert "1 of 3 images swapped, 2 failed" in result.stderr
+
+
+def _real_png(path: Path, width: int, height: int) -> Path:
+    """A complete, valid 8-bit grayscale PNG of zeros, written row by row so the test never
+    holds the pixels itself (10000×10000 compresses to about 100 KB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0 + the row
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+REFUSED = {  # issue 3's bad inputs that cannot be used: name -> (make file, words of the message)
+    "empty.jpg": (lambda p: p.write_bytes(b""), "empty file"),
+    "notes.jpg": (lambda p: p.write_text("shopping list\n"), "not an image"),
+    "dot.png": (lambda p: cv2.imwrite(str(p), np.zeros((1, 1, 3), np.uint8)), "1×1 pixels, too small"),
+    "huge.png": (lambda p: _real_png(p, 10000, 10000), "10000×10000 (100 megapixels), over the size limit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+@pytest.mark.parametrize("role", ["target", "source"])
+def test_bad_input_is_one_line(bundled_models_dir: Path, photos, tmp_path: Path, name: str, role: str) -> None:
+    make, words = REFUSED[name]
+    bad = tmp_path / name
+    make(bad)
+    source, target = (str(bad), str(photos[1])) if role == "source" else (str(photos[0]), str(bad))
+    result = swap_image(bundled_models_dir, "--source", source, "--target", target, "-o", str(tmp_path / "o.png"))
+    assert result.returncode != 0
+    line = _error_line(result)
+    assert name in line and words in line, line
+    assert not (tmp_path / "o.png").exists()
+
+
+def _variants(photo: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "deep16.png": photo.astype(np.uint16) * 257,
+        "gray.png": cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY),
+        "rgba.png": np.dstack([photo, np.full(photo.shape[:2], 180, np.uint8)]),
+    }
+
+
+@pytest.mark.parametrize("name", ["deep16.png", "gray.png", "rgba.png"])
+@pytest.mark.parametrize("role", ["target", "source"])
+def test_unusual_but_valid_images_are_handled(bundled_models_dir: Path, photos, tmp_path: Path,
+                                              name: str, role: str) -> None:
+    """16-bit, grayscale and RGBA photos work as the target and as the source: the faces are
+    swapped and an 8-bit 3-channel picture of the target's size is written."""
+    unusual = tmp_path / name
+    original = photos[0] if role == "source" else photos[1]  # the astronaut, or the group photo
+    cv2.imwrite(str(unusual), _variants(cv2.imread(str(original)))[name])
+    assert cv2.imread(str(unusual), cv2.IMREAD_UNCHANGED).dtype == (np.uint16 if name == "deep16.png" else np.uint8)
+    source, target = (unusual, photos[1]) if role == "source" else (photos[0], unusual)
+    out = tmp_path / "out.png"
+    result = swap_image(bundled_models_dir, "--source", str(source), "--target", str(target), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote {out} (6 faces swapped)"
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    before = cv2.imread(str(target))
+    assert written.dtype == np.uint8 and written.shape == before.shape
+    assert (np.abs(written.astype(int) - before.astype(int)).sum(axis=-1) > 30).mean() > 0.005
