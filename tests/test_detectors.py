@@ -192,6 +192,10 @@ def test_letterbox_input_is_preallocated_and_normalised() -> None:
     assert box.fill(tall) == 0.5 and box.buffer is buffer
     np.testing.assert_allclose(buffer[0, :, :, :16], (255 - 127.5) / 128)
     np.testing.assert_allclose(buffer[0, :, :, 16:], -127.5 / 128)  # old content cleared
+    resized = box._resized
+    darker = np.full((128, 32, 3), 100, np.uint8)
+    assert box.fill(darker) == 0.5 and box._resized is resized  # no new resize buffer per frame
+    np.testing.assert_allclose(buffer[0, :, :, :16], (100 - 127.5) / 128)
 
 
 def test_scrfd_parity_with_insightface(tmp_path, pool) -> None:

@@ -37,6 +37,7 @@ class LetterboxInput:
         self.rgb = rgb
         self.buffer = np.empty((1, 3, size, size), dtype=np.float32)
         self._placed: tuple[int, int] | None = None  # (h, w) of the last placed image
+        self._resized = np.empty((0, 0, 3), np.uint8)
 
     def fill(self, bgr: np.ndarray) -> float:
         """Letterbox `bgr` (H×W×3 uint8) into the buffer; returns input pixels per frame pixel."""
@@ -47,10 +48,11 @@ class LetterboxInput:
             nh, nw = s, max(1, int(s / (h / w)))
         else:
             nw, nh = s, max(1, int(s * (h / w)))
-        resized = bgr if (nh, nw) == (h, w) else cv2.resize(bgr, (nw, nh))
         if self._placed != (nh, nw):
             self.buffer.fill((0.0 - self.mean) * self.scale)
             self._placed = (nh, nw)
+            self._resized = np.empty((nh, nw, 3), np.uint8)  # reused while frames keep their size
+        resized = bgr if (nh, nw) == (h, w) else cv2.resize(bgr, (nw, nh), dst=self._resized)
         for c in range(3):
             channel = resized[:, :, 2 - c if self.rgb else c]
             out = self.buffer[0, c, :nh, :nw]
