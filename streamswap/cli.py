@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from streamswap import __version__
 from streamswap.config import Config, load_config
@@ -37,8 +37,39 @@ class CommandContext:
         return load_config(self.config_path, {**self.overrides, **more})
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that reports a usage error as one line, and whose arguments can be
+    added when it is first used (`populate`), so `streamswap --help` or a typo in one
+    command does not build every command's options (the bench options import OpenCV)."""
+
+    def __init__(self, *args: Any, populate: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _populated(self) -> None:
+        populate, self._populate = self._populate, None
+        if populate is not None:
+            populate(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._populated()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._populated()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._populated()
+        return super().format_help()
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamswap",
         description="Real-time face swapping for live video: webcam, RTSP/RTMP or file in; "
         "virtual camera, RTMP stream or file out.",
@@ -60,15 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         module = importlib.import_module(f"streamswap.commands.{name.replace('-', '_')}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(cmd)
-        cmd.set_defaults(_module=module)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, populate=module.add_arguments)
+        cmd.set_defaults(_module=module, _parser=cmd)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's parser, whose --help lists what it takes
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging("DEBUG" if args.debug else args.log_level)
     if args.command is None:
         parser.print_help()

@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 from streamswap.errors import InputError
 from streamswap.commands.run import StatsPrinter, build_stages, run_until_done
-from streamswap.pipeline.runtime import Runtime
 
 HELP = "make demo.mp4: a real face swap on a moving test video from bundled sample photos"
 
@@ -73,6 +72,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
     from streamswap.inference.cuda import slot_allocator
     from streamswap.io.uri import open_sink, open_source
+    from streamswap.pipeline.runtime import Runtime
 
     # Not live: every frame is swapped and written, however long the CPU takes.
     source = open_source(config.input, config.io, live=False)

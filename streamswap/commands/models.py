@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from streamswap.errors import DownloadError, ModelError, StreamswapError
-from streamswap.models.catalogue import ModelSpec
-from streamswap.models.progress import StreamProgress
-from streamswap.models.store import (
-    MISMATCH, MISSING, UNCHECKED, UNPINNED, VERIFIED, ModelStatus, ModelStore, models_used_by,
-)
+
+if TYPE_CHECKING:
+    from streamswap.models.catalogue import ModelSpec
+    from streamswap.models.store import ModelStatus, ModelStore
 
 HELP = "list, download, verify and locate model files"
-
-_STATE_TEXT = {
-    VERIFIED: "verified",
-    MISMATCH: "FAILS VERIFICATION",
-    MISSING: "-",
-    UNPINNED: "present (no published hash)",
-    UNCHECKED: "present, unchecked",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx) -> int:
+    # The store imports the downloader (urllib, ssl): imported here and in the actions,
+    # not when the command line is parsed.
+    from streamswap.models.store import ModelStore
+
     store = ModelStore(ctx.config().models)
     return int(args._action(args, ctx, store) or 0)
 
@@ -61,12 +57,22 @@ def _human_size(spec: ModelSpec) -> str:
 
 
 def _state_text(status: ModelStatus) -> str:
-    if status.spec.bundled and status.state == MISSING:
+    from streamswap.models import store as st
+
+    if status.spec.bundled and status.state == st.MISSING:
         return "converted on first use"
-    return _STATE_TEXT[status.state]
+    return {
+        st.VERIFIED: "verified",
+        st.MISMATCH: "FAILS VERIFICATION",
+        st.MISSING: "-",
+        st.UNPINNED: "present (no published hash)",
+        st.UNCHECKED: "present, unchecked",
+    }[status.state]
 
 
 def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
+    from streamswap.models import store as st
+
     rows = [("NAME", "ROLE", "SIZE", "LICENCE", "COMMERCIAL", "ON DISK")]
     statuses = [store.status(spec.name) for spec in store.specs()]
     for status in statuses:
@@ -81,12 +87,15 @@ def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if store.settings.commercial:
         print("models.commercial is true: models marked 'no' are refused.")
-    if any(status.state == UNCHECKED for status in statuses):
+    if any(status.state == st.UNCHECKED for status in statuses):
         print("'unchecked' files are hashed on first load; `streamswap models verify` checks them now.")
     return 0
 
 
 def _fetch(args: argparse.Namespace, ctx, store: ModelStore) -> int:
+    from streamswap.models.progress import StreamProgress
+    from streamswap.models.store import models_used_by
+
     names = list(args.names)
     if args.for_config:
         names += models_used_by(ctx.config().faces)
@@ -120,6 +129,8 @@ def _fetch(args: argparse.Namespace, ctx, store: ModelStore) -> int:
 
 
 def _verify(args: argparse.Namespace, ctx, store: ModelStore) -> int:
+    from streamswap.models import store as st
+
     names = args.names or [s.name for s in store.specs() if store.status(s.name).present]
     if not names:
         print(f"no model files in {store.dir}; fetch some with `streamswap models fetch NAME`")
@@ -127,14 +138,14 @@ def _verify(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     bad = 0
     for name in names:
         status = store.verify(name)
-        if status.state == MISSING:
+        if status.state == st.MISSING:
             bad += 1
             print(f"MISSING   {name}: {status.path} not found; run `streamswap models fetch {name}`")
-        elif status.state == MISMATCH:
+        elif status.state == st.MISMATCH:
             bad += 1
             print(f"MISMATCH  {name}: {status.path} is not the catalogue's file; delete it and "
                   f"run `streamswap models fetch {name}`")
-        elif status.state == UNPINNED:
+        elif status.state == st.UNPINNED:
             print(f"UNPINNED  {name}: sha256 {status.sha256} (no published hash to compare)")
         else:
             print(f"OK        {name}: sha256 {status.sha256}")

@@ -9,15 +9,18 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from contextlib import contextmanager
 
 from streamswap.errors import StreamswapError
 from streamswap.logs import kv
-from streamswap.pipeline.runtime import PassThroughStages, Runtime
-from streamswap.pipeline.stages import FaceStages
-from streamswap.pipeline.stats import format_stats_line
+
+# The pipeline (numpy, PyAV) is imported when the command runs, so that `streamswap --help`
+# and a mistyped option answer at once.
+if TYPE_CHECKING:
+    from streamswap.pipeline.runtime import Runtime
+    from streamswap.pipeline.stages import FaceStages
 
 HELP = "swap faces live: --source FACE.jpg --input URI --output URI [--output URI …]"
 
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 def build_stages(config: Any) -> FaceStages:
     """The face processor for `config.source`, or pass-through when no face was given."""
     if not config.source:
+        from streamswap.pipeline.runtime import PassThroughStages
+
         log.warning("no --source face given: frames pass through unchanged")
         return PassThroughStages()
     from streamswap.wiring import build_face_processor
@@ -82,6 +87,7 @@ def build_runtime(config: Any, stages: FaceStages, *, live: bool | None = None) 
     """Open the input and outputs named in `config` (errors name the URI) → a Runtime."""
     from streamswap.inference.cuda import slot_allocator
     from streamswap.io.uri import open_sink, open_source
+    from streamswap.pipeline.runtime import Runtime
 
     source = open_source(config.input, config.io, live=live)
     sinks = [open_sink(uri, config.io) for uri in config.outputs]
@@ -118,7 +124,9 @@ def _signal_handlers(signals: _Signals) -> Iterator[None]:
 class StatsPrinter:
     """One updating line on a terminal, a log record per interval otherwise."""
 
-    def __init__(self, stream: Any = None, render: Callable[[dict[str, Any]], str] = format_stats_line) -> None:
+    def __init__(self, stream: Any = None, render: Callable[[dict[str, Any]], str] | None = None) -> None:
+        if render is None:
+            from streamswap.pipeline.stats import format_stats_line as render
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.render = render

@@ -6,8 +6,6 @@ import argparse
 import dataclasses
 from typing import Any
 
-from streamswap.service import daemon as daemon_module
-
 HELP = "run as a daemon: stream until stopped, with a control API, metrics and systemd notify"
 
 
@@ -50,6 +48,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             config.service.api = None
         return config
 
+    # The daemon (HTTP server, metrics, the pipeline) is imported when the command runs, so
+    # that `streamswap --help` and a mistyped option answer at once.
+    from streamswap.service import daemon as daemon_module
+
     config = load()
     daemon = daemon_module.Daemon(
         config, load,
@@ -62,4 +64,6 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 def build_stages(config: Any, extend_timeout: Any) -> Any:
     """The face processor for `config` (built even without a source face, so one can be
     uploaded later through POST /source). Module-level so tests can substitute their own."""
+    from streamswap.service import daemon as daemon_module
+
     return daemon_module.default_stages(config, extend_timeout)
