@@ -17,14 +17,43 @@ import numpy as np
 from streamswap.errors import NoFaceError
 
 
+# Side of the square each swapped frame gets stamped with (top-left corner): big and flat
+# enough to survive a lossy encoder, so a test can read the identity back from an output.
+STAMP = 32
+
+
+# Unequal pairs: a flat picture (or the test pattern) never reads as a stamp.
+_LEVELS = ((50, 200), (200, 50), (90, 160), (160, 90))
+
+
+def stamp_levels(generation: int) -> tuple[int, int]:
+    """The grey levels (left block, right block) stamped by the `generation`-th identity
+    (1-based; distinct for the first four)."""
+    return _LEVELS[(generation - 1) % len(_LEVELS)]
+
+
+def read_stamp(frame: np.ndarray, tolerance: int = 12) -> int | None:
+    """The identity generation stamped into `frame` (BGR), or None when it carries none."""
+    left = float(frame[4:STAMP - 4, 4:STAMP - 4].mean())
+    right = float(frame[4:STAMP - 4, STAMP + 4:2 * STAMP - 4].mean())
+    for generation in range(1, len(_LEVELS) + 1):
+        a, b = stamp_levels(generation)
+        if abs(left - a) <= tolerance and abs(right - b) <= tolerance:
+            return generation
+    return None
+
+
 class RecordingStages:
     """FaceStages that 'find' one face per frame and stamp the current identity into the
     frame. The identity is a digest of the source image; an image without detail (one
-    flat colour) stands for a photo without a face. Hangs while `hang` is set (or while
-    the file named by $STREAMSWAP_TEST_HANG exists)."""
+    flat colour) stands for a photo without a face. Each new identity gets the next
+    `generation`, stamped as two flat grey blocks (`stamp_levels`, read back with
+    `read_stamp`). Hangs while `hang` is set (or while the file named by
+    $STREAMSWAP_TEST_HANG exists)."""
 
     def __init__(self) -> None:
         self.identity: str | None = None
+        self.generation = 0
         self.frames_with_identity = 0
         self.swapped = 0
         self.hang = threading.Event()
@@ -36,6 +65,7 @@ class RecordingStages:
         if not arrays or any(float(a.std()) < 1.0 for a in arrays):
             raise NoFaceError("uploaded image: no face found; use a photo with a clearly visible face")
         self.identity = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:16]
+        self.generation += 1
         self.frames_with_identity = 0
 
     def release(self) -> None:
@@ -63,7 +93,9 @@ class RecordingStages:
         self.swapped += 1
         if self.identity is not None:
             self.frames_with_identity += 1
-            frame[:4, :4] = int(self.identity[:2], 16)
+            left, right = stamp_levels(self.generation)
+            frame[:STAMP, :STAMP] = left
+            frame[:STAMP, STAMP:2 * STAMP] = right
 
 
 def identity_of(status: dict[str, Any]) -> tuple[str | None, int]:
@@ -141,6 +173,9 @@ class FakeRuntime:
     @property
     def finished(self) -> bool:
         return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "frames_out": self._frames, "paused": self._paused,

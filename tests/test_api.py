@@ -144,18 +144,25 @@ def test_health_turns_ready_after_loading_and_first_frame(tmp_path):
         code, body = r.client.json("GET", "/health")
         assert code == 503 and body["ready"] is False and body["live"] is True
         assert body["state"] == "loading"
+        # Liveness and readiness apart: alive while loading, not ready.
+        assert r.client.json("GET", "/health/live")[0] == 200
+        assert r.client.json("GET", "/health/ready")[0] == 503
         r.loading.set()
         r.wait_ready()
         code, body = r.client.json("GET", "/health")
         assert code == 200 and body["ready"] is True and body["frames_out"] > 0
+        assert body["pipeline"] == "running" and body["degraded_stages"] == []
+        assert r.client.json("GET", "/health/ready")[0] == 200
         # A hung stage: frames stop, readiness goes after stall_s (0.5 s).
         r.stages.hang.set()
         deadline = time.monotonic() + 10
         while r.client.json("GET", "/health")[0] != 503:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        assert r.client.json("GET", "/health/live")[0] == 200  # the daemon itself still turns
     finally:
         r.stop()
+    assert r.daemon.health()[1]["live"] is False  # stopped
 
 
 def test_metrics_parse(running):
@@ -365,3 +372,59 @@ def test_reload_with_new_input_reopens_the_pipeline(running):
     running.write_config({**cfg, "faces": {"detector": {"size": 320}}})
     code, body = running.client.json("POST", "/reload")
     assert code == 200 and "faces" in body["restart_required"], body
+
+
+def test_reload_with_a_bad_uri_is_refused_and_the_pipeline_kept(running):
+    first = running.daemon.runtime
+    cfg = yaml.safe_load(running.config_file.read_text())
+    running.write_config({**cfg, "input": "tset://typo"})
+    code, body = running.client.json("POST", "/reload")
+    assert code == 400 and "unknown input scheme 'tset'" in body["error"], body
+    running.write_config({**cfg, "outputs": ["out.avi"]})
+    code, body = running.client.json("POST", "/reload")
+    assert code == 400 and "unsupported output file type '.avi'" in body["error"], body
+    assert running.daemon.runtime is first and not first.finished
+    assert running.daemon.config.input == "test://"
+    running.assert_streaming()
+
+
+def test_short_token_from_the_environment_is_refused():
+    from streamswap.service.api import ControlApi
+    from streamswap.service.metrics import Metrics
+    from streamswap.service.settings import ServiceSettings
+
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        ControlApi(ServiceSettings(api="0.0.0.0:0"), None, Metrics(gpu=False), "short")  # type: ignore[arg-type]
+    config = load_config(None, {"service.api": "0.0.0.0:0"})
+    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: RecordingStages(),
+                    make_runtime=FakeRuntime, environ={"STREAMSWAP_API_TOKEN": "abc"})
+    with pytest.raises(ConfigError, match="STREAMSWAP_API_TOKEN"):
+        daemon.run()
+
+
+def test_gpu_memory_only_when_the_process_uses_cuda(monkeypatch):
+    import sys
+    import types
+
+    from streamswap.service.metrics import Metrics
+
+    def names(metrics: Metrics) -> dict:
+        return {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+
+    for module in ("cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert "streamswap_gpu_memory_used_bytes" not in names(Metrics())
+
+    fake = types.ModuleType("cuda.bindings.runtime")
+    fake.cudaGetDevice = lambda: (0, 1)  # type: ignore[attr-defined]
+    fake.cudaMemGetInfo = lambda: (0, 3 << 30, 8 << 30)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", fake)
+    families = names(Metrics())
+    used = families["streamswap_gpu_memory_used_bytes"].samples
+    total = families["streamswap_gpu_memory_total_bytes"].samples
+    assert [(x.labels, x.value) for x in used] == [({"device": "1"}, float(5 << 30))]
+    assert [(x.labels, x.value) for x in total] == [({"device": "1"}, float(8 << 30))]
+    # A failing probe leaves the scrape working, without the GPU lines.
+    fake.cudaMemGetInfo = lambda: (2, 0, 0)  # type: ignore[attr-defined]
+    families = names(Metrics())
+    assert "streamswap_gpu_memory_used_bytes" not in families and "streamswap_frames_out" in families

@@ -22,7 +22,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import require
-from service_fakes import NotifyListener, identity_of
+from rtmp_server import rtmp_server  # noqa: F401  (fixture)
+from service_fakes import NotifyListener, identity_of, read_stamp
 from test_api import Client, _raw, _status_and_json, astronaut_png, bomb_png, flat_png
 
 TESTS = Path(__file__).resolve().parent
@@ -56,7 +57,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Serve:
     def __init__(self, tmp: Path, *, fake_stages: bool = True, api_host: str = "127.0.0.1",
                  env: dict[str, str] | None = None, service: dict | None = None,
-                 wd_usec: int = 400_000) -> None:
+                 wd_usec: int = 400_000, input: str = "test://", outputs: tuple[str, ...] = ("null://",)) -> None:
         self.tmp = tmp
         self.listener = NotifyListener(str(tmp / "notify.sock"))
         self.hang = tmp / "hang"
@@ -67,8 +68,8 @@ class Serve:
                        "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})}}
         self.config_file.write_text(yaml.safe_dump(self.config))
         cmd = [sys.executable, "-c", WRAPPER] if fake_stages else [sys.executable, "-m", "streamswap"]
-        cmd += ["serve", "--config", str(self.config_file), "--input", "test://", "--output", "null://",
-                "--api", f"{api_host}:{self.port}"]
+        cmd += ["serve", "--config", str(self.config_file), "--input", input,
+                *(a for uri in outputs for a in ("--output", uri)), "--api", f"{api_host}:{self.port}"]
         full_env = {**os.environ, "NOTIFY_SOCKET": self.listener.address,
                     "WATCHDOG_USEC": str(wd_usec), "STREAMSWAP_TEST_HANG": str(self.hang),
                     "STREAMSWAP_TEST_HOLD": str(self.hold), **(env or {})}
@@ -233,6 +234,13 @@ def test_api_on_the_running_daemon(tmp_path):
         assert {"capture", "detect", "swap", "output"} <= stages
         assert [x.value for x in families["streamswap_glass_to_glass_seconds"].samples
                 if x.name.endswith("_count")][0] > 0
+        assert families["streamswap_stage_seconds"].type == "histogram"
+        assert any(x.name.endswith("_bucket") and x.labels.get("stage") == "detect" and x.labels["le"] == "+Inf"
+                   for x in families["streamswap_stage_seconds"].samples)
+        assert _metric(families, "streamswap_frames_in") >= _metric(families, "streamswap_frames_out") > 0
+        for name, kind in (("streamswap_frames_dropped", "counter"), ("streamswap_reconnects", "counter"),
+                           ("streamswap_stage_errors", "counter"), ("streamswap_ready", "gauge")):
+            assert families[name].type == kind, name
 
         status = s.client.json("GET", "/status")[1]
         assert status["state"] == "running" and status["input"] == "test://"
@@ -337,3 +345,119 @@ def test_real_face_processor_takes_a_face_and_refuses_a_faceless_image(tmp_path)
         s.assert_streaming()
     finally:
         assert s.stop() == 0
+
+
+def _metric(families: dict, name: str, **labels: str) -> float:
+    return sum(x.value for x in families[name].samples
+               if x.name == name + "_total" and all(x.labels.get(k) == v for k, v in labels.items()))
+
+
+def _families(s: Serve) -> dict:
+    code, _, data = s.client.request("GET", "/metrics")
+    assert code == 200
+    return {f.name: f for f in text_string_to_metric_families(data.decode())}
+
+
+def test_source_switch_and_pause_reach_the_output_frames(tmp_path):
+    """The identity switch and pause/resume read back from the frames the real pipeline
+    wrote: every frame after a switch carries the new identity, none an older one."""
+    import av
+    import cv2
+
+    out = tmp_path / "out.mkv"
+    s = Serve(tmp_path, outputs=(str(out),))
+    try:
+        s.wait_ready()
+        s.assert_streaming()
+        png = astronaut_png()
+        assert s.client.json("POST", "/source", body=png, headers={"Content-Type": "image/png"})[0] == 200
+        s.assert_streaming()
+        face = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        jpg = cv2.imencode(".jpg", face[:256, 128:384])[1].tobytes()
+        assert s.client.json("POST", "/source", body=jpg, headers={"Content-Type": "image/jpeg"})[0] == 200
+        s.assert_streaming()
+        assert s.client.json("POST", "/pause")[0] == 200
+        s.assert_streaming()
+        assert s.client.json("POST", "/resume")[0] == 200
+        s.assert_streaming()
+    finally:
+        assert s.stop() == 0
+    with av.open(str(out)) as container:
+        stamps = [read_stamp(f.to_ndarray(format="bgr24")) for f in container.decode(video=0)]
+    runs: list = []
+    for stamp in stamps:
+        if not runs or runs[-1][0] != stamp:
+            runs.append([stamp, 0])
+        runs[-1][1] += 1
+    # Unswapped, first identity, second identity, paused (unswapped), second again.
+    assert [r[0] for r in runs] == [None, 1, 2, None, 2], runs
+    assert all(n >= 3 for _, n in runs), runs
+
+
+def test_file_input_that_ends_is_reopened_and_stays_ready(tmp_path):
+    """Source loss, the file kind: the input ends, the daemon re-opens it with the loaded
+    models and stays ready; the file plays at its frame rate (a daemon streams live)."""
+    from io_media import make_video
+
+    video = make_video(tmp_path / "clip.mp4", frames=12, audio=False)
+    s = Serve(tmp_path, input=str(video))
+    try:
+        s.wait_ready()
+        deadline = time.monotonic() + 60
+        while True:
+            status = s.client.json("GET", "/status")[1]
+            assert s.client.json("GET", "/health")[0] == 200, s.output()
+            if status["daemon"]["pipeline_restarts"] >= 3:
+                break
+            assert time.monotonic() < deadline, s.output()
+            time.sleep(0.1)
+        assert status["live"] is True and status["input"] == str(video)
+        s.assert_streaming()
+        assert s.frames() > 3 * 12
+        assert _metric(_families(s), "streamswap_pipeline_restarts") >= 3
+        assert s.listener.lines().count("READY=1") == 1  # one start-up, not one per loop
+    finally:
+        assert s.stop() == 0
+
+
+def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path):  # noqa: F811
+    """Sink loss: an RTMP server that is down at start (the daemon waits and retries, alive
+    but not ready), comes up (ready), then dies (the other output keeps streaming and
+    /health stays 200), and comes back (the output reconnects)."""
+    rtmp_server.kill()
+    s = Serve(tmp_path, outputs=(rtmp_server.url("cam"), "null://"),
+              service={"restart_delay_s": 0.2, "restart_max_delay_s": 1.0})
+    try:
+        s.wait_api()
+        deadline = time.monotonic() + 60
+        while "cannot open output" not in s.output():
+            assert time.monotonic() < deadline, s.output()
+            time.sleep(0.1)
+        assert s.client.json("GET", "/health")[0] == 503
+        assert s.client.json("GET", "/health/live")[0] == 200
+        assert s.proc.poll() is None
+        rtmp_server.start()
+        s.wait_ready()
+        s.assert_streaming()
+
+        rtmp_server.kill()
+        for _ in range(3):
+            s.assert_streaming()
+            assert s.client.json("GET", "/health")[0] == 200, s.output()
+        assert "output lost" in s.output()
+        rtmp_server.start()
+        deadline = time.monotonic() + 60
+        while _metric(_families(s), "streamswap_reconnects", what=rtmp_server.url("cam")) < 1:
+            assert time.monotonic() < deadline, s.output()
+            time.sleep(0.2)
+        s.assert_streaming()
+    finally:
+        assert s.stop() == 0
+
+
+def test_bad_input_uri_fails_before_the_models_load(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "streamswap", "serve", "--input", "bogus://cam",
+                           "--api", "127.0.0.1:0"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown input scheme 'bogus'" in proc.stderr
+    assert "loading face stages" not in proc.stderr

@@ -1,6 +1,8 @@
 """The control API: a small HTTP/1.1 server from the standard library.
 
-    GET  /health   liveness + readiness: 200 when frames flow, 503 while starting/stalled
+    GET  /health   readiness: 200 when frames flow, 503 while loading, re-opening or stalled;
+                   the JSON body also says `live` (GET /health/ready and /health/live answer
+                   each alone: /health/live stays 200 while models load or an input is lost)
     GET  /metrics  Prometheus text
     GET  /status   JSON snapshot of the pipeline
     POST /source   a face image (image/jpeg, image/png, ...) -> new identity at the next frame
@@ -33,7 +35,7 @@ from streamswap.service.settings import ServiceSettings, needs_token, parse_bind
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif")
-_KNOWN_PATHS = ("/health", "/metrics", "/status", "/source", "/pause", "/resume", "/reload")
+_KNOWN_PATHS = ("/health", "/health/live", "/health/ready", "/metrics", "/status", "/source", "/pause", "/resume", "/reload")
 _JSON_BODY_LIMIT = 64 * 1024
 # After refusing a body we read (and discard) at most this much of it so the client sees
 # the response instead of a connection reset.
@@ -78,6 +80,9 @@ class ControlApi:
                 "is required; set service.token or $STREAMSWAP_API_TOKEN (e.g. `openssl rand -hex 32`), "
                 "or bind 127.0.0.1"
             )
+        if token is not None and len(token) < 16:  # service.token is checked on load; the env is not
+            raise ConfigError("the API token (service.token or $STREAMSWAP_API_TOKEN) is too short: "
+                              "use at least 16 characters, e.g. `openssl rand -hex 32`")
         self.control = control
         self.metrics = metrics
         self.token = token
@@ -155,10 +160,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.api.metrics.observe_api(self.command, path if path in _KNOWN_PATHS else "other", code)
 
     def _refuse(self, exc: Refused) -> None:
+        context = kv(client=self.client_address[0], method=self.command, path=self.path.split("?", 1)[0],
+                     code=exc.code, error=exc.message)
         if exc.code >= 500:
-            log.error("api request failed", extra=kv(path=self.path, code=exc.code, error=exc.message))
+            log.error("api request failed", extra=context)
         else:
-            log.warning("api request refused", extra=kv(path=self.path, code=exc.code, error=exc.message))
+            log.warning("api request refused", extra=context)
         self._send_json(exc.code, {"error": exc.message}, exc.headers)
 
     def _authorize(self) -> None:
@@ -248,7 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes -----------------------------------------------------------------------
     def do_GET(self) -> None:
-        self._dispatch({"/health": self._health, "/metrics": self._metrics, "/status": self._status})
+        self._dispatch({"/health": self._health, "/health/ready": self._health, "/health/live": self._live,
+                        "/metrics": self._metrics, "/status": self._status})
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -277,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise Refused(405, f"{self.command} {path} is not supported")
                 raise Refused(404, f"no endpoint {path}; try /health, /metrics, /status, /source, "
                                    "/pause, /resume, /reload")
-            if path != "/health":
+            if not path.startswith("/health"):  # probes need no token
                 self._authorize()
             handler()
         except Refused as exc:
@@ -296,6 +304,10 @@ class _Handler(BaseHTTPRequestHandler):
         ready, body = self.server.api.control.health()
         self._send_json(200 if ready else 503, body)
 
+    def _live(self) -> None:
+        _, body = self.server.api.control.health()
+        self._send_json(200 if body["live"] else 503, body)
+
     def _metrics(self) -> None:
         self._send(200, self.server.api.metrics.render(), METRICS_CONTENT_TYPE)
 
@@ -308,7 +320,9 @@ class _Handler(BaseHTTPRequestHandler):
         if ctype not in IMAGE_TYPES:
             length = self.headers.get("Content-Length") or "0"
             self._drain_and_close(int(length) if length.isdigit() else 0)
-            raise Refused(415, f"Content-Type must be one of {', '.join(IMAGE_TYPES)}; got {ctype}")
+            raise Refused(415, f"Content-Type must be one of {', '.join(IMAGE_TYPES)}; got {ctype} "
+                               "(send the file itself as the body: curl --data-binary @face.jpg "
+                               "-H 'Content-Type: image/jpeg' …/source)")
         length = self._content_length(settings.max_upload_bytes)
         if length == 0:
             raise Refused(411 if self.headers.get("Content-Length") is None else 400,

@@ -46,6 +46,7 @@ class ManagedRuntime(Protocol):
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def reload(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 # (config, extend_timeout) -> FaceStages; extend_timeout(seconds, what=None) asks systemd
@@ -58,6 +59,9 @@ RuntimeFactory = Callable[[Any, Any, Sequence[Any], Callable[[], None]], Managed
 # Each engine-build report (the builder sends a heartbeat every few seconds while a
 # TensorRT engine builds) buys this much more start-up time from systemd.
 ENGINE_BUILD_EXTEND_S = 90.0
+# GET /health/live fails when the main loop (which wakes at least once a second) has not
+# turned for this long: the daemon itself is wedged, not just a stage.
+LIVENESS_S = 10.0
 
 
 def default_stages(config: Any, extend_timeout: Callable[..., None]) -> Any:
@@ -77,12 +81,27 @@ def default_stages(config: Any, extend_timeout: Callable[..., None]) -> Any:
 
 def default_runtime(config: Any, stages: Any, observers: Sequence[Any], reload_hook: Callable[[], None]) -> ManagedRuntime:
     from streamswap.inference.cuda import slot_allocator
+    from streamswap.io.uri import open_source
     from streamswap.pipeline.runtime import Runtime
 
+    # A daemon streams in real time: a file input is a stand-in for a camera, played at
+    # its own frame rate (then re-opened from the start), not read as fast as possible.
+    source = open_source(config.input, config.io, live=True)
     # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
     # A replaced pipeline's pinned slots are freed once it is unreferenced.
-    return Runtime(config, stages, observers=observers, reload_hook=reload_hook,
+    return Runtime(config, stages, source=source, observers=observers, reload_hook=reload_hook,
                    allocator=slot_allocator(config.inference.backend))
+
+
+def check_uris(config: Any) -> None:
+    """Build (without opening anything) the input and outputs `config` names: an unknown
+    scheme, a missing input file or an unsupported output type is the user's error, which
+    re-opening the pipeline forever would only hide. Raises InputError/OutputError."""
+    from streamswap.io.uri import open_sink, open_source
+
+    open_source(config.input, config.io, live=True)
+    for uri in config.outputs:
+        open_sink(uri, config.io)
 
 
 # What a reload can apply live, and what needs a restart of the service.
@@ -134,7 +153,10 @@ class Daemon:
         self._pending_sources: list[Any] | None = None
         self._fatal: BaseException | None = None
         self._frames_before = 0  # frames of earlier runtimes (frames_out stays monotonic)
+        self._runtime_started = False  # the current runtime's start() returned
         self.started_at = clock()
+        self._heartbeat = clock()  # the main thread's last turn (liveness)
+        self._stop_reason = "stop requested"
 
     @property
     def settings(self) -> ServiceSettings:
@@ -145,6 +167,7 @@ class Daemon:
         """Serve until stopped; returns the exit code (0 after a clean stop)."""
         handlers = self._install_signals()
         try:
+            check_uris(self.config)  # a typo fails now, not after minutes of engine builds
             if self.settings.api is not None:
                 token = self.settings.token or self._env.get(TOKEN_ENV) or None
                 self.api = ControlApi(self.settings, self, self.metrics, token)  # refuses early
@@ -155,6 +178,9 @@ class Daemon:
             self._start_pipeline()
             self._loop()
             return 0
+        except BaseException as exc:
+            self._stop_reason = f"error ({type(exc).__name__})"
+            raise
         finally:
             self._shutdown()
             self._restore_signals(handlers)
@@ -182,6 +208,7 @@ class Daemon:
             return {}
 
         def on_stop(signum: int, frame: Any) -> None:
+            self._stop_reason = signal.Signals(signum).name
             self._stop.set()
 
         def on_reload(signum: int, frame: Any) -> None:
@@ -224,6 +251,7 @@ class Daemon:
         thread.start()
         while thread.is_alive() and not self._stop.is_set():
             self._wait(1.0)
+            self._heartbeat = self._clock()
         if self._stop.is_set() and thread.is_alive():
             log.info("stop asked while loading; exiting")
             return
@@ -246,7 +274,13 @@ class Daemon:
             self._retry_at = None
             if self.runtime is not None:  # keep frames_out monotonic across re-opens
                 self._frames_before = self._frames_out()
-            runtime = self._make_runtime(self.config, self.stages, [self.metrics], self._apply_reload)
+            self._runtime_started = False
+            try:
+                runtime = self._make_runtime(self.config, self.stages, [self.metrics], self._apply_reload)
+            except StreamswapError as exc:  # e.g. the input file was removed meanwhile
+                log.error("pipeline cannot start; will retry", extra=kv(error=str(exc)))
+                self.runtime = _NotStarted()
+                return
             self.runtime = runtime
 
         def start() -> None:
@@ -255,8 +289,14 @@ class Daemon:
                 if self._paused:
                     runtime.pause()
                 with self._lock:
-                    if self.runtime is runtime and self.state == "starting":
-                        self.state = "running"
+                    if self.runtime is runtime:
+                        self._runtime_started = True
+                        if self.state == "starting":
+                            self.state = "running"
+                # Wake the main loop the moment this pipeline ends (a file input that
+                # finished is re-opened at once, not at the next tick).
+                threading.Thread(target=lambda: (runtime.wait(), self._wake()),
+                                 name="streamswap-watch", daemon=True).start()
             except ConfigError as exc:  # a bad URI will not heal by retrying
                 log.error("pipeline cannot start", extra=kv(error=str(exc)))
                 self._fatal = exc
@@ -281,7 +321,9 @@ class Daemon:
         frames_at_ping = 0
         next_status = now
         while not self._stop.is_set():
-            self._wait(tick)
+            retry_in = None if self._retry_at is None else max(self._retry_at - self._clock(), 0.0)
+            self._wait(tick if retry_in is None else min(tick, retry_in))
+            self._heartbeat = self._clock()
             if self._stop.is_set():
                 break
             if self._reload_asked:
@@ -339,11 +381,7 @@ class Daemon:
             if runtime is None or starting:
                 return
             if self.state == "waiting":
-                if self._retry_at is not None and now >= self._retry_at:
-                    self._restarts += 1
-                    self.metrics.pipeline_restarts_total.inc()
-                    log.info("re-opening the pipeline", extra=kv(attempt=self._failures))
-                    self._start_pipeline()
+                self._retry(now)
                 return
             if runtime.finished or self.state == "starting":
                 # Ended after running, or never got going: wait, doubling the delay while
@@ -357,16 +395,24 @@ class Daemon:
                 self._retry_at = now + delay
                 log.warning("pipeline ended; re-opening", extra=kv(
                     state=status.get("state"), delay_s=round(delay, 2), failures=self._failures))
+                self._retry(now)
+
+    def _retry(self, now: float) -> None:
+        if self._retry_at is not None and now >= self._retry_at:
+            self._restarts += 1
+            self.metrics.pipeline_restarts_total.inc()
+            log.info("re-opening the pipeline", extra=kv(attempt=self._failures))
+            self._start_pipeline()
 
     def _shutdown(self) -> None:
         self.state = "stopping"
         self.notifier.stopping("stopping")
-        log.info("stopping")
+        log.info("stopping", extra=kv(reason=self._stop_reason))
         with self._lock:
             runtime = self.runtime
         if runtime is not None:
             try:
-                runtime.stop(drain=True, timeout=5.0)
+                self._stop_runtime(runtime, 5.0)
             except Exception:
                 log.exception("pipeline stop failed")
         if self.api is not None:
@@ -377,6 +423,15 @@ class Daemon:
         log.info("stopped")
 
     # -- readings ---------------------------------------------------------------------
+    def _stop_runtime(self, runtime: ManagedRuntime, timeout: float) -> None:
+        """Stop `runtime` if it got going; one still opening is given a moment to finish,
+        one that never started has nothing to drain."""
+        starter = self._starter
+        if starter is not None and starter.is_alive():
+            starter.join(timeout)
+        if self._runtime_started:
+            runtime.stop(drain=True, timeout=timeout)
+
     def _frames_out(self) -> int:
         runtime = self.runtime
         if runtime is None:
@@ -415,13 +470,23 @@ class Daemon:
 
     # -- DaemonControl (the API) ------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness (frames left within `service.stall_s`) and the body of GET /health.
+        `live` is the process's own liveness: the main loop turns (it wakes at least once
+        a second) and the daemon is not shutting down; it stays true while models load
+        and while a lost input is being re-opened, when `ready` is false."""
         now = self._clock()
         since = round(now - self._last_progress, 3)
-        ready = self.ready and self._fresh(now) and self.state not in ("stopping", "stopped")
+        stopping = self.state in ("stopping", "stopped")
+        live = not stopping and now - self._heartbeat < LIVENESS_S
+        ready = live and self.ready and self._fresh(now)
+        runtime = self.runtime
+        pipeline = self._runtime_status(runtime) if runtime is not None else {}
         return ready, {
-            "live": True,
+            "live": live,
             "ready": ready,
             "state": self.state,
+            "pipeline": pipeline.get("state"),
+            "degraded_stages": pipeline.get("degraded_stages", []),
             "frames_out": self._frames_out(),
             "seconds_since_last_frame": since,
         }
@@ -486,6 +551,8 @@ class Daemon:
                 old = self.config
                 changed = [k for k in (*_LIVE_KEYS, *_PIPELINE_KEYS, *_RESTART_KEYS, "service")
                            if getattr(old, k) != getattr(new, k)]
+                if any(k in changed for k in _PIPELINE_KEYS):
+                    check_uris(new)  # a typo must not tear down the running pipeline
                 applied: list[str] = []
                 restart = [k for k in _RESTART_KEYS if k in changed]
                 if "source" in changed and self.runtime is not None:
@@ -518,5 +585,30 @@ class Daemon:
     def _replace_pipeline(self) -> None:
         runtime = self.runtime
         if runtime is not None:
-            runtime.stop(drain=True, timeout=2.0)
+            self._stop_runtime(runtime, 2.0)
         self._start_pipeline()
+
+
+class _NotStarted:
+    """Stands in for a pipeline that could not even be built; the supervisor sees it as
+    ended and schedules the next attempt with back-off."""
+
+    finished = True
+
+    def start(self) -> None: ...
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "failed", "frames_out": 0}
+
+    def frames_out(self) -> int:
+        return 0
+
+    def set_source_image(self, image_bgr: Any) -> None:
+        raise StreamswapError("the pipeline is not running (its input or outputs cannot be opened); see /status")
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def reload(self) -> None: ...

@@ -25,31 +25,29 @@ LATENCY_BUCKETS = (0.017, 0.033, 0.05, 0.066, 0.083, 0.1, 0.133, 0.166, 0.2, 0.3
 
 
 class GpuMemoryCollector(Collector):
-    """GPU memory in use and total per device, read through cuda-python — only when the
-    process already uses CUDA (never creates a CUDA context just to be scraped)."""
+    """GPU memory in use and total of the device this process works on, read through
+    cuda-python — only when the process already uses CUDA (never loads CUDA just to be
+    scraped, and never touches other devices, which would create a context on each)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         cudart = _loaded_cudart()
         if cudart is None:
             return
         try:
-            err, count = cudart.cudaGetDeviceCount()
+            err, device = cudart.cudaGetDevice()
             if int(err) != 0:
                 return
-            used = GaugeMetricFamily("streamswap_gpu_memory_used_bytes", "GPU memory in use (all processes)", labels=["device"])
-            total = GaugeMetricFamily("streamswap_gpu_memory_total_bytes", "GPU memory size", labels=["device"])
-            (err, current) = cudart.cudaGetDevice()
-            for device in range(count):
-                if int(cudart.cudaSetDevice(device)[0]) != 0:
-                    continue
-                err, free, size = cudart.cudaMemGetInfo()
-                if int(err) == 0:
-                    used.add_metric([str(device)], float(size - free))
-                    total.add_metric([str(device)], float(size))
-            cudart.cudaSetDevice(current)
+            err, free, size = cudart.cudaMemGetInfo()
+            if int(err) != 0:
+                return
         except Exception:  # a scrape must never fail because of the GPU probe
             log.debug("GPU memory probe failed", exc_info=True)
             return
+        used = GaugeMetricFamily("streamswap_gpu_memory_used_bytes", "GPU memory in use (all processes)",
+                                 labels=["device"])
+        total = GaugeMetricFamily("streamswap_gpu_memory_total_bytes", "GPU memory size", labels=["device"])
+        used.add_metric([str(device)], float(size - free))
+        total.add_metric([str(device)], float(size))
         yield used
         yield total
 
