@@ -203,3 +203,25 @@ def test_several_sources_use_the_most_frontal(processor, photos, caplog) -> None
         np.testing.assert_array_equal(processor.swapper.identity.levels[0].lab, alone)
         chosen = [r for r in caplog.records if "one source photo" in r.getMessage()]
         assert chosen and chosen[0].kv["chosen"] == str(photos[0])
+
+
+def test_no_uncovered_pixels_inside_turned_faces(processor, photos) -> None:
+    """The mesh folds on turned faces (t1.jpg has two in near profile); every pixel inside
+    the face oval must still get a triangle, or the target shows through as lines and specks."""
+    from streamswap.faces.mesh_topology import FACE_OVAL
+    from streamswap.faces.swappers.mesh import _polygon_mask
+
+    processor.set_source_images([photos[0]])
+    target = cv2.imread(str(photos[1]))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    processor.swap(target.copy(), [])  # hand the identity over
+    swapper = processor.swapper
+    sentinel = len(swapper.identity.triangles)
+    for face in faces:
+        swapper.swap_one(target.copy(), face.landmarks, swapper.identity)
+        rx, ry, rw, rh = swapper._region(face.landmarks[:, :2], target.shape[1], target.shape[0])
+        oval = _polygon_mask((rh, rw), [face.landmarks[list(FACE_OVAL), :2] - (rx, ry)]) > 0
+        oval = cv2.erode(oval.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # the contour's own pixels aside
+        uncovered = int((swapper._buffers[(rh, rw)].tri_id[oval] == sentinel).sum())
+        assert uncovered == 0, f"face at {face.box}: {uncovered} pixels without a triangle"

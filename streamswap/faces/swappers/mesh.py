@@ -49,6 +49,8 @@ _ONE = 1 << _SHIFT
 _QUANT = 16  # region sizes are rounded up to this so buffers are reused across frames
 _MAX_TEXTURE_FACE = 384  # source face size (px) of the finest texture level
 _MIN_TEXTURE_FACE = 24
+_HOLE_KERNEL = np.ones((3, 3), np.uint8)
+_HOLE_STEPS = 3  # uncovered slivers up to ~6 px wide are closed
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,9 @@ class _Buffers:
 
     def __init__(self, h: int, w: int) -> None:
         self.tri_id = np.empty((h, w), np.int32)
+        self.tri_f = np.empty((h, w), np.float32)  # ids as float for the hole-closing dilate
+        self.hole = np.empty((h, w), bool)
+        self.oval = np.empty((h, w), np.uint8)
         self.coef = np.empty((h, w, 6), np.float32)
         gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
         self.gx, self.gy = gx, gy
@@ -381,6 +386,7 @@ class MeshSwapper:
         tri_id = buf.tri_id
         for i in order[ok[order]].tolist():
             fill(tri_id, fixed[i], i, cv2.LINE_8, _SHIFT)
+        self._close_holes(buf, pts, sentinel)
 
         # Dense target -> source map from the per-triangle coefficients.
         np.take(coef, tri_id, axis=0, out=buf.coef, mode="clip")
@@ -458,6 +464,26 @@ class MeshSwapper:
             roi[...] = buf.out
         if prof is not None:
             prof["blend"] = prof.get("blend", 0.0) + (time.perf_counter() - t0)
+
+    @staticmethod
+    def _close_holes(buf: _Buffers, pts: np.ndarray, sentinel: int) -> None:
+        """Give pixels inside the face oval that no triangle covered the id of a neighbour.
+
+        On a turned face the mesh folds (triangles flip over the nose and the far cheek) and
+        slivers between triangles stay empty; left alone they show the target's own face as
+        thin lines and specks through the swap."""
+        empty = buf.hole
+        np.equal(buf.tri_id, sentinel, out=empty)
+        buf.oval.fill(0)
+        _polygon_mask(buf.oval.shape, [pts[_OVAL]], 1, out=buf.oval)
+        if not np.logical_and(empty, buf.oval, out=buf.oval.view(bool)).any():
+            return
+        np.copyto(buf.tri_f, buf.tri_id, casting="unsafe")
+        buf.tri_f[empty] = -1.0  # "no triangle" loses every max below
+        cv2.dilate(buf.tri_f, _HOLE_KERNEL, dst=buf.tri_f, iterations=_HOLE_STEPS)
+        np.greater_equal(buf.tri_f, 0.0, out=empty)
+        np.logical_and(empty, buf.oval.view(bool), out=empty)
+        np.copyto(buf.tri_id, buf.tri_f, casting="unsafe", where=empty)
 
     def _relight(self, buf: _Buffers, size: float) -> None:
         """Move the warped face's low-frequency LAB (shading, local tint) to the target's.
