@@ -127,3 +127,98 @@ def test_broken_model_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
         open_ort_session(bad, InferenceSettings(provider="cpu"))
     assert str(bad) in str(err.value) and "streamswap models verify" in str(err.value)
+
+
+class _GpuBuildWithoutGpu:
+    """The real onnxruntime, dressed as an onnxruntime-gpu build on a machine where the
+    CUDA provider cannot start: it is offered, and then either fails to start (`raises`) or
+    is quietly left out of the session (ORT's behaviour when CUDA libraries do not load)."""
+
+    def __init__(self, raises: bool) -> None:
+        import onnxruntime
+
+        self._ort = onnxruntime
+        self.raises = raises
+        self.calls: list[list[str]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._ort, name)
+
+    def get_available_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", *self._ort.get_available_providers()]
+
+    def InferenceSession(self, path, sess_options=None, providers=(), provider_options=(), **kwargs):
+        self.calls.append(list(providers))
+        if "CUDAExecutionProvider" in providers:
+            if self.raises:
+                raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+            keep = [i for i, p in enumerate(providers) if p != "CUDAExecutionProvider"]
+            providers = [providers[i] for i in keep]
+            provider_options = [provider_options[i] for i in keep]
+        return self._ort.InferenceSession(path, sess_options=sess_options, providers=providers,
+                                          provider_options=provider_options, **kwargs)
+
+
+@pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
+def test_explicit_provider_that_cannot_start_is_an_error_not_a_cpu_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raises: bool,
+) -> None:
+    from streamswap.inference import ort as ort_backend
+
+    fake = _GpuBuildWithoutGpu(raises)
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: fake)
+    path = affine_model(tmp_path / "affine.onnx")
+    with pytest.raises(BackendUnavailable) as err:
+        open_ort_session(path, InferenceSettings(provider="cuda"))
+    message = str(err.value)
+    assert f"could not start CUDAExecutionProvider for {path}" in message
+    assert "streamswap doctor" in message and "inference.provider: auto" in message
+    assert ("no CUDA-capable device" in message) == raises
+    assert fake.calls[0] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
+def test_auto_runs_on_what_started_and_says_what_was_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raises: bool,
+) -> None:
+    from streamswap.inference import ort as ort_backend
+
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: _GpuBuildWithoutGpu(raises))
+    with caplog.at_level("WARNING", logger="streamswap.inference.ort"):
+        session = open_ort_session(affine_model(tmp_path / "affine.onnx"), InferenceSettings(provider="auto"))
+    assert session.backend == "ort:CPUExecutionProvider"
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(session.run({"x": x})["y"], x @ W + B, rtol=1e-5, atol=1e-6)
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert record.getMessage() == "accelerator could not start, running without it"
+    assert record.kv["left_out"] == "CUDAExecutionProvider"
+
+
+def test_a_bad_file_is_a_model_error_even_when_an_accelerator_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamswap.inference import ort as ort_backend
+
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: _GpuBuildWithoutGpu(True))
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf graph")
+    with pytest.raises(ModelError) as err:
+        open_ort_session(bad, InferenceSettings(provider="auto"))
+    assert str(err.value).startswith(f"{bad}: ONNX Runtime cannot load this file")
+    assert "streamswap models fetch NAME" in str(err.value) and "export it again" in str(err.value)
+
+
+def test_explicit_tensorrt_keeps_cuda_for_what_tensorrt_does_not_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamswap.inference import ort as ort_backend
+
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: ["tensorrt", "cuda", "cpu"])
+    chosen = [ep for ep, _ in resolve_providers(InferenceSettings(provider="tensorrt"), None)]
+    assert chosen == [PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]]
+    chosen = [ep for ep, _ in resolve_providers(InferenceSettings(provider="cuda"), None)]
+    assert chosen == [PROVIDERS["cuda"], PROVIDERS["cpu"]]
+
+
+def test_session_does_not_fall_back_behind_our_back(tmp_path: Path) -> None:
+    """ORT's own fallback prints to stdout and moves work to the CPU; it is switched off."""
+    session = open_ort_session(affine_model(tmp_path / "affine.onnx"), InferenceSettings(provider="cpu"))
+    assert session._session._enable_fallback is False

@@ -60,8 +60,9 @@ def available_providers() -> list[str]:
 def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> list[tuple[str, dict]]:
     """The ORT provider list (with options) for `settings.provider`.
 
-    `auto` takes every usable accelerator, best first, and the CPU last so unsupported
-    operators still run. An explicit provider must be available, else BackendUnavailable.
+    `auto` takes every accelerator this onnxruntime offers, best first, and the CPU last so
+    unsupported operators still run (`open_ort_session` keeps what actually starts). An
+    explicit provider must be offered, else BackendUnavailable.
     """
     have = available_providers()
     if settings.provider == "auto":
@@ -73,7 +74,12 @@ def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> li
                 f"{', '.join(have) or 'none'}; install onnxruntime-gpu (pip install "
                 "'streamswap[gpu]') for CUDA/TensorRT, or set inference.provider: auto"
             )
-        chosen = [settings.provider] + (["cpu"] if settings.provider != "cpu" else [])
+        # TensorRT takes the graph's supported parts; CUDA (when there) runs the rest on the GPU.
+        chosen = [settings.provider]
+        if settings.provider == "tensorrt" and "cuda" in have:
+            chosen.append("cuda")
+        if settings.provider != "cpu":
+            chosen.append("cpu")
     return [(PROVIDERS[p], _provider_options(p, settings, cache_dir)) for p in chosen]
 
 
@@ -97,37 +103,39 @@ def _dims(shape: Sequence[object]) -> tuple[Dim, ...]:
     return tuple(d if isinstance(d, int) else (str(d) if d is not None else None) for d in shape)
 
 
+def _tensor_infos(args: Sequence[Any]) -> list[TensorInfo]:
+    """ORT's NodeArg list as TensorInfo (unknown element types read as float32)."""
+    return [TensorInfo(a.name, _dims(a.shape), np.dtype(_ORT_TYPES.get(a.type, np.float32))) for a in args]
+
+
 @dataclass
 class OrtSession:
     """One ONNX Runtime InferenceSession behind the `Session` interface."""
 
     path: Path
-    _session: object
-    _inputs: list[TensorInfo]
-    _outputs: list[TensorInfo]
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
+    _session: Any
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
 
     @property
     def backend(self) -> str:
-        return "ort:" + self._session.get_providers()[0]  # type: ignore[attr-defined]
+        return "ort:" + self._session.get_providers()[0]
 
     def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
-        names = [o.name for o in self._outputs]
-        values = self._session.run(names, dict(feeds))  # type: ignore[attr-defined]
+        names = [o.name for o in self.outputs]
+        values = self._session.run(names, dict(feeds))
         return dict(zip(names, values))
 
 
 def open_ort_session(
     path: Path, settings: InferenceSettings, cache_dir: Path | None = None
 ) -> OrtSession:
-    """Load `path` with the providers `settings` asks for; errors say which file and why."""
+    """Load `path` with the providers `settings` asks for; errors say which file and why.
+
+    An explicit provider that ONNX Runtime offers but cannot start here (no driver, CUDA or
+    TensorRT libraries that do not match) is BackendUnavailable; with `auto` the session
+    runs on what did start, and the accelerators left out are logged as a warning.
+    """
     ort = _import_ort()
     providers = resolve_providers(settings, cache_dir)
     options = ort.SessionOptions()
@@ -139,22 +147,70 @@ def open_ort_session(
     options.log_severity_level = 3  # ORT's own warnings are noise for users
     if cache_dir is not None and any(p[0] == PROVIDERS["tensorrt"] for p in providers):
         (cache_dir / "ort-trt").mkdir(parents=True, exist_ok=True)
-    try:
+    session, reason = _start_session(ort, path, options, providers)
+    started = session.get_providers()
+    left_out = [ep for ep, _ in providers if ep not in started]
+    if left_out:
+        _provider_did_not_start(path, settings, left_out, started, reason)
+    log.info("model loaded", extra=kv(model=path.name, providers=",".join(started)))
+    return OrtSession(path, session, _tensor_infos(session.get_inputs()), _tensor_infos(session.get_outputs()))
+
+
+def _start_session(ort: Any, path: Path, options: Any,
+                   providers: list[tuple[str, dict]]) -> tuple[Any, str | None]:
+    """The InferenceSession, and why the accelerators failed when it runs without them.
+
+    ONNX Runtime's own fallback is off: it would print to stdout and silently move an
+    explicit provider's work to the CPU. A failure with accelerators is retried on the CPU
+    alone to tell a bad model file from a provider that cannot start."""
+
+    def create(chosen: list[tuple[str, dict]]) -> Any:
         session = ort.InferenceSession(
-            os.fspath(path), sess_options=options,
-            providers=[p for p, _ in providers], provider_options=[o for _, o in providers],
+            os.fspath(path), sess_options=options, providers=[p for p, _ in chosen],
+            provider_options=[o for _, o in chosen], enable_fallback=0,
         )
+        session.disable_fallback()  # onnxruntime versions that ignore the keyword
+        return session
+
+    def load_error(exc: Exception) -> ModelError:
+        return ModelError(
+            f"{path}: ONNX Runtime cannot load this file ({_first_line(exc)}): it is damaged or "
+            "not an ONNX model; a catalogue model: `streamswap models verify`, then delete it and "
+            "`streamswap models fetch NAME`; your own file: export it again or check the path"
+        )
+
+    try:
+        return create(providers), None
     except Exception as exc:  # ORT raises its own exception types for bad graphs
-        raise ModelError(
-            f"{path}: ONNX Runtime cannot load this model ({str(exc).splitlines()[0]}); "
-            "check that the file is a complete ONNX model (`streamswap models verify`)"
-        ) from None
-    inputs = [TensorInfo(i.name, _dims(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
-              for i in session.get_inputs()]
-    outputs = [TensorInfo(o.name, _dims(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
-               for o in session.get_outputs()]
-    log.info("model loaded", extra=kv(model=path.name, providers=",".join(session.get_providers())))
-    return OrtSession(path, session, inputs, outputs)
+        first_error = exc
+    cpu = [(ep, opts) for ep, opts in providers if ep == PROVIDERS["cpu"]]
+    if len(cpu) == len(providers):
+        raise load_error(first_error) from None
+    try:
+        session = create(cpu)
+    except Exception as exc:
+        raise load_error(exc) from None
+    return session, _first_line(first_error)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _provider_did_not_start(path: Path, settings: InferenceSettings, left_out: list[str],
+                            started: list[str], reason: str | None) -> None:
+    """Raise for an explicit provider that did not start; log it under `auto`."""
+    why = f" ({reason})" if reason else ""
+    if settings.provider != "auto" and PROVIDERS[settings.provider] in left_out:
+        raise BackendUnavailable(
+            f"inference.provider is {settings.provider!r} but ONNX Runtime could not start "
+            f"{PROVIDERS[settings.provider]} for {path}{why} (for CUDA/TensorRT usually no NVIDIA "
+            "GPU/driver, or CUDA, cuDNN or TensorRT libraries that do not match onnxruntime-gpu); "
+            "run `streamswap doctor`, or set inference.provider: auto"
+        )
+    log.warning("accelerator could not start, running without it",
+                extra=kv(model=path.name, left_out=",".join(left_out), running=",".join(started),
+                         reason=reason or "not registered"))
 
 
 class SessionPool:
