@@ -18,20 +18,15 @@ import numpy as np
 
 from streamswap.errors import InputError, ModelError
 from streamswap.faces.align import estimate_similarity, template, warp_crop
+from streamswap.faces.detectors import CONTRACTS as DETECTOR_CONTRACTS
 from streamswap.faces.types import Face
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Detector contract -> (mean, scale, rgb) of its letterboxed input (as in its adapter).
-_DETECTOR_INPUTS = {
-    "scrfd": (127.5, 1 / 128, True),
-    "blazeface": (127.5, 1 / 127.5, True),
-    "yoloface": (0.0, 1 / 255, False),
-    "yunet": (0.0, 1.0, False),
-}
-CALIBRATED_CONTRACTS = (*_DETECTOR_INPUTS, "arcface")
+_DETECTOR_CONTRACTS = DETECTOR_CONTRACTS
+CALIBRATED_CONTRACTS = (*_DETECTOR_CONTRACTS, "arcface")
 
 
 def load_images(folder: Path, limit: int = 500) -> list[np.ndarray]:
@@ -68,12 +63,12 @@ def face_crops(images: Iterable[np.ndarray], detect: Callable[[np.ndarray], Sequ
 
 def detector_inputs(images: Iterable[np.ndarray], contract: str, size: int) -> np.ndarray:
     """(N, 3, size, size) float32 letterboxed detector inputs, as the adapter builds them."""
+    from streamswap.faces.detectors import detector_class
     from streamswap.faces.detectors.common import LetterboxInput
 
-    if contract not in _DETECTOR_INPUTS:
+    if contract not in _DETECTOR_CONTRACTS:
         raise ModelError(f"no calibration preprocessing for detector contract {contract!r}")
-    mean, scale, rgb = _DETECTOR_INPUTS[contract]
-    box = LetterboxInput(size, mean=mean, scale=scale, rgb=rgb)
+    box = LetterboxInput(size, *detector_class(contract).input_norm)  # exactly as the adapter
     out = []
     for image in images:
         box.fill(image)
@@ -93,7 +88,7 @@ def calibration_inputs(contract: str, input_name: str, images: Sequence[np.ndarr
 
     `size` is the detector's input side, or the recognizer's crop side (112).
     """
-    if contract in _DETECTOR_INPUTS:
+    if contract in _DETECTOR_CONTRACTS:
         return {input_name: detector_inputs(images, contract, size)}
     if contract == "arcface":
         if detect is None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.faces.detectors.common import (
-    LetterboxDetector, LetterboxInput, as_rows, finish_faces, static_dims)
+    InputNorm, LetterboxDetector, LetterboxInput, as_rows, finish_faces, static_dims)
 from streamswap.faces.detectors.nms import weighted_nms
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
@@ -49,6 +49,7 @@ class BlazeFaceDetector(LetterboxDetector):
     """Full-range BlazeFace on a top-left letterbox of the frame."""
 
     contract = "blazeface"
+    input_norm = InputNorm(mean=127.5, scale=1 / 127.5, rgb=True)  # (x − mean) · scale, channel order
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
         fixed = self._open(session, settings)
@@ -56,7 +57,7 @@ class BlazeFaceDetector(LetterboxDetector):
             raise ModelError(f"{self.label}: input is {fixed}×{fixed}, the full-range BlazeFace takes "
                              f"{INPUT_SIZE}×{INPUT_SIZE}; use the bundled model (faces.detector.model: blazeface)")
         self.regressor_name, self.score_name = self._pick_outputs()
-        self.input = LetterboxInput(INPUT_SIZE, mean=127.5, scale=1 / 127.5, rgb=True)
+        self.input = LetterboxInput(INPUT_SIZE, *self.input_norm)
         self.anchors = anchors()
 
     def _pick_outputs(self) -> tuple[str, str]:

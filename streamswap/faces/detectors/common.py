@@ -3,7 +3,7 @@ turning decoded arrays into sorted, clipped `Face` objects."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +24,14 @@ def model_label(session: Session, model: str | None, contract: str) -> str:
     path = getattr(session, "path", None)
     name = str(path) if path is not None else (model or contract)
     return f"{name} ({contract} detector)"
+
+
+class InputNorm(NamedTuple):
+    """How a detector normalises its letterboxed input: (x − mean) · scale, RGB or BGR."""
+
+    mean: float
+    scale: float
+    rgb: bool
 
 
 class LetterboxInput:

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from streamswap.errors import ConfigError
-from streamswap.faces.detectors.common import LetterboxDetector, LetterboxInput, as_rows, check_output_dims
+from streamswap.faces.detectors.common import InputNorm, LetterboxDetector, LetterboxInput, as_rows, check_output_dims
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -39,6 +39,7 @@ class ScrfdDetector(LetterboxDetector):
     """SCRFD/RetinaFace decoder over a session with the 9-output contract."""
 
     contract = "scrfd"
+    input_norm = InputNorm(mean=127.5, scale=1 / 128, rgb=True)  # (x − mean) · scale, channel order
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
         fixed = self._open(session, settings)
@@ -59,7 +60,7 @@ class ScrfdDetector(LetterboxDetector):
                           [(n, 1) for n in self.rows] + [(n, 4) for n in self.rows] + [(n, 10) for n in self.rows])
         self.output_names = [o.name for o in outputs]
         self.centres = [anchor_centres(size, s) for s in STRIDES]
-        self.input = LetterboxInput(size, mean=127.5, scale=1 / 128, rgb=True)
+        self.input = LetterboxInput(size, *self.input_norm)
 
     def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         """The 9 raw outputs (model order) -> faces. `scale`: input pixels per frame pixel."""

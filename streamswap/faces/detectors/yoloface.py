@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamswap.errors import ModelError
-from streamswap.faces.detectors.common import LetterboxDetector, LetterboxInput, static_dims
+from streamswap.faces.detectors.common import InputNorm, LetterboxDetector, LetterboxInput, static_dims
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -28,6 +28,7 @@ class YoloFaceDetector(LetterboxDetector):
     """YOLOFace decoder: threshold, NMS, letterbox removal."""
 
     contract = "yoloface"
+    input_norm = InputNorm(mean=0.0, scale=1 / 255, rgb=False)  # (x − mean) · scale, channel order
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
         self.size = size = self._input_size(self._open(session, settings), STRIDES[-1])
@@ -42,7 +43,7 @@ class YoloFaceDetector(LetterboxDetector):
             )
         self.output_name = outputs[0].name
         self.output_names = [self.output_name]
-        self.input = LetterboxInput(size, mean=0.0, scale=1 / 255, rgb=False)
+        self.input = LetterboxInput(size, *self.input_norm)
 
     def decode(self, outputs: list[np.ndarray] | np.ndarray, scale: float,
                frame_shape: tuple[int, ...]) -> list[Face]:

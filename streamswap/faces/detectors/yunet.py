@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamswap.faces.detectors.common import LetterboxDetector, LetterboxInput, as_rows, check_output_dims
+from streamswap.faces.detectors.common import InputNorm, LetterboxDetector, LetterboxInput, as_rows, check_output_dims
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -33,6 +33,7 @@ class YuNetDetector(LetterboxDetector):
     """YuNet decoder over a session with the 12-output contract."""
 
     contract = "yunet"
+    input_norm = InputNorm(mean=0.0, scale=1.0, rgb=False)  # (x − mean) · scale, channel order
 
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
         self.size = size = self._input_size(self._open(session, settings), STRIDES[-1])
@@ -44,7 +45,7 @@ class YuNetDetector(LetterboxDetector):
         check_output_dims(self.label, ordered, [(n, last) for last in (1, 1, 4, 10) for n in self.rows])
         self.output_names = [o.name for o in ordered]
         self.grids = [grid(size, s) for s in STRIDES]
-        self.input = LetterboxInput(size, mean=0.0, scale=1.0, rgb=False)
+        self.input = LetterboxInput(size, *self.input_norm)
 
     def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         """The 12 raw outputs (cls, obj, bbox, kps × strides 8/16/32) -> faces."""
