@@ -152,17 +152,29 @@ def _onnxruntime(config: Config) -> list[Check]:
         import onnxruntime
     except ImportError as exc:
         return [Check("onnxruntime", FAIL, f"cannot import onnxruntime ({exc})", "pip install onnxruntime")]
-    from streamswap.inference.ort import available_providers
+    from streamswap.inference.ort import available_providers, probe_provider
 
-    have = available_providers()
-    detail = f"{onnxruntime.__version__}, providers: {', '.join(have) or 'none'}"
-    if "cpu" not in have:
+    offered = available_providers()
+    # An onnxruntime-gpu build offers CUDA/TensorRT even where they cannot start.
+    why_not = {p: probe_provider(p) for p in offered}
+    usable = [p for p in offered if why_not[p] is None]
+    detail = f"{onnxruntime.__version__}, usable providers: {', '.join(usable) or 'none'}"
+    broken = [f"{p} ({why_not[p]})" for p in offered if why_not[p] is not None]
+    if broken:
+        detail += f"; offered but not starting: {'; '.join(broken)}"
+    if "cpu" not in usable:
         return [Check("onnxruntime", FAIL, detail, "reinstall onnxruntime: pip install --force-reinstall onnxruntime")]
     wanted = config.inference.provider
-    if wanted != "auto" and wanted not in have:
-        return [Check("onnxruntime", FAIL, f"{detail}; inference.provider is {wanted!r}",
-                      "install onnxruntime-gpu (pip install 'streamswap[gpu]') or set inference.provider: auto")]
-    if not any(p in have for p in ("tensorrt", "cuda")):
+    if wanted != "auto" and wanted not in usable:
+        fix = ("install onnxruntime-gpu (pip install 'streamswap[gpu]') or set inference.provider: auto"
+               if wanted not in offered else
+               "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs, "
+               "or set inference.provider: auto")
+        return [Check("onnxruntime", FAIL, f"{detail}; inference.provider is {wanted!r}", fix)]
+    if broken and wanted == "auto":
+        return [Check("onnxruntime", WARN, detail,
+                      "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")]
+    if not any(p in usable for p in ("tensorrt", "cuda")):
         detail += " (CPU only; GPU providers come with: pip install 'streamswap[gpu]')"
     return [Check("onnxruntime", OK, detail)]
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from ort_fakes import GpuBuildWithoutGpu
 from streamswap.config import Config
 from streamswap.doctor import FAIL, MISSING, OK, WARN, Check, essentials_ok, run_checks
 from streamswap.models.settings import ModelsSettings
@@ -64,3 +67,28 @@ def test_a_bad_model_file_the_config_uses_fails(tmp_path: Path) -> None:
     assert bad.status == FAIL and "fails verification" in bad.detail
     assert bad.fix == "delete it and run: streamswap models fetch gfpgan_1.4"
     assert not essentials_ok([bad])
+
+
+@pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
+def test_a_provider_that_is_offered_but_cannot_start_is_not_reported_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raises: bool,
+) -> None:
+    from streamswap.inference import ort as ort_backend
+
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: GpuBuildWithoutGpu(raises))
+    auto = checks_for(tmp_path / "auto", {})["onnxruntime"]
+    assert auto.status == WARN, auto
+    assert "usable providers: cpu;" in auto.detail and "offered but not starting: cuda (" in auto.detail
+    assert ("no CUDA-capable device" in auto.detail) == raises
+    assert auto.fix and "NVIDIA driver" in auto.fix
+    config = Config(models=ModelsSettings(dir=str(tmp_path / "models")))
+    config.inference.provider = "cuda"
+    explicit = checks_for(tmp_path / "cuda", {}, config)["onnxruntime"]
+    assert explicit.status == FAIL and "inference.provider is 'cuda'" in explicit.detail
+    assert explicit.fix and "inference.provider: auto" in explicit.fix
+    assert not essentials_ok([explicit])
+
+
+def test_onnxruntime_reports_the_cpu_usable(tmp_path: Path) -> None:
+    check = checks_for(tmp_path, {})["onnxruntime"]
+    assert check.status == OK and "usable providers: cpu" in check.detail

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ort_fakes import GpuBuildWithoutGpu
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import Session
 from streamswap.inference.ort import (
@@ -129,43 +130,13 @@ def test_broken_model_file_names_the_file(tmp_path: Path) -> None:
     assert str(bad) in str(err.value) and "streamswap models verify" in str(err.value)
 
 
-class _GpuBuildWithoutGpu:
-    """The real onnxruntime, dressed as an onnxruntime-gpu build on a machine where the
-    CUDA provider cannot start: it is offered, and then either fails to start (`raises`) or
-    is quietly left out of the session (ORT's behaviour when CUDA libraries do not load)."""
-
-    def __init__(self, raises: bool) -> None:
-        import onnxruntime
-
-        self._ort = onnxruntime
-        self.raises = raises
-        self.calls: list[list[str]] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self._ort, name)
-
-    def get_available_providers(self) -> list[str]:
-        return ["CUDAExecutionProvider", *self._ort.get_available_providers()]
-
-    def InferenceSession(self, path, sess_options=None, providers=(), provider_options=(), **kwargs):
-        self.calls.append(list(providers))
-        if "CUDAExecutionProvider" in providers:
-            if self.raises:
-                raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
-            keep = [i for i, p in enumerate(providers) if p != "CUDAExecutionProvider"]
-            providers = [providers[i] for i in keep]
-            provider_options = [provider_options[i] for i in keep]
-        return self._ort.InferenceSession(path, sess_options=sess_options, providers=providers,
-                                          provider_options=provider_options, **kwargs)
-
-
 @pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
 def test_explicit_provider_that_cannot_start_is_an_error_not_a_cpu_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raises: bool,
 ) -> None:
     from streamswap.inference import ort as ort_backend
 
-    fake = _GpuBuildWithoutGpu(raises)
+    fake = GpuBuildWithoutGpu(raises)
     monkeypatch.setattr(ort_backend, "_import_ort", lambda: fake)
     path = affine_model(tmp_path / "affine.onnx")
     with pytest.raises(BackendUnavailable) as err:
@@ -183,7 +154,7 @@ def test_auto_runs_on_what_started_and_says_what_was_left_out(
 ) -> None:
     from streamswap.inference import ort as ort_backend
 
-    monkeypatch.setattr(ort_backend, "_import_ort", lambda: _GpuBuildWithoutGpu(raises))
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: GpuBuildWithoutGpu(raises))
     with caplog.at_level("WARNING", logger="streamswap.inference.ort"):
         session = open_ort_session(affine_model(tmp_path / "affine.onnx"), InferenceSettings(provider="auto"))
     assert session.backend == "ort:CPUExecutionProvider"
@@ -199,7 +170,7 @@ def test_a_bad_file_is_a_model_error_even_when_an_accelerator_fails(
 ) -> None:
     from streamswap.inference import ort as ort_backend
 
-    monkeypatch.setattr(ort_backend, "_import_ort", lambda: _GpuBuildWithoutGpu(True))
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: GpuBuildWithoutGpu(True))
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x08\x07 this is not a protobuf graph")
     with pytest.raises(ModelError) as err:

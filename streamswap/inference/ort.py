@@ -57,6 +57,38 @@ def available_providers() -> list[str]:
     return [name for name, ep in PROVIDERS.items() if ep in offered]
 
 
+def probe_provider(name: str) -> str | None:
+    """None when ONNX Runtime starts provider `name` (our name) here, else why not.
+
+    Offered is not usable: an onnxruntime-gpu build lists CUDA and TensorRT on a machine
+    without a GPU, so this opens a one-node graph with the provider and sees if it stayed.
+    """
+    ort = _import_ort()
+    if PROVIDERS[name] not in ort.get_available_providers():
+        return "not in this onnxruntime build"
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), sess_options=options,
+            providers=list(dict.fromkeys([PROVIDERS[name], PROVIDERS["cpu"]])), enable_fallback=0,
+        )
+    except Exception as exc:  # a provider library that does not load, no device, ...
+        return _first_line(exc)
+    if PROVIDERS[name] not in session.get_providers():
+        return "offered but did not start (no GPU/driver, or its libraries do not load)"
+    return None
+
+
 def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> list[tuple[str, dict]]:
     """The ORT provider list (with options) for `settings.provider`.
 
