@@ -166,3 +166,14 @@ def test_unusual_but_valid_images_are_handled(bundled_models_dir: Path, photos, 
     before = cv2.imread(str(target))
     assert written.dtype == np.uint8 and written.shape == before.shape
     assert (np.abs(written.astype(int) - before.astype(int)).sum(axis=-1) > 30).mean() > 0.005
+
+
+def test_unknown_output_extension_is_reported_before_any_work(photos, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()  # empty: loading the models would convert the bundled ones into it
+    result = swap_image(models, "--source", str(photos[0]), "--target", str(photos[1]),
+                        "-o", str(tmp_path / "out.xyz"))
+    assert result.returncode != 0
+    line = _error_line(result)
+    assert "out.xyz" in line and "unknown image extension" in line
+    assert not any(models.iterdir())  # refused before any model was touched

@@ -44,8 +44,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     output = Path(args.output).expanduser()
     image = None
     if not target.is_dir():
-        from streamswap.io.images import read_image
+        from streamswap.io.images import check_output_path, read_image
 
+        if not output.is_dir():
+            check_output_path(output)  # a bad output name is reported before any work
         image = read_image(target)  # a bad target is reported before any model loads
     processor = build_face_processor(config)
     processor.set_source_images([Path(p).expanduser() for p in config.source])

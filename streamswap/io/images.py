@@ -123,15 +123,22 @@ def read_header(data: bytes, name: str = "image") -> ImageHeader:
     raise InputError(f"{name}: not an image{hint}; supported formats: {SUPPORTED}")
 
 
-def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> Path:
-    """Write a BGR uint8 image; the format follows the extension. Written atomically."""
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Raise OutputError unless `path` has an extension `write_image` can encode (check it
+    before the work whose result it will hold)."""
     p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in _WRITE_EXTENSIONS:
+    if p.suffix.lower() not in _WRITE_EXTENSIONS:
         raise OutputError(
             f"{p}: unknown image extension {p.suffix or '(none)'!r}; use one of "
             + ", ".join(_WRITE_EXTENSIONS)
         )
+    return p
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> Path:
+    """Write a BGR uint8 image; the format follows the extension. Written atomically."""
+    p = check_output_path(path)
+    ext = p.suffix.lower()
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
