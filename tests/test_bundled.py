@@ -133,8 +133,32 @@ def test_checker_rejects_a_wrong_graph(tmp_path: Path, bundled_models_dir: Path)
         check_bundled_graph("facemesh", tmp_path / "absent.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_text("not a model")
-    with pytest.raises(ModelError, match="not a readable ONNX file"):
+    with pytest.raises(ModelError, match="not a readable ONNX file") as err:
         check_bundled_graph("facemesh", junk)
+    assert str(err.value).startswith(f"{junk}: ")
+    assert str(err.value).endswith("convert it again: streamswap models fetch facemesh")
+
+
+def test_a_bad_converted_file_is_refused_by_name_and_fetch_makes_it_again(
+    tmp_path: Path, bundled_models_dir: Path,
+) -> None:
+    from streamswap.models.settings import ModelsSettings
+    from streamswap.models.store import MISMATCH, VERIFIED, ModelStore
+
+    store = ModelStore(ModelsSettings(dir=str(tmp_path)))
+    path = tmp_path / BUNDLED["blazeface"].file
+    _identity_model(path, "input", [1, 3, 128, 128], ["reshaped_regressor_face_4", "reshaped_classifier_face_4"])
+    with pytest.raises(ModelError) as err:
+        store.resolve("blazeface")
+    message = str(err.value)
+    assert message.startswith(f"{path}: this is not the converted 'blazeface' graph")
+    assert message.endswith("convert it again: streamswap models fetch blazeface")
+    status = store.verify("blazeface")
+    assert status.state == MISMATCH and status.reason == message
+    # `models fetch` makes derived data again instead of calling the bad file "present".
+    status, _ = store.fetch("blazeface")
+    assert status.state == VERIFIED
+    assert store.resolve("blazeface").path == path
 
 
 def test_detector_adapter_rejects_a_wrong_session(tmp_path: Path, pool: SessionPool) -> None:

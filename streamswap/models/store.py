@@ -67,6 +67,7 @@ class ModelStatus:
     state: str
     sha256: str | None = None
     size: int | None = None
+    reason: str | None = None  # why a bundled model's graph fails its check (MISMATCH)
 
     @property
     def present(self) -> bool:
@@ -138,8 +139,7 @@ class ModelStore:
                 try:
                     self._check_bundled_graph(spec, path)
                 except ModelError as exc:
-                    log.warning("bundled model fails its graph check", extra=kv(model=spec.name, error=exc))
-                    return ModelStatus(spec, path, MISMATCH, None, st.st_size)
+                    return ModelStatus(spec, path, MISMATCH, None, st.st_size, reason=str(exc))
                 stamp = self._write_stamp(path, sha256_file(path), graph_ok=True)
             return ModelStatus(spec, path, VERIFIED, stamp["sha256"], st.st_size)
         if rehash or stamp is None:
@@ -172,7 +172,8 @@ class ModelStore:
         self._check_commercial(spec)
         if spec.bundled:
             path = self._dir / spec.file
-            if force and path.exists():
+            # A converted file is derived data: one that fails its check is simply made again.
+            if path.exists() and (force or self.check(name).state != VERIFIED):
                 path.unlink()
             self._ensure_bundled(spec)
             return self.status(name, rehash=True), None
@@ -212,9 +213,9 @@ class ModelStore:
         if spec.bundled:
             self._ensure_bundled(spec)
             status = self.check(spec.name)
-            if status.state != VERIFIED:
-                self._check_bundled_graph(spec, path)  # raises, naming the file and the fix
-                raise ModelError(f"{path}: bundled model {spec.name} cannot be verified")
+            if status.state != VERIFIED:  # the reason names the file and the fix
+                raise ModelError(status.reason or f"{path}: bundled model {spec.name} cannot be verified; "
+                                 f"convert it again: streamswap models fetch {spec.name}")
             assert status.sha256 is not None
             return ResolvedModel(path, spec, status.sha256, True)
         status = self.check(spec.name)
