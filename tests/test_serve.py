@@ -57,14 +57,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Serve:
     def __init__(self, tmp: Path, *, fake_stages: bool = True, api_host: str = "127.0.0.1",
                  env: dict[str, str] | None = None, service: dict | None = None,
-                 wd_usec: int = 400_000, input: str = "test://", outputs: tuple[str, ...] = ("null://",)) -> None:
+                 wd_usec: int = 400_000, input: str = "test://", outputs: tuple[str, ...] = ("null://",),
+                 source: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
         self.listener = NotifyListener(str(tmp / "notify.sock"))
         self.hang = tmp / "hang"
         self.hold = tmp / "hold"
         self.port = free_port(api_host)
         self.config_file = tmp / "serve.yaml"
-        self.config = {"input": "test://", "outputs": ["null://"],
+        self.config = {"input": "test://", "outputs": ["null://"], "source": list(source),
                        "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})}}
         self.config_file.write_text(yaml.safe_dump(self.config))
         cmd = [sys.executable, "-c", WRAPPER] if fake_stages else [sys.executable, "-m", "streamswap"]
@@ -461,3 +462,33 @@ def test_bad_input_uri_fails_before_the_models_load(tmp_path):
     assert proc.returncode == 2
     assert "unknown input scheme 'bogus'" in proc.stderr
     assert "loading face stages" not in proc.stderr
+
+
+def test_configured_source_face_is_used_from_the_first_frame(tmp_path):
+    import cv2
+
+    face = tmp_path / "face.png"
+    face.write_bytes(astronaut_png())
+    out = tmp_path / "out.mkv"
+    s = Serve(tmp_path, source=(str(face),), outputs=(str(out),))
+    try:
+        s.wait_ready()
+        assert identity_of(s.client.json("GET", "/status")[1])[0] is not None
+        s.assert_streaming()
+    finally:
+        assert s.stop() == 0
+    import av
+
+    with av.open(str(out)) as container:
+        stamps = {read_stamp(f.to_ndarray(format="bgr24")) for f in container.decode(video=0)}
+    assert stamps == {1}, stamps  # every frame written was swapped with the configured face
+
+    # A configured photo without a face stops the daemon with a message naming the fix.
+    flat = tmp_path / "flat.png"
+    cv2.imwrite(str(flat), np.full((64, 64, 3), 128, np.uint8))
+    (tmp_path / "b").mkdir()
+    s = Serve(tmp_path / "b", source=(str(flat),))
+    rc = s.proc.wait(60)
+    out_text = s.output()
+    s.stop()
+    assert rc == 2 and "no face found" in out_text, out_text

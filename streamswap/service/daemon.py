@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from streamswap.errors import ConfigError, StreamswapError
@@ -238,10 +239,15 @@ class Daemon:
         self.notifier.status("loading models")
         log.info("loading face stages")
         result: dict[str, Any] = {}
+        config = self.config
 
         def load() -> None:
             try:
-                result["stages"] = self._build_stages(self.config, self.extend_timeout)
+                stages = self._build_stages(config, self.extend_timeout)
+                if config.source:  # the configured face(s); a photo without one is an error
+                    self.notifier.status("computing the source identity")
+                    _source_setter(stages)(_paths(config.source))
+                result["stages"] = stages
             except BaseException as exc:  # handed to the main thread
                 result["error"] = exc
             finally:
@@ -257,7 +263,11 @@ class Daemon:
             return
         if "error" in result:
             raise result["error"]
-        self.stages = result["stages"]
+        with self._lock:
+            self.stages = result["stages"]
+            if self.config.source != config.source:  # reloaded while loading
+                self._pending_sources = _paths(self.config.source)
+                self._apply_reload()
 
     def extend_timeout(self, seconds: float, what: str | None = None) -> None:
         """For long start-up steps (engine builds): tells systemd to wait `seconds` more.
@@ -475,10 +485,12 @@ class Daemon:
         a second) and the daemon is not shutting down; it stays true while models load
         and while a lost input is being re-opened, when `ready` is false."""
         now = self._clock()
-        since = round(now - self._last_progress, 3)
+        frames = self._frames_out()
+        # The main loop notes progress once a tick; frames newer than its last look count now.
+        since = 0.0 if frames > self._last_frames else round(now - self._last_progress, 3)
         stopping = self.state in ("stopping", "stopped")
         live = not stopping and now - self._heartbeat < LIVENESS_S
-        ready = live and self.ready and self._fresh(now)
+        ready = live and self.ready and (since == 0.0 or self._fresh(now))
         runtime = self.runtime
         pipeline = self._runtime_status(runtime) if runtime is not None else {}
         return ready, {
@@ -487,7 +499,7 @@ class Daemon:
             "state": self.state,
             "pipeline": pipeline.get("state"),
             "degraded_stages": pipeline.get("degraded_stages", []),
-            "frames_out": self._frames_out(),
+            "frames_out": frames,
             "seconds_since_last_frame": since,
         }
 
@@ -518,24 +530,35 @@ class Daemon:
             raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
         return runtime
 
+    def _streaming(self) -> ManagedRuntime | None:
+        """The current pipeline if it runs; None between two (input lost, re-opening)."""
+        runtime = self._running()
+        return runtime if self._runtime_started and not runtime.finished else None
+
     def set_source_image(self, image_bgr: Any) -> None:
         with self._lock:
-            self._running().set_source_image(image_bgr)
+            runtime = self._streaming()
+            if runtime is not None:
+                runtime.set_source_image(image_bgr)
+            else:  # between pipelines: the loaded stages carry the identity to the next one
+                self._stages_setter()([image_bgr])
         log.info("source face replaced through the API")
 
+    def _stages_setter(self) -> Callable[[list[Any]], None]:
+        return _source_setter(self.stages)
+
     def pause(self) -> None:
-        with self._lock:
-            self._paused = True
-            self.metrics.paused.set(1)
-            if self.runtime is not None:
-                self.runtime.pause()
+        self._set_paused(True)
 
     def resume(self) -> None:
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
         with self._lock:
-            self._paused = False
-            self.metrics.paused.set(0)
+            self._paused = paused
+            self.metrics.paused.set(int(paused))
             if self.runtime is not None:
-                self.runtime.resume()
+                self.runtime.pause() if paused else self.runtime.resume()
 
     def reload(self) -> dict[str, Any]:
         """Re-read the config file and apply what can change live: the source face(s) at
@@ -555,9 +578,13 @@ class Daemon:
                     check_uris(new)  # a typo must not tear down the running pipeline
                 applied: list[str] = []
                 restart = [k for k in _RESTART_KEYS if k in changed]
-                if "source" in changed and self.runtime is not None:
-                    self._pending_sources = list(new.source)
-                    self.runtime.reload()  # calls _apply_reload between two swaps
+                if "source" in changed and self.stages is not None:
+                    self._pending_sources = _paths(new.source)
+                    runtime = self._streaming()
+                    if runtime is not None:
+                        runtime.reload()  # calls _apply_reload between two swaps
+                    else:
+                        self._apply_reload()
                     applied.append("source")
                 if "service" in changed:
                     if (old.service.api, old.service.token) != (new.service.api, new.service.token):
@@ -577,16 +604,24 @@ class Daemon:
     def _apply_reload(self) -> None:
         sources, self._pending_sources = self._pending_sources, None
         if sources is not None:
-            setter = getattr(self.stages, "set_source_images", None)
-            if setter is None:
-                raise StreamswapError("these face stages cannot change the source face; restart the service")
-            setter(sources)
+            self._stages_setter()(sources)
 
     def _replace_pipeline(self) -> None:
         runtime = self.runtime
         if runtime is not None:
             self._stop_runtime(runtime, 2.0)
         self._start_pipeline()
+
+
+def _paths(sources: Sequence[str]) -> list[Path]:
+    return [Path(p).expanduser() for p in sources]
+
+
+def _source_setter(stages: Any) -> Callable[[list[Any]], None]:
+    setter = getattr(stages, "set_source_images", None)
+    if setter is None:
+        raise StreamswapError("these face stages cannot change the source face; restart the service")
+    return setter
 
 
 class _NotStarted:
