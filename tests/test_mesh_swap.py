@@ -225,3 +225,41 @@ def test_no_uncovered_pixels_inside_turned_faces(processor, photos) -> None:
         oval = cv2.erode(oval.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # the contour's own pixels aside
         uncovered = int((swapper._buffers[(rh, rw)].tri_id[oval] == sentinel).sum())
         assert uncovered == 0, f"face at {face.box}: {uncovered} pixels without a triangle"
+
+
+def _winding(triangles: np.ndarray) -> np.ndarray:
+    """Signed doubled area of each (T, 3, 2) triangle."""
+    e1, e2 = triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
+def test_turned_away_triangles_are_never_painted(processor, photos) -> None:
+    """On turned faces (t1.jpg has two near profiles) part of the mesh turns away from the
+    camera (its winding flips against the source's). Such a triangle must not paint its
+    texture over the facing ones in front of it, nor over the background beyond the
+    silhouette: only facing triangles appear in the raster, and where none does the
+    target is left as it was."""
+    processor.set_source_images([photos[0]])
+    target = cv2.imread(str(photos[1]))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    processor.swap(target.copy(), [])  # hand the identity over
+    swapper = processor.swapper
+    identity = swapper.identity
+    tri = identity.triangles
+    src = identity.levels[0].points[tri]
+    src_det = _winding(src)
+    flipped_total = 0
+    for face in faces:
+        out = target.copy()
+        swapper.swap_one(out, face.landmarks, identity)
+        rx, ry, rw, rh = swapper._region(face.landmarks[:, :2], target.shape[1], target.shape[0])
+        dst = face.landmarks[:, :2][tri]
+        flipped = _winding(dst) * src_det < 0
+        flipped_total += int(flipped.sum())
+        raster = swapper._buffers[(rh, rw)].tri_id
+        drawn = np.unique(raster[raster < len(tri)])
+        assert not flipped[drawn].any(), f"face at {face.box}: turned-away triangles painted"
+        hidden = raster == len(tri) + 1
+        np.testing.assert_array_equal(out[ry:ry + rh, rx:rx + rw][hidden], target[ry:ry + rh, rx:rx + rw][hidden])
+    assert flipped_total > 0  # the profile faces do turn parts of the mesh away

@@ -363,19 +363,20 @@ class MeshSwapper:
         # For p = dst0 + a*e1 + b*e2: a = (e2y*dx - e2x*dy)/det, b = (-e1y*dx + e1x*dy)/det.
         a_x, a_y = e2[:, 1] * inv_det, -e2[:, 0] * inv_det
         b_x, b_y = -e1[:, 1] * inv_det, e1[:, 0] * inv_det
-        coef = np.empty((len(tri) + 1, 6), np.float32)
+        coef = np.empty((len(tri) + 2, 6), np.float32)
         # u = src0x + a*s1x + b*s2x, expanded to u = cx*x + cy*y + c0.
         ux = a_x * s1[:, 0] + b_x * s2[:, 0]
         uy = a_y * s1[:, 0] + b_y * s2[:, 0]
         vx = a_x * s1[:, 1] + b_x * s2[:, 1]
         vy = a_y * s1[:, 1] + b_y * s2[:, 1]
-        coef[:-1, 0] = ux
-        coef[:-1, 1] = uy
-        coef[:-1, 2] = src[:, 0, 0] - ux * dst[:, 0, 0] - uy * dst[:, 0, 1]
-        coef[:-1, 3] = vx
-        coef[:-1, 4] = vy
-        coef[:-1, 5] = src[:, 0, 1] - vx * dst[:, 0, 0] - vy * dst[:, 0, 1]
-        coef[-1] = (0.0, 0.0, -16.0, 0.0, 0.0, -16.0)  # outside the mesh: off the texture
+        n = len(tri)
+        coef[:n, 0] = ux
+        coef[:n, 1] = uy
+        coef[:n, 2] = src[:, 0, 0] - ux * dst[:, 0, 0] - uy * dst[:, 0, 1]
+        coef[:n, 3] = vx
+        coef[:n, 4] = vy
+        coef[:n, 5] = src[:, 0, 1] - vx * dst[:, 0, 0] - vy * dst[:, 0, 1]
+        coef[n:] = (0.0, 0.0, -16.0, 0.0, 0.0, -16.0)  # outside the mesh / turned away: off the texture
 
         # Triangle-id raster, far triangles first so near ones win where the mesh folds.
         sentinel = len(tri)
@@ -384,7 +385,16 @@ class MeshSwapper:
         fixed = np.round(dst * _ONE).astype(np.int32)
         fill = cv2.fillConvexPoly
         tri_id = buf.tri_id
-        for i in order[ok[order]].tolist():
+        # A triangle whose winding flipped against the source's has turned away from the
+        # camera: on a turned face it lies beyond the visible silhouette (over the
+        # background next to the nose or the far cheek). Those are drawn first as "turned
+        # away" (no texture: the target stays), facing ones over them, far to near.
+        facing = det * (s1[:, 0] * s2[:, 1] - s1[:, 1] * s2[:, 0]) > 0
+        order = order[ok[order]]
+        away = sentinel + 1
+        for i in order[~facing[order]].tolist():
+            fill(tri_id, fixed[i], away, cv2.LINE_8, _SHIFT)
+        for i in order[facing[order]].tolist():
             fill(tri_id, fixed[i], i, cv2.LINE_8, _SHIFT)
         self._close_holes(buf, pts, sentinel)
 
