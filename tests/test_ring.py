@@ -120,3 +120,30 @@ def test_close_wakes_blocked_producer_and_consumer() -> None:
 def test_get_timeout() -> None:
     with pytest.raises(TimeoutError):
         Ring(1).get(timeout=0.01)
+
+
+def test_wait_room_returns_once_the_consumer_took_an_item_and_wakes_on_close() -> None:
+    ring = Ring(1)
+    ring.wait_room()  # empty: at once
+    ring.put(item(0))
+    waiting = threading.Thread(target=ring.wait_room)
+    waiting.start()
+    waiting.join(0.05)
+    assert waiting.is_alive()  # full: waits
+    assert ring.get().meta.index == 0
+    waiting.join(5)
+    assert not waiting.is_alive()
+    ring.put(item(1))
+    raised: list[bool] = []
+
+    def wait_then_close() -> None:
+        try:
+            ring.wait_room()
+        except RingClosed:
+            raised.append(True)
+
+    closer = threading.Thread(target=wait_then_close)
+    closer.start()
+    ring.close()
+    closer.join(5)
+    assert raised == [True]

@@ -81,6 +81,14 @@ class Ring:
         self.max_depth = max(self.max_depth, len(self._items))
         self._cond.notify_all()
 
+    def wait_room(self) -> None:
+        """Wait until put() would not block (a single producer can then take its next
+        input knowing it can hand the result on at once). Raises RingClosed on abort."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._items) < self.capacity or self._closed)
+            if self._closed:
+                raise RingClosed(self.name)
+
     def get(self, timeout: float | None = None) -> FrameItem | None:
         """The oldest item; None once the producer ended and the ring is empty.
 

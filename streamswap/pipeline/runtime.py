@@ -411,6 +411,12 @@ class Runtime:
     ) -> None:
         try:
             while True:
+                if self.live:
+                    # Live: take a frame only when its result can move on at once. A stage
+                    # that worked ahead would hold a finished frame while the next stage is
+                    # busy, and that frame (older than the one the capture ring keeps fresh)
+                    # would add a whole stage time of latency under overload.
+                    outbox.wait_room()
                 item = inbox.get()
                 if item is None:
                     break
