@@ -14,12 +14,20 @@ as_root() {
   else echo "scripts/install.sh: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "scripts/install.sh: streamswap needs Python 3.10 or newer; python3 is $(python3 -V 2>&1)" >&2
+  exit 1
+fi
+
 # System packages, only for what is actually missing: venv support, libGL/glib for
 # opencv-python; for the tests an RTMP server (nginx + RTMP module) and systemd-analyze.
+# ldconfig lives in /sbin, outside a normal user's PATH; its list is read once (grep -q on
+# a pipe could end it early, and pipefail would then call a present library missing).
+libs=$(/sbin/ldconfig -p 2>/dev/null || true)
 missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv python3-pip)
-ldconfig -p | grep -q 'libGL\.so\.1' || missing+=(libgl1)
-ldconfig -p | grep -q 'libglib-2\.0\.so\.0' || missing+=(libglib2.0-0)
+grep -q 'libGL\.so\.1' <<<"$libs" || missing+=(libgl1)
+grep -q 'libglib-2\.0\.so\.0' <<<"$libs" || missing+=(libglib2.0-0)
 if [ $dev = 1 ]; then
   { command -v nginx >/dev/null && ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1; } \
     || missing+=(nginx libnginx-mod-rtmp)
