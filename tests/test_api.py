@@ -187,6 +187,7 @@ def test_status_json(running):
     assert code == 200
     assert body["state"] == "running" and body["frames_out"] > 0 and body["paused"] is False
     assert body["daemon"]["ready"] is True and body["daemon"]["config"]["service"]["token"] is None
+    assert body["daemon"]["config"]["source"] == [] and body["source_identity"] is None
 
 
 def test_source_switch_changes_identity_of_next_frames(running):
@@ -428,3 +429,21 @@ def test_gpu_memory_only_when_the_process_uses_cuda(monkeypatch):
     fake.cudaMemGetInfo = lambda: (2, 0, 0)  # type: ignore[attr-defined]
     families = names(Metrics())
     assert "streamswap_gpu_memory_used_bytes" not in families and "streamswap_frames_out" in families
+
+
+def test_a_flood_of_idle_connections_is_bounded(running):
+    from streamswap.service.api import MAX_CLIENTS
+
+    host, port = running.daemon.api.url.removeprefix("http://").rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(MAX_CLIENTS)]
+    try:
+        code, body = _status_and_json(_raw(running.daemon.api.url, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert code == 503 and "too many connections" in body["error"]
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 10
+    while running.client.json("GET", "/health")[0] != 200:  # slots come back as they close
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    running.assert_streaming()

@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source", "-s", action="append", metavar="IMAGE",
         help="face image whose identity is swapped in (repeat for several; overrides `source`)",
     )
-    parser.add_argument("--input", "-i", metavar="URI", help="input URI (overrides `input`), e.g. v4l2:///dev/video0")
+    parser.add_argument("--input", "-i", metavar="URI",
+                        help="input URI (overrides `input`), e.g. v4l2:///dev/video0; "
+                        "a file is played at its frame rate and started again when it ends")
     parser.add_argument(
         "--output", "-o", action="append", metavar="URI",
         help="output URI (repeat for several; overrides `outputs`), e.g. vcam:// or rtmp://host/app/key",

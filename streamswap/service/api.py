@@ -41,6 +41,10 @@ _JSON_BODY_LIMIT = 64 * 1024
 # the response instead of a connection reset.
 _DRAIN_LIMIT = 1024 * 1024
 _DRAIN_SECONDS = 1.0
+MAX_CLIENTS = 32
+_BUSY_BODY = b'{"error": "too many connections to the control API; retry shortly"}\n'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
 
 
 class DaemonControl(Protocol):
@@ -123,7 +127,30 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type, api: ControlApi) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.api = api
+        # At most this many connections at once (a thread each): a flood of idle clients
+        # is answered 503 instead of growing threads without bound.
+        self._clients = threading.BoundedSemaphore(MAX_CLIENTS)
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._clients.acquire(blocking=False):
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._clients.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._clients.release()
 
 
 class _Handler(BaseHTTPRequestHandler):

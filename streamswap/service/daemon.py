@@ -516,7 +516,8 @@ class Daemon:
                 "pipeline_restarts": self._restarts,
                 "uptime_s": round(self._clock() - self.started_at, 1),
                 "api": self.api.url if self.api else None,
-                "config": {"input": self.config.input, "outputs": list(self.config.outputs),
+                "config": {"source": list(self.config.source), "input": self.config.input,
+                           "outputs": list(self.config.outputs),
                            "service": asdict(self.settings) | {"token": None}},
             },
         }
