@@ -263,3 +263,30 @@ def test_turned_away_triangles_are_never_painted(processor, photos) -> None:
         hidden = raster == len(tri) + 1
         np.testing.assert_array_equal(out[ry:ry + rh, rx:rx + rw][hidden], target[ry:ry + rh, rx:rx + rw][hidden])
     assert flipped_total > 0  # the profile faces do turn parts of the mesh away
+
+
+def test_black_and_white_source_takes_the_targets_skin_colour(processor, photos) -> None:
+    """A grey source photo has no skin colour to carry: the target's own local tint is
+    taken whatever `relight_color` says; a colour source keeps honouring the setting."""
+    from streamswap.faces.settings import MeshSettings
+    from streamswap.faces.swappers.mesh import MeshSwapper
+
+    colour = cv2.imread(str(photos[0]))
+    grey = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    target = cv2.imread(str(photos[1]))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    results = {}
+    for name, source in (("grey", grey), ("colour", colour)):
+        processor.reset()
+        (source_face,) = processor.detect(source, 0)
+        for share in (0.0, 1.0):
+            swapper = MeshSwapper(MeshSettings(relight_color=share))
+            identity = swapper.prepare_identity([(source, source_face)])
+            assert identity.colourless == (name == "grey")
+            swapper.set_identity(identity)
+            out = target.copy()
+            swapper.swap(out, faces)
+            results[name, share] = out
+    np.testing.assert_array_equal(results["grey", 0.0], results["grey", 1.0])
+    assert not np.array_equal(results["colour", 0.0], results["colour", 1.0])

@@ -49,6 +49,7 @@ _ONE = 1 << _SHIFT
 _QUANT = 16  # region sizes are rounded up to this so buffers are reused across frames
 _MAX_TEXTURE_FACE = 384  # source face size (px) of the finest texture level
 _MIN_TEXTURE_FACE = 24
+_COLOURLESS_STD = 1.5  # LAB a/b spread (8-bit scale) of a source skin with no colour
 _HOLE_KERNEL = np.ones((3, 3), np.uint8)
 _HOLE_STEPS = 3  # uncovered slivers up to ~6 px wide are closed
 
@@ -71,6 +72,11 @@ class MeshIdentity:
     triangles: np.ndarray  # (T, 3) int32 landmark indices
     lab_mean: np.ndarray  # (3,) float32, skin statistics of the source (LAB, 8-bit scale)
     lab_std: np.ndarray  # (3,) float32
+
+    @property
+    def colourless(self) -> bool:
+        """A black-and-white (or near-grey) source photo: its skin has no chroma to carry."""
+        return bool((self.lab_std[1:] <= _COLOURLESS_STD).all())
 
 
 def _check_landmarks(landmarks: np.ndarray | None, what: str) -> np.ndarray:
@@ -432,7 +438,7 @@ class MeshSwapper:
                 self._lut[:, 0, ch] = np.clip(values + 0.5, 0, 255).astype(np.uint8)
             cv2.LUT(buf.warped_lab, self._lut, dst=buf.matched_lab)
             if st.relight > 0:
-                self._relight(buf, size)
+                self._relight(buf, size, identity)
             cv2.cvtColor(buf.matched_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
         else:
             cv2.cvtColor(buf.warped_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
@@ -495,7 +501,7 @@ class MeshSwapper:
         np.logical_and(empty, buf.oval.view(bool), out=empty)
         np.copyto(buf.tri_id, buf.tri_f, casting="unsafe", where=empty)
 
-    def _relight(self, buf: _Buffers, size: float) -> None:
+    def _relight(self, buf: _Buffers, size: float, identity: MeshIdentity) -> None:
         """Move the warped face's low-frequency LAB (shading, local tint) to the target's.
 
         Works on a copy about 32 px across (it is low frequency by definition), with
@@ -515,8 +521,9 @@ class MeshSwapper:
         norm = np.where(valid, norm, 1.0)[..., None]
         low_t = cv2.GaussianBlur(small_t * m[..., None], (0, 0), sigma) / norm
         low_w = cv2.GaussianBlur(small_w * m[..., None], (0, 0), sigma) / norm
-        delta = (low_t - low_w) * np.array([st.relight, st.relight * st.relight_color,
-                                            st.relight * st.relight_color], np.float32)
+        # A black-and-white source photo has no skin colour to keep: take all of the target's.
+        tint = 1.0 if identity.colourless else st.relight_color
+        delta = (low_t - low_w) * np.array([st.relight, st.relight * tint, st.relight * tint], np.float32)
         delta[~valid] = 0.0
         cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)
         cv2.add(buf.matched_lab, buf.delta, dst=buf.matched_lab, dtype=cv2.CV_8U)
