@@ -403,15 +403,19 @@ class Daemon:
                 delay = 0.0 if ran else min(s.restart_delay_s * 2 ** max(self._failures - 1, 0), s.restart_max_delay_s)
                 self.state = "waiting"
                 self._retry_at = now + delay
-                log.warning("pipeline ended; re-opening", extra=kv(
-                    state=status.get("state"), delay_s=round(delay, 2), failures=self._failures))
+                if ran:  # a file input that finished: expected, so not a warning
+                    log.info("input ended; starting it again", extra=kv(input=status.get("input")))
+                else:
+                    log.warning("pipeline ended; re-opening", extra=kv(
+                        state=status.get("state"), delay_s=round(delay, 2), failures=self._failures))
                 self._retry(now)
 
     def _retry(self, now: float) -> None:
         if self._retry_at is not None and now >= self._retry_at:
             self._restarts += 1
             self.metrics.pipeline_restarts_total.inc()
-            log.info("re-opening the pipeline", extra=kv(attempt=self._failures))
+            if self._failures:
+                log.info("re-opening the pipeline", extra=kv(attempt=self._failures))
             self._start_pipeline()
 
     def _shutdown(self) -> None:
