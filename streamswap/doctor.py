@@ -152,8 +152,9 @@ def _onnxruntime(config: Config) -> list[Check]:
         import onnxruntime
     except ImportError as exc:
         return [Check("onnxruntime", FAIL, f"cannot import onnxruntime ({exc})", "pip install onnxruntime")]
-    from streamswap.inference.ort import available_providers, probe_provider
+    from streamswap.inference.ort import GPU_BUILD_INSTALL, available_providers, probe_provider
 
+    checks = _onnxruntime_builds()
     offered = available_providers()
     # An onnxruntime-gpu build offers CUDA/TensorRT even where they cannot start.
     why_not = {p: probe_provider(p) for p in offered}
@@ -163,20 +164,41 @@ def _onnxruntime(config: Config) -> list[Check]:
     if broken:
         detail += f"; offered but not starting: {'; '.join(broken)}"
     if "cpu" not in usable:
-        return [Check("onnxruntime", FAIL, detail, "reinstall onnxruntime: pip install --force-reinstall onnxruntime")]
+        return checks + [Check("onnxruntime", FAIL, detail,
+                               "reinstall onnxruntime: pip install --force-reinstall onnxruntime")]
     wanted = config.inference.provider
     if wanted != "auto" and wanted not in usable:
-        fix = ("install onnxruntime-gpu (pip install 'streamswap[gpu]') or set inference.provider: auto"
+        fix = (f"for CUDA/TensorRT install the GPU build: {GPU_BUILD_INSTALL}; or set inference.provider: auto"
                if wanted not in offered else
                "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs, "
                "or set inference.provider: auto")
-        return [Check("onnxruntime", FAIL, f"{detail}; inference.provider is {wanted!r}", fix)]
+        return checks + [Check("onnxruntime", FAIL, f"{detail}; inference.provider is {wanted!r}", fix)]
     if broken and wanted == "auto":
-        return [Check("onnxruntime", WARN, detail,
-                      "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")]
+        return checks + [Check("onnxruntime", WARN, detail,
+                               "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")]
     if not any(p in usable for p in ("tensorrt", "cuda")):
-        detail += " (CPU only; GPU providers come with: pip install 'streamswap[gpu]')"
-    return [Check("onnxruntime", OK, detail)]
+        detail += f" (CPU only; the GPU build: {GPU_BUILD_INSTALL})"
+    return checks + [Check("onnxruntime", OK, detail)]
+
+
+def _onnxruntime_builds(version: Callable[[str], str] | None = None) -> list[Check]:
+    """Both builds installed is a trap: they share one folder, and whichever pip wrote last
+    wins (often the CPU one, hiding CUDA). `version` is importlib.metadata.version (tests)."""
+    from importlib import metadata
+
+    lookup = version or metadata.version
+    installed = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed.append(f"{dist} {lookup(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(installed) < 2:
+        return []
+    from streamswap.inference.ort import GPU_BUILD_INSTALL
+
+    return [Check("onnxruntime builds", WARN, f"both installed ({', '.join(installed)}); they overwrite "
+                  "each other's files", f"keep only the GPU build: {GPU_BUILD_INSTALL}")]
 
 
 def _import_cudart():

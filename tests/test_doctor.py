@@ -92,3 +92,23 @@ def test_a_provider_that_is_offered_but_cannot_start_is_not_reported_usable(
 def test_onnxruntime_reports_the_cpu_usable(tmp_path: Path) -> None:
     check = checks_for(tmp_path, {})["onnxruntime"]
     assert check.status == OK and "usable providers: cpu" in check.detail
+
+
+def test_both_onnxruntime_builds_installed_is_a_warning_with_the_fix() -> None:
+    from importlib import metadata
+
+    from streamswap.doctor import _onnxruntime_builds
+
+    versions = {"onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}
+
+    def lookup(dist: str) -> str:
+        if dist not in versions:
+            raise metadata.PackageNotFoundError(dist)
+        return versions[dist]
+
+    (check,) = _onnxruntime_builds(lookup)
+    assert check.status == WARN and "onnxruntime 1.20.1, onnxruntime-gpu 1.20.1" in check.detail
+    assert check.fix and "pip uninstall -y onnxruntime && pip install --force-reinstall onnxruntime-gpu" in check.fix
+    del versions["onnxruntime"]
+    assert _onnxruntime_builds(lookup) == []
+    assert _onnxruntime_builds() == []  # this machine: the CPU build alone

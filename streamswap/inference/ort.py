@@ -37,6 +37,10 @@ _ORT_TYPES = {
     "tensor(bool)": np.bool_,
 }
 
+# onnxruntime and onnxruntime-gpu install into the same `onnxruntime` folder: the GPU build
+# must replace the CPU one (a dependency of streamswap), not sit next to it.
+GPU_BUILD_INSTALL = "pip uninstall -y onnxruntime && pip install --force-reinstall onnxruntime-gpu"
+
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -103,8 +107,8 @@ def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> li
         if settings.provider not in have:
             raise BackendUnavailable(
                 f"inference.provider is {settings.provider!r} but this onnxruntime offers only "
-                f"{', '.join(have) or 'none'}; install onnxruntime-gpu (pip install "
-                "'streamswap[gpu]') for CUDA/TensorRT, or set inference.provider: auto"
+                f"{', '.join(have) or 'none'}; for CUDA/TensorRT replace it with the GPU build "
+                f"({GPU_BUILD_INSTALL}), or set inference.provider: auto"
             )
         # TensorRT takes the graph's supported parts; CUDA (when there) runs the rest on the GPU.
         chosen = [settings.provider]
