@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Sequence
@@ -110,7 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["models.dir"] = args.models_dir
     ctx = CommandContext(config_path=args.config, overrides=overrides, debug=args.debug)
     try:
-        return int(args._module.run(args, ctx) or 0)
+        code = int(args._module.run(args, ctx) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in an "Exception ignored" at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`streamswap models list | head -1`): nothing left to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
     except StreamswapError as exc:
         if args.debug:
             log.exception("failed")

@@ -115,3 +115,18 @@ def test_streamswap_error_exit_code_is_the_errors(monkeypatch: pytest.MonkeyPatc
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "commands:" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
+    """`streamswap models list | head -1`: the reader going away is no internal error."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_MODELS_DIR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    try:
+        result = subprocess.run([sys.executable, "-m", "streamswap", "models", "list"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""
