@@ -12,14 +12,16 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from streamswap import __version__
-from streamswap.config import Config, load_config
 from streamswap.errors import StreamswapError
 from streamswap.logs import setup_logging
 
 # Order is the order of `streamswap --help`.
+if TYPE_CHECKING:  # the config (YAML, every settings module) loads when a command asks for it
+    from streamswap.config import Config
+
 COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "doctor"]
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class CommandContext:
 
     def config(self, **more: Any) -> Config:
         """The effective config: defaults ← file ← global flags ← `more` (dotted keys)."""
+        from streamswap.config import load_config
+
         return load_config(self.config_path, {**self.overrides, **more})
 
 

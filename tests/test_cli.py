@@ -13,7 +13,7 @@ from streamswap import cli
 from streamswap.errors import InputError
 
 # What a command imports when it runs, never when the command line is parsed.
-HEAVY = ("numpy", "cv2", "av", "onnx", "onnxruntime", "prometheus_client", "http.client",
+HEAVY = ("numpy", "cv2", "av", "onnx", "onnxruntime", "prometheus_client", "http.client", "yaml",
          "streamswap.pipeline.runtime", "streamswap.models.store", "streamswap.service.daemon")
 
 

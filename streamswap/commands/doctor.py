@@ -6,7 +6,6 @@ import argparse
 import os
 
 from streamswap import __version__
-from streamswap.config import CONFIG_ENV
 
 HELP = "check what is installed and usable: FFmpeg/NVENC, ONNX Runtime, CUDA, TensorRT, v4l2loopback, models"
 
@@ -17,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx) -> int:
     # The checks import the model store and probe libraries: not needed to parse arguments.
+    from streamswap.config import CONFIG_ENV
     from streamswap.doctor import FAIL, MISSING, OK, WARN, essentials_ok, run_checks
 
     config = ctx.config()
