@@ -130,3 +130,10 @@ def test_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
         os.close(write_end)
     assert result.returncode == 141
     assert result.stderr == ""
+
+
+def test_console_script_points_at_main() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "streamswap"]
+    assert script.value == "streamswap.cli:main" and script.load() is cli.main
