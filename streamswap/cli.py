@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-dir", metavar="DIR", help="folder holding model files (overrides models.dir)"
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default: INFO)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

