@@ -288,6 +288,10 @@ def test_refusals_are_4xx_with_a_message_and_the_stream_goes_on(running):
     for code, body in cases:
         assert isinstance(body["error"], str) and len(body["error"]) > 10
     assert "megapixels" in cases[2][1]["error"] or "pixels" in cases[2][1]["error"]
+    code, headers, _ = c.request("POST", "/status")
+    assert code == 405 and headers["Allow"] == "GET, HEAD"
+    code, headers, _ = c.request("PUT", "/pause")
+    assert code == 405 and headers["Allow"] == "POST"
     assert running.daemon.status()["paused"] is False  # the malformed request did nothing
     running.assert_streaming()
 

@@ -58,6 +58,11 @@ class DaemonControl(Protocol):
     def reload(self) -> dict[str, Any]: ...
 
 
+def _allowed(path: str) -> str:
+    """The methods an endpoint answers (the Allow header of a 405)."""
+    return "POST" if path in ("/source", "/pause", "/resume", "/reload") else "GET, HEAD"
+
+
 class Refused(Exception):
     """A 4xx answer: status code and the message the client gets."""
 
@@ -300,7 +305,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self.close_connection = True
-        self._refuse(Refused(405, f"{self.command} is not supported; see GET /status, POST /source, ..."))
+        path = self.path.split("?", 1)[0]
+        if path not in _KNOWN_PATHS:
+            self._refuse(Refused(404, f"no endpoint {path}"))
+            return
+        self._refuse(Refused(405, f"{self.command} {path} is not supported; use {_allowed(path)}",
+                             {"Allow": _allowed(path)}))
 
     def _dispatch(self, routes: dict[str, Any]) -> None:
         path = self.path.split("?", 1)[0]
@@ -309,7 +319,8 @@ class _Handler(BaseHTTPRequestHandler):
             if handler is None:
                 if path in _KNOWN_PATHS:
                     self.close_connection = True
-                    raise Refused(405, f"{self.command} {path} is not supported")
+                    raise Refused(405, f"{self.command} {path} is not supported; use {_allowed(path)}",
+                                  {"Allow": _allowed(path)})
                 raise Refused(404, f"no endpoint {path}; try /health, /metrics, /status, /source, "
                                    "/pause, /resume, /reload")
             if not path.startswith("/health"):  # probes need no token

@@ -169,6 +169,7 @@ class Daemon:
         handlers = self._install_signals()
         try:
             check_uris(self.config)  # a typo fails now, not after minutes of engine builds
+            self.state = "loading"  # what the API answers from its first request
             if self.settings.api is not None:
                 token = self.settings.token or self._env.get(TOKEN_ENV) or None
                 self.api = ControlApi(self.settings, self, self.metrics, token)  # refuses early
