@@ -266,9 +266,12 @@ class Daemon:
             raise result["error"]
         with self._lock:
             self.stages = result["stages"]
-            if self.config.source != config.source:  # reloaded while loading
+            if self.config.source and self.config.source != config.source:  # reloaded while loading
                 self._pending_sources = _paths(self.config.source)
-                self._apply_reload()
+                try:
+                    self._apply_reload()
+                except StreamswapError as exc:
+                    log.error("reloaded source face refused; keeping the first", extra=kv(error=str(exc)))
 
     def extend_timeout(self, seconds: float, what: str | None = None) -> None:
         """For long start-up steps (engine builds): tells systemd to wait `seconds` more.
@@ -584,7 +587,8 @@ class Daemon:
                     check_uris(new)  # a typo must not tear down the running pipeline
                 applied: list[str] = []
                 restart = [k for k in _RESTART_KEYS if k in changed]
-                if "source" in changed and self.stages is not None:
+                # An emptied `source` keeps the identity in use (uploaded or configured).
+                if "source" in changed and new.source and self.stages is not None:
                     self._pending_sources = _paths(new.source)
                     runtime = self._streaming()
                     if runtime is not None:
