@@ -109,6 +109,9 @@ def test_file_pacing(media, monkeypatch, live, paced):
     assert len(metas) == 20  # a live stand-in file still loses nothing by itself
     if paced:  # 19 frame intervals at 30 fps, wall time follows the file's pts
         assert sum(clock.slept) == pytest.approx(19 / 30, abs=1e-3)
+        # a paced frame is captured when it is due, not before the wait (latency)
+        spans = [m.capture_time - metas[0].capture_time for m in metas]
+        assert spans == pytest.approx([i / 30 for i in range(20)], abs=1e-3)
     else:
         assert clock.slept == []
 

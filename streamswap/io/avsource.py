@@ -208,10 +208,11 @@ class AvSource:
             if self.live and self.spec.kind != "file":
                 raise SourceLost("end of stream")
             return None
-        capture_time = time.monotonic()
         pts = frame.pts if frame.pts is not None else self._synth_pts()
         if self.pace:
             self._wait_for(pts)
+        # Captured when it is due (after pacing): a paced file stands in for a camera.
+        capture_time = time.monotonic()
         self._writer.write(frame, out)
         self.last_frame = frame  # decoded frame, converted again only if it must be repeated
         meta = FrameMeta(index=self._index, pts=pts, capture_time=capture_time)
