@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -250,6 +251,24 @@ def test_unreachable_stream_is_a_clear_error():
     source = open_source("rtsp://127.0.0.1:9/none", settings)
     with pytest.raises(InputError, match="cannot open input"):
         source.open()
+
+
+def test_silent_server_times_out_with_a_clear_error():
+    # A server that accepts the connection and never answers (a hung camera).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    try:
+        settings = IoSettings(open_timeout_s=0.5, read_timeout_s=0.5, reconnect=False)
+        source = open_source(f"rtsp://127.0.0.1:{port}/stream", settings)
+        assert source.spec.options["rtsp_transport"] == "tcp"
+        assert source.spec.options["timeout"] == "500000"  # µs: RTSP socket I/O timeout
+        assert source.spec.timeout == (0.5, 0.5)  # PyAV's open/read interrupt deadlines
+        with pytest.raises(InputError, match=r"no answer within \d+ s.*read_timeout_s"):
+            source.open()
+    finally:
+        listener.close()
 
 
 def _network_stand_in(path: Path, fixed, fail: threading.Event | None = None) -> AvSource:

@@ -93,16 +93,25 @@ class AvSource:
     # --- open -------------------------------------------------------------------------
     def open(self) -> VideoFormat:
         spec = self.spec
+        started = time.monotonic()
         try:
             self._container = av.open(
                 spec.url, format=spec.format, options=dict(spec.options), timeout=spec.timeout
             )
         except FileNotFoundError:
             raise InputError(f"{self.name}: no such file; check the --input path") from None
-        except av.error.FFmpegError as exc:
-            raise InputError(f"{self.name}: cannot open input ({_why(exc)}); {_hint(spec)}") from None
-        except OSError as exc:
-            raise InputError(f"{self.name}: cannot open input ({exc}); {_hint(spec)}") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            why = _why(exc)
+            if isinstance(exc, av.error.ProtocolNotFoundError):
+                scheme = spec.url.partition("://")[0]
+                raise InputError(f"{self.name}: this FFmpeg build (in the PyAV wheel) cannot read "
+                                 f"{scheme}:// inputs; use another protocol (rtsp, rtmp, http) or "
+                                 "a PyAV built against an FFmpeg with it") from None
+            if spec.timeout and time.monotonic() - started >= min(spec.timeout) * 0.9:
+                # A server that accepts but never answers: FFmpeg's own words for it vary
+                # ("Invalid data found when processing input" for RTSP), so say what happened.
+                why = f"no answer within {time.monotonic() - started:.0f} s: {why}"
+            raise InputError(f"{self.name}: cannot open input ({why}); {_hint(spec)}") from None
         container = self._container
         # Cover art in a music file shows up as a one-picture "video" stream: not a video.
         videos = [s for s in container.streams.video
@@ -329,5 +338,6 @@ def _hint(spec: OpenSpec) -> str:
     if spec.kind == "device":
         return "check that the camera exists, is not used by another program and you may read it (group 'video')"
     if spec.kind == "network":
-        return "check the URL, that the stream is up and reachable, and io.open_timeout_s"
+        return ("check the URL, that the stream is up and reachable, and io.open_timeout_s / "
+                "io.read_timeout_s")
     return "check that the file is a readable video"
