@@ -340,3 +340,24 @@ def test_stalled_network_sink_never_blocks_the_writer():
     sink.close()
     assert len(written) == 50 - dropped and written == sorted(written)
     assert written[0] == 0  # the frames kept are copies made at write time
+
+
+def test_rtmp_output_to_a_silent_or_dead_server_fails_fast_with_a_clear_error():
+    # PyAV's output open has no timeout of its own: a server that accepts and never
+    # answers must not hang the run (it used to block for ever, Ctrl-C included).
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    video = VideoFormat(64, 48, Fraction(30), Fraction(1, 30))
+    try:
+        sink = open_sink(f"rtmp://127.0.0.1:{port}/live/key", IoSettings(open_timeout_s=0.5, reconnect=False))
+        with pytest.raises(OutputError, match=r"no answer within 0.5 s.*open_timeout_s"):
+            sink.open(video, None)
+    finally:
+        listener.close()
+    dead = open_sink(f"rtmp://127.0.0.1:{port}/live/key", IoSettings(open_timeout_s=0.5, reconnect=False))
+    with pytest.raises(OutputError, match="refused"):
+        dead.open(video, None)

@@ -8,8 +8,11 @@ that plays up to its last complete fragment, and a normal close adds the index.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from fractions import Fraction
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
@@ -88,6 +91,8 @@ class AvSink:
         if not self.network:
             # Hand every packet to the OS at once: a killed process loses nothing written.
             options["flush_packets"] = "1"
+        else:
+            probe_server(self.url, s.open_timeout_s)
         try:
             self._container = av.open(
                 self.url, "w", format=self.format, options=options,
@@ -284,6 +289,40 @@ class _AacTranscoder:
             out.extend(self._encode(resampled))
         out.extend(self._stream.encode(None))
         return out
+
+
+def probe_server(url: str, seconds: float) -> None:
+    """Fail fast when an rtmp(s):// server cannot be reached or does not answer.
+
+    PyAV opens outputs with a plain avio_open (no interrupt callback, no options, the GIL
+    held), so neither a timeout nor FFmpeg's rw_timeout reaches that socket: a host that
+    drops packets or a server that accepts and stays silent would hang the whole process.
+    So first, with our own deadline: connect, and for rtmp:// check that the server
+    answers the RTMP handshake (C0+C1 → S0+S1). Raises OutputError saying what failed.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host, port = parts.hostname, parts.port or (443 if scheme == "rtmps" else 1935)
+    if not host:
+        raise OutputError(f"{url}: no host in the URL; expected rtmp://host[:port]/app/key")
+    try:
+        with socket.create_connection((host, port), timeout=seconds) as sock:
+            if scheme != "rtmp":
+                return  # TLS first: the connection is as far as we check
+            sock.settimeout(seconds)
+            sock.sendall(b"\x03" + bytes(8) + os.urandom(1528))  # C0 + C1 (time 0, zero)
+            got = 0
+            while got < 1537:  # S0 + S1
+                chunk = sock.recv(1537 - got)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection during the RTMP handshake")
+                got += len(chunk)
+    except TimeoutError:
+        raise OutputError(f"{url}: cannot open output (no answer within {seconds:g} s); check the URL, "
+                          "that the server is up and accepts publishing, and io.open_timeout_s") from None
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot open output ({_why(exc)}); check the URL and that the "
+                          "server is up and accepts publishing") from None
 
 
 def _why(exc: BaseException) -> str:
