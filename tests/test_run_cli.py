@@ -265,6 +265,42 @@ def test_truncated_and_corrupt_input_continues_and_counts(tmp_path: Path) -> Non
     assert dst["indices"][0] == 0
 
 
+def test_interrupts_answer_while_a_silent_server_is_being_opened(tmp_path: Path) -> None:
+    # The input server accepts and never answers; the open would take io.open_timeout_s
+    # (60 s here). Ctrl-C asks to stop, a second Ctrl-C quits at once.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(60)
+    port = listener.getsockname()[1]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("io:\n  open_timeout_s: 60\n  read_timeout_s: 60\n")
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg),
+         "--input", f"rtsp://127.0.0.1:{port}/cam", "--output", str(tmp_path / "o.mp4")],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stderr is not None
+    try:
+        conn, _ = listener.accept()  # the run is now opening the input
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stderr:
+            if "stopping once the input and outputs are open" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+        rest = proc.stderr.read()
+        assert "exiting at once" in rest and "Traceback" not in rest
+        conn.close()
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_unreachable_url_is_a_clear_error_without_reconnect(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("io:\n  reconnect: false\n  open_timeout_s: 2\n  read_timeout_s: 2\n")

@@ -64,8 +64,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if args.outputs:
         overrides["outputs"] = list(args.outputs)
     config = ctx.config(**overrides)
+    from streamswap.io.uri import open_sink, open_source
+
+    # A mistyped input or output is reported before the models load (seconds).
+    source = open_source(config.input, config.io, live=args.live)
+    sinks = [open_sink(uri, config.io) for uri in config.outputs]
     stages = build_stages(config)
-    runtime = build_runtime(config, stages, live=args.live)
+    runtime = build_runtime(config, stages, source=source, sinks=sinks)
     return run_until_done(runtime, quiet=args.quiet, label="run")
 
 
@@ -83,14 +88,18 @@ def build_stages(config: Any) -> FaceStages:
     return processor
 
 
-def build_runtime(config: Any, stages: FaceStages, *, live: bool | None = None) -> Runtime:
-    """Open the input and outputs named in `config` (errors name the URI) → a Runtime."""
+def build_runtime(config: Any, stages: FaceStages, *, live: bool | None = None,
+                  source: Any = None, sinks: Any = None) -> Runtime:
+    """A Runtime for the input and outputs named in `config` (errors name the URI), or
+    for the `source`/`sinks` already built from them."""
     from streamswap.inference.cuda import slot_allocator
     from streamswap.io.uri import open_sink, open_source
     from streamswap.pipeline.runtime import Runtime
 
-    source = open_source(config.input, config.io, live=live)
-    sinks = [open_sink(uri, config.io) for uri in config.outputs]
+    if source is None:
+        source = open_source(config.input, config.io, live=live)
+    if sinks is None:
+        sinks = [open_sink(uri, config.io) for uri in config.outputs]
     # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
     return Runtime(config, stages, source=source, sinks=sinks,
                    allocator=slot_allocator(config.inference.backend))
@@ -161,6 +170,39 @@ def _flat(snap: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _start(runtime: Runtime, signals: _Signals) -> bool:
+    """runtime.start() on a helper thread, so that an interrupt still answers while a slow
+    input or output is being opened (network timeouts): the first asks the runtime to stop
+    as soon as it is up (nothing is read, outputs are finalised), a second gives up at
+    once (False). Raises what start() raised."""
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            runtime.start()
+        except BaseException as exc:  # re-raised in the calling thread
+            failed.append(exc)
+        finally:
+            signals.event.set()
+
+    opener = threading.Thread(target=start, name="streamswap-open", daemon=True)
+    opener.start()
+    asked = False
+    while opener.is_alive():
+        signals.event.wait()
+        signals.event.clear()
+        if signals.count >= 2:
+            return False
+        if signals.count == 1 and not asked:
+            asked = True
+            log.warning("stopping once the input and outputs are open (interrupt again to quit now)")
+            runtime.request_stop()
+    opener.join()
+    if failed:
+        raise failed[0]
+    return True
+
+
 def run_until_done(
     runtime: Runtime, *, quiet: bool = False, label: str = "run",
     printer: StatsPrinter | None = None,
@@ -173,7 +215,10 @@ def run_until_done(
     printer = printer or StatsPrinter()
     interval = runtime.settings.stats_interval
     with _signal_handlers(signals):
-        runtime.start()
+        if not _start(runtime, signals):
+            printer.done()
+            log.warning("second interrupt while opening the input/outputs: exiting at once")
+            return 130
         stop_asked_at: float | None = None
         drain_deadline = runtime.settings.drain_timeout
         waited = 0.0
