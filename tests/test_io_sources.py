@@ -443,3 +443,30 @@ def test_io_settings_errors_name_the_key(overrides, message):
 def test_file_uri_scheme(media):
     source = open_source(f"file://{media['noaudio']}", IoSettings())
     assert len(drain(source)[1]) == 20
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_live_decoding_adds_no_frames_of_delay(media, live):
+    # Frame threading would keep frames inside the decoder (one per thread): on a live
+    # input each packet must come out as its frame at once (clip without B-frames).
+    source = AvSource(OpenSpec(str(media["noaudio"]), "file"), live=live, pace=False)
+    video_packets = []
+    real_next_packet = source._next_packet
+
+    def counting() -> object:
+        packet = real_next_packet()
+        if packet is not None and packet.stream.type == "video" and packet.size:
+            video_packets.append(packet.pts)
+        return packet
+
+    source._next_packet = counting
+    source.open()
+    buf = np.empty((240, 320, 3), np.uint8)
+    lag = []
+    while (meta := source.read_into(buf)) is not None:
+        lag.append(len(video_packets) - (meta.index + 1))
+    source.close()
+    assert len(lag) == 20
+    if live:
+        assert source._video.thread_type.name == "SLICE"
+        assert max(lag) == 0, lag
