@@ -334,6 +334,44 @@ def test_stop_drains_in_flight_frames_and_closes_sinks() -> None:
     assert snap["state"] == "stopped"
 
 
+class HoldingStages(Stages):
+    """Swap of frame `hold_at` waits for `release` (a stage busy when the stop comes)."""
+
+    def __init__(self, hold_at: int) -> None:
+        super().__init__()
+        self.hold_at = hold_at
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
+        if decode(frame) == self.hold_at:
+            self.holding.set()
+            assert self.release.wait(10)
+        super().swap(frame, faces)
+
+
+def test_stop_without_draining_accounts_for_every_frame_and_slot() -> None:
+    src = FakeSource(None, live=False)
+    sink = FakeSink(src)
+    stages = HoldingStages(hold_at=5)
+    rt = Runtime(Config(), stages, source=src, sinks=[sink], settings=settings(queue_size=1))
+    rt.start()
+    assert stages.holding.wait(10)
+    stopper = threading.Thread(target=rt.stop, kwargs={"drain": False})
+    stopper.start()
+    closed = threading.Event()
+    while not rt.rings[2]._closed and not closed.wait(0.005):  # the abort happened
+        pass
+    stages.release.set()  # the swap stage finishes frame 5 into a closed ring
+    stopper.join(10)
+    assert rt.finished and sink.closed
+    snap = rt.status()
+    assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]
+    assert snap["dropped_by_reason"].get("stopped", 0) >= 1
+    assert rt.pool is not None and rt.pool.free == len(rt.pool)  # every slot came back
+    assert sink.indices == list(range(len(sink.indices))) and 5 not in sink.indices
+
+
 class BrokenSource(FakeSource):
     def read_into(self, out: np.ndarray) -> FrameMeta | None:
         if self.produced == 20:

@@ -356,6 +356,7 @@ class Runtime:
     def _capture_loop(self) -> None:
         assert self.pool is not None and self._source is not None
         source, pool, ring, obs = self._source, self.pool, self.rings[0], self._obs
+        item: FrameItem | None = None
         try:
             while not self._stop_reading.is_set():
                 slot = pool.acquire()
@@ -388,11 +389,12 @@ class Runtime:
                         obs.frame_dropped("pipeline_full")
                 else:
                     ring.put(item)
+                item = None
             tail = source.take_audio()
             if tail:
                 ring.put(FrameItem(_AUDIO_ONLY, FrameMeta(-1, None, time.monotonic()), (), tail))
         except (RingClosed, SlotPoolClosed):
-            pass
+            self._drop_held(item)
         except Exception:
             log.exception("capture stage crashed")
             self._input_error = self._input_error or InputError("the capture stage crashed (see log)")
@@ -409,6 +411,7 @@ class Runtime:
     def _stage_loop(
         self, stage: str, inbox: Ring, outbox: Ring, work: Callable[[FrameItem], None]
     ) -> None:
+        item: FrameItem | None = None
         try:
             while True:
                 if self.live:
@@ -424,13 +427,21 @@ class Runtime:
                     work(item)
                     item.meta.stage_times[stage] = time.monotonic()
                 outbox.put(item)
+                item = None
         except RingClosed:
-            pass
+            self._drop_held(item)
         except Exception:
             log.exception("stage loop crashed", extra=kv(stage=stage))
             self._abort()
         finally:
             outbox.end()
+
+    def _drop_held(self, item: FrameItem | None) -> None:
+        """A frame a stage held when the rings were aborted: free its slot, count it, so
+        that frames in = frames out + dropped after a stop without draining too."""
+        if item is not None and item.slot != _AUDIO_ONLY and self.pool is not None:
+            self.pool.release(item.slot)
+            self._obs.frame_dropped("stopped")
 
     def _detect_one(self, item: FrameItem) -> None:
         if self._paused:
