@@ -3,6 +3,7 @@ block policies, order, bounded depth and latency (in frames), failing stages, pa
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from fractions import Fraction
@@ -500,6 +501,9 @@ def test_stats_percentiles_fps_and_bounded_memory() -> None:
     assert len(stats._latency) == 50  # only the last `window` samples are kept
     line = format_stats_line(snap)
     assert "fps 25.0→25.0" in line and "drops 1" in line and "swap 5.0" in line and "errors 1" in line
+    assert re.search(r"latency p50 1\d ms p95 1[89] ms", line), line
+    fast = format_stats_line(dict(snap, latency_ms_p50=0.43, latency_ms_p95=2.71))
+    assert "latency p50 0.4 ms p95 2.7 ms" in fast  # a fast run does not read "0 ms"
 
 
 def test_stats_printer_updates_one_line_on_a_tty() -> None:
