@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -31,11 +32,13 @@ def make_video(
     change_size_at: int | None = None,
     new_size: tuple[int, int] = (480, 360),
     audio_codec: str = "aac",
+    picture: Callable[[int, int, int], np.ndarray] = frame_image,
 ) -> Path:
     """Encode `frames` frames (+ a matching AAC tone) into `path`; format from its suffix.
 
     With `change_size_at`, frames from that index on are encoded by a second encoder at
-    `new_size` into the same stream (needs an in-band-SPS container such as .ts)."""
+    `new_size` into the same stream (needs an in-band-SPS container such as .ts).
+    `picture(i, width, height)` draws frame i (BGR)."""
     container = av.open(str(path), "w")
     vs = None
     if video:
@@ -65,7 +68,7 @@ def make_video(
                 second.options = {"preset": "ultrafast", "g": str(fps)}
             encoder = second
             w, h = new_size
-        frame = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="bgr24").reformat(format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(picture(i, w, h), format="bgr24").reformat(format="yuv420p")
         frame.pts = i
         frame.time_base = tb
         for packet in encoder.encode(frame):

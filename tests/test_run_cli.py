@@ -16,9 +16,10 @@ import av
 import numpy as np
 import pytest
 
+from io_media import make_video
+
 FPS = 30
 SIZE = (320, 240)
-SAMPLE_RATE = 48000
 BITS = 10  # frame index painted as 10 black/white blocks: up to 1023 frames
 
 
@@ -47,60 +48,8 @@ def read_index(img: np.ndarray) -> int:
 def make_media(path: Path, *, frames: int = 300, audio: bool = True, video: bool = True,
                change_size_at: int | None = None, new_size: tuple[int, int] = (480, 360)) -> Path:
     """H.264 (+ AAC tone) with the frame index painted into every picture."""
-    container = av.open(str(path), "w")
-    tb = Fraction(1, FPS)
-
-    def encoder(size: tuple[int, int]) -> av.CodecContext:
-        ctx = av.CodecContext.create("libx264", "w")
-        ctx.width, ctx.height = size
-        ctx.pix_fmt = "yuv420p"
-        ctx.time_base = tb
-        ctx.framerate = Fraction(FPS)
-        ctx.options = {"preset": "ultrafast", "g": str(FPS)}
-        return ctx
-
-    vs = None
-    if video:
-        vs = container.add_stream("libx264", rate=FPS)
-        vs.width, vs.height = SIZE
-        vs.pix_fmt = "yuv420p"
-        vs.codec_context.time_base = tb
-        vs.options = {"preset": "ultrafast", "g": str(FPS)}
-    aus = None
-    if audio:
-        aus = container.add_stream("aac", rate=SAMPLE_RATE)
-        aus.codec_context.layout = "stereo"
-    enc = vs.codec_context if vs is not None else None
-    size = SIZE
-    for i in range(frames if video else 0):
-        if change_size_at is not None and i == change_size_at:
-            for packet in enc.encode(None):
-                packet.stream = vs
-                container.mux(packet)
-            enc, size = encoder(new_size), new_size
-        frame = av.VideoFrame.from_ndarray(paint_index(i, *size), format="bgr24").reformat(format="yuv420p")
-        frame.pts, frame.time_base = i, tb
-        for packet in enc.encode(frame):
-            packet.stream = vs
-            container.mux(packet)
-    if enc is not None:
-        for packet in enc.encode(None):
-            packet.stream = vs
-            container.mux(packet)
-    if aus is not None:
-        total = int(frames / FPS * SAMPLE_RATE)
-        t = np.arange(total, dtype=np.float32) / SAMPLE_RATE
-        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for start in range(0, total, 1024):
-            part = tone[start : start + 1024]
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.stack([part, part])), format="fltp", layout="stereo")
-            af.sample_rate, af.pts, af.time_base = SAMPLE_RATE, start, Fraction(1, SAMPLE_RATE)
-            for packet in aus.encode(af):
-                container.mux(packet)
-        for packet in aus.encode(None):
-            container.mux(packet)
-    container.close()
-    return path
+    return make_video(path, frames=frames, fps=FPS, size=SIZE, audio=audio, video=video,
+                      change_size_at=change_size_at, new_size=new_size, picture=paint_index)
 
 
 def probe(path: Path) -> dict:
