@@ -153,14 +153,16 @@ class OrtSession:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
 
+    def __post_init__(self) -> None:
+        self._output_names = [o.name for o in self.outputs]  # once, not per run
+
     @property
     def backend(self) -> str:
         return "ort:" + self._session.get_providers()[0]
 
     def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.outputs]
-        values = self._session.run(names, dict(feeds))
-        return dict(zip(names, values))
+        values = self._session.run(self._output_names, dict(feeds))
+        return dict(zip(self._output_names, values))
 
 
 def open_ort_session(
