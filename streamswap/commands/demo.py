@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from streamswap.errors import InputError
-from streamswap.commands.run import StatsPrinter, build_stages, run_until_done
+from streamswap.commands.run import StatsPrinter, build_runtime, build_stages, run_until_done
 
 HELP = "make demo.mp4: a real face swap on a moving test video from bundled sample photos"
 
@@ -68,16 +68,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     uri = (f"test://photo?path={quote(str(camera))}&width={width}&height={height}"
            f"&fps={args.fps}&frames={frames}")
     config = ctx.config(source=[str(face)], input=uri, outputs=[args.output])
-    stages = build_stages(config)
-
-    from streamswap.inference.cuda import slot_allocator
-    from streamswap.io.uri import open_sink, open_source
-    from streamswap.pipeline.runtime import Runtime
-
     # Not live: every frame is swapped and written, however long the CPU takes.
-    source = open_source(config.input, config.io, live=False)
-    runtime = Runtime(config, stages, source=source, sinks=[open_sink(args.output, config.io)],
-                      allocator=slot_allocator(config.inference.backend))
+    runtime = build_runtime(config, build_stages(config), live=False)
     printer = StatsPrinter(render=lambda snap: _progress(snap, frames))
     code = run_until_done(runtime, label="demo", printer=printer)
     if code == 0:
