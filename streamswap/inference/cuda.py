@@ -245,35 +245,45 @@ class Event:
             self._event = None
 
 
-class DeviceBuffer:
-    """`nbytes` of device memory; `ptr` is the device address."""
+class _Allocation:
+    """`nbytes` of CUDA memory at `ptr`, freed by `free()` or, when forgotten, once it (and,
+    for pinned memory, every array over it) is collected: a daemon that replaces pipelines
+    does not leak device memory or page-locked RAM."""
 
-    def __init__(self, cuda: Cuda, nbytes: int) -> None:
+    _FREE = ""  # the cudart call that frees this kind of memory
+
+    def __init__(self, cuda: Cuda, nbytes: int, ptr: Any) -> None:
         self._cuda = cuda
         self.nbytes = int(nbytes)
-        self.ptr = int(_call(cuda.rt, "cudaMalloc", max(self.nbytes, 1)))
-        # Forgotten buffers are freed when collected, not leaked (a daemon reopens pipelines).
-        self._finalizer = weakref.finalize(self, _free_unreferenced, cuda.rt, "cudaFree", self.ptr)
+        self.ptr = int(ptr)
+        self._finalizer = weakref.finalize(self, _free_unreferenced, cuda.rt, self._FREE, self.ptr)
         self._finalizer.atexit = False
 
     def free(self) -> None:
+        """Free now; for pinned memory, arrays over it must not be used afterwards."""
         if self.ptr:
             self._finalizer.detach()
-            _call(self._cuda.rt, "cudaFree", self.ptr)
+            _call(self._cuda.rt, self._FREE, self.ptr)
             self.ptr = 0
 
 
-class PinnedBuffer:
-    """`nbytes` of page-locked host memory; `array()` views it as numpy without copying."""
+class DeviceBuffer(_Allocation):
+    """`nbytes` of device memory; `ptr` is the device address."""
+
+    _FREE = "cudaFree"
 
     def __init__(self, cuda: Cuda, nbytes: int) -> None:
-        self._cuda = cuda
-        self.nbytes = int(nbytes)
-        self.ptr = int(_call(cuda.rt, "cudaHostAlloc", max(self.nbytes, 1), cuda.rt.cudaHostAllocDefault))
-        # Freed when neither this object nor any array over it is referenced any more, so
-        # the slots of a pipeline that was replaced (daemon reload) do not leak page-locked RAM.
-        self._finalizer = weakref.finalize(self, _free_unreferenced, cuda.rt, "cudaFreeHost", self.ptr)
-        self._finalizer.atexit = False
+        super().__init__(cuda, nbytes, _call(cuda.rt, "cudaMalloc", max(int(nbytes), 1)))
+
+
+class PinnedBuffer(_Allocation):
+    """`nbytes` of page-locked host memory; `array()` views it as numpy without copying."""
+
+    _FREE = "cudaFreeHost"
+
+    def __init__(self, cuda: Cuda, nbytes: int) -> None:
+        super().__init__(cuda, nbytes, _call(cuda.rt, "cudaHostAlloc", max(int(nbytes), 1),
+                                             cuda.rt.cudaHostAllocDefault))
 
     def array(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         """A numpy view of the buffer; the view keeps the buffer alive."""
@@ -284,13 +294,6 @@ class PinnedBuffer:
         raw = (ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr)
         raw._owner = self  # type: ignore[attr-defined]  # the array's base holds the allocation
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
-
-    def free(self) -> None:
-        """Free now; arrays over this buffer must not be used afterwards."""
-        if self.ptr:
-            self._finalizer.detach()
-            _call(self._cuda.rt, "cudaFreeHost", self.ptr)
-            self.ptr = 0
 
 
 class _Lease:
