@@ -338,20 +338,21 @@ class Runtime:
         counters = getattr(obj, "counters", None)
         if not isinstance(counters, dict):
             return
-        for name, report in (
-            ("reconnects", lambda: self._obs.reconnect(what)),
-            ("decode_errors", lambda: self._obs.stage_error("capture")),
-            ("demux_errors", lambda: self._obs.stage_error("capture")),
-        ):
+        # Called once per frame for the source and for each sink: no closures built here.
+        for name in ("reconnects", "decode_errors", "demux_errors"):
             value = counters.get(name)
             if not isinstance(value, int):
                 continue
             key = (id(obj), name)
             seen = self._seen_counters.get(key, 0)
+            if value == seen:
+                continue
+            self._seen_counters[key] = value
             for _ in range(value - seen):
-                report()
-            if value != seen:
-                self._seen_counters[key] = value
+                if name == "reconnects":
+                    self._obs.reconnect(what)
+                else:
+                    self._obs.stage_error("capture")
 
     def _capture_loop(self) -> None:
         assert self.pool is not None and self._source is not None
@@ -517,7 +518,7 @@ class Runtime:
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:
-    return {k: snap[k] for k in ("frames_in", "frames_out", "dropped") } | {
+    return {k: snap[k] for k in ("frames_in", "frames_out", "dropped")} | {
         "errors": sum(snap["errors"].values())
     }
 
