@@ -125,28 +125,33 @@ class Cuda:
         return PinnedBuffer(self, nbytes)
 
     # -- copies ---------------------------------------------------------------------------
-    def copy_htod_async(self, dst: "DeviceBuffer | int", src: np.ndarray, stream: "Stream") -> None:
+    # `stream` is a Stream or its integer handle (what TensorRT's execute_async_v3 takes).
+    def copy_htod_async(self, dst: "DeviceBuffer | int", src: np.ndarray, stream: "Stream | int") -> None:
         """Host → device on `stream`; `src` should be pinned for a truly async copy."""
         if not src.flags.c_contiguous:
             raise ValueError("copy_htod_async needs a C-contiguous host array")
         _call(self.rt, "cudaMemcpyAsync", _ptr(dst), src.ctypes.data, src.nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle)
+              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, _handle(stream))
 
-    def copy_dtoh_async(self, dst: np.ndarray, src: "DeviceBuffer | int", stream: "Stream") -> None:
+    def copy_dtoh_async(self, dst: np.ndarray, src: "DeviceBuffer | int", stream: "Stream | int") -> None:
         """Device → host on `stream`; `dst` must stay alive until the stream has passed it."""
         if not dst.flags.c_contiguous:
             raise ValueError("copy_dtoh_async needs a C-contiguous host array")
         _call(self.rt, "cudaMemcpyAsync", dst.ctypes.data, _ptr(src), dst.nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle)
+              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, _handle(stream))
 
     def copy_dtod_async(self, dst: "DeviceBuffer | int", src: "DeviceBuffer | int", nbytes: int,
-                        stream: "Stream") -> None:
+                        stream: "Stream | int") -> None:
         _call(self.rt, "cudaMemcpyAsync", _ptr(dst), _ptr(src), nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle)
+              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, _handle(stream))
 
 
 def _ptr(buf: "DeviceBuffer | int") -> int:
     return buf if isinstance(buf, int) else buf.ptr
+
+
+def _handle(stream: "Stream | int") -> int:
+    return stream if isinstance(stream, int) else stream.handle
 
 
 def open_cuda(device: int = 0) -> Cuda:
@@ -219,8 +224,8 @@ class Event:
     def raw(self) -> Any:
         return self._event
 
-    def record(self, stream: Stream) -> None:
-        _call(self._cuda.rt, "cudaEventRecord", self._event, stream.raw)
+    def record(self, stream: "Stream | int") -> None:
+        _call(self._cuda.rt, "cudaEventRecord", self._event, _handle(stream))
 
     def synchronize(self) -> None:
         """Block the calling host thread until the event has happened."""

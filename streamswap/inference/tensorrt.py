@@ -26,7 +26,7 @@ import numpy as np
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import TensorInfo
 from streamswap.inference.cuda import (
-    Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, StageStreams, Stream, _call,
+    Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, StageStreams, Stream, _handle,
 )
 from streamswap.inference.engine_cache import EngineCache, EngineKey, InputProfile, file_sha256
 from streamswap.inference.trt_build import (
@@ -236,7 +236,7 @@ class TrtSession:
         try:
             if stream is None:
                 stream = self._streams.current()
-            handle = stream if isinstance(stream, int) else stream.handle
+            handle = _handle(stream)
             for info in self._inputs:
                 if info.name not in feeds:
                     raise ModelError(f"{self.path.name}: input {info.name!r} was not given")
@@ -247,7 +247,7 @@ class TrtSession:
                         "engine's optimisation profile; rebuild with a larger --max-faces"
                     )
                 buf = self._device_buffer(info.name, array.nbytes)
-                self._copy_in(buf, array, handle)
+                self._cuda.copy_htod_async(buf, array, handle)
                 self._context.set_tensor_address(info.name, buf.ptr)
             outputs: dict[str, np.ndarray] = {}
             for info in self._outputs:
@@ -261,22 +261,12 @@ class TrtSession:
             if not self._context.execute_async_v3(handle):
                 raise CudaError(f"{self.path.name}: TensorRT execute_async_v3 failed (see the TensorRT log)")
             for info in self._outputs:
-                self._copy_out(outputs[info.name], self._device[info.name], handle)
-            _call(self._cuda.rt, "cudaEventRecord", self._event.raw, handle)
+                self._cuda.copy_dtoh_async(outputs[info.name], self._device[info.name], handle)
+            self._event.record(handle)
             return PendingRun(self._event, outputs, self._lock.release)
         except BaseException:
             self._lock.release()
             raise
-
-    def _copy_in(self, dst: DeviceBuffer, src: np.ndarray, stream: int) -> None:
-        rt = self._cuda.rt
-        _call(rt, "cudaMemcpyAsync", dst.ptr, src.ctypes.data, src.nbytes,
-              rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
-
-    def _copy_out(self, dst: np.ndarray, src: DeviceBuffer, stream: int) -> None:
-        rt = self._cuda.rt
-        _call(rt, "cudaMemcpyAsync", dst.ctypes.data, src.ptr, dst.nbytes,
-              rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
 
     def run(self, feeds: Mapping[str, np.ndarray], stream: "Stream | int | None" = None) -> dict[str, np.ndarray]:
         """Run once and wait for this run's outputs (the host waits on its event only)."""
