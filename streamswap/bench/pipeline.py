@@ -136,7 +136,6 @@ def _alone(fn: Callable[[np.ndarray], None], frame: np.ndarray, n: int = 30) -> 
     return statistics.median(times)
 
 
-
 # --- sources / sinks for parts 1 and 2 ---------------------------------------------------
 class _MemorySource:
     """Frames from memory: as fast as asked (lossless) or paced at `interval` (live)."""
@@ -345,12 +344,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             n = _pyav_transcode(clip, Path(tmp) / "pyav.mp4", config.io)
             pyav_s = time.perf_counter() - t0
             source = open_source(str(clip), config.io, live=False)
-            sinks = [open_sink(str(Path(tmp) / "pipe.mp4"), config.io)]
-            rt = Runtime(config, PassThroughStages(), source=source, sinks=sinks,
-                         settings=dataclasses.replace(base, policy="block"))
+            sink = open_sink(str(Path(tmp) / "pipe.mp4"), config.io)
             t0 = time.perf_counter()
-            rt.start()
-            rt.wait()
+            rt = _run(config, PassThroughStages(), source, sink, dataclasses.replace(base, policy="block"))
             pipe_s = time.perf_counter() - t0
             results["hd_frames"] = n
             results["hd_pyav_ms_per_frame"] = round(pyav_s / n * 1000, 2)
