@@ -205,18 +205,25 @@ def test_several_sources_use_the_most_frontal(processor, photos, caplog) -> None
         assert chosen and chosen[0].kv["chosen"] == str(photos[0])
 
 
+def _astronaut_identity_on_group(processor, photos):
+    """The astronaut as the identity, already handed over to the mesh swapper, and the
+    group photo with its detected faces: (target, faces, swapper)."""
+    processor.set_source_images([photos[0]])
+    target = cv2.imread(str(photos[1]))
+    processor.reset()
+    faces = processor.detect(target, 0)
+    processor.swap(target.copy(), [])  # no faces: only hands the pending identity over
+    assert processor.swapper.identity is not None
+    return target, faces, processor.swapper
+
+
 def test_no_uncovered_pixels_inside_turned_faces(processor, photos) -> None:
     """The mesh folds on turned faces (t1.jpg has two in near profile); every pixel inside
     the face oval must still get a triangle, or the target shows through as lines and specks."""
     from streamswap.faces.mesh_topology import FACE_OVAL
     from streamswap.faces.swappers.mesh import _polygon_mask
 
-    processor.set_source_images([photos[0]])
-    target = cv2.imread(str(photos[1]))
-    processor.reset()
-    faces = processor.detect(target, 0)
-    processor.swap(target.copy(), [])  # hand the identity over
-    swapper = processor.swapper
+    target, faces, swapper = _astronaut_identity_on_group(processor, photos)
     sentinel = len(swapper.identity.triangles)
     for face in faces:
         swapper.swap_one(target.copy(), face.landmarks, swapper.identity)
@@ -239,12 +246,7 @@ def test_turned_away_triangles_are_never_painted(processor, photos) -> None:
     texture over the facing ones in front of it, nor over the background beyond the
     silhouette: only facing triangles appear in the raster, and where none does the
     target is left as it was."""
-    processor.set_source_images([photos[0]])
-    target = cv2.imread(str(photos[1]))
-    processor.reset()
-    faces = processor.detect(target, 0)
-    processor.swap(target.copy(), [])  # hand the identity over
-    swapper = processor.swapper
+    target, faces, swapper = _astronaut_identity_on_group(processor, photos)
     identity = swapper.identity
     tri = identity.triangles
     src = identity.levels[0].points[tri]
