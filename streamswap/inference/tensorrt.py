@@ -315,20 +315,20 @@ def open_trt_session(model_path: Path, settings: Any, cache: EngineCache, *,
     env = env or TrtEnvironment.detect()
     request = EngineRequest(Path(model_path), settings.engine_precision, tuple(profile), model_sha256)
     started = time.monotonic()
-    calib = None
     if request.precision == "int8":
-        calib = _existing_calibration(cache, request)
+        _require_calibration(cache, request)
     path = ensure_engine(request, cache, trt_version=env.version, device=env.device,
                          build=settings.build_engines, timeout_s=settings.build_timeout_s,
-                         workspace_mb=settings.workspace_mb, calib_data=calib, progress=progress)
+                         workspace_mb=settings.workspace_mb, progress=progress)
     session = TrtSession(path, env.trt, env.cuda, env.streams)
     log.info("engine loaded", extra=kv(engine=path.name, seconds=time.monotonic() - started))
     return session
 
 
-def _existing_calibration(cache: EngineCache, request: EngineRequest) -> Path | None:
-    """At run time INT8 engines are built from a saved calibration cache only; preparing
-    calibration images is `streamswap engines build --precision int8 --calib-dir DIR`."""
+def _require_calibration(cache: EngineCache, request: EngineRequest) -> None:
+    """At run time INT8 engines are built from a saved calibration cache only (the build
+    finds it by model and hash); preparing calibration images is
+    `streamswap engines build --precision int8 --calib-dir DIR`. Refuses when there is none."""
     sha = request.model_sha256 or file_sha256(request.model_path)
     calib_cache = cache.calibration_cache_path(request.name or request.model_path.stem, sha)
     if not calib_cache.exists():
@@ -336,5 +336,4 @@ def _existing_calibration(cache: EngineCache, request: EngineRequest) -> Path | 
             f"{request.model_path.name}: INT8 needs calibration first; run `streamswap engines build "
             f"{request.model_path.stem} --precision int8 --calib-dir FACES_DIR` or use precision fp16"
         )
-    return None
 
