@@ -13,7 +13,8 @@ import pytest
 from conftest import require
 from streamswap.bench import synthetic
 from streamswap.faces import align
-from streamswap.faces.paste import INNER_LIP_INDICES, PasteBack, box_mask
+from streamswap.faces.mesh_topology import LIPS_INNER
+from streamswap.faces.paste import PasteBack, box_mask
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.swappers import make_neural_swapper
 from swap_fixtures import RecordingOrt, cpu_session, face_at, group_photo, reference_module
@@ -161,8 +162,8 @@ def test_mouth_mask_keeps_the_target_mouth_interior():
     landmarks = np.zeros((468, 3), np.float32)
     landmarks[:, :2] = face.kps[2]
     centre = face.kps[3:5].mean(axis=0)
-    for i, index in enumerate(INNER_LIP_INDICES):
-        a = 2 * np.pi * i / len(INNER_LIP_INDICES)
+    for i, index in enumerate(LIPS_INNER):
+        a = 2 * np.pi * i / len(LIPS_INNER)
         landmarks[index, :2] = centre + (25 * np.cos(a), 10 * np.sin(a))
     crop = np.full((128, 128, 3), 250, np.uint8)
     kept, swapped, fallback = frame.copy(), frame.copy(), frame.copy()

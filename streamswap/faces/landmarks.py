@@ -16,32 +16,30 @@ import cv2
 import numpy as np
 
 from streamswap.errors import ModelError
+from streamswap.faces.mesh_topology import LEFT_EYE, NOSE_TIP, NUM_LANDMARKS, RIGHT_EYE
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
 
 INPUT_SIZE = 192
-NUM_LANDMARKS = 468
 ROI_SCALE = 1.5
 
-# MediaPipe face-mesh index facts (canonical topology). "First" = image-left on a frontal,
-# unmirrored face (the subject's right), matching our KEYPOINT_NAMES order.
-FIRST_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
-SECOND_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
-NOSE_TIP = 1
+# Mouth corners (the other index facts are in mesh_topology). "First" = image-left on a
+# frontal, unmirrored face (the subject's right), matching our KEYPOINT_NAMES order.
 FIRST_MOUTH_CORNER = 61
 SECOND_MOUTH_CORNER = 291
 
 
 def five_points_from_mesh(landmarks: np.ndarray) -> np.ndarray:
     """(468, 2|3) mesh -> (5, 2) float32 alignment points: eye centres (mean of each eye
-    contour), nose tip, mouth corners, in KEYPOINT_NAMES order."""
+    contour), nose tip, mouth corners, in KEYPOINT_NAMES order (image-left eye first:
+    MediaPipe's RIGHT_EYE, the subject's right)."""
     lm = np.asarray(landmarks, dtype=np.float32)
     if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] < 2:
         raise ValueError(f"expected a (468, 2|3) face mesh, got {lm.shape}")
     xy = lm[:, :2]
     return np.stack([
-        xy[list(FIRST_EYE_CONTOUR)].mean(axis=0),
-        xy[list(SECOND_EYE_CONTOUR)].mean(axis=0),
+        xy[list(RIGHT_EYE)].mean(axis=0),
+        xy[list(LEFT_EYE)].mean(axis=0),
         xy[NOSE_TIP],
         xy[FIRST_MOUTH_CORNER],
         xy[SECOND_MOUTH_CORNER],

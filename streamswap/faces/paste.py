@@ -15,12 +15,8 @@ import cv2
 import numpy as np
 
 from streamswap.faces.align import invert_affine, source_roi, transform_points
+from streamswap.faces.mesh_topology import LIPS_INNER, NUM_LANDMARKS
 from streamswap.faces.settings import PasteSettings
-
-# MediaPipe FaceMesh (468 points): the inner lip contour, in polygon order
-# (upper lip left → right, then lower lip right → left).
-INNER_LIP_INDICES = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308,
-                     324, 318, 402, 317, 14, 87, 178, 88, 95)
 
 
 def box_mask(size: int, blur: float, padding: float) -> np.ndarray:
@@ -49,8 +45,8 @@ def mouth_polygon(
 ) -> np.ndarray | None:
     """The target's mouth interior as a polygon in crop pixels: the FaceMesh inner-lip
     contour when dense landmarks exist, else an ellipse between the two mouth corners."""
-    if landmarks is not None and len(landmarks) >= 468:
-        return transform_points(landmarks[list(INNER_LIP_INDICES)], matrix).astype(np.float32)
+    if landmarks is not None and len(landmarks) >= NUM_LANDMARKS:
+        return transform_points(landmarks[list(LIPS_INNER)], matrix).astype(np.float32)
     if kps is None:
         return None
     corners = transform_points(np.asarray(kps)[3:5], matrix)
