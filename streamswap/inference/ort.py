@@ -260,7 +260,7 @@ class SessionPool:
         self.cache_dir = cache_dir
         # Engine-build progress (inference.backend: tensorrt), e.g. to extend systemd's timeout.
         self.progress = progress
-        self._trt_env: Any = None  # backends.SharedTrtEnvironment, made on first TensorRT session
+        self._trt_env: Any = None  # backends.SharedTrtEnvironment, shared by every session
         self._sessions: dict[Path, Session] = {}
         self._lock = threading.Lock()
 
@@ -272,14 +272,12 @@ class SessionPool:
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
-                if self.settings.backend == "ort":
-                    session = open_ort_session(key, self.settings, self.cache_dir)
-                else:
-                    from streamswap.inference.backends import SharedTrtEnvironment, open_session
+                # backends imports this module; open_session picks ORT or TensorRT (+ fallback).
+                from streamswap.inference.backends import SharedTrtEnvironment, open_session
 
-                    if self._trt_env is None:  # one CUDA context and one set of stage streams
-                        self._trt_env = SharedTrtEnvironment()
-                    session = open_session(key, self.settings, self.cache_dir, max_batch=max_batch,
-                                           size=size, progress=self.progress, trt_env=self._trt_env)
+                if self._trt_env is None:  # one CUDA context and one set of stage streams
+                    self._trt_env = SharedTrtEnvironment()  # detects on the first TensorRT use
+                session = open_session(key, self.settings, self.cache_dir, max_batch=max_batch,
+                                       size=size, progress=self.progress, trt_env=self._trt_env)
                 self._sessions[key] = session
             return session
