@@ -18,10 +18,10 @@ from streamswap import __version__
 from streamswap.errors import StreamswapError
 from streamswap.logs import setup_logging
 
-# Order is the order of `streamswap --help`.
 if TYPE_CHECKING:  # the config (YAML, every settings module) loads when a command asks for it
     from streamswap.config import Config
 
+# Order is the order of `streamswap --help`.
 COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "doctor"]
 
 log = logging.getLogger(__name__)
