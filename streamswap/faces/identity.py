@@ -19,6 +19,7 @@ import numpy as np
 
 from streamswap.errors import InputError, ModelError, NoFaceError
 from streamswap.faces.align import align_matrix, warp_crop
+from streamswap.faces.detectors.common import Detector
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
 from streamswap.io.images import read_image
@@ -30,10 +31,6 @@ ImageLike = Union[np.ndarray, str, os.PathLike]
 
 ARCFACE_SIZE = 112
 EMBEDDING_SIZE = 512
-
-
-class Detector(Protocol):
-    def detect(self, bgr: np.ndarray) -> list[Face]: ...
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,8 @@ def identity_hash(images: Sequence[ImageLike], face_index: int | None) -> str:
     return h.hexdigest()
 
 
-def _label(item: ImageLike, i: int) -> str:
+def source_label(item: ImageLike, i: int) -> str:
+    """How messages name source image `i`: its path, or its position when given as an array."""
     return f"source image #{i + 1}" if isinstance(item, np.ndarray) else str(item)
 
 
@@ -151,7 +149,7 @@ def compute_identity(
         raise InputError("no source image given; set `source` (one or more face photos)")
     raws = []
     for i, item in enumerate(images):
-        label = _label(item, i)
+        label = source_label(item, i)
         bgr = item if isinstance(item, np.ndarray) else read_image(item)
         face = pick_face(detector.detect(bgr), face_index, label)
         raws.append(recognizer.embed(bgr, [face])[0])

@@ -14,15 +14,15 @@ starts using it at its next call.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from typing import Any, Callable, Protocol, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from streamswap.errors import InputError
-from streamswap.faces.identity import ArcFace, LatentCache, load_source, pick_face
+from streamswap.faces.detectors.common import Detector
+from streamswap.faces.identity import ArcFace, ImageLike, LatentCache, load_source, pick_face, source_label
 from streamswap.faces.landmarks import attach_mesh
 from streamswap.faces.settings import TrackingSettings
 from streamswap.faces.tracking import FaceTracker, iou
@@ -31,12 +31,6 @@ from streamswap.io.images import read_image
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
-
-ImageLike = Union[np.ndarray, str, os.PathLike]
-
-
-class Detector(Protocol):
-    def detect(self, bgr: np.ndarray) -> list[Face]: ...
 
 
 class Landmarker(Protocol):
@@ -104,10 +98,6 @@ class _LatentCapture:
 
     def set_latent(self, latent: np.ndarray) -> None:
         self.latent_value = latent
-
-
-def _label(item: ImageLike, i: int) -> str:
-    return f"source image #{i + 1}" if isinstance(item, np.ndarray) else str(item)
 
 
 class FaceProcessor:
@@ -182,7 +172,7 @@ class FaceProcessor:
         image when one has no usable face; the current identity then stays."""
         if not images:
             raise InputError("no source image given; pass at least one face photo")
-        names = [_label(item, i) for i, item in enumerate(images)]
+        names = [source_label(item, i) for i, item in enumerate(images)]
         with self._sources_lock:
             apply = self._prepare(list(images), names)
         with self._pending_lock:
