@@ -156,7 +156,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """The plain-data form of a settings object (for `config show`, status, YAML dumps)."""
+    """The plain-data form of a settings object (what `config.dump_config` writes as YAML)."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
