@@ -179,10 +179,6 @@ class FaceProcessor:
             self._pending = apply
         log.info("source identity ready", extra=kv(images=len(images), first=names[0]))
 
-    @property
-    def has_identity(self) -> bool:
-        return self._has_identity or self._pending is not None
-
     def _prepare(self, images: list[ImageLike], names: list[str]) -> Callable[[], None]:
         swapper = self.swapper
         if swapper is None:

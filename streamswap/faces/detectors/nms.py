@@ -27,8 +27,7 @@ def iou_one_to_many(box: np.ndarray, boxes: np.ndarray, offset: float = 0.0) -> 
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-        *, offset: float = 0.0, max_keep: int | None = None) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, offset: float = 0.0) -> np.ndarray:
     """Greedy NMS: indices of the kept boxes, best score first. A box is dropped when its
     IoU with an already kept box is above `iou_threshold`."""
     order = score_order(scores)
@@ -37,8 +36,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     while order.size:
         best = int(order[0])
         keep.append(best)
-        if max_keep is not None and len(keep) >= max_keep:
-            break
         rest = order[1:]
         overlap = iou_one_to_many(boxes[best], boxes[rest], offset)
         order = rest[overlap <= iou_threshold]

@@ -166,10 +166,6 @@ class NeuralSwapper:
         """What the latent depends on besides the source images (latent cache key)."""
         return f"{self.contract}:{self.sha256}"
 
-    @property
-    def has_identity(self) -> bool:
-        return self._latent is not None
-
     # --- tensors ------------------------------------------------------------------
     def _blob(self, count: int) -> np.ndarray:
         blob = self._blobs.get(count)

@@ -233,7 +233,6 @@ class MeshSwapper:
     """Swapper adapter for `faces.swapper.model: mesh`: `set_identity` then `swap` per frame."""
 
     name = "mesh"
-    needs_landmarks = True
 
     def __init__(self, settings: MeshSettings | None = None, max_cached_sizes: int = 12) -> None:
         self.settings = settings or MeshSettings()
