@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from streamswap.config import Config
-from streamswap.errors import StreamswapError
+from streamswap.errors import BackendUnavailable, StreamswapError
 from streamswap.models.store import MISMATCH, MISSING as MODEL_MISSING, UNPINNED, VERIFIED, ModelStore, models_used_by
 
 log = logging.getLogger(__name__)
@@ -201,17 +201,12 @@ def _onnxruntime_builds(version: Callable[[str], str] | None = None) -> list[Che
                   "each other's files", f"keep only the GPU build: {GPU_BUILD_INSTALL}")]
 
 
-def _import_cudart():
-    try:
-        from cuda.bindings import runtime  # cuda-python 12.x/13.x
-    except ImportError:
-        return None
-    return runtime
-
-
 def _cuda() -> list[Check]:
-    cudart = _import_cudart()
-    if cudart is None:
+    from streamswap.inference.cuda import import_cudart
+
+    try:  # the import the TensorRT backend uses (cuda-python 12.0-12.5 has another module path)
+        cudart = import_cudart()
+    except BackendUnavailable:
         return [Check("cuda", MISSING, "cuda-python not installed",
                       "for the TensorRT path: pip install 'streamswap[tensorrt]' (optional)")]
     err, count = cudart.cudaGetDeviceCount()

@@ -112,3 +112,34 @@ def test_both_onnxruntime_builds_installed_is_a_warning_with_the_fix() -> None:
     del versions["onnxruntime"]
     assert _onnxruntime_builds(lookup) == []
     assert _onnxruntime_builds() == []  # this machine: the CPU build alone
+
+
+def test_cuda_check_imports_cuda_python_as_the_backend_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor and the TensorRT backend agree on whether cuda-python is there (one import,
+    which also knows cuda-python 12.0-12.5's module path)."""
+    import types
+
+    import streamswap.inference.cuda as cuda_mod
+    from streamswap.doctor import _cuda
+    from streamswap.errors import BackendUnavailable
+
+    class Runtime:
+        def cudaGetDeviceCount(self):
+            return 0, 1
+
+        def cudaDriverGetVersion(self):
+            return 0, 12040
+
+        def cudaGetDeviceProperties(self, index):
+            return 0, types.SimpleNamespace(name=b"Fake GPU\0\0", major=8, minor=7, totalGlobalMem=8 * 2**30)
+
+    monkeypatch.setattr(cuda_mod, "import_cudart", Runtime)
+    (check,) = _cuda()
+    assert check.status == OK and check.detail == "driver CUDA 12.4; 0: Fake GPU (sm_87, 8 GiB)"
+
+    def not_installed():
+        raise BackendUnavailable("cuda-python is not installed")
+
+    monkeypatch.setattr(cuda_mod, "import_cudart", not_installed)
+    (check,) = _cuda()
+    assert check.status == MISSING and "cuda-python not installed" in check.detail
