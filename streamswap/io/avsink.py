@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from streamswap.errors import OutputError
+from streamswap.io.avsource import error_text
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
 from streamswap.io.convert import YuvFrameFiller
 from streamswap.io.settings import IoSettings
@@ -101,14 +102,14 @@ class AvSink:
         except (av.error.FFmpegError, OSError) as exc:
             where = "check the URL and that the server accepts publishing" if self.network \
                 else "check that the folder exists and is writable"
-            raise OutputError(f"{self.name}: cannot open output ({_why(exc)}); {where}") from None
+            raise OutputError(f"{self.name}: cannot open output ({error_text(exc)}); {where}") from None
         try:
             self._add_video(video)
             if audio is not None:
                 self._add_audio(audio)
         except (av.error.FFmpegError, ValueError) as exc:
             self._abort()
-            raise OutputError(f"{self.name}: cannot set up encoder {self.encoder} ({_why(exc)})") from None
+            raise OutputError(f"{self.name}: cannot set up encoder {self.encoder} ({error_text(exc)})") from None
         try:
             # PyAV connects/creates lazily on the first packet; do it now so a dead server
             # or an unwritable file is an error of open(), not of some later write.
@@ -117,7 +118,7 @@ class AvSink:
             self._abort()
             where = "check the URL and that the server accepts publishing" if self.network \
                 else "check that the folder is writable"
-            raise OutputError(f"{self.name}: cannot open output ({_why(exc)}); {where}") from None
+            raise OutputError(f"{self.name}: cannot open output ({error_text(exc)}); {where}") from None
         self._filler = YuvFrameFiller(video.width, video.height)
         log.info("output opened", extra=kv(output=self.name, encoder=self.encoder,
                                             audio=("none" if audio is None else
@@ -178,7 +179,7 @@ class AvSink:
             for packet in self._vstream.encode(vframe):
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as exc:
-            raise OutputError(f"{self.name}: write failed ({_why(exc)})") from exc
+            raise OutputError(f"{self.name}: write failed ({error_text(exc)})") from exc
         self.counters["frames"] += 1
 
     def write_audio(self, packets: list[Any]) -> None:
@@ -202,7 +203,7 @@ class AvSink:
                     packet.time_base, packet.pts, packet.dts = saved[2], saved[0], saved[1]
                 self.counters["audio_packets"] += 1
         except (av.error.FFmpegError, OSError) as exc:
-            raise OutputError(f"{self.name}: audio write failed ({_why(exc)})") from exc
+            raise OutputError(f"{self.name}: audio write failed ({error_text(exc)})") from exc
 
     def close(self) -> None:
         """Flush the encoder and write the trailer (the file's index)."""
@@ -226,7 +227,7 @@ class AvSink:
             except (av.error.FFmpegError, OSError) as exc:
                 error = error or exc
         if error is not None:
-            raise OutputError(f"{self.name}: finishing the output failed ({_why(error)})")
+            raise OutputError(f"{self.name}: finishing the output failed ({error_text(error)})")
         log.info("output closed", extra=kv(output=self.name, frames=self.counters["frames"]))
 
     def _abort(self) -> None:
@@ -321,10 +322,5 @@ def probe_server(url: str, seconds: float) -> None:
         raise OutputError(f"{url}: cannot open output (no answer within {seconds:g} s); check the URL, "
                           "that the server is up and accepts publishing, and io.open_timeout_s") from None
     except OSError as exc:
-        raise OutputError(f"{url}: cannot open output ({_why(exc)}); check the URL and that the "
+        raise OutputError(f"{url}: cannot open output ({error_text(exc)}); check the URL and that the "
                           "server is up and accepts publishing") from None
-
-
-def _why(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).strip() or type(exc).__name__

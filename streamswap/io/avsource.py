@@ -101,7 +101,7 @@ class AvSource:
         except FileNotFoundError:
             raise InputError(f"{self.name}: no such file; check the --input path") from None
         except (av.error.FFmpegError, OSError) as exc:
-            why = _why(exc)
+            why = error_text(exc)
             if isinstance(exc, av.error.ProtocolNotFoundError):
                 scheme = spec.url.partition("://")[0]
                 raise InputError(f"{self.name}: this FFmpeg build (in the PyAV wheel) cannot read "
@@ -174,7 +174,7 @@ class AvSource:
             template = holder.add_stream_from_template(stream)
         except (ValueError, av.error.FFmpegError) as exc:
             log.warning("input audio cannot be carried; output without sound",
-                        extra=kv(input=self.name, codec=cc.name, error=_why(exc)))
+                        extra=kv(input=self.name, codec=cc.name, error=error_text(exc)))
             return None
         self._template_holder = holder
         return AudioFormat(
@@ -269,7 +269,7 @@ class AvSource:
             except av.error.FFmpegError as exc:
                 # A corrupt packet: skip it, count it, keep going.
                 self.counters["decode_errors"] += 1
-                log.debug("decode error", extra=kv(input=self.name, error=_why(exc)))
+                log.debug("decode error", extra=kv(input=self.name, error=error_text(exc)))
         return self._frames.popleft()
 
     def _next_packet(self) -> Any:
@@ -281,10 +281,10 @@ class AvSource:
                 return None
             except (av.error.FFmpegError, OSError) as exc:
                 if self.spec.kind != "file":
-                    raise SourceLost(_why(exc)) from exc
+                    raise SourceLost(error_text(exc)) from exc
                 self.counters["demux_errors"] += 1
                 errors += 1
-                log.warning("input read error", extra=kv(input=self.name, error=_why(exc)))
+                log.warning("input read error", extra=kv(input=self.name, error=error_text(exc)))
                 if errors >= MAX_DEMUX_ERRORS:
                     return None
                 # The generator died with the exception; continue from the current position.
@@ -326,10 +326,12 @@ class AvSource:
             try:
                 container.close()
             except (av.error.FFmpegError, OSError) as exc:
-                log.debug("input close failed", extra=kv(input=self.name, error=_why(exc)))
+                log.debug("input close failed", extra=kv(input=self.name, error=error_text(exc)))
 
 
-def _why(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """What went wrong, in FFmpeg's/the OS's words (strerror when there is one), for
+    messages and logs of inputs and outputs."""
     text = getattr(exc, "strerror", None) or str(exc)
     return str(text).strip() or type(exc).__name__
 

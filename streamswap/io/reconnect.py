@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from streamswap.errors import StreamswapError
-from streamswap.io.avsource import AvSource, SourceLost
+from streamswap.io.avsource import AvSource, SourceLost, error_text
 from streamswap.io.base import AudioFormat, FrameMeta, Sink, VideoFormat
 from streamswap.logs import kv
 
@@ -432,5 +432,4 @@ def _close_quietly(sink: Any) -> None:
 
 
 def _short(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text).splitlines()[0][:200]
+    return error_text(exc).splitlines()[0][:200]  # one log line per retry
