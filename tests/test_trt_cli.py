@@ -120,3 +120,27 @@ def test_build_with_zero_max_faces_is_refused_not_ignored(tmp_path: Path, no_gpu
     assert main(["-c", str(cfg), "engines", "build", "--max-faces", "0"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-faces 0" in err[0] and "1 or more" in err[0]
+
+
+def test_build_targets_are_the_models_the_pipeline_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`engines build` with no names builds what the running pipeline loads: the mesh
+    swapper opens no recognizer, so none is resolved (it need not even be downloaded)."""
+    import argparse
+    import types
+
+    from streamswap.commands.engines import _targets
+    from streamswap.models.store import ModelStore
+
+    asked: list[str] = []
+
+    def resolve(self: ModelStore, model: str, contract: str | None = None) -> types.SimpleNamespace:
+        asked.append(model)
+        return types.SimpleNamespace(spec=self.spec(model), path=Path(model + ".onnx"), sha256="0" * 64)
+
+    monkeypatch.setattr(ModelStore, "resolve", resolve)
+    args = argparse.Namespace(models=[], contract=None)
+    mesh = _targets(args, load_config(None, {"faces.swapper.model": "mesh"}))
+    assert asked == ["blazeface", "facemesh"] and [t.name for t in mesh] == asked
+    asked.clear()
+    _targets(args, load_config(None, {"faces.swapper.model": "inswapper_128"}))
+    assert asked == ["blazeface", "facemesh", "arcface_w600k_r50", "inswapper_128"]

@@ -118,8 +118,8 @@ def _targets(args: argparse.Namespace, config: Any) -> list[_Target]:
         wanted.append((faces.detector.model, faces.detector.contract))
         if faces.landmarker.model:
             wanted.append((faces.landmarker.model, faces.landmarker.contract))
-        wanted.append((faces.recognizer.model, faces.recognizer.contract))
-        if faces.swapper.model != "mesh":
+        if faces.swapper.model != "mesh":  # the recognizer serves the neural swappers only
+            wanted.append((faces.recognizer.model, faces.recognizer.contract))
             wanted.append((faces.swapper.model, faces.swapper.contract))
             spec = store.spec(faces.swapper.model) if faces.swapper.model in store.catalogue else None
             if spec is not None and spec.companion:
