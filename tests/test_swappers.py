@@ -129,6 +129,12 @@ def test_all_faces_go_through_one_generator_call_when_the_batch_is_dynamic(tmp_p
         assert np.abs(out_b[cy, cx].astype(int) - (255 - img[cy, cx].astype(int))).max() <= 3
     batched.swap(out_b, [])  # no faces: no call
     assert b_session.calls == 1
+    # Every row of the batched source is the latent, and a new identity replaces them all.
+    assert np.array_equal(b_session.feeds[0]["source"], np.repeat(batched.latent(EMB), 3, axis=0))
+    other = l2_normalise(np.random.default_rng(1).standard_normal(512))
+    batched.set_identity(other)
+    batched.swap(img.copy(), faces)
+    assert np.array_equal(b_session.feeds[1]["source"], np.repeat(batched.latent(other), 3, axis=0))
 
 
 @pytest.mark.parametrize("contract,size", [("inswapper", 128), ("hyperswap", 256), ("ghost", 256)])

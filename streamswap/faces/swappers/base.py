@@ -104,6 +104,7 @@ class NeuralSwapper:
         self.sha256 = sha256
         self.paste_back = PasteBack(paste or PasteSettings())
         self._latent: np.ndarray | None = None
+        self._source_feeds: dict[int, np.ndarray] = {}  # the latent as fed, per batch size
         self._check_contract()
         target = self._input("target")
         source = self._input("source")
@@ -160,6 +161,14 @@ class NeuralSwapper:
         if latent.shape[1] != self.latent_size:
             raise ValueError(f"{self.name}: latent must have {self.latent_size} values, got {latent.shape[1]}")
         self._latent = latent
+        self._source_feeds = {1: latent.astype(self._source_dtype, copy=False)}
+
+    def _source_feed(self, count: int) -> np.ndarray:
+        """The `source` input for `count` crops, built once per identity and batch size."""
+        feed = self._source_feeds.get(count)
+        if feed is None:
+            feed = self._source_feeds[count] = np.repeat(self._source_feeds[1], count, axis=0)
+        return feed
 
     @property
     def cache_key(self) -> str:
@@ -192,7 +201,7 @@ class NeuralSwapper:
         hwc = pixels.transpose(0, 2, 3, 1)
         if self.crop.rgb:
             hwc = hwc[..., ::-1]
-        return np.ascontiguousarray(hwc.astype(np.uint8))
+        return hwc.astype(np.uint8, order="C")  # one pass: cast and lay out as crops
 
     # --- frame --------------------------------------------------------------------
     def generate(self, crops: np.ndarray) -> np.ndarray:
@@ -200,10 +209,10 @@ class NeuralSwapper:
         if self._latent is None:
             raise RuntimeError(f"{self.name}: set_identity() must be called before swap()")
         blob = self.to_tensor(crops)
-        latent = self._latent.astype(self._source_dtype, copy=False)
         if self.batched:
-            feeds = {"target": blob, "source": np.repeat(latent, len(crops), axis=0)}
+            feeds = {"target": blob, "source": self._source_feed(len(crops))}
             return self.to_crops(self.session.run(feeds)[self._output_name])
+        latent = self._source_feed(1)
         outs = [self.session.run({"target": blob[i:i + 1], "source": latent})[self._output_name]
                 for i in range(len(crops))]
         return self.to_crops(np.concatenate(outs, axis=0))
