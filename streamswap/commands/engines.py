@@ -13,10 +13,6 @@ from streamswap.errors import BackendUnavailable, InputError, StreamswapError
 
 HELP = "build, list or clear the cached TensorRT engines (GPU fast path)"
 
-# Roles whose models run once per face: their engines take a batch of 1..max-faces.
-_PER_FACE_ROLES = ("landmarker", "recognizer", "swapper", "embedding_converter", "enhancer")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="engines_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build engines for the configured (or named) models",
