@@ -52,6 +52,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
 def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list[str]) -> None:
     from streamswap.commands.engines import _calibration, _targets
+    from streamswap.inference.base import input_named
     from streamswap.inference.engine_cache import EngineCache, profile_from_inputs, resolve_cache_dir
     from streamswap.inference.tensorrt import EngineRequest, TrtSession, ensure_engine, onnx_inputs
 
@@ -68,7 +69,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
                 with tempfile.TemporaryDirectory() as tmp:
                     calib = None
                     if precision == "int8":
-                        calib = _calibration(target, replace(config), Path(tmp))
+                        calib = _calibration(target, config, Path(tmp))
                     path = ensure_engine(EngineRequest(target.path, precision, profile, target.sha256),
                                          cache, trt_version=env.version, device=env.device,
                                          timeout_s=config.inference.build_timeout_s,
@@ -79,7 +80,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
             session = TrtSession(path, env.trt, env.cuda, env.streams)
             for batch in sorted({1, 1 if detector else min(args.batch, max_batch)}):
                 feeds = {p.name: np.random.default_rng(0).standard_normal((batch, *p.opt[1:])).astype(
-                    next(i.dtype for i in session.inputs if i.name == p.name)) for p in profile}
+                    input_named(session, p.name).dtype) for p in profile}
                 for _ in range(5):
                     session.run(feeds)
                 times = []
