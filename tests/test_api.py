@@ -310,6 +310,22 @@ def test_50_mb_upload_is_refused_before_it_is_read(running):
     running.assert_streaming()
 
 
+def test_a_refused_requests_body_is_never_read_as_a_request(running):
+    """A request refused before its body is read ends its connection: the body (here a
+    complete POST /pause) must not be taken for the next request on a kept-alive one."""
+    url = running.daemon.api.url
+    inner = b"POST /pause HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    for method, path, code in (("POST", "/nope", 404), ("PUT", "/pause", 405), ("PATCH", "/nope", 404)):
+        raw = _raw(url, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(inner)}\r\n\r\n".encode()
+                   + inner)
+        assert raw.count(b"HTTP/1.1 ") == 1 and _status_and_json(raw)[0] == code, raw
+        assert b"Connection: close" in raw
+    assert running.daemon.status()["paused"] is False
+    # Without a body the connection stays open for the next request.
+    raw = _raw(url, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.count(b"HTTP/1.1 404") == 2, raw
+
+
 def test_slow_client_is_cut_off(tmp_path):
     r = Running(tmp_path, client_timeout_s=0.3)
     try:

@@ -163,6 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "streamswap"
     sys_version = ""
     server: _Server
+    _body_read = False  # this request's body was read (reset per request in _dispatch)
 
     def setup(self) -> None:
         self.timeout = self.server.api.settings.client_timeout_s  # applied by StreamRequestHandler
@@ -245,7 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _declares_body(self) -> bool:
+        length = (self.headers.get("Content-Length") or "0").strip()
+        return bool(self.headers.get("Transfer-Encoding")) or length != "0"
+
     def _read_body(self, length: int) -> bytes:
+        self._body_read = True
         try:
             data = self.rfile.read(length)
         except (socket.timeout, TimeoutError):
@@ -299,21 +305,13 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def do_PUT(self) -> None:
-        self._not_allowed()
+        self._dispatch({})  # 405 on a known path, 404 elsewhere
 
     do_DELETE = do_PATCH = do_PUT
 
-    def _not_allowed(self) -> None:
-        self.close_connection = True
-        path = self.path.split("?", 1)[0]
-        if path not in _KNOWN_PATHS:
-            self._refuse(Refused(404, f"no endpoint {path}"))
-            return
-        self._refuse(Refused(405, f"{self.command} {path} is not supported; use {_allowed(path)}",
-                             {"Allow": _allowed(path)}))
-
     def _dispatch(self, routes: dict[str, Any]) -> None:
         path = self.path.split("?", 1)[0]
+        self._body_read = False
         try:
             handler = routes.get(path)
             if handler is None:
@@ -327,6 +325,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._authorize()
             handler()
         except Refused as exc:
+            if not self._body_read and self._declares_body():
+                # Refused before its body was read: on a kept-alive connection that body
+                # would be parsed as the next request.
+                self.close_connection = True
             self._refuse(exc)
         except (socket.timeout, TimeoutError, ConnectionError, BrokenPipeError):
             self.close_connection = True
