@@ -19,14 +19,14 @@ import numpy as np
 from streamswap.errors import InputError, ModelError
 from streamswap.faces.align import estimate_similarity, template, warp_crop
 from streamswap.faces.detectors import CONTRACTS as DETECTOR_CONTRACTS
+from streamswap.faces.identity import arcface_inputs
 from streamswap.faces.types import Face
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_DETECTOR_CONTRACTS = DETECTOR_CONTRACTS
-CALIBRATED_CONTRACTS = (*_DETECTOR_CONTRACTS, "arcface")
+CALIBRATED_CONTRACTS = (*DETECTOR_CONTRACTS, "arcface")
 
 
 def load_images(folder: Path, limit: int = 500) -> list[np.ndarray]:
@@ -66,7 +66,7 @@ def detector_inputs(images: Iterable[np.ndarray], contract: str, size: int) -> n
     from streamswap.faces.detectors import detector_class
     from streamswap.faces.detectors.common import LetterboxInput
 
-    if contract not in _DETECTOR_CONTRACTS:
+    if contract not in DETECTOR_CONTRACTS:
         raise ModelError(f"no calibration preprocessing for detector contract {contract!r}")
     box = LetterboxInput(size, *detector_class(contract).input_norm)  # exactly as the adapter
     out = []
@@ -76,19 +76,13 @@ def detector_inputs(images: Iterable[np.ndarray], contract: str, size: int) -> n
     return np.stack(out)
 
 
-def arcface_inputs(crops: np.ndarray) -> np.ndarray:
-    """(N, 3, 112, 112) float32 recognizer inputs from BGR 112 crops: RGB, (x − 127.5) / 127.5."""
-    rgb = crops[..., ::-1].astype(np.float32)
-    return np.ascontiguousarray(((rgb - 127.5) / 127.5).transpose(0, 3, 1, 2))
-
-
 def calibration_inputs(contract: str, input_name: str, images: Sequence[np.ndarray],
                        detect: Callable[[np.ndarray], Sequence[Face]] | None, size: int) -> dict[str, np.ndarray]:
     """{input name: batch-major array} for calibrating a model of `contract`.
 
     `size` is the detector's input side, or the recognizer's crop side (112).
     """
-    if contract in _DETECTOR_CONTRACTS:
+    if contract in DETECTOR_CONTRACTS:
         return {input_name: detector_inputs(images, contract, size)}
     if contract == "arcface":
         if detect is None:

@@ -51,6 +51,15 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return v / np.maximum(norm, 1e-12)
 
 
+def arcface_inputs(crops: np.ndarray) -> np.ndarray:
+    """(N, 3, 112, 112) float32 recognizer inputs from BGR 112 crops: RGB, (x − 127.5) / 127.5
+    (what ArcFace feeds, and what INT8 calibration must feed too)."""
+    blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    blob -= 127.5
+    blob /= 127.5
+    return blob
+
+
 class ArcFace:
     """ArcFace recognizer (w600k_r50 contract): 112 crop, RGB, (x − 127.5)/127.5 → 512-d."""
 
@@ -79,10 +88,7 @@ class ArcFace:
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Raw (un-normalised) embeddings (N, 512) of aligned 112 BGR uint8 crops (N, 112, 112, 3)."""
-        blob = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
-        blob -= 127.5
-        blob /= 127.5
-        blob = blob.astype(self._input.dtype, copy=False)
+        blob = arcface_inputs(crops).astype(self._input.dtype, copy=False)
         name = self._input.name
         if self.batched:
             out = self.session.run({name: blob})[self._output]
