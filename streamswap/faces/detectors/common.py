@@ -70,11 +70,12 @@ class LetterboxInput:
 
 
 class LetterboxDetector:
-    """What the single-input, letterboxed detectors (SCRFD, YuNet, YOLOFace) share: opening
-    the session with its size check, and `detect` = fill the input, run, `decode`.
+    """What the single-input, letterboxed detectors share: opening the session with its size
+    check, and `detect` = fill the input, run, `decode`.
 
     A subclass sets `contract`, builds `self.input` (a LetterboxInput) and `self.output_names`
-    (model order), and implements `decode(outputs, scale, frame_shape)`."""
+    (model order), and implements `decode(outputs, scale, frame_shape)` (SCRFD, YuNet,
+    YOLOFace); BlazeFace keeps the opening and input and has its own two-output `detect`."""
 
     contract = ""
     input: LetterboxInput
