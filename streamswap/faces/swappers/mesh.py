@@ -9,8 +9,9 @@ in with a feathered face-oval mask.
 Cost model: everything heavy about the source (texture pyramid in LAB, landmarks per level,
 triangulation, skin statistics) is computed once per source image in `prepare_identity`.
 Per target face only its bounding region is touched: one triangle-id raster, one gather of
-per-triangle affine coefficients, one remap, a 256-entry LUT for the colour match, one
-mask blur and one blend. Work buffers are cached per (quantised) region size.
+per-triangle affine coefficients, one remap of the texture and of its alpha, a 256-entry
+LUT for the colour match (plus the relight on a ~32 px copy), one mask blur and one blend.
+Work buffers are cached per (quantised) region size.
 """
 
 from __future__ import annotations
