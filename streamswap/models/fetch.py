@@ -12,7 +12,6 @@ URLs are tried in order: `<mirror>/<file>` when a mirror is configured, then the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Callable, Iterator
 
 from streamswap import __version__
 from streamswap.errors import DownloadError
+from streamswap.inference.engine_cache import file_sha256
 from streamswap.logs import kv
 from streamswap.models.catalogue import ModelSpec
 from streamswap.models.progress import Progress
@@ -36,7 +36,6 @@ from streamswap.models.settings import ModelsSettings
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-HASH_CHUNK = 8 << 20
 MAX_BACKOFF_S = 60.0
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
@@ -62,15 +61,6 @@ class _Permanent(Exception):
 
 class _Mismatch(Exception):
     """The bytes are not the catalogue's file; the part has been deleted."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in large chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def candidate_urls(spec: ModelSpec, mirror: str | None) -> list[str]:
@@ -272,7 +262,7 @@ def _verify_and_install(spec: ModelSpec, url: str, part: Path, dest: Path) -> Fe
             f"size mismatch: got {size} bytes, the catalogue says {spec.size}; "
             f"deleted the partial file {part.name}"
         )
-    actual = sha256_file(part)
+    actual = file_sha256(part)
     if spec.sha256 is not None and actual != spec.sha256:
         part.unlink()
         raise _Mismatch(

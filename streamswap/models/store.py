@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from streamswap.errors import ModelError
+from streamswap.inference.engine_cache import file_sha256
 from streamswap.logs import kv
 from streamswap.models.catalogue import CATALOGUE, ModelSpec, lookup
-from streamswap.models.fetch import FetchResult, fetch, part_path, sha256_file
+from streamswap.models.fetch import FetchResult, fetch, part_path
 from streamswap.models.progress import Progress
 from streamswap.models.settings import ModelsSettings
 
@@ -140,12 +141,12 @@ class ModelStore:
                     self._check_bundled_graph(spec, path)
                 except ModelError as exc:
                     return ModelStatus(spec, path, MISMATCH, None, st.st_size, reason=str(exc))
-                stamp = self._write_stamp(path, sha256_file(path), graph_ok=True)
+                stamp = self._write_stamp(path, file_sha256(path), graph_ok=True)
             return ModelStatus(spec, path, VERIFIED, stamp["sha256"], st.st_size)
         if rehash or stamp is None:
             if not rehash:
                 return ModelStatus(spec, path, UNCHECKED, None, st.st_size)
-            stamp = self._write_stamp(path, sha256_file(path))
+            stamp = self._write_stamp(path, file_sha256(path))
         sha = stamp["sha256"]
         if spec.sha256 is None:
             return ModelStatus(spec, path, UNPINNED, sha, st.st_size)
@@ -255,7 +256,7 @@ class ModelStore:
         if not path.is_file():
             raise ModelError(f"{path}: not a file; give the path of an .onnx model file")
         stamp = self._read_stamp(path, st)
-        sha = stamp["sha256"] if stamp else self._write_stamp(path, sha256_file(path))["sha256"]
+        sha = stamp["sha256"] if stamp else self._write_stamp(path, file_sha256(path))["sha256"]
         log.warning(
             "unverified model: your own file, not checked against the catalogue",
             extra=kv(path=path, contract=base.contract, sha256=sha[:16]),
@@ -305,7 +306,7 @@ class ModelStore:
         if Path(made).resolve() != path.resolve():
             raise ModelError(f"bundled model {spec.name} was written to {made}, expected {path}")
         self._check_bundled_graph(spec, path)
-        self._write_stamp(path, sha256_file(path), graph_ok=True)
+        self._write_stamp(path, file_sha256(path), graph_ok=True)
 
     def _check_bundled_graph(self, spec: ModelSpec, path: Path) -> None:
         from streamswap.models.bundled import check_bundled_graph
