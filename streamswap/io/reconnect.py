@@ -104,6 +104,9 @@ class ReconnectingSource:
         self._offset = 0  # added to the inner source's pts (in our time base)
         self._audio_offset: Fraction = Fraction(0)  # seconds added to audio packet times
         self._next_tick = 0.0
+        # Fixed by open() for the whole run: one frame in pts ticks and in seconds.
+        self._frame_ticks = 1
+        self._interval = 0.0
         self._counts: dict[str, int] = {"frames": 0, "synthetic": 0, "reconnects": 0,
                                         "reconnect_failures": 0, "decode_errors": 0, "demux_errors": 0}
 
@@ -119,8 +122,10 @@ class ReconnectingSource:
 
     def open(self) -> VideoFormat:
         inner = self._make(None)
-        self._format = inner.open()
+        self._format = fmt = inner.open()
         self._audio_format = inner.audio
+        self._frame_ticks = max(int(round(1 / (fmt.fps * fmt.time_base))), 1)
+        self._interval = 1 / float(fmt.fps)
         self._install(inner, first=True)
         return self._format
 
@@ -174,16 +179,12 @@ class ReconnectingSource:
         if fmt.time_base != self._format.time_base:
             pts = int(pts * fmt.time_base / self._format.time_base)
         pts = max(pts + self._offset, self._next_pts)  # never step back
-        self._next_pts = pts + self._frame_ticks()
-        self._next_tick = time.monotonic() + 1 / float(self._format.fps)
+        self._next_pts = pts + self._frame_ticks
+        self._next_tick = time.monotonic() + self._interval
         meta.index, meta.pts = self._index, pts
         self._index += 1
         self._counts["frames"] += 1
         return meta
-
-    def _frame_ticks(self) -> int:
-        assert self._format is not None
-        return max(int(round(1 / (self._format.fps * self._format.time_base))), 1)
 
     def _lose(self, inner: AvSource, reason: str) -> None:
         assert self._format is not None
@@ -220,10 +221,10 @@ class ReconnectingSource:
         now = time.monotonic()
         if self._next_tick > now:
             self._stop.wait(self._next_tick - now)
-        self._next_tick = max(self._next_tick + 1 / float(self._format.fps), time.monotonic() - 1)
+        self._next_tick = max(self._next_tick + self._interval, time.monotonic() - 1)
         np.copyto(out, self._hold)
         pts = self._next_pts
-        self._next_pts += self._frame_ticks()
+        self._next_pts += self._frame_ticks
         meta = FrameMeta(index=self._index, pts=pts, capture_time=time.monotonic(), synthetic=True)
         self._index += 1
         self._counts["synthetic"] += 1
