@@ -350,9 +350,10 @@ def machine_match(key: EngineKey, trt_version: str | None, gpu_name: str | None,
 
 
 def profile_from_inputs(inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: int,
-                        size: int | None = None, opt_batch: int = 1) -> tuple[InputProfile, ...]:
+                        size: int | None = None) -> tuple[InputProfile, ...]:
     """min/opt/max shapes for a model's inputs: a dynamic leading dim is the batch
-    (1..max_batch); other dynamic dims take `size` (the detector's configured side), fixed.
+    (1..max_batch, tuned for 1: one face is the common frame); other dynamic dims take
+    `size` (the detector's configured side), fixed.
 
     `inputs` are (name, shape) with dims as int (fixed, > 0) or str/None/-1 (dynamic).
     """
@@ -363,7 +364,7 @@ def profile_from_inputs(inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: 
             if isinstance(dim, int) and dim > 0:
                 lo.append(dim); opt.append(dim); hi.append(dim)
             elif axis == 0:
-                lo.append(1); opt.append(min(max(opt_batch, 1), max_batch)); hi.append(max_batch)
+                lo.append(1); opt.append(1); hi.append(max_batch)
             elif size is not None:
                 lo.append(size); opt.append(size); hi.append(size)
             else:
