@@ -310,3 +310,53 @@ def test_run_with_a_source_photo_without_a_face_is_a_clear_error(tmp_path: Path)
     assert result.returncode == 2, result.stderr
     assert "wall.png" in result.stderr and "face" in result.stderr.lower()
     assert "Traceback" not in result.stderr
+
+
+def test_interrupted_run_gives_up_draining_after_drain_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After Ctrl-C the run waits pipeline.drain_timeout seconds of real (here: fake) time
+    for the frames in flight, whatever the stats interval, then stops without draining."""
+    from streamswap.commands import run as run_cmd
+    from streamswap.pipeline.settings import PipelineSettings
+
+    class Clock:
+        now = 1000.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(run_cmd, "time", clock)
+
+    class NeverDrains:  # a Runtime whose frames in flight never reach the sinks
+        settings = PipelineSettings(stats_interval=0.1, drain_timeout=2.0)
+        input_error = None
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, float]] = []
+            self.interrupted_at: float | None = None
+
+        def start(self) -> None:
+            pass
+
+        def wait(self, timeout: float) -> bool:
+            clock.now += timeout
+            if self.interrupted_at is None:
+                self.interrupted_at = clock.now
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C once
+            return any(call == "stop" for call, _ in self.calls)
+
+        def request_stop(self) -> None:
+            self.calls.append(("request_stop", clock.now))
+
+        def stop(self, drain: bool = True) -> None:
+            assert drain is False
+            self.calls.append(("stop", clock.now))
+
+        def status(self) -> dict:
+            return {"frames_out": 0, "frames_in": 0, "dropped": 0, "errors": {}}
+
+    runtime = NeverDrains()
+    assert run_cmd.run_until_done(runtime, quiet=True) == 0  # type: ignore[arg-type]
+    (first, asked_at), (last, stopped_at) = runtime.calls[0], runtime.calls[-1]
+    assert first == "request_stop" and last == "stop"
+    assert 2.0 <= stopped_at - asked_at <= 2.0 + 0.25  # the drain timeout, not a multiple of it

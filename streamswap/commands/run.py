@@ -9,9 +9,9 @@ import logging
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
-
+import time
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from streamswap.errors import StreamswapError
 from streamswap.logs import kv
@@ -219,9 +219,7 @@ def run_until_done(
             printer.done()
             log.warning("second interrupt while opening the input/outputs: exiting at once")
             return 130
-        stop_asked_at: float | None = None
-        drain_deadline = runtime.settings.drain_timeout
-        waited = 0.0
+        drain_until: float | None = None  # monotonic deadline of the drain after a signal
         while not runtime.wait(min(interval, 0.25) if signals.count else interval):
             if signals.count >= 2:
                 printer.done()
@@ -229,16 +227,16 @@ def run_until_done(
                 runtime.stop(drain=False)
                 break
             if signals.count == 1:
-                if stop_asked_at is None:
+                if drain_until is None:
                     printer.done()
                     log.info("stopping: draining frames in flight, finalising outputs")
                     runtime.request_stop()
-                    stop_asked_at = 0.0
-                else:
-                    waited += 0.25
-                    if waited > drain_deadline:
-                        runtime.stop(drain=False)
-                        break
+                    drain_until = time.monotonic() + runtime.settings.drain_timeout
+                elif time.monotonic() > drain_until:
+                    log.warning("drain timed out; dropping in-flight frames",
+                                extra=kv(seconds=runtime.settings.drain_timeout))
+                    runtime.stop(drain=False)
+                    break
                 continue
             if not quiet:
                 printer.show(runtime.status())
