@@ -271,6 +271,19 @@ def test_source_without_face_keeps_the_current_identity() -> None:
     assert sw.used[-1] == ("identity", 10)
 
 
+def test_source_path_with_a_tilde_is_read_from_home(tmp_path, monkeypatch) -> None:
+    """A config's `source: [~/face.png]` names a file in the home folder (no shell expands it)."""
+    import cv2
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cv2.imwrite(str(tmp_path / "face.png"), _image(40))
+    proc, _, _, sw = make(Scene([(200, 200)]))
+    proc.set_source_images(["~/face.png"])
+    proc.swap(FRAME.copy(), proc.detect(FRAME, 0))
+    assert sw.used[-1] == ("identity", 40)
+    assert proc.source_names == [str(tmp_path / "face.png")]
+
+
 def test_concurrent_detect_and_source_switch() -> None:
     """The control thread's source detection shares the detector with the detect stage."""
     scene = Scene([(200, 200)])

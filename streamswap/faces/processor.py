@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import cv2
@@ -167,11 +168,12 @@ class FaceProcessor:
 
     # --- identity -----------------------------------------------------------------------------
     def set_source_images(self, images: Sequence[ImageLike]) -> None:
-        """Compute the identity of `images` (arrays or paths) now, in the caller's thread, and
-        switch to it at the swap stage's next call. Raises NoFaceError/InputError naming the
-        image when one has no usable face; the current identity then stays."""
+        """Compute the identity of `images` (arrays or paths, `~` expanded) now, in the caller's
+        thread, and switch to it at the swap stage's next call. Raises NoFaceError/InputError
+        naming the image when one has no usable face; the current identity then stays."""
         if not images:
             raise InputError("no source image given; pass at least one face photo")
+        images = [item if isinstance(item, np.ndarray) else Path(item).expanduser() for item in images]
         names = [source_label(item, i) for i, item in enumerate(images)]
         with self._sources_lock:
             apply = self._prepare(list(images), names)
