@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -310,7 +310,6 @@ class _ChildState:
     error: str | None = None
     done: bool = False
     last: BuildProgress | None = None
-    lines: list[str] = field(default_factory=list)
 
 
 def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn | None = None,
@@ -350,9 +349,9 @@ def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn |
                 line = raw.decode("utf-8", "replace").strip()
                 try:
                     event = json.loads(line)
-                except ValueError:
-                    with lock:
-                        state.lines.append(line)
+                except ValueError:  # not ours (a library printing to stdout): kept for --debug only
+                    if line:
+                        log.debug("builder output", extra=kv(model=request.model, line=line))
                     continue
                 if event.get("event") == "progress":
                     item = BuildProgress(request.model, str(event.get("phase", "")),
