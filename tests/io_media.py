@@ -78,9 +78,9 @@ def make_video(
         for packet in vs.codec_context.encode(None):
             container.mux(packet)
     if second is not None:
-            for packet in second.encode(None):
-                packet.stream = vs
-                container.mux(packet)
+        for packet in second.encode(None):
+            packet.stream = vs
+            container.mux(packet)
     if aus is not None:
         seconds = (frames if video else 60) / fps
         _write_tone(container, aus, seconds)
