@@ -33,10 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted config overrides given on the command line (kept for every reload)."""
-    out: dict[str, Any] = {
-        "source": args.source, "input": args.input, "outputs": args.output, "service.api": args.api,
-    }
-    return out
+    return {"source": args.source, "input": args.input, "outputs": args.output, "service.api": args.api}
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -55,12 +52,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     from streamswap.service import daemon as daemon_module
 
     config = load()
-    daemon = daemon_module.Daemon(
-        config, load,
-        build_stages=build_stages,
-        make_runtime=daemon_module.default_runtime,
-    )
-    return daemon.run()
+    return daemon_module.Daemon(config, load, build_stages=build_stages).run()
 
 
 def build_stages(config: Any, extend_timeout: Any) -> Any:

@@ -48,7 +48,8 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\
 
 
 class DaemonControl(Protocol):
-    """What the API drives: `service.daemon.Daemon` (a RuntimeControl plus health)."""
+    """What the API drives: `service.daemon.Daemon` (health, and the RuntimeControl calls
+    with a reload() that re-reads the config and answers what it applied)."""
 
     def health(self) -> tuple[bool, dict[str, Any]]: ...
     def status(self) -> dict[str, Any]: ...

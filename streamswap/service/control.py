@@ -26,5 +26,6 @@ class RuntimeControl(Protocol):
     def resume(self) -> None: ...
 
     def reload(self) -> None:
-        """Re-read the config file and apply what can change live."""
+        """Run the runtime's reload hook between two swaps (the daemon applies a re-read
+        config's source faces there, so no frame is swapped half with the old identity)."""
         ...

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from streamswap.errors import ConfigError, StreamswapError
 from streamswap.logs import kv
 from streamswap.service.api import ControlApi
+from streamswap.service.control import RuntimeControl
 from streamswap.service.metrics import Metrics
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 from streamswap.service.settings import TOKEN_ENV, ServiceSettings
@@ -33,7 +34,7 @@ from streamswap.service.settings import TOKEN_ENV, ServiceSettings
 log = logging.getLogger(__name__)
 
 
-class ManagedRuntime(Protocol):
+class ManagedRuntime(RuntimeControl, Protocol):
     """A `service.control.RuntimeControl` the daemon can also start and stop
     (`pipeline.runtime.Runtime`)."""
 
@@ -41,18 +42,12 @@ class ManagedRuntime(Protocol):
     def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
     @property
     def finished(self) -> bool: ...
-    def status(self) -> dict[str, Any]: ...
-    def frames_out(self) -> int: ...
-    def set_source_image(self, image_bgr: Any) -> None: ...
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def reload(self) -> None: ...
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
 # (config, extend_timeout) -> FaceStages; extend_timeout(seconds, what=None) asks systemd
 # for more start-up time and is meant for long steps such as TensorRT engine builds.
-StagesFactory = Callable[[Any, Callable[[float], None]], Any]
+StagesFactory = Callable[[Any, Callable[..., None]], Any]
 # (config, stages, observers, reload_hook) -> a runtime, not yet started.
 RuntimeFactory = Callable[[Any, Any, Sequence[Any], Callable[[], None]], ManagedRuntime]
 
@@ -550,11 +545,8 @@ class Daemon:
             if runtime is not None:
                 runtime.set_source_image(image_bgr)
             else:  # between pipelines: the loaded stages carry the identity to the next one
-                self._stages_setter()([image_bgr])
+                _source_setter(self.stages)([image_bgr])
         log.info("source face replaced through the API")
-
-    def _stages_setter(self) -> Callable[[list[Any]], None]:
-        return _source_setter(self.stages)
 
     def pause(self) -> None:
         self._set_paused(True)
@@ -614,7 +606,7 @@ class Daemon:
     def _apply_reload(self) -> None:
         sources, self._pending_sources = self._pending_sources, None
         if sources is not None:
-            self._stages_setter()(sources)
+            _source_setter(self.stages)(sources)
 
     def _replace_pipeline(self) -> None:
         runtime = self.runtime
