@@ -21,7 +21,7 @@ def test_slot_pool_preallocates_and_recycles() -> None:
     assert len(pool) == 3 and pool[0].shape == (4, 5, 3) and pool[0].dtype == np.uint8
     ids = {id(pool[i]) for i in range(3)}
     taken = [pool.acquire(), pool.acquire(), pool.acquire()]
-    assert sorted(taken) == [0, 1, 2] and pool.try_acquire() is None
+    assert sorted(taken) == [0, 1, 2] and pool.free == 0
     assert pool.acquire(timeout=0.01) is None
     pool.release(1)
     assert pool.acquire() == 1

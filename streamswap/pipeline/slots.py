@@ -65,10 +65,6 @@ class SlotPool:
                 raise SlotPoolClosed
             return self._free.popleft()
 
-    def try_acquire(self) -> int | None:
-        with self._cond:
-            return self._free.popleft() if self._free else None
-
     def release(self, slot: int) -> None:
         with self._cond:
             if slot in self._free:
