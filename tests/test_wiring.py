@@ -14,13 +14,7 @@ from conftest import require
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
 from streamswap.wiring import build_face_processor
-
-
-def _photo(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    path = Path(next(iter(spec.submodule_search_locations)), *parts) if spec and spec.submodule_search_locations else None
-    require(path is not None and path.is_file(), f"{package} sample photo {parts[-1]}")
-    return path
+from swap_fixtures import sample_photo_paths
 
 
 def test_default_profile_needs_no_download(tmp_path: Path) -> None:
@@ -58,8 +52,7 @@ def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Pat
     from streamswap.bench.synthetic import make_arcface_model, make_swapper_model
     from streamswap.faces.swappers.inswapper import InswapperSwapper
 
-    astronaut = _photo("skimage", "data", "astronaut.png")
-    group = _photo("insightface", "data", "images", "t1.jpg")
+    astronaut, group, _ = sample_photo_paths()
     swapper_file = make_swapper_model(tmp_path / "my_inswapper.onnx", size=128, mode="invert")
     arcface_file = make_arcface_model(tmp_path / "my_arcface.onnx")
     config = load_config(None, {
