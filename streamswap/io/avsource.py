@@ -46,8 +46,9 @@ class OpenSpec:
 class AvSource:
     """Decodes one PyAV input. Implements `io.base.Source`.
 
-    live=True: decoder slice threading only (frame threading would add frames of delay)
-    and, for files, pacing at the file's own rate. live=False: frame threading, no pacing.
+    live=True: decoder slice threading only (frame threading would add frames of delay);
+    live=False: frame threading. pace=True: each frame is handed out when its pts is due
+    (a file standing in for a camera; io.file_pacing decides it for files).
     Decoder errors skip the frame and count it; on a live input a read failure or the end
     of the stream raises `SourceLost` for `ReconnectingSource` to handle.
     """

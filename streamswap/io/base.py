@@ -94,7 +94,8 @@ class Sink(Protocol):
 
     def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
         """Encode/show one frame; raises OutputError on failure (network sinks from
-        `open_sink` never raise: they reconnect in the background and count drops)."""
+        `open_sink` with io.reconnect never raise: they reconnect in the background and
+        count drops)."""
         ...
 
     def write_audio(self, packets: list[Any]) -> None: ...
