@@ -21,6 +21,7 @@ from streamswap.inference.ort import SessionPool
 from streamswap.inference.settings import InferenceSettings
 from streamswap.models import bundled
 from streamswap.models.bundled import BUNDLED, check_bundled_graph, convert_bundled
+from swap_fixtures import sample_photo_paths
 
 # Where the faces are in the two photos (pixel centres read off the images by eye).
 ASTRONAUT_FACE = (175.0, 65.0, 285.0, 185.0)  # x1, y1, x2, y2 around the face (512×512)
@@ -50,10 +51,8 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def t1() -> np.ndarray:
-    spec = importlib.util.find_spec("insightface")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data/images/t1.jpg" if spec else None
-    require(path is not None and path.is_file(), "insightface wheel's data/images/t1.jpg")
-    return cv2.imread(str(path))
+    _, group, _ = sample_photo_paths()
+    return cv2.imread(str(group))
 
 
 @pytest.fixture(scope="module")
