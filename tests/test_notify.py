@@ -32,6 +32,16 @@ def test_path_socket_gets_datagrams(listener):
     assert "WATCHDOG=1" in lines and "EXTEND_TIMEOUT_USEC=90000000" in lines
 
 
+def test_reloading_carries_the_monotonic_time(listener):
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert SystemdNotifier(listener.address).reloading()
+    assert listener.wait_for(lambda ls: any(l.startswith("MONOTONIC_USEC=") for l in ls), 5)
+    lines = listener.lines()
+    usec = int(next(l for l in lines if l.startswith("MONOTONIC_USEC=")).split("=", 1)[1])
+    assert lines[0] == "RELOADING=1"
+    assert before <= usec <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
 def test_abstract_socket():
     lst = NotifyListener(abstract=True)
     try:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Mapping
 
 from streamswap.logs import kv
@@ -69,7 +70,9 @@ class SystemdNotifier:
         return self.notify("WATCHDOG=1")
 
     def reloading(self) -> bool:
-        return self.notify("RELOADING=1")
+        # systemd ≥ 253 matches a reload to this timestamp (CLOCK_MONOTONIC, µs); older
+        # versions ignore the field.
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def stopping(self, status: str | None = None) -> bool:
         return self.notify("STOPPING=1", *([f"STATUS={status}"] if status else []))
