@@ -406,6 +406,24 @@ def test_failing_sink_does_not_stop_the_others() -> None:
     assert rt.status()["errors"] == {"output": 10}
 
 
+def test_an_output_failing_beside_a_working_one_logs_once_and_turns_degraded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(FakeSink):
+        def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+            raise OSError(28, "No space left on device")
+
+    src = FakeSource(30, live=False)
+    good = FakeSink()
+    rt = Runtime(Config(), Stages(), source=src, sinks=[Broken(), good], settings=settings(max_stage_errors=5))
+    run_to_end(rt)
+    assert good.indices == list(range(30))
+    status = rt.status()
+    assert status["errors"] == {"output": 30}
+    assert "output" in status["degraded_stages"]  # the working output did not hide the broken one
+    tracebacks = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert len(tracebacks) == 1  # the first failure of the streak, not one per frame
+
+
 def test_observers_get_events_and_bad_observer_is_contained() -> None:
     class Counting:
         def __init__(self) -> None:

@@ -485,16 +485,21 @@ class Runtime:
                 if item is None:
                     break
                 t0 = time.monotonic()
+                failed = False
                 for sink in sinks:
                     try:
                         if item.audio:
                             sink.write_audio(item.audio)
                         if item.slot != _AUDIO_ONLY:
                             sink.write(pool[item.slot], item.meta)
-                        self._ok("output")
                     except Exception:
+                        failed = True
                         self._failed("output", item.meta.index)
                     self._poll_counters(sink, getattr(sink, "name", "sink"))
+                # Only a frame every sink took ends a failure streak: one broken output
+                # beside a working one must still log once per streak and turn degraded.
+                if not failed:
+                    self._ok("output")
                 if item.slot == _AUDIO_ONLY:
                     continue
                 t1 = time.monotonic()
