@@ -140,4 +140,4 @@ def paste_crop(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     roi = frame[y0:y1, x0:x1]
     inverse_weight = np.subtract(1.0, weight, dtype=np.float32)
-    roi[...] = cv2.blendLinear(warped, roi, weight, inverse_weight)
+    cv2.blendLinear(warped, roi, weight, inverse_weight, dst=roi)  # in place: per-pixel, no copy

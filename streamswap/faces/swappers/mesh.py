@@ -215,7 +215,6 @@ class _Buffers:
         self.skin = np.empty((h, w), np.uint8)
         self.alpha = np.empty((h, w), np.float32)
         self.beta = np.empty((h, w), np.float32)
-        self.out = np.empty((h, w, 3), np.uint8)
         self.roi_small = np.empty((h, w, 3), np.uint8)
         self.delta = np.empty((h, w, 3), np.float32)
 
@@ -227,7 +226,6 @@ class _BlendBuffers:
         self.bgr = np.empty((h, w, 3), np.uint8)
         self.alpha = np.empty((h, w), np.float32)
         self.beta = np.empty((h, w), np.float32)
-        self.out = np.empty((h, w, 3), np.uint8)
 
 
 class MeshSwapper:
@@ -472,12 +470,10 @@ class MeshSwapper:
             cv2.resize(buf.warped_bgr, (rw, rh), dst=full.bgr, interpolation=cv2.INTER_LINEAR)
             cv2.resize(buf.alpha, (rw, rh), dst=full.alpha, interpolation=cv2.INTER_LINEAR)
             np.subtract(np.float32(1.0), full.alpha, out=full.beta)
-            cv2.blendLinear(full.bgr, roi, full.alpha, full.beta, dst=full.out)
-            roi[...] = full.out
+            cv2.blendLinear(full.bgr, roi, full.alpha, full.beta, dst=roi)  # in place: per-pixel
         else:
             np.subtract(np.float32(1.0), buf.alpha, out=buf.beta)
-            cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=buf.out)
-            roi[...] = buf.out
+            cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=roi)
         if prof is not None:
             prof["blend"] = prof.get("blend", 0.0) + (time.perf_counter() - t0)
 
