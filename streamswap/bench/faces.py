@@ -90,17 +90,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
 
 
-def _sample_image() -> np.ndarray:
-    """The insightface wheel's group photo (6 faces) when installed, else a plain frame."""
+def package_image(package: str, *parts: str) -> np.ndarray | None:
+    """A sample photo shipped inside an installed package (BGR), or None."""
     import importlib.util
 
-    spec = importlib.util.find_spec("insightface")
-    if spec and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0], "data", "images", "t1.jpg")
-        image = cv2.imread(os.fspath(path))
-        if image is not None:
-            return image
-    return np.full((886, 1280, 3), 120, np.uint8)
+    spec = importlib.util.find_spec(package)
+    if not spec or not spec.submodule_search_locations:
+        return None
+    return cv2.imread(os.fspath(Path(list(spec.submodule_search_locations)[0], *parts)))
+
+
+def _sample_image() -> np.ndarray:
+    """The insightface wheel's group photo (6 faces) when installed, else a plain frame."""
+    image = package_image("insightface", "data", "images", "t1.jpg")
+    return image if image is not None else np.full((886, 1280, 3), 120, np.uint8)
 
 
 def _letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -7,20 +7,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-import cv2
 import numpy as np
 
-from streamswap.bench.faces import BenchScene, StageResult, StageTimer, median_ms
-
-
-def _astronaut() -> np.ndarray | None:
-    spec = importlib.util.find_spec("skimage")
-    if not spec or not spec.submodule_search_locations:
-        return None
-    return cv2.imread(str(Path(list(spec.submodule_search_locations)[0], "data", "astronaut.png")))
+from streamswap.bench.faces import BenchScene, StageResult, StageTimer, median_ms, package_image
 
 
 def mesh_timers(threads: int = 0) -> list[StageTimer]:
@@ -42,7 +31,7 @@ def mesh_timers(threads: int = 0) -> list[StageTimer]:
             detector = make_detector("blazeface", open_ort_session(
                 convert_bundled("blazeface", scene.workdir), settings), DetectorSettings())
             swapper = MeshSwapper()
-            source = _astronaut()
+            source = package_image("skimage", "data", "astronaut.png")
             source_faces = detector.detect(source) if source is not None else []
             if not source_faces:  # no sample photo: the scene's own first face is the source
                 source, source_faces = scene.frame, scene.faces[:1]
