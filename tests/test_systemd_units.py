@@ -104,6 +104,8 @@ def test_unit_keeps_gpu_and_camera_access(repo_root, name):
     assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]
     assert d["WatchdogSec"] and d["Restart"] == ["on-failure"] and d["StartLimitBurst"]
     assert d["TimeoutStartSec"] == ["30min"]
+    # Every instance (a template's too) starts after the Jetson clocks are set, where that unit exists.
+    assert "jetson-clocks.service" in " ".join(d["After"]).split()
     assert d["DynamicUser"] == ["yes"] and d["StateDirectory"] and d["CacheDirectory"]
     assert d["SupplementaryGroups"] == ["video render"]
     # An allow-list instead of PrivateDevices=, which would hide the GPU and the cameras.
