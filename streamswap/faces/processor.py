@@ -44,6 +44,16 @@ class SwapperLike(Protocol):
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
 
 
+def _detect_with_mesh(detector: Detector, landmarker: Landmarker | None, bgr: np.ndarray) -> list[Face]:
+    """The detector's faces, each with its dense mesh (and mesh key points) when there is a
+    landmarker: all faces in one landmarker call."""
+    faces = list(detector.detect(bgr))
+    if landmarker is not None and faces:
+        for face, mesh in zip(faces, landmarker.landmarks_many(bgr, faces)):
+            attach_mesh(face, mesh)
+    return faces
+
+
 class _SourceDetector:
     """Detector + landmarker as one `detect` for source photos, serialised with the
     pipeline's own use of the same objects (they keep work buffers, so two threads must not
@@ -60,12 +70,12 @@ class _SourceDetector:
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
         with self.lock:
-            faces = self._detect(bgr)
+            faces = _detect_with_mesh(self.detector, self.landmarker, bgr)
             if faces:
                 return faces
             pad = max(bgr.shape[:2]) // 2
             padded = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            faces = self._detect(padded)
+            faces = _detect_with_mesh(self.detector, self.landmarker, padded)
         h, w = bgr.shape[:2]
         for face in faces:
             face.box = np.clip(face.box - pad, 0, [w, h, w, h]).astype(np.float32)
@@ -76,13 +86,6 @@ class _SourceDetector:
         if faces:
             log.info("source face found inside a margin (tight crop)", extra=kv(faces=len(faces)))
         return [f for f in faces if f.area > 0]
-
-    def _detect(self, bgr: np.ndarray) -> list[Face]:
-        faces = list(self.detector.detect(bgr))
-        if self.landmarker is not None and faces:
-            for face, mesh in zip(faces, self.landmarker.landmarks_many(bgr, faces)):
-                attach_mesh(face, mesh)
-        return faces
 
 
 class _LatentCapture:
@@ -225,12 +228,7 @@ class FaceProcessor:
     def _detect(self, frame: np.ndarray, index: int) -> list[Face]:
         self._last_detect = index
         self.detector_calls += 1
-        faces = list(self.detector.detect(frame))
-        if self.landmarker is not None and faces:
-            meshes = self.landmarker.landmarks_many(frame, faces)
-            for face, mesh in zip(faces, meshes):
-                attach_mesh(face, mesh)
-        out = self.tracker.update(faces)
+        out = self.tracker.update(_detect_with_mesh(self.detector, self.landmarker, frame))
         if self.landmarker is None:
             return out
         # Faces the detector missed this time keep being followed by their landmarks: the
