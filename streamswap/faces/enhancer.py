@@ -55,7 +55,9 @@ class GfpganEnhancer:
         for i, face in enumerate(faces):
             matrices.append(align_matrix(face.kps, TEMPLATE, SIZE))
             warp_crop(frame, matrices[-1], SIZE, out=crops[i])
-        blob = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+        blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        blob /= 127.5
+        blob -= 1.0
         out = np.clip(np.asarray(self._run(blob.astype(self._dtype, copy=False)), dtype=np.float32), -1, 1)
         enhanced = ((out + 1.0) * 127.5).transpose(0, 2, 3, 1)[..., ::-1]
         mixed = self.blend * enhanced + (1.0 - self.blend) * crops
