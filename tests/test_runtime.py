@@ -15,7 +15,7 @@ import pytest
 from streamswap.config import Config
 from streamswap.errors import InputError
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
-from streamswap.pipeline.runtime import Runtime
+from streamswap.pipeline.runtime import PassThroughStages, Runtime
 from streamswap.pipeline.settings import PipelineSettings
 
 H, W = 16, 24
@@ -119,7 +119,7 @@ class FakeSink:
         self.closed = True
 
 
-class Stages:
+class Stages(PassThroughStages):
     """detect finds one 'face'; swap paints channel 2. Optional slowness tied to the source
     (the stage waits until the source is `ahead` frames further) and failures by index."""
 
@@ -180,7 +180,7 @@ def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
     assert sink.closed and src.closed and rt.status()["state"] == "stopped"
 
 
-class SlowSwapStages:
+class SlowSwapStages(PassThroughStages):
     """A fast detector and a swap that lasts `cost` source frames (the usual overload:
     the generator is the slowest stage). Records, per frame, how many swaps had started
     when its detection ran and when its swap started: the difference is the number of
@@ -462,6 +462,16 @@ def test_set_source_image_goes_to_stages() -> None:
     img = np.zeros((4, 4, 3), np.uint8)
     rt.set_source_image(img)
     assert stages.images == [img]
+    run_to_end(rt)
+
+
+def test_set_source_image_without_a_face_swapper_is_a_clear_error() -> None:
+    from streamswap.errors import StreamswapError
+
+    rt = Runtime(Config(), PassThroughStages(), source=FakeSource(1, live=False), sinks=[FakeSink()])
+    with pytest.raises(StreamswapError, match="--source"):
+        rt.set_source_image(np.zeros((4, 4, 3), np.uint8))
+    assert rt.status()["source_identity"] is None
     run_to_end(rt)
 
 

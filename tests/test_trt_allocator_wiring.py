@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamswap.commands.run import build_runtime
 from streamswap.config import load_config
 from streamswap.inference import cuda as cuda_mod
 from streamswap.inference.cuda import PinnedAllocator
 from streamswap.pipeline.runtime import PassThroughStages
 from streamswap.service.daemon import default_runtime
+from streamswap.wiring import build_runtime
 from test_trt_fake import FakeCudart
 
 

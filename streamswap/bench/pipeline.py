@@ -102,7 +102,7 @@ class _OnnxConv:
         self.session.run(None, {"x": self._input})
 
 
-class _Stages:
+class _Stages(PassThroughStages):
     """Detect/swap of known cost; counts the seconds spent inside each (busy time)."""
 
     def __init__(self, detect: Callable[[np.ndarray], None], swap: Callable[[np.ndarray], None]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from streamswap.errors import InputError
-from streamswap.commands.run import StatsPrinter, build_runtime, build_stages, run_until_done
+from streamswap.commands.run import StatsPrinter, build_stages, run_until_done
 
 HELP = "make demo.mp4: a real face swap on a moving test video from bundled sample photos"
 
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
            f"&fps={args.fps}&frames={frames}")
     config = ctx.config(source=[str(face)], input=uri, outputs=[args.output])
     # Not live: every frame is swapped and written, however long the CPU takes.
+    from streamswap.wiring import build_runtime
+
     runtime = build_runtime(config, build_stages(config), live=False)
     printer = StatsPrinter(render=lambda snap: _progress(snap, frames))
     code = run_until_done(runtime, label="demo", printer=printer)

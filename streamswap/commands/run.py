@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         overrides["outputs"] = list(args.outputs)
     config = ctx.config(**overrides)
     from streamswap.io.uri import open_sink, open_source
+    from streamswap.wiring import build_runtime
 
     # A mistyped input or output is reported before the models load (seconds).
     source = open_source(config.input, config.io, live=args.live)
@@ -86,23 +87,6 @@ def build_stages(config: Any) -> FaceStages:
     processor = build_face_processor(config)
     processor.set_source_images(list(config.source))
     return processor
-
-
-def build_runtime(config: Any, stages: FaceStages, *, live: bool | None = None,
-                  source: Any = None, sinks: Any = None) -> Runtime:
-    """A Runtime for the input and outputs named in `config` (errors name the URI), or
-    for the `source`/`sinks` already built from them."""
-    from streamswap.inference.cuda import slot_allocator
-    from streamswap.io.uri import open_sink, open_source
-    from streamswap.pipeline.runtime import Runtime
-
-    if source is None:
-        source = open_source(config.input, config.io, live=live)
-    if sinks is None:
-        sinks = [open_sink(uri, config.io) for uri in config.outputs]
-    # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
-    return Runtime(config, stages, source=source, sinks=sinks,
-                   allocator=slot_allocator(config.inference.backend))
 
 
 class _Signals:

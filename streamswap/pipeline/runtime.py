@@ -35,11 +35,16 @@ _AUDIO_ONLY = -1  # FrameItem.slot of an item that only carries trailing audio p
 class PassThroughStages:
     """FaceStages that find nothing and change nothing (no --source, tests, benchmarks)."""
 
+    source_names: Sequence[str] = ()
+
     def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
         return ()
 
     def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
         return None
+
+    def set_source_images(self, images: Sequence[Any]) -> None:
+        raise StreamswapError("this pipeline has no face swapper; start it with --source FACE.jpg")
 
 
 class _Fanout:
@@ -260,7 +265,7 @@ class Runtime:
         state = self.state
         if state == "running" and self._degraded:
             state = "degraded"
-        identity = getattr(self.stages, "source_names", None)
+        identity = self.stages.source_names
         return {
             "state": state,
             "paused": self._paused,
@@ -283,10 +288,7 @@ class Runtime:
     def set_source_image(self, image_bgr: Any) -> None:
         """Compute the new identity in the caller's thread; the stages switch to it at the
         next swap (FaceProcessor.set_source_images). Raises NoFaceError/InputError."""
-        setter = getattr(self.stages, "set_source_images", None)
-        if setter is None:
-            raise StreamswapError("this pipeline has no face swapper; start it with --source FACE.jpg")
-        setter([image_bgr])
+        self.stages.set_source_images([image_bgr])
         log.info("source identity switched")
 
     def pause(self) -> None:

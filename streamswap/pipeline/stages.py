@@ -20,3 +20,13 @@ class FaceStages(Protocol):
     def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
         """Replace the faces in `frame` in place (one batched generator call)."""
         ...
+
+    def set_source_images(self, images: Sequence[Any]) -> None:
+        """Switch the identity (computed in the caller's thread) at the next swap; raises
+        a StreamswapError (e.g. NoFaceError) and keeps the current identity otherwise."""
+        ...
+
+    @property
+    def source_names(self) -> Sequence[str]:
+        """Names of the source images in use (empty before any)."""
+        ...

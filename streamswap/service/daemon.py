@@ -76,17 +76,11 @@ def default_stages(config: Any, extend_timeout: Callable[..., None]) -> Any:
 
 
 def default_runtime(config: Any, stages: Any, observers: Sequence[Any], reload_hook: Callable[[], None]) -> ManagedRuntime:
-    from streamswap.inference.cuda import slot_allocator
-    from streamswap.io.uri import open_source
-    from streamswap.pipeline.runtime import Runtime
+    from streamswap.wiring import build_runtime
 
     # A daemon streams in real time: a file input is a stand-in for a camera, played at
     # its own frame rate (then re-opened from the start), not read as fast as possible.
-    source = open_source(config.input, config.io, live=True)
-    # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
-    # A replaced pipeline's pinned slots are freed once it is unreferenced.
-    return Runtime(config, stages, source=source, observers=observers, reload_hook=reload_hook,
-                   allocator=slot_allocator(config.inference.backend))
+    return build_runtime(config, stages, live=True, observers=observers, reload_hook=reload_hook)
 
 
 def check_uris(config: Any) -> None:
@@ -242,7 +236,7 @@ class Daemon:
                 stages = self._build_stages(config, self.extend_timeout)
                 if config.source:  # the configured face(s); a photo without one is an error
                     self.notifier.status("computing the source identity")
-                    _source_setter(stages)(_paths(config.source))
+                    stages.set_source_images(_paths(config.source))
                 result["stages"] = stages
             except BaseException as exc:  # handed to the main thread
                 result["error"] = exc
@@ -545,7 +539,7 @@ class Daemon:
             if runtime is not None:
                 runtime.set_source_image(image_bgr)
             else:  # between pipelines: the loaded stages carry the identity to the next one
-                _source_setter(self.stages)([image_bgr])
+                self.stages.set_source_images([image_bgr])
         log.info("source face replaced through the API")
 
     def pause(self) -> None:
@@ -606,7 +600,7 @@ class Daemon:
     def _apply_reload(self) -> None:
         sources, self._pending_sources = self._pending_sources, None
         if sources is not None:
-            _source_setter(self.stages)(sources)
+            self.stages.set_source_images(sources)
 
     def _replace_pipeline(self) -> None:
         runtime = self.runtime
@@ -617,13 +611,6 @@ class Daemon:
 
 def _paths(sources: Sequence[str]) -> list[Path]:
     return [Path(p).expanduser() for p in sources]
-
-
-def _source_setter(stages: Any) -> Callable[[list[Any]], None]:
-    setter = getattr(stages, "set_source_images", None)
-    if setter is None:
-        raise StreamswapError("these face stages cannot change the source face; restart the service")
-    return setter
 
 
 class _NotStarted:
