@@ -35,6 +35,12 @@ def cuda_available() -> bool:
     return int(err) == 0 and count > 0
 
 
+# Without a GPU, Numba's CUDA kernels (streamswap.ops.cuda) run under its simulator, so CI
+# executes every kernel; set before anything imports numba.cuda.
+if not cuda_available():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if cuda_available():
         return

@@ -8,8 +8,9 @@ matrix used by paste-back.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from streamswap.ops.cpu import warp_crops
 
 # ArcFace 112×112 template in pixels (left eye, right eye, nose, left mouth, right mouth).
 _ARCFACE_112 = np.array(
@@ -143,19 +144,7 @@ def warp_crop(
     if out is None:
         out = np.empty((ch, cw) + bgr.shape[2:], dtype=bgr.dtype)
     inverse = invert_affine(matrix)
-    x0, y0, x1, y1 = source_roi(inverse, cw, ch, bgr.shape)
-    if x1 <= x0 or y1 <= y0:
-        out[...] = 0
-        return out
-    # Crop pixel p samples frame point inverse·p; inside the ROI that is inverse·p − (x0, y0).
-    roi_inverse = inverse.copy()
-    roi_inverse[0, 2] -= x0
-    roi_inverse[1, 2] -= y0
-    cv2.warpAffine(
-        bgr[y0:y1, x0:x1], roi_inverse, (cw, ch), dst=out,
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-    )
+    warp_crops(bgr, [inverse], [source_roi(inverse, cw, ch, bgr.shape)], out[None])
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from streamswap.faces.align import invert_affine, source_roi, transform_points
 from streamswap.faces.mesh_topology import LIPS_INNER, NUM_LANDMARKS
 from streamswap.faces.settings import PasteSettings
+from streamswap.ops import cpu as ops
 
 
 def box_mask(size: int, blur: float, padding: float) -> np.ndarray:
@@ -126,18 +127,5 @@ def paste_crop(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np
     [0, 1]) through the frame → crop `matrix`, on the crop's bounding box only; parts of
     the box outside the frame are clipped away."""
     ch, cw = crop.shape[:2]
-    x0, y0, x1, y1 = source_roi(invert_affine(matrix), cw, ch, frame.shape, margin=1)
-    if x1 <= x0 or y1 <= y0:
-        return
-    # Frame pixel (x0 + i, y0 + j) reads crop point matrix·(x0 + i, y0 + j, 1).
-    roi_matrix = np.asarray(matrix, dtype=np.float64).copy()
-    roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    size = (x1 - x0, y1 - y0)
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(crop, roi_matrix, size, flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    weight = cv2.warpAffine(mask, roi_matrix, size, flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    roi = frame[y0:y1, x0:x1]
-    inverse_weight = np.subtract(1.0, weight, dtype=np.float32)
-    cv2.blendLinear(warped, roi, weight, inverse_weight, dst=roi)  # in place: per-pixel, no copy
+    box = source_roi(invert_affine(matrix), cw, ch, frame.shape, margin=1)
+    ops.paste(frame, crop, mask, matrix, box)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from streamswap.errors import ConfigError, ModelError
@@ -13,6 +12,7 @@ from streamswap.faces.detectors.nms import nms
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session, TensorInfo
+from streamswap.ops.cpu import letterbox, letterbox_geometry
 
 
 class Detector(Protocol):
@@ -50,23 +50,15 @@ class LetterboxInput:
     def fill(self, bgr: np.ndarray) -> float:
         """Letterbox `bgr` (H×W×3 uint8) into the buffer; returns input pixels per frame pixel."""
         h, w = bgr.shape[:2]
-        s = self.size
-        # Same rounding as the SCRFD reference: the long side fills the square exactly.
-        if h > w:
-            nh, nw = s, max(1, int(s / (h / w)))
-        else:
-            nw, nh = s, max(1, int(s * (h / w)))
-        if self._placed != (nh, nw):
-            self.buffer.fill((0.0 - self.mean) * self.scale)
-            self._placed = (nh, nw)
-            self._resized = np.empty((nh, nw, 3), np.uint8)  # reused while frames keep their size
-        resized = bgr if (nh, nw) == (h, w) else cv2.resize(bgr, (nw, nh), dst=self._resized)
-        for c in range(3):
-            channel = resized[:, :, 2 - c if self.rgb else c]
-            out = self.buffer[0, c, :nh, :nw]
-            np.subtract(channel, self.mean, out=out)
-            out *= self.scale
-        return nh / h
+        placed = letterbox_geometry(h, w, self.size)
+        new_size = self._placed != placed
+        if new_size:
+            self._placed = placed
+            self._resized = np.empty((*placed, 3), np.uint8)  # reused while frames keep their size
+        # The padding is written once per frame size (ops.cpu.letterbox, the detect stage's
+        # CPU twin of the device kernel).
+        return letterbox(bgr, self.buffer, float(self.mean), float(self.scale), self.rgb,
+                         resized=self._resized, pad=new_size)
 
 
 class LetterboxDetector:

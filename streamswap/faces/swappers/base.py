@@ -20,6 +20,7 @@ from streamswap.faces.settings import PasteSettings
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session, TensorInfo
 from streamswap.logs import kv
+from streamswap.ops import cpu as ops
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,11 @@ class NeuralSwapper:
         self._output_name = self._image_output().name
         self.batched = is_dynamic_batch(target) and is_dynamic_batch(source)
         fmt = self.crop
-        scale = 1.0 / (255.0 * np.asarray(fmt.std, dtype=np.float32))
-        self._in_scale = scale.reshape(1, 3, 1, 1)
-        self._in_bias = (-np.asarray(fmt.mean, dtype=np.float32) / np.asarray(fmt.std, dtype=np.float32)).reshape(1, 3, 1, 1)
+        std = np.asarray(fmt.std, dtype=np.float32)
+        self._in_scale = 1.0 / (255.0 * std)
+        self._in_bias = -np.asarray(fmt.mean, dtype=np.float32) / std
         self._blobs: dict[int, np.ndarray] = {}
+        self._out_crops: dict[int, np.ndarray] = {}
         log.info("swapper ready", extra=kv(model=name, contract=self.contract,
                                            crop=fmt.size, batched=self.batched))
 
@@ -186,22 +188,18 @@ class NeuralSwapper:
     def to_tensor(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) BGR uint8 crops → the model's (N, 3, S, S) input."""
         blob = self._blob(len(crops))
-        chw = crops.transpose(0, 3, 1, 2)
-        if self.crop.rgb:
-            chw = chw[:, ::-1]
-        np.multiply(chw, self._in_scale, out=blob, casting="unsafe")
-        blob += self._in_bias
+        ops.crops_to_tensor(crops, blob, self._in_scale, self._in_bias, self.crop.rgb)
         return blob if self._target_dtype == np.float32 else blob.astype(self._target_dtype)
 
     def to_crops(self, output: np.ndarray) -> np.ndarray:
-        """The model's (N, 3, S, S) output → (N, S, S, 3) BGR uint8 crops."""
-        pixels = output.astype(np.float32, copy=False) * (255.0 * self.crop.out_scale)
-        pixels += 255.0 * self.crop.out_offset
-        np.clip(pixels, 0, 255, out=pixels)
-        hwc = pixels.transpose(0, 2, 3, 1)
-        if self.crop.rgb:
-            hwc = hwc[..., ::-1]
-        return hwc.astype(np.uint8, order="C")  # one pass: cast and lay out as crops
+        """The model's (N, 3, S, S) output → (N, S, S, 3) BGR uint8 crops (a buffer reused
+        per batch size: valid until the next call)."""
+        n, _, h, w = output.shape
+        crops = self._out_crops.get(n)
+        if crops is None or crops.shape[1:3] != (h, w):
+            crops = self._out_crops[n] = np.empty((n, h, w, 3), np.uint8)
+        ops.tensor_to_crops(output, crops, self.crop.out_scale, self.crop.out_offset, self.crop.rgb)
+        return crops
 
     # --- frame --------------------------------------------------------------------
     def generate(self, crops: np.ndarray) -> np.ndarray:

@@ -1,0 +1,112 @@
+"""CPU twins of the frame ops (OpenCV/numpy); `streamswap.ops.cuda` mirrors each signature.
+
+Every op writes into a buffer the caller allocated once (no frame-sized allocation per
+call), and reads only the part of the frame it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1: a half-open pixel box inside the frame
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int]:
+    """(nh, nw): the frame resized to fit a `size` square, long side exactly `size`
+    (the SCRFD reference's rounding)."""
+    if height > width:
+        return size, max(1, int(size / (height / width)))
+    return max(1, int(size * (height / width))), size
+
+
+def letterbox(frame: np.ndarray, out: np.ndarray, mean: float, scale: float, rgb: bool,
+              resized: np.ndarray | None = None, pad: bool = True) -> float:
+    """Resize BGR uint8 `frame` (bilinear) to fit `out` ((1, 3, S, S) float32) at its
+    top-left, normalise as (x − mean) · scale in RGB or BGR order, and (when `pad`) fill
+    the rest with the normalised black; a caller whose frames keep their size pads once.
+    Returns input pixels per frame pixel. `resized` ((nh, nw, 3) uint8) is reused for the
+    resize when given."""
+    h, w = frame.shape[:2]
+    size = out.shape[2]
+    nh, nw = letterbox_geometry(h, w, size)
+    if pad:
+        black = np.float32((0.0 - mean) * scale)
+        out[:, :, nh:, :] = black
+        out[:, :, :nh, nw:] = black
+    if (nh, nw) == (h, w):
+        image = frame
+    else:
+        if resized is None or resized.shape[:2] != (nh, nw):
+            resized = np.empty((nh, nw, 3), np.uint8)
+        image = cv2.resize(frame, (nw, nh), dst=resized, interpolation=cv2.INTER_LINEAR)
+    m, s = np.float32(mean), np.float32(scale)
+    for c in range(3):
+        plane = out[0, c, :nh, :nw]
+        np.subtract(image[:, :, 2 - c if rgb else c], m, out=plane)
+        plane *= s
+    return nh / h
+
+
+def warp_crops(frame: np.ndarray, inverses: Sequence[np.ndarray], boxes: Sequence[Box],
+               out: np.ndarray) -> None:
+    """Bilinear crops of BGR uint8 `frame` into `out` ((N, S, S, 3) uint8): crop pixel p of
+    face i samples frame point inverses[i]·p (crop → frame affine); frame pixels outside
+    boxes[i] (the part the crop covers, computed by the caller) are never read, and points
+    outside the frame read 0."""
+    ch, cw = out.shape[1:3]
+    for i, (inverse, (x0, y0, x1, y1)) in enumerate(zip(inverses, boxes)):
+        if x1 <= x0 or y1 <= y0:
+            out[i] = 0
+            continue
+        roi_inverse = np.array(inverse, dtype=np.float64)
+        roi_inverse[0, 2] -= x0
+        roi_inverse[1, 2] -= y0
+        cv2.warpAffine(frame[y0:y1, x0:x1], roi_inverse, (cw, ch), dst=out[i],
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def crops_to_tensor(crops: np.ndarray, out: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+                    rgb: bool) -> None:
+    """(N, S, S, 3) BGR uint8 crops → `out` (N, 3, S, S) float32 as x · scale[c] + bias[c]
+    per channel c of the model's colour order (RGB when `rgb`)."""
+    chw = crops.transpose(0, 3, 1, 2)
+    if rgb:
+        chw = chw[:, ::-1]
+    np.multiply(chw, np.asarray(scale, np.float32).reshape(1, 3, 1, 1), out=out, casting="unsafe")
+    out += np.asarray(bias, np.float32).reshape(1, 3, 1, 1)
+
+
+def tensor_to_crops(tensor: np.ndarray, out: np.ndarray, scale: float, offset: float, rgb: bool) -> None:
+    """A model's (N, 3, S, S) output → `out` (N, S, S, 3) BGR uint8 as
+    clip(255 · (x · scale + offset)), rounded towards zero."""
+    pixels = tensor.astype(np.float32, copy=False) * np.float32(255.0 * scale)
+    pixels += np.float32(255.0 * offset)
+    np.clip(pixels, 0, 255, out=pixels)
+    hwc = pixels.transpose(0, 2, 3, 1)
+    if rgb:
+        hwc = hwc[..., ::-1]
+    np.copyto(out, hwc, casting="unsafe")
+
+
+def paste(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray, box: Box) -> None:
+    """Blend BGR uint8 `crop` into `frame` in place inside `box` (the crop's footprint in
+    the frame, clipped): frame pixel q takes crop point matrix·q (frame → crop affine),
+    weighted by `mask` (crop-sized float32 in [0, 1]) sampled at the same point."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi_matrix = np.array(matrix, dtype=np.float64)
+    roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    size = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(crop, roi_matrix, size, flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    weight = cv2.warpAffine(mask, roi_matrix, size, flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    roi = frame[y0:y1, x0:x1]
+    inverse_weight = np.subtract(1.0, weight, dtype=np.float32)
+    cv2.blendLinear(warped, roi, weight, inverse_weight, dst=roi)  # in place: per pixel

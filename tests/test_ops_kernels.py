@@ -1,0 +1,142 @@
+"""Every CUDA kernel of streamswap.ops against its CPU twin.
+
+Without a GPU (CI) the kernels run under Numba's CUDA simulator (conftest sets
+NUMBA_ENABLE_CUDASIM=1), so every kernel executes on every change; on a GPU machine the
+same tests run the compiled kernels. Frames are small: the simulator runs each thread in
+Python. Tolerances: uint8 results within 1 grey level of OpenCV (a different rounding of
+the same bilinear weights), floats within 1e-5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamswap.ops import cpu
+
+from streamswap.ops import cuda as cuda_ops  # noqa: E402  (numba: a dependency of the gpu path and of the tests)
+
+
+def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A frame with smooth areas and hard edges (edges are where rounding differs most)."""
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 1.2)
+    frame[h // 4: h // 2, w // 3: w // 2] = (255, 30, 200)
+    return frame
+
+
+def _close_u8(got: np.ndarray, want: np.ndarray) -> None:
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert diff.max() <= 1, f"max diff {diff.max()} at {np.unravel_index(diff.argmax(), diff.shape)}"
+    assert diff.mean() < 0.1  # rounding differences only, not a shifted image
+
+
+def _similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
+    a = np.radians(angle_deg)
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx],
+                     [scale * np.sin(a), scale * np.cos(a), ty]])
+
+
+@pytest.mark.parametrize("shape,size,rgb", [((30, 40), 32, True), ((40, 24), 32, False), ((32, 32), 32, True),
+                                            ((12, 20), 32, True)])
+def test_letterbox_kernel_matches_cpu(shape: tuple[int, int], size: int, rgb: bool) -> None:
+    frame = _frame(*shape)
+    want = np.empty((1, 3, size, size), np.float32)
+    got = np.full_like(want, 7.0)
+    s_want = cpu.letterbox(frame, want, 127.5, 1 / 128, rgb)
+    s_got = cuda_ops.letterbox(frame, got, 127.5, 1 / 128, rgb)
+    assert s_got == s_want
+    assert np.abs(got - want).max() <= 1 / 128 + 1e-6  # one grey level after normalising
+    nh, nw = cpu.letterbox_geometry(*shape, size)
+    assert np.all(got[:, :, nh:, :] == np.float32(-127.5 / 128))  # padding: normalised black
+
+
+def _crop_case(frame: np.ndarray, matrix: np.ndarray, size: int):
+    from streamswap.faces.align import invert_affine, source_roi
+
+    inverse = invert_affine(matrix)
+    return inverse, source_roi(inverse, size, size, frame.shape)
+
+
+@pytest.mark.parametrize("matrix", [
+    _similarity(1.3, 12.0, -2.0, 5.0),        # inside the frame
+    _similarity(0.8, -30.0, 10.0, 18.0),      # over the top-left border
+    _similarity(0.9, 5.0, -30.0, -20.0),      # over the bottom-right border
+    _similarity(0.3, 0.0, 4.0, 4.0),          # a crop larger than the frame
+    _similarity(1.0, 0.0, 500.0, 500.0),      # entirely outside: all zero
+])
+def test_warp_crops_kernel_matches_cpu(matrix: np.ndarray) -> None:
+    frame = _frame(36, 44, seed=1)
+    size = 24
+    inverse, box = _crop_case(frame, matrix, size)
+    inverse2, box2 = _crop_case(frame, _similarity(1.1, -8.0, -6.0, -3.0), size)
+    want = np.empty((2, size, size, 3), np.uint8)
+    got = np.full_like(want, 99)
+    cpu.warp_crops(frame, [inverse, inverse2], [box, box2], want)
+    params = cuda_ops.CropParams(max_faces=5)
+    cuda_ops.warp_crops(frame, [inverse, inverse2], [box, box2], got, params=params)
+    _close_u8(got, want)
+
+
+def test_crops_to_tensor_and_back_match_cpu() -> None:
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    scale = 1.0 / (255.0 * std)
+    bias = -np.array([0.485, 0.456, 0.406], np.float32) / std
+    for rgb in (True, False):
+        want = np.empty((2, 3, 8, 8), np.float32)
+        got = np.empty_like(want)
+        cpu.crops_to_tensor(crops, want, scale, bias, rgb)
+        cuda_ops.crops_to_tensor(crops, got, scale, bias, rgb)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        tensor = rng.uniform(-1.2, 1.2, (2, 3, 8, 8)).astype(np.float32)
+        back_want = np.empty((2, 8, 8, 3), np.uint8)
+        back_got = np.empty_like(back_want)
+        cpu.tensor_to_crops(tensor, back_want, 0.5, 0.5, rgb)
+        cuda_ops.tensor_to_crops(tensor, back_got, 0.5, 0.5, rgb)
+        _close_u8(back_got, back_want)
+
+
+@pytest.mark.parametrize("matrix", [
+    _similarity(1.4, 10.0, -8.0, -6.0),       # face inside the frame
+    _similarity(1.2, -20.0, 12.0, 4.0),       # face over the left/top border
+    _similarity(2.5, 0.0, -70.0, -50.0),      # face over the bottom-right border
+    _similarity(0.25, 0.0, 2.0, 2.0),         # crop footprint larger than the frame
+])
+def test_paste_kernel_matches_cpu(matrix: np.ndarray) -> None:
+    from streamswap.faces.align import invert_affine, source_roi
+    from streamswap.faces.paste import box_mask
+
+    size = 20
+    frame = _frame(32, 40, seed=2)
+    crop = _frame(size, size, seed=5)
+    mask = box_mask(size, 0.3, 0.05)
+    box = source_roi(invert_affine(matrix), size, size, frame.shape, margin=1)
+    want = frame.copy()
+    got = frame.copy()
+    cpu.paste(want, crop, mask, matrix, box)
+    cuda_ops.paste(got, crop, mask, matrix, box)
+    _close_u8(got, want)
+    x0, y0, x1, y1 = box
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(got[outside], frame[outside])  # only the box is written
+
+
+def test_kernels_run_on_the_given_stream() -> None:
+    """A raw cudaStream_t handle (what streamswap.inference.cuda.Stream holds) is accepted."""
+    from numba import cuda
+
+    stream = cuda.stream()
+    assert cuda_ops.as_stream(stream) is stream
+    assert cuda_ops.as_stream(None) is not None
+    frame = _frame(16, 16)
+    out = np.empty((1, 3, 16, 16), np.float32)
+    want = np.empty_like(out)
+    cuda_ops.letterbox(frame, out, 0.0, 1.0, False, stream=stream)
+    stream.synchronize()
+    cpu.letterbox(frame, want, 0.0, 1.0, False)
+    assert np.abs(out - want).max() <= 1.0
