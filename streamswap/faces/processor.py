@@ -44,10 +44,14 @@ class SwapperLike(Protocol):
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
 
 
-def _detect_with_mesh(detector: Detector, landmarker: Landmarker | None, bgr: np.ndarray) -> list[Face]:
+def _detect_with_mesh(detector: Detector, landmarker: Landmarker | None, bgr: np.ndarray,
+                      tracker: FaceTracker | None = None) -> list[Face]:
     """The detector's faces, each with its dense mesh (and mesh key points) when there is a
-    landmarker: all faces in one landmarker call."""
+    landmarker: all faces in one landmarker call. With a `tracker`, faces continuing a
+    track are landmarked from the track's crop (`FaceTracker.seed`)."""
     faces = list(detector.detect(bgr))
+    if tracker is not None and landmarker is not None:
+        faces = tracker.seed(faces)
     if landmarker is not None and faces:
         for face, mesh in zip(faces, landmarker.landmarks_many(bgr, faces)):
             attach_mesh(face, mesh)
@@ -228,7 +232,7 @@ class FaceProcessor:
     def _detect(self, frame: np.ndarray, index: int) -> list[Face]:
         self._last_detect = index
         self.detector_calls += 1
-        out = self.tracker.update(_detect_with_mesh(self.detector, self.landmarker, frame))
+        out = self.tracker.update(_detect_with_mesh(self.detector, self.landmarker, frame, self.tracker))
         if self.landmarker is None:
             return out
         # Faces the detector missed this time keep being followed by their landmarks: the

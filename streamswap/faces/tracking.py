@@ -117,9 +117,11 @@ class FaceTracker:
     `observe(track_id, face)` records a tracked (not detected) observation.
     """
 
-    def __init__(self, smoothing: float = 0.5, iou_threshold: float = 0.3, max_missed: int = 1) -> None:
+    def __init__(self, smoothing: float = 0.5, iou_threshold: float = 0.3, max_missed: int = 1,
+                 follow_iou: float = 0.5) -> None:
         self.smoothing = smoothing
         self.iou_threshold = iou_threshold
+        self.follow_iou = follow_iou
         self.max_missed = max_missed
         self.tracks: dict[int, Track] = {}
         self._next_id = 0
@@ -127,17 +129,16 @@ class FaceTracker:
     def reset(self) -> None:
         self.tracks.clear()
 
-    def update(self, faces: Sequence[Face]) -> list[Face]:
-        """Match a detector's faces to tracks (greedy by IoU), start tracks for new faces,
-        drop tracks unmatched for more than `max_missed` runs. Returns smoothed faces with
-        `track_id` set, in the detector's order."""
-        ids = list(self.tracks)
-        matched: dict[int, int] = {}  # face index -> track id
+    def _match(self, faces: Sequence[Face], skip_faces: Sequence[int] = (),
+               skip_tracks: Sequence[int] = ()) -> dict[int, int]:
+        """Greedy IoU matching of `faces` to live tracks: face index -> track id."""
+        ids = [tid for tid in self.tracks if tid not in skip_tracks]
+        matched: dict[int, int] = {}
         if ids and faces:
             overlap = iou(np.stack([f.box for f in faces]), np.stack([self.tracks[i].face.box for i in ids]))
             pairs = sorted(((overlap[fi, ti], fi, ti) for fi in range(len(faces)) for ti in range(len(ids))),
                            reverse=True)
-            used_f: set[int] = set()
+            used_f: set[int] = set(skip_faces)
             used_t: set[int] = set()
             for score, fi, ti in pairs:
                 if score < self.iou_threshold:
@@ -147,6 +148,37 @@ class FaceTracker:
                 used_f.add(fi)
                 used_t.add(ti)
                 matched[fi] = ids[ti]
+        return matched
+
+    def seed(self, faces: Sequence[Face]) -> list[Face]:
+        """The detector's faces as the landmarker should see them: a face that continues a
+        track (box overlap ≥ `follow_iou` with the track's prediction) gets the track's
+        predicted box and key points, so its landmarks come from the same crop as on the
+        tracked frames in between. Re-cropping from the detector's box instead moves every
+        landmark a little at each detector run: a visible pulse at 30/N Hz. A face far
+        from its track's prediction (the tracking drifted) keeps the detector's box."""
+        predicted = {f.track_id: f for f in self.predict()}
+        matched = self._match(faces)
+        out = []
+        for fi, face in enumerate(faces):
+            tid = matched.get(fi)
+            guess = predicted.get(tid) if tid is not None else None
+            if guess is not None and guess.landmarks is not None \
+                    and float(iou(face.box[None], guess.box[None])[0, 0]) >= self.follow_iou:
+                face = _copy_face(face)
+                face.box, face.kps, face.track_id = guess.box, guess.kps, tid
+            out.append(face)
+        return out
+
+    def update(self, faces: Sequence[Face]) -> list[Face]:
+        """Match a detector's faces to tracks (a face `seed` gave a track id keeps it, the
+        rest greedy by IoU), start tracks for new faces, drop tracks unmatched for more
+        than `max_missed` runs. Returns smoothed faces with `track_id` set, in the
+        detector's order."""
+        ids = list(self.tracks)
+        seeded = {fi: f.track_id for fi, f in enumerate(faces) if f.track_id in self.tracks}
+        matched = self._match(faces, skip_faces=list(seeded), skip_tracks=list(seeded.values()))
+        matched.update(seeded)
         seen = set(matched.values())
         for tid in ids:
             if tid not in seen:
@@ -163,10 +195,10 @@ class FaceTracker:
                 self.tracks[tid] = Track(tid, face, filter=OneEuroFilter(self.smoothing))
             track = self.tracks[tid]
             track.missed = 0
-            if face.landmarks is not None:
+            if face.landmarks is not None and fi not in seeded:  # a seeded box is the track's own
                 side = landmark_extent(face.landmarks)[2]
                 track.box_ratio = max(face.width, face.height) / max(side, 1.0)
-            out.append(self._observe(track, face))
+            out.append(self._observe(track, face, rebuild_box=fi in seeded))
         return out
 
     def predict(self) -> list[Face]:
@@ -177,20 +209,27 @@ class FaceTracker:
             face = _copy_face(track.face)
             face.track_id = track.id
             if face.landmarks is not None:
-                cx, cy, side = landmark_extent(face.landmarks)
-                half = side * track.box_ratio / 2
-                face.box = np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
+                face.box = self._box_from_landmarks(track, face.landmarks)
             faces.append(face)
         return faces
 
+    @staticmethod
+    def _box_from_landmarks(track: Track, landmarks: np.ndarray) -> np.ndarray:
+        cx, cy, side = landmark_extent(landmarks)
+        half = side * track.box_ratio / 2
+        return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
+
     def observe(self, track_id: int, face: Face) -> Face:
-        """Record a tracked observation of `track_id` and return its smoothed face."""
-        return self._observe(self.tracks[track_id], face)
+        """Record a tracked observation of `track_id` (landmarks found from the predicted
+        crop; its box is rebuilt from them) and return its smoothed face."""
+        return self._observe(self.tracks[track_id], face, rebuild_box=True)
 
     def drop(self, track_id: int) -> None:
         self.tracks.pop(track_id, None)
 
-    def _observe(self, track: Track, face: Face) -> Face:
+    def _observe(self, track: Track, face: Face, rebuild_box: bool = False) -> Face:
+        if rebuild_box and face.landmarks is not None:  # the box of this frame, not the crop's
+            face.box = self._box_from_landmarks(track, face.landmarks)
         face.track_id = track.id
         track.face = face
         out = _copy_face(face)
