@@ -14,7 +14,7 @@ import pytest
 
 from io_media import audio_packets, frame_image, make_video, read_video
 from streamswap.errors import OutputError
-from streamswap.io.avsink import AvSink, pick_encoder
+from streamswap.io.avsink import FLUSH_INTERVAL_S, AvSink, pick_encoder
 from streamswap.io.base import FrameMeta, VideoFormat
 from streamswap.io.display import NullSink
 from streamswap.io.reconnect import Backoff, ReconnectingSink
@@ -115,28 +115,39 @@ def test_no_audio_input_gives_video_only_file(tmp_path):
     assert audio_packets(out)[0] == [] and len(read_video(out)[0]) == 15
 
 
-INTERRUPTED = """
+KILLED = """
 import os, sys, numpy as np
 from fractions import Fraction
 from streamswap.io.base import FrameMeta, VideoFormat
 from streamswap.io.settings import IoSettings
-from streamswap.io.uri import open_sink
-sink = open_sink(sys.argv[1], IoSettings(keyframe_interval_s=1.0))
-sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+from streamswap.io.uri import open_sink, open_source
+# One keyframe only (10 s interval): nothing may wait for the next keyframe to be written.
+settings = IoSettings(keyframe_interval_s=10.0)
+source = open_source(sys.argv[2], settings)  # a short clip: its audio ends after 1/3 s
+video = source.open()
+while source.read_into(np.zeros((video.height, video.width, 3), np.uint8)) is not None:
+    pass
+sink = open_sink(sys.argv[1], settings)
+sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), source.audio)
+sink.write_audio(source.take_audio())
 frame = np.zeros((48, 64, 3), np.uint8)
 for i in range(95):
     frame[:] = i
     sink.write(frame, FrameMeta(index=i, pts=i, capture_time=0.0))
-os._exit(0)  # killed: no flush, no trailer
+os._exit(0)  # as if killed: no flush, no trailer
 """
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_interrupted_file_is_readable(tmp_path, suffix):
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".flv"])
+def test_killed_file_output_loses_at_most_the_flush_interval(tmp_path, suffix):
+    clip = make_video(tmp_path / "short.mp4", frames=10)
     out = tmp_path / f"killed{suffix}"
-    subprocess.run([sys.executable, "-c", INTERRUPTED, str(out)], check=True, cwd=REPO, timeout=60)
+    subprocess.run([sys.executable, "-c", KILLED, str(out), str(clip)], check=True, cwd=REPO, timeout=60)
     pts, _, _ = read_video(out)
-    assert len(pts) >= 60  # every complete keyframe interval (1 s = 30 frames) is there
+    # The bound avsink states: FLUSH_INTERVAL_S (7.5 frames at 30 fps) + the encoder's delay
+    # (1 frame, ultrafast). Before, MP4/MOV/MKV lost everything since the last keyframe.
+    lost = 95 - len(pts)
+    assert lost <= FLUSH_INTERVAL_S * 30 + 2, f"{suffix}: {lost} of 95 frames lost"
     assert pts == sorted(pts) and len(set(pts)) == len(pts)
 
 

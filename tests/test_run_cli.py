@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from io_media import make_video
+from streamswap.io.avsink import FLUSH_INTERVAL_S
 
 FPS = 30
 SIZE = (320, 240)
@@ -153,6 +154,38 @@ def test_sigterm_during_file_run_leaves_playable_mp4(ten_seconds: Path, tmp_path
     assert len(dst["indices"]) == frames_out  # plays to the last written frame
     assert dst["indices"] == sorted(dst["indices"]) and dst["indices"][0] == 0
     assert dst["audio_codec"] == "aac" and dst["a_times"]
+
+
+def test_sigkill_loses_at_most_the_flush_interval_in_every_container(ten_seconds: Path, tmp_path: Path) -> None:
+    outs = [tmp_path / f"killed{suffix}" for suffix in (".mp4", ".mov", ".mkv", ".flv")]
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
+    cfg = tmp_path / "c.yaml"
+    # One keyframe in 10 s: a container that waits for keyframes to write would lose it all.
+    cfg.write_text("pipeline:\n  stats_interval: 0.1\nio:\n  keyframe_interval_s: 10\n")
+    args = [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live", "--input", str(ten_seconds)]
+    for out in outs:
+        args += ["--output", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    written = 0
+    try:
+        for line in proc.stderr:
+            m = re.search(r"stats .*frames_out=(\d+)", line)
+            if m and int(m.group(1)) >= 45:
+                written = int(m.group(1))
+                break
+        assert written, "no stats line with frames written"
+        proc.kill()  # SIGKILL: no drain, no trailer
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # What avsink bounds a kill to: FLUSH_INTERVAL_S (7.5 frames at 30 fps) plus the
+    # encoder's delay (1 frame); `written` was counted a moment before the kill.
+    for out in outs:
+        indices = probe(out)["indices"]
+        assert indices == list(range(len(indices))), out.name
+        assert written - len(indices) <= FLUSH_INTERVAL_S * FPS + 2, (out.name, written, len(indices))
 
 
 def test_nonexistent_input_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,8 +1,15 @@
 """H.264 outputs through PyAV: files (.mp4/.mov/.mkv/.flv) and RTMP (FLV over the network).
 
-Video timestamps are the source's pts, so the passed-through audio stays in sync. MP4/MOV
-are written fragmented (a fragment per keyframe): an interrupted run still leaves a file
-that plays up to its last complete fragment, and a normal close adds the index.
+Video timestamps are the source's pts, so the passed-through audio stays in sync.
+
+What a kill (SIGKILL, power loss) can lose is bounded for every container: MP4/MOV are
+written fragmented and Matroska in clusters, each closed after half FLUSH_INTERVAL_S (and
+at every keyframe); FLV writes every packet as it comes; the muxer's interleaving queue
+holds at most the other half when one stream pauses (an input whose audio ends early, which
+held video back for 10 s before); every packet goes to the OS at once. So a killed run
+leaves a file that plays up to FLUSH_INTERVAL_S before the kill (plus the encoder's own
+delay: one frame with the default ultrafast preset, its rc-lookahead with slower ones); a
+normal close adds the index.
 """
 
 from __future__ import annotations
@@ -38,6 +45,22 @@ FILE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
 # (AAC priming before 0, a track starting late); without it the first video frame
 # absorbed the input's ~21 ms audio priming and every track shifted.
 FRAGMENTED_MP4 = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
+# The most media a file output holds in memory before handing it to the OS (seconds).
+FLUSH_INTERVAL_S = 0.25
+
+
+def file_muxer_options(container_format: str) -> dict[str, str]:
+    """Muxer options that bound what a killed run loses to FLUSH_INTERVAL_S (see above)."""
+    half_us = int(FLUSH_INTERVAL_S * 1_000_000) // 2
+    options = {"flush_packets": "1", "max_interleave_delta": str(half_us)}
+    if container_format in ("mp4", "mov"):
+        options["movflags"] = FRAGMENTED_MP4
+        options["frag_duration"] = str(half_us)  # besides a fragment per keyframe
+    elif container_format == "matroska":
+        options["cluster_time_limit"] = str(half_us // 1000)  # ms; FFmpeg's default is 5 s
+    elif container_format == "flv":
+        options["flvflags"] = "no_duration_filesize"
+    return options
 
 
 def pick_encoder(settings: IoSettings, video: VideoFormat) -> str:
@@ -84,16 +107,11 @@ class AvSink:
         s = self.settings
         self._video = video
         self.encoder = self.encoder or pick_encoder(s, video)
-        options: dict[str, str] = {}
-        if self.format in ("mp4", "mov"):
-            options["movflags"] = FRAGMENTED_MP4
-        if self.format == "flv":
-            options["flvflags"] = "no_duration_filesize"
-        if not self.network:
-            # Hand every packet to the OS at once: a killed process loses nothing written.
-            options["flush_packets"] = "1"
-        else:
+        if self.network:
+            options = {"flvflags": "no_duration_filesize"}
             probe_server(self.url, s.open_timeout_s)
+        else:
+            options = file_muxer_options(self.format)
         try:
             self._container = av.open(
                 self.url, "w", format=self.format, options=options,
