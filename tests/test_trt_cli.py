@@ -83,7 +83,7 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
 
     from streamswap.inference import cuda as cuda_mod
     from streamswap.inference.backends import open_session
-    from streamswap.inference.cuda import Cuda
+    from streamswap.inference.cuda import Cuda, GpuContext
     from streamswap.inference.tensorrt import TrtEnvironment
     from test_trt_build import TESTS_DIR, recognizer_model
     from test_trt_fake import FakeCudart, make_fake_trt
@@ -105,7 +105,7 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
     assert "building 1 engine(s) for TensorRT 10.3.0.30 on Fake Orin" in capsys.readouterr().err
 
     config = load_config(cfg)
-    env = TrtEnvironment(make_fake_trt("10.3.0.30"), "10.3.0.30", Cuda(FakeCudart()), Cuda(FakeCudart()).info())
+    env = TrtEnvironment(make_fake_trt("10.3.0.30"), "10.3.0.30", GpuContext(Cuda(FakeCudart())), Cuda(FakeCudart()).info())
     settings = config.inference
     from dataclasses import replace
 

@@ -314,6 +314,11 @@ def make_fake_trt(version: str) -> types.ModuleType:
         def get_tensor_shape(self, name: str) -> tuple:
             return tuple(self._find(name)[0]["shape"])
 
+        def get_tensor_profile_shape(self, name: str, profile_index: int) -> list:
+            if profile_index != 0 or name not in self.plan["profile"]:
+                raise RuntimeError(f"no profile shape for {name!r} in profile {profile_index}")
+            return [tuple(d) for d in self.plan["profile"][name]]
+
         def create_execution_context(self) -> "Context":
             return Context(self)
 
@@ -405,6 +410,7 @@ class FakeCudart:
 
     cudaStreamNonBlocking = 1
     cudaHostAllocDefault = 0
+    cudaHostAllocMapped = 2
     cudaEventDefault = 0
     cudaEventDisableTiming = 2
     cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2,
@@ -416,6 +422,8 @@ class FakeCudart:
         self.copies: list[tuple[int, int]] = []  # (kind, bytes)
         self.sync: list[tuple[str, Any]] = []  # stream/event/synchronisation calls, in order
         self.freed = 0
+        self.host_alloc_flags: list[int] = []
+        self.current_device: dict[int, int] = {}  # thread ident -> device set on that thread
         self._ids = 0
 
     def _id(self) -> int:
@@ -426,6 +434,9 @@ class FakeCudart:
         return (self.error, self.devices if self.error == 0 else None)
 
     def cudaSetDevice(self, device):
+        import threading
+
+        self.current_device[threading.get_ident()] = device
         return (0,)
 
     def cudaGetDeviceProperties(self, device):
@@ -483,7 +494,11 @@ class FakeCudart:
         return self._alloc(size)
 
     def cudaHostAlloc(self, size, flags):
+        self.host_alloc_flags.append(flags)
         return self._alloc(size)
+
+    def cudaHostGetDevicePointer(self, ptr, flags):
+        return (0, ptr)  # the fake's device memory is host memory: the same address
 
     def cudaFree(self, ptr):
         self.memory.pop(ptr)

@@ -15,7 +15,7 @@ import pytest
 
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.backends import open_session
-from streamswap.inference.cuda import Cuda, DeviceInfo
+from streamswap.inference.cuda import Cuda, DeviceInfo, GpuContext
 from streamswap.inference.engine_cache import EngineCache, profile_from_inputs
 from streamswap.inference.ort import SessionPool
 from streamswap.inference.settings import InferenceSettings
@@ -38,28 +38,31 @@ def engine_file(tmp_path: Path, version: str, precision: str = "fp32", max_batch
 
 
 @pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0.30", "11.0.0.1"])
-def test_session_matches_onnxruntime_and_grows_buffers_only(tmp_path: Path, version: str) -> None:
+def test_session_matches_onnxruntime_and_allocates_only_when_it_loads(tmp_path: Path, version: str) -> None:
     model, path = engine_file(tmp_path, version, "fp16" if version.startswith("11") else "fp32")
     trt, rt = make_fake_trt(version), FakeCudart()
-    session = TrtSession(path, trt, Cuda(rt))
+    cuda = Cuda(rt)
+    session = TrtSession(path, trt, cuda)
+    loaded = cuda.allocations
+    assert loaded == 4  # device + pinned staging for the input and the output, at batch 4
     assert [i.name for i in session.inputs] == ["input.1"]
     assert session.inputs[0].shape == (None, 3, 112, 112) and session.inputs[0].dtype == np.float32
     assert [o.name for o in session.outputs] == ["683"]
     reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     tol = 2e-2 if version.startswith("11") else 1e-5  # 11 runs our fp16 conversion
-    allocations = []
     for batch in (2, 1, 4, 3):
         x = rng.standard_normal((batch, 3, 112, 112)).astype(np.float32)
         out = session.run({"input.1": x})
         ref = reference.run(None, {"input.1": x})[0]
         assert out["683"].shape == (batch, 512)
         np.testing.assert_allclose(out["683"], ref, atol=tol, rtol=tol)
-        allocations.append(len(rt.memory))
-    # buffers for batch 2, then reused for 1, grown once for 4, reused for 3
-    assert allocations[0] == allocations[1] and allocations[2] == allocations[3]
-    assert rt.freed == 3  # input, output and pinned output buffers replaced once, when growing
+    # every batch up to the profile maximum runs in the buffers made at load
+    assert cuda.allocations == loaded and rt.freed == 0
     assert [n for n, _ in trt.calls].count("execute_async_v3") == 4
+    # inputs are staged in pinned memory: every host→device copy reads a pinned buffer
+    with pytest.raises(ModelError, match="larger than the engine's maximum"):
+        session.run({"input.1": np.zeros((5, 3, 112, 112), np.float32)})
     session.close()
     assert not rt.memory
 
@@ -98,7 +101,7 @@ def test_an_engine_from_another_tensorrt_is_refused(tmp_path: Path) -> None:
 
 def fake_env(version: str = "10.3.0.30") -> TrtEnvironment:
     rt = FakeCudart()
-    return TrtEnvironment(make_fake_trt(version), version, Cuda(rt), DeviceInfo(0, "Fake Orin", "8.7"))
+    return TrtEnvironment(make_fake_trt(version), version, GpuContext(Cuda(rt)), DeviceInfo(0, "Fake Orin", "8.7"))
 
 
 def test_open_session_refuses_without_engine_when_building_is_disabled(tmp_path: Path) -> None:

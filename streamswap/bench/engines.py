@@ -77,7 +77,7 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
             except StreamswapError as exc:
                 print(f"{target.name:24} {precision:5} skipped: {exc}")
                 continue
-            session = TrtSession(path, env.trt, env.cuda, env.streams)
+            session = TrtSession(path, env.trt, env.cuda, env.gpu.stream("bench"))
             for batch in sorted({1, 1 if detector else min(args.batch, max_batch)}):
                 feeds = {p.name: np.random.default_rng(0).standard_normal((batch, *p.opt[1:])).astype(
                     input_named(session, p.name).dtype) for p in profile}

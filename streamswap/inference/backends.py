@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class SharedTrtEnvironment:
-    """TensorRT + CUDA detected once and shared by every session of a `SessionPool`, so all
-    engines share the per-stage CUDA streams (`cuda.StageStreams`) and CUDA is opened once.
-    Calling it returns the environment, or raises the same BackendUnavailable every time."""
+    """TensorRT detected once and shared by every session of a `SessionPool`, on the
+    process's one GPU context (`gpu`, opened by the build place; opened here when None), so
+    CUDA is opened once and the engines get their stages' named streams from it. Calling it
+    returns the environment, or raises the same BackendUnavailable every time."""
 
-    def __init__(self, detect: Callable[[], Any] | None = None) -> None:
+    def __init__(self, detect: Callable[[], Any] | None = None, gpu: Any = None) -> None:
         self._detect = detect
+        self._gpu = gpu
         self._env: Any = None
         self._failure: str | None = None
 
@@ -36,7 +38,7 @@ class SharedTrtEnvironment:
             from streamswap.inference.tensorrt import TrtEnvironment
 
             try:
-                self._env = (self._detect or TrtEnvironment.detect)()
+                self._env = self._detect() if self._detect else TrtEnvironment.detect(gpu=self._gpu)
             except BackendUnavailable as exc:
                 self._failure = str(exc)
         if self._failure is not None:
@@ -47,18 +49,19 @@ class SharedTrtEnvironment:
 def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None = None, *,
                  max_batch: int | None = None, size: int | None = None,
                  model_sha256: str | None = None, progress: ProgressFn | None = None,
-                 trt_env: Any = None) -> Session:
+                 trt_env: Any = None, stage: str | None = None) -> Session:
     """Open `path` with `settings.backend`, falling back as configured.
 
     For TensorRT, a dynamic leading input dim is the batch (1..`max_batch`, default
     `settings.max_batch`) and other dynamic dims take `size` (a detector's input side).
     `trt_env` is a `TrtEnvironment`, or a callable returning one (`SharedTrtEnvironment`);
-    by default TensorRT and CUDA are detected for this session alone.
+    by default TensorRT and CUDA are detected for this session alone. `stage` names the
+    pipeline stage that owns the session: its engine runs on that stage's stream.
     """
     if settings.backend == "ort":
         return open_ort_session(path, settings, cache_dir)
     try:
-        return _open_trt(path, settings, cache_dir, max_batch, size, model_sha256, progress, trt_env)
+        return _open_trt(path, settings, cache_dir, max_batch, size, model_sha256, progress, trt_env, stage)
     except BackendUnavailable as exc:
         reason = str(exc)
     if not settings.fallback:
@@ -85,11 +88,11 @@ def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None
 
 def _open_trt(path: Path, settings: InferenceSettings, cache_dir: Path | None, max_batch: int | None,
               size: int | None, model_sha256: str | None, progress: ProgressFn | None,
-              trt_env: Any) -> Session:
+              trt_env: Any, stage: str | None) -> Session:
     from streamswap.inference.tensorrt import TrtEnvironment, onnx_inputs, open_trt_session
 
     env = trt_env() if callable(trt_env) else (trt_env or TrtEnvironment.detect())
     cache = EngineCache(cache_dir or resolve_cache_dir(settings.engine_cache_dir))
     profile = profile_from_inputs(onnx_inputs(path), max_batch or settings.max_batch, size)
     return open_trt_session(path, settings, cache, profile=profile, model_sha256=model_sha256,
-                            progress=progress, env=env)
+                            progress=progress, env=env, stage=stage)

@@ -4,15 +4,15 @@ Every cuda-python call returns `(err, *results)`; `_call` checks each one and ra
 `CudaError` naming the call. Without cuda-python, a driver or a device, `open_cuda()` raises
 `BackendUnavailable` saying which piece is missing, so callers can fall back.
 
-Streams: each pipeline stage is one host thread, and `StageStreams` gives every thread its
-own non-blocking stream, shared by all the engines that thread runs (detector + FaceMesh
-on the detect stage; recognizer, swapper, enhancer on the swap stage). So the detect and
-the swap stage never serialise on one stream, and two engines of one stage never race.
-Each run records its own event; a thread waits on that event only when it needs the
-result on the host (never `cudaDeviceSynchronize` in the frame path). The stages hand
-their results to each other on the host (faces, pinned frame slots), so that event wait
-is what orders them; `Stream.wait(event)` orders two streams on the GPU where device data
-is handed over directly.
+One `GpuContext` per process (built once, where the pipeline is built) owns the device:
+every pipeline stage that runs GPU work gets a NAMED non-blocking stream from it ("detect",
+"swap") and passes that stream explicitly to every engine run, copy and kernel; each stage
+thread calls `bind_thread()` first, so its work lands on the configured device, not on
+device 0. Work is ordered between stages on the GPU (`Stream.wait(event)`), and the host
+waits on an event only when it needs a result (never `cudaDeviceSynchronize` in the frame
+path). Buffers are allocated when a model or the pipeline loads, at their maximum size:
+`allocations` counts every cudaMalloc/cudaHostAlloc, so tests can prove that none happens
+after the first frame.
 """
 
 from __future__ import annotations
@@ -97,7 +97,12 @@ class Cuda:
     def __init__(self, cudart: Any, device: int = 0) -> None:
         self.rt = cudart
         self.device = device
+        self.allocations = 0  # cudaMalloc + cudaHostAlloc calls so far (tests: none after warm-up)
         _call(cudart, "cudaSetDevice", device)
+
+    def bind_thread(self) -> None:
+        """Make this device current on the calling thread (CUDA's current device is per thread)."""
+        _call(self.rt, "cudaSetDevice", self.device)
 
     # -- device ---------------------------------------------------------------------------
     def info(self) -> DeviceInfo:
@@ -121,8 +126,10 @@ class Cuda:
     def device_buffer(self, nbytes: int) -> "DeviceBuffer":
         return DeviceBuffer(self, nbytes)
 
-    def pinned_buffer(self, nbytes: int) -> "PinnedBuffer":
-        return PinnedBuffer(self, nbytes)
+    def pinned_buffer(self, nbytes: int, mapped: bool = False) -> "PinnedBuffer":
+        """Page-locked host memory; `mapped` also maps it into the device's address space
+        (zero-copy: on Jetson, where CPU and GPU share memory, kernels read it directly)."""
+        return PinnedBuffer(self, nbytes, mapped)
 
     # -- copies ---------------------------------------------------------------------------
     # `stream` is a Stream or its integer handle (what TensorRT's execute_async_v3 takes).
@@ -272,23 +279,62 @@ class _Allocation:
             self.ptr = 0
 
 
+class DeviceArray:
+    """A typed, shaped view of device memory that Numba (and CuPy, PyTorch) can wrap
+    without copying, through `__cuda_array_interface__` (C order)."""
+
+    def __init__(self, ptr: int, shape: Sequence[int], dtype: Any, owner: Any = None) -> None:
+        self.ptr = int(ptr)
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._owner = owner  # keeps the allocation alive while the view is used
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False),
+                "version": 3, "strides": None, "stream": None}
+
+    def view(self, shape: Sequence[int]) -> "DeviceArray":
+        """The leading part of this memory with another (not larger) shape, e.g. a batch of n."""
+        out = DeviceArray(self.ptr, shape, self.dtype, self._owner)
+        if out.nbytes > self.nbytes:
+            raise ValueError(f"{tuple(shape)} does not fit a device array of shape {self.shape}")
+        return out
+
+
 class DeviceBuffer(_Allocation):
     """`nbytes` of device memory; `ptr` is the device address."""
 
     _FREE = "cudaFree"
 
     def __init__(self, cuda: Cuda, nbytes: int) -> None:
+        cuda.allocations += 1
         super().__init__(cuda, nbytes, _call(cuda.rt, "cudaMalloc", max(int(nbytes), 1)))
+
+    def array(self, shape: Sequence[int], dtype: Any) -> DeviceArray:
+        """A device-array view of the buffer (for kernels and zero-copy frameworks)."""
+        out = DeviceArray(self.ptr, shape, dtype, self)
+        if out.nbytes > self.nbytes:
+            raise ValueError(f"{tuple(shape)} {np.dtype(dtype)} does not fit a {self.nbytes}-byte device buffer")
+        return out
 
 
 class PinnedBuffer(_Allocation):
-    """`nbytes` of page-locked host memory; `array()` views it as numpy without copying."""
+    """`nbytes` of page-locked host memory; `array()` views it as numpy without copying.
+    A `mapped` buffer also has `device_ptr`, its address on the device (zero-copy)."""
 
     _FREE = "cudaFreeHost"
 
-    def __init__(self, cuda: Cuda, nbytes: int) -> None:
-        super().__init__(cuda, nbytes, _call(cuda.rt, "cudaHostAlloc", max(int(nbytes), 1),
-                                             cuda.rt.cudaHostAllocDefault))
+    def __init__(self, cuda: Cuda, nbytes: int, mapped: bool = False) -> None:
+        cuda.allocations += 1
+        flags = cuda.rt.cudaHostAllocMapped if mapped else cuda.rt.cudaHostAllocDefault
+        super().__init__(cuda, nbytes, _call(cuda.rt, "cudaHostAlloc", max(int(nbytes), 1), flags))
+        self.mapped = mapped
+        self.device_ptr = int(_call(cuda.rt, "cudaHostGetDevicePointer", self.ptr, 0)) if mapped else 0
 
     def array(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         """A numpy view of the buffer; the view keeps the buffer alive."""
@@ -301,59 +347,50 @@ class PinnedBuffer(_Allocation):
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
 
-class _Lease:
-    """Held in a thread's local storage; when the thread ends it is dropped and the stream
-    goes back to the pool for the next thread (a restarted pipeline's stages)."""
+class GpuContext:
+    """The process's one CUDA device, opened once where the pipeline is built; the stages'
+    named streams and the frame slots' pinned memory come from it. See the module doc."""
 
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-
-
-class StageStreams:
-    """One non-blocking stream per host thread, i.e. per pipeline stage; see the module doc.
-
-    `current()` is the calling thread's stream, created on first use. No global state: the
-    TensorRT environment owns one of these and every session it opens shares it.
-    """
-
-    def __init__(self, cuda: Cuda) -> None:
-        self._cuda = cuda
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._free: list[Stream] = []
-        self._all: list[Stream] = []
+    def __init__(self, cuda: Cuda, mapped_slots: bool = False) -> None:
+        self.cuda = cuda
+        self.mapped_slots = mapped_slots
+        self._streams: dict[str, Stream] = {}
         self._closed = False
 
-    def current(self) -> Stream:
-        lease = getattr(self._local, "lease", None)
-        if lease is None:
-            with self._lock:
-                if self._closed:
-                    raise CudaError("CUDA streams used after close")
-                stream = self._free.pop() if self._free else None
-            if stream is None:
-                stream = self._cuda.stream()
-                with self._lock:
-                    self._all.append(stream)
-            lease = self._local.lease = _Lease(stream)
-            weakref.finalize(lease, self._give_back, stream)
-        return lease.stream
-
-    def _give_back(self, stream: Stream) -> None:
-        with self._lock:
-            if not self._closed:
-                self._free.append(stream)
+    @classmethod
+    def open(cls, device: int = 0, mapped_slots: bool = False) -> "GpuContext":
+        """Open `device`, or BackendUnavailable naming what is missing."""
+        return cls(open_cuda(device), mapped_slots)
 
     @property
-    def created(self) -> int:
-        """How many streams exist (one per thread that ran GPU work at the same time)."""
-        with self._lock:
-            return len(self._all)
+    def device(self) -> int:
+        return self.cuda.device
+
+    def stream(self, name: str) -> Stream:
+        """The named stage's non-blocking stream, created at build time (not per frame).
+        Streams are created on the build thread; a stage thread calls `bind_thread` first."""
+        if self._closed:
+            raise CudaError("CUDA streams used after the GPU context was closed")
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = self.cuda.stream()
+            log.debug("stage stream", extra=kv(stage=name, handle=stream.handle))
+        return stream
+
+    @property
+    def stream_names(self) -> list[str]:
+        return list(self._streams)
+
+    def bind_thread(self) -> None:
+        """Call at the start of every stage thread that touches the GPU."""
+        self.cuda.bind_thread()
+
+    def slot_allocator(self) -> "PinnedAllocator":
+        return PinnedAllocator(self.cuda, mapped=self.mapped_slots)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            streams, self._all, self._free = self._all, [], []
+        self._closed = True
+        streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             stream.close()
 
@@ -365,15 +402,16 @@ class PinnedAllocator:
     Without `close()`, the memory is returned when the allocator and all its arrays are gone.
     """
 
-    def __init__(self, cuda: Cuda) -> None:
+    def __init__(self, cuda: Cuda, mapped: bool = False) -> None:
         self._cuda = cuda
+        self.mapped = mapped
         self._buffers: list[PinnedBuffer] = []
         self._lock = threading.Lock()
 
     def alloc(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        buffer = PinnedBuffer(self._cuda, nbytes)
+        buffer = PinnedBuffer(self._cuda, nbytes, self.mapped)
         with self._lock:
             self._buffers.append(buffer)
         log.debug("pinned slot", extra=kv(shape=tuple(shape), dtype=str(dtype), bytes=nbytes))

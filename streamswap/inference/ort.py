@@ -255,29 +255,33 @@ class SessionPool:
     """One session per (model file, settings) for the life of the process, shared by stages."""
 
     def __init__(self, settings: InferenceSettings, cache_dir: Path | None = None,
-                 progress: Callable[[Any], None] | None = None) -> None:
+                 progress: Callable[[Any], None] | None = None, gpu: Any = None) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
         # Engine-build progress (inference.backend: tensorrt), e.g. to extend systemd's timeout.
         self.progress = progress
+        self.gpu = gpu  # the process's cuda.GpuContext, when the build place opened one
         self._trt_env: Any = None  # backends.SharedTrtEnvironment, shared by every session
-        self._sessions: dict[Path, Session] = {}
+        self._sessions: dict[tuple[Path, str | None], Session] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path, *, max_batch: int | None = None, size: int | None = None) -> Session:
-        """The shared session for `path`. With inference.backend: tensorrt, `max_batch` bounds a
-        dynamic batch dim (default inference.max_batch) and `size` fills other dynamic dims
-        (a detector's configured input side)."""
-        key = Path(path).resolve()
+    def get(self, path: Path, *, max_batch: int | None = None, size: int | None = None,
+            stage: str | None = None) -> Session:
+        """The session for `path` owned by pipeline stage `stage` (a GPU session runs on that
+        stage's stream; the same file used by two stages is two sessions). With
+        inference.backend: tensorrt, `max_batch` bounds a dynamic batch dim (default
+        inference.max_batch) and `size` fills other dynamic dims (a detector's input side)."""
+        key = (Path(path).resolve(), stage)
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
                 # backends imports this module; open_session picks ORT or TensorRT (+ fallback).
                 from streamswap.inference.backends import SharedTrtEnvironment, open_session
 
-                if self._trt_env is None:  # one CUDA context and one set of stage streams
-                    self._trt_env = SharedTrtEnvironment()  # detects on the first TensorRT use
-                session = open_session(key, self.settings, self.cache_dir, max_batch=max_batch,
-                                       size=size, progress=self.progress, trt_env=self._trt_env)
+                if self._trt_env is None:  # one CUDA context, opened once
+                    self._trt_env = SharedTrtEnvironment(gpu=self.gpu)  # detects on first TensorRT use
+                session = open_session(key[0], self.settings, self.cache_dir, max_batch=max_batch,
+                                       size=size, progress=self.progress, trt_env=self._trt_env,
+                                       stage=stage)
                 self._sessions[key] = session
             return session

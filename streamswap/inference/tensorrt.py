@@ -4,10 +4,9 @@
 profile) from the cache, building it in a child process under a file lock when it is
 missing or stale (or refusing with a message when building is disabled). `TrtSession`
 runs it with name-based tensor I/O (`set_input_shape` / `set_tensor_address` /
-`execute_async_v3`), device buffers that only grow, and an event per run. Without a
-caller-given stream a run goes on the calling thread's stage stream (`cuda.StageStreams`,
-shared by every session of one `TrtEnvironment`), so engines of one pipeline stage share
-a stream and the detect and swap stages each have their own.
+`execute_async_v3`), buffers allocated once at the profile maximum, and an event per run,
+on the stream of the pipeline stage that owns it (the engines of one stage share the
+stage's named stream from the process's `GpuContext`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import TensorInfo
 from streamswap.inference.cuda import (
-    Cuda, CudaError, DeviceBuffer, DeviceInfo, Event, PinnedBuffer, StageStreams, Stream, _handle,
+    Cuda, CudaError, DeviceArray, DeviceBuffer, DeviceInfo, Event, GpuContext, PinnedBuffer, Stream, _handle,
 )
 from streamswap.inference.engine_cache import EngineCache, EngineKey, InputProfile, file_sha256
 from streamswap.inference.trt_build import (
@@ -166,10 +164,35 @@ class PendingRun:
             self._release()
 
 
-class TrtSession:
-    """One deserialised engine with its execution context and grow-only buffers."""
+@dataclass
+class _Tensor:
+    """One engine input or output with its buffers, allocated once at the profile maximum:
+    device memory bound to the context for good, and pinned host staging for copies."""
 
-    def __init__(self, engine_path: Path, trt: Any, cuda: Cuda, streams: StageStreams | None = None) -> None:
+    info: TensorInfo
+    max_shape: tuple[int, ...]
+    device: DeviceBuffer
+    host: PinnedBuffer
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+class TrtSession:
+    """One deserialised engine with its execution context, owned by one pipeline stage.
+
+    Every tensor's device buffer and pinned staging are allocated when the engine loads, at
+    the maximum shape of its optimisation profile, and bound to the context once: running
+    any batch up to the maximum allocates nothing. Every copy and run goes on `stream` (the
+    owning stage's, given explicitly; a session made without one creates its own).
+
+    Two ways to run: `run`/`run_async` take host arrays (staged through pinned memory);
+    `device_input`/`device_output` + `enqueue` keep tensors on the device, for a stage that
+    prepares inputs with its own kernels on the same stream.
+    """
+
+    def __init__(self, engine_path: Path, trt: Any, cuda: Cuda, stream: Stream | None = None) -> None:
         self.path = engine_path
         self._trt = trt
         self._cuda = cuda
@@ -183,6 +206,8 @@ class TrtSession:
             )
         self._engine = engine
         self._context = engine.create_execution_context()
+        self._own_stream = stream is None
+        self.stream = stream if stream is not None else cuda.stream()
         self._inputs: list[TensorInfo] = []
         self._outputs: list[TensorInfo] = []
         for i in range(engine.num_io_tensors):
@@ -193,13 +218,35 @@ class TrtSession:
                 self._inputs.append(info)
             else:
                 self._outputs.append(info)
-        self._device: dict[str, DeviceBuffer] = {}
-        self._host: dict[str, PinnedBuffer] = {}
-        # Runs without a caller-given stream use the calling thread's (stage's) stream.
-        self._own_streams = streams is None
-        self._streams = streams if streams is not None else StageStreams(cuda)
+        self._tensors: dict[str, _Tensor] = {}
+        self._allocate()
         self._event = cuda.event()
-        self._lock = threading.Lock()  # one execution context: one run at a time
+        self._in_flight = False
+
+    def _max_input_shape(self, info: TensorInfo) -> tuple[int, ...]:
+        if not info.is_dynamic:
+            return tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+        _, _, high = self._engine.get_tensor_profile_shape(info.name, 0)
+        return tuple(int(d) for d in high)
+
+    def _allocate(self) -> None:
+        """Buffers at the profile maximum, bound once (the module doc says why)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for info in self._inputs:
+            shape = shapes[info.name] = self._max_input_shape(info)
+            if not self._context.set_input_shape(info.name, shape):
+                raise ModelError(f"{self.path.name}: TensorRT refuses the profile maximum {shape} of {info.name!r}")
+        for info in self._outputs:
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(info.name))
+            if any(d < 0 for d in shape):
+                raise ModelError(f"{self.path.name}: output {info.name!r} has a data-dependent shape")
+            shapes[info.name] = shape
+        for info in [*self._inputs, *self._outputs]:
+            shape = shapes[info.name]
+            nbytes = int(np.prod(shape, dtype=np.int64)) * info.dtype.itemsize
+            tensor = _Tensor(info, shape, self._cuda.device_buffer(nbytes), self._cuda.pinned_buffer(nbytes))
+            self._tensors[info.name] = tensor
+            self._context.set_tensor_address(info.name, tensor.device.ptr)
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -213,105 +260,116 @@ class TrtSession:
     def backend(self) -> str:
         return "tensorrt"
 
-    def _device_buffer(self, name: str, nbytes: int) -> DeviceBuffer:
-        buf = self._device.get(name)
-        if buf is None or buf.nbytes < nbytes:  # grow only: a smaller batch reuses the buffer
-            if buf is not None:
-                buf.free()
-            buf = self._device[name] = self._cuda.device_buffer(nbytes)
-        return buf
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        """The largest shape of tensor `name` this engine takes (its buffers' size)."""
+        return self._tensors[name].max_shape
 
-    def _host_buffer(self, name: str, nbytes: int) -> PinnedBuffer:
-        buf = self._host.get(name)
-        if buf is None or buf.nbytes < nbytes:
-            if buf is not None:
-                buf.free()
-            buf = self._host[name] = self._cuda.pinned_buffer(nbytes)
-        return buf
+    # -- device-resident I/O ------------------------------------------------------------
+    def device_input(self, name: str) -> DeviceArray:
+        """Input `name`'s device buffer at its maximum shape (write it with a kernel on
+        `self.stream`, then `enqueue`)."""
+        tensor = self._tensors[name]
+        return tensor.device.array(tensor.max_shape, tensor.info.dtype)
 
+    def device_output(self, name: str, shape: Sequence[int] | None = None) -> DeviceArray:
+        """Output `name`'s device buffer, viewed at `shape` (default: the current run's)."""
+        tensor = self._tensors[name]
+        if shape is None:
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
+        return tensor.device.array(shape, tensor.info.dtype)
+
+    def enqueue(self, shapes: Mapping[str, Sequence[int]], stream: "Stream | int | None" = None) -> None:
+        """Queue the engine on the inputs already in the device buffers, with these input
+        shapes; nothing is copied and the host does not wait."""
+        for name, shape in shapes.items():
+            if not self._context.set_input_shape(name, tuple(shape)):
+                raise ModelError(
+                    f"{self.path.name}: input {name!r} shape {tuple(shape)} is outside the engine's "
+                    "optimisation profile; rebuild with a larger --max-faces"
+                )
+        if not self._context.execute_async_v3(_handle(stream if stream is not None else self.stream)):
+            raise CudaError(f"{self.path.name}: TensorRT execute_async_v3 failed (see the TensorRT log)")
+
+    # -- host I/O -----------------------------------------------------------------------
     def run_async(self, feeds: Mapping[str, np.ndarray], stream: "Stream | int | None" = None) -> PendingRun:
-        """Enqueue copies in, the engine, copies out on `stream`; return without waiting.
-        Only one run per session is in flight: the next waits until `result()` was taken."""
-        self._lock.acquire()
-        try:
-            if stream is None:
-                stream = self._streams.current()
-            handle = _handle(stream)
-            for info in self._inputs:
-                if info.name not in feeds:
-                    raise ModelError(f"{self.path.name}: input {info.name!r} was not given")
-                array = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
-                if not self._context.set_input_shape(info.name, tuple(array.shape)):
-                    raise ModelError(
-                        f"{self.path.name}: input {info.name!r} shape {array.shape} is outside the "
-                        "engine's optimisation profile; rebuild with a larger --max-faces"
-                    )
-                buf = self._device_buffer(info.name, array.nbytes)
-                self._cuda.copy_htod_async(buf, array, handle)
-                self._context.set_tensor_address(info.name, buf.ptr)
-            outputs: dict[str, np.ndarray] = {}
-            for info in self._outputs:
-                shape = tuple(int(d) for d in self._context.get_tensor_shape(info.name))
-                if any(d < 0 for d in shape):
-                    raise ModelError(f"{self.path.name}: output {info.name!r} has a data-dependent shape")
-                nbytes = int(np.prod(shape, dtype=np.int64)) * info.dtype.itemsize
-                dev = self._device_buffer(info.name, nbytes)
-                self._context.set_tensor_address(info.name, dev.ptr)
-                outputs[info.name] = self._host_buffer(info.name, nbytes).array(shape, info.dtype)
-            if not self._context.execute_async_v3(handle):
-                raise CudaError(f"{self.path.name}: TensorRT execute_async_v3 failed (see the TensorRT log)")
-            for info in self._outputs:
-                self._cuda.copy_dtoh_async(outputs[info.name], self._device[info.name], handle)
-            self._event.record(handle)
-            return PendingRun(self._event, outputs, self._lock.release)
-        except BaseException:
-            self._lock.release()
-            raise
+        """Stage the inputs in pinned memory, queue copies in, the engine and copies out on
+        `stream` (default: the owning stage's); return without waiting. One run at a time:
+        the next run_async needs the previous result() taken first."""
+        if self._in_flight:
+            raise RuntimeError(f"{self.path.name}: a run is already in flight; take its result() first")
+        handle = _handle(stream if stream is not None else self.stream)
+        shapes: dict[str, tuple[int, ...]] = {}
+        for info in self._inputs:
+            if info.name not in feeds:
+                raise ModelError(f"{self.path.name}: input {info.name!r} was not given")
+            array = np.asarray(feeds[info.name])
+            tensor = self._tensors[info.name]
+            if array.size * info.dtype.itemsize > tensor.host.nbytes:
+                raise ModelError(
+                    f"{self.path.name}: input {info.name!r} shape {array.shape} is larger than the "
+                    f"engine's maximum {tensor.max_shape}; rebuild with a larger --max-faces"
+                )
+            staged = tensor.host.array(array.shape, info.dtype)
+            np.copyto(staged, array, casting="unsafe")  # e.g. float32 feeds into an fp16 engine
+            shapes[info.name] = array.shape
+            self._cuda.copy_htod_async(tensor.device, staged, handle)
+        self.enqueue(shapes, handle)
+        outputs: dict[str, np.ndarray] = {}
+        for info in self._outputs:
+            tensor = self._tensors[info.name]
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(info.name))
+            outputs[info.name] = host = tensor.host.array(shape, info.dtype)
+            self._cuda.copy_dtoh_async(host, tensor.device, handle)
+        self._event.record(handle)
+        self._in_flight = True
+        return PendingRun(self._event, outputs, self._finish_run)
+
+    def _finish_run(self) -> None:
+        self._in_flight = False
 
     def run(self, feeds: Mapping[str, np.ndarray], stream: "Stream | int | None" = None) -> dict[str, np.ndarray]:
         """Run once and wait for this run's outputs (the host waits on its event only)."""
         return self.run_async(feeds, stream).result()
 
     def close(self) -> None:
-        with self._lock:
-            for buf in [*self._device.values(), *self._host.values()]:
-                buf.free()
-            self._device.clear()
-            self._host.clear()
-            self._event.close()
-            if self._own_streams:
-                self._streams.close()
+        for tensor in self._tensors.values():
+            tensor.device.free()
+            tensor.host.free()
+        self._tensors.clear()
+        self._event.close()
+        if self._own_stream:
+            self.stream.close()
 
 
 @dataclass
 class TrtEnvironment:
-    """What TensorRT needs on this machine: the module, its version, the CUDA device."""
+    """What TensorRT needs on this machine: the module, its version, the process's GPU context."""
 
     trt: Any
     version: str
-    cuda: Cuda
+    gpu: GpuContext
     device: DeviceInfo
-    streams: StageStreams | None = None  # shared by every session opened with this environment
 
-    def __post_init__(self) -> None:
-        if self.streams is None:
-            self.streams = StageStreams(self.cuda)
+    @property
+    def cuda(self) -> Cuda:
+        return self.gpu.cuda
 
     @classmethod
-    def detect(cls, device: int = 0) -> "TrtEnvironment":
-        """TensorRT + cuda-python + driver + GPU, or BackendUnavailable naming the missing one."""
-        from streamswap.inference.cuda import open_cuda
-
+    def detect(cls, device: int = 0, gpu: GpuContext | None = None) -> "TrtEnvironment":
+        """TensorRT + cuda-python + driver + GPU, or BackendUnavailable naming the missing one.
+        `gpu` is the process's context when one is open (CUDA is opened once)."""
         trt = import_tensorrt()
         TrtApi.of(trt)  # refuses versions older than 8.5
-        cuda = open_cuda(device)
-        return cls(trt, str(trt.__version__), cuda, cuda.info())
+        gpu = gpu or GpuContext.open(device)
+        return cls(trt, str(trt.__version__), gpu, gpu.cuda.info())
 
 
 def open_trt_session(model_path: Path, settings: Any, cache: EngineCache, *,
                      profile: Sequence[InputProfile], model_sha256: str | None = None,
-                     progress: ProgressFn | None = None, env: TrtEnvironment | None = None) -> TrtSession:
-    """Load (building when needed and allowed) the engine for `model_path` and open it."""
+                     progress: ProgressFn | None = None, env: TrtEnvironment | None = None,
+                     stage: str | None = None) -> TrtSession:
+    """Load (building when needed and allowed) the engine for `model_path` and open it on
+    the named stage's stream (`stage`: "detect", "swap"; None: a stream of its own)."""
     env = env or TrtEnvironment.detect()
     request = EngineRequest(Path(model_path), settings.engine_precision, tuple(profile), model_sha256)
     started = time.monotonic()
@@ -320,7 +378,8 @@ def open_trt_session(model_path: Path, settings: Any, cache: EngineCache, *,
     path = ensure_engine(request, cache, trt_version=env.version, device=env.device,
                          build=settings.build_engines, timeout_s=settings.build_timeout_s,
                          workspace_mb=settings.workspace_mb, progress=progress)
-    session = TrtSession(path, env.trt, env.cuda, env.streams)
+    stream = env.gpu.stream(stage) if stage else None
+    session = TrtSession(path, env.trt, env.cuda, stream)
     log.info("engine loaded", extra=kv(engine=path.name, seconds=time.monotonic() - started))
     return session
 
