@@ -49,17 +49,19 @@ class SharedTrtEnvironment:
 def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None = None, *,
                  max_batch: int | None = None, size: int | None = None,
                  model_sha256: str | None = None, progress: ProgressFn | None = None,
-                 trt_env: Any = None, stage: str | None = None) -> Session:
+                 trt_env: Any = None, stage: str | None = None, gpu: Any = None) -> Session:
     """Open `path` with `settings.backend`, falling back as configured.
 
     For TensorRT, a dynamic leading input dim is the batch (1..`max_batch`, default
     `settings.max_batch`) and other dynamic dims take `size` (a detector's input side).
     `trt_env` is a `TrtEnvironment`, or a callable returning one (`SharedTrtEnvironment`);
     by default TensorRT and CUDA are detected for this session alone. `stage` names the
-    pipeline stage that owns the session: its engine runs on that stage's stream.
+    pipeline stage that owns the session: its engine (or ONNX Runtime's CUDA provider) runs
+    on that stage's stream from `gpu`, the process's `cuda.GpuContext` when one is open.
     """
+    stream = gpu.stream(stage) if gpu is not None and stage else None
     if settings.backend == "ort":
-        return open_ort_session(path, settings, cache_dir)
+        return open_ort_session(path, settings, cache_dir, stream)
     try:
         return _open_trt(path, settings, cache_dir, max_batch, size, model_sha256, progress, trt_env, stage)
     except BackendUnavailable as exc:
@@ -74,7 +76,7 @@ def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None
         log.warning("TensorRT unavailable, falling back to ONNX Runtime",
                     extra=kv(model=path.name, provider=provider, reason=reason))
         try:
-            session = open_ort_session(path, replace(settings, provider=provider), cache_dir)
+            session = open_ort_session(path, replace(settings, provider=provider), cache_dir, stream)
         except BackendUnavailable as exc:
             failures.append(f"ort {provider}: {exc}")
             continue

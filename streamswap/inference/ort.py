@@ -93,8 +93,10 @@ def probe_provider(name: str) -> str | None:
     return None
 
 
-def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> list[tuple[str, dict]]:
-    """The ORT provider list (with options) for `settings.provider`.
+def resolve_providers(settings: InferenceSettings, cache_dir: Path | None,
+                      stream: int | None = None) -> list[tuple[str, dict]]:
+    """The ORT provider list (with options) for `settings.provider`; `stream` (a CUDA
+    stream handle, the owning stage's) is where the CUDA and TensorRT providers compute.
 
     `auto` takes every accelerator this onnxruntime offers, best first, and the CPU last so
     unsupported operators still run (`open_ort_session` keeps what actually starts). An
@@ -116,12 +118,18 @@ def resolve_providers(settings: InferenceSettings, cache_dir: Path | None) -> li
             chosen.append("cuda")
         if settings.provider != "cpu":
             chosen.append("cpu")
-    return [(PROVIDERS[p], _provider_options(p, settings, cache_dir)) for p in chosen]
+    return [(PROVIDERS[p], _provider_options(p, settings, cache_dir, stream)) for p in chosen]
 
 
-def _provider_options(name: str, settings: InferenceSettings, cache_dir: Path | None) -> dict:
+def _provider_options(name: str, settings: InferenceSettings, cache_dir: Path | None,
+                      stream: int | None = None) -> dict:
+    # ORT's CUDA and TensorRT providers take the stream to compute on as its address in a
+    # string; has_user_compute_stream is what versions before 1.17 read.
+    on_stream: dict[str, object] = {} if stream is None else {
+        "has_user_compute_stream": "1", "user_compute_stream": str(int(stream)),
+    }
     if name == "tensorrt":
-        opts: dict[str, object] = {"trt_fp16_enable": settings.fp16}
+        opts: dict[str, object] = {"trt_fp16_enable": settings.fp16, "device_id": settings.device, **on_stream}
         if cache_dir is not None:
             opts.update(
                 trt_engine_cache_enable=True,
@@ -131,7 +139,7 @@ def _provider_options(name: str, settings: InferenceSettings, cache_dir: Path | 
             )
         return opts
     if name == "cuda":
-        return {"cudnn_conv_algo_search": "HEURISTIC"}
+        return {"cudnn_conv_algo_search": "HEURISTIC", "device_id": settings.device, **on_stream}
     return {}
 
 
@@ -146,15 +154,23 @@ def _tensor_infos(args: Sequence[Any]) -> list[TensorInfo]:
 
 @dataclass
 class OrtSession:
-    """One ONNX Runtime InferenceSession behind the `Session` interface."""
+    """One ONNX Runtime InferenceSession behind the `Session` interface.
+
+    `stream` is the owning stage's CUDA stream when the session runs on ONNX Runtime's CUDA
+    or TensorRT provider (its computations go on that stream); `device_run` then binds our
+    own device buffers as inputs and outputs (I/O binding), so frames prepared by the
+    stage's kernels never leave the device."""
 
     path: Path
     _session: Any
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    stream: Any = None
+    device_id: int = 0
 
     def __post_init__(self) -> None:
         self._output_names = [o.name for o in self.outputs]  # once, not per run
+        self._binding: Any = None
 
     @property
     def backend(self) -> str:
@@ -164,9 +180,22 @@ class OrtSession:
         values = self._session.run(self._output_names, dict(feeds))
         return dict(zip(self._output_names, values))
 
+    def device_run(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """Run on device arrays (`cuda.DeviceArray`: ptr, shape, dtype): inputs read from and
+        outputs written to the caller's own buffers, on the session's stream. The binding
+        object is made once and rebound per call (no device allocation by ONNX Runtime)."""
+        if self._binding is None:
+            self._binding = self._session.io_binding()
+        binding = self._binding
+        for name, array in inputs.items():
+            binding.bind_input(name, "cuda", self.device_id, array.dtype, list(array.shape), array.ptr)
+        for name, array in outputs.items():
+            binding.bind_output(name, "cuda", self.device_id, array.dtype, list(array.shape), array.ptr)
+        self._session.run_with_iobinding(binding)
+
 
 def open_ort_session(
-    path: Path, settings: InferenceSettings, cache_dir: Path | None = None
+    path: Path, settings: InferenceSettings, cache_dir: Path | None = None, stream: Any = None
 ) -> OrtSession:
     """Load `path` with the providers `settings` asks for; errors say which file and why.
 
@@ -175,7 +204,8 @@ def open_ort_session(
     runs on what did start, and the accelerators left out are logged as a warning.
     """
     ort = _import_ort()
-    providers = resolve_providers(settings, cache_dir)
+    handle = None if stream is None else int(getattr(stream, "handle", stream))
+    providers = resolve_providers(settings, cache_dir, handle)
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(
         ort.GraphOptimizationLevel, _OPT_LEVELS[settings.graph_optimization]
@@ -191,7 +221,9 @@ def open_ort_session(
     if left_out:
         _provider_did_not_start(path, settings, left_out, started, reason)
     log.info("model loaded", extra=kv(model=path.name, providers=",".join(started)))
-    return OrtSession(path, session, _tensor_infos(session.get_inputs()), _tensor_infos(session.get_outputs()))
+    on_gpu = started[0] in (PROVIDERS["cuda"], PROVIDERS["tensorrt"])
+    return OrtSession(path, session, _tensor_infos(session.get_inputs()), _tensor_infos(session.get_outputs()),
+                      stream=stream if on_gpu else None, device_id=settings.device)
 
 
 def _start_session(ort: Any, path: Path, options: Any,
@@ -282,6 +314,6 @@ class SessionPool:
                     self._trt_env = SharedTrtEnvironment(gpu=self.gpu)  # detects on first TensorRT use
                 session = open_session(key[0], self.settings, self.cache_dir, max_batch=max_batch,
                                        size=size, progress=self.progress, trt_env=self._trt_env,
-                                       stage=stage)
+                                       stage=stage, gpu=self.gpu)
                 self._sessions[key] = session
             return session

@@ -38,6 +38,11 @@ class InferenceSettings:
     workspace_mb: int = field(default=2048, metadata=limits(min=64, max=65536))
     # Face images for INT8 calibration (aligned crops are cut by our own detector).
     calib_dir: str | None = None
+    # The CUDA device (GPU index) every stage, engine and ONNX Runtime GPU provider uses.
+    device: int = field(default=0, metadata=limits(min=0, max=64))
+    # Frame slots in mapped (zero-copy) pinned memory: the GPU reads them in place instead
+    # of copying; right where CPU and GPU share memory (Jetson), slower on desktop GPUs.
+    mapped_slots: bool = False
 
     def validate(self, where: str) -> None:
         from streamswap.errors import ConfigError
