@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from streamswap import safeyaml
 from streamswap.errors import ConfigError
+from streamswap.files import read_regular
 from streamswap.faces.settings import FacesSettings
 from streamswap.inference.settings import InferenceSettings
 from streamswap.io.settings import IoSettings
@@ -23,6 +25,8 @@ from streamswap.service.settings import ServiceSettings
 from streamswap.typedconfig import from_dict, set_path, to_dict
 
 CONFIG_ENV = "STREAMSWAP_CONFIG"
+# A configuration is a few KiB; anything near this is not one.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass
@@ -57,20 +61,18 @@ def load_config(
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every failure into a one-line ConfigError."""
+    """Read a YAML mapping, turning every failure into a one-line ConfigError.
+
+    Only a regular file of at most MAX_CONFIG_BYTES is read (a FIFO or /dev/zero is refused
+    at once), and it is parsed by `safeyaml` (bounded depth and alias expansion, no
+    duplicate keys): every way of loading a config goes through here."""
+    data_bytes = read_regular(path, MAX_CONFIG_BYTES, what="config file", error=ConfigError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: {problem}{where}") from None
+        text = data_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: config file is not UTF-8 text (byte {exc.start}); "
+                          "save it as UTF-8") from None
+    data = safeyaml.load(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

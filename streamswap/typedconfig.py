@@ -16,6 +16,7 @@ import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from streamswap.errors import ConfigError
+from streamswap.safeyaml import shorten
 
 T = TypeVar("T")
 
@@ -71,20 +72,20 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 errors.append(exc)
         if len(errors) == 1:
             raise errors[0]
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shorten(value)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: must be {_type_name(tp)}, got {shorten(value)}")
         return value
     if origin in (list, tuple):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shorten(value)}")
         (item_tp,) = get_args(tp)[:1] or (Any,)
         items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {shorten(value)}")
         key_tp, val_tp = get_args(tp) or (str, Any)
         return {
             _convert(k, key_tp, path): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()
@@ -93,19 +94,19 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         return from_dict(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+            raise ConfigError(f"{path}: expected true/false, got {shorten(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {shorten(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
+            raise ConfigError(f"{path}: expected a number, got {shorten(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {shorten(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")
 
@@ -116,16 +117,16 @@ def _check(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
     lo, hi = meta.get("min"), meta.get("max")
     # NaN compares false with every bound, so it would slip through the checks below.
     if (lo is not None or hi is not None) and isinstance(value, float) and math.isnan(value):
-        raise ConfigError(f"{path}: must be a number, got {value!r}")
+        raise ConfigError(f"{path}: must be a number, got {shorten(value)}")
     if lo is not None and value < lo:
         bound = f"between {lo} and {hi}" if hi is not None else f"≥ {lo}"
-        raise ConfigError(f"{path}: must be {bound}, got {value!r}")
+        raise ConfigError(f"{path}: must be {bound}, got {shorten(value)}")
     if hi is not None and value > hi:
         bound = f"between {lo} and {hi}" if lo is not None else f"≤ {hi}"
-        raise ConfigError(f"{path}: must be {bound}, got {value!r}")
+        raise ConfigError(f"{path}: must be {bound}, got {shorten(value)}")
     allowed = meta.get("choices")
     if allowed is not None and value not in allowed:
-        raise ConfigError(f"{path}: must be one of {', '.join(allowed)}; got {value!r}")
+        raise ConfigError(f"{path}: must be one of {', '.join(allowed)}; got {shorten(value)}")
 
 
 def from_dict(cls: type[T], data: Any, path: str = "") -> T:
@@ -134,12 +135,13 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {shorten(data)}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
-        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        name = str(unknown[0]) if len(str(unknown[0])) <= 80 else shorten(unknown[0])
+        key = f"{path}.{name}" if path else name
         allowed = ", ".join(sorted(fields))
         raise ConfigError(f"{key}: unknown key (allowed here: {allowed})")
     kwargs = {}
@@ -177,6 +179,6 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         elif not isinstance(child, dict):
             # Replacing it would hide the bad value the file gave for this section.
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"{where}: expected a mapping, got {child!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {shorten(child)}")
         node = child
     node[parts[-1]] = value

@@ -34,7 +34,7 @@ def _gradient(h: int = 64, w: int = 80) -> np.ndarray:
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.jpg"
-    with pytest.raises(InputError, match="nope.jpg: file not found"):
+    with pytest.raises(InputError, match="nope.jpg: image file not found"):
         read_image(path)
 
 

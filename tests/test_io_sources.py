@@ -160,7 +160,7 @@ def test_photo_source_default_photo():
 
 
 def test_photo_source_bad_path():
-    with pytest.raises(InputError, match="cannot read image"):
+    with pytest.raises(InputError, match="nonexistent.jpg: image file not found"):
         open_source("test://photo?path=/nonexistent.jpg", IoSettings()).open()
 
 

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import cv2
 import numpy as np
 
 from streamswap.errors import InputError, ModelError
@@ -21,6 +20,7 @@ from streamswap.faces.align import estimate_similarity, template, warp_crop
 from streamswap.faces.detectors import CONTRACTS as DETECTOR_CONTRACTS
 from streamswap.faces.identity import arcface_inputs
 from streamswap.faces.types import Face
+from streamswap.io.images import read_image
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,10 @@ def load_images(folder: Path, limit: int = 500) -> list[np.ndarray]:
         raise InputError(f"{folder}: calibration folder not found; pass --calib-dir with face photos")
     images = []
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            log.warning("calibration image unreadable, skipped", extra=kv(file=path.name))
+        try:  # the same limits as every image: regular files, size and pixel caps
+            image = read_image(path)
+        except InputError as exc:
+            log.warning("calibration image unreadable, skipped", extra=kv(file=path.name, why=str(exc)))
             continue
         images.append(image)
         if len(images) >= limit:

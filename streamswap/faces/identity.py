@@ -22,7 +22,7 @@ from streamswap.faces.align import align_matrix, warp_crop
 from streamswap.faces.detectors.common import Detector
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
-from streamswap.io.images import read_image
+from streamswap.io.images import read_image, read_image_bytes
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,8 @@ def _content_hash(item: ImageLike) -> str:
         h.update(np.ascontiguousarray(item).data)
     else:
         try:
-            h.update(Path(item).read_bytes())
-        except OSError:
+            h.update(read_image_bytes(item))  # regular files only, size-capped
+        except InputError:
             return ""  # read_image reports it properly
     return h.hexdigest()
 

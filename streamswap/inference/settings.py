@@ -46,11 +46,12 @@ class InferenceSettings:
 
     def validate(self, where: str) -> None:
         from streamswap.errors import ConfigError
+        from streamswap.safeyaml import shorten
 
         for i, name in enumerate(self.fallback):
             if name not in ("cuda", "cpu"):
                 raise ConfigError(
-                    f"{where}.fallback[{i}]: must be cuda or cpu (ONNX Runtime providers), got {name!r}"
+                    f"{where}.fallback[{i}]: must be cuda or cpu (ONNX Runtime providers), got {shorten(name)}"
                 )
 
     @property

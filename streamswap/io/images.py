@@ -2,25 +2,36 @@
 
 Every image leaves here as a BGR uint8 H×W×3 array, whatever the file held: 16-bit PNGs are
 scaled to 8 bits, grayscale is expanded to three channels, an alpha channel is dropped and
-EXIF orientation is applied. The pixel count is checked from the file's header BEFORE
-anything is decoded, so a 10000×10000 photo or a decompression bomb (a tiny file that
-claims a huge size) is refused without allocating its pixels.
+EXIF orientation is applied. The pixel count is checked three times: from the file's
+header BEFORE anything is decoded (a 10000×10000 photo is refused without allocating its
+pixels), by OpenCV's decoder itself (its cap, OPENCV_IO_MAX_IMAGE_PIXELS, is set when the
+`streamswap` package is imported: a file whose header lies to our parser, e.g. a TIFF with
+two different width tags, is refused by the decoder before it allocates), and on the decoded
+array before any conversion allocates more. Files are read only when they are regular files
+no larger than MAX_FILE_BYTES (streamswap.files).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-
+from streamswap import DECODER_MAX_PIXELS  # sets OpenCV's decoder cap before cv2 loads
 from streamswap.errors import InputError, OutputError
+from streamswap.files import read_regular
+from streamswap.logs import kv
+
+import cv2  # noqa: E402  (after the cap above)
+import numpy as np  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 # 50 megapixels: above 8K UHD (33 MP), below anything a camera phone still-shot needs.
-DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = DECODER_MAX_PIXELS
 # A face needs some pixels; detectors do not find faces much smaller than this.
 MIN_SIDE = 32
 # Encoded files above this are refused before being read into memory.
@@ -45,25 +56,13 @@ def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     Raises InputError naming the file when it is missing, a folder, empty, unreadable,
     not an image, too small to hold a face, or larger than `max_pixels`.
     """
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found; check the path") from None
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder, not an image file")
-    if size > MAX_FILE_BYTES:
-        raise InputError(
-            f"{p}: file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit "
-            "for still images; use a smaller image"
-        )
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read ({exc.strerror or exc}); check its permissions") from None
-    return decode_image(data, max_pixels=max_pixels, name=str(p))
+    return decode_image(read_image_bytes(path), max_pixels=max_pixels, name=str(path))
+
+
+def read_image_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The encoded bytes of image file `path`: a regular file of at most MAX_FILE_BYTES
+    (InputError for a FIFO, a device such as /dev/zero, a folder, a missing file)."""
+    return read_regular(path, MAX_FILE_BYTES, what="image file")
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
@@ -75,16 +74,30 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = 
         raise InputError(f"{name}: empty file (0 bytes), not an image")
     header = read_header(data, name)
     check_dimensions(header, max_pixels, name)
+    _warn_unless_decoder_capped()
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # IMREAD_COLOR: 16-bit -> 8-bit (>> 8), gray -> BGR, alpha dropped, EXIF orientation applied.
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc) or "validateInputImageSize" in str(exc):
+            raise InputError(
+                f"{name}: the {header.format} data decodes to more than "
+                f"{min(max_pixels, _decoder_cap()) / 1e6:.0f} megapixels although its header "
+                f"says {header.width}×{header.height}; refused (corrupt or hostile file)") from None
         raise InputError(f"{name}: corrupt {header.format} image ({_first_line(exc)})") from None
     if image is None:
         raise InputError(
             f"{name}: the {header.format} data cannot be decoded (truncated or corrupt file)"
         )
+    # What was decoded, not what the header said, decides (before conversions allocate more).
+    h, w = image.shape[:2]
+    if w * h > max_pixels or (w * h > header.width * header.height):
+        raise InputError(
+            f"{name}: the {header.format} data decodes to {w}×{h} although its header says "
+            f"{header.width}×{header.height}; refused (corrupt or hostile file)"
+            if w * h > header.width * header.height else
+            f"{name}: image is {w}×{h}, over the size limit of {max_pixels / 1e6:.0f} megapixels")
     if image.dtype != np.uint8:  # defensive: decoders that ignore IMREAD_COLOR's depth rule
         image = _to_uint8(image)
     if image.ndim == 2:
@@ -255,11 +268,20 @@ def _tiff(data: bytes, name: str) -> ImageHeader | None:
         for k in range(count):
             off = ifd + 2 + 12 * k
             tag, typ = struct.unpack(end + "HH", data[off:off + 4])
+            if tag not in (256, 257):
+                continue
+            if (w if tag == 256 else h) is not None:
+                # Readers disagree on which of two size tags wins (libtiff keeps the first):
+                # a file that says two things is refused rather than guessed at.
+                raise InputError(f"{name}: TIFF with two {'width' if tag == 256 else 'height'} "
+                                 "tags; refused (corrupt or hostile file)")
+            if typ not in (3, 4):
+                raise InputError(f"{name}: TIFF size tag of unexpected type {typ}; corrupt file")
             value = (struct.unpack(end + "H", data[off + 8:off + 10])[0] if typ == 3
                      else struct.unpack(end + "I", data[off + 8:off + 12])[0])
             if tag == 256:
                 w = value
-            elif tag == 257:
+            else:
                 h = value
     except struct.error:
         raise InputError(f"{name}: truncated or corrupt TIFF") from None
@@ -283,6 +305,32 @@ def _pnm(data: bytes, name: str) -> ImageHeader | None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+def _bmp_claiming(width: int, height: int) -> bytes:
+    """A BMP holding only a header that claims width×height (no pixel data)."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + 40, 0, 0, 14 + 40) + info
+
+
+def _decoder_cap() -> int:
+    value = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")
+    return int(value) if value.isdigit() else DECODER_MAX_PIXELS
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_unless_decoder_capped() -> bool:
+    """Whether OpenCV's decoder enforces our pixel cap (it does not when cv2 was imported
+    before `streamswap`, e.g. by a host program); warns once when it does not."""
+    side = int((DECODER_MAX_PIXELS * 2) ** 0.5)  # a header that claims twice the cap
+    try:
+        cv2.imdecode(np.frombuffer(_bmp_claiming(side, side), np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return True  # refused from the header alone: the cap is active
+    log.warning("OpenCV's decoder pixel cap is not active (cv2 was imported before streamswap); "
+                "image sizes are checked from headers and after decoding only",
+                extra=kv(env="OPENCV_IO_MAX_IMAGE_PIXELS"))
+    return False
+
 
 def _looks_like_text(head: bytes) -> bool:
     if not head:

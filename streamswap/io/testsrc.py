@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from streamswap.errors import InputError
+from streamswap.io.images import read_image
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
 
 
@@ -124,9 +125,7 @@ class PhotoSource(_Generated):
         self.name = f"test://photo?path={found}"
 
     def _prepare(self) -> None:
-        img = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise InputError(f"test://photo: cannot read image {self.path}; give a JPEG/PNG path")
+        img = read_image(self.path)  # regular files only, size and pixel caps
         w, h = self.width, self.height
         scale = min(0.8 * h / img.shape[0], 0.8 * w / img.shape[1])
         size = (max(int(img.shape[1] * scale), 2), max(int(img.shape[0] * scale), 2))

@@ -10,6 +10,8 @@ Outputs: vcam://, vcam:///dev/videoN, rtmp(s)://host/app/key, file.{mp4,mov,mkv,
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from streamswap.errors import InputError, OutputError
+from streamswap.files import kind_of
 from streamswap.io.avsink import FILE_FORMATS, AvSink
 from streamswap.io.avsource import AvSource, OpenSpec
 from streamswap.io.base import Sink, Source
@@ -170,9 +173,17 @@ def _live_or_plain(spec: OpenSpec, settings: IoSettings, live: bool, name: str,
 
 
 def _file_source(path: str, settings: IoSettings, live: bool) -> Source:
-    if not Path(path).is_file():
-        what = "is a folder, not a video file" if Path(path).is_dir() else "does not exist"
-        raise InputError(f"{path}: input file {what}; check the --input path")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: input file does not exist; check the --input path") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read input file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        # A FIFO would block the open until a writer comes, a device never ends: only
+        # regular files are file inputs (cameras are v4l2://, streams have URLs).
+        raise InputError(f"{path}: is {kind_of(mode)}, not a video file; give a video file path, "
+                         "a camera (v4l2:///dev/videoN) or a stream URL")
     pace = {"auto": live, "realtime": True, "fast": False}[settings.file_pacing]
     spec = OpenSpec(path, "file")
     return AvSource(spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path)

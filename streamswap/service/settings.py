@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamswap.errors import ConfigError
+from streamswap.safeyaml import shorten
 from streamswap.typedconfig import limits
 
 # Only these names are exempt from the token rule. Other 127.0.0.0/8 addresses are
@@ -50,9 +51,9 @@ def parse_bind(text: str, key: str = "service.api") -> tuple[str, int]:
     else:
         host, sep, port = text.rpartition(":")
         if ":" in host:
-            raise ConfigError(f"{key}: write IPv6 addresses in brackets, e.g. [::1]:8008; got {text!r}")
+            raise ConfigError(f"{key}: write IPv6 addresses in brackets, e.g. [::1]:8008; got {shorten(text)}")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:8008), got {text!r}")
+        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:8008), got {shorten(text)}")
     return (host or "127.0.0.1"), int(port)
 
 
