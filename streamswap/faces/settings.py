@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamswap.typedconfig import limits
+from streamswap.errors import ConfigError
+
+from streamswap.typedconfig import choices, limits
 
 
 @dataclass
@@ -74,6 +76,38 @@ class TrackingSettings:
     smoothing: float = field(default=0.5, metadata=limits(min=0.0, max=0.95))  # 0 = off
 
 
+SELECT_MODES = ("all", "one", "reference")
+SELECT_ORDERS = ("left-right", "right-left", "top-bottom", "bottom-top", "large-small", "small-large", "best-score")
+UNMATCHED = ("keep", "default-source")
+
+
+@dataclass
+class SelectSettings:
+    """Which faces are swapped: all, one (by `order` and `index`), or the people who look
+    like the `reference` photo(s) (needs a recognizer)."""
+
+    mode: str = field(default="all", metadata=choices(*SELECT_MODES))
+    order: str = field(default="left-right", metadata=choices(*SELECT_ORDERS))
+    index: int = field(default=0, metadata=limits(min=0, max=63))  # mode one: position in `order`
+    reference: list[str] = field(default_factory=list)  # photos of the people to swap (mode reference)
+    threshold: float = field(default=0.4, metadata=limits(min=-1.0, max=1.0))  # cosine similarity, same person
+    recognize_every: int = field(default=30, metadata=limits(min=1, max=10000))  # frames between re-recognitions
+    hold_frames: int = field(default=15, metadata=limits(min=0, max=1000))  # identity kept through occlusions
+
+    def validate(self, where: str) -> None:
+        if self.mode == "reference" and not self.reference:
+            raise ConfigError(f"{where}.reference: mode 'reference' needs at least one photo of the person "
+                              "to swap")
+
+
+@dataclass
+class MapEntry:
+    """Faces like `reference` (a photo of a person in the video) become `source`."""
+
+    reference: str
+    source: str
+
+
 @dataclass
 class FacesSettings:
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -84,3 +118,7 @@ class FacesSettings:
     paste: PasteSettings = field(default_factory=PasteSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)  # the mesh swapper's look
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    select: SelectSettings = field(default_factory=SelectSettings)
+    map: list[MapEntry] = field(default_factory=list)  # person -> source rules (need a recognizer)
+    # With `map`: faces no rule matches keep their own face, or get the main `source`.
+    unmatched: str = field(default="keep", metadata=choices(*UNMATCHED))
