@@ -105,6 +105,8 @@ def build_face_processor(
         recognizer = ArcFace(pool.get(rec.path), name=rec.spec.name)
         latent_cache = LatentCache.for_models_dir(store.dir)
 
+    swapper.masks = build_masks(faces, store, pool)
+
     enhancer = None
     if faces.enhancer:
         enh = _resolve(store, "faces.enhancer", faces.enhancer, None, ("enhancer",))
@@ -119,6 +121,23 @@ def build_face_processor(
     log.info("face stages ready", extra=kv(detector=faces.detector.model, landmarker=faces.landmarker.model,
                                            swapper=faces.swapper.model, enhancer=faces.enhancer))
     return processor
+
+
+def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> Any:
+    """The faces.mask masks (FaceMasks), or None when nothing restricts the swap."""
+    from streamswap.faces.masks import REGIONS, FaceMasks, FaceParser, Occluder
+
+    mask = faces.mask
+    occluder = parser = None
+    if mask.occluder:
+        occ = _resolve(store, "faces.mask.occluder", mask.occluder, "xseg", ("occluder",))
+        occluder = Occluder(pool.get(occ.path), name=occ.spec.name)
+    if mask.parser:
+        par = _resolve(store, "faces.mask.parser", mask.parser, "bisenet", ("parser",))
+        parser = FaceParser(pool.get(par.path), name=par.spec.name, regions=mask.regions)
+    regions = None if parser is not None or set(mask.regions) == set(REGIONS) else tuple(mask.regions)
+    masks = FaceMasks(regions=regions, occluder=occluder, parser=parser)
+    return masks if masks.active else None
 
 
 def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool):

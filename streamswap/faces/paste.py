@@ -102,13 +102,18 @@ class PasteBack:
         target_crop: np.ndarray | None = None,
         kps: np.ndarray | None = None,
         landmarks: np.ndarray | None = None,
+        extra_mask: np.ndarray | None = None,
     ) -> None:
         """Blend `crop` (BGR uint8, square) into `frame` in place. `matrix` is the frame →
         crop affine the crop was aligned with; `target_crop` is the original aligned crop
         (colour-correction reference); `kps` / `landmarks` locate the mouth for the mouth
-        mask. Only the crop's bounding box in the frame is read and written."""
+        mask; `extra_mask` (crop-sized, 0 = keep the target) restricts the blend further
+        (region / occlusion masks). Only the crop's bounding box in the frame is read and
+        written."""
         size = crop.shape[0]
         mask = self.mask(size)
+        if extra_mask is not None:
+            mask = mask * extra_mask
         if self.settings.mouth_mask:
             polygon = mouth_polygon(matrix, kps, landmarks)
             if polygon is not None:

@@ -108,6 +108,27 @@ class MapEntry:
     source: str
 
 
+MASK_REGIONS = ("skin", "brows", "eyes", "nose", "mouth", "lips")
+
+
+@dataclass
+class MaskSettings:
+    """Where the swap is blended in, for every swapper (combined with the feathered mask)."""
+
+    regions: list[str] = field(default_factory=lambda: list(MASK_REGIONS))  # FaceMesh regions replaced
+    occluder: str | None = None  # occlusion model (xseg contract), e.g. xseg_1: occluders stay the target's
+    parser: str | None = None  # face parser (bisenet contract), e.g. bisenet_resnet_34: regions by class
+
+    def validate(self, where: str) -> None:
+        for i, region in enumerate(self.regions):
+            if region not in MASK_REGIONS:
+                raise ConfigError(f"{where}.regions[{i}]: unknown region {region!r}; "
+                                  f"choose from {', '.join(MASK_REGIONS)}")
+        if not self.regions:
+            raise ConfigError(f"{where}.regions: empty, nothing would be swapped; list at least one of "
+                              f"{', '.join(MASK_REGIONS)}")
+
+
 @dataclass
 class FacesSettings:
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -116,6 +137,7 @@ class FacesSettings:
     swapper: SwapperSettings = field(default_factory=SwapperSettings)
     enhancer: str | None = None  # e.g. gfpgan_1.4
     paste: PasteSettings = field(default_factory=PasteSettings)
+    mask: MaskSettings = field(default_factory=MaskSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)  # the mesh swapper's look
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     select: SelectSettings = field(default_factory=SelectSettings)

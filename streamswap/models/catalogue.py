@@ -14,7 +14,8 @@ from typing import Iterable, Mapping
 
 from streamswap.errors import ModelError
 
-ROLES = ("detector", "landmarker", "recognizer", "swapper", "embedding_converter", "enhancer")
+ROLES = ("detector", "landmarker", "recognizer", "swapper", "embedding_converter", "enhancer", "occluder",
+         "parser")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,34 @@ def _specs() -> Iterable[ModelSpec]:
         inputs="`input` 1x3x512x512 RGB (x/255-0.5)/0.5, ffhq_512 crop",
         outputs="1x3x512x512 in [-1,1] -> (x+1)/2*255",
     )
+
+    # Masks (faces.mask): DeepFaceLab's XSeg occlusion model as FaceFusion publishes it, and
+    # BiSeNet face parsers (CelebAMask-HQ classes, yakhyo/face-parsing, MIT).
+    xseg = {  # name -> (release tag, sha256, size)
+        "xseg_1": ("models-3.1.0", "c4d1498b8a03b5fe2a3a5d2ef2a0402ab03bd51edaf5b2d8d5fb764702a97dd3", 70324286),
+        "xseg_2": ("models-3.1.0", "cd9a0879eaf43841d765472cf1f8c330dbf9dcb03da0eace93e95f3bcc399042", 70324286),
+        "xseg_3": ("models-3.2.0", "48ccd7e8541e159a5a754ec9e62df2f12065f7df8f9af842c1750342c6533559", 70327709),
+    }
+    for name, (tag, sha, size) in xseg.items():
+        yield _facefusion(
+            name, tag, role="occluder", sha256=sha, size=size,
+            # GPL-3.0 allows commercial use; distributing a product with it brings GPL obligations.
+            license="GPL-3.0 (DeepFaceLab XSeg)", commercial=True, contract="xseg",
+            inputs="NHWC 1x256x256x3 BGR in [0,1], arcface_128 crop",
+            outputs="1x256x256x1 in [0,1], 1 = face visible (0 = occluded)",
+        )
+    bisenet = {  # name -> (sha256, size); no public source gives resnet_18's hash
+        "bisenet_resnet_18": (None, None),
+        "bisenet_resnet_34": ("4a0b8c958a3c938913bd06a8365dbb3c8761afba6ecbf0d14b3b1f77eb230c96", 93632546),
+    }
+    for name, (sha, size) in bisenet.items():
+        yield _facefusion(
+            name, "models-3.0.0", role="parser", sha256=sha, size=size,
+            license="MIT (yakhyo/face-parsing BiSeNet)", commercial=True, contract="bisenet",
+            inputs="1x3x512x512 RGB ImageNet mean/std, arcface_128 crop",
+            outputs="1x19x512x512 class logits (CelebAMask-HQ: 1 skin, 2/3 brows, 4/5 eyes, 10 nose, "
+            "11 mouth, 12/13 lips, ...)",
+        )
 
 
 def build_catalogue(specs: Iterable[ModelSpec]) -> Mapping[str, ModelSpec]:

@@ -15,6 +15,7 @@ import numpy as np
 from streamswap.errors import ModelError
 from streamswap.faces.align import align_matrix, warp_crop
 from streamswap.faces.identity import SourceIdentity
+from streamswap.faces.masks import FaceMasks
 from streamswap.faces.paste import PasteBack
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.types import Face
@@ -104,6 +105,7 @@ class NeuralSwapper:
         self.name = name
         self.sha256 = sha256
         self.paste_back = PasteBack(paste or PasteSettings())
+        self.masks: FaceMasks | None = None  # region / occlusion masks (faces.mask)
         self._latent: np.ndarray | None = None
         self._source_feeds: dict[int, np.ndarray] = {}  # the latent as fed, per batch size
         self._check_contract()
@@ -227,15 +229,20 @@ class NeuralSwapper:
         return crops, matrices
 
     def paste(self, frame: np.ndarray, faces: Sequence[Face], generated: np.ndarray,
-              crops: np.ndarray, matrices: Sequence[np.ndarray]) -> None:
-        for face, out, crop, matrix in zip(faces, generated, crops, matrices):
-            self.paste_back.paste(frame, out, matrix, target_crop=crop,
-                                  kps=face.kps, landmarks=face.landmarks)
+              crops: np.ndarray, matrices: Sequence[np.ndarray],
+              masks: Sequence[np.ndarray | None] | None = None) -> None:
+        for i, (face, out, crop, matrix) in enumerate(zip(faces, generated, crops, matrices)):
+            self.paste_back.paste(frame, out, matrix, target_crop=crop, kps=face.kps, landmarks=face.landmarks,
+                                  extra_mask=None if masks is None else masks[i])
 
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
         """Replace every face of `frame` in place with the source identity."""
         if not faces:
             return
         crops, matrices = self.align(frame, faces)  # all crops read before any paste
+        masks = None
+        if self.masks is not None and self.masks.active:
+            size = self.crop.size
+            masks = self.masks.masks(frame, faces, matrices, [(size, size)] * len(faces))
         generated = self.generate(crops)
-        self.paste(frame, faces, generated, crops, matrices)
+        self.paste(frame, faces, generated, crops, matrices, masks)

@@ -30,6 +30,7 @@ from streamswap.faces.mesh_topology import (
     CHIN, FACE_OVAL, FOREHEAD, LEFT_CHEEK_EDGE, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NOSE_TIP,
     NUM_LANDMARKS, RIGHT_CHEEK_EDGE, RIGHT_EYE, RIGHT_EYEBROW, delaunay,
 )
+from streamswap.faces.masks import FaceMasks
 from streamswap.faces.settings import MeshSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
@@ -239,6 +240,7 @@ class MeshSwapper:
         self._buffers: OrderedDict[tuple[int, int], _Buffers] = OrderedDict()
         self._blend_buffers: OrderedDict[tuple[int, int], _BlendBuffers] = OrderedDict()
         self._max_cached = max_cached_sizes
+        self.masks: FaceMasks | None = None  # region / occlusion masks (faces.mask)
         self._lut = np.empty((256, 1, 3), np.uint8)
         self._ramp = np.arange(256, dtype=np.float32)
         # Seconds per phase ("warp", "color", "blend") accumulated when set to a dict (bench).
@@ -270,15 +272,25 @@ class MeshSwapper:
         return self._identity
 
     # --- per frame ---------------------------------------------------------------------------
-    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
-        """Replace every face of `frame` (BGR uint8, in place) that has landmarks."""
-        identity = self._identity
-        if identity is None:
+    def swap(self, frame: np.ndarray, faces: Sequence[Face], identities: Sequence[MeshIdentity | None] | None = None) -> None:
+        """Replace every face of `frame` (BGR uint8, in place) that has landmarks, with the
+        current identity or, given `identities`, each face with its own (None: skipped)."""
+        if identities is None:
+            identities = [self._identity] * len(faces)
+        todo = [(f, ident) for f, ident in zip(faces, identities) if f.landmarks is not None and ident is not None]
+        if not todo:
             return
-        for face in faces:
-            if face.landmarks is None:
-                continue
-            self.swap_one(frame, face.landmarks, identity)
+        masks: list[np.ndarray | None] = [None] * len(todo)
+        if self.masks is not None and self.masks.active:  # all read before any face changes
+            regions = [self._region(np.asarray(f.landmarks)[:, :2], frame.shape[1], frame.shape[0]) for f, _ in todo]
+            live = [i for i, r in enumerate(regions) if r is not None]
+            got = self.masks.masks(frame, [todo[i][0] for i in live],
+                                   [np.array([[1, 0, -regions[i][0]], [0, 1, -regions[i][1]]], np.float64) for i in live],
+                                   [(regions[i][2], regions[i][3]) for i in live])
+            for i, m in zip(live, got):
+                masks[i] = m
+        for (face, identity), mask in zip(todo, masks):
+            self.swap_one(frame, face.landmarks, identity, mask)
 
     def _get_buffers(self, h: int, w: int) -> _Buffers:
         return self._cached(self._buffers, _Buffers, h, w)
@@ -314,8 +326,10 @@ class MeshSwapper:
             return None
         return x, y, wq, hq
 
-    def swap_one(self, frame: np.ndarray, landmarks: np.ndarray, identity: MeshIdentity) -> None:
-        """Swap one face given its (468, 3) landmarks in frame pixels."""
+    def swap_one(self, frame: np.ndarray, landmarks: np.ndarray, identity: MeshIdentity,
+                 extra_mask: np.ndarray | None = None) -> None:
+        """Swap one face given its (468, 3) landmarks in frame pixels; `extra_mask` (the face
+        region's size, 0 = keep the target) restricts the blend (faces.mask)."""
         st = self.settings
         prof = self.profile
         t0 = time.perf_counter() if prof is not None else 0.0
@@ -469,9 +483,13 @@ class MeshSwapper:
             full = self._cached(self._blend_buffers, _BlendBuffers, rh, rw)
             cv2.resize(buf.warped_bgr, (rw, rh), dst=full.bgr, interpolation=cv2.INTER_LINEAR)
             cv2.resize(buf.alpha, (rw, rh), dst=full.alpha, interpolation=cv2.INTER_LINEAR)
+            if extra_mask is not None:
+                np.multiply(full.alpha, extra_mask, out=full.alpha)
             np.subtract(np.float32(1.0), full.alpha, out=full.beta)
             cv2.blendLinear(full.bgr, roi, full.alpha, full.beta, dst=roi)  # in place: per-pixel
         else:
+            if extra_mask is not None:
+                np.multiply(buf.alpha, extra_mask, out=buf.alpha)
             np.subtract(np.float32(1.0), buf.alpha, out=buf.beta)
             cv2.blendLinear(buf.warped_bgr, roi, buf.alpha, buf.beta, dst=roi)
         if prof is not None:
