@@ -78,11 +78,25 @@ def _is_journal(stream: Any) -> bool:
     return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted, not to the object it was
+    at set-up: whoever swaps sys.stderr (pytest's capture, a caller of `cli.main()`) and
+    closes the old one later leaves no handler on a closed stream."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+
 def setup_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Configure the root logger once; journald adds its own timestamps, a TTY gets ours."""
-    stream = stream or sys.stderr
+    """Configure the root logger once; journald adds its own timestamps, a TTY gets ours.
+    Without `stream`, records go to the current sys.stderr (see StderrHandler)."""
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
+    stream = handler.stream
     tty = hasattr(stream, "isatty") and stream.isatty()
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(KeyValueFormatter(colour=tty, timestamps=tty, priority=_is_journal(stream)))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -6,8 +6,10 @@ photos) is a failure, not a skip, so CI cannot go green by skipping what it must
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -48,6 +50,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _streamswap_logging_undone() -> Iterator[None]:
+    """Tests that call cli.main() in-process install streamswap's root handler and level;
+    take them away after the test so the next one starts from pytest's own logging."""
+    from streamswap.logs import StderrHandler
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in root.handlers[:]:
+        if isinstance(handler, StderrHandler):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,27 @@ def test_streamswap_error_exit_code_is_the_errors(monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().err == "streamswap doctor: error: /x.mp4: input file does not exist; check the --input path\n"
 
 
+def test_in_process_main_leaves_no_log_handler_on_a_closed_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main() run in-process under a swapped sys.stderr (pytest's capture) that is
+    closed afterwards: later records go to the stderr of that time, never to the closed one."""
+    import io
+    import logging
+
+    from streamswap.commands import doctor
+
+    monkeypatch.setattr(doctor, "run", lambda args, ctx: 0)
+    during = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", during)
+    assert cli.main(["doctor"]) == 0
+    during.close()
+    after = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", after)
+    logging.getLogger("streamswap.test").warning("written after the capture ended")
+    text = after.getvalue()
+    assert "Logging error" not in text and "closed file" not in text
+    assert "WARNING streamswap.test: written after the capture ended" in text
+
+
 def test_log_level_in_any_case(tmp_path: Path) -> None:
     import importlib.util
 
