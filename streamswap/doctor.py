@@ -67,6 +67,8 @@ def run_checks(config: Config, *, store: ModelStore | None = None, sys_root: Pat
         ("models", True, lambda: _models(config, store)),
         ("engine cache", False, lambda: [_engine_cache(config)]),
     ]
+    if config.inference.backend == "triton":  # the models run there: it must answer
+        probes.append(("triton", True, lambda: triton_checks(config)))
     checks: list[Check] = []
     for name, essential, probe in probes:
         try:
@@ -308,6 +310,45 @@ def _models(config: Config, store: ModelStore) -> list[Check]:
     if absent:
         checks.append(Check("models (optional)", OK, f"{len(present)} present; not downloaded: {', '.join(absent)}",
                             "fetch what you use: streamswap models fetch NAME"))
+    return checks
+
+
+def triton_checks(config: Config) -> list[Check]:
+    """inference.backend: triton: the server answers, and serves every model the config's
+    face stages load (by role, under the configured or exported name). Never raises."""
+    from streamswap.inference.triton import TritonConnection, model_not_ready, triton_model_name
+    from streamswap.models.store import role_models
+
+    settings = config.inference.triton
+    try:
+        conn = TritonConnection(settings)
+    except BackendUnavailable as exc:
+        return [Check("triton", FAIL, str(exc))]
+    try:
+        meta = conn.call("get_server_metadata", **({"as_json": True} if settings.protocol == "grpc" else {}))
+        ready = conn.call("is_server_ready")
+    except Exception as exc:
+        why = model_not_ready(conn, "") or f"{type(exc).__name__}: {exc}"
+        return [Check("triton server", FAIL, why,
+                      "start Triton with the repository from `streamswap triton export --repo DIR` "
+                      "(docs/scale-out.md), or set inference.triton.url")]
+    version = meta.get("version", "?")
+    if not ready:
+        return [Check("triton server", FAIL, f"{conn.where} (Triton {version}) answers but is not ready",
+                      "wait for it to load its models; see the server's log")]
+    checks = [Check("triton server", OK, f"{conn.where}, Triton {version}")]
+    for used in role_models(config.faces):
+        ref = settings.models.get(used.role)
+        name = (ref.name if ref and ref.name else "") or triton_model_name(Path(used.file_name))
+        version = ref.version if ref else ""
+        why = model_not_ready(conn, name, version)
+        label = f"triton {used.role}"
+        if why is None:
+            checks.append(Check(label, OK, f"model {name} ready" + (f" (version {version})" if version else "")))
+        else:
+            checks.append(Check(label, FAIL, why,
+                                f"streamswap triton export --repo DIR, load {name} on the server "
+                                f"(or set inference.triton.models.{used.role}.name)"))
     return checks
 
 

@@ -74,7 +74,7 @@ def build_face_processor(
     pool = pool or default_pool(config)
 
     det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))
-    detector = make_detector(det.spec.contract, pool.get(det.path, size=faces.detector.size), faces.detector)
+    detector = make_detector(det.spec.contract, pool.get(det.path, size=faces.detector.size, role="detector"), faces.detector)
 
     landmarker = None
     if faces.landmarker.model:
@@ -85,7 +85,7 @@ def build_face_processor(
                               f"{lm.spec.contract!r} contract; the landmarker must be a facemesh model")
         from streamswap.faces.landmarks import FaceMesh
 
-        landmarker = FaceMesh(pool.get(lm.path))
+        landmarker = FaceMesh(pool.get(lm.path, role="landmarker"))
 
     recognizer = None
     latent_cache = None
@@ -102,7 +102,7 @@ def build_face_processor(
                        ("recognizer",))
         from streamswap.faces.identity import ArcFace, LatentCache
 
-        recognizer = ArcFace(pool.get(rec.path), name=rec.spec.name)
+        recognizer = ArcFace(pool.get(rec.path, role="recognizer"), name=rec.spec.name)
         latent_cache = LatentCache.for_models_dir(store.dir)
 
     swapper.masks = build_masks(faces, store, pool)
@@ -112,7 +112,7 @@ def build_face_processor(
         enh = _resolve(store, "faces.enhancer", faces.enhancer, None, ("enhancer",))
         from streamswap.faces.enhancer import GfpganEnhancer
 
-        enhancer = GfpganEnhancer(pool.get(enh.path), name=enh.spec.name, paste=faces.paste)
+        enhancer = GfpganEnhancer(pool.get(enh.path, role="enhancer"), name=enh.spec.name, paste=faces.paste)
 
     processor = FaceProcessor(
         detector, swapper, landmarker=landmarker, tracking=faces.tracking, recognizer=recognizer,
@@ -131,10 +131,10 @@ def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> A
     occluder = parser = None
     if mask.occluder:
         occ = _resolve(store, "faces.mask.occluder", mask.occluder, "xseg", ("occluder",))
-        occluder = Occluder(pool.get(occ.path), name=occ.spec.name)
+        occluder = Occluder(pool.get(occ.path, role="occluder"), name=occ.spec.name)
     if mask.parser:
         par = _resolve(store, "faces.mask.parser", mask.parser, "bisenet", ("parser",))
-        parser = FaceParser(pool.get(par.path), name=par.spec.name, regions=mask.regions)
+        parser = FaceParser(pool.get(par.path, role="parser"), name=par.spec.name, regions=mask.regions)
     regions = None if parser is not None or set(mask.regions) == set(REGIONS) else tuple(mask.regions)
     masks = FaceMasks(regions=regions, occluder=occluder, parser=parser)
     return masks if masks.active else None
@@ -152,9 +152,9 @@ def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool):
     if sw.spec.companion:
         converter = _resolve(store, "faces.swapper.model", sw.spec.companion, None, ("embedding_converter",))
     return make_neural_swapper(
-        contract, pool.get(sw.path), name=sw.spec.name, model_path=sw.path, sha256=sw.sha256,
+        contract, pool.get(sw.path, role="swapper"), name=sw.spec.name, model_path=sw.path, sha256=sw.sha256,
         paste=faces.paste,
-        converter_session=pool.get(converter.path) if converter else None,
+        converter_session=pool.get(converter.path, role="embedding_converter") if converter else None,
         converter_name=converter.spec.name if converter else "",
         converter_sha256=converter.sha256 if converter else "",
     )

@@ -49,7 +49,8 @@ class SharedTrtEnvironment:
 def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None = None, *,
                  max_batch: int | None = None, size: int | None = None,
                  model_sha256: str | None = None, progress: ProgressFn | None = None,
-                 trt_env: Any = None, stage: str | None = None, gpu: Any = None) -> Session:
+                 trt_env: Any = None, stage: str | None = None, gpu: Any = None,
+                 role: str | None = None, triton_conn: Any = None) -> Session:
     """Open `path` with `settings.backend`, falling back as configured.
 
     For TensorRT, a dynamic leading input dim is the batch (1..`max_batch`, default
@@ -58,10 +59,16 @@ def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None
     by default TensorRT and CUDA are detected for this session alone. `stage` names the
     pipeline stage that owns the session: its engine (or ONNX Runtime's CUDA provider) runs
     on that stage's stream from `gpu`, the process's `cuda.GpuContext` when one is open.
+    With `triton` the model runs on the server (`role` picks inference.triton.models[role]);
+    `triton_conn` is a `TritonConnection` shared by the sessions of one pool.
     """
     stream = gpu.stream(stage) if gpu is not None and stage else None
     if settings.backend == "ort":
         return open_ort_session(path, settings, cache_dir, stream)
+    if settings.backend == "triton":
+        from streamswap.inference.triton import open_triton_session
+
+        return open_triton_session(path, settings.triton, role, triton_conn)
     try:
         return _open_trt(path, settings, cache_dir, max_batch, size, model_sha256, progress, trt_env, stage)
     except BackendUnavailable as exc:

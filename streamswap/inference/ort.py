@@ -294,15 +294,18 @@ class SessionPool:
         self.progress = progress
         self.gpu = gpu  # the process's cuda.GpuContext, when the build place opened one
         self._trt_env: Any = None  # backends.SharedTrtEnvironment, shared by every session
+        self._triton_conn: Any = None  # triton.TritonConnection: one channel to the server
         self._sessions: dict[tuple[Path, str | None], Session] = {}
         self._lock = threading.Lock()
 
     def get(self, path: Path, *, max_batch: int | None = None, size: int | None = None,
-            stage: str | None = None) -> Session:
+            stage: str | None = None, role: str | None = None) -> Session:
         """The session for `path` owned by pipeline stage `stage` (a GPU session runs on that
         stage's stream; the same file used by two stages is two sessions). With
         inference.backend: tensorrt, `max_batch` bounds a dynamic batch dim (default
-        inference.max_batch) and `size` fills other dynamic dims (a detector's input side)."""
+        inference.max_batch) and `size` fills other dynamic dims (a detector's input side).
+        With triton, `role` (detector, swapper, ...) picks the server's model name from
+        inference.triton.models."""
         key = (Path(path).resolve(), stage)
         with self._lock:
             session = self._sessions.get(key)
@@ -312,8 +315,12 @@ class SessionPool:
 
                 if self._trt_env is None:  # one CUDA context, opened once
                     self._trt_env = SharedTrtEnvironment(gpu=self.gpu)  # detects on first TensorRT use
+                if self._triton_conn is None and self.settings.backend == "triton":
+                    from streamswap.inference.triton import TritonConnection
+
+                    self._triton_conn = TritonConnection(self.settings.triton)
                 session = open_session(key[0], self.settings, self.cache_dir, max_batch=max_batch,
                                        size=size, progress=self.progress, trt_env=self._trt_env,
-                                       stage=stage, gpu=self.gpu)
+                                       stage=stage, gpu=self.gpu, role=role, triton_conn=self._triton_conn)
                 self._sessions[key] = session
             return session

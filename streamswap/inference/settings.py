@@ -8,6 +8,68 @@ from streamswap.typedconfig import choices, limits
 
 
 @dataclass
+class TritonModelRef:
+    """Which model the server runs for one role."""
+
+    # "" = the name `streamswap triton export` gives the configured model file.
+    name: str = ""
+    # "" = the server's choice (its version policy, latest by default).
+    version: str = ""
+
+
+TRITON_ROLES = ("detector", "landmarker", "recognizer", "swapper", "embedding_converter", "enhancer",
+                "occluder", "parser")
+
+
+@dataclass
+class TritonSettings:
+    """A Triton Inference Server that runs the models (inference.backend: triton)."""
+
+    # host:port of the server: gRPC listens on 8001, HTTP on 8000 by default.
+    url: str = "localhost:8001"
+    protocol: str = field(default="grpc", metadata=choices("grpc", "http"))
+    # One request, seconds; a frame waits at most timeout × (retries + 1) plus back-off.
+    timeout_s: float = field(default=1.0, metadata=limits(min=0.01, max=600))
+    # Retries of a request the server refused (unavailable, overloaded, timed out).
+    retries: int = field(default=2, metadata=limits(min=0, max=10))
+    # First pause before a retry, doubled each time. After the last retry the server is
+    # taken as down: calls fail at once (frames pass unswapped) and the server is tried
+    # again after `backoff_s` × 2ⁿ, at most `max_backoff_s`, until it answers.
+    backoff_s: float = field(default=0.05, metadata=limits(min=0, max=60))
+    max_backoff_s: float = field(default=2.0, metadata=limits(min=0, max=600))
+    # TLS: gRPC takes the three PEM files below; HTTPS checks the server with `root_certificates`.
+    ssl: bool = False
+    root_certificates: str | None = None
+    private_key: str | None = None
+    certificate_chain: str | None = None
+    # Extra request headers (e.g. an auth token for a gateway in front of the server).
+    headers: dict[str, str] = field(default_factory=dict)
+    # Tensors through system shared memory instead of the socket when the server is on
+    # this host. auto: used when registering a region works (checked at start); on: required.
+    shared_memory: str = field(default="auto", metadata=choices("auto", "on", "off"))
+    # At start, how long to wait for the server and its models to be ready.
+    wait_ready_s: float = field(default=30.0, metadata=limits(min=0, max=3600))
+    # Per role (detector, landmarker, recognizer, swapper, embedding_converter, enhancer,
+    # occluder, parser): the server's model name and version.
+    models: dict[str, TritonModelRef] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        from streamswap.errors import ConfigError
+
+        for role in self.models:
+            if role not in TRITON_ROLES:
+                raise ConfigError(f"{where}.models.{role}: unknown role (one of {', '.join(TRITON_ROLES)})")
+        for role, ref in self.models.items():
+            if ref.version and not ref.version.isdigit():
+                raise ConfigError(f"{where}.models.{role}.version: must be a number, got {ref.version!r}")
+        if self.ssl and self.shared_memory == "on":
+            raise ConfigError(f"{where}.shared_memory: on needs the server on this host; "
+                              "with ssl (a remote server) use auto or off")
+        if self.private_key and not self.certificate_chain or self.certificate_chain and not self.private_key:
+            raise ConfigError(f"{where}.private_key and certificate_chain go together (a client certificate)")
+
+
+@dataclass
 class InferenceSettings:
     # auto picks TensorRT EP > CUDA EP > CoreML > CPU by what is installed and usable.
     # An explicit choice that is unavailable is an error, never a silent fallback.
@@ -20,8 +82,10 @@ class InferenceSettings:
     )
     # Built engines and timing caches; None = ./engines when writable, else the XDG cache.
     engine_cache_dir: str | None = None
-    # What runs the graphs: ONNX Runtime (provider above) or our own TensorRT engines.
-    backend: str = field(default="ort", metadata=choices("ort", "tensorrt"))
+    # What runs the graphs: ONNX Runtime (provider above), our own TensorRT engines, or a
+    # Triton Inference Server shared by many daemons (`triton` below).
+    backend: str = field(default="ort", metadata=choices("ort", "tensorrt", "triton"))
+    triton: TritonSettings = field(default_factory=TritonSettings)
     # When backend: tensorrt cannot be used here (no tensorrt, cuda-python or driver), try
     # these ONNX Runtime providers in order; [] = fail with the reason. "cpu" must be listed
     # explicitly: a user who asked for TensorRT never gets a silent CPU run.

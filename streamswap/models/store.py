@@ -368,3 +368,40 @@ def models_used_by(faces: Any) -> list[str]:
     if faces.swapper.model != "mesh":  # the neural swappers need the identity embedding
         wanted += [faces.swapper.model, faces.recognizer.model]
     return [m for m in dict.fromkeys(wanted) if m and not _looks_like_path(m)]
+
+
+@dataclass(frozen=True)
+class RoleModel:
+    """One model a config's face stages load, by the role it plays."""
+
+    role: str  # detector, landmarker, recognizer, swapper, embedding_converter, enhancer
+    model: str  # catalogue name or the user's path
+    contract: str | None
+    file_name: str  # the file's name in the models dir (or the user's file)
+
+
+def role_models(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> list[RoleModel]:
+    """The models the face stages of a config load (`faces` is config.faces), with their
+    roles (the built-in "mesh" swapper loads none). What a model server must serve."""
+    wanted: list[tuple[str, str | None, str | None]] = [
+        ("detector", faces.detector.model, faces.detector.contract),
+        ("landmarker", faces.landmarker.model, faces.landmarker.contract),
+    ]
+    if faces.swapper.model != "mesh":
+        wanted += [("swapper", faces.swapper.model, faces.swapper.contract),
+                   ("recognizer", faces.recognizer.model, faces.recognizer.contract)]
+        spec = catalogue.get(faces.swapper.model)
+        if spec is not None and spec.companion:
+            wanted.append(("embedding_converter", spec.companion, None))
+    wanted.append(("enhancer", faces.enhancer, None))
+    mask = getattr(faces, "mask", None)
+    if mask is not None:
+        wanted += [("occluder", mask.occluder, "xseg"), ("parser", mask.parser, "bisenet")]
+    out = []
+    for role, model, contract in wanted:
+        if not model:
+            continue
+        spec = catalogue.get(model)
+        file_name = spec.file if spec is not None and not _looks_like_path(model) else Path(model).name
+        out.append(RoleModel(role, model, contract, file_name))
+    return out
