@@ -374,7 +374,7 @@ def models_used_by(faces: Any) -> list[str]:
 class RoleModel:
     """One model a config's face stages load, by the role it plays."""
 
-    role: str  # detector, landmarker, recognizer, swapper, embedding_converter, enhancer
+    role: str  # detector, landmarker, recognizer, swapper, embedding_converter, enhancer, occluder, parser
     model: str  # catalogue name or the user's path
     contract: str | None
     file_name: str  # the file's name in the models dir (or the user's file)
