@@ -292,3 +292,74 @@ def test_black_and_white_source_takes_the_targets_skin_colour(processor, photos)
             results[name, share] = out
     np.testing.assert_array_equal(results["grey", 0.0], results["grey", 1.0])
     assert not np.array_equal(results["colour", 0.0], results["colour", 1.0])
+
+
+def _stretch_stats(identity, landmarks, settings) -> tuple[float, float]:
+    """(share of the painted area whose texture is stretched more than 3×, share of the
+    face's mesh area that is painted at all)."""
+    from streamswap.faces.swappers.mesh import _areas, painted_stretch
+
+    stretch, area = painted_stretch(identity, landmarks, settings)
+    total = float(_areas(np.asarray(landmarks)[:, :2][identity.triangles]).sum())
+    return float(area[stretch > 3.0].sum() / max(area.sum(), 1e-6)), float(area.sum() / total)
+
+
+def test_turned_targets_get_no_stretched_texture(processor, photos) -> None:
+    """Texture stretch per triangle (target area / source area, each over its face size²):
+    the profile and three-quarter faces of the group photo used to take 6–17 % of their
+    swapped area from source triangles seen nearly edge-on (the side of the nose and
+    cheek); now none, while the frontal faces keep (almost) all of their swap."""
+    from streamswap.faces.settings import MeshSettings
+    from streamswap.faces.swappers.mesh import frontality, prepare_identity
+
+    source = cv2.imread(str(photos[0]))
+    processor.reset()
+    identity = prepare_identity(source, processor.detect(source, 0)[0].landmarks)
+    processor.reset()
+    faces = processor.detect(cv2.imread(str(photos[1])), 0)
+    before, after = MeshSettings(mirror_fill=False, max_stretch=1e9), MeshSettings()
+    turned = [f for f in faces if frontality(f.landmarks) < 0.5]
+    frontal = [f for f in faces if frontality(f.landmarks) > 0.85]
+    assert len(turned) >= 3 and len(frontal) >= 2
+    assert max(_stretch_stats(identity, f.landmarks, before)[0] for f in turned) > 0.05  # the old look
+    for face in turned:
+        stretched, covered = _stretch_stats(identity, face.landmarks, after)
+        assert stretched == 0.0 and covered > 0.7
+    for face in frontal:
+        assert _stretch_stats(identity, face.landmarks, after)[1] > 0.97
+
+
+def test_turned_source_fills_its_hidden_half_mirrored(processor, photos) -> None:
+    """A source in three-quarter view (the group photo's second person from the left)
+    onto the frontal astronaut: its far half, seen edge-on, is replaced by the mirrored near
+    half, so almost the whole face gets unstretched texture (without the mirror, a third of
+    it would be left out or smeared)."""
+    from streamswap.faces.settings import MeshSettings
+    from streamswap.faces.swappers.mesh import frontality, prepare_identity
+
+    group = cv2.imread(str(photos[1]))
+    processor.reset()
+    turned = min(processor.detect(group, 0), key=lambda f: frontality(f.landmarks))
+    identity = prepare_identity(group, turned.landmarks)
+    assert (identity.side != 0).sum() > 0.8 * len(identity.side)
+    target = cv2.imread(str(photos[0]))
+    processor.reset()
+    landmarks = processor.detect(target, 0)[0].landmarks
+    no_mirror = _stretch_stats(identity, landmarks, MeshSettings(mirror_fill=False))
+    mirrored = _stretch_stats(identity, landmarks, MeshSettings())
+    assert mirrored[0] == 0.0 and mirrored[1] > 0.8
+    assert mirrored[1] > no_mirror[1] + 0.1
+
+
+def test_tight_face_crop_as_target(processor, photos) -> None:
+    """The 112 px Tom Hanks crop as the TARGET: found with the padded retry and swapped."""
+    _, _, hanks = sample_photo_paths()
+    processor.set_source_images([photos[0]])
+    target = cv2.imread(str(hanks))
+    processor.reset()
+    assert processor.detect(target, 0) == []  # the plain detector misses it
+    faces = processor.detect_still(target)
+    assert len(faces) == 1
+    out = target.copy()
+    processor.swap(out, faces)
+    assert np.abs(out.astype(int) - target).mean() > 3.0

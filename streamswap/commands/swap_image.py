@@ -67,8 +67,7 @@ def swap_file(processor: Any, target: Path, output: Path, image: Any = None) -> 
 
     if image is None:
         image = read_image(target)
-    processor.reset()  # a still photo: no tracking or smoothing across images
-    faces = processor.detect(image, 0)
+    faces = processor.detect_still(image)  # no tracking or smoothing across images
     if not faces:
         raise NoFaceError(f"{target}: no face found in the target image")
     processor.swap(image, faces)

@@ -167,6 +167,16 @@ class FaceProcessor:
         if self.enhancer is not None:
             self.enhancer.enhance(frame, faces)
 
+    def detect_still(self, image: np.ndarray) -> list[Face]:
+        """Faces of a still photo (no tracking across images). A face cropped too tightly
+        for the detector (e.g. a 112 px aligned crop) gets the same padded retry as a source
+        photo."""
+        self.reset()
+        faces = self.detect(image, 0)
+        if faces:
+            return faces
+        return self._source_detector.detect(image)
+
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated image or stream follows)."""
         with self._models_lock:

@@ -66,6 +66,13 @@ class MeshSettings:
     relight_color: float = field(default=0.5, metadata=limits(min=0.0, max=1.0))  # share of local tint with it
     relight_scale: float = field(default=0.2, metadata=limits(min=0.02, max=1.0))  # "low frequency" blur radius
     max_std_ratio: float = field(default=1.6, metadata=limits(min=1.0, max=4.0))  # clamp of the std transfer
+    # A part of the face the source shows edge-on (stretch above this: target area / source
+    # area, relative to face size) is filled from the mirrored other side of the source.
+    mirror_fill: bool = True
+    mirror_stretch: float = field(default=1.8, metadata=limits(min=1.0, max=10.0))
+    # Triangles still stretched more than this (e.g. the side of the nose or cheek a frontal
+    # source shows edge-on, on a profile target) keep the target's own pixels.
+    max_stretch: float = field(default=3.0, metadata=limits(min=1.0, max=1000.0))
     # Larger faces are rendered at this size (px) and blended at full size.
     max_work_face: int = field(default=320, metadata=limits(min=64, max=2048))
 

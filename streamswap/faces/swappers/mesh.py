@@ -27,7 +27,7 @@ import numpy as np
 
 from streamswap.errors import InputError
 from streamswap.faces.mesh_topology import (
-    CHIN, FACE_OVAL, FOREHEAD, LEFT_CHEEK_EDGE, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NOSE_TIP,
+    CHIN, FACE_OVAL, FOREHEAD, LEFT_CHEEK_EDGE, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, MIRROR, NOSE_TIP,
     NUM_LANDMARKS, RIGHT_CHEEK_EDGE, RIGHT_EYE, RIGHT_EYEBROW, delaunay,
 )
 from streamswap.faces.masks import FaceMasks
@@ -35,8 +35,8 @@ from streamswap.faces.settings import MeshSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
 
-__all__ = ["MeshIdentity", "MeshSettings", "MeshSwapper", "capped_oval", "frontality", "prepare_identity",
-           "source_quality"]
+__all__ = ["MeshIdentity", "MeshSettings", "MeshSwapper", "capped_oval", "frontality", "painted_stretch",
+           "prepare_identity", "source_quality", "texture_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class MeshIdentity:
 
     levels: tuple[_Level, ...]  # finest first, each half the previous
     triangles: np.ndarray  # (T, 3) int32 landmark indices
+    mirrored: np.ndarray  # (T, 3) int32: each triangle's mirror image across the face midline
+    area: np.ndarray  # (T,) float32 source triangle areas / source face size²
+    mirror_area: np.ndarray  # (T,) float32 the same for the mirrored triangles
+    side: np.ndarray  # (T,) int8: -1 / +1 triangle wholly on one half of the face, 0 on the midline
     lab_mean: np.ndarray  # (3,) float32, skin statistics of the source (LAB, 8-bit scale)
     lab_std: np.ndarray  # (3,) float32
 
@@ -154,12 +158,97 @@ def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "sour
                              (prev.points * np.array([fx, fy], np.float32)).astype(np.float32),
                              prev.face_size / 2))
     triangles = delaunay(lm)
+    mirrored = np.asarray(MIRROR, np.int32)[triangles]
+    norm = 1.0 / (size * size)
+    point_side = face_sides(landmarks)[triangles]  # (T, 3)
+    tri_side = np.where((point_side <= 0).all(axis=1) & (point_side < 0).any(axis=1), -1,
+                        np.where((point_side >= 0).all(axis=1) & (point_side > 0).any(axis=1), 1, 0))
     log.debug("mesh identity", extra=kv(source=name, face_px=round(size), triangles=len(triangles),
                                         levels=len(levels)))
     return MeshIdentity(
-        levels=tuple(levels), triangles=triangles,
+        levels=tuple(levels), triangles=triangles, mirrored=mirrored,
+        area=(_areas(lm[triangles]) * norm).astype(np.float32), side=tri_side.astype(np.int8),
+        mirror_area=(_areas(lm[mirrored]) * norm).astype(np.float32),
         lab_mean=mean.ravel().astype(np.float32), lab_std=np.maximum(std.ravel(), 1.0).astype(np.float32),
     )
+
+
+def _areas(tris: np.ndarray) -> np.ndarray:
+    """Unsigned areas of (T, 3, 2) triangles."""
+    e1 = tris[:, 1] - tris[:, 0]
+    e2 = tris[:, 2] - tris[:, 0]
+    return np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) * 0.5
+
+
+def face_sides(landmarks: np.ndarray) -> np.ndarray:
+    """(468,) int8: which half of the face each landmark is on (-1: the image-left half of a
+    frontal face, +1 the other, 0 the midline), from the 3-D mesh: the sign of the distance
+    to the plane through the midline landmarks, so a turned face is split as a frontal one."""
+    lm = np.asarray(landmarks, np.float32)
+    xyz = lm[:, :3] if lm.shape[1] >= 3 else np.concatenate([lm[:, :2], np.zeros((len(lm), 1), np.float32)], 1)
+    mid = np.array([i for i, j in enumerate(MIRROR) if i == j])
+    pairs = np.array([i for i, j in enumerate(MIRROR) if i < j])
+    # The plane's normal: the mean direction from each point to its mirror image.
+    normal = (xyz[np.asarray(MIRROR)[pairs]] - xyz[pairs]).mean(axis=0)
+    normal /= max(float(np.linalg.norm(normal)), 1e-6)
+    dist = (xyz - xyz[mid].mean(axis=0)) @ normal
+    side = np.sign(dist).astype(np.int8)
+    side[mid] = 0
+    if side[RIGHT_EYE[0]] > 0:  # orient: MediaPipe's "right" eye is on the image-left half
+        side = -side
+    return side
+
+
+def texture_sources(identity: MeshIdentity, landmarks: np.ndarray, mirror_fill: bool = True,
+                    limit: float = 1.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which source landmarks texture each target triangle, and how much the texture is
+    stretched there: (T, 3) landmark indices, (T,) stretch, (T,) mirrored flags.
+
+    Stretch is the target triangle's area over its source triangle's, both relative to
+    their face size: about 1 where the source shows a part as much as the target does,
+    large where the source saw it edge-on (the far half of a turned source face). When the
+    target shows a half of the face `limit` times more than the source does, and the
+    source shows the other half better, that whole half takes the mirrored triangles of
+    the other half (its texture flipped, which the per-triangle affine does by itself):
+    one seam along the midline instead of a patchwork."""
+    pts = np.asarray(landmarks, np.float32)[:, :2]
+    size = float(np.ptp(pts[_OVAL], axis=0).max())
+    area_t = _areas(pts[identity.triangles]) / max(size * size, 1e-6)
+    stretch = area_t / np.maximum(identity.area, 1e-7)
+    use = np.zeros(len(stretch), bool)
+    if mirror_fill:
+        for half in (-1, 1):
+            mine, other = identity.side == half, identity.side == -half
+            shown_here, shown_there = float(identity.area[mine].sum()), float(identity.area[other].sum())
+            if shown_there > 1.3 * shown_here and float(area_t[mine].sum()) > limit * shown_here:
+                use |= mine
+    stretch = np.where(use, area_t / np.maximum(identity.mirror_area, 1e-7), stretch)
+    index = np.where(use[:, None], identity.mirrored, identity.triangles)
+    return index, stretch, use
+
+
+def _painted(det: np.ndarray, s1: np.ndarray, s2: np.ndarray, flipped: np.ndarray, stretch: np.ndarray,
+             max_stretch: float) -> np.ndarray:
+    """Triangles that get source texture: facing the camera in the target as in the source
+    (a mirrored source triangle has the opposite winding), and not stretched more than
+    `max_stretch` (texture the source saw nearly edge-on would smear across the target:
+    the target keeps its own skin there, blended by the mask's soft edge)."""
+    facing = det * (s1[:, 0] * s2[:, 1] - s1[:, 1] * s2[:, 0]) * np.where(flipped, -1.0, 1.0) > 0
+    return facing & (stretch <= max_stretch)
+
+
+def painted_stretch(identity: MeshIdentity, landmarks: np.ndarray, settings: MeshSettings | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(stretch, target area) of the triangles the swap paints with source texture on a
+    face with these landmarks (the texture-stretch measure of `texture_sources`)."""
+    st = settings or MeshSettings()
+    pts = np.asarray(landmarks, np.float32)[:, :2]
+    index, stretch, flipped = texture_sources(identity, pts, st.mirror_fill, st.mirror_stretch)
+    dst, src = pts[identity.triangles], identity.levels[0].points[index]
+    e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    keep = _painted(det, src[:, 1] - src[:, 0], src[:, 2] - src[:, 0], flipped, stretch, st.max_stretch)
+    return stretch[keep], np.abs(det[keep]) * 0.5
 
 
 def frontality(landmarks: np.ndarray) -> float:
@@ -367,7 +456,8 @@ class MeshSwapper:
                 level = candidate
         tri = identity.triangles
         dst = pts[tri]  # (T, 3, 2) target triangles
-        src = level.points[tri]  # (T, 3, 2) source triangles
+        src_index, stretch, flipped = texture_sources(identity, pts, st.mirror_fill, st.mirror_stretch)
+        src = level.points[src_index]  # (T, 3, 2) source triangles (some mirrored)
 
         # Per-triangle affine target -> source: [x y 1] @ X = [u v].
         e1 = dst[:, 1] - dst[:, 0]
@@ -407,7 +497,7 @@ class MeshSwapper:
         # camera: on a turned face it lies beyond the visible silhouette (over the
         # background next to the nose or the far cheek). Those are drawn first as "turned
         # away" (no texture: the target stays), facing ones over them, far to near.
-        facing = det * (s1[:, 0] * s2[:, 1] - s1[:, 1] * s2[:, 0]) > 0
+        facing = _painted(det, s1, s2, flipped, stretch, st.max_stretch)
         order = order[ok[order]]
         away = sentinel + 1
         for i in order[~facing[order]].tolist():
