@@ -298,6 +298,14 @@ class DeviceArray:
         return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False),
                 "version": 3, "strides": None, "stream": None}
 
+    def __getitem__(self, index: int) -> "DeviceArray":
+        """Item `index` along the first axis (e.g. one crop of a batch), no copy."""
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(f"index {index} out of range for a device array of shape {self.shape}")
+        inner = self.shape[1:]
+        step = int(np.prod(inner, dtype=np.int64)) * self.dtype.itemsize
+        return DeviceArray(self.ptr + index * step, inner, self.dtype, self._owner)
+
     def view(self, shape: Sequence[int]) -> "DeviceArray":
         """The leading part of this memory with another (not larger) shape, e.g. a batch of n."""
         out = DeviceArray(self.ptr, shape, self.dtype, self._owner)
@@ -409,13 +417,17 @@ class PinnedAllocator:
         self._lock = threading.Lock()
 
     def alloc(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        return self.alloc_buffer(shape, dtype).array(shape, dtype)
+
+    def alloc_buffer(self, shape: Sequence[int], dtype: Any) -> PinnedBuffer:
+        """The pinned buffer for one (shape, dtype) array (its `device_ptr` when mapped)."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         buffer = PinnedBuffer(self._cuda, nbytes, self.mapped)
         with self._lock:
             self._buffers.append(buffer)
         log.debug("pinned slot", extra=kv(shape=tuple(shape), dtype=str(dtype), bytes=nbytes))
-        return buffer.array(shape, dtype)
+        return buffer
 
     @property
     def allocated_bytes(self) -> int:

@@ -314,6 +314,14 @@ class TrtSession:
             shapes[info.name] = array.shape
             self._cuda.copy_htod_async(tensor.device, staged, handle)
         self.enqueue(shapes, handle)
+        return self.fetch(handle)
+
+    def fetch(self, stream: "Stream | int | None" = None) -> PendingRun:
+        """Queue copies of every output (at the last run's shapes) into pinned memory and an
+        event; `result()` waits for that event only."""
+        if self._in_flight:
+            raise RuntimeError(f"{self.path.name}: a run is already in flight; take its result() first")
+        handle = _handle(stream if stream is not None else self.stream)
         outputs: dict[str, np.ndarray] = {}
         for info in self._outputs:
             tensor = self._tensors[info.name]

@@ -18,6 +18,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+from numba import config as numba_config
 from numba import cuda
 
 from streamswap.ops.cpu import Box, letterbox_geometry
@@ -30,6 +31,10 @@ def as_stream(stream: Any) -> Any:
     """A numba stream for `stream` (numba stream, raw cudaStream_t handle, or None)."""
     if stream is None:
         return cuda.default_stream()
+    if SIMULATED and not type(stream).__module__.startswith("numba"):
+        # The simulator has no external streams and runs every launch to completion at
+        # once, so any stream orders it correctly.
+        return cuda.default_stream()
     if isinstance(stream, int):
         return cuda.external_stream(stream)
     handle = getattr(stream, "handle", None)  # streamswap.inference.cuda.Stream
@@ -40,10 +45,27 @@ def as_stream(stream: Any) -> Any:
 
 def as_device(array: Any) -> Any:
     """Numba's view of a device array given as anything with `__cuda_array_interface__`."""
-    if hasattr(cuda, "as_cuda_array") and not hasattr(array, "copy_to_host"):
-        if hasattr(array, "__cuda_array_interface__"):
-            return cuda.as_cuda_array(array)
-    return array
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if interface is None or hasattr(array, "copy_to_host"):
+        return array  # numba's own device array, or a numpy array under the simulator
+    if SIMULATED:
+        # No device under the simulator: the pointer is host memory (the tests' recording
+        # fake of cuda-python allocates "device" buffers in host memory).
+        return _host_view(interface)
+    return cuda.as_cuda_array(array)
+
+
+SIMULATED = bool(numba_config.ENABLE_CUDASIM)
+
+
+def _host_view(interface: dict[str, Any]) -> np.ndarray:
+    import ctypes
+
+    dtype = np.dtype(interface["typestr"])
+    shape = tuple(interface["shape"])
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = (ctypes.c_ubyte * max(count * dtype.itemsize, 1)).from_address(interface["data"][0])
+    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
 
 def _grid(shape: Sequence[int], block: Sequence[int]) -> tuple[int, ...]:

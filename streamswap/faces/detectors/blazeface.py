@@ -79,8 +79,11 @@ class BlazeFaceDetector(LetterboxDetector):
     def detect(self, bgr: np.ndarray) -> list[Face]:
         """Faces in `bgr` (H×W×3 uint8), frame coordinates, best first."""
         scale = self.input.fill(bgr)
-        out = self.session.run({self.input_name: self.input.buffer})
-        return self.decode(out[self.regressor_name], out[self.score_name], scale, bgr.shape)
+        return self.decode_outputs(self.session.run({self.input_name: self.input.buffer}), scale, bgr.shape)
+
+    def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float,
+                       frame_shape: tuple[int, ...]) -> list[Face]:
+        return self.decode(outputs[self.regressor_name], outputs[self.score_name], scale, frame_shape)
 
     def decode(self, regressors: np.ndarray, logits: np.ndarray, scale: float,
                frame_shape: tuple[int, ...]) -> list[Face]:

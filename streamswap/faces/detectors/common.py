@@ -91,8 +91,12 @@ class LetterboxDetector:
     def detect(self, bgr: np.ndarray) -> list[Face]:
         """Faces in `bgr` (H×W×3 uint8), frame coordinates, best first."""
         scale = self.input.fill(bgr)
-        out = self.session.run({self.input_name: self.input.buffer})
-        return self.decode([out[n] for n in self.output_names], scale, bgr.shape)
+        return self.decode_outputs(self.session.run({self.input_name: self.input.buffer}), scale, bgr.shape)
+
+    def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float,
+                       frame_shape: tuple[int, ...]) -> list[Face]:
+        """Faces from one run's outputs by name (the host and the device path share it)."""
+        return self.decode([outputs[n] for n in self.output_names], scale, frame_shape)
 
     def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         raise NotImplementedError

@@ -1,0 +1,227 @@
+"""The GPU frame path of the face stages: a frame crosses the bus once each way.
+
+`DeviceFrames` is the pipeline's slot allocator on the GPU path: each frame slot is pinned
+host memory (the decoder writes it, the encoder reads it) with a device frame beside it, all
+allocated when the pipeline starts. The detect stage uploads a slot once, on its stream, and
+records the slot's event; the swap stage's stream waits on that event (on the GPU: the host
+never waits for the detector), swaps in place in the device frame, and downloads the result
+once into the pinned slot. With mapped slots (Jetson, where CPU and GPU share memory) the
+device reads the pinned slot in place and nothing is copied.
+
+The device twins of the host adapters run the same steps with `streamswap.ops.cuda` kernels
+on the stage's stream; only small things cross to the host (the detector's raw outputs for
+decoding, 5-point matrices going the other way):
+- `DeviceDetector`: letterbox + normalise straight into the engine's input, run, fetch the
+  outputs, decode on the host with the host adapter's own decoder.
+- `DeviceSwapper`: every face's aligned crop warped and normalised into the generator's
+  input in one launch, one generator call for all faces, the crops converted back and
+  pasted with the feathered mask, all on the device.
+Buffers are sized for `max_faces` when an adapter is made; nothing is allocated per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from streamswap.errors import ConfigError, ModelError
+from streamswap.faces.align import align_matrix, invert_affine, source_roi
+from streamswap.faces.types import Face
+from streamswap.inference.cuda import Cuda, DeviceArray, Event, PinnedAllocator, Stream
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceFrame:
+    """One slot's frame on the device: (H, W, 3) uint8 BGR."""
+
+    slot: int
+    array: DeviceArray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+
+class DeviceFrames:
+    """Frame slots in pinned host memory, each with its device frame and events; the
+    pipeline's `Allocator` on the GPU path (slot i is the i-th allocation)."""
+
+    def __init__(self, cuda: Cuda, mapped: bool = False) -> None:
+        self.cuda = cuda
+        self.mapped = mapped
+        self._host = PinnedAllocator(cuda, mapped=mapped)
+        self._frames: list[DeviceArray] = []
+        self._hosts: list[np.ndarray] = []
+        self._uploaded: list[Event] = []
+        self._downloaded: list[Event] = []
+        self.bytes_up = 0  # host → device bytes copied so far (bench: bytes per frame)
+        self.bytes_down = 0
+
+    # -- pipeline.slots.Allocator ---------------------------------------------------------
+    def alloc(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        pinned = self._host.alloc_buffer(shape, dtype)
+        host = pinned.array(shape, dtype)
+        if self.mapped:  # the device reads the pinned slot itself
+            device = DeviceArray(pinned.device_ptr, shape, dtype, pinned)
+        else:
+            device = self.cuda.device_buffer(host.nbytes).array(shape, dtype)
+        self._hosts.append(host)
+        self._frames.append(device)
+        self._uploaded.append(self.cuda.event())
+        self._downloaded.append(self.cuda.event())
+        return host
+
+    def close(self) -> None:
+        for event in [*self._uploaded, *self._downloaded]:
+            event.close()
+        self._frames.clear()
+        self._hosts.clear()
+        self._host.close()
+
+    # -- the frame path -------------------------------------------------------------------
+    def upload(self, slot: int, stream: Stream) -> DeviceFrame:
+        """Queue slot `slot`'s pinned frame to its device frame on `stream` (the detect
+        stage's) and mark it with the slot's upload event."""
+        device = self._frames[slot]
+        if not self.mapped:
+            self.cuda.copy_htod_async(device.ptr, self._hosts[slot], stream)
+            self.bytes_up += device.nbytes
+        self._uploaded[slot].record(stream)
+        return DeviceFrame(slot, device)
+
+    def frame(self, slot: int, stream: Stream) -> DeviceFrame:
+        """Slot `slot`'s device frame for a later stage: `stream` waits (on the GPU) until
+        its upload is done."""
+        stream.wait(self._uploaded[slot])
+        return DeviceFrame(slot, self._frames[slot])
+
+    def download(self, slot: int, stream: Stream) -> None:
+        """Bring the device frame back into the pinned slot; returns when it is there (the
+        host waits for this copy only, so the encoder reads the finished frame)."""
+        if not self.mapped:
+            self.cuda.copy_dtoh_async(self._hosts[slot], self._frames[slot].ptr, stream)
+            self.bytes_down += self._frames[slot].nbytes
+        event = self._downloaded[slot]
+        event.record(stream)
+        event.synchronize()
+
+
+def _float_io(session: Any, names: Sequence[str], what: str) -> None:
+    for info in [*session.inputs, *session.outputs]:
+        if info.name in names and np.dtype(info.dtype) != np.float32:
+            raise ModelError(
+                f"{what}: the GPU frame path feeds float32 tensors, but {info.name!r} is {np.dtype(info.dtype)}; "
+                "use the model's fp32-I/O file (streamswap builds fp16 engines with fp32 I/O)"
+            )
+
+
+class DeviceDetector:
+    """A letterbox detector on the device; `detector` is the host adapter (its input
+    geometry, normalisation and decoder), `session` its engine (`TrtSession`)."""
+
+    def __init__(self, detector: Any, session: Any) -> None:
+        self.detector = detector
+        self.session = session
+        self.input_name = detector.input_name
+        _float_io(session, [self.input_name], getattr(detector, "label", "detector"))
+        size = detector.input.size
+        self.input_shape = (1, 3, size, size)
+
+    def detect(self, frame: DeviceFrame, stream: Stream) -> list[Face]:
+        from streamswap.ops import cuda as ops
+
+        spec = self.detector.input
+        target = self.session.device_input(self.input_name).view(self.input_shape)
+        scale = ops.letterbox(frame.array, target, float(spec.mean), float(spec.scale), spec.rgb, stream=stream)
+        self.session.enqueue({self.input_name: self.input_shape}, stream)
+        outputs = self.session.fetch(stream).result()  # small: scores, boxes, key points
+        return self.detector.decode_outputs(outputs, scale, frame.shape)
+
+
+class DeviceSwapper:
+    """A neural swapper on the device; `swapper` is the host adapter (crop format, the
+    identity → latent contract, the paste mask), `session` its generator engine."""
+
+    def __init__(self, swapper: Any, session: Any, cuda: Cuda, max_faces: int) -> None:
+        from streamswap.ops import cuda as ops
+
+        self.swapper = swapper
+        self.session = session
+        self.max_faces = max_faces
+        fmt = swapper.crop
+        self.size = fmt.size
+        self.output_name = swapper._output_name
+        _float_io(session, ["target", "source", self.output_name], swapper.name)
+        paste = swapper.paste_back.settings
+        if paste.color_correction or paste.mouth_mask:
+            raise ConfigError(
+                "faces.paste.color_correction and faces.paste.mouth_mask run on the CPU frame path "
+                "only: turn them off for the GPU path (inference.backend: tensorrt), or use "
+                "inference.backend: ort"
+            )
+        batch = session.max_shape("target")[0]
+        if batch < max_faces:
+            raise ModelError(f"{swapper.name}: the engine takes {batch} faces per call, the detector finds up "
+                             f"to {max_faces}; rebuild with `streamswap engines build --max-faces {max_faces}`")
+        s = self.size
+        crop_bytes = max_faces * s * s * 3
+        self._crops = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
+        self._generated = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
+        mask = swapper.paste_back.mask(s)
+        self._mask = cuda.device_buffer(mask.nbytes).array(mask.shape, np.float32)
+        self._mask_host = cuda.pinned_buffer(mask.nbytes).array(mask.shape, np.float32)
+        np.copyto(self._mask_host, mask)
+        self._mask_uploaded = False
+        self._params = ops.CropParams(max_faces)
+        latent_shape = (batch, swapper.latent_size)
+        self._latent_host = cuda.pinned_buffer(int(np.prod(latent_shape)) * 4).array(latent_shape, np.float32)
+        self._latent_dirty = False
+        self._cuda = cuda
+        log.info("device swapper ready", extra=kv(model=swapper.name, crop=s, max_faces=max_faces))
+
+    def set_identity(self, identity: Any) -> None:
+        """The host adapter computes the latent once; it is uploaded at the next swap."""
+        self.swapper.set_identity(identity)
+        latent = self.swapper._latent
+        self._latent_host[...] = latent.reshape(1, -1)
+        self._latent_dirty = True
+
+    def swap(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
+        """Replace `faces` in the device frame, in place: one crop launch, one generator
+        call, one paste launch per face."""
+        from streamswap.ops import cuda as ops
+
+        if not faces:
+            return
+        if len(faces) > self.max_faces:
+            faces = faces[: self.max_faces]
+        if self.swapper._latent is None:
+            raise RuntimeError(f"{self.swapper.name}: set_identity() must be called before swap()")
+        session, s, n = self.session, self.size, len(faces)
+        if not self._mask_uploaded:
+            self._cuda.copy_htod_async(self._mask.ptr, self._mask_host, stream)
+            self._mask_uploaded = True
+        if self._latent_dirty:  # a new identity: every batch row of the source input at once
+            self._cuda.copy_htod_async(session.device_input("source").ptr, self._latent_host, stream)
+            self._latent_dirty = False
+        fmt = self.swapper.crop
+        matrices = [align_matrix(face.kps, fmt.template, s) for face in faces]
+        inverses = [invert_affine(m) for m in matrices]
+        boxes = [source_roi(inv, s, s, frame.shape) for inv in inverses]
+        crops = self._crops.view((n, s, s, 3))
+        ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
+        target = session.device_input("target").view((n, 3, s, s))
+        ops.crops_to_tensor(crops, target, self.swapper._in_scale, self.swapper._in_bias, fmt.rgb, stream=stream)
+        session.enqueue({"target": (n, 3, s, s), "source": (n, self.swapper.latent_size)}, stream)
+        generated = self._generated.view((n, s, s, 3))
+        out = session.device_output(self.output_name)
+        ops.tensor_to_crops(out, generated, fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
+        for i, matrix in enumerate(matrices):
+            box = source_roi(inverses[i], s, s, frame.shape, margin=1)
+            ops.paste(frame.array, generated[i], self._mask, matrix, box, stream=stream)
