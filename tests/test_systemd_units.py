@@ -118,3 +118,37 @@ def test_unit_keeps_gpu_and_camera_access(repo_root, name):
         assert d[key] == [value]
     assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert "MemoryDenyWriteExecute" not in d  # CUDA/ORT need W+X mappings (see the unit's note)
+
+
+@pytest.fixture(scope="module")
+def clocks_unit(tmp_path_factory, repo_root) -> Path:
+    """jetson-clocks.service with its two tools replaced by stub executables (they exist on a
+    Jetson only), so `verify` checks the rest of the unit here."""
+    dest = tmp_path_factory.mktemp("clocks")
+    text = (repo_root / "systemd" / "jetson-clocks.service").read_text()
+    for tool in ("/usr/bin/jetson_clocks", "/usr/sbin/nvpmodel"):
+        stub = dest / Path(tool).name
+        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.chmod(0o755)
+        assert tool in text
+        text = text.replace(tool, str(stub))
+    (dest / "jetson-clocks.service").write_text(text)
+    return dest / "jetson-clocks.service"
+
+
+def test_jetson_clocks_unit_is_hardened(analyze, clocks_unit, repo_root):
+    # A root oneshot that only writes clocks under /sys: exposure was 9.6 (UNSAFE) unhardened.
+    proc = subprocess.run([analyze, "verify", str(clocks_unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    proc = subprocess.run([analyze, "security", "--offline=yes", str(clocks_unit)],
+                          capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    assert float(match.group(1)) <= 2.5, proc.stdout
+    d = directives((repo_root / "systemd" / "jetson-clocks.service").read_text())
+    # What setting clocks needs must stay: /sys writable, /proc/device-tree readable,
+    # nvpmodel's state folder writable, the saved clocks outside the hidden $HOME.
+    assert "ProtectKernelTunables" not in d and "ProcSubset" not in d and "PrivateUsers" not in d
+    assert d["ReadWritePaths"] == ["-/var/lib/nvpmodel"] and d["StateDirectory"] == ["jetson-clocks"]
+    assert all("/var/lib/jetson-clocks/" in v for v in d["ExecStartPre"] + d["ExecStop"])
+    assert d["PrivateNetwork"] == ["yes"] and d["NoNewPrivileges"] == ["yes"]
