@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Sequence
 
 from streamswap.errors import InputError, StreamswapError
 
@@ -94,3 +95,54 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int, what: str = "file
         raise error(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
+
+
+# --- outputs: never destroy what the user has ---------------------------------------------
+
+EXISTING_OUTPUT = ("auto", "refuse", "overwrite", "rename")
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: the same inode when both exist (hard links,
+    symlinks, ../ spellings), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(path: str | os.PathLike[str], existing: str,
+                      protect: Sequence[str | os.PathLike[str]] = (), *,
+                      error: type[StreamswapError] = StreamswapError, flag: str = "-y/--overwrite") -> None:
+    """Raise `error` when writing `path` would destroy a file the run reads (any of
+    `protect`: the input, the source photos; whatever `existing` says), or an existing
+    file while `existing` is "refuse" (or "auto", which callers resolve to it)."""
+    p = Path(path)
+    for other in protect:
+        if other and same_file(p, other):
+            raise error(f"{p}: is also read by this run ({other}); writing it would destroy it, "
+                        "so write the result to another file")
+    if existing in ("refuse", "auto") and p.exists():
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if stat.S_ISREG(mode):
+            raise error(f"{p}: already exists; pass {flag} to replace it, or choose another name")
+
+
+def move_aside(path: str | os.PathLike[str], now: float | None = None) -> Path | None:
+    """Rename an existing regular file `path` to NAME.<UTC time>.EXT so that a new one can
+    be written without losing it; returns the new name (None when there was nothing)."""
+    import time
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    for n in range(1000):
+        target = p.with_name(f"{p.stem}.{stamp}{f'-{n}' if n else ''}{p.suffix}")
+        if not target.exists():
+            os.rename(p, target)
+            return target
+    raise OSError(f"{p}: no free name to move it aside")

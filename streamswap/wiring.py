@@ -33,17 +33,31 @@ def build_runtime(config: Config, stages: Any, *, live: bool | None = None, sour
     """A pipeline Runtime for the input and outputs named in `config` (errors name the URI),
     or for the `source`/`sinks` already built from them. `live=None`: by the input's kind."""
     from streamswap.inference.cuda import slot_allocator
-    from streamswap.io.uri import open_sink, open_source
+    from streamswap.io.uri import open_source
     from streamswap.pipeline.runtime import Runtime
 
     if source is None:
         source = open_source(config.input, config.io, live=live)
     if sinks is None:
-        sinks = [open_sink(uri, config.io) for uri in config.outputs]
+        sinks = open_sinks(config)
     # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
     # A replaced pipeline's pinned slots are freed once it is unreferenced.
     return Runtime(config, stages, source=source, sinks=sinks, observers=observers,
                    reload_hook=reload_hook, allocator=slot_allocator(config.inference.backend))
+
+
+def open_sinks(config: Config) -> list[Any]:
+    """Build (not open) the outputs of `config`. A file output may not be the input, a source
+    photo or an earlier output (it would destroy it); an existing one follows
+    io.existing_output."""
+    from streamswap.io.uri import open_sink
+
+    protect = [config.input, *config.source]
+    sinks = []
+    for uri in config.outputs:
+        sinks.append(open_sink(uri, config.io, protect=protect))
+        protect.append(uri)
+    return sinks
 
 
 def default_pool(config: Config) -> SessionPool:

@@ -160,6 +160,10 @@ def test_huge_jpeg_header_refused() -> None:
 
 def test_write_image_roundtrip_and_errors(tmp_path: Path) -> None:
     img = _gradient()
+    with pytest.raises(OutputError, match="sub does not exist; create it first"):
+        write_image(tmp_path / "sub" / "out.png", img)
+    assert not (tmp_path / "sub").exists()
+    (tmp_path / "sub").mkdir()
     out = write_image(tmp_path / "sub" / "out.png", img)
     np.testing.assert_array_equal(read_image(out), img)
     with pytest.raises(OutputError, match="unknown image extension"):

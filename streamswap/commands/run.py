@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--no-live", dest="live", action="store_false",
                       help="lossless: the reader waits for the pipeline (default for files)")
     parser.add_argument("--quiet", action="store_true", help="no live stats line")
+    parser.add_argument("-y", "--overwrite", action="store_true",
+                        help="replace output files that already exist (default: refuse, like ffmpeg "
+                        "without -y); an output that is the input or a source photo is always refused")
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -63,13 +66,15 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         overrides["input"] = args.input
     if args.outputs:
         overrides["outputs"] = list(args.outputs)
+    if args.overwrite:
+        overrides["io.existing_output"] = "overwrite"
     config = ctx.config(**overrides)
-    from streamswap.io.uri import open_sink, open_source
-    from streamswap.wiring import build_runtime
+    from streamswap.io.uri import open_source
+    from streamswap.wiring import build_runtime, open_sinks
 
     # A mistyped input or output is reported before the models load (seconds).
     source = open_source(config.input, config.io, live=args.live)
-    sinks = [open_sink(uri, config.io) for uri in config.outputs]
+    sinks = open_sinks(config)
     stages = build_stages(config)
     runtime = build_runtime(config, stages, source=source, sinks=sinks)
     return run_until_done(runtime, quiet=args.quiet, label="run")

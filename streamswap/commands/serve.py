@@ -43,6 +43,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
     def load() -> Any:
         config = ctx.config(**more)
+        if config.io.existing_output == "auto":
+            # A daemon restarts (after a crash, a reload, a reboot): an output file from the
+            # previous run is moved aside, never overwritten, never a reason not to start.
+            config.io.existing_output = "rename"
         if args.no_api:
             config.service.api = None
         return config

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="FILE|FOLDER",
                         help="output image (format from its extension, e.g. out.png); a folder "
                              "when --target is a folder")
+    parser.add_argument("-y", "--overwrite", action="store_true",
+                        help="replace output images that already exist (default: refuse); an output "
+                             "that is a target or source photo is always refused")
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -42,19 +45,24 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         if not Path(src).expanduser().exists():
             raise InputError(f"{src}: source image not found; check the path")
     output = Path(args.output).expanduser()
+    existing = "overwrite" if args.overwrite else "refuse"
+    protect = [str(Path(src).expanduser()) for src in config.source]
     image = None
+    planned: list[tuple[Path, Path]] = []
     if not target.is_dir():
         from streamswap.io.images import check_output_path, read_image
 
-        if not output.is_dir():
-            check_output_path(output)  # a bad output name is reported before any work
+        if output.is_dir():
+            output = output / f"{target.stem}.png"
+        check_output_path(output)  # a bad output name is reported before any work
+        _check_output(output, existing, [*protect, str(target)])
         image = read_image(target)  # a bad target is reported before any model loads
+    else:
+        planned = _plan_folder(target, output, existing, protect)
     processor = build_face_processor(config)
     processor.set_source_images(config.source)
     if image is None:
-        return _swap_folder(processor, target, output)
-    if output.is_dir():
-        output = output / f"{target.stem}.png"
+        return _swap_folder(processor, output, planned)
     count = swap_file(processor, target, output, image)
     print(f"wrote {output} ({count} face{'s' if count != 1 else ''} swapped)")
     return 0
@@ -75,26 +83,56 @@ def swap_file(processor: Any, target: Path, output: Path, image: Any = None) -> 
     return len(faces)
 
 
-def _swap_folder(processor: Any, folder: Path, outdir: Path) -> int:
+def _check_output(output: Path, existing: str, protect: list[str]) -> None:
+    from streamswap.files import check_output_file
+
+    if not output.parent.is_dir():  # no folders are created for a single image
+        raise OutputError(f"{output}: folder {output.parent} does not exist; create it first")
+    check_output_file(output, existing, protect, error=OutputError)
+
+
+def _check_output_folder(outdir: Path) -> None:
+    """An output folder must exist or be creatable as one new folder in an existing one
+    (a typo must not create a tree of folders, e.g. at the root)."""
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"{outdir}: --target is a folder, so --output must be a folder too")
+    if not outdir.exists() and not outdir.parent.is_dir():
+        raise OutputError(f"{outdir}: its folder {outdir.parent} does not exist; create it first")
+
+
+def _plan_folder(folder: Path, outdir: Path, existing: str, protect: list[str]) -> list[tuple[Path, Path]]:
+    """(target, output) pairs for a folder of targets, every output checked before any model
+    loads or any file is written: none may be a target or a source photo (an output folder
+    that is the target folder), none may replace a file without -y."""
+    _check_output_folder(outdir)
     targets = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not targets:
         raise InputError(f"{folder}: no images in this folder ({', '.join(IMAGE_EXTENSIONS)})")
-    outdir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    failed = 0
+    planned = []
     for target in targets:
         name = f"{target.stem}.png" if f"{target.stem}.png" not in used else f"{target.name}.png"
         used.add(name)
+        planned.append((target, outdir / name))
+    if outdir.is_dir():
+        for _, out in planned:
+            _check_output(out, existing, [*protect, *map(str, targets)])
+    return planned
+
+
+def _swap_folder(processor: Any, outdir: Path, planned: list[tuple[Path, Path]]) -> int:
+    outdir.mkdir(exist_ok=True)
+    failed = 0
+    for target, out in planned:
+        name = out.name
         try:
-            count = swap_file(processor, target, outdir / name)
+            count = swap_file(processor, target, out)
         except StreamswapError as exc:
             failed += 1
             print(f"failed: {exc}", file=sys.stderr)
             continue
         print(f"wrote {outdir / name} ({count} face{'s' if count != 1 else ''} swapped)")
-    done = len(targets) - failed
-    print(f"{done} of {len(targets)} images swapped" + (f", {failed} failed" if failed else ""),
+    done = len(planned) - failed
+    print(f"{done} of {len(planned)} images swapped" + (f", {failed} failed" if failed else ""),
           file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0

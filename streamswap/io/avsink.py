@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from streamswap.errors import OutputError
+from streamswap.files import move_aside
 from streamswap.io.avsource import error_text
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
 from streamswap.io.convert import YuvFrameFiller
@@ -87,12 +88,13 @@ class AvSink:
     """Encodes BGR frames to H.264 and muxes them with the input's audio. Implements `io.base.Sink`."""
 
     def __init__(self, url: str, container_format: str, settings: IoSettings, *, network: bool,
-                 encoder: str | None = None) -> None:
+                 encoder: str | None = None, move_existing_aside: bool = False) -> None:
         self.name = url
         self.url = url
         self.format = container_format
         self.network = network
         self.settings = settings
+        self.move_existing_aside = move_existing_aside  # keep a previous run's file (serve)
         self.encoder = encoder  # resolved on open; kept across reconnects (no re-probing)
         self._container: Any = None
         self._vstream: Any = None
@@ -112,6 +114,13 @@ class AvSink:
             probe_server(self.url, s.open_timeout_s)
         else:
             options = file_muxer_options(self.format)
+            if self.move_existing_aside:
+                try:
+                    moved = move_aside(self.url)
+                except OSError as exc:
+                    raise OutputError(f"{self.name}: cannot move the existing file aside ({exc})") from None
+                if moved is not None:
+                    log.info("existing output file kept", extra=kv(file=self.url, moved_to=moved))
         try:
             self._container = av.open(
                 self.url, "w", format=self.format, options=options,

@@ -160,9 +160,10 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 
     ok, encoded = cv2.imencode(ext, image, params)
     if not ok:
         raise OutputError(f"{p}: cannot encode the image as {ext}")
+    if not p.parent.is_dir():  # no folders are created: a typo must not make a tree of them
+        raise OutputError(f"{p}: folder {p.parent} does not exist; create it first")
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(encoded.tobytes())
         os.replace(tmp, p)
     except OSError as exc:

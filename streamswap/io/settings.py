@@ -46,6 +46,9 @@ class IoSettings:
     # Virtual camera: device None = the first v4l2loopback device; fps None = the run's fps.
     vcam_device: str | None = None
     vcam_fps: float | None = field(default=None, metadata=limits(min=1, max=240))
+    # An output file that already exists: auto = `run`/`swap-image` refuse it (-y replaces
+    # it), `serve` moves the old one aside (NAME.<UTC time>.EXT); or refuse/overwrite/rename.
+    existing_output: str = field(default="auto", metadata=choices("auto", "refuse", "overwrite", "rename"))
 
     def validate(self, where: str) -> None:
         if (self.width is None) != (self.height is None):

@@ -15,11 +15,11 @@ import stat
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from streamswap.errors import InputError, OutputError
-from streamswap.files import kind_of
+from streamswap.files import check_output_file, kind_of
 from streamswap.io.avsink import FILE_FORMATS, AvSink
 from streamswap.io.avsource import AvSource, OpenSpec
 from streamswap.io.base import Sink, Source
@@ -172,6 +172,14 @@ def _live_or_plain(spec: OpenSpec, settings: IoSettings, live: bool, name: str,
     return make(None)
 
 
+def _local_path(uri: str) -> str:
+    """The file a URI or path names ("" for cameras, streams and test sources)."""
+    scheme = _scheme(uri)
+    if scheme == "file":
+        return unquote(urlsplit(uri).path)
+    return uri if scheme == "" and not uri.startswith("/dev/video") else ""
+
+
 def _file_source(path: str, settings: IoSettings, live: bool) -> Source:
     try:
         mode = os.stat(path).st_mode
@@ -189,8 +197,11 @@ def _file_source(path: str, settings: IoSettings, live: bool) -> Source:
     return AvSource(spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path)
 
 
-def open_sink(uri: str, settings: IoSettings) -> Sink:
-    """Build (not open) the sink a URI names. Network outputs reconnect when they drop."""
+def open_sink(uri: str, settings: IoSettings, protect: Sequence[str] = ()) -> Sink:
+    """Build (not open) the sink a URI names. Network outputs reconnect when they drop.
+
+    A file output that is one of `protect` (the input, the source photos) is refused; an
+    existing one too unless settings.existing_output says overwrite or rename."""
     uri = uri.strip()
     scheme = _scheme(uri)
     if scheme == "vcam":
@@ -228,7 +239,10 @@ def open_sink(uri: str, settings: IoSettings) -> Sink:
             )
         if not Path(path).resolve().parent.is_dir():
             raise OutputError(f"{uri}: folder {Path(path).parent} does not exist; create it first")
-        return AvSink(path, FILE_FORMATS[suffix], settings, network=False)
+        check_output_file(path, settings.existing_output, [_local_path(p) for p in protect],
+                          error=OutputError)
+        return AvSink(path, FILE_FORMATS[suffix], settings, network=False,
+                      move_existing_aside=settings.existing_output == "rename")
     raise OutputError(
         f"{uri}: unknown output scheme {scheme!r}; supported: "
         + ", ".join(f"{s}://" for s in OUTPUT_SCHEMES) + " or a file path ending in "

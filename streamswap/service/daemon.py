@@ -87,11 +87,11 @@ def check_uris(config: Any) -> None:
     """Build (without opening anything) the input and outputs `config` names: an unknown
     scheme, a missing input file or an unsupported output type is the user's error, which
     re-opening the pipeline forever would only hide. Raises InputError/OutputError."""
-    from streamswap.io.uri import open_sink, open_source
+    from streamswap.io.uri import open_source
+    from streamswap.wiring import open_sinks
 
     open_source(config.input, config.io, live=True)
-    for uri in config.outputs:
-        open_sink(uri, config.io)
+    open_sinks(config)
 
 
 # What a reload can apply live, and what needs a restart of the service.
