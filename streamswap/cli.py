@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the config (YAML, every settings module) loads when a comma
     from streamswap.config import Config
 
 # Order is the order of `streamswap --help`.
-COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "doctor"]
+COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "triton", "doctor"]
 
 log = logging.getLogger(__name__)
 
