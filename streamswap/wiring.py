@@ -109,7 +109,7 @@ def build_face_processor(
                               "set faces.landmarker.model: facemesh")
         from streamswap.faces.swappers.mesh import MeshSwapper
 
-        swapper = MeshSwapper(faces.mesh)
+        swapper = MeshSwapper(faces.mesh, paste=faces.paste)
     else:
         swapper = _neural_swapper(faces, store, pool)
         rec = _resolve(store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract,

@@ -363,3 +363,34 @@ def test_tight_face_crop_as_target(processor, photos) -> None:
     out = target.copy()
     processor.swap(out, faces)
     assert np.abs(out.astype(int) - target).mean() > 3.0
+
+
+def test_paste_color_correction_and_mouth_mask_apply_to_the_mesh_swapper(bundled_models_dir, photos) -> None:
+    """faces.paste.color_correction and mouth_mask are honoured by the mesh swapper (they used
+    to be silently ignored): colour correction takes all of the target's skin tint, the
+    mouth mask keeps the target's lips, byte for byte, inside their contour."""
+    from streamswap.faces.mesh_topology import LIPS_OUTER
+    from streamswap.wiring import build_face_processor
+
+    outs = {}
+    for key in ("none", "faces.paste.color_correction", "faces.paste.mouth_mask"):
+        overrides = {"models.dir": str(bundled_models_dir), "inference.provider": "cpu"}
+        if key != "none":
+            overrides[key] = True
+        processor = build_face_processor(load_config(None, overrides))
+        processor.set_source_images([photos[0]])
+        target = cv2.imread(str(photos[1]))
+        faces = processor.detect_still(target)
+        out = target.copy()
+        processor.swap(out, faces)
+        outs[key] = (target, out, faces)
+    target, plain, faces = outs["none"]
+    assert not np.array_equal(outs["faces.paste.color_correction"][1], plain)
+    mouthed = outs["faces.paste.mouth_mask"][1]
+    lips = np.zeros(target.shape[:2], np.uint8)
+    for face in faces:
+        cv2.fillPoly(lips, [np.round(face.landmarks[list(LIPS_OUTER), :2]).astype(np.int32)], 1)
+    inside = cv2.erode(lips, np.ones((7, 7), np.uint8)).astype(bool)
+    assert inside.sum() > 100
+    assert np.array_equal(mouthed[inside], target[inside])
+    assert not np.array_equal(plain[inside], target[inside])

@@ -31,7 +31,7 @@ from streamswap.faces.mesh_topology import (
     NUM_LANDMARKS, RIGHT_CHEEK_EDGE, RIGHT_EYE, RIGHT_EYEBROW, delaunay,
 )
 from streamswap.faces.masks import FaceMasks
-from streamswap.faces.settings import MeshSettings
+from streamswap.faces.settings import MeshSettings, PasteSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
 
@@ -45,6 +45,8 @@ _EYES = (np.array(RIGHT_EYE, dtype=np.int32), np.array(LEFT_EYE, dtype=np.int32)
 _MOUTH_IN = np.array(LIPS_INNER, dtype=np.int32)
 _MOUTH_OUT = np.array(LIPS_OUTER, dtype=np.int32)
 _BROWS = np.array(RIGHT_EYEBROW + LEFT_EYEBROW, dtype=np.int32)
+_BROW_PAIR = (np.array(RIGHT_EYEBROW, dtype=np.int32), np.array(LEFT_EYEBROW, dtype=np.int32))
+_LOW_RES_FACE = 200  # source faces smaller than this (px) are denoised before use
 
 _SHIFT = 4  # sub-pixel bits for OpenCV's polygon fills
 _ONE = 1 << _SHIFT
@@ -110,8 +112,11 @@ def _scaled_about_centre(poly: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Face oval, and what to cut out of it for skin statistics (eyes, lips)."""
-    holes = [_scaled_about_centre(pts[e], 1.4) for e in _EYES] + [pts[_MOUTH_OUT]]
+    """Face oval, and what to cut out of it for skin statistics and the relight (eyes, brows,
+    lips): a dark brow inside the target's low frequencies would reappear as a shadow brow
+    next to the source's."""
+    holes = ([_scaled_about_centre(pts[e], 1.4) for e in _EYES] + [pts[_MOUTH_OUT]]
+             + [_scaled_about_centre(pts[b], 1.3) for b in _BROW_PAIR])
     return pts[_OVAL], holes
 
 
@@ -137,6 +142,11 @@ def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "sour
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         pts = pts * scale
     face_px = size * scale
+    if face_px < _LOW_RES_FACE:
+        # A small source is magnified onto the target: its JPEG blocks and sensor noise
+        # would become dark specks (along the nose, the lips). Edge-preserving smoothing
+        # keeps the features and drops the speckle; it runs once per source.
+        crop = cv2.bilateralFilter(crop, 5, 24.0, 2.0)
     lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
     oval_poly, holes = _skin_polygons(pts)
     skin = _polygon_mask(lab.shape[:2], [oval_poly])
@@ -323,8 +333,13 @@ class MeshSwapper:
 
     name = "mesh"
 
-    def __init__(self, settings: MeshSettings | None = None, max_cached_sizes: int = 12) -> None:
+    def __init__(self, settings: MeshSettings | None = None, max_cached_sizes: int = 12,
+                 paste: PasteSettings | None = None) -> None:
         self.settings = settings or MeshSettings()
+        # faces.paste applies to this swapper too: color_correction takes all of the
+        # target's skin tint (not a share of it), mouth_mask keeps the target's lips as well
+        # as its mouth interior.
+        self.paste = paste or PasteSettings()
         self._identity: MeshIdentity | None = None
         self._buffers: OrderedDict[tuple[int, int], _Buffers] = OrderedDict()
         self._blend_buffers: OrderedDict[tuple[int, int], _BlendBuffers] = OrderedDict()
@@ -527,7 +542,7 @@ class MeshSwapper:
             prof["warp"] = prof.get("warp", 0.0) + (t1 - t0)
             t0 = t1
         # Colour: map source skin statistics onto the target's, one LUT per channel.
-        if st.color_match:
+        if st.color_match or self.paste.color_correction:
             cv2.cvtColor(work, cv2.COLOR_BGR2LAB, dst=buf.target_lab)
             oval_poly, holes = _skin_polygons(pts)
             buf.skin.fill(0)
@@ -561,7 +576,7 @@ class MeshSwapper:
             height = float(np.ptp(e[:, 1])) + 1.0
             width = float(np.ptp(e[:, 0])) + 1.0
             holes.append(_grow_polygon(e, st.eye_margin * height, width, height))
-        mouth = pts[_MOUTH_IN]
+        mouth = pts[_MOUTH_OUT if self.paste.mouth_mask else _MOUTH_IN]
         holes.append(_grow_polygon(mouth, st.mouth_margin * size, float(np.ptp(mouth[:, 0])) + 1,
                                    float(np.ptp(mouth[:, 1])) + 1))
         _polygon_mask(buf.mask.shape, holes, 0, out=buf.mask)
@@ -590,20 +605,27 @@ class MeshSwapper:
         """Give pixels inside the face oval that no triangle covered the id of a neighbour.
 
         On a turned face the mesh folds (triangles flip over the nose and the far cheek) and
-        slivers between triangles stay empty; left alone they show the target's own face as
-        thin lines and specks through the swap."""
+        slivers between triangles stay empty; so do thin triangles left out as turned away
+        or too stretched. Left alone they show the target's own face as dotted lines and
+        specks through the swap. Only thin gaps are closed: a wide turned-away area (beyond
+        a profile's silhouette) keeps the target."""
         empty = buf.hole
         np.equal(buf.tri_id, sentinel, out=empty)
+        away = np.equal(buf.tri_id, sentinel + 1).view(np.uint8)
+        if away.any():
+            wide = cv2.dilate(cv2.erode(away, _HOLE_KERNEL, iterations=2), _HOLE_KERNEL, iterations=2)
+            empty |= (away > wide).view(bool)
         buf.oval.fill(0)
         _polygon_mask(buf.oval.shape, [pts[_OVAL]], 1, out=buf.oval)
         if not np.logical_and(empty, buf.oval, out=buf.oval.view(bool)).any():
             return
         np.copyto(buf.tri_f, buf.tri_id, casting="unsafe")
-        buf.tri_f[empty] = -1.0  # "no triangle" loses every max below
+        buf.tri_f[empty | (buf.tri_id == sentinel + 1)] = -1.0  # "no triangle" loses every max below
         cv2.dilate(buf.tri_f, _HOLE_KERNEL, dst=buf.tri_f, iterations=_HOLE_STEPS)
-        np.greater_equal(buf.tri_f, 0.0, out=empty)
-        np.logical_and(empty, buf.oval.view(bool), out=empty)
-        np.copyto(buf.tri_id, buf.tri_f, casting="unsafe", where=empty)
+        inside = np.logical_and(empty, buf.oval.view(bool), out=empty)
+        filled = buf.tri_f >= 0.0
+        np.copyto(buf.tri_id, buf.tri_f, casting="unsafe", where=inside & filled)
+        buf.tri_id[inside & ~filled] = sentinel + 1  # beside a wide turned-away area: one with it
 
     def _relight(self, buf: _Buffers, size: float, identity: MeshIdentity) -> None:
         """Move the warped face's low-frequency LAB (shading, local tint) to the target's.
@@ -626,7 +648,7 @@ class MeshSwapper:
         low_t = cv2.GaussianBlur(small_t * m[..., None], (0, 0), sigma) / norm
         low_w = cv2.GaussianBlur(small_w * m[..., None], (0, 0), sigma) / norm
         # A black-and-white source photo has no skin colour to keep: take all of the target's.
-        tint = 1.0 if identity.colourless else st.relight_color
+        tint = 1.0 if identity.colourless or self.paste.color_correction else st.relight_color
         delta = (low_t - low_w) * np.array([st.relight, st.relight * tint, st.relight * tint], np.float32)
         delta[~valid] = 0.0
         cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)
