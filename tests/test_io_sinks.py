@@ -319,7 +319,8 @@ def test_vcam_paces_to_its_fps_without_blocking(monkeypatch):
 
 def test_keyframe_interval_follows_settings(tmp_path):
     out = tmp_path / "gop.mkv"
-    sink = open_sink(str(out), IoSettings(keyframe_interval_s=0.5))
+    # ultrafast: slower presets code pure-noise frames as (key) I-frames of their own accord
+    sink = open_sink(str(out), IoSettings(keyframe_interval_s=0.5, preset="ultrafast"))
     sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
     rng = np.random.default_rng(0)
     for i in range(60):  # noise: no scene would otherwise force keyframes

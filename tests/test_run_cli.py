@@ -316,7 +316,7 @@ def test_demo_swaps_faces_in_the_moving_photo(tmp_path: Path) -> None:
     ref = np.empty((360, 480, 3), np.uint8)
     plain.read_into(ref)
     diff = np.abs(frames[0].astype(np.int16) - ref.astype(np.int16)).max(axis=2)
-    assert diff[:, :8].mean() < 4  # background untouched (only coding noise)
+    assert diff[:, :8].mean() < 6  # background untouched (only the coding noise of CRF 20)
     assert (diff > 40).sum() > 500  # faces were replaced
 
 

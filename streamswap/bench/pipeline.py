@@ -227,15 +227,22 @@ def _pyav_transcode(src: Path, dst: Path, io_settings: Any) -> int:
     """PyAV's own decode → encode loop (no BGR, no pipeline), same encoder settings."""
     import av
 
+    from streamswap.io.avsink import encoder_settings
+
     n = 0
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
         s = out.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = vin.width, vin.height, "yuv420p"
-        s.bit_rate = io_settings.bitrate_kbps * 1000
-        s.options = {"preset": io_settings.preset, "keyint": "30", "min-keyint": "30",
-                     "scenecut": "0", "bframes": "0"}
+        fps = Fraction(30)
+        settings = encoder_settings(io_settings, "libx264", VideoFormat(vin.width, vin.height, fps, 1 / fps),
+                                    network=False)
+        if settings.bit_rate:
+            s.bit_rate = settings.bit_rate
+        if settings.threads:
+            s.codec_context.thread_count = settings.threads
+        s.options = settings.options
         for frame in inp.decode(vin):
             frame.pict_type = av.video.frame.PictureType.NONE
             for p in s.encode(frame):

@@ -1,7 +1,12 @@
 """Small generated ONNX models with the public I/O contracts of the real ones (inswapper,
-hyperswap, simswap/ghost, crossface converters, ArcFace, GFPGAN). The generators do cheap
-arithmetic, not face synthesis: benchmarks and tests use them to exercise the adapters'
-pre/post-processing, batching and paste-back end to end without the real weights."""
+hyperswap, simswap/ghost, crossface converters, ArcFace, GFPGAN, SCRFD). The generators do
+cheap arithmetic, not face synthesis: benchmarks and tests use them to exercise the
+adapters' pre/post-processing, batching and paste-back end to end without the real weights.
+
+Where a benchmark needs the COST of a real network (`streamswap bench anchor`), a
+`tower` of 3×3 convolutions (`ConvPlan`) is added whose result is multiplied by zero and
+added to an output: ONNX Runtime computes it (it does not fold x·0 away), the outputs stay
+those of the cheap arithmetic."""
 
 from __future__ import annotations
 
@@ -11,6 +16,46 @@ from typing import Sequence
 import numpy as np
 
 OPSET = 13
+
+# A conv tower: (output channels, stride) of each 3×3 conv + ReLU, in order.
+ConvPlan = Sequence[tuple[int, int]]
+
+
+def conv_tower_macs(plan: ConvPlan, size: int, channels: int = 3) -> int:
+    """Multiply-accumulates of `plan` on a channels×size×size input (FLOPs ≈ 2 × MACs)."""
+    macs = 0
+    for c_out, stride in plan:
+        size = (size + stride - 1) // stride
+        macs += size * size * c_out * channels * 9
+        channels = c_out
+    return macs
+
+
+def _conv_tower(nodes: list, inits: list, x: str, plan: ConvPlan, channels: int, prefix: str) -> str:
+    """Append `plan`'s convs on `x` (N×channels×S×S); returns a tensor of zeros (shape N) that
+    depends on every conv (its mean × 0, shape N), to add to an output so nothing is pruned."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(7)
+    prev = x
+    for i, (c_out, stride) in enumerate(plan):
+        w = (rng.standard_normal((c_out, channels, 3, 3)) * np.sqrt(2 / (9 * channels))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"{prefix}w{i}"))
+        inits.append(numpy_helper.from_array(np.zeros(c_out, np.float32), f"{prefix}b{i}"))
+        nodes.append(helper_node("Conv", [prev, f"{prefix}w{i}", f"{prefix}b{i}"], [f"{prefix}c{i}"],
+                                 kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]))
+        nodes.append(helper_node("Relu", [f"{prefix}c{i}"], [f"{prefix}r{i}"]))
+        prev, channels = f"{prefix}r{i}", c_out
+    inits.append(numpy_helper.from_array(np.array(0.0, np.float32), f"{prefix}zero"))
+    nodes.append(helper_node("ReduceMean", [prev], [f"{prefix}mean"], axes=[1, 2, 3], keepdims=0))
+    nodes.append(helper_node("Mul", [f"{prefix}mean", f"{prefix}zero"], [f"{prefix}nothing"]))
+    return f"{prefix}nothing"
+
+
+def helper_node(op: str, inputs: list[str], outputs: list[str], **attrs):
+    from onnx import helper
+
+    return helper.make_node(op, inputs, outputs, **attrs)
 
 
 def _save(model, path: Path) -> Path:
@@ -37,12 +82,14 @@ def make_swapper_model(
     input_names: Sequence[str] = ("target", "source"),
     target_channels: int = 3,
     output_name: str = "output",
+    tower: ConvPlan = (),
 ) -> Path:
     """An inswapper-shaped generator: inputs `target` N×3×S×S and `source` N×latent, one
     output N×3×S×S. The graph carries `emap` (latent×latent) as its LAST initializer and
     uses it (source · emap, scaled by 0, is added to the output) so it is not pruned.
 
     mode: "invert" (1 − target), "identity" (target) or "constant" (every value `constant`).
+    `tower`: convs on the target that cost what a real generator costs (result × 0).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -87,7 +134,16 @@ def make_swapper_model(
                   helper.make_node("Add", ["zeros", "const"], ["body"])]
     else:
         raise ValueError(f"unknown mode {mode!r}")
-    nodes.append(helper.make_node("Add", ["body", "bias"], [output_name]))
+    if tower:
+        cost = _conv_tower(nodes, inits, image, tower, 3, "tower_")
+        nodes.append(helper.make_node("Add", ["bias", cost], ["bias_t"]))
+        nodes.append(helper.make_node("Add", ["body", "bias_t"], [output_name]))
+    else:
+        nodes.append(helper.make_node("Add", ["body", "bias"], [output_name]))
+    if tower:  # emap stays the LAST initializer, as in inswapper
+        emap_init = next(i for i in inits if i.name == "emap")
+        inits.remove(emap_init)
+        inits.append(emap_init)
     graph = helper.make_graph(nodes, "swapper", [target, source], [output], initializer=inits)
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
 
@@ -132,3 +188,128 @@ def make_enhancer_model(path: str | Path, *, size: int = 512, batch_dynamic: boo
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 3, size, size])
     graph = helper.make_graph([helper.make_node("Neg", ["input"], ["output"])], "enhancer", [x], [y])
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
+
+
+# SCRFD's 5 key points as fractions of a face box centred on 0 (left eye, right eye, nose,
+# left and right mouth corner): ArcFace's 112 template, centred, for a box ~1.25× the crop.
+_FACE_POINTS = (np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                          [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) / 112 - 0.5) * 0.8
+
+
+def make_marker_scrfd_model(path: str | Path, *, size: int = 640, tower: ConvPlan = (),
+                            prior_side: float = 400.0) -> Path:
+    """An SCRFD-shaped detector (input `input.1` 1×3×S×S normalised RGB, the 9 outputs
+    score/bbox/kps for strides 8, 16, 32 without a batch axis) that "finds" one face: the
+    square drawn by a pure green frame (`draw_marker_frame`), from the centroid and spread
+    of its green pixels. Without green pixels it finds a face of `prior_side` input pixels
+    in the middle of the input. `tower` adds the compute of a real detector (result × 0).
+
+    The face comes out of the stride-32 anchor at (0, 0) (box = centre ∓ distance·32)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])
+    rows = {s: (size // s) ** 2 * 2 for s in (8, 16, 32)}
+    names = [f"{k}_{s}" for k in ("score", "bbox", "kps") for s in (8, 16, 32)]
+    widths = {"score": 1, "bbox": 4, "kps": 10}
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows[int(n.split("_")[1])],
+                                                                    widths[n.split("_")[0]]]) for n in names]
+    eps = 1e-3  # pixel mass of the prior (a frame has thousands of green pixels)
+    centre = size / 2
+    prior_var = prior_side ** 2 / 6  # a thin square outline of side L: variance of x is L²/6
+    coords = np.arange(size, dtype=np.float32)
+    # [cx, cy, half, 1] → bbox distances / kps offsets of the anchor at (0, 0), stride 32.
+    to_bbox = np.array([[-1, 0, 1, 0], [0, -1, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0]], np.float32).T / 32
+    to_kps = np.zeros((4, 10), np.float32)  # divided by the stride below
+    for i, (fx, fy) in enumerate(_FACE_POINTS):
+        to_kps[:, 2 * i] = [1, 0, 2 * fx, 0]
+        to_kps[:, 2 * i + 1] = [0, 1, 2 * fy, 0]
+    to_kps /= 32
+    onehot = np.zeros((rows[32], 1), np.float32)
+    onehot[0, 0] = 1
+    inits = [
+        # green minus the mean of red and blue, minus a threshold (input is (x − 127.5)/128)
+        numpy_helper.from_array(np.array([-0.5, 1.0, -0.5], np.float32).reshape(1, 3, 1, 1), "green_w"),
+        numpy_helper.from_array(np.array([-0.5], np.float32), "green_b"),
+        numpy_helper.from_array(coords.reshape(size, 1), "xs"),
+        numpy_helper.from_array((coords ** 2).reshape(size, 1), "xs2"),
+        numpy_helper.from_array(np.array([2], np.int64), "ax_h"),
+        numpy_helper.from_array(np.array([3], np.int64), "ax_w"),
+        numpy_helper.from_array(np.array(eps, np.float32), "eps"),
+        numpy_helper.from_array(np.array(eps * centre, np.float32), "prior_s"),
+        numpy_helper.from_array(np.array(eps * (centre ** 2 + prior_var), np.float32), "prior_ss"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        numpy_helper.from_array(np.array(0.125, np.float32), "eighth"),
+        numpy_helper.from_array(np.array([1, 1], np.int64), "shape11"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "min_var"),
+        numpy_helper.from_array(np.ones((1, 1), np.float32), "one"),
+        numpy_helper.from_array(to_bbox, "to_bbox"),
+        numpy_helper.from_array(to_kps, "to_kps"),
+        numpy_helper.from_array(onehot, "onehot"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input.1", "green_w", "green_b"], ["green_raw"]),
+        helper.make_node("Relu", ["green_raw"], ["mask"]),  # 1×1×S×S
+        helper.make_node("ReduceSum", ["mask", "ax_h"], ["cols"], keepdims=0),  # 1×1×S (per x)
+        helper.make_node("ReduceSum", ["mask", "ax_w"], ["rows"], keepdims=0),  # 1×1×S (per y)
+        helper.make_node("ReduceSum", ["cols"], ["mass_raw"], keepdims=0),
+        helper.make_node("Add", ["mass_raw", "eps"], ["mass"]),
+    ]
+    for axis, profile in (("x", "cols"), ("y", "rows")):
+        nodes += [
+            helper.make_node("MatMul", [profile, "xs"], [f"s_{axis}"]),  # 1×1×1
+            helper.make_node("MatMul", [profile, "xs2"], [f"ss_{axis}"]),
+            helper.make_node("Add", [f"s_{axis}", "prior_s"], [f"sp_{axis}"]),
+            helper.make_node("Add", [f"ss_{axis}", "prior_ss"], [f"ssp_{axis}"]),
+            helper.make_node("Div", [f"sp_{axis}", "mass"], [f"c_{axis}"]),
+            helper.make_node("Div", [f"ssp_{axis}", "mass"], [f"m2_{axis}"]),
+            helper.make_node("Mul", [f"c_{axis}", f"c_{axis}"], [f"c2_{axis}"]),
+            helper.make_node("Sub", [f"m2_{axis}", f"c2_{axis}"], [f"var_{axis}"]),
+        ]
+    nodes += [
+        helper.make_node("Add", ["var_x", "var_y"], ["var2"]),
+        helper.make_node("Mul", ["var2", "six"], ["var6_2"]),
+        helper.make_node("Max", ["var6_2", "min_var"], ["var_pos"]),
+        # a square outline of side L has variance L²/6 per axis: var_pos = 2·L², half = √(var_pos/8)
+        helper.make_node("Mul", ["var_pos", "eighth"], ["half_sq"]),
+        helper.make_node("Sqrt", ["half_sq"], ["half"]),
+    ]
+    nodes += [
+        helper.make_node("Reshape", ["c_x", "shape11"], ["cx"]),
+        helper.make_node("Reshape", ["c_y", "shape11"], ["cy"]),
+        helper.make_node("Reshape", ["half", "shape11"], ["hs"]),
+        helper.make_node("Concat", ["cx", "cy", "hs", "one"], ["v"], axis=1),  # 1×4
+        helper.make_node("MatMul", ["v", "to_bbox"], ["bbox_row"]),
+        helper.make_node("MatMul", ["v", "to_kps"], ["kps_row"]),
+        helper.make_node("MatMul", ["onehot", "bbox_row"], ["bbox_face"]),
+        helper.make_node("MatMul", ["onehot", "kps_row"], ["kps_face"]),
+    ]
+    base = {}
+    for s, n in rows.items():
+        score = np.full((n, 1), 0.01, np.float32)
+        if s == 32:
+            score[0, 0] = 0.9
+        base[f"score_{s}"], base[f"bbox_{s}"], base[f"kps_{s}"] = (
+            score, np.zeros((n, 4), np.float32), np.zeros((n, 10), np.float32))
+    for name, value in base.items():
+        inits.append(numpy_helper.from_array(value, f"base_{name}"))
+    cost = _conv_tower(nodes, inits, "input.1", tower, 3, "tower_") if tower else None
+    extras = {"bbox_32": ["bbox_face"], "kps_32": ["kps_face"], "score_8": [cost] if cost else []}
+    for name in names:
+        value = f"base_{name}"
+        terms = extras.get(name, [])
+        if not terms:
+            nodes.append(helper.make_node("Identity", [value], [name]))
+        for i, term in enumerate(terms):
+            out = name if i == len(terms) - 1 else f"{name}_{i}"
+            nodes.append(helper.make_node("Add", [value, term], [out]))
+            value = out
+    graph = helper.make_graph(nodes, "scrfd_marker", [x], outputs, initializer=inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
+
+
+def draw_marker_frame(image: np.ndarray, width: int) -> np.ndarray:
+    """`image` (BGR) with a pure green frame `width` pixels wide drawn over its border: the
+    face `make_marker_scrfd_model` finds is the square this frame outlines."""
+    out = image.copy()
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = (0, 255, 0), (0, 255, 0), (0, 255, 0), (0, 255, 0)
+    return out

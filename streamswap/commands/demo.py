@@ -67,9 +67,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     frames = max(int(round(args.seconds * args.fps)), 1)
     uri = (f"test://photo?path={quote(str(camera))}&width={width}&height={height}"
            f"&fps={args.fps}&frames={frames}")
-    config = ctx.config(source=[str(face)], input=uri, outputs=[args.output])
     # Not live: every frame is swapped and written, however long the CPU takes.
-    from streamswap.wiring import build_runtime
+    from streamswap.wiring import apply_cpu_budget, build_runtime
+
+    config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output]))
 
     runtime = build_runtime(config, build_stages(config), live=False)
     printer = StatsPrinter(render=lambda snap: _progress(snap, frames))

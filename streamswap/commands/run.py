@@ -68,9 +68,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         overrides["outputs"] = list(args.outputs)
     if args.overwrite:
         overrides["io.existing_output"] = "overwrite"
-    config = ctx.config(**overrides)
     from streamswap.io.uri import open_source
-    from streamswap.wiring import build_runtime, open_sinks
+    from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_runtime, open_sinks
+
+    config = ctx.config(**overrides)
+    config = apply_cpu_budget(config, FACE_COMPUTE_STAGES if config.source else 0)
 
     # A mistyped input or output is reported before the models load (seconds).
     source = open_source(config.input, config.io, live=args.live)

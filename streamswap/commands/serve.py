@@ -42,6 +42,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     more = overrides(args)
 
     def load() -> Any:
+        from streamswap.wiring import apply_cpu_budget
+
         config = ctx.config(**more)
         if config.io.existing_output == "auto":
             # A daemon restarts (after a crash, a reload, a reboot): an output file from the
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             config.io.existing_output = "rename"
         if args.no_api:
             config.service.api = None
-        return config
+        return apply_cpu_budget(config)  # the daemon always builds the face stages
 
     # The daemon (HTTP server, metrics, the pipeline) is imported when the command runs, so
     # that `streamswap --help` and a mistyped option answer at once.

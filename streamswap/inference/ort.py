@@ -212,6 +212,11 @@ def open_ort_session(
     )
     if settings.threads:
         options.intra_op_num_threads = settings.threads
+    # Nodes run one after another (ORT's default sequential mode): no inter-op pool to start.
+    options.inter_op_num_threads = 1
+    spin = "1" if settings.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     options.log_severity_level = 3  # ORT's own warnings are noise for users
     if cache_dir is not None and any(p[0] == PROVIDERS["tensorrt"] for p in providers):
         (cache_dir / "ort-trt").mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,13 @@ class InferenceSettings:
     # An explicit choice that is unavailable is an error, never a silent fallback.
     provider: str = field(default="auto", metadata=choices("auto", "tensorrt", "cuda", "coreml", "cpu"))
     fp16: bool = True
-    # 0 = ONNX Runtime's default (one per physical core).
+    # Intra-op threads per session; 0 = the CPU budget's share (the cores divided among the
+    # stages that run models at once, see pipeline/cpu_budget.py), ONNX Runtime's default
+    # (one per core) where no budget applies.
     threads: int = field(default=0, metadata=limits(min=0, max=256))
+    # Let ORT's worker threads spin (busy-wait) between tasks. Off: on shared cores the
+    # spinning burns the time another stage's thread needs (measured: 2× slower calls).
+    allow_spinning: bool = False
     graph_optimization: str = field(
         default="all", metadata=choices("disable", "basic", "extended", "all")
     )

@@ -8,8 +8,9 @@ at every keyframe); FLV writes every packet as it comes; the muxer's interleavin
 holds at most the other half when one stream pauses (an input whose audio ends early, which
 held video back for 10 s before); every packet goes to the OS at once. So a killed run
 leaves a file that plays up to FLUSH_INTERVAL_S before the kill (plus the encoder's own
-delay: one frame with the default ultrafast preset, its rc-lookahead with slower ones); a
-normal close adds the index.
+delay: one frame with ultrafast (network outputs), its rc-lookahead with the slower presets
+file outputs may get: 10 frames with veryfast, 720p30 on 2 cores); a normal close adds the
+index.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,6 +84,65 @@ def _opens(codec: str, video: VideoFormat) -> bool:
         return True
     except (av.error.FFmpegError, ValueError, OSError):
         return False
+
+
+# x264's CPU cost per megapixel of a frame on one core, by preset (ms; 720p, CRF 18–21,
+# the `bench anchor` clip, on the 2-core bench machine). Only the ratios matter much: the
+# choice keeps a wide margin. Slower presets than medium are never chosen automatically.
+X264_MS_PER_MEGAPIXEL = {"ultrafast": 2.5, "superfast": 4.0, "veryfast": 5.1, "faster": 9.6,
+                         "fast": 10.5, "medium": 12.5}
+# The share of its threads' time a file encoder may plan to use: the rest is margin for
+# the busier frames, and on small machines it shares the cores with the models.
+ENCODER_CPU_SHARE = 0.15
+
+
+def auto_preset(width: int, height: int, fps: float, threads: int) -> str:
+    """The slowest libx264 preset (the smallest file at a given quality) whose estimated cost
+    stays within ENCODER_CPU_SHARE of `threads` threads at `fps` frames a second."""
+    allowed_ms = ENCODER_CPU_SHARE * max(threads, 1) * 1000.0 / max(fps, 1.0)
+    megapixels = width * height / 1e6
+    chosen = "ultrafast"
+    for preset, cost in X264_MS_PER_MEGAPIXEL.items():  # fastest first
+        if cost * megapixels <= allowed_ms:
+            chosen = preset
+    return chosen
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What one H.264 output is encoded with."""
+
+    options: dict[str, str]  # the encoder's private options (preset, crf, tune, …)
+    bit_rate: int | None  # bits/s for bitrate control; None under constant quality
+    gop: int  # frames between keyframes
+    threads: int  # 0 = the encoder's own choice
+
+
+def encoder_settings(s: IoSettings, encoder: str, video: VideoFormat, *, network: bool) -> EncoderSettings:
+    """File outputs: constant quality (io.crf) at a preset that holds the rate (io.preset
+    auto). Network outputs: the low-latency settings of a live stream (a fixed bitrate,
+    ultrafast + zerolatency for libx264, p1/ull/CBR for NVENC)."""
+    gop = max(int(round(s.keyframe_interval_s * float(video.fps))), 1)
+    quality = None if network else s.crf
+    bit_rate = None if quality is not None else s.bitrate_kbps * 1000
+    if encoder == "h264_nvenc":  # its own silicon: the CPU budget does not apply
+        if quality is None:
+            options = {"preset": "p1", "tune": "ull", "zerolatency": "1", "bf": "0", "rc": "cbr"}
+        else:
+            options = {"preset": "p4", "rc": "vbr", "cq": str(quality), "bf": "0"}
+        return EncoderSettings(options, bit_rate, gop, 0)
+    if s.preset != "auto":
+        preset = s.preset
+    elif network:
+        preset = "ultrafast"
+    else:
+        preset = auto_preset(video.width, video.height, float(video.fps), s.encoder_threads)
+    options = {"preset": preset, "keyint": str(gop), "min-keyint": str(gop), "scenecut": "0", "bframes": "0"}
+    if quality is not None:
+        options["crf"] = str(quality)
+    if network:
+        options["tune"] = "zerolatency"  # no lookahead, sliced threads: no frames held back
+    return EncoderSettings(options, bit_rate, gop, s.encoder_threads)
 
 
 class AvSink:
@@ -153,28 +214,24 @@ class AvSink:
                                                    f"{audio.codec} passed through")))
 
     def _add_video(self, video: VideoFormat) -> None:
-        s = self.settings
         stream = self._container.add_stream(self.encoder, rate=video.fps)
         stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
         cc = stream.codec_context
         cc.time_base = video.time_base
         cc.framerate = video.fps
-        cc.bit_rate = s.bitrate_kbps * 1000
-        gop = max(int(round(s.keyframe_interval_s * float(video.fps))), 1)
-        cc.gop_size = gop
         cc.max_b_frames = 0  # pts == dts: no reordering delay, simple sync
         cc.colorspace = av.video.reformatter.Colorspace.ITU601
         cc.color_range = av.video.reformatter.ColorRange.MPEG
-        if self.encoder == "h264_nvenc":
-            opts = {"preset": "p1", "tune": "ull", "zerolatency": "1", "bf": "0", "rc": "cbr"}
-        else:
-            opts = {"preset": s.preset, "keyint": str(gop), "min-keyint": str(gop), "scenecut": "0",
-                    "bframes": "0"}
-            if self.network:
-                opts["tune"] = "zerolatency"
-        stream.options = opts
+        settings = encoder_settings(self.settings, self.encoder, video, network=self.network)
+        if settings.bit_rate:
+            cc.bit_rate = settings.bit_rate
+        cc.gop_size = settings.gop
+        if settings.threads:
+            cc.thread_count = settings.threads
+        stream.options = settings.options
         stream.time_base = video.time_base
         self._vstream = stream
+        log.debug("encoder settings", extra=kv(output=self.name, encoder=self.encoder, **settings.options))
 
     def _add_audio(self, audio: AudioFormat) -> None:
         allowed = PASSTHROUGH_AUDIO.get(self.format)

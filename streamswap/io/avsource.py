@@ -62,9 +62,11 @@ class AvSource:
         size: tuple[int, int] | None = None,
         fps: float | Fraction | None = None,
         name: str | None = None,
+        threads: int = 0,
     ) -> None:
         self.spec = spec
         self.live = live
+        self.threads = threads  # decoder threads; 0 = FFmpeg's choice (one per core)
         self.pace = pace
         self.name = name or spec.url
         self._size = size
@@ -129,6 +131,8 @@ class AvSource:
         video = videos[0]
         # Frame threading queues frames inside the decoder: fine for files, latency on live.
         video.thread_type = "SLICE" if self.live else "AUTO"
+        if self.threads:
+            video.codec_context.thread_count = self.threads
         if self.live:
             video.codec_context.flags |= av.codec.context.Flags.low_delay
         self._video = video

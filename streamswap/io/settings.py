@@ -37,10 +37,20 @@ class IoSettings:
     file_pacing: str = field(default="auto", metadata=choices("auto", "realtime", "fast"))
     # H.264 encoder of the rtmp:// and file outputs; auto = h264_nvenc when it opens, else libx264.
     encoder: str = field(default="auto", metadata=choices("auto", "libx264", "h264_nvenc"))
-    # libx264 preset (h264_nvenc always gets its low-latency p1/ull settings).
-    preset: str = field(default="ultrafast", metadata=choices(
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
+    # libx264 preset. auto: file outputs get the slowest (smallest file) preset whose
+    # estimated cost holds the frame rate within the encoder's CPU share (avsink.auto_preset),
+    # network outputs ultrafast + zerolatency (low latency).
+    preset: str = field(default="auto", metadata=choices(
+        "auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
+    # File outputs: constant quality (x264 CRF, NVENC CQ; lower = better and larger; 18 is
+    # about visually lossless). None = the fixed io.bitrate_kbps, like network outputs.
+    crf: int | None = field(default=20, metadata=limits(min=0, max=51))
+    # Network outputs (rtmp://): the bitrate a live stream is sent at.
     bitrate_kbps: int = field(default=4000, metadata=limits(min=100, max=200000))
+    # Threads per H.264 encoder / video decoder; 0 = the CPU budget's share (all cores for a
+    # pipeline without models, else what the model stages leave; see pipeline/cpu_budget.py).
+    encoder_threads: int = field(default=0, metadata=limits(min=0, max=64))
+    decoder_threads: int = field(default=0, metadata=limits(min=0, max=64))
     keyframe_interval_s: float = field(default=1.0, metadata=limits(min=0.1, max=10))
     audio_bitrate_kbps: int = field(default=128, metadata=limits(min=16, max=512))
     # Virtual camera: device None = the first v4l2loopback device; fps None = the run's fps.

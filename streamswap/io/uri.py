@@ -164,7 +164,8 @@ def _network_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> 
 def _live_or_plain(spec: OpenSpec, settings: IoSettings, live: bool, name: str,
                    fps: float | None, size: tuple[int, int] | None) -> Source:
     def make(fixed: tuple[int, int] | None) -> AvSource:
-        return AvSource(spec, live=live, pace=False, size=fixed or size, fps=fps, name=name)
+        return AvSource(spec, live=live, pace=False, size=fixed or size, fps=fps, name=name,
+                    threads=settings.decoder_threads)
 
     if live and settings.reconnect:
         backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
@@ -194,7 +195,8 @@ def _file_source(path: str, settings: IoSettings, live: bool) -> Source:
                          "a camera (v4l2:///dev/videoN) or a stream URL")
     pace = {"auto": live, "realtime": True, "fast": False}[settings.file_pacing]
     spec = OpenSpec(path, "file")
-    return AvSource(spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path)
+    return AvSource(spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path,
+                    threads=settings.decoder_threads)
 
 
 def open_sink(uri: str, settings: IoSettings, protect: Sequence[str] = ()) -> Sink:
