@@ -61,7 +61,7 @@ def test_nvenc_files_use_constant_quality_and_streams_cbr() -> None:
 @pytest.mark.parametrize("settings, expect", [
     (IoSettings(encoder="libx264", encoder_threads=1), {"rc": "crf", "crf": "20.0", "threads": "1", "bframes": "0"}),
     (IoSettings(encoder="libx264", preset="medium", crf=18, encoder_threads=2),
-     {"rc": "crf", "crf": "18.0", "threads": "2", "subme": "7", "trellis": "1"}),
+     {"rc": "crf", "crf": "18.0", "threads": "2", "subme": "7", "trellis": "1", "rc_lookahead": "4"}),
     (IoSettings(encoder="libx264", crf=None, preset="ultrafast", bitrate_kbps=900),
      {"rc": "abr", "bitrate": "900", "subme": "0"}),
 ])

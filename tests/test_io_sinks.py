@@ -14,7 +14,7 @@ import pytest
 
 from io_media import audio_packets, frame_image, make_video, read_video
 from streamswap.errors import OutputError
-from streamswap.io.avsink import FLUSH_INTERVAL_S, AvSink, pick_encoder
+from streamswap.io.avsink import FLUSH_INTERVAL_S, AvSink, file_lookahead, pick_encoder
 from streamswap.io.base import FrameMeta, VideoFormat
 from streamswap.io.display import NullSink
 from streamswap.io.reconnect import Backoff, ReconnectingSink
@@ -145,9 +145,10 @@ def test_killed_file_output_loses_at_most_the_flush_interval(tmp_path, suffix):
     subprocess.run([sys.executable, "-c", KILLED, str(out), str(clip)], check=True, cwd=REPO, timeout=60)
     pts, _, _ = read_video(out)
     # The bound avsink states: FLUSH_INTERVAL_S (7.5 frames at 30 fps) + the encoder's delay
-    # (1 frame, ultrafast). Before, MP4/MOV/MKV lost everything since the last keyframe.
+    # (its capped lookahead + 1; io.preset auto picks medium for these tiny frames). Before,
+    # MP4/MOV/MKV lost everything since the last keyframe.
     lost = 95 - len(pts)
-    assert lost <= FLUSH_INTERVAL_S * 30 + 2, f"{suffix}: {lost} of 95 frames lost"
+    assert lost <= FLUSH_INTERVAL_S * 30 + file_lookahead(30) + 2, f"{suffix}: {lost} of 95 frames lost"
     assert pts == sorted(pts) and len(set(pts)) == len(pts)
 
 
