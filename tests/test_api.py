@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -56,7 +57,7 @@ class Client:
         self.host, self.port, self.token = host, int(port), token
 
     def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None, token: str | None = "default") -> tuple[int, dict, bytes]:
+                headers: dict[str, str] | None = None, token: str | None = "default") -> tuple[int, Any, bytes]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         hdrs = dict(headers or {})
         tok = self.token if token == "default" else token
@@ -66,7 +67,7 @@ class Client:
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
-        return resp.status, dict(resp.getheaders()), data
+        return resp.status, resp.headers, data  # case-insensitive names
 
     def json(self, method: str, path: str, **kw) -> tuple[int, dict]:
         code, _, data = self.request(method, path, **kw)
@@ -299,7 +300,7 @@ def test_refusals_are_4xx_with_a_message_and_the_stream_goes_on(running):
 def test_50_mb_upload_is_refused_before_it_is_read(running):
     url = running.daemon.api.url
     size = 50 * 1024 * 1024
-    head = (f"POST /source HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    head = (f"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
             f"Content-Length: {size}\r\n").encode()
     # As curl sends it: waits for 100 Continue, gets 413 instead and never sends the body.
     code, body = _status_and_json(_raw(url, head + b"Expect: 100-continue\r\n\r\n"))
@@ -314,15 +315,15 @@ def test_a_refused_requests_body_is_never_read_as_a_request(running):
     """A request refused before its body is read ends its connection: the body (here a
     complete POST /pause) must not be taken for the next request on a kept-alive one."""
     url = running.daemon.api.url
-    inner = b"POST /pause HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    inner = b"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
     for method, path, code in (("POST", "/nope", 404), ("PUT", "/pause", 405), ("PATCH", "/nope", 404)):
-        raw = _raw(url, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(inner)}\r\n\r\n".encode()
+        raw = _raw(url, f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(inner)}\r\n\r\n".encode()
                    + inner)
         assert raw.count(b"HTTP/1.1 ") == 1 and _status_and_json(raw)[0] == code, raw
-        assert b"Connection: close" in raw
+        assert b"connection: close" in raw.lower()
     assert running.daemon.status()["paused"] is False
     # Without a body the connection stays open for the next request.
-    raw = _raw(url, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = _raw(url, b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert raw.count(b"HTTP/1.1 404") == 2, raw
 
 
@@ -332,7 +333,7 @@ def test_slow_client_is_cut_off(tmp_path):
         r.wait_ready()
         host, port = r.daemon.api.url.removeprefix("http://").rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /pause HTTP/1.1\r\nHost: x\r\n")  # … and nothing more
+            s.sendall(b"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # … and nothing more
             t0 = time.monotonic()
             assert s.recv(1024) == b""  # the server hung up
             assert time.monotonic() - t0 < 9
@@ -451,19 +452,27 @@ def test_gpu_memory_only_when_the_process_uses_cuda(monkeypatch):
     assert "streamswap_gpu_memory_used_bytes" not in families and "streamswap_frames_out" in families
 
 
-def test_a_flood_of_idle_connections_is_bounded(running):
-    from streamswap.service.api import MAX_CLIENTS
-
-    host, port = running.daemon.api.url.removeprefix("http://").rsplit(":", 1)
-    idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(MAX_CLIENTS)]
+def test_a_flood_of_idle_connections_is_bounded(tmp_path):
+    """Past service.max_connections only the probes are answered: anything else gets a
+    JSON 503 with Connection: close, read in full (no reset), and service comes back."""
+    r = Running(tmp_path, max_connections=8, client_timeout_s=20.0)
     try:
-        code, body = _status_and_json(_raw(running.daemon.api.url, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"))
-        assert code == 503 and "too many connections" in body["error"]
+        r.wait_ready()
+        host, port = r.daemon.api.url.removeprefix("http://").rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(8)]
+        try:
+            raw = _raw(r.daemon.api.url, b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            code, body = _status_and_json(raw)
+            assert code == 503 and "too many connections" in body["error"], raw
+            assert b"connection: close" in raw.lower() and b"retry-after: 1" in raw.lower()
+            assert r.client.json("GET", "/health")[0] == 200  # probes still answered
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.monotonic() + 10
+        while r.client.json("GET", "/status")[0] != 200:  # slots come back as they close
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r.assert_streaming()
     finally:
-        for s in idle:
-            s.close()
-    deadline = time.monotonic() + 10
-    while running.client.json("GET", "/health")[0] != 200:  # slots come back as they close
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    running.assert_streaming()
+        r.stop()

@@ -297,7 +297,7 @@ def test_api_on_the_running_daemon(tmp_path):
         assert all(b["error"] for _, b in refusals)
         size = 50 * 1024 * 1024
         raw = _raw(f"http://127.0.0.1:{s.port}",
-                   f"POST /source HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                   f"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                    f"Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n".encode())
         assert _status_and_json(raw)[0] == 413
         s.assert_streaming()

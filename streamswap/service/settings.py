@@ -25,8 +25,17 @@ class ServiceSettings:
     # POST /source limits: body size, and pixels read from the header before decoding.
     max_upload_bytes: int = field(default=10 * 1024 * 1024, metadata=limits(min=1024, max=256 * 1024 * 1024))
     max_upload_pixels: int = field(default=25_000_000, metadata=limits(min=1024, max=50_000_000))
-    # A client that sends nothing for this long is disconnected (slowloris).
+    # A request's headers, and then its body, must arrive within this long each, else the
+    # connection is closed (slow clients cannot hold the API).
     client_timeout_s: float = field(default=10.0, metadata=limits(min=0.1, max=300))
+    # An answer that takes the daemon longer than this is a 503 (the action may still finish).
+    request_timeout_s: float = field(default=30.0, metadata=limits(min=0.5, max=600))
+    # Open connections at once; past this only /health is answered (others get 503), past
+    # twice this new connections are closed at once.
+    max_connections: int = field(default=128, metadata=limits(min=4, max=10000))
+    # Host names the API answers to besides its bound address, localhost and this machine's
+    # name (DNS-rebinding guard: any other Host header gets 403). "*" = any (behind a proxy).
+    allowed_hosts: list[str] = field(default_factory=list)
     # STATUS= line to systemd (fps, latency, drops) this often.
     status_interval_s: float = field(default=5.0, metadata=limits(min=0.1, max=3600))
     # /health turns 503 when no frame has left for this long.
