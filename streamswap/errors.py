@@ -1,10 +1,17 @@
 """Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
 
+from streamswap.redact import redact_text
+
 
 class StreamswapError(Exception):
-    """Base of every user-facing error: the message says what was wrong and what to do."""
+    """Base of every user-facing error: the message says what was wrong and what to do.
+    Addresses in it are shown with their secrets masked (stream keys, passwords), since the
+    message goes to the terminal, the log and API answers."""
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(StreamswapError):

@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Any
 
+from streamswap.redact import redact_text
+
 _LEVEL_COLOURS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[31;1m"}
 # sd-daemon(3) prefixes: syslog priorities by logging level.
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
@@ -62,7 +64,9 @@ class KeyValueFormatter(logging.Formatter):
         if record.exc_info:
             trace = self.formatException(record.exc_info)
             line = f"{line}\n{trace}" if self.multiline else f"{line}{_FOLD}{trace.replace(chr(10), _FOLD)}"
-        return line
+        # The net under every log line (ours, uvicorn's, a traceback's): no stream key or
+        # password of an address reaches the journal.
+        return redact_text(line)
 
 
 def _is_journal(stream: Any) -> bool:

@@ -27,7 +27,7 @@ _SECRET_PARAMS = ("key", "token", "secret", "password", "passwd", "pass", "pwd",
                   "streamid", "auth", "authorization", "sig", "signature", "credential", "credentials",
                   "apikey", "api_key", "access_token", "x-amz-signature", "x-amz-credential")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s'\"<>`]+")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 
 
 def _secret_param(name: str) -> bool:

@@ -15,6 +15,15 @@ from streamswap.service.daemon import Daemon
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 
 
+def no_api_config(**overrides):
+    """A config without the control API. `service.api: None` as a load_config override
+    would mean "not given" (the default 127.0.0.1:8008, which another process may hold),
+    so the API is switched off on the loaded config, as `serve --no-api` does."""
+    config = load_config(None, overrides)
+    config.service.api = None
+    return config
+
+
 @pytest.fixture
 def listener(tmp_path):
     lst = NotifyListener(str(tmp_path / "notify.sock"))
@@ -68,7 +77,7 @@ def test_watchdog_interval_parsing():
 
 
 def _run_daemon(listener, stages, wd_usec=200_000, **runtime_kw):
-    config = load_config(None, {"service.api": None, "service.status_interval_s": 0.1})
+    config = no_api_config(**{"service.status_interval_s": 0.1})
     env = {"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": str(wd_usec)}
 
     def build(cfg, extend_timeout):
@@ -87,6 +96,7 @@ def test_ready_watchdog_only_while_frames_advance_and_stopping(listener):
     stages = RecordingStages()
     daemon, thread, result = _run_daemon(listener, stages)
     assert listener.wait_for(lambda ls: "READY=1" in ls), listener.lines()
+    assert daemon.api is None  # no port was bound
     lines = listener.lines()
     assert "EXTEND_TIMEOUT_USEC=120000000" in lines
     assert lines.index("EXTEND_TIMEOUT_USEC=120000000") < lines.index("READY=1")
@@ -131,8 +141,7 @@ def test_no_watchdog_without_watchdog_usec(listener):
 
 def test_input_that_fails_to_open_is_retried(listener):
     stages = RecordingStages()
-    config = load_config(None, {"service.api": None, "service.status_interval_s": 0.1,
-                                "service.restart_delay_s": 0.05})
+    config = no_api_config(**{"service.status_interval_s": 0.1, "service.restart_delay_s": 0.05})
     attempts = []
 
     def make(c, s, o, h):
@@ -163,7 +172,7 @@ def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
         return "stages"
 
     monkeypatch.setattr(wiring, "build_face_processor", fake_build)
-    config = load_config(None, {"service.api": None})
+    config = no_api_config()
     daemon = Daemon(config, lambda: config, environ={"NOTIFY_SOCKET": listener.address})
     assert daemon_module.default_stages(config, daemon.extend_timeout) == "stages"
     want = f"EXTEND_TIMEOUT_USEC={int(daemon_module.ENGINE_BUILD_EXTEND_S * 1e6)}"
@@ -178,7 +187,7 @@ def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
 
 def test_pipeline_that_ends_is_reopened_and_frames_stay_monotonic(listener):
     stages = RecordingStages()
-    config = load_config(None, {"service.api": None, "service.status_interval_s": 0.1})
+    config = no_api_config(**{"service.status_interval_s": 0.1})
     made = []
 
     def make(c, s, o, h):

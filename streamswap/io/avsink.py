@@ -32,6 +32,7 @@ from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
 from streamswap.io.convert import YuvFrameFiller
 from streamswap.io.settings import IoSettings
 from streamswap.logs import kv
+from streamswap.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class AvSink:
 
     def __init__(self, url: str, container_format: str, settings: IoSettings, *, network: bool,
                  encoder: str | None = None, move_existing_aside: bool = False) -> None:
-        self.name = url
+        self.name = redact_uri(url)  # shown in status, metrics labels and logs
         self.url = url
         self.format = container_format
         self.network = network

@@ -18,6 +18,7 @@ from streamswap.errors import InputError
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
 from streamswap.io.convert import BgrWriter
 from streamswap.logs import kv
+from streamswap.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class AvSource:
         self.live = live
         self.threads = threads  # decoder threads; 0 = FFmpeg's choice (one per core)
         self.pace = pace
-        self.name = name or spec.url
+        self.name = redact_uri(name or spec.url)  # shown in status, metrics labels and logs
         self._size = size
         self._fps = Fraction(fps).limit_denominator(1001) if fps else None
         self._container: Any = None

@@ -24,6 +24,7 @@ from streamswap.errors import StreamswapError
 from streamswap.io.avsource import AvSource, SourceLost, error_text
 from streamswap.io.base import AudioFormat, FrameMeta, Sink, VideoFormat
 from streamswap.logs import kv
+from streamswap.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class ReconnectingSource:
 
     def __init__(self, make: Callable[[tuple[int, int] | None], AvSource], *, name: str,
                  on_loss: str, backoff: Backoff) -> None:
-        self.name = name
+        self.name = redact_uri(name)  # shown in status, metrics labels and logs
         self._make = make
         self._on_loss = on_loss
         self._backoff = backoff
@@ -276,7 +277,7 @@ class ReconnectingSink:
     """
 
     def __init__(self, make: Callable[[], Sink], *, name: str, backoff: Backoff, depth: int = 2) -> None:
-        self.name = name
+        self.name = redact_uri(name)
         self._make = make
         self._backoff = backoff
         self._depth = depth

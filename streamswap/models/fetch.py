@@ -32,6 +32,7 @@ from streamswap.logs import kv
 from streamswap.models.catalogue import ModelSpec
 from streamswap.models.progress import Progress
 from streamswap.models.settings import ModelsSettings
+from streamswap.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def fetch(
                 return _fetch_from(spec, url, dest, part, settings, progress, backoff_s, sleep)
             except (_Permanent, _Transient, _Mismatch) as exc:
                 failures.append(f"{_host(url)}: {exc}")
-                log.warning("download source failed", extra=kv(model=spec.name, url=url, error=exc))
+                log.warning("download source failed", extra=kv(model=spec.name, url=redact_uri(url), error=exc))
                 if spec.sha256 is None and part.exists():
                     # Without a pinned hash, bytes from two hosts could never be told apart.
                     part.unlink()
@@ -144,7 +145,7 @@ def _fetch_from(
             # A resumed part may hold another host's bytes or a stale copy: start over once.
             if resumed and not fresh_retry_used:
                 fresh_retry_used = True
-                log.warning("retrying from scratch", extra=kv(model=spec.name, url=url))
+                log.warning("retrying from scratch", extra=kv(model=spec.name, url=redact_uri(url)))
                 continue
             raise
         except _Transient as exc:
@@ -202,7 +203,7 @@ def _download(
             total = int(match.group(3)) if match.group(3) != "*" else None
         else:
             if have:
-                log.info("server ignored the resume request; restarting", extra=kv(url=url))
+                log.info("server ignored the resume request; restarting", extra=kv(url=redact_uri(url)))
             have = 0
             total = length
         if total is None and length is not None:
@@ -273,7 +274,7 @@ def _verify_and_install(spec: ModelSpec, url: str, part: Path, dest: Path) -> Fe
         log.warning(
             "no published SHA-256 for this model: only the transfer length was checked; "
             "its hash is recorded now and checked on every later load",
-            extra=kv(model=spec.name, sha256=actual, url=url),
+            extra=kv(model=spec.name, sha256=actual, url=redact_uri(url)),
         )
     os.replace(part, dest)
     _fsync_dir(dest.parent)
@@ -299,8 +300,16 @@ def _classify_network_error(reason: object) -> Exception:
 
 
 def _host(url: str) -> str:
+    """The server of `url` for messages: host[:port], never its user:password@."""
     parsed = urllib.parse.urlsplit(url)
-    return parsed.netloc or url
+    host = parsed.hostname
+    if not host:
+        return redact_uri(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
 
 
 def _fsync_dir(path: Path) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol, Sequence
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,8 +43,13 @@ from streamswap.errors import ConfigError, InputError, NoFaceError, StreamswapEr
 from streamswap.io.images import decode_image, read_header
 from streamswap.logs import kv
 from streamswap.redact import redact_text, redact_uri
-from streamswap.service.access import SESSION_TTL_S, HostPolicy, Sessions, bearer_matches
-from streamswap.service.httpserver import HttpServer, json_answer
+from streamswap.service.access import (
+    SESSION_TTL_S,
+    HostPolicy,
+    Sessions,
+    bearer_matches,
+)
+from streamswap.service.httpserver import MAX_HEADER_BYTES, HttpServer, json_answer
 from streamswap.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamswap.service.metrics import Metrics
 from streamswap.service.settings import ServiceSettings, needs_token, parse_bind
@@ -61,6 +67,7 @@ _DRAIN_SECONDS = 1.0
 # A health probe answers within this, whatever the daemon is doing (503 past it).
 HEALTH_DEADLINE_S = 2.0
 SESSION_COOKIE = "streamswap_session"
+MAX_HEADERS = 100
 _HEALTH_PATHS = ("/health", "/health/live", "/health/ready")
 
 
@@ -262,21 +269,31 @@ def redact_status(value: Any) -> Any:
 
 
 # -- routes --------------------------------------------------------------------------
+def get_route(router: APIRouter, path: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """GET `path` (in the OpenAPI description) and HEAD (answered alike, not described)."""
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        router.api_route(path, methods=["GET"], **kw)(fn)
+        router.api_route(path, methods=["HEAD"], include_in_schema=False,
+                         **{k: v for k, v in kw.items() if k == "response_class"})(fn)
+        return fn
+    return register
+
+
 _ERR = {"description": "refused", "content": {"application/json": {"example": {"error": "what was wrong"}}}}
 probes = APIRouter(tags=["health"])
 control = APIRouter(tags=["control"], dependencies=[Depends(require_auth)])
 session = APIRouter(tags=["session"])
 
 
-@probes.api_route("/health", methods=["GET", "HEAD"], responses={503: {"description": "not ready"}})
-@probes.api_route("/health/ready", methods=["GET", "HEAD"], include_in_schema=False)
+@get_route(probes, "/health", responses={503: {"description": "not ready"}})
+@get_route(probes, "/health/ready", include_in_schema=False)
 async def health(request: Request) -> JSONResponse:
     """Readiness: 200 while frames flow, 503 while loading, re-opening or stalled (no token needed)."""
     ready, body = await _health(request)
     return JSONResponse(body, 200 if ready else 503)
 
 
-@probes.api_route("/health/live", methods=["GET", "HEAD"], responses={503: {"description": "not live"}})
+@get_route(probes, "/health/live", responses={503: {"description": "not live"}})
 async def live(request: Request) -> JSONResponse:
     """Liveness: 200 while the daemon itself turns (also while models load or the input is lost)."""
     _, body = await _health(request)
@@ -292,8 +309,7 @@ async def _health(request: Request) -> tuple[bool, dict[str, Any]]:
                        "error": f"the daemon did not answer within {HEALTH_DEADLINE_S:g} s"}
 
 
-@control.api_route("/metrics", methods=["GET", "HEAD"], response_class=Response,
-                   responses={200: {"content": {"text/plain": {}}}})
+@get_route(control, "/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition."""
     ctx = api_context(request)
@@ -301,7 +317,7 @@ async def metrics(request: Request) -> Response:
     return Response(data, media_type=METRICS_CONTENT_TYPE)
 
 
-@control.api_route("/status", methods=["GET", "HEAD"])
+@get_route(control, "/status")
 async def status(request: Request) -> JSONResponse:
     """JSON snapshot of the pipeline: state, fps, latency, drops, errors, source identity."""
     ctx = api_context(request)
@@ -325,10 +341,14 @@ async def source(request: Request) -> JSONResponse:
                            "-H 'Content-Type: image/jpeg' …/source)")
     if _declared_length(request) == 0:
         raise Refused(400, "send the image as the request body")
+    # One upload read and decoded at a time (bounded memory); the others wait their turn.
     limiter = ctx.limiter("upload")
-    if limiter.borrowed_tokens >= limiter.total_tokens:
-        raise Refused(503, "another upload is being processed; retry shortly", {"Retry-After": "1"})
-    async with limiter:  # one upload read and decoded at a time: bounded memory
+    try:
+        with anyio.fail_after(settings.request_timeout_s):
+            await limiter.acquire()
+    except TimeoutError:
+        raise Refused(503, "other uploads are being processed; retry shortly", {"Retry-After": "1"}) from None
+    try:
         data = await read_body(request, settings.max_upload_bytes, settings.client_timeout_s)
         if not data:
             raise Refused(411 if "content-length" not in request.headers else 400,
@@ -352,6 +372,8 @@ async def source(request: Request) -> JSONResponse:
             raise Refused(422, str(exc)) from None
         except StreamswapError as exc:
             raise Refused(409, str(exc)) from None
+    finally:
+        limiter.release()
     return JSONResponse({"ok": True, "width": image.shape[1], "height": image.shape[0]})
 
 
@@ -385,7 +407,7 @@ async def reload(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, **result})
 
 
-@control.api_route("/openapi.json", methods=["GET", "HEAD"], include_in_schema=False)
+@get_route(control, "/openapi.json", include_in_schema=False)
 async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
@@ -422,13 +444,17 @@ _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _drain(request: Request) -> None:
-    """Read and drop a little of a refused request's unread body (not when the client waits
-    for 100 Continue: it has sent nothing and will send nothing)."""
+    """Read and drop a refused request's unread body, so the client reads our answer rather
+    than a reset: all of it when within the upload limit (a busy answer to an honest
+    upload), else a little (not when the client waits for 100 Continue: it sent nothing)."""
     if request.headers.get("expect", "").lower() == "100-continue":
         return
-    left = _DRAIN_LIMIT
+    settings = api_context(request).settings
+    length = _declared_length(request) or 0
+    whole = 0 < length <= settings.max_upload_bytes
+    left = length if whole else _DRAIN_LIMIT
     try:
-        with anyio.move_on_after(_DRAIN_SECONDS):
+        with anyio.move_on_after(settings.client_timeout_s if whole else _DRAIN_SECONDS):
             async for chunk in request.stream():
                 left -= len(chunk)
                 if left <= 0:
@@ -457,8 +483,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         message = (f"no endpoint {request.url.path[:200]}; try /health, /metrics, /status, /source, "
                    "/pause, /resume, /reload")
     elif exc.status_code == 405:
-        allowed = sorted((headers.get("Allow") or "").replace(" ", "").split(","),
-                         key=lambda m: _METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99)
+        # Every route on this path (GET and HEAD are registered apart), not only the first.
+        methods = {m for regex, route_methods in request.app.state.methods if regex.match(request.url.path)
+                   for m in route_methods}
+        allowed = sorted(methods, key=lambda m: _METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99)
         headers["Allow"] = ", ".join(m for m in allowed if m)
         message = f"{request.method} {request.url.path} is not supported; use {headers['Allow']}"
     else:
@@ -485,15 +513,25 @@ class _Guard:
             return
         status = 0
 
-        async def counted_send(message: dict[str, Any]) -> None:
+        async def counted_send(message: Any) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
 
-        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        headers = scope["headers"]
+        host = next((v.decode("latin-1") for k, v in headers if k == b"host"), None)
         try:
-            if not self.ctx.hosts.allows(host):
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(k) + len(v) + 4 for k, v in headers)
+            if size > MAX_HEADER_BYTES or len(headers) > MAX_HEADERS:
+                # h11 caps a header block that arrives in pieces; one that arrives whole is
+                # measured here.
+                start, body = json_answer(431, f"request headers too large (over {MAX_HEADER_BYTES} bytes "
+                                               f"or {MAX_HEADERS} fields)", [(b"connection", b"close")])
+                await counted_send(start)
+                await counted_send(body)
+            elif not self.ctx.hosts.allows(host):
                 log.warning("api request refused: unknown Host", extra=kv(host=(host or "")[:100]))
                 start, body = json_answer(
                     403, f"Host {(host or '')[:100]!r} is not this API's address; add the name to "
@@ -513,13 +551,16 @@ class _Guard:
 def build_app(ctx: ApiContext, routers: Sequence[APIRouter] = ()) -> _Guard:
     """The ASGI app: the built-in routes, then `routers` from other modules."""
     app = FastAPI(title="streamswap control API", version="1", docs_url=None, redoc_url=None,
-                  openapi_url=None, description=__doc__.split("\n\n", 2)[1] if __doc__ else None)
+                  openapi_url=None, description=(__doc__ or "").split("\n\n", 2)[1])
     app.state.api = ctx
     app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _crashed)
+    app.state.methods = []  # (path regex, methods) of every route, for the Allow header of a 405
     for router in (probes, control, session, *routers):
         app.include_router(router)
+        app.state.methods += [(r.path_regex, set(r.methods or ())) for r in router.routes
+                              if isinstance(r, APIRoute)]
     return _Guard(app, ctx)
 
 

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streamswap.redact import redact_uri
+
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -113,7 +115,7 @@ class Metrics:
         self.errors_total.labels(stage).inc()
 
     def reconnect(self, what: str) -> None:
-        self.reconnects_total.labels(what).inc()
+        self.reconnects_total.labels(redact_uri(what)).inc()  # a sink's name is its address
 
     # -- exposition -------------------------------------------------------------------
     def render(self) -> bytes:
