@@ -1,7 +1,11 @@
 """The `streamswap` command line: parse, load config, hand over to one command module.
 
-Each command lives in `streamswap/commands/<name>.py` with `HELP` (one line),
-`add_arguments(parser)` and `run(args, ctx) -> int`. This module holds no business logic.
+Each command lives in `streamswap/commands/<name>.py` with `HELP` (one line), `EXAMPLES`
+(lines shown under "examples:" in its --help), `add_arguments(parser)` and
+`run(args, ctx) -> int`. This module holds no business logic.
+
+The global options (-c/--config, --models-dir, --log-level, --debug) are accepted before
+or after the command (`streamswap run -c x.yaml`, `streamswap models list --debug`).
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import importlib
 import logging
 import os
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from streamswap import __version__
+from streamswap.commands import examples
 from streamswap.errors import StreamswapError
 from streamswap.logs import setup_logging
 
@@ -22,7 +28,8 @@ if TYPE_CHECKING:  # the config (YAML, every settings module) loads when a comma
     from streamswap.config import Config
 
 # Order is the order of `streamswap --help`.
-COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "triton", "doctor"]
+COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "triton", "cameras",
+                       "doctor"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,55 @@ class CommandContext:
 
         return load_config(self.config_path, {**self.overrides, **more})
 
+    def file_keys(self) -> set[str]:
+        """The top-level keys the config file sets (empty without a file): tells a value
+        the user chose from a built-in default."""
+        from pathlib import Path
+
+        from streamswap.config import CONFIG_ENV, read_yaml
+
+        path = self.config_path or os.environ.get(CONFIG_ENV)
+        return set(read_yaml(Path(path))) if path else set()
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps prose as usual but keeps lines that start indented (examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for line in text.splitlines():
+            if not line.strip() or line.startswith("  "):
+                out.append(indent + line)
+            else:
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n".join(out)
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool = False) -> None:
+    """The options every command takes. After the command they default to "not given"
+    (SUPPRESS), so a value given there overrides one given before it, and no value given
+    there leaves the top-level default alone."""
+    default = (lambda value: argparse.SUPPRESS) if after_command else (lambda value: value)
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", default=default(None),
+        help="YAML config file (default: $STREAMSWAP_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--models-dir", metavar="DIR", default=default(None),
+        help="folder holding model files (overrides models.dir and $STREAMSWAP_MODELS_DIR)",
+    )
+    parser.add_argument(
+        "--log-level", default=default("INFO"), type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    parser.add_argument("--debug", action="store_true", default=default(False),
+                        help="show tracebacks and debug logs")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [choice for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for choice in dict.fromkeys(action.choices.values())]
+
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that reports a usage error as one line, and whose arguments can be
@@ -49,6 +105,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, populate: Callable[[argparse.ArgumentParser], None] | None = None,
                  **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
         self._populate = populate
 
@@ -56,6 +113,12 @@ class _Parser(argparse.ArgumentParser):
         populate, self._populate = self._populate, None
         if populate is not None:
             populate(self)
+            # A command's own actions (`models list`) take the global options too.
+            pending = _subparsers(self)
+            while pending:
+                child = pending.pop()
+                add_global_options(child, after_command=True)
+                pending.extend(_subparsers(child))
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
         self._populated()
@@ -78,25 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamswap",
         description="Real-time face swapping for live video: webcam, RTSP/RTMP or file in; "
         "virtual camera, RTMP stream or file out.",
-        epilog="Run `streamswap COMMAND --help` for a command's options.",
+        epilog="Run `streamswap COMMAND --help` for a command's options and examples. The options "
+        "above are also accepted after the command.\n\n" + examples(
+            "streamswap demo                                # a real swap into demo.mp4, offline",
+            "streamswap run -s face.jpg -i /dev/video0 -o vcam://",
+            "streamswap run -s face.jpg -i in.mp4 -o out.mp4 --size 1280x720",
+            "streamswap serve -c configs/desktop-gpu.yaml   # daemon + control page on http://127.0.0.1:8008/",
+            "streamswap cameras                             # which cameras are there",
+            "streamswap doctor -c configs/desktop-gpu.yaml  # can this machine run that config?",
+        ),
     )
     parser.add_argument("--version", action="version", version=f"streamswap {__version__}")
-    parser.add_argument(
-        "-c", "--config", metavar="FILE",
-        help="YAML config file (default: $STREAMSWAP_CONFIG, else built-in defaults)",
-    )
-    parser.add_argument(
-        "--models-dir", metavar="DIR", help="folder holding model files (overrides models.dir)"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity (default: INFO)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         module = importlib.import_module(f"streamswap.commands.{name.replace('-', '_')}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP, populate=module.add_arguments)
+        cmd = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+                             epilog=examples(*module.EXAMPLES), populate=module.add_arguments)
+        add_global_options(cmd, after_command=True)
         cmd.set_defaults(_module=module, _parser=cmd)
     return parser
 

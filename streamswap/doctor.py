@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from streamswap.config import Config
 from streamswap.errors import BackendUnavailable, StreamswapError
+from streamswap.install import install_extra, install_packages, install_self
 from streamswap.models.store import MISMATCH, MISSING as MODEL_MISSING, UNPINNED, VERIFIED, ModelStore, models_used_by
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ def essentials_ok(checks: Iterable[Check]) -> bool:
 
 
 def run_checks(config: Config, *, store: ModelStore | None = None, sys_root: Path = Path("/sys"),
-               dev_root: Path = Path("/dev")) -> list[Check]:
-    """Every check, in report order. `sys_root`/`dev_root` exist for tests."""
+               dev_root: Path = Path("/dev"), config_path: str | None = None) -> list[Check]:
+    """Every check, in report order. `config_path` is named in fixes (`-c PATH`);
+    `sys_root`/`dev_root` exist for tests."""
     store = store or ModelStore(config.models)
     probes: list[tuple[str, bool, Callable[[], list[Check]]]] = [
         ("python", True, _python),
@@ -64,8 +66,10 @@ def run_checks(config: Config, *, store: ModelStore | None = None, sys_root: Pat
         ("cuda", False, _cuda),
         ("tensorrt", False, _tensorrt),
         ("v4l2loopback", False, lambda: _v4l2loopback(sys_root, dev_root)),
-        ("models", True, lambda: _models(config, store)),
+        ("models", True, lambda: _models(config, store, config_path)),
         ("engine cache", False, lambda: [_engine_cache(config)]),
+        ("backend", True, lambda: _backend(config)),
+        ("config", True, lambda: _config_io(config, sys_root, dev_root)),
     ]
     if config.inference.backend == "triton":  # the models run there: it must answer
         probes.append(("triton", True, lambda: triton_checks(config)))
@@ -92,7 +96,7 @@ def _module_version(label: str, module: str, *, essential: bool, fix: str | None
         mod = importlib.import_module(module)
     except ImportError as exc:
         return Check(label, FAIL if essential else MISSING, f"cannot import {module} ({exc})",
-                     fix or "reinstall streamswap: pip install streamswap")
+                     fix or f"reinstall streamswap: {install_self()}")
     return Check(label, OK, str(getattr(mod, "__version__", "installed")))
 
 
@@ -100,7 +104,7 @@ def _pyav() -> list[Check]:
     try:
         import av
     except ImportError as exc:
-        return [Check("pyav", FAIL, f"cannot import av ({exc})", "pip install av")]
+        return [Check("pyav", FAIL, f"cannot import av ({exc})", install_packages("av"))]
     ffmpeg = getattr(av, "ffmpeg_version_info", None)
     if not ffmpeg:
         major, minor, micro = av.library_versions.get("libavcodec", (0, 0, 0))
@@ -134,10 +138,10 @@ def _encoders() -> list[Check]:
                             f"{', '.join(hardware) or 'no other hardware encoders'})"))
     else:
         checks.append(Check("h264 encoder", WARN, "no software H.264 encoder in PyAV's FFmpeg",
-                            "file and RTMP outputs need one: pip install --force-reinstall av"))
+                            f"file and RTMP outputs need one: {install_packages('av')} --force-reinstall"))
     checks.append(Check("aac encoder", OK, "aac") if "aac" in have else
                   Check("aac encoder", WARN, "no AAC encoder: RTMP output will have no audio",
-                        "pip install --force-reinstall av"))
+                        f"{install_packages('av')} --force-reinstall"))
     if "h264_nvenc" not in have:
         checks.append(Check("h264_nvenc", MISSING, "not in PyAV's FFmpeg build",
                             "use a PyAV/FFmpeg built with NVENC for GPU encoding (optional)"))
@@ -153,7 +157,7 @@ def _onnxruntime(config: Config) -> list[Check]:
     try:
         import onnxruntime
     except ImportError as exc:
-        return [Check("onnxruntime", FAIL, f"cannot import onnxruntime ({exc})", "pip install onnxruntime")]
+        return [Check("onnxruntime", FAIL, f"cannot import onnxruntime ({exc})", install_packages("onnxruntime"))]
     from streamswap.inference.ort import GPU_BUILD_INSTALL, available_providers, probe_provider
 
     checks = _onnxruntime_builds()
@@ -167,7 +171,7 @@ def _onnxruntime(config: Config) -> list[Check]:
         detail += f"; offered but not starting: {'; '.join(broken)}"
     if "cpu" not in usable:
         return checks + [Check("onnxruntime", FAIL, detail,
-                               "reinstall onnxruntime: pip install --force-reinstall onnxruntime")]
+                               f"reinstall onnxruntime: {install_packages('onnxruntime')} --force-reinstall")]
     wanted = config.inference.provider
     if wanted != "auto" and wanted not in usable:
         fix = (f"for CUDA/TensorRT install the GPU build: {GPU_BUILD_INSTALL}; or set inference.provider: auto"
@@ -210,7 +214,7 @@ def _cuda() -> list[Check]:
         cudart = import_cudart()
     except BackendUnavailable:
         return [Check("cuda", MISSING, "cuda-python not installed",
-                      "for the TensorRT path: pip install 'streamswap[tensorrt]' (optional)")]
+                      f"for the TensorRT path: {install_extra('tensorrt')} (optional)")]
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0:
         name = getattr(err, "name", str(err))
@@ -231,7 +235,7 @@ def _cuda() -> list[Check]:
 def _tensorrt() -> list[Check]:
     if importlib.util.find_spec("tensorrt") is None:
         return [Check("tensorrt", MISSING, "not installed",
-                      "pip install 'streamswap[tensorrt]' (desktop) or JetPack's python3-libnvinfer (Jetson); optional")]
+                      f"{install_extra('tensorrt')} (desktop) or JetPack's python3-libnvinfer (Jetson); optional")]
     try:
         import tensorrt
     except Exception as exc:  # installed but its libraries do not load
@@ -271,7 +275,7 @@ def _writable_dir(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def _models(config: Config, store: ModelStore) -> list[Check]:
+def _models(config: Config, store: ModelStore, config_path: str | None = None) -> list[Check]:
     checks: list[Check] = []
     if _writable_dir(store.dir):
         checks.append(Check("models dir", OK, f"{store.dir} (writable)"))
@@ -291,9 +295,9 @@ def _models(config: Config, store: ModelStore) -> list[Check]:
         if status.state == MODEL_MISSING:
             if spec.bundled:
                 checks.append(_bundled_source(spec.name, needed))
-            elif spec.name in used:
-                checks.append(Check(f"model {spec.name}", WARN, f"not downloaded{needed}",
-                                    "streamswap models fetch --for-config"))
+            elif spec.name in used:  # run/serve would stop at once
+                checks.append(Check(f"model {spec.name}", FAIL, f"not downloaded{needed}",
+                                    f"streamswap models fetch --for-config" + (f" -c {config_path}" if config_path else "")))
             else:
                 absent.append(spec.name)
             continue
@@ -352,6 +356,79 @@ def triton_checks(config: Config) -> list[Check]:
     return checks
 
 
+def _backend(config: Config) -> list[Check]:
+    """What inference.backend needs here: TensorRT with cuda-python and a usable GPU."""
+    inference = config.inference
+    if inference.backend in ("ort", "triton"):
+        return []  # ONNX Runtime and its provider: the onnxruntime check; Triton: triton_checks
+
+    if inference.backend == "tensorrt":
+        from streamswap.inference.cuda import open_cuda
+        from streamswap.inference.trt_build import import_tensorrt
+
+        problems = []
+        for probe in (import_tensorrt, open_cuda):
+            try:
+                probe()
+            except BackendUnavailable as exc:
+                problems.append(str(exc).split(";")[0])
+        if not problems:
+            return [Check("backend", OK, "inference.backend: tensorrt (TensorRT and a CUDA GPU are usable)")]
+        why = "; ".join(problems)
+        if inference.fallback:
+            return [Check("backend", WARN, f"inference.backend: tensorrt cannot run here ({why}); the config "
+                          f"falls back to ONNX Runtime {' then '.join(inference.fallback)}",
+                          f"for TensorRT: {install_extra('tensorrt')} on a machine with an NVIDIA GPU and driver")]
+        return [Check("backend", FAIL, f"inference.backend: tensorrt cannot run here: {why}",
+                      f"install TensorRT and cuda-python: {install_extra('tensorrt')} (Jetson: sudo apt install "
+                      "python3-libnvinfer), with the NVIDIA driver; or set inference.backend: ort "
+                      "(or inference.fallback: [cuda, cpu])")]
+    return [Check("backend", FAIL, f"inference.backend: {inference.backend} is not known to this doctor",
+                  "set inference.backend: ort, tensorrt or triton")]
+
+
+def _config_io(config: Config, sys_root: Path, dev_root: Path) -> list[Check]:
+    """The source faces, input, outputs and encoder the config names: what `run` would
+    refuse at once (a missing file, an unknown scheme, vcam:// without a loopback device)."""
+    from streamswap.io.uri import open_sink, open_source, output_kind
+
+    checks: list[Check] = []
+    missing = [p for p in config.source if not Path(p).expanduser().is_file()]
+    if missing:
+        checks.append(Check("source faces", FAIL, f"not found: {', '.join(missing)}",
+                            "fix the `source` paths (or pass --source FACE.jpg)"))
+    try:
+        open_source(config.input, config.io)  # builds it (checks the URI), opens nothing
+        checks.append(Check("input", OK, config.input))
+    except StreamswapError as exc:
+        checks.append(Check("input", FAIL, str(exc), "fix `input` or pass -i URI; `streamswap cameras` lists cameras"))
+    for uri in config.outputs:
+        try:
+            open_sink(uri, config.io)
+        except StreamswapError as exc:
+            checks.append(Check(f"output {uri}", FAIL, str(exc), "fix `outputs` or pass -o URI"))
+            continue
+        if output_kind(uri) == "vcam" and _v4l2loopback(sys_root, dev_root)[0].status != OK:
+            checks.append(Check(f"output {uri}", FAIL, "no writable v4l2loopback device for vcam://",
+                                _V4L2LOOPBACK_SETUP))
+            continue
+        checks.append(Check(f"output {uri}", OK, output_kind(uri)))
+    encoder = config.io.encoder
+    wants_encoder = any(output_kind(uri) in ("file", "network") for uri in config.outputs)
+    if wants_encoder and encoder not in ("auto", None):
+        why = _encoder_opens(encoder) if _has_codec(encoder) else "not in PyAV's FFmpeg build"
+        if why is not None:
+            checks.append(Check("io.encoder", FAIL, f"{encoder} cannot be used here ({why})",
+                                "set io.encoder: auto (or pass --encoder libx264)"))
+    return checks
+
+
+def _has_codec(name: str) -> bool:
+    import av
+
+    return name in av.codecs_available
+
+
 def _bundled_source(name: str, needed: str) -> Check:
     """A bundled model not converted yet is fine if its source and converter are installed."""
     from streamswap.models.bundled import tflite_source
@@ -362,7 +439,7 @@ def _bundled_source(name: str, needed: str) -> Check:
         return Check(f"model {name}", FAIL if needed else WARN, str(exc))
     if importlib.util.find_spec("tflite2onnx") is None:
         return Check(f"model {name}", FAIL if needed else WARN, "tflite2onnx is not installed",
-                     "pip install tflite2onnx")
+                     install_packages("tflite2onnx"))
     return Check(f"model {name}", OK, f"bundled, converted from {source.name} on first use{needed}")
 
 

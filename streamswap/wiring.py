@@ -21,7 +21,7 @@ from streamswap.faces.processor import FaceProcessor
 from streamswap.faces.settings import FacesSettings
 from streamswap.inference.ort import SessionPool
 from streamswap.logs import kv
-from streamswap.models.store import ModelStore, ResolvedModel
+from streamswap.models.store import ModelStore, ResolvedModel, models_used_by
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def build_face_processor(
     """The FaceProcessor the config describes; give it a face with `set_source_images`."""
     faces: FacesSettings = config.faces
     store = store or ModelStore(config.models)
+    store.require(models_used_by(faces))  # every missing file named at once, before any loads
     pool = pool or default_pool(config)
 
     det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))

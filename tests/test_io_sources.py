@@ -242,7 +242,7 @@ def test_webcam_uri_options(tmp_path):
     assert source.spec.format == "v4l2" and source.spec.url == str(fake)
     assert source.spec.options == {"video_size": "1280x720", "framerate": "30", "input_format": "mjpeg"}
     assert source.live is True
-    with pytest.raises(InputError, match="v4l2-ctl"):
+    with pytest.raises(InputError, match="streamswap cameras"):
         open_source("/dev/video-missing", IoSettings())
 
 

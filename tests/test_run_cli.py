@@ -127,7 +127,7 @@ def test_sigterm_during_file_run_leaves_playable_mp4(ten_seconds: Path, tmp_path
     cfg.write_text("pipeline:\n  stats_interval: 0.1\n")
     # --live paces the file at its frame rate, so the run lasts ~10 s unless stopped.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live",
+        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live", "--log-every", "0.1",
          "--input", str(ten_seconds), "--output", str(out)],
         stderr=subprocess.PIPE, text=True, env=env,
     )
@@ -329,7 +329,7 @@ def test_demo_without_photo_packages_says_what_to_install(monkeypatch: pytest.Mo
     real = importlib.util.find_spec
     monkeypatch.setattr(demo.importlib.util, "find_spec",
                         lambda name, *a: None if name == "skimage" else real(name, *a))
-    with pytest.raises(InputError, match=r"pip install 'streamswap\[demo\]'"):
+    with pytest.raises(InputError, match=r"-m pip install -e '?\S+\[demo\]"):
         demo.demo_photos()
 
 

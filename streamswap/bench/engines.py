@@ -127,5 +127,7 @@ def _sample_face() -> np.ndarray:
 
         return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     except ImportError:
+        from streamswap.install import install_extra
+
         raise BackendUnavailable("bench engines needs scikit-image for its sample face: "
-                                 "pip install 'streamswap[demo]'") from None
+                                 f"{install_extra('demo')}") from None

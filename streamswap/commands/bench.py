@@ -6,15 +6,30 @@ import argparse
 import importlib
 
 from streamswap.bench import BENCHES
+from streamswap.commands import examples
 
 HELP = "measure speed: per-stage face timings, pipeline throughput/latency, TensorRT engines"
+EXAMPLES = (
+    "streamswap bench faces",
+    "streamswap bench pipeline",
+    "streamswap bench engines -c configs/desktop-gpu.yaml",
+)
+
+
+_EXAMPLES = {
+    "faces": ("streamswap bench faces", "streamswap bench faces --repeat 50 --threads 4"),
+    "pipeline": ("streamswap bench pipeline", "streamswap bench pipeline --skip-hd --json"),
+    "engines": ("streamswap bench engines -c configs/desktop-gpu.yaml",
+                "streamswap bench engines --precisions fp16,int8 --calib-dir faces/"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
     for name, module_name in BENCHES.items():
         module = importlib.import_module(f"streamswap.bench.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                           epilog=examples(*_EXAMPLES[name]))
         module.add_arguments(p)
         p.set_defaults(_bench=module)
 

@@ -16,16 +16,19 @@ from typing import Any
 from urllib.parse import quote
 
 from streamswap.errors import InputError
-from streamswap.commands.run import StatsPrinter, build_stages, run_until_done
+from streamswap.install import install_extra
+from streamswap.commands.progress import ProgressPrinter
+from streamswap.commands.run import build_stages, run_until_done
 
 HELP = "make demo.mp4: a real face swap on a moving test video from bundled sample photos"
+EXAMPLES = (
+    "streamswap demo                          # 10 s, 1280x720, into demo.mp4",
+    "streamswap demo -o /tmp/short.mp4 --seconds 3 --size 640x360",
+)
 
 log = logging.getLogger(__name__)
 
-_MISSING = (
-    "the demo photos come with the 'demo' extra ({what} is not installed); "
-    "run: pip install 'streamswap[demo]'"
-)
+_MISSING = "the demo photos come with the 'demo' extra ({what} is not installed); run: {install}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _package_file(package: str, *parts: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(_MISSING.format(what=package))
+        raise InputError(_MISSING.format(what=package, install=install_extra("demo")))
     path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.is_file():
         raise InputError(f"{path}: sample photo missing from the installed {package}; "
-                         "reinstall it: pip install --force-reinstall 'streamswap[demo]'")
+                         f"reinstall it: {install_extra('demo')} --force-reinstall")
     return path
 
 
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output]))
 
     runtime = build_runtime(config, build_stages(config), live=False)
-    printer = StatsPrinter(render=lambda snap: _progress(snap, frames))
+    printer = ProgressPrinter(lambda: frames, label="demo")
     code = run_until_done(runtime, label="demo", printer=printer)
     if code == 0:
         print(f"demo: wrote {args.output} ({runtime.frames_out()} frames, "
@@ -81,9 +84,3 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
               file=sys.stderr)
     return code
 
-
-def _progress(snap: dict[str, Any], total: int) -> str:
-    done = snap["frames_out"]
-    pct = 100.0 * done / max(total, 1)
-    stages = " ".join(f"{k} {v:.0f}" for k, v in snap.get("stage_ms", {}).items())
-    return f"demo: {done}/{total} frames ({pct:.0f}%) at {snap['fps_out']:.1f} fps | ms: {stages}"

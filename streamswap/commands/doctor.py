@@ -8,6 +8,13 @@ import os
 from streamswap import __version__
 
 HELP = "check what is installed and usable: FFmpeg/NVENC, ONNX Runtime, CUDA, TensorRT, v4l2loopback, models"
+DESCRIPTION = (HELP + ". With -c CONFIG it also judges what that config needs (its inference backend "
+               "and provider, its models, its input and outputs): exit 1 when it cannot run here.")
+EXAMPLES = (
+    "streamswap doctor",
+    "streamswap doctor -c configs/desktop-gpu.yaml     # can this machine run that profile?",
+    "streamswap doctor --quiet                         # only what is not OK",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +28,7 @@ def run(args: argparse.Namespace, ctx) -> int:
 
     config = ctx.config()
     source = ctx.config_path or os.environ.get(CONFIG_ENV) or "built-in defaults"
-    checks = run_checks(config)
+    checks = run_checks(config, config_path=ctx.config_path or os.environ.get(CONFIG_ENV))
     print(f"streamswap {__version__} doctor (config: {source})")
     width = max(len(c.name) for c in checks)
     for check in checks:
@@ -33,7 +40,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     counts = {s: sum(c.status == s for c in checks) for s in (FAIL, WARN, MISSING)}
     tail = f"{counts[WARN]} warnings, {counts[MISSING]} optional components missing"
     if essentials_ok(checks):
-        print(f"essentials OK: the CPU path can run ({tail})")
+        what = "this config can run here" if source != "built-in defaults" else "the CPU path can run"
+        print(f"essentials OK: {what} ({tail})")
         return 0
     print(f"{counts[FAIL]} essential checks FAILED ({tail}); fix the lines marked FAIL")
     return 1

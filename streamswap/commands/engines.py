@@ -9,14 +9,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamswap.commands import examples
 from streamswap.errors import BackendUnavailable, InputError, StreamswapError
 
 HELP = "build, list or clear the cached TensorRT engines (GPU fast path)"
+EXAMPLES = (
+    "streamswap engines build -c configs/desktop-gpu.yaml     # before the first live run",
+    "streamswap engines list",
+    "streamswap engines clear --keep-caches",
+)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="engines_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build engines for the configured (or named) models",
-                           description="Build TensorRT engines ahead of time (minutes on Jetson).")
+                           description="Build TensorRT engines ahead of time (minutes on Jetson), "
+                           "for this GPU and TensorRT version, into the engine cache.",
+                           epilog=examples("streamswap engines build -c configs/jetson-orin.yaml",
+                                           "streamswap engines build inswapper_128 --precision fp16",
+                                           "streamswap engines build --precision int8 --calib-dir faces/"))
     build.add_argument("models", nargs="*", metavar="MODEL",
                        help="catalogue names or ONNX paths (default: the models the config uses)")
     build.add_argument("--precision", choices=("fp16", "fp32", "int8"),
@@ -28,8 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="face photos for INT8 calibration (default: inference.calib_dir)")
     build.add_argument("--contract", help="I/O contract of a MODEL given as a path (e.g. arcface)")
     build.add_argument("--force", action="store_true", help="rebuild even when a valid engine is cached")
-    sub.add_parser("list", help="show cached engines and whether each matches this machine")
-    clear = sub.add_parser("clear", help="remove cached engines (and timing/calibration caches)")
+    sub.add_parser("list", help="show cached engines and whether each matches this machine",
+                   description="List the engine cache: each engine's model, precision, TensorRT "
+                   "version and GPU, and whether it can run on this machine.",
+                   epilog=examples("streamswap engines list",
+                                   "streamswap engines list -c configs/desktop-gpu.yaml"))
+    clear = sub.add_parser("clear", help="remove cached engines (and timing/calibration caches)",
+                           description="Delete the cached engines (rebuilt on next use or by "
+                           "`streamswap engines build`), and the timing/calibration caches unless "
+                           "--keep-caches.",
+                           epilog=examples("streamswap engines clear", "streamswap engines clear --keep-caches"))
     clear.add_argument("--keep-caches", action="store_true", help="keep timing and calibration caches")
 
 

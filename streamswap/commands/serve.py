@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
+from streamswap.commands.options import add_video_options, video_overrides
+
 HELP = "run as a daemon: stream until stopped, with a control API, metrics and systemd notify"
+EXAMPLES = (
+    "streamswap serve -s face.jpg -i /dev/video0 -o vcam://    # then open http://127.0.0.1:8008/",
+    "streamswap serve -c configs/jetson-orin.yaml               # as the systemd unit runs it",
+    "streamswap serve -i rtsp://cam/stream -o rtmp://live.example/app/KEY --size 1280x720 --bitrate 4M",
+    "STREAMSWAP_API_TOKEN=$(openssl rand -hex 32) streamswap serve --api 0.0.0.0:8008 -o vcam://",
+    "curl -X POST --data-binary @face.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8008/source",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", dest="serve_config",
-                        help="YAML config file, re-read on reload (same as the global -c)")
     parser.add_argument(
         "--source", "-s", action="append", metavar="IMAGE",
         help="face image whose identity is swapped in (repeat for several; overrides `source`)",
@@ -29,16 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "any address but 127.0.0.1/::1/localhost needs service.token or $STREAMSWAP_API_TOKEN",
     )
     parser.add_argument("--no-api", action="store_true", help="run without the control API")
+    add_video_options(parser)
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted config overrides given on the command line (kept for every reload)."""
-    return {"source": args.source, "input": args.input, "outputs": args.output, "service.api": args.api}
+    return {"source": args.source, "input": args.input, "outputs": args.output, "service.api": args.api,
+            **video_overrides(args)}
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    if args.serve_config:
-        ctx = dataclasses.replace(ctx, config_path=args.serve_config)
     more = overrides(args)
 
     def load() -> Any:

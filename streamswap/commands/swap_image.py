@@ -11,6 +11,11 @@ from typing import Any
 from streamswap.errors import InputError, NoFaceError, OutputError, StreamswapError
 
 HELP = "swap the source face onto every face of a photo (or a folder of photos)"
+EXAMPLES = (
+    "streamswap swap-image -s face.jpg -t group.jpg -o swapped.png",
+    "streamswap swap-image -s face.jpg -t photos/ -o swapped/",
+    "streamswap swap-image -c configs/desktop-gpu.yaml -s face.jpg -t group.jpg -o out.jpg",
+)
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,10 @@ def import_cudart() -> Any:
         try:
             from cuda import cudart  # type: ignore[no-redef]  # cuda-python 12.0-12.5
         except ImportError:
+            from streamswap.install import install_extra
+
             raise BackendUnavailable(
-                "cuda-python is not installed; install it with pip install 'streamswap[tensorrt]' "
+                f"cuda-python is not installed; install it with {install_extra('tensorrt')} "
                 "(or pip install cuda-python), or set inference.backend: ort"
             ) from None
     return cudart

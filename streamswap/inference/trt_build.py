@@ -140,8 +140,10 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt  # type: ignore[import-not-found]
     except ImportError as exc:
+        from streamswap.install import install_extra
+
         raise BackendUnavailable(
-            f"TensorRT is not installed ({exc}); install it with pip install 'streamswap[tensorrt]' "
+            f"TensorRT is not installed ({exc}); install it with {install_extra('tensorrt')} "
             "(on Jetson: apt install python3-libnvinfer), or set inference.backend: ort"
         ) from None
     except OSError as exc:  # the Python package is there but libnvinfer cannot be loaded

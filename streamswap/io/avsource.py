@@ -52,6 +52,11 @@ class AvSource:
     (a file standing in for a camera; io.file_pacing decides it for files).
     Decoder errors skip the frame and count it; on a live input a read failure or the end
     of the stream raises `SourceLost` for `ReconnectingSource` to handle.
+
+    `fps` (io.fps) on a file or network input converts the rate: each decoded frame goes to
+    the output frame nearest its timestamp, so frames are dropped (lower rate) or the
+    previous one repeated (higher rate) and the duration stays the same. A camera is asked
+    for `fps` when it is opened instead (`io.uri`).
     """
 
     def __init__(
@@ -85,13 +90,17 @@ class AvSource:
         self._index = 0
         self._eof = False
         self._pace_origin: tuple[float, float] | None = None  # (monotonic, seconds of pts)
+        self._convert = False  # io.fps differs from the input's rate: convert by timestamp
+        self._repeats = 0  # frames still to repeat before the current one (rate conversion)
+        self.frames_total: int | None = None  # a file's frame count when known (progress)
         self._lock = threading.Lock()  # guards the audio queue
         self._read_lock = threading.Lock()  # held while decoding; close() defers to it
         self._close_requested = False
         self.last_frame: Any = None  # last decoded frame (av.VideoFrame), for repeats
         self.first_pts: int | None = None
         self.counters: dict[str, int] = {
-            "frames": 0, "decode_errors": 0, "demux_errors": 0, "audio_dropped": 0
+            "frames": 0, "decode_errors": 0, "demux_errors": 0, "audio_dropped": 0,
+            "rate_dropped": 0, "rate_repeated": 0,
         }
 
     # --- open -------------------------------------------------------------------------
@@ -157,17 +166,22 @@ class AvSource:
         self._frames.appendleft(first)
         width, height = self._size or (first.width, first.height)
         width, height = width - width % 2, height - height % 2  # 4:2:0 encoders need even sizes
-        fps = self._fps or video.average_rate or video.guessed_rate or video.base_rate or DEFAULT_FPS
-        fps = Fraction(fps).limit_denominator(1001)
+        own_fps = video.average_rate or video.guessed_rate or video.base_rate or DEFAULT_FPS
+        own_fps = Fraction(own_fps).limit_denominator(1001)
+        fps = self._fps or own_fps
         time_base = video.time_base or Fraction(1, 90000)
         self.first_pts = first.pts
+        self._convert = fps != own_fps and spec.kind in ("file", "network") and first.pts is not None
+        if spec.kind == "file":
+            self.frames_total = _frame_count(container, video, fps, self._convert)
         self._writer = BgrWriter(width, height)
         self._format = VideoFormat(width=width, height=height, fps=fps, time_base=time_base)
         log.info(
             "input opened",
             extra=kv(input=self.name, codec=video.codec_context.name, size=f"{first.width}x{first.height}",
                      out=f"{width}x{height}", fps=float(fps), audio=self._audio_format is not None,
-                     live=self.live, paced=self.pace),
+                     live=self.live, paced=self.pace, frames=self.frames_total,
+                     **({"converted_from_fps": float(own_fps)} if self._convert else {})),
         )
         return self._format
 
@@ -218,12 +232,16 @@ class AvSource:
 
     def _read(self, out: np.ndarray) -> FrameMeta | None:
         assert self._writer is not None
-        frame = self._frames.popleft() if self._frames else self._next_frame()
+        frame = self._next_converted() if self._convert else (
+            self._frames.popleft() if self._frames else self._next_frame())
         if frame is None:
             if self.live and self.spec.kind != "file":
                 raise SourceLost("end of stream")
             return None
-        pts = frame.pts if frame.pts is not None else self._synth_pts()
+        if self._convert:  # the output frame's own time on the new rate's grid
+            pts = (self.first_pts or 0) + self._synth_pts()
+        else:
+            pts = frame.pts if frame.pts is not None else self._synth_pts()
         if self.pace:
             self._wait_for(pts)
         # Captured when it is due (after pacing): a paced file stands in for a camera.
@@ -234,6 +252,34 @@ class AvSource:
         self._index += 1
         self.counters["frames"] += 1
         return meta
+
+    def _next_converted(self) -> Any:
+        """The decoded frame for output frame number `self._index` at the run's fps: the
+        frame whose timestamp rounds to it; frames rounding to an output frame already
+        given are dropped, a gap repeats the previous frame."""
+        assert self._format is not None
+        if self._repeats:
+            self._repeats -= 1
+            self.counters["rate_repeated"] += 1
+            return self.last_frame
+        while True:
+            frame = self._frames.popleft() if self._frames else self._next_frame()
+            if frame is None:
+                return None
+            if frame.pts is None:
+                return frame
+            seconds = float((frame.pts - (self.first_pts or 0)) * self._format.time_base)
+            slot = round(seconds * self._format.fps)
+            if slot < self._index:
+                self.counters["rate_dropped"] += 1
+                continue
+            if slot > self._index and self.last_frame is not None:
+                # Output frames before this one show the previous picture again.
+                self._frames.appendleft(frame)
+                self._repeats = slot - self._index - 1
+                self.counters["rate_repeated"] += 1
+                return self.last_frame
+            return frame
 
     def _synth_pts(self) -> int:
         assert self._format is not None
@@ -333,6 +379,20 @@ class AvSource:
                 container.close()
             except (av.error.FFmpegError, OSError) as exc:
                 log.debug("input close failed", extra=kv(input=self.name, error=error_text(exc)))
+
+
+def _frame_count(container: Any, video: Any, fps: Fraction, converted: bool) -> int | None:
+    """How many frames a file gives at `fps`: the stream's count when it is read at its own
+    rate and the container knows it, else duration × fps (None when neither is known)."""
+    if video.frames and not converted:
+        return int(video.frames)
+    if video.duration and video.time_base:
+        seconds = float(video.duration * video.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return max(int(round(seconds * float(fps))), 1)
 
 
 def error_text(exc: BaseException) -> str:

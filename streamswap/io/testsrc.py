@@ -36,6 +36,7 @@ class _Generated:
         self.height = height - height % 2
         self.fps = Fraction(fps).limit_denominator(1001)
         self.frames = frames
+        self.frames_total = frames  # for progress
         self._index = 0
         self._t0 = 0.0
         self.counters: dict[str, int] = {"frames": 0}

@@ -57,6 +57,30 @@ def _scheme(uri: str) -> str:
     return head.lower() if sep and len(head) > 1 else ""
 
 
+def output_kind(uri: str) -> str:
+    """What an output URI names: "file", "network" (rtmp), "vcam", "display" or "null"
+    (unknown schemes count as files here; `open_sink` reports them)."""
+    scheme = _scheme(uri.strip())
+    if scheme in ("rtmp", "rtmps"):
+        return "network"
+    if scheme in ("vcam", "display", "null"):
+        return scheme
+    return "file"
+
+
+def input_kind(uri: str) -> str:
+    """What an input URI names: "test", "camera", "network" or "file"."""
+    uri = uri.strip()
+    scheme = _scheme(uri)
+    if scheme == "test":
+        return "test"
+    if scheme in ("v4l2", "avfoundation", "dshow", "webcam") or uri.startswith("/dev/video"):
+        return "camera"
+    if scheme in NETWORK_INPUTS:
+        return "network"
+    return "file"
+
+
 def open_source(uri: str, settings: IoSettings, *, live: bool | None = None) -> Source:
     """Build (not open) the source a URI names.
 
@@ -137,7 +161,7 @@ def _device_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> S
         else:
             options["pixel_format"] = pixel_format
     if scheme == "v4l2" and not Path(device).exists():
-        raise InputError(f"{uri}: {device} does not exist; list cameras with `v4l2-ctl --list-devices`")
+        raise InputError(f"{uri}: {device} does not exist; list the cameras with `streamswap cameras`")
     spec = OpenSpec(device, "device", format=scheme, options=options)
     return _live_or_plain(spec, settings, live, uri, fps, (width, height) if width and height else None)
 

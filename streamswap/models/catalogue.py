@@ -224,10 +224,22 @@ def lookup(catalogue: Mapping[str, ModelSpec], name: str) -> ModelSpec:
     spec = catalogue.get(name)
     if spec is None:
         raise ModelError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(catalogue))} "
-            "(or give a path to your own .onnx file plus its contract)"
+            f"unknown model {name!r}{did_you_mean(name, catalogue)}; known models: "
+            f"{', '.join(sorted(catalogue))} (or give a path to your own .onnx file plus its contract)"
         )
     return spec
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean inswapper_128?)' for the closest known names, '' when none is close."""
+    import difflib
+
+    known = list(known)
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(by_lower[c] for c in close)}?)"
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -96,7 +96,7 @@ def fetch(
     urls = candidate_urls(spec, settings.mirror)
     if not urls:
         raise DownloadError(
-            f"{spec.name} has no download URL and no models.mirror is set; "
+            f"{spec.name} has no download URL and no mirror is set (--mirror, $STREAMSWAP_MODELS_MIRROR or models.mirror); "
             f"copy {spec.file} into {dest_dir} by hand"
         )
     try:
@@ -125,7 +125,7 @@ def fetch(
     )
     raise DownloadError(
         f"could not download {spec.file} for {spec.name} ({'; '.join(failures)}){kept}; "
-        f"check the network, set models.mirror to a reachable copy, or place the file at {dest}"
+        f"check the network, set a mirror (--mirror, $STREAMSWAP_MODELS_MIRROR or models.mirror) to a reachable copy, or place the file at {dest}"
     )
 
 

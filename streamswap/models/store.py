@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from streamswap.errors import ModelError
 from streamswap.inference.engine_cache import file_sha256
@@ -28,6 +28,8 @@ from streamswap.models.settings import ModelsSettings
 log = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "STREAMSWAP_MODELS_DIR"
+# The mirror when models.mirror (or `models fetch --mirror`) does not name one.
+MIRROR_ENV = "STREAMSWAP_MODELS_MIRROR"
 STAMPS = ".stamps"
 
 # ModelStatus.state values
@@ -90,9 +92,12 @@ class ModelStore:
         *,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        env = os.environ if environ is None else environ
+        if not settings.mirror and env.get(MIRROR_ENV):
+            settings = replace(settings, mirror=env[MIRROR_ENV])
         self.settings = settings
         self.catalogue = CATALOGUE if catalogue is None else catalogue
-        self._dir = default_models_dir(settings, environ)
+        self._dir = default_models_dir(settings, env)
 
     @property
     def dir(self) -> Path:
@@ -109,6 +114,27 @@ class ModelStore:
     def path_of(self, name: str) -> Path:
         """Where catalogue model `name` lives (whether or not it is there yet)."""
         return self._dir / self.spec(name).file
+
+    def missing(self, names: Iterable[str]) -> list[ModelSpec]:
+        """The downloadable catalogue models among `names` (and their companions) whose
+        file is not there; bundled ones are converted on first use, so never missing."""
+        known = [n for n in names if n in self.catalogue]
+        return [spec for spec in self.with_companions(known)
+                if not spec.bundled and self.check(spec.name).state == MISSING]
+
+    def require(self, names: Iterable[str]) -> None:
+        """ModelError naming every missing model among `names` at once, with the command
+        that fetches them all (loading would otherwise stop at the first)."""
+        missing = self.missing(names)
+        if not missing:
+            return
+        listed = " ".join(spec.name for spec in missing)
+        files = ", ".join(spec.file for spec in missing)
+        what = "model file is" if len(missing) == 1 else f"{len(missing)} model files are"
+        raise ModelError(
+            f"{what} missing from {self._dir}: {listed}; run `streamswap models fetch {listed}` "
+            f"(air-gapped: fetch from a mirror with --mirror DIR, $STREAMSWAP_MODELS_MIRROR or models.mirror, or copy {files} there)"
+        )
 
     def with_companions(self, names: list[str]) -> list[ModelSpec]:
         """The specs for `names` plus the models they need (e.g. simswap's converter), once each."""
@@ -223,7 +249,8 @@ class ModelStore:
         if status.state == MISSING:
             raise ModelError(
                 f"{path}: model file for {spec.name} is missing; run `streamswap models fetch "
-                f"{spec.name}` (air-gapped: set models.mirror, or copy {spec.file} into {self._dir})"
+                f"{spec.name}` (air-gapped: fetch from a mirror with --mirror DIR, $STREAMSWAP_MODELS_MIRROR or models.mirror, or copy {spec.file} "
+                f"into {self._dir})"
             )
         if status.state == MISMATCH:
             found = f"SHA-256 {status.sha256}" if status.sha256 else f"{status.size} bytes"

@@ -1,0 +1,73 @@
+"""Command-line options shared by `run` and `serve`: the video flags (--size, --fps,
+--encoder, --bitrate) and how they become dotted config overrides."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import fields
+from typing import Any
+
+from streamswap.errors import InputError
+
+
+def _io_choices(key: str) -> tuple[str, ...]:
+    """The values the config accepts for io.`key` (one list, kept by io/settings.py)."""
+    from streamswap.io.settings import IoSettings
+
+    for f in fields(IoSettings):
+        if f.name == key:
+            return tuple(f.metadata.get("choices", ()))
+    return ()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720); InputError naming the flag otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match:
+        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720")
+    width, height = int(match[1]), int(match[2])
+    if width % 2 or height % 2:
+        raise InputError(f"--size {text}: width and height must be even (H.264 4:2:0), e.g. "
+                         f"{width - width % 2}x{height - height % 2}")
+    return width, height
+
+
+def parse_bitrate(text: str) -> int:
+    """'4000', '4000k', '4M', '2.5Mbps' -> kbit/s."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)(?:bps|b/s|bit/s)?\s*", text)
+    if not match:
+        raise InputError(f"--bitrate {text!r}: expected kbit/s (4000) or a unit (4000k, 4M)")
+    value = float(match[1]) * (1000 if match[2].lower() == "m" else 1)
+    return int(round(value))
+
+
+def add_video_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("video (override the config's io section)")
+    group.add_argument("--size", metavar="WxH",
+                       help="frame size of the whole run, e.g. 1280x720 (io.width/io.height; "
+                       "default: the input's)")
+    group.add_argument("--fps", type=float, metavar="N",
+                       help="frame rate (io.fps): cameras are asked for it; files and streams are "
+                       "converted to it (frames dropped or repeated by timestamp); default: the input's")
+    group.add_argument("--encoder", choices=_io_choices("encoder") or None,
+                       help="H.264 encoder of file and rtmp:// outputs (io.encoder)")
+    group.add_argument("--bitrate", metavar="RATE",
+                       help="video bitrate of file and rtmp:// outputs: kbit/s or with a unit, "
+                       "e.g. 6000 or 6M (io.bitrate_kbps)")
+
+
+def video_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted config keys the video flags set (absent flags set nothing)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "size", None):
+        out["io.width"], out["io.height"] = parse_size(args.size)
+    if getattr(args, "fps", None) is not None:
+        if args.fps <= 0:
+            raise InputError(f"--fps {args.fps:g}: must be positive")
+        out["io.fps"] = args.fps
+    if getattr(args, "encoder", None):
+        out["io.encoder"] = args.encoder
+    if getattr(args, "bitrate", None):
+        out["io.bitrate_kbps"] = parse_bitrate(args.bitrate)
+    return out
