@@ -237,6 +237,8 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     known = list(known)
     by_lower = {k.lower(): k for k in known}
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+    if not close and len(name) >= 3:  # a prefix or part of a name: "insw", "hyperswap"
+        close = [k for k in by_lower if name.lower() in k][:3]
     if not close:
         return ""
     return f" (did you mean {' or '.join(by_lower[c] for c in close)}?)"
