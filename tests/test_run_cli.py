@@ -162,7 +162,8 @@ def test_sigkill_loses_at_most_the_flush_interval_in_every_container(ten_seconds
     cfg = tmp_path / "c.yaml"
     # One keyframe in 10 s: a container that waits for keyframes to write would lose it all.
     cfg.write_text("pipeline:\n  stats_interval: 0.1\nio:\n  keyframe_interval_s: 10\n")
-    args = [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live", "--input", str(ten_seconds)]
+    args = [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live", "--log-every", "0.1",
+            "--input", str(ten_seconds)]
     for out in outs:
         args += ["--output", str(out)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)

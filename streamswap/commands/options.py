@@ -50,8 +50,10 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fps", type=float, metavar="N",
                        help="frame rate (io.fps): cameras are asked for it; files and streams are "
                        "converted to it (frames dropped or repeated by timestamp); default: the input's")
-    group.add_argument("--encoder", choices=_io_choices("encoder") or None,
-                       help="H.264 encoder of file and rtmp:// outputs (io.encoder)")
+    # Checked when the command runs (the accepted names live in io/settings.py, whose
+    # import would load the YAML machinery at parse time).
+    group.add_argument("--encoder", metavar="NAME",
+                       help="H.264 encoder of file and rtmp:// outputs (io.encoder), e.g. libx264")
     group.add_argument("--bitrate", metavar="RATE",
                        help="video bitrate of file and rtmp:// outputs: kbit/s or with a unit, "
                        "e.g. 6000 or 6M (io.bitrate_kbps)")
@@ -67,6 +69,9 @@ def video_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--fps {args.fps:g}: must be positive")
         out["io.fps"] = args.fps
     if getattr(args, "encoder", None):
+        allowed = _io_choices("encoder")
+        if allowed and args.encoder not in allowed:
+            raise InputError(f"--encoder {args.encoder}: use one of {', '.join(allowed)}")
         out["io.encoder"] = args.encoder
     if getattr(args, "bitrate", None):
         out["io.bitrate_kbps"] = parse_bitrate(args.bitrate)
