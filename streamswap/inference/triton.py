@@ -38,6 +38,7 @@ import numpy as np
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import TensorInfo
 from streamswap.inference.settings import TritonSettings
+from streamswap.install import install_extra
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ TRITON_DTYPES: dict[str, np.dtype] = {
 }
 NUMPY_TO_TRITON = {v: k for k, v in TRITON_DTYPES.items()}
 
-INSTALL = "pip install 'tritonclient[grpc,http]'"
+# The 'triton' extra (tritonclient[grpc,http]), installed the way this streamswap was.
+INSTALL = install_extra("triton")
 
 # gRPC status codes that say "this request is wrong", not "the server is unwell": a retry
 # would fail the same way, so they are raised at once and never take the server down.
