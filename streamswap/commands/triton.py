@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
+from streamswap.commands import examples
 from streamswap.errors import BackendUnavailable, InputError
 
 HELP = "Triton Inference Server: write the model repository for the configured models"
+EXAMPLES = (
+    "streamswap triton export --repo /srv/triton/models -c configs/desktop-gpu.yaml",
+    "streamswap triton export --repo /srv/triton/models --platform tensorrt_plan --max-batch 16",
+)
 
 PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
 
@@ -22,10 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Write a Triton model repository for the models the config uses: one folder per "
         "model with a config.pbtxt generated from the model's inputs and outputs (dynamic batching "
         "across clients, instances on the GPU) and the model file. Point tritonserver "
-        "--model-repository at it and set inference.backend: triton in the daemons' config.")
+        "--model-repository at it and set inference.backend: triton in the daemons' config. "
+        "-c names the config whose models are exported.",
+        epilog=examples("streamswap triton export --repo /srv/triton/models -c configs/desktop-gpu.yaml",
+                        "streamswap triton export --repo models/ --platform tensorrt_plan --instances 2"))
     export.add_argument("--repo", required=True, metavar="DIR", help="the repository folder (created if missing)")
-    export.add_argument("-c", "--config", metavar="FILE", dest="export_config",
-                        help="YAML config whose models to export (same as the global -c)")
     export.add_argument("--platform", choices=PLATFORMS, default="onnxruntime_onnx",
                         help="onnxruntime_onnx (default: the ONNX file; the server's ONNX Runtime builds a "
                         "TensorRT engine on its own GPU, fp16 when inference.fp16) or tensorrt_plan (an "
@@ -42,8 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    if args.export_config:
-        ctx = dataclasses.replace(ctx, config_path=args.export_config)
     for flag, value, lowest in (("--max-batch", args.max_batch, 1), ("--queue-delay-us", args.queue_delay_us, 0),
                                 ("--instances", args.instances, 1)):
         if value is not None and value < lowest:
