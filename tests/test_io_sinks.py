@@ -85,6 +85,51 @@ def test_file_copy_keeps_frames_duration_and_audio(clip, tmp_path, suffix):
         assert abs(float(np.median(images[i][:, 200:, 0])) - want) < 8
 
 
+def audio_times_and_bytes(path: Path) -> tuple[list[float], list[bytes]]:
+    """Each audio packet's time relative to the first video frame, and its payload."""
+    video_pts, _, video_tb = read_video(path)
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        packets = [p for p in container.demux(stream) if p.size and p.pts is not None]
+        start = float(video_pts[0] * video_tb)
+        return [float(p.pts * stream.time_base) - start for p in packets], [bytes(p) for p in packets]
+
+
+@pytest.mark.parametrize("order", [(".mkv", ".mp4", ".flv", ".mov"), (".mov", ".flv", ".mp4", ".mkv")])
+def test_every_output_gets_the_input_audio_packets_unchanged(clip, tmp_path, order):
+    """AAC is passed through, not re-encoded: every output's packets are the input's,
+    byte for byte, at the input's times (against the video), whichever output comes first
+    (each packet object goes to every sink, which rebases it in place to mux it)."""
+    settings = IoSettings()
+    source = open_source(str(clip), settings)
+    fmt = source.open()
+    outs = [tmp_path / f"out{suffix}" for suffix in order]
+    sinks = [open_sink(str(out), settings) for out in outs]
+    for sink in sinks:
+        sink.open(fmt, source.audio)
+    buf = np.empty((fmt.height, fmt.width, 3), np.uint8)
+    while (meta := source.read_into(buf)) is not None:
+        packets = source.take_audio()
+        for sink in sinks:
+            sink.write_audio(packets)
+            sink.write(buf, meta)
+    packets = source.take_audio()
+    for sink in sinks:
+        sink.write_audio(packets)
+        sink.close()
+    source.close()
+    want_times, want_bytes = audio_times_and_bytes(clip)
+    assert len(want_bytes) > 100
+    for out in outs:
+        times, payloads = audio_times_and_bytes(out)
+        assert payloads == want_bytes, f"{out.name}: audio packets differ from the input's"
+        # MP4/MOV keep the input's 1/48000 time base: exact. MKV/FLV store milliseconds:
+        # within one (a packet lasts 21 ms). A packet that reaches a later output with the
+        # times an earlier one rounded to milliseconds fails the exact check.
+        exact = out.suffix in (".mp4", ".mov")
+        assert times == pytest.approx(want_times, abs=1e-6 if exact else 0.0011), out.name
+
+
 def test_audio_reencoded_when_container_cannot_take_it(tmp_path):
     src = make_video(tmp_path / "pcm.mkv", frames=30, audio_codec="pcm_s16le")
     out = tmp_path / "out.flv"

@@ -176,3 +176,66 @@ def test_mouth_mask_keeps_the_target_mouth_interior():
     assert fallback[cy, cx, 0] < 40  # without a mesh: an ellipse between the mouth corners
     nose = face.kps[2].astype(int)
     assert kept[nose[1], nose[0], 0] > 240  # the rest of the face is still swapped
+
+
+def test_feathered_band_blends_by_the_mask_weight():
+    """Every pixel of the band is w·crop + (1 − w)·frame, w the mask at that crop point
+    (an integer shift maps frame pixels onto crop pixels exactly)."""
+    settings = PasteSettings(blur=0.3, padding=0.0)
+    frame_bgr, crop_bgr = np.array([20, 40, 60]), np.array([220, 200, 180])
+    frame = np.empty((300, 300, 3), np.uint8)
+    frame[:] = frame_bgr
+    crop = np.empty((128, 128, 3), np.uint8)
+    crop[:] = crop_bgr
+    tx, ty = 70, 90
+    matrix = np.array([[1.0, 0.0, -tx], [0.0, 1.0, -ty]])  # frame → crop
+    paste = PasteBack(settings)
+    paste.paste(frame, crop, matrix)
+    w = paste.mask(128)
+    band = (w > 0.02) & (w < 0.98)
+    assert band.sum() > 4000  # the feather is ~19 px wide on each side
+    want = w[..., None] * crop_bgr + (1.0 - w[..., None]) * frame_bgr
+    got = frame[ty:ty + 128, tx:tx + 128].astype(np.float64)
+    assert np.abs(got - want)[band].max() <= 1.0
+    assert np.abs(got - want).max() <= 1.0  # and the core (crop) and the rim (frame)
+    outside = np.ones(frame.shape[:2], bool)
+    outside[ty:ty + 128, tx:tx + 128] = False
+    assert (frame[outside] == frame_bgr).all()
+
+
+def test_box_mask_feather_is_a_blurred_step_that_reaches_zero_at_the_edge():
+    """The band's profile: a step at half the feather in from the edge, Gaussian-blurred
+    with σ = feather / 6, so the weight is ~0 at the crop's edge and ~1 a feather in."""
+    from math import erf, sqrt
+
+    size, blur = 128, 0.3
+    feather = int(size * 0.5 * blur)  # 19 px
+    step, sigma = feather // 2 - 0.5, feather / 6.0  # between pixels 8 and 9
+    profile = box_mask(size, blur=blur, padding=0.0)[size // 2, : size // 2]
+    want = np.array([0.5 * (1 + erf((x - step) / (sigma * sqrt(2)))) for x in range(size // 2)])
+    assert np.abs(profile - want).max() < 0.02
+    assert profile[0] < 0.01 and profile[feather] > 0.99
+
+
+def test_color_transfer_moves_the_crop_statistics_onto_the_target():
+    """Direction: the generated crop takes the target's LAB mean and spread (not the
+    target the crop's), on textured crops whose spreads differ."""
+    from streamswap.faces.paste import transfer_color_lab
+
+    rng = np.random.default_rng(4)
+    crop = np.clip(rng.normal((150, 120, 200), 25, (128, 128, 3)), 0, 255).astype(np.uint8)
+    target = np.clip(rng.normal((70, 100, 90), 6, (128, 128, 3)), 0, 255).astype(np.uint8)
+    weight = box_mask(128, blur=0.3, padding=0.0)
+    sel = weight > 0.5
+
+    def stats(img):
+        lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB).astype(np.float64)[sel]
+        return lab.mean(axis=0), lab.std(axis=0)
+
+    out = transfer_color_lab(crop, target, weight)
+    mean, std = stats(out)
+    t_mean, t_std = stats(target)
+    c_mean, c_std = stats(crop)
+    assert np.abs(mean - t_mean).max() < 1.5
+    assert np.allclose(std, t_std, rtol=0.15, atol=0.6)
+    assert (np.abs(c_mean - t_mean) > 5).any() and (c_std > 2 * t_std).any()  # so it moved
