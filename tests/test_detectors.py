@@ -373,6 +373,25 @@ def test_blazeface_decodes_known_faces_with_weighted_nms(tmp_path, pool) -> None
     assert len(apart) == 3
 
 
+@pytest.mark.parametrize("nms_iou,count", [(0.45, 2), (0.5, 3), (0.54, 4)])
+def test_blazeface_weighted_nms_merges_exactly_above_the_configured_iou(tmp_path, pool, nms_iou, count) -> None:
+    """Two pairs of 40-px boxes, IoU 0.538 (shifted 12 px) and 0.455 (15 px): a pair is one
+    face when its IoU is above faces.detector.nms_iou, two faces below it. Pins the
+    threshold the decoder passes and the side of it that merges."""
+    pairs = [((20, 20, 60, 60), (32, 20, 72, 60)), ((100, 20, 140, 60), (115, 20, 155, 60))]
+    faces = []
+    for k, (best, other) in enumerate(pairs):
+        faces += [blaze_face((5 + 20 * k, 10), 0.9, best), blaze_face((6 + 20 * k, 10), 0.7, other)]
+    path = blaze_model(tmp_path / "pairs.onnx", faces)
+    found = make_detector("blazeface", pool.get(path), DetectorSettings(nms_iou=nms_iou)).detect(frame())
+    assert len(found) == count
+    if count == 3:  # the 0.538 pair merged (score-weighted), the 0.455 pair kept apart
+        merged = (0.9 * np.asarray(pairs[0][0]) + 0.7 * np.asarray(pairs[0][1])) / 1.6
+        boxes = sorted(tuple(np.round(f.box * 0.15, 2)) for f in found)
+        assert boxes[0] == pytest.approx(tuple(merged), abs=0.01)
+        assert boxes[1:] == [pytest.approx(pairs[1][0], abs=0.01), pytest.approx(pairs[1][1], abs=0.01)]
+
+
 def test_blazeface_border_zero_and_max_faces(tmp_path, pool) -> None:
     edge = blaze_face((1, 1), 0.9, (-6, -4, 20, 24))
     pad = blaze_face((20, 40), 0.95, (70, 140, 100, 170))  # below the 108-px content: padding only

@@ -307,3 +307,17 @@ def test_concurrent_detect_and_source_switch() -> None:
     proc.swap(FRAME, proc.detect(FRAME, 200))
     assert not errors
     assert sw.used[-1] == ("identity", 29)
+
+
+@pytest.mark.parametrize("max_missed", [1, 3])
+def test_track_survives_exactly_max_missed_detector_runs(max_missed: int) -> None:
+    """The edge: a track unmatched for `max_missed` runs keeps its id when its face comes
+    back; one run more and it is gone, so the face returns with a new id."""
+    for misses, kept in ((max_missed, True), (max_missed + 1, False)):
+        tracker = FaceTracker(smoothing=0.0, max_missed=max_missed)
+        (first,) = tracker.update([face_at(200, 200)])
+        for _ in range(misses):
+            tracker.update([])
+        assert (first.track_id in tracker.tracks) is kept, (misses, max_missed)
+        (back,) = tracker.update([face_at(200, 200)])
+        assert (back.track_id == first.track_id) is kept, (misses, max_missed)
