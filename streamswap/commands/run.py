@@ -244,4 +244,9 @@ def run_until_done(
         if isinstance(error, StreamswapError):
             raise error
         return 1
+    failed = [stage for stage, n in snap["errors"].items() if snap["frames_in"] and n >= snap["frames_in"]]
+    if failed:  # a run that produced nothing useful is not a success
+        print(f"{label}: every frame failed in the {', '.join(failed)} stage; see the first error above",
+              file=sys.stderr)
+        return 1
     return 0

@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from streamswap.errors import InputError
-from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat, check_frame_size
 from streamswap.io.convert import BgrWriter
 from streamswap.logs import kv
 from streamswap.redact import redact_uri
@@ -165,6 +165,11 @@ class AvSource:
             raise InputError(f"{self.name}: no decodable video frame; the file may be empty or corrupt")
         self._frames.appendleft(first)
         width, height = self._size or (first.width, first.height)
+        try:
+            check_frame_size(width, height, self.name)  # before the writer's buffers
+        except InputError:
+            self.close()
+            raise
         width, height = width - width % 2, height - height % 2  # 4:2:0 encoders need even sizes
         own_fps = video.average_rate or video.guessed_rate or video.base_rate or DEFAULT_FPS
         own_fps = Fraction(own_fps).limit_denominator(1001)

@@ -13,6 +13,29 @@ from typing import Any, Protocol
 import numpy as np
 
 
+# The frame sizes a run handles. Below 16×16 there is no picture (and encoders refuse it);
+# above 8192 a side or 40 megapixels (8K UHD is 33) every preallocated slot would be
+# hundreds of MB. Odd sizes are rounded down to even (H.264 4:2:0 needs it).
+MIN_FRAME_SIDE = 16
+MAX_FRAME_SIDE = 8192
+MAX_FRAME_PIXELS = 40_000_000
+
+
+def check_frame_size(width: int, height: int, name: str) -> None:
+    """Raise InputError unless a width×height frame (after rounding down to even) is one a
+    run can carry; called before any frame-sized buffer is allocated."""
+    from streamswap.errors import InputError
+
+    if width < MIN_FRAME_SIDE or height < MIN_FRAME_SIDE:
+        raise InputError(f"{name}: the video is {width}×{height} pixels, too small to process "
+                         f"(at least {MIN_FRAME_SIDE}×{MIN_FRAME_SIDE}); use a larger input or set "
+                         "io.width/io.height to scale it up")
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+        raise InputError(f"{name}: the video is {width}×{height} pixels, larger than a run handles "
+                         f"(at most {MAX_FRAME_SIDE} a side and {MAX_FRAME_PIXELS // 1_000_000} "
+                         "megapixels); set io.width/io.height to scale it down")
+
+
 @dataclass(frozen=True)
 class VideoFormat:
     """The frame geometry and timing every stage and sink agrees on for one run."""

@@ -46,9 +46,10 @@ class BgrWriter:
             h, w, i420 = self.height, self.width, self._i420
             assert i420 is not None
             y, u, v = frame.planes
-            i420[:h] = _plane_view(y, h, w)
-            i420[h : h + h // 4].reshape(h // 2, w // 2)[:] = _plane_view(u, h // 2, w // 2)
-            i420[h + h // 4 :].reshape(h // 2, w // 2)[:] = _plane_view(v, h // 2, w // 2)
+            y_part, u_part, v_part = _i420_planes(i420, h, w)
+            y_part[:] = _plane_view(y, h, w)
+            u_part[:] = _plane_view(u, h // 2, w // 2)
+            v_part[:] = _plane_view(v, h // 2, w // 2)
             cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420, dst=out)
             self.fast_frames += 1
             return
@@ -93,12 +94,23 @@ class YuvFrameFiller:
         # An encoder that still holds a reference (frame threading) gets its own copy.
         frame.make_writable()
         y, u, v = frame.planes
-        _plane_view(y, h, w)[:] = self._i420[:h]
-        _plane_view(u, h // 2, w // 2)[:] = self._i420[h : h + h // 4].reshape(h // 2, w // 2)
-        _plane_view(v, h // 2, w // 2)[:] = self._i420[h + h // 4 :].reshape(h // 2, w // 2)
+        y_part, u_part, v_part = _i420_planes(self._i420, h, w)
+        _plane_view(y, h, w)[:] = y_part
+        _plane_view(u, h // 2, w // 2)[:] = u_part
+        _plane_view(v, h // 2, w // 2)[:] = v_part
         frame.pts = pts
         frame.time_base = time_base
         return frame
+
+
+def _i420_planes(i420: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y (h×w), U and V (h/2 × w/2) views of OpenCV's I420 buffer ((h·3/2)×w, planes back to
+    back). Sliced by bytes, not rows: when h/2 is odd (480×270, 1080×1350) a chroma plane
+    ends in the middle of a row of the (h·3/2)×w shape."""
+    flat = i420.reshape(-1)
+    y_end, c = h * w, (h // 2) * (w // 2)
+    return (flat[:y_end].reshape(h, w), flat[y_end:y_end + c].reshape(h // 2, w // 2),
+            flat[y_end + c:y_end + 2 * c].reshape(h // 2, w // 2))
 
 
 def _plane_view(plane: av.video.plane.VideoPlane, rows: int, cols: int) -> np.ndarray:

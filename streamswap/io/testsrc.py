@@ -14,7 +14,7 @@ import numpy as np
 
 from streamswap.errors import InputError
 from streamswap.io.images import read_image
-from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat, check_frame_size
 
 
 def default_photo() -> Path | None:
@@ -32,6 +32,7 @@ class _Generated:
     def __init__(self, width: int, height: int, fps: Fraction, live: bool, frames: int | None) -> None:
         self.live = live
         self.name = "test://"
+        check_frame_size(width, height, "test://")  # before anything is drawn
         self.width = width - width % 2
         self.height = height - height % 2
         self.fps = Fraction(fps).limit_denominator(1001)

@@ -10,6 +10,7 @@ Outputs: vcam://, vcam:///dev/videoN, rtmp(s)://host/app/key, file.{mp4,mov,mkv,
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import sys
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from streamswap.errors import InputError, OutputError
 from streamswap.files import check_output_file, kind_of
+from streamswap.safeyaml import shorten
 from streamswap.io.avsink import FILE_FORMATS, AvSink
 from streamswap.io.avsource import AvSource, OpenSpec
 from streamswap.io.base import Sink, Source
@@ -34,6 +36,17 @@ INPUT_SCHEMES = ("test", "v4l2", "avfoundation", "dshow", "webcam", "file") + NE
 OUTPUT_SCHEMES = ("vcam", "rtmp", "rtmps", "file", "display", "null")
 
 
+def _check_port(uri: str, error: type[InputError] | type[OutputError]) -> None:
+    """A network URI's port must be 1..65535 (urllib raises a bare ValueError later)."""
+    try:
+        port = urlsplit(uri).port
+    except ValueError:
+        netloc = urlsplit(uri).netloc.rpartition("@")[2]
+        raise error(f"{uri}: the port in {shorten(netloc)} is not a number from 1 to 65535") from None
+    if port == 0:
+        raise error(f"{uri}: port 0 is not a port; use 1 to 65535 (RTMP's is 1935)")
+
+
 def _query(uri: str) -> tuple[Any, dict[str, str]]:
     parts = urlsplit(uri)
     return parts, {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -45,9 +58,9 @@ def _number(query: dict[str, str], key: str, uri: str, kind: type = int) -> Any:
     try:
         value = kind(query[key])
     except ValueError:
-        raise InputError(f"{uri}: {key}={query[key]!r} is not a number") from None
-    if value <= 0:
-        raise InputError(f"{uri}: {key} must be positive")
+        raise InputError(f"{uri}: {key}={shorten(query[key])} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{uri}: {key} must be a positive number, got {shorten(query[key])}")
     return value
 
 
@@ -96,6 +109,7 @@ def open_source(uri: str, settings: IoSettings, *, live: bool | None = None) -> 
     if scheme in ("v4l2", "avfoundation", "dshow", "webcam") or uri.startswith("/dev/video"):
         return _device_source(uri, scheme, settings, True if live is None else live)
     if scheme in NETWORK_INPUTS:
+        _check_port(uri, InputError)
         return _network_source(uri, scheme, settings, True if live is None else live)
     if scheme == "file":
         path = unquote(urlsplit(uri).path)
@@ -239,6 +253,7 @@ def open_sink(uri: str, settings: IoSettings, protect: Sequence[str] = ()) -> Si
     if scheme == "display":
         return DisplaySink(uri)
     if scheme in ("rtmp", "rtmps"):
+        _check_port(uri, OutputError)
         first = AvSink(uri, "flv", settings, network=True)
 
         def make() -> Sink:

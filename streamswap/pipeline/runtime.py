@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from streamswap.errors import InputError, StreamswapError
-from streamswap.io.base import AudioFormat, FrameMeta, Sink, Source, VideoFormat
+from streamswap.io.base import AudioFormat, FrameMeta, Sink, Source, VideoFormat, check_frame_size
 from streamswap.logs import kv
 from streamswap.pipeline.ring import FrameItem, Ring, RingClosed
 from streamswap.pipeline.settings import PipelineSettings
@@ -148,6 +148,8 @@ class Runtime:
         try:
             self.video = source.open()
             self.audio = source.audio
+            # Whatever the source is, no slot is allocated for a frame no run can carry.
+            check_frame_size(self.video.width, self.video.height, getattr(source, "name", "input"))
         except BaseException:
             self.state = "failed"
             _close_quietly(source, "source")
