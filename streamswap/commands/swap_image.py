@@ -66,16 +66,17 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         planned = _plan_folder(target, output, existing, protect)
     processor = build_face_processor(config)
     processor.set_source_images(config.source)
+    label = config.io.label  # responsible use: visible label and file tag
     if image is None:
-        return _swap_folder(processor, output, planned)
-    count = swap_file(processor, target, output, image)
+        return _swap_folder(processor, output, planned, label)
+    count = swap_file(processor, target, output, image, label)
     print(f"wrote {output} ({count} face{'s' if count != 1 else ''} swapped)")
     return 0
 
 
-def swap_file(processor: Any, target: Path, output: Path, image: Any = None) -> int:
+def swap_file(processor: Any, target: Path, output: Path, image: Any = None, label: Any = None) -> int:
     """Swap every face of `target` (already read: `image`) into `output`; returns the
-    number of faces."""
+    number of faces. `label` (io.label): the visible label and the file's metadata tag."""
     from streamswap.io.images import read_image, write_image
 
     if image is None:
@@ -84,7 +85,16 @@ def swap_file(processor: Any, target: Path, output: Path, image: Any = None) -> 
     if not faces:
         raise NoFaceError(f"{target}: no face found in the target image")
     processor.swap(image, faces)
-    write_image(output, image)
+    if label is not None and label.enabled:
+        from streamswap.io.label import Labeler
+
+        Labeler(label).draw(image)
+    tag = None
+    if label is not None and label.metadata:
+        from streamswap.io.label import tag_text
+
+        tag = tag_text(label)
+    write_image(output, image, tag=tag)
     return len(faces)
 
 
@@ -125,13 +135,13 @@ def _plan_folder(folder: Path, outdir: Path, existing: str, protect: list[str]) 
     return planned
 
 
-def _swap_folder(processor: Any, outdir: Path, planned: list[tuple[Path, Path]]) -> int:
+def _swap_folder(processor: Any, outdir: Path, planned: list[tuple[Path, Path]], label: Any = None) -> int:
     outdir.mkdir(exist_ok=True)
     failed = 0
     for target, out in planned:
         name = out.name
         try:
-            count = swap_file(processor, target, out)
+            count = swap_file(processor, target, out, label=label)
         except StreamswapError as exc:
             failed += 1
             print(f"failed: {exc}", file=sys.stderr)

@@ -201,6 +201,10 @@ class AvSink:
             where = "check the URL and that the server accepts publishing" if self.network \
                 else "check that the folder exists and is writable"
             raise OutputError(f"{self.name}: cannot open output ({error_text(exc)}); {where}") from None
+        if s.label.metadata:  # responsible use: the file says it is face-swapped
+            from streamswap.io.label import TAG_KEY, tag_text
+
+            self._container.metadata[TAG_KEY] = tag_text(s.label)
         try:
             self._add_video(video)
             if audio is not None:

@@ -148,8 +148,9 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> Path:
-    """Write a BGR uint8 image; the format follows the extension. Written atomically."""
+def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95, tag: str | None = None) -> Path:
+    """Write a BGR uint8 image; the format follows the extension. Written atomically.
+    `tag`: a text stored in the file (PNG text chunk / JPEG comment), e.g. "AI-generated"."""
     p = check_output_path(path)
     ext = p.suffix.lower()
     params: list[int] = []
@@ -162,9 +163,14 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 
         raise OutputError(f"{p}: cannot encode the image as {ext}")
     if not p.parent.is_dir():  # no folders are created: a typo must not make a tree of them
         raise OutputError(f"{p}: folder {p.parent} does not exist; create it first")
+    data = encoded.tobytes()
+    if tag:
+        from streamswap.io.label import tag_image_bytes
+
+        data = tag_image_bytes(data, ext, tag)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     try:
-        tmp.write_bytes(encoded.tobytes())
+        tmp.write_bytes(data)
         os.replace(tmp, p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,27 @@ from streamswap.typedconfig import choices, limits
 
 
 @dataclass
+class LabelSettings:
+    """Responsible use: a visible label on every output frame, and a metadata tag in file
+    outputs (container metadata of videos, a text chunk/comment of PNG/JPEG images)."""
+
+    enabled: bool = False  # draw the label on every output frame
+    text: str = "AI-generated"
+    position: str = field(default="bottom-right", metadata=choices("top-left", "top-right", "bottom-left",
+                                                                     "bottom-right"))
+    size: float = field(default=0.035, metadata=limits(min=0.01, max=0.2))  # text height × frame height
+    background: float = field(default=0.55, metadata=limits(min=0.0, max=1.0))  # opacity of the box behind
+    metadata: bool = True  # tag file outputs (also when the visible label is off)
+
+    def validate(self, where: str) -> None:
+        if not self.text.strip():
+            raise ConfigError(f"{where}.text: empty; give the label's text (e.g. AI-generated)")
+        if not self.text.isascii() or not self.text.isprintable() or len(self.text) > 80:
+            raise ConfigError(f"{where}.text: use up to 80 printable ASCII characters (the label font has "
+                              f"no others), got {self.text!r}")
+
+
+@dataclass
 class IoSettings:
     # Frame size of the whole run; None = the source's own size. Every frame is scaled to it
     # (also when the source changes resolution mid-stream).
@@ -59,6 +80,7 @@ class IoSettings:
     # An output file that already exists: auto = `run`/`swap-image` refuse it (-y replaces
     # it), `serve` moves the old one aside (NAME.<UTC time>.EXT); or refuse/overwrite/rename.
     existing_output: str = field(default="auto", metadata=choices("auto", "refuse", "overwrite", "rename"))
+    label: LabelSettings = field(default_factory=LabelSettings)
 
     def validate(self, where: str) -> None:
         if (self.width is None) != (self.height is None):

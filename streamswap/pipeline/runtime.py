@@ -483,6 +483,12 @@ class Runtime:
     def _output_loop(self) -> None:
         assert self.pool is not None and self._sinks is not None
         pool, ring, sinks, obs = self.pool, self.rings[2], self._sinks, self._obs
+        label = getattr(getattr(self.config, "io", None), "label", None)
+        labeler = None
+        if label is not None and label.enabled:  # responsible use: on every output frame
+            from streamswap.io.label import Labeler
+
+            labeler = Labeler(label)
         try:
             while True:
                 item = ring.get()
@@ -490,6 +496,8 @@ class Runtime:
                     break
                 t0 = time.monotonic()
                 failed = False
+                if labeler is not None and item.slot != _AUDIO_ONLY:
+                    labeler.draw(pool[item.slot])
                 for sink in sinks:
                     try:
                         if item.audio:
