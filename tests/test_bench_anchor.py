@@ -71,3 +71,31 @@ def test_models_have_the_claimed_compute_and_contracts(tmp_path: Path) -> None:
     graph = onnx.load(str(det)).graph
     assert [o.name for o in graph.output] == [f"{k}_{s}" for k in ("score", "bbox", "kps") for s in (8, 16, 32)]
     assert sum(n.op_type == "Conv" for n in graph.node) == len(media.DETECTOR_TOWER) + 1  # + the marker filter
+
+
+def test_one_anchor_run_keeps_every_frame_and_the_audio(tmp_path: Path) -> None:
+    """A short clip through `run_once` (the child process that builds what `streamswap run`
+    builds): the numbers come back, every frame and the audio are in the file, the face was
+    swapped where the photo is."""
+    from conftest import require
+
+    require(importlib.util.find_spec("skimage") is not None and importlib.util.find_spec("insightface") is not None,
+            "the demo photos (pip install 'streamswap[demo]')")
+    from streamswap.bench.anchor import DLC_ENCODER, run_once
+
+    files = media.make_anchor(tmp_path, seconds=0.5)
+    result = run_once(files, tmp_path, "file-dlc", live=False, encoder=DLC_ENCODER)
+    assert result["frames_out"] == result["file_frames"] == 15 and result["dropped"] == 0
+    assert result["file_audio_s"] >= 0.45 and result["errors"] == 0
+    assert result["detector_calls"] == 15  # files: the detector runs on every frame
+    assert result["fps"] > 0 and result["cpu_ms_per_frame"] > 0 and result["peak_rss_mb"] > 0
+    with av.open(str(tmp_path / "file-dlc.mp4")) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+        assert c.streams.video[0].codec_context.name == "h264"
+    with av.open(str(files.clip)) as c:
+        original = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    x, y = media.face_position(10)
+    inner = (slice(y + 120, y + 200), slice(x + 120, x + 200))  # the middle of the face
+    diff = np.abs(frames[10][inner].astype(int) - original[10][inner].astype(int)).mean()
+    assert diff > 40  # the synthetic swapper inverts the face
+    assert np.abs(frames[10][:100, :100].astype(int) - original[10][:100, :100].astype(int)).mean() < 6
