@@ -193,3 +193,15 @@ def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_sam
     engine_input = as_device(session.device_input("input.1"))
     assert np.abs(engine_input - host.input.buffer).max() <= 1 / 128 + 1e-6  # the device letterbox
     assert [n for n, s in rt.sync if n == "cudaMemcpyAsync"].count("cudaMemcpyAsync") == 1 + len(session.outputs)
+
+
+def test_gpu_bench_runs_the_frame_path_over_the_fakes() -> None:
+    """`bench gpu`'s frame path executes end to end (tiny frames, kernels simulated); the
+    numbers are only meaningful on a GPU, but the bytes per frame are exact anywhere."""
+    from streamswap.bench.gpu import _overlap, run_frame_path
+
+    report = run_frame_path(Cuda(FakeCudart()), frames=3, width=24, height=16, faces=1, iterations=1,
+                            detector_size=16, crop=8)
+    assert report.frames == 3
+    assert report.h2d_bytes == report.d2h_bytes == 24 * 16 * 3  # one frame each way per frame
+    assert _overlap([(0, 10)], [(5, 20)]) == 0.5 and _overlap([(0, 10)], [(10, 20)]) == 0.0

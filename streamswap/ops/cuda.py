@@ -15,6 +15,9 @@ same weights), masks within 1e-5.
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import nullcontext
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +26,15 @@ from numba import cuda
 
 from streamswap.ops.cpu import Box, letterbox_geometry
 
+SIMULATED = bool(numba_config.ENABLE_CUDASIM)
+
+# Host code reaches numba.cuda through this holder: while a kernel runs, the simulator
+# swaps every module-level name bound to numba.cuda for its fake, which would break another
+# stage thread's host calls at that moment (the real target never does this).
+# The simulator is not thread-safe either (each kernel thread finds its block index through
+# the calling Python thread), so there launches from two stage threads take turns.
+_host = SimpleNamespace(cuda=cuda, launch=threading.Lock() if SIMULATED else nullcontext())
+
 _BLOCK_2D = (16, 16)
 _BLOCK_3D = (16, 8, 2)
 
@@ -30,16 +42,16 @@ _BLOCK_3D = (16, 8, 2)
 def as_stream(stream: Any) -> Any:
     """A numba stream for `stream` (numba stream, raw cudaStream_t handle, or None)."""
     if stream is None:
-        return cuda.default_stream()
+        return _host.cuda.default_stream()
     if SIMULATED and not type(stream).__module__.startswith("numba"):
         # The simulator has no external streams and runs every launch to completion at
         # once, so any stream orders it correctly.
-        return cuda.default_stream()
+        return _host.cuda.default_stream()
     if isinstance(stream, int):
-        return cuda.external_stream(stream)
+        return _host.cuda.external_stream(stream)
     handle = getattr(stream, "handle", None)  # streamswap.inference.cuda.Stream
     if isinstance(handle, int):
-        return cuda.external_stream(handle)
+        return _host.cuda.external_stream(handle)
     return stream
 
 
@@ -52,10 +64,8 @@ def as_device(array: Any) -> Any:
         # No device under the simulator: the pointer is host memory (the tests' recording
         # fake of cuda-python allocates "device" buffers in host memory).
         return _host_view(interface)
-    return cuda.as_cuda_array(array)
+    return _host.cuda.as_cuda_array(array)
 
-
-SIMULATED = bool(numba_config.ENABLE_CUDASIM)
 
 
 def _host_view(interface: dict[str, Any]) -> np.ndarray:
@@ -227,9 +237,10 @@ def letterbox(frame: Any, out: Any, mean: float, scale: float, rgb: bool, resize
     size = out.shape[2]
     nh, nw = letterbox_geometry(h, w, size)
     s = as_stream(stream)
-    _letterbox_kernel[_grid((size, size), _BLOCK_2D), _BLOCK_2D, s](
-        as_device(frame), as_device(out), nh, nw, h / nh, w / nw,
-        np.float32(mean), np.float32(scale), bool(rgb), bool(pad))
+    with _host.launch:
+        _letterbox_kernel[_grid((size, size), _BLOCK_2D), _BLOCK_2D, s](
+            as_device(frame), as_device(out), nh, nw, h / nh, w / nw,
+            np.float32(mean), np.float32(scale), bool(rgb), bool(pad))
     return nh / h
 
 
@@ -239,10 +250,10 @@ class CropParams:
 
     def __init__(self, max_faces: int) -> None:
         self.max_faces = max_faces
-        self.host_inverses = cuda.pinned_array((max_faces, 2, 3), dtype=np.float64)
-        self.host_boxes = cuda.pinned_array((max_faces, 4), dtype=np.int32)
-        self.inverses = cuda.device_array((max_faces, 2, 3), dtype=np.float64)
-        self.boxes = cuda.device_array((max_faces, 4), dtype=np.int32)
+        self.host_inverses = _host.cuda.pinned_array((max_faces, 2, 3), dtype=np.float64)
+        self.host_boxes = _host.cuda.pinned_array((max_faces, 4), dtype=np.int32)
+        self.inverses = _host.cuda.device_array((max_faces, 2, 3), dtype=np.float64)
+        self.boxes = _host.cuda.device_array((max_faces, 4), dtype=np.int32)
 
     def upload(self, inverses: Sequence[np.ndarray], boxes: Sequence[Box], stream: Any) -> int:
         n = len(boxes)
@@ -268,8 +279,9 @@ def warp_crops(frame: Any, inverses: Sequence[np.ndarray], boxes: Sequence[Box],
         params = CropParams(n)
     params.upload(inverses, boxes, s)
     shape = (out.shape[2], out.shape[1], n)
-    _warp_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
-        as_device(frame), params.inverses, params.boxes, as_device(out))
+    with _host.launch:
+        _warp_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
+            as_device(frame), params.inverses, params.boxes, as_device(out))
 
 
 def crops_to_tensor(crops: Any, out: Any, scale: np.ndarray, bias: np.ndarray, rgb: bool, *,
@@ -281,8 +293,9 @@ def crops_to_tensor(crops: Any, out: Any, scale: np.ndarray, bias: np.ndarray, r
     sc = np.asarray(scale, np.float32).reshape(3)
     bi = np.asarray(bias, np.float32).reshape(3)
     shape = (crops.shape[2], crops.shape[1], n)
-    _crops_to_tensor_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, as_stream(stream)](
-        as_device(crops), as_device(out), sc[0], sc[1], sc[2], bi[0], bi[1], bi[2], bool(rgb))
+    with _host.launch:
+        _crops_to_tensor_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, as_stream(stream)](
+            as_device(crops), as_device(out), sc[0], sc[1], sc[2], bi[0], bi[1], bi[2], bool(rgb))
 
 
 def tensor_to_crops(tensor: Any, out: Any, scale: float, offset: float, rgb: bool, *, stream: Any = None) -> None:
@@ -292,8 +305,9 @@ def tensor_to_crops(tensor: Any, out: Any, scale: float, offset: float, rgb: boo
         return
     s = as_stream(stream)
     shape = (out.shape[2], out.shape[1], n)
-    _tensor_to_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
-        as_device(tensor), as_device(out), np.float32(255.0 * scale), np.float32(255.0 * offset), bool(rgb))
+    with _host.launch:
+        _tensor_to_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
+            as_device(tensor), as_device(out), np.float32(255.0 * scale), np.float32(255.0 * offset), bool(rgb))
 
 
 def paste(frame: Any, crop: Any, mask: Any, matrix: np.ndarray, box: Box, *, stream: Any = None) -> None:
@@ -303,6 +317,7 @@ def paste(frame: Any, crop: Any, mask: Any, matrix: np.ndarray, box: Box, *, str
         return
     m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
     shape = (x1 - x0, y1 - y0)
-    _paste_kernel[_grid(shape, _BLOCK_2D), _BLOCK_2D, as_stream(stream)](
-        as_device(frame), as_device(crop), as_device(mask), m[0, 0], m[0, 1], m[0, 2],
-        m[1, 0], m[1, 1], m[1, 2], x0, y0, x1, y1)
+    with _host.launch:
+        _paste_kernel[_grid(shape, _BLOCK_2D), _BLOCK_2D, as_stream(stream)](
+            as_device(frame), as_device(crop), as_device(mask), m[0, 0], m[0, 1], m[0, 2],
+            m[1, 0], m[1, 1], m[1, 2], x0, y0, x1, y1)
