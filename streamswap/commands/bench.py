@@ -8,11 +8,13 @@ import importlib
 from streamswap.bench import BENCHES
 from streamswap.commands import examples
 
-HELP = "measure speed: per-stage face timings, pipeline throughput/latency, TensorRT engines"
+HELP = ("measure speed: per-stage face timings, pipeline throughput/latency, TensorRT engines, "
+        "the peer comparison's anchor work")
 EXAMPLES = (
     "streamswap bench faces",
     "streamswap bench pipeline",
     "streamswap bench engines -c configs/desktop-gpu.yaml",
+    "streamswap bench anchor",
 )
 
 
@@ -21,6 +23,7 @@ _EXAMPLES = {
     "pipeline": ("streamswap bench pipeline", "streamswap bench pipeline --skip-hd --json"),
     "engines": ("streamswap bench engines -c configs/desktop-gpu.yaml",
                 "streamswap bench engines --precisions fp16,int8 --calib-dir faces/"),
+    "anchor": ("streamswap bench anchor", "streamswap bench anchor --rounds 3 --busy-core --workdir anchor/"),
 }
 
 
