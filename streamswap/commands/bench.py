@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, module_name in BENCHES.items():
         module = importlib.import_module(f"streamswap.bench.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
-                           epilog=examples(*_EXAMPLES[name]))
+                           epilog=examples(*_EXAMPLES.get(name, (f"streamswap bench {name}",))))
         module.add_arguments(p)
         p.set_defaults(_bench=module)
 
