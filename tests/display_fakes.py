@@ -12,16 +12,17 @@ from typing import Any
 
 
 def _forever() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(0.5)
 
 
 def hangs_opening(channel: Any, title: str, conn: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _forever()
 
 
 def hangs_holding_the_slot(channel: Any, title: str, conn: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # before "ready": no window for a SIGTERM
     channel.lock.acquire()
     conn.send(("ready", ""))
     _forever()

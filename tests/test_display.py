@@ -82,6 +82,33 @@ def test_window_closed_by_the_user_ends_the_preview_only(caplog: pytest.LogCaptu
     assert not display_children()
 
 
+LEFT_OPEN = """
+import sys
+from fractions import Fraction
+import display_fakes
+from streamswap.io.base import VideoFormat
+from streamswap.io.display import DisplaySink
+sink = DisplaySink(window=display_fakes.hangs_holding_the_slot)
+sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
+print(sink._process.pid, flush=True)
+sys.exit(0)  # no close(): an output thread that never got to it
+"""
+
+
+def test_a_run_that_ends_without_close_leaves_no_hung_window() -> None:
+    """multiprocessing waits for its children at exit; a hung window (SIGTERM ignored)
+    must not keep the run from ending."""
+    tests = Path(__file__).resolve().parent
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    done = subprocess.run([sys.executable, "-c", LEFT_OPEN], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout)
+    deadline = time.monotonic() + 5
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child)
+
+
 def test_the_window_child_never_imports_pyav() -> None:
     """PyAV's bundled libxcb is what hangs HighGUI: the child imports this module, so it
     must not pull PyAV in (the parent has it loaded; the spawned child starts clean)."""
@@ -117,6 +144,7 @@ def test_real_window_shows_frames_with_pyav_loaded(xvfb: str, monkeypatch: pytes
     monkeypatch.setenv("DISPLAY", xvfb)
     sink = DisplaySink()
     sink.open(VIDEO, None)
+    os.kill(sink._process.pid, signal.SIGINT)  # Ctrl-C reaches the window's process too
     frame = np.zeros((48, 64, 3), np.uint8)
     for i in range(60):
         frame[:] = i

@@ -13,9 +13,11 @@ This module is what the spawned child imports: keep PyAV (and anything importing
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -56,6 +58,9 @@ def window_main(channel: WindowChannel, title: str, conn: Any) -> None:
     text) first, ("closed", "") when the user closed the window."""
     import cv2  # here, not at the top: the parent never needs HighGUI
 
+    # Ctrl-C in a terminal reaches the whole process group: the run decides when the
+    # window goes (close() sets `stop`), not a KeyboardInterrupt traceback in here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     h, w = channel.shape[:2]
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -120,6 +125,9 @@ class DisplaySink:
         process = ctx.Process(target=self.window, args=(channel, self.title, send),
                               name="streamswap-display", daemon=True)
         process.start()
+        # At exit, before multiprocessing's own handler (registered earlier, so run later)
+        # waits for its children: a run that ends without close() leaves no hung window.
+        atexit.register(process.kill)
         send.close()
         self._process, self._conn, self._channel = process, receive, channel
         try:
@@ -172,6 +180,7 @@ class DisplaySink:
     def _end_child(self) -> None:
         """Ask the child to close its window; kill it when it does not end in time."""
         process, self._process = self._process, None
+        atexit.unregister(process.kill)
         if self._channel is not None:
             self._channel.stop.set()
         self._channel = self._frame = None
