@@ -214,3 +214,40 @@ def test_config_size_is_capped(tmp_path: Path) -> None:
     path.write_text("# padding\n" * 200_000)
     with pytest.raises(ConfigError, match="over the limit"):
         load_config(path)
+
+
+def test_a_reload_parses_off_the_control_lock_with_a_deadline(tmp_path: Path) -> None:
+    import threading
+
+    from streamswap.config import Config
+    from streamswap.service.daemon import Daemon
+
+    release = threading.Event()
+
+    def stuck_load() -> Config:  # a config read that never finishes (a stuck mount, …)
+        release.wait(30)
+        return Config()
+
+    daemon = Daemon(Config(), stuck_load, environ={})
+    daemon.reload_deadline_s = 0.3
+    started = time.monotonic()
+    holder = threading.Thread(target=lambda: pytest.raises(ConfigError, daemon.reload))
+    holder.start()
+    time.sleep(0.1)
+    # While the reload waits for its config, every control call can still take the lock.
+    assert daemon._lock.acquire(timeout=0.05)
+    daemon._lock.release()
+    holder.join(5)
+    assert not holder.is_alive() and time.monotonic() - started < 2
+    with pytest.raises(ConfigError, match="did not load within 0.3 s; keeping the running configuration"):
+        daemon.reload()
+    release.set()
+    # A bomb in the reloaded file is refused quickly, the old config kept.
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(billion_laughs("source"))
+    old = daemon.config
+    daemon._load_config = lambda: load_config(bomb)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="billion laughs"):
+        daemon.reload()
+    assert time.monotonic() - started < 2 and daemon.config is old

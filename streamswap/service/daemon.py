@@ -94,6 +94,34 @@ def check_uris(config: Any) -> None:
     open_sinks(config)
 
 
+# How long a reload may take to read and check its config file (it is bounded in size and
+# parsed by config.safeyaml, so this is far more than a real one needs).
+RELOAD_DEADLINE_S = 5.0
+
+
+def load_within(load: Callable[[], Any], seconds: float) -> Any:
+    """`load()` on a helper thread; ConfigError if it has not returned within `seconds`
+    (the thread is left to finish on its own; its result is ignored)."""
+    result: list[Any] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(load())
+        except BaseException as exc:  # re-raised in the caller
+            failed.append(exc)
+
+    worker = threading.Thread(target=work, name="streamswap-reload-parse", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise ConfigError(f"the config did not load within {seconds:g} s; keeping the running "
+                          "configuration")
+    if failed:
+        raise failed[0]
+    return result[0]
+
+
 # What a reload can apply live, and what needs a restart of the service.
 _LIVE_KEYS = ("source",)
 _PIPELINE_KEYS = ("input", "outputs", "io", "pipeline")
@@ -116,6 +144,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self._load_config = load_config
+        self.reload_deadline_s = RELOAD_DEADLINE_S
         self._build_stages = build_stages
         self._make_runtime = make_runtime
         self._env = os.environ if environ is None else environ
@@ -560,12 +589,15 @@ class Daemon:
         the next frame boundary; input/outputs/io/pipeline by re-opening the pipeline with
         the loaded models; service timings. Model/face settings need a restart (reported).
         A config that fails to load leaves everything as it was (ConfigError)."""
+        # Parsed before taking the lock every control call needs, on its own thread with a
+        # deadline: a config that cannot be read in time leaves the API, the pipeline, the
+        # watchdog and SIGTERM answering, and everything as it was.
+        new = load_within(self._load_config, self.reload_deadline_s)
         with self._lock:
             was_ready = self.ready  # RELOADING=1 … READY=1 only once READY=1 was sent
             if was_ready:
                 self.notifier.reloading()
             try:
-                new = self._load_config()
                 old = self.config
                 changed = [k for k in (*_LIVE_KEYS, *_PIPELINE_KEYS, *_RESTART_KEYS, "service")
                            if getattr(old, k) != getattr(new, k)]
