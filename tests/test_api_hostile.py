@@ -148,6 +148,45 @@ def _eof(s: socket.socket) -> bool:
         return True
 
 
+def test_busy_and_host_refusals_of_an_upload_are_read_not_reset(tmp_path):
+    """A refusal sent before the app reads the body (over the connection cap, unknown Host)
+    reads and drops that body first: the client gets the answer, not a reset."""
+    r = Running(tmp_path, max_connections=4, client_timeout_s=20.0)
+    try:
+        r.wait_ready()
+        body = b"\xff\xd8" + b"\0" * 8_000_000
+        head = (f"POST /source HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        raw = _raw(r.daemon.api.url, head.format(host="evil.example").encode() + body)
+        assert _status_and_json(raw)[0] == 403, raw[:300]
+        idle = [socket.create_connection(_addr(r), timeout=10) for _ in range(4)]
+        try:
+            raw = _raw(r.daemon.api.url, head.format(host="127.0.0.1").encode() + body)
+            code, answer = _status_and_json(raw)
+            assert code == 503 and "too many connections" in answer["error"]
+        finally:
+            for s in idle:
+                s.close()
+    finally:
+        r.stop()
+
+
+def test_the_server_stops_with_the_daemon(tmp_path):
+    r = Running(tmp_path)
+    r.wait_ready()
+    addr = _addr(r)
+    kept = socket.create_connection(addr, timeout=5)  # an idle keep-alive client does not hold the stop
+    t0 = time.monotonic()
+    r.stop()
+    assert not r.thread.is_alive() and time.monotonic() - t0 < 8
+    assert r.daemon.api is not None and not r.daemon.api.running
+    assert not any(t.name == "streamswap-api" and t.is_alive() for t in threading.enumerate())
+    with pytest.raises(OSError):
+        socket.create_connection(addr, timeout=2).close()
+    assert _eof(kept)
+    kept.close()
+
+
 # -- DNS rebinding and cross-site requests ------------------------------------------------
 def test_unknown_host_names_are_refused_on_every_endpoint(tmp_path):
     r = Running(tmp_path, allowed_hosts=["streamswap.lan"])

@@ -49,7 +49,7 @@ from streamswap.service.access import (
     Sessions,
     bearer_matches,
 )
-from streamswap.service.httpserver import MAX_HEADER_BYTES, HttpServer, json_answer
+from streamswap.service.httpserver import MAX_HEADER_BYTES, DrainPolicy, HttpServer, answer_and_close, drain_body
 from streamswap.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamswap.service.metrics import Metrics
 from streamswap.service.settings import ServiceSettings, needs_token, parse_bind
@@ -60,10 +60,6 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff
 JSON_BODY_LIMIT = 64 * 1024
 # Deeper JSON is refused before parsing (Python's parser would recurse until it fails).
 JSON_MAX_DEPTH = 32
-# Refusing a body we did not read: discard at most this much of it (bounded in time too)
-# so the client reads our answer rather than a reset, then close the connection.
-_DRAIN_LIMIT = 1024 * 1024
-_DRAIN_SECONDS = 1.0
 # A health probe answers within this, whatever the daemon is doing (503 past it).
 HEALTH_DEADLINE_S = 2.0
 SESSION_COOKIE = "streamswap_session"
@@ -105,6 +101,10 @@ class ApiContext:
     cookie_name: str = SESSION_COOKIE
     sessions: Sessions = field(default_factory=Sessions)
     _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+
+    @property
+    def drain(self) -> DrainPolicy:
+        return DrainPolicy(self.settings.max_upload_bytes, self.settings.client_timeout_s)
 
     def limiter(self, kind: str) -> anyio.CapacityLimiter:
         """Worker-thread pools by kind, so a stuck reload cannot starve the probes and at
@@ -443,32 +443,15 @@ async def logout(request: Request) -> JSONResponse:
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-async def _drain(request: Request) -> None:
-    """Read and drop a refused request's unread body, so the client reads our answer rather
-    than a reset: all of it when within the upload limit (a busy answer to an honest
-    upload), else a little (not when the client waits for 100 Continue: it sent nothing)."""
-    if request.headers.get("expect", "").lower() == "100-continue":
-        return
-    settings = api_context(request).settings
-    length = _declared_length(request) or 0
-    whole = 0 < length <= settings.max_upload_bytes
-    left = length if whole else _DRAIN_LIMIT
-    try:
-        with anyio.move_on_after(settings.client_timeout_s if whole else _DRAIN_SECONDS):
-            async for chunk in request.stream():
-                left -= len(chunk)
-                if left <= 0:
-                    break
-    except Exception:  # the client went away, or the stream was already consumed
-        pass
-
-
 async def _refused(request: Request, exc: Refused) -> JSONResponse:
     headers = dict(exc.headers)
     if _declares_body(request) and not getattr(request.state, "body_read", False):
         # Refused before its body was read: that body must not be parsed as the next
         # request, and a large one is not worth reading, so the connection ends here.
-        await _drain(request)
+        try:
+            await drain_body(request.scope, request.receive, api_context(request).drain)
+        except Exception:  # the client went away meanwhile
+            pass
         headers["Connection"] = "close"
     context = kv(client=request.client.host if request.client else "?", method=request.method,
                  path=request.url.path[:200], code=exc.code, error=exc.message)
@@ -527,17 +510,13 @@ class _Guard:
             if size > MAX_HEADER_BYTES or len(headers) > MAX_HEADERS:
                 # h11 caps a header block that arrives in pieces; one that arrives whole is
                 # measured here.
-                start, body = json_answer(431, f"request headers too large (over {MAX_HEADER_BYTES} bytes "
-                                               f"or {MAX_HEADERS} fields)", [(b"connection", b"close")])
-                await counted_send(start)
-                await counted_send(body)
+                await answer_and_close(scope, receive, counted_send, 431, "request headers too large (over "
+                                       f"{MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields)", drain=self.ctx.drain)
             elif not self.ctx.hosts.allows(host):
                 log.warning("api request refused: unknown Host", extra=kv(host=(host or "")[:100]))
-                start, body = json_answer(
-                    403, f"Host {(host or '')[:100]!r} is not this API's address; add the name to "
-                    "service.allowed_hosts to use it", [(b"connection", b"close")])
-                await counted_send(start)
-                await counted_send(body)
+                await answer_and_close(scope, receive, counted_send, 403,
+                                       f"Host {(host or '')[:100]!r} is not this API's address; add the "
+                                       "name to service.allowed_hosts to use it", drain=self.ctx.drain)
             else:
                 await self.app(scope, receive, counted_send)
         except Exception:
@@ -590,7 +569,8 @@ class ControlApi:
 
     def start(self) -> None:
         server = HttpServer(self.host, self.port, header_timeout_s=self.settings.client_timeout_s,
-                            max_connections=self.settings.max_connections)
+                            max_connections=self.settings.max_connections,
+                            drain=DrainPolicy(self.settings.max_upload_bytes, self.settings.client_timeout_s))
         self.port = server.port  # the real port when 0 was asked for
         server.start(self._app())
         self._server = server

@@ -23,8 +23,10 @@ import json
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+import anyio
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -42,6 +44,10 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any]
 # The whole request line + header block may not exceed this (h11 answers 400 beyond).
 MAX_HEADER_BYTES = 16 * 1024
 KEEP_ALIVE_S = 5
+# A body refused unread is read and dropped up to this much (and this long) before the
+# connection closes, so the client reads the answer rather than a reset.
+DRAIN_LIMIT = 1024 * 1024
+DRAIN_SECONDS = 1.0
 # Probes answered on a connection over the cap (they are cheap and must keep answering).
 PROBE_PATHS = ("/health", "/health/live", "/health/ready")
 
@@ -55,16 +61,56 @@ def json_answer(status: int, error: str, headers: list[tuple[bytes, bytes]] | No
     return start, {"type": "http.response.body", "body": body}
 
 
-def busy_app(app: ASGIApp, limit: int) -> ASGIApp:
+@dataclass(frozen=True)
+class DrainPolicy:
+    """How much of a body answered unread is read and dropped before the connection closes,
+    so the client reads the answer rather than a reset: all of it within `whole_limit`
+    bytes and `whole_seconds` (an honest upload, answered busy), else a little."""
+
+    whole_limit: int = DRAIN_LIMIT
+    whole_seconds: float = DRAIN_SECONDS
+
+
+async def drain_body(scope: dict[str, Any], receive: Any, policy: DrainPolicy = DrainPolicy()) -> None:
+    """Read and drop the body of a request answered without it (see DrainPolicy). Nothing
+    is read from a client waiting for 100 Continue: it has sent no body."""
+    headers = dict(scope.get("headers") or ())
+    if headers.get(b"expect", b"").lower() == b"100-continue":
+        return
+    declared = headers.get(b"content-length", b"")
+    if b"transfer-encoding" not in headers and declared in (b"0", b""):
+        return
+    whole = declared.isdigit() and int(declared) <= policy.whole_limit
+    left = int(declared) if whole else DRAIN_LIMIT
+    with anyio.move_on_after(policy.whole_seconds if whole else DRAIN_SECONDS):
+        while left > 0:
+            message = await receive()
+            if message.get("type") != "http.request":
+                return
+            left -= len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
+
+
+async def answer_and_close(scope: dict[str, Any], receive: Any, send: Any, status: int, error: str,
+                           headers: list[tuple[bytes, bytes]] | None = None,
+                           drain: DrainPolicy = DrainPolicy()) -> None:
+    """A JSON refusal sent without running the app; the connection closes after it."""
+    await drain_body(scope, receive, drain)
+    start, body = json_answer(status, error, [*(headers or []), (b"connection", b"close")])
+    await send(start)
+    await send(body)
+
+
+def busy_app(app: ASGIApp, limit: int, drain: DrainPolicy) -> ASGIApp:
     """`app` for the health probes; 503 with `Connection: close` for everything else."""
     async def busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") == "http" and scope.get("path") in PROBE_PATHS:
             await app(scope, receive, send)
             return
-        start, body = json_answer(503, f"too many connections to the control API (over {limit}); retry shortly",
-                                  [(b"retry-after", b"1"), (b"connection", b"close")])
-        await send(start)
-        await send(body)
+        await answer_and_close(scope, receive, send, 503,
+                               f"too many connections to the control API (over {limit}); retry shortly",
+                               [(b"retry-after", b"1")], drain)
     return busy
 
 
@@ -73,6 +119,7 @@ class _GuardedH11(H11Protocol):
 
     header_timeout_s = 10.0
     max_connections = 128
+    drain = DrainPolicy()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -83,7 +130,7 @@ class _GuardedH11(H11Protocol):
             transport.abort()
             return
         if open_now > self.max_connections:
-            self.app = busy_app(self.app, self.max_connections)
+            self.app = busy_app(self.app, self.max_connections, self.drain)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -138,7 +185,7 @@ class HttpServer:
     ConfigError at start, and port 0 is resolved), in a thread of its own."""
 
     def __init__(self, host: str, port: int, *, header_timeout_s: float, max_connections: int,
-                 what: str = "service.api") -> None:
+                 drain: DrainPolicy = DrainPolicy(), what: str = "service.api") -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -154,7 +201,8 @@ class HttpServer:
         self.socket = sock
         self.port: int = sock.getsockname()[1]
         self._protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout_s": header_timeout_s,
-                                                             "max_connections": max_connections})
+                                                             "max_connections": max_connections,
+                                                             "drain": drain})
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
