@@ -143,13 +143,13 @@ def build_face_processor(
         from streamswap.faces.swappers.mesh import MeshSwapper
 
         swapper = MeshSwapper(faces.mesh, paste=faces.paste)
+        if faces.select.mode == "reference" or faces.map:
+            recognizer = _recognizer(faces, store, pool)
     else:
         swapper = _neural_swapper(faces, store, pool)
-        rec = _resolve(store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract,
-                       ("recognizer",))
-        from streamswap.faces.identity import ArcFace, LatentCache
+        from streamswap.faces.identity import LatentCache
 
-        recognizer = ArcFace(pool.get(rec.path, role="recognizer"), name=rec.spec.name)
+        recognizer = _recognizer(faces, store, pool)
         latent_cache = LatentCache.for_models_dir(store.dir)
 
     swapper.masks = build_masks(faces, store, pool)
@@ -165,9 +165,34 @@ def build_face_processor(
         detector, swapper, landmarker=landmarker, tracking=faces.tracking, recognizer=recognizer,
         source_face_index=faces.swapper.source_face_index, latent_cache=latent_cache, enhancer=enhancer,
     )
+    if recognizer is None:  # live mappings load it on first use (naming the model to fetch if absent)
+        processor.people.load_recognizer = lambda: _recognizer(faces, store, pool)
+    processor.people.selector.recognize_every = faces.select.recognize_every
+    processor.people.selector.hold_frames = faces.select.hold_frames
+    processor.people.configure(faces.select, faces.map, faces.unmatched)  # reads the photos it names
     log.info("face stages ready", extra=kv(detector=faces.detector.model, landmarker=faces.landmarker.model,
-                                           swapper=faces.swapper.model, enhancer=faces.enhancer))
+                                           swapper=faces.swapper.model, enhancer=faces.enhancer,
+                                           select=faces.select.mode, mappings=len(faces.map)))
     return processor
+
+
+def _recognizer(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> Any:
+    """The ArcFace recognizer (neural swappers' identities, selection by reference, faces.map).
+    A missing file is refused naming the model to fetch."""
+    from streamswap.errors import ModelError
+    from streamswap.faces.identity import ArcFace
+
+    try:
+        rec = _resolve(store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract,
+                       ("recognizer",))
+    except ModelError as exc:
+        if faces.swapper.model != MESH:
+            raise
+        why = "faces.select.mode: reference" if faces.select.mode == "reference" else \
+            "faces.map" if faces.map else "mapping people to sources"
+        raise ConfigError(f"{why} needs a face recognizer (faces.recognizer.model, or your own ArcFace-contract "
+                          f"file): {exc}") from None
+    return ArcFace(pool.get(rec.path, role="recognizer"), name=rec.spec.name)
 
 
 def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> Any:

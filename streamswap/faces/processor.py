@@ -25,6 +25,8 @@ from streamswap.errors import InputError
 from streamswap.faces.detectors.common import Detector
 from streamswap.faces.identity import ArcFace, ImageLike, LatentCache, load_source, pick_face, source_label
 from streamswap.faces.landmarks import attach_mesh
+from streamswap.faces.people import People
+from streamswap.faces.selection import DEFAULT_SOURCE
 from streamswap.faces.settings import TrackingSettings
 from streamswap.faces.tracking import FaceTracker, iou
 from streamswap.faces.types import Face
@@ -146,10 +148,17 @@ class FaceProcessor:
         self._pending: Callable[[], None] | None = None
         self._has_identity = False
         self._source_detector = _SourceDetector(detector, landmarker, self._models_lock)
+        self._default_latent: np.ndarray | None = None
+        # Who is swapped and with which source (faces.select / faces.map), live-changeable.
+        self.people = People(self._source_detector.detect, self._identity_of, recognizer)
 
     # --- FaceStages ---------------------------------------------------------------------------
     def detect(self, frame: np.ndarray, index: int) -> list[Face]:
         """Faces of `frame` (frame sequence number `index`), tracked and smoothed."""
+        faces = self._tracked(frame, index)
+        return self.people.choose(frame, faces, index) if self.people.active else faces
+
+    def _tracked(self, frame: np.ndarray, index: int) -> list[Face]:
         with self._models_lock:
             last = self._last_detect
             # A lost track resets `last`; an empty scene still waits for the detector's turn,
@@ -161,27 +170,52 @@ class FaceProcessor:
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
         """Replace `faces` in `frame` in place with the current source identity."""
         self._apply_pending()
-        if self.swapper is None or not self._has_identity or not faces:
+        if self.swapper is None or not faces:
             return
-        self.swapper.swap(frame, faces)
-        if self.enhancer is not None:
-            self.enhancer.enhance(frame, faces)
+        groups: dict[str, list[Face]] = {}
+        for face in faces:
+            groups.setdefault(face.source or DEFAULT_SOURCE, []).append(face)
+        swapped: list[Face] = []
+        for key, group in groups.items():
+            if key == DEFAULT_SOURCE:
+                if not self._has_identity:
+                    continue
+                self.swapper.swap(frame, group)
+            elif not self._swap_as(frame, group, self.people.identities.get(key)):
+                continue
+            swapped.extend(group)
+        if self.enhancer is not None and swapped:
+            self.enhancer.enhance(frame, swapped)
+
+    def _swap_as(self, frame: np.ndarray, faces: list[Face], identity: Any) -> bool:
+        """Swap `faces` with a mapping's identity (one generator call for the group)."""
+        if identity is None:
+            return False
+        if hasattr(self.swapper, "prepare_identity"):  # mesh: identities go per face
+            self.swapper.swap(frame, faces, identities=[identity] * len(faces))
+            return True
+        self.swapper.set_latent(identity)
+        try:
+            self.swapper.swap(frame, faces)
+        finally:
+            if self._default_latent is not None:
+                self.swapper.set_latent(self._default_latent)
+        return True
 
     def detect_still(self, image: np.ndarray) -> list[Face]:
         """Faces of a still photo (no tracking across images). A face cropped too tightly
         for the detector (e.g. a 112 px aligned crop) gets the same padded retry as a source
         photo."""
         self.reset()
-        faces = self.detect(image, 0)
-        if faces:
-            return faces
-        return self._source_detector.detect(image)
+        faces = self._tracked(image, 0) or self._source_detector.detect(image)
+        return self.people.choose(image, faces, 0) if self.people.active else faces
 
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated image or stream follows)."""
         with self._models_lock:
             self.tracker.reset()
             self._last_detect = None
+            self.people.reset()
 
     # --- identity -----------------------------------------------------------------------------
     def set_source_images(self, images: Sequence[ImageLike]) -> None:
@@ -198,7 +232,8 @@ class FaceProcessor:
             self._pending = apply
         log.info("source identity ready", extra=kv(images=len(images), first=names[0]))
 
-    def _prepare(self, images: list[ImageLike], names: list[str]) -> Callable[[], None]:
+    def _identity_of(self, images: list[ImageLike], names: list[str]) -> Any:
+        """The swapper's identity object for source photos (mesh: texture; neural: latent)."""
         swapper = self.swapper
         if swapper is None:
             raise InputError("no swapper configured; set faces.swapper.model")
@@ -208,26 +243,28 @@ class FaceProcessor:
                 bgr = item if isinstance(item, np.ndarray) else read_image(item)
                 face = pick_face(self._source_detector.detect(bgr), self.source_face_index, name)
                 pairs.append((bgr, face))
-            identity = swapper.prepare_identity(pairs, names)
-
-            def apply_mesh() -> None:
-                swapper.set_identity(identity)
-                self.source_names = names
-
-            return apply_mesh
+            return swapper.prepare_identity(pairs, names)
         if self.recognizer is None:
             raise InputError(f"the {getattr(swapper, 'name', 'configured')} swapper needs a recognizer; "
                              "set faces.recognizer.model (e.g. arcface_w600k_r50)")
         capture = _LatentCapture(swapper)
         load_source(images, capture, self._source_detector, self.recognizer,
                     face_index=self.source_face_index, cache=self.latent_cache)
-        latent = capture.latent_value
+        return capture.latent_value
 
-        def apply_latent() -> None:
-            swapper.set_latent(latent)
+    def _prepare(self, images: list[ImageLike], names: list[str]) -> Callable[[], None]:
+        swapper = self.swapper
+        identity = self._identity_of(images, names)
+
+        def apply() -> None:
+            if hasattr(swapper, "prepare_identity"):
+                swapper.set_identity(identity)
+            else:
+                swapper.set_latent(identity)
+                self._default_latent = identity
             self.source_names = names
 
-        return apply_latent
+        return apply
 
     def _apply_pending(self) -> None:
         if self._pending is None:

@@ -22,6 +22,7 @@ class Face:
     embedding: np.ndarray | None = None  # (512,) float32, L2-normalised, when recognised
     track_id: int | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # detector-specific points
+    source: str | None = None  # which identity replaces it, set by selection ("" = the main source)
 
     @property
     def width(self) -> float:
