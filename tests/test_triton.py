@@ -255,3 +255,26 @@ def test_doctor_checks_server_and_models(server, model_files, bundled_models_dir
     cfg.inference.triton.url = f"127.0.0.1:{port}"
     checks = triton_checks(cfg)
     assert checks[0].status == FAIL and "does not answer" in checks[0].detail and checks[0].fix
+
+
+def test_bench_triton_reports_streams_and_the_servers_batching(server, model_files, bundled_models_dir,
+                                                               tmp_path) -> None:
+    import json
+
+    cfg = _triton_config(tmp_path / "t.yaml", model_files, bundled_models_dir, server)
+    env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "streamswap", "-c", str(cfg), "bench", "triton", "--streams", "2",
+                             "--frames", "8", "--size", "320x240", "--roundtrip", "3", "--json"],
+                            capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert [s["frames_out"] for s in data["per_stream"]] == [8, 8]
+    assert all(s["fps"] > 0 and s["latency_ms_p95"] >= s["latency_ms_p50"] > 0 for s in data["per_stream"])
+    swapper = data["server"]["swapper"]
+    assert swapper["model"] == "test_inswapper" and swapper["inferences"] >= 16  # group photo: faces × frames
+    assert swapper["mean_batch"] == pytest.approx(swapper["inferences"] / swapper["executions"], abs=0.01)
+    # one call per frame (not batched), plus the source photo's unless its identity was cached
+    assert 2 * 8 <= data["server"]["detector"]["inferences"] <= 2 * (8 + 1)
+    trip = data["roundtrip"]["detector"]
+    assert trip["grpc"]["client_ms"] > 0 and trip["grpc+shm"]["client_ms"] > 0
+    assert trip["grpc"]["input_bytes"] == 3 * 192 * 192 * 4

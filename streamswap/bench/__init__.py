@@ -3,4 +3,4 @@ never asserted in unit tests. Each module has HELP, add_arguments(parser), run(a
 
 # name -> module under streamswap.bench, in `streamswap bench --help` order.
 BENCHES: dict[str, str] = {"faces": "faces", "pipeline": "pipeline", "engines": "engines", "anchor": "anchor",
-                           "gpu": "gpu"}
+                          "gpu": "gpu", "triton": "triton"}

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from streamswap.commands.options import add_video_options, video_overrides
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "for test:// when every output is a file)")
     add_video_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no stats line or progress bar")
+    parser.add_argument("--stats-json", metavar="FILE",
+                        help="at the end, write the final statistics (frames, fps, latency p50/p95, "
+                        "errors by stage) to FILE as JSON")
     parser.add_argument("-y", "--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse, like ffmpeg "
                         "without -y); an output that is the input or a source photo is always refused")
@@ -122,7 +126,12 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     runtime = build_runtime(config, stages, source=source, sinks=sinks)
     printer = ProgressPrinter(lambda: None if runtime.live else getattr(source, "frames_total", None),
                               log_every=args.log_every)
-    return run_until_done(runtime, quiet=args.quiet, label="run", printer=printer)
+    code = run_until_done(runtime, quiet=args.quiet, label="run", printer=printer)
+    if args.stats_json:
+        import json
+
+        Path(args.stats_json).write_text(json.dumps(runtime.status(), default=str, indent=1))
+    return code
 
 
 def build_stages(config: Any) -> FaceStages:

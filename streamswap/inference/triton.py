@@ -446,11 +446,12 @@ def _tensor_infos(entries: Sequence[Mapping[str, Any]], batched: bool) -> list[T
 
 
 def open_triton_session(path: Path, settings: TritonSettings, role: str | None = None,
-                        conn: TritonConnection | None = None) -> TritonSession:
-    """The session for model file `path` (`role` picks `settings.models[role]`), once the
-    server and the model are ready (waits up to `settings.wait_ready_s`)."""
+                        conn: TritonConnection | None = None, name: str | None = None) -> TritonSession:
+    """The session for model file `path` (`role` picks `settings.models[role]`; `name` is
+    the server's model name outright), once the server and the model are ready (waits up
+    to `settings.wait_ready_s`)."""
     ref = settings.models.get(role or "")
-    model = (ref.name if ref and ref.name else "") or triton_model_name(path)
+    model = name or (ref.name if ref and ref.name else "") or triton_model_name(path)
     version = ref.version if ref else ""
     conn = conn or TritonConnection(settings)
     try:
