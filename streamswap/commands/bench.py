@@ -24,6 +24,8 @@ _EXAMPLES = {
     "engines": ("streamswap bench engines -c configs/desktop-gpu.yaml",
                 "streamswap bench engines --precisions fp16,int8 --calib-dir faces/"),
     "anchor": ("streamswap bench anchor", "streamswap bench anchor --rounds 3 --busy-core --workdir anchor/"),
+    "triton": ("streamswap bench triton --streams 4 -c edge.yaml",
+               "streamswap bench triton --url triton:8001 --streams 1 --roundtrip 200 --json"),
 }
 
 
