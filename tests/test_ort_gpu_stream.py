@@ -25,7 +25,11 @@ def _fake_ort(record: dict[str, Any]) -> types.ModuleType:
                                                        ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99)
 
     class SessionOptions:
-        pass
+        def __init__(self) -> None:
+            self.entries: dict[str, str] = {}
+
+        def add_session_config_entry(self, key: str, value: str) -> None:
+            self.entries[key] = value
 
     class Arg:
         def __init__(self, name: str, shape: list) -> None:
