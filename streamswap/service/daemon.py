@@ -190,7 +190,10 @@ class Daemon:
             self.state = "loading"  # what the API answers from its first request
             if self.settings.api is not None:
                 token = self.settings.token or self._env.get(TOKEN_ENV) or None
-                self.api = ControlApi(self.settings, self, self.metrics, token)  # refuses early
+                from streamswap.service.faces_api import router as faces_router
+
+                self.api = ControlApi(self.settings, self, self.metrics, token,  # refuses early
+                                      routers=[faces_router])
                 self.api.start()
             self._load_stages()
             if self._stop.is_set():
@@ -561,6 +564,11 @@ class Daemon:
         """The current pipeline if it runs; None between two (input lost, re-opening)."""
         runtime = self._running()
         return runtime if self._runtime_started and not runtime.finished else None
+
+    def people(self) -> Any:
+        """The face stages' selection/mapping control (faces.people.People), None before
+        the stages are loaded or when they have none."""
+        return getattr(self.stages, "people", None)
 
     def set_source_image(self, image_bgr: Any) -> None:
         with self._lock:
