@@ -87,6 +87,23 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_read(tmp_path):
         r.stop()
 
 
+def test_a_crashing_handler_is_a_json_500_without_traceback(running, monkeypatch, caplog):
+    def broken() -> dict:
+        raise RuntimeError("a bug in status")
+
+    monkeypatch.setattr(running.daemon, "status", broken)
+    code, headers, data = running.client.request("GET", "/status")
+    assert code == 500 and json.loads(data) == {"error": "internal error; see the daemon's log"}
+    assert b"Traceback" not in data and b"a bug" not in data
+    deadline = time.monotonic() + 5  # logged as the request ends, just after the answer went out
+    while not any("a bug in status" in str(r.exc_info) for r in caplog.records if r.exc_info):
+        assert time.monotonic() < deadline, caplog.records
+        time.sleep(0.02)
+    monkeypatch.undo()
+    assert running.client.json("GET", "/status")[0] == 200
+    running.assert_streaming()
+
+
 # -- slow clients ----------------------------------------------------------------------
 def test_health_answers_within_a_second_during_a_slow_client_flood(tmp_path):
     """100 connections each sending one byte every 2 s (slowloris) hold no slot: the
@@ -375,6 +392,7 @@ def test_daemon_memory_stays_bounded_under_hostile_uploads(tmp_path):
         assert all(400 <= code < 600 and code != 500 for code in results), results
         s.assert_streaming()
         peak_kb = _peak_rss_kb(s.proc.pid)
+        print(f"daemon peak RSS {peak_kb / 1024:.0f} MB")
         assert peak_kb < 400 * 1024, f"peak memory {peak_kb / 1024:.0f} MB"
     finally:
         s.stop()

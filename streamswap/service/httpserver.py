@@ -24,7 +24,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import anyio
 import h11
@@ -71,7 +71,7 @@ class DrainPolicy:
     whole_seconds: float = DRAIN_SECONDS
 
 
-async def drain_body(scope: dict[str, Any], receive: Any, policy: DrainPolicy = DrainPolicy()) -> None:
+async def drain_body(scope: Mapping[str, Any], receive: Any, policy: DrainPolicy = DrainPolicy()) -> None:
     """Read and drop the body of a request answered without it (see DrainPolicy). Nothing
     is read from a client waiting for 100 Continue: it has sent no body."""
     headers = dict(scope.get("headers") or ())
@@ -92,7 +92,7 @@ async def drain_body(scope: dict[str, Any], receive: Any, policy: DrainPolicy = 
                 return
 
 
-async def answer_and_close(scope: dict[str, Any], receive: Any, send: Any, status: int, error: str,
+async def answer_and_close(scope: Mapping[str, Any], receive: Any, send: Any, status: int, error: str,
                            headers: list[tuple[bytes, bytes]] | None = None,
                            drain: DrainPolicy = DrainPolicy()) -> None:
     """A JSON refusal sent without running the app; the connection closes after it."""
