@@ -63,8 +63,9 @@ StageTimer = Callable[[BenchScene], StageResult]
 def extra_stage_timers(threads: int = 0) -> list[StageTimer]:
     """Stage timers of further swappers (the mesh swapper's rows)."""
     from streamswap.bench.faces_mesh import mesh_timers
+    from streamswap.bench.faces_people import people_timers
 
-    return mesh_timers(threads)
+    return [*mesh_timers(threads), *people_timers(threads)]
 
 
 def median_ms(fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None) -> float:
