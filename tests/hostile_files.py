@@ -48,3 +48,21 @@ def billion_laughs(key: str = "input", levels: int = 9, fan: int = 10) -> str:
         text += "  " * depth + f"{part}:\n"
     indent = "  " * len(parts)
     return text + "".join(f"{indent}{item}\n" for item in items)
+
+
+def onnx_bytes(inputs: list[tuple[str, list[int | str]]], outputs: int = 1) -> bytes:
+    """A valid ONNX graph with these inputs (name, shape) and `outputs` Identity outputs of
+    the first input: enough to pass a contract's structural check."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ins = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs]
+    outs = [helper.make_tensor_value_info(f"out{i}", TensorProto.FLOAT, None) for i in range(outputs)]
+    nodes = [helper.make_node("Identity", [inputs[0][0]], [f"out{i}"]) for i in range(outputs)]
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    return model.SerializeToString()
+
+
+INSWAPPER_IO = [("target", [1, 3, 128, 128]), ("source", [1, 512])]
+SCRFD_IO = [("input", [1, 3, "S", "S"])]

@@ -150,7 +150,7 @@ def test_a_bad_converted_file_is_refused_by_name_and_fetch_makes_it_again(
     with pytest.raises(ModelError) as err:
         store.resolve("blazeface")
     message = str(err.value)
-    assert message.startswith(f"{path}: this is not the converted 'blazeface' graph")
+    assert message.startswith(f"{path}: bundled model blazeface is not the pinned conversion")
     assert message.endswith("convert it again: streamswap models fetch blazeface")
     status = store.verify("blazeface")
     assert status.state == MISMATCH and status.reason == message

@@ -151,7 +151,7 @@ def test_fetch_converts_a_bad_bundled_file_again_and_verify_says_why(tmp_path: P
     bad.write_bytes(b"not an onnx graph")
     verify = cli(tmp_path, "--models-dir", str(models), "models", "verify", "blazeface")
     assert verify.returncode == 2
-    assert verify.stdout.startswith(f"MISMATCH  blazeface: {bad}: not a readable ONNX file (")
+    assert verify.stdout.startswith(f"MISMATCH  blazeface: {bad}: bundled model blazeface is not the pinned conversion")
     assert verify.stdout.rstrip().endswith("convert it again: streamswap models fetch blazeface")
     fetch = cli(tmp_path, "--models-dir", str(models), "models", "fetch", "blazeface")
     assert fetch.returncode == 0, fetch.stderr
@@ -216,9 +216,9 @@ def test_a_wrong_file_under_a_catalogue_name_is_one_line_naming_the_file(tmp_pat
     assert len(lines) == 1, result.stderr
     assert str(wrong) in lines[0]
     if content == "random-bytes":
-        assert "ONNX Runtime cannot load this file" in lines[0]
-        assert "`streamswap models fetch NAME`" in lines[0]
+        assert "is not a loadable ONNX model" in lines[0]
+        assert "`streamswap models fetch hyperswap_1b_256`" in lines[0]
     else:
-        assert "does not follow its model contract" in lines[0]
-        assert "x[1, 3, 112, 112]" in lines[0] and "set the matching `contract`" in lines[0]
+        assert "does not follow the 'hyperswap' contract" in lines[0]
+        assert "1 inputs, the contract has 2" in lines[0]
     assert not (tmp_path / "out.png").exists()

@@ -41,7 +41,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("bogus: 1\n", "bogus: unknown key (allowed here: "),
-        ("models:\n  mirorr: http://x\n", "models.mirorr: unknown key (allowed here: commercial, dir, mirror"),
+        ("models:\n  mirorr: http://x\n", "models.mirorr: unknown key (allowed here: commercial, deadline_s, dir, mirror"),
         ("faces:\n  detector:\n    sise: 320\n", "faces.detector.sise: unknown key"),
     ],
 )

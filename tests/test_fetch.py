@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pytest
 
+from hostile_files import SCRFD_IO, onnx_bytes
 from streamswap.errors import DownloadError, ModelError
 from streamswap.models.catalogue import ModelSpec, build_catalogue
 from streamswap.models.fetch import candidate_urls, fetch, part_path
@@ -71,6 +72,18 @@ class Server:
                 if mode == "500":
                     self.send_error(500, "Internal Server Error")
                     return
+                if mode == "no-length-endless":  # no Content-Length: the body ends when it closes
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    try:
+                        for _ in range(200):  # 200 × the payload unless the client hangs up
+                            self.wfile.write(behaviour.payload)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
                 body = behaviour.payload
                 start = 0
                 match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
@@ -91,6 +104,13 @@ class Server:
                     self.wfile.write(rest)
                 elif mode in ("cut", "truncate"):  # fewer bytes than announced, then close
                     self.wfile.write(rest[: behaviour.cut_at])
+                    self.close_connection = True
+                elif mode == "trickle":  # one byte at a time, never done
+                    for byte in rest:
+                        if server.release.wait(0.05):
+                            break
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
                     self.close_connection = True
                 elif mode == "stall":
                     self.wfile.write(rest[:1024])
@@ -292,20 +312,25 @@ def test_mismatching_source_falls_through_to_next_url(server: Server, tmp_path: 
 def test_unpinned_model_warns_and_loads_unverified(
     server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
+    graph = onnx_bytes(SCRFD_IO, outputs=9)  # no hash to check: the contract's I/O is
+    server.routes["/tiny.onnx"] = Behaviour(graph)
     settings = settings_for(tmp_path)
     spec = make_spec(server.url("/tiny.onnx"), sha=None, size=None)
     store = store_for(settings, spec)
     with caplog.at_level(logging.WARNING):
         status, result = store.fetch("tiny", backoff_s=0.01)
-    assert result is not None and not result.pinned and result.sha256 == SHA
+    sha = hashlib.sha256(graph).hexdigest()
+    assert result is not None and not result.pinned and result.sha256 == sha
     assert "no published SHA-256" in caplog.text
     resolved = store.resolve("tiny")
-    assert resolved.sha256 == SHA and not resolved.verified
-    # The hash recorded at fetch time guards later loads: a changed file is refused.
-    resolved.path.write_bytes(bytes(len(PAYLOAD)))
+    assert resolved.sha256 == sha and not resolved.verified
+    # A changed file is hashed again (its identity changed) and must still be the contract's graph.
+    resolved.path.write_bytes(bytes(len(graph)))
     os.utime(resolved.path, ns=(1, 1))
-    assert store.status("tiny", rehash=True).sha256 != SHA
+    status = store.status("tiny", rehash=True)
+    assert status.sha256 != sha and status.state == "mismatch" and "not a loadable ONNX" in status.reason
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        store.resolve("tiny")
 
 
 def test_store_fetch_skips_a_present_verified_file(server: Server, tmp_path: Path) -> None:
@@ -356,3 +381,75 @@ def test_concurrent_download_of_the_same_dir_is_refused(server: Server, tmp_path
         with pytest.raises(DownloadError, match="another process is downloading"):
             fetch(make_spec(server.url("/tiny.onnx")), models, settings, backoff_s=0.01)
     assert fetch(make_spec(server.url("/tiny.onnx")), models, settings, backoff_s=0.01).pinned
+
+
+# --- hostile mirrors ------------------------------------------------------------------------
+
+def test_a_mirror_without_content_length_cannot_overfill_the_part(server: Server, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamswap.models.fetch as fetch_module
+
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["no-length-endless"])
+    written: list[int] = []
+    real_open = open
+
+    def watching_open(path, mode="r", *args, **kwargs):  # record the part's size as it grows
+        handle = real_open(path, mode, *args, **kwargs)
+        if str(path).endswith(".part"):
+            write = handle.write
+            handle.write = lambda b: written.append(len(b)) or write(b)  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr("builtins.open", watching_open)
+    settings = settings_for(tmp_path, retries=0)
+    with pytest.raises(DownloadError, match=f"sent more than {len(PAYLOAD)} bytes"):
+        fetch(make_spec(server.url("/tiny.onnx")), tmp_path / "models", settings, backoff_s=0.01)
+    assert sum(written) <= len(PAYLOAD)  # never more than the catalogue's size on disk
+    assert not part_path(tmp_path / "models" / "tiny.onnx").exists()
+    # No size in the catalogue either: capped at the largest model there can be.
+    monkeypatch.setattr(fetch_module, "MAX_MODEL_BYTES", 5 * len(PAYLOAD))
+    written.clear()
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["no-length-endless"])
+    with pytest.raises(DownloadError, match="largest model"):
+        fetch(make_spec(server.url("/tiny.onnx"), sha=None, size=None), tmp_path / "models", settings,
+              backoff_s=0.01)
+    assert sum(written) <= 5 * len(PAYLOAD)
+
+
+def test_a_trickling_mirror_is_cut_off_at_the_deadline(server: Server, tmp_path: Path) -> None:
+    import time
+
+    server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["trickle"])
+    settings = settings_for(tmp_path, deadline_s=1.0, timeout_s=5.0)
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"did not finish within models.deadline_s \(1 s\)"):
+        fetch(make_spec(server.url("/tiny.onnx")), tmp_path / "models", settings, backoff_s=0.01)
+    assert time.monotonic() - started < 4
+    # The bytes that did arrive of a pinned file are kept, to resume.
+    assert 0 < part_path(tmp_path / "models" / "tiny.onnx").stat().st_size < len(PAYLOAD)
+
+
+def test_a_folder_mirror_without_the_file_is_not_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    mirror = tmp_path / "usb"
+    mirror.mkdir()
+    spec = replace(make_spec("http://127.0.0.1:9/tiny.onnx"), urls=())
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING), pytest.raises(DownloadError, match="not in the mirror folder"):
+        fetch(spec, tmp_path / "models", settings_for(tmp_path, mirror=str(mirror), retries=5), backoff_s=1.0)
+    assert time.monotonic() - started < 1  # no back-off: a folder does not get the file by waiting
+    assert "retrying" not in caplog.text
+
+
+def test_unpinned_bytes_that_are_not_onnx_are_refused(server: Server, tmp_path: Path) -> None:
+    server.routes["/tiny.onnx"] = Behaviour(b"<html>not a model</html>" * 100)
+    store = store_for(settings_for(tmp_path), make_spec(server.url("/tiny.onnx"), sha=None, size=None))
+    with pytest.raises(DownloadError, match="is not a loadable ONNX model"):
+        store.fetch("tiny", backoff_s=0.01)
+    assert not (tmp_path / "models" / "tiny.onnx").exists()
+    assert not part_path(tmp_path / "models" / "tiny.onnx").exists()
+    # Put there by hand, it is refused at load all the same.
+    (tmp_path / "models" / "tiny.onnx").write_bytes(b"<html>not a model</html>")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        store.resolve("tiny")

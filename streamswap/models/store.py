@@ -1,9 +1,14 @@
 """The model store: where model files live, whether they are the catalogue's files, and
 turning a config value (catalogue name or the user's own path) into a file that may load.
 
-Verification is cached in a small stamp per file (size, mtime, SHA-256) under
-`<models dir>/.stamps/`, so a 500 MB swapper is hashed once, not on every start;
-`verify()` (`streamswap models verify`) always re-hashes.
+Files up to 64 MiB (the bundled models, detectors) are hashed on every check. For larger
+ones verification is cached in a small stamp per file under `<models dir>/.stamps/`, so a
+500 MB swapper is hashed once, not on every start; a stamp counts only while it matches the
+file's identity (size, mtime, inode, device, ctime), so a replaced file or a stamp copied
+or written for another file means hashing again. `verify()` (`streamswap models verify`)
+always re-hashes. Bundled models are checked against their pinned conversion
+(models.bundled.expected_sha256); files without a published hash must be ONNX graphs with
+their contract's inputs and outputs (models.contracts).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from streamswap.errors import ModelError
+from streamswap.errors import ModelError, StreamswapError
+from streamswap.files import read_regular
 from streamswap.inference.engine_cache import file_sha256
 from streamswap.logs import kv
 from streamswap.models.catalogue import CATALOGUE, ModelSpec, lookup
+from streamswap.models.contracts import check_onnx_contract
 from streamswap.models.fetch import FetchResult, fetch, part_path
 from streamswap.models.progress import Progress
 from streamswap.models.settings import ModelsSettings
@@ -31,10 +38,13 @@ MODELS_DIR_ENV = "STREAMSWAP_MODELS_DIR"
 # The mirror when models.mirror (or `models fetch --mirror`) does not name one.
 MIRROR_ENV = "STREAMSWAP_MODELS_MIRROR"
 STAMPS = ".stamps"
+# Files up to this size are hashed on every check (milliseconds); only larger ones (the
+# 100-500 MB swappers) rely on a stamp, and only while it matches the file's identity.
+HASH_ALWAYS_BELOW = 64 << 20
 
 # ModelStatus.state values
 MISSING = "missing"
-VERIFIED = "verified"  # matches the catalogue's SHA-256 (or a bundled graph check passed)
+VERIFIED = "verified"  # matches the catalogue's SHA-256 (a bundled one: its pinned conversion)
 MISMATCH = "mismatch"  # present but not the catalogue's file: refused at load
 UNPINNED = "unpinned"  # present; the catalogue publishes no hash (hash recorded on first use)
 UNCHECKED = "unchecked"  # present, not hashed since it last changed (`models verify`)
@@ -158,23 +168,37 @@ class ModelStore:
             return ModelStatus(spec, path, MISSING)
         if spec.size is not None and st.st_size != spec.size:
             return ModelStatus(spec, path, MISMATCH, None, st.st_size)
-        stamp = self._read_stamp(path, st)
         if spec.bundled:
-            if rehash or stamp is None or not stamp.get("graph_ok"):
-                if not rehash:
-                    return ModelStatus(spec, path, UNCHECKED, None, st.st_size)
-                try:
-                    self._check_bundled_graph(spec, path)
-                except ModelError as exc:
-                    return ModelStatus(spec, path, MISMATCH, None, st.st_size, reason=str(exc))
-                stamp = self._write_stamp(path, file_sha256(path), graph_ok=True)
-            return ModelStatus(spec, path, VERIFIED, stamp["sha256"], st.st_size)
+            # A few MB: hashed every time, against the pinned conversion (bundled.expected_sha256).
+            sha = file_sha256(path)
+            try:
+                expected = self._bundled_sha256(spec)
+            except ModelError as exc:
+                return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=str(exc))
+            if sha != expected:
+                return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=(
+                    f"{path}: bundled model {spec.name} is not the pinned conversion (SHA-256 "
+                    f"{sha[:16]}…, expected {expected[:16]}…: damaged or replaced); convert it again: "
+                    f"streamswap models fetch {spec.name}"))
+            return ModelStatus(spec, path, VERIFIED, sha, st.st_size)
+        stamp = self._read_stamp(path, st)
+        if stamp is None and st.st_size <= HASH_ALWAYS_BELOW:
+            rehash = True  # small enough to hash on every check: no stamp to trust or forge
         if rehash or stamp is None:
             if not rehash:
                 return ModelStatus(spec, path, UNCHECKED, None, st.st_size)
             stamp = self._write_stamp(path, file_sha256(path))
         sha = stamp["sha256"]
         if spec.sha256 is None:
+            # Nothing to compare the bytes with: at least they must be an ONNX graph with the
+            # inputs and outputs of the model's contract.
+            if not stamp.get("contract_ok"):
+                try:
+                    check_onnx_contract(path, spec.contract, spec.name,
+                                        f"delete it and run `streamswap models fetch {spec.name}`")
+                except ModelError as exc:
+                    return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=str(exc))
+                self._write_stamp(path, sha, contract_ok=True)
             return ModelStatus(spec, path, UNPINNED, sha, st.st_size)
         return ModelStatus(spec, path, VERIFIED if sha == spec.sha256 else MISMATCH, sha, st.st_size)
 
@@ -252,6 +276,8 @@ class ModelStore:
                 f"{spec.name}` (air-gapped: fetch from a mirror with --mirror DIR, $STREAMSWAP_MODELS_MIRROR or models.mirror, or copy {spec.file} "
                 f"into {self._dir})"
             )
+        if status.state == MISMATCH and status.reason:
+            raise ModelError(f"refusing to load {spec.name}: {status.reason}")
         if status.state == MISMATCH:
             found = f"SHA-256 {status.sha256}" if status.sha256 else f"{status.size} bytes"
             pinned = f"SHA-256 {spec.sha256}" if status.sha256 else f"{spec.size} bytes"
@@ -283,7 +309,13 @@ class ModelStore:
         if not path.is_file():
             raise ModelError(f"{path}: not a file; give the path of an .onnx model file")
         stamp = self._read_stamp(path, st)
-        sha = stamp["sha256"] if stamp else self._write_stamp(path, file_sha256(path))["sha256"]
+        if stamp is None or st.st_size <= HASH_ALWAYS_BELOW:
+            stamp = self._write_stamp(path, file_sha256(path))
+        if not stamp.get("contract_ok"):
+            check_onnx_contract(path, base.contract, "your model file",
+                                "give an export that follows it, or set the matching `contract`")
+            stamp = self._write_stamp(path, stamp["sha256"], contract_ok=True)
+        sha = stamp["sha256"]
         log.warning(
             "unverified model: your own file, not checked against the catalogue",
             extra=kv(path=path, contract=base.contract, sha256=sha[:16]),
@@ -332,13 +364,11 @@ class ModelStore:
         made = convert_bundled(spec.name, self._dir)
         if Path(made).resolve() != path.resolve():
             raise ModelError(f"bundled model {spec.name} was written to {made}, expected {path}")
-        self._check_bundled_graph(spec, path)
-        self._write_stamp(path, file_sha256(path), graph_ok=True)
 
-    def _check_bundled_graph(self, spec: ModelSpec, path: Path) -> None:
-        from streamswap.models.bundled import check_bundled_graph
+    def _bundled_sha256(self, spec: ModelSpec) -> str:
+        from streamswap.models.bundled import expected_sha256
 
-        check_bundled_graph(spec.name, path)
+        return expected_sha256(spec.name)
 
     def _stamp_path(self, path: Path) -> Path:
         path = path.absolute()
@@ -349,23 +379,23 @@ class ModelStore:
         return self._dir / STAMPS / f"{name}.json"
 
     def _read_stamp(self, path: Path, st: os.stat_result) -> dict | None:
-        """The stamp for `path` if it describes the file as it is now."""
+        """The stamp for `path` if it describes this very file as it is now: same size,
+        mtime, inode, device and ctime (a copied, replaced or rewritten file, or a stamp
+        written for another file, does not match and the file is hashed again)."""
         try:
-            stamp = json.loads(self._stamp_path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            stamp = json.loads(read_regular(self._stamp_path(path), 4096, what="stamp").decode("utf-8"))
+        except (StreamswapError, ValueError):
             return None
-        if (
-            isinstance(stamp, dict) and stamp.get("size") == st.st_size
-            and stamp.get("mtime_ns") == st.st_mtime_ns and isinstance(stamp.get("sha256"), str)
-        ):
+        if isinstance(stamp, dict) and isinstance(stamp.get("sha256"), str) \
+                and all(stamp.get(k) == v for k, v in _identity(st).items()):
             return stamp
         return None
 
-    def _write_stamp(self, path: Path, sha256: str, *, graph_ok: bool = False) -> dict:
+    def _write_stamp(self, path: Path, sha256: str, *, contract_ok: bool = False) -> dict:
         st = path.stat()
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
-        if graph_ok:
-            stamp["graph_ok"] = True
+        stamp: dict[str, Any] = {**_identity(st), "sha256": sha256}
+        if contract_ok:
+            stamp["contract_ok"] = True
         target = self._stamp_path(path)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         try:
@@ -382,6 +412,12 @@ class ModelStore:
         """The resumable part of an interrupted download of `name`, if any."""
         part = part_path(self._dir / self.spec(name).file)
         return part if part.exists() else None
+
+
+def _identity(st: os.stat_result) -> dict[str, int]:
+    """What makes a stamp belong to one file as it is now."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def _looks_like_path(model: str) -> bool:
