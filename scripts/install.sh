@@ -20,7 +20,8 @@ if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; 
 fi
 
 # System packages, only for what is actually missing: venv support, libGL/glib for
-# opencv-python; for the tests an RTMP server (nginx + RTMP module), systemd-analyze and Xvfb.
+# opencv-python; for the tests an RTMP server (nginx + RTMP module), systemd-analyze, Xvfb and
+# chromium with chromium-driver (the control page in a real browser).
 # ldconfig lives in /sbin, outside a normal user's PATH; its list is read once (grep -q on
 # a pipe could end it early, and pipefail would then call a present library missing).
 libs=$(/sbin/ldconfig -p 2>/dev/null || true)
@@ -42,6 +43,9 @@ if [ $dev = 1 ]; then
     missing+=(python3 python3-venv libpython3-dev)
   fi
   command -v Xvfb >/dev/null || missing+=(xvfb)  # a real display:// window in the tests
+  # The control page's browser tests: Debian's chromium, driven through its chromedriver.
+  { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } \
+    || missing+=(chromium chromium-driver)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"

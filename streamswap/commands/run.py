@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 HELP = "swap faces live: --source FACE.jpg --input URI --output URI [--output URI …]"
 EXAMPLES = (
     "streamswap run -s face.jpg -i /dev/video0 -o vcam://           # webcam into a virtual camera",
+    "streamswap run -s face.jpg -i /dev/video0 -o vcam:// --ui      # and the control page on http://127.0.0.1:8008/",
     "streamswap run -s face.jpg -i in.mp4 -o out.mp4                # a file, every frame, with a progress bar",
     "streamswap run -s face.jpg -i in.mp4 -o out.mp4 --size 1280x720 --fps 25 --bitrate 6M",
     "streamswap run -s face.jpg -i rtsp://cam/stream -o rtmp://live.example/app/KEY -o display://",
@@ -64,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="lossless: the reader waits for the pipeline (default for files, and "
                       "for test:// when every output is a file)")
     add_video_options(parser)
+    parser.add_argument("--ui", action="store_true",
+                        help="also serve the control page (live preview, pause, face upload, stats) and "
+                        "the control API on service.api, default http://127.0.0.1:8008/")
+    parser.add_argument("--api", metavar="HOST:PORT", help="address of --ui (overrides service.api)")
     parser.add_argument("--quiet", action="store_true", help="no stats line or progress bar")
     parser.add_argument("--stats-json", metavar="FILE",
                         help="at the end, write the final statistics (frames, fps, latency p50/p95, "
@@ -88,6 +93,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         overrides["outputs"] = list(args.outputs)
     if args.overwrite:
         overrides["io.existing_output"] = "overwrite"
+    if args.api:
+        overrides["service.api"] = args.api
     from streamswap.io.uri import input_kind, open_source, output_kind
     from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_runtime, open_sinks
 
@@ -123,15 +130,32 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     source = open_source(config.input, config.io, live=live)
     sinks = open_sinks(config)
     stages = build_stages(config)
-    runtime = build_runtime(config, stages, source=source, sinks=sinks)
-    printer = ProgressPrinter(lambda: None if runtime.live else getattr(source, "frames_total", None),
-                              log_every=args.log_every)
-    code = run_until_done(runtime, quiet=args.quiet, label="run", printer=printer)
+    if not args.ui:
+        runtime = build_runtime(config, stages, source=source, sinks=sinks)
+        code = run_until_done(runtime, quiet=args.quiet, label="run", printer=_printer(runtime, source, args))
+    else:
+        from streamswap.service.metrics import Metrics
+        from streamswap.service.ui import PageParts, serve_page
+
+        parts, metrics = PageParts(config.service), Metrics()
+        runtime = build_runtime(config, stages, source=source, sinks=sinks, observers=[metrics, parts.tap])
+        parts.start()
+        try:
+            with serve_page(runtime, config, parts, metrics):
+                code = run_until_done(runtime, quiet=args.quiet, label="run", printer=_printer(runtime, source, args))
+        finally:
+            parts.close()
     if args.stats_json:
         import json
 
         Path(args.stats_json).write_text(json.dumps(runtime.status(), default=str, indent=1))
     return code
+
+
+def _printer(runtime: Runtime, source: Any, args: argparse.Namespace) -> ProgressPrinter:
+    """A progress bar when the input is a file read losslessly (its frame count is known)."""
+    return ProgressPrinter(lambda: None if runtime.live else getattr(source, "frames_total", None),
+                           log_every=args.log_every)
 
 
 def build_stages(config: Any) -> FaceStages:

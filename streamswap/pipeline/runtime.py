@@ -109,6 +109,9 @@ class Runtime:
         self._reload_hook = reload_hook
         self.stats = Stats(window=self.settings.stats_window)
         self._obs = _Fanout([self.stats, *observers])
+        # Observers that also look at the frames leaving (the control page's preview): called
+        # from the output stage after the sinks; they must return at once (copy or skip).
+        self._frame_taps = [o for o in observers if callable(getattr(o, "output_frame", None))]
         self.state = "created"
         self.live = False
         self.video: VideoFormat | None = None
@@ -275,6 +278,7 @@ class Runtime:
             "degraded_stages": sorted(self._degraded),
             "input": getattr(self._source, "name", None) or getattr(self.config, "input", None),
             "outputs": [getattr(s, "name", type(s).__name__) for s in (self._sinks or [])],
+            "output_states": [_sink_state(s) for s in (self._sinks or [])],
             "video": None if self.video is None else {
                 "width": self.video.width, "height": self.video.height, "fps": float(self.video.fps),
             },
@@ -521,6 +525,11 @@ class Runtime:
                     self.order_violations += 1
                     log.error("frame out of order", extra=kv(frame=meta.index, after=self._last_index))
                 self._last_index = meta.index
+                for tap in self._frame_taps:
+                    try:
+                        tap.output_frame(pool[item.slot], meta)
+                    except Exception:  # a preview bug must not stop the video
+                        log.exception("frame tap failed", extra=kv(tap=type(tap).__name__))
                 pool.release(item.slot)
                 obs.stage_time("output", t1 - t0)
                 obs.frame_out(t1 - meta.capture_time)
@@ -532,6 +541,15 @@ class Runtime:
         finally:
             for sink in sinks:
                 _close_quietly(sink, "sink")
+
+
+def _sink_state(sink: Any) -> dict[str, Any]:
+    """One output for status(): its name, "up" or "reconnecting" (network outputs say
+    whether a connection is up), and what it counts (frames, dropped, reconnects, ...)."""
+    counters = getattr(sink, "counters", None)
+    up = getattr(sink, "up", True)
+    return {"name": getattr(sink, "name", type(sink).__name__), "state": "up" if up else "reconnecting",
+            **({k: v for k, v in counters.items() if isinstance(v, int)} if isinstance(counters, dict) else {})}
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:

@@ -152,6 +152,7 @@ class Daemon:
         self._clock = clock
         self.metrics = Metrics()
         self.api: ControlApi | None = None
+        self.page: Any = None  # service.ui.PageParts while the API serves the control page
         self.stages: Any = None
         self.runtime: ManagedRuntime | None = None
         self.state = "created"  # created, loading, starting, running, waiting, stopping, stopped
@@ -191,10 +192,14 @@ class Daemon:
             if self.settings.api is not None:
                 token = self.settings.token or self._env.get(TOKEN_ENV) or None
                 from streamswap.service.faces_api import router as faces_router
+                from streamswap.service.ui import PageParts
 
+                # The control page (preview, events) is served with the API, on its address.
+                self.page = PageParts(self.settings).start()
                 self.api = ControlApi(self.settings, self, self.metrics, token,  # refuses early
-                                      routers=[faces_router])
+                                      routers=[faces_router, self.page.router])
                 self.api.start()
+                log.info(f"control page: {self.api.url}/")
             self._load_stages()
             if self._stop.is_set():
                 return 0
@@ -311,7 +316,8 @@ class Daemon:
                 self._frames_before = self._frames_out()
             self._runtime_started = False
             try:
-                runtime = self._make_runtime(self.config, self.stages, [self.metrics], self._apply_reload)
+                observers = [self.metrics] + ([self.page.tap] if self.page is not None else [])
+                runtime = self._make_runtime(self.config, self.stages, observers, self._apply_reload)
             except StreamswapError as exc:  # e.g. the input file was removed meanwhile
                 log.error("pipeline cannot start; will retry", extra=kv(error=str(exc)))
                 self.runtime = _NotStarted()
@@ -456,6 +462,8 @@ class Daemon:
                 log.exception("pipeline stop failed")
         if self.api is not None:
             self.api.close()
+        if self.page is not None:
+            self.page.close()
         self.metrics.ready.set(0)
         self.state = "stopped"
         self.notifier.close()

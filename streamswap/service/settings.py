@@ -44,6 +44,10 @@ class ServiceSettings:
     # doubling on each consecutive failure up to restart_max_delay_s.
     restart_delay_s: float = field(default=1.0, metadata=limits(min=0.0, max=600))
     restart_max_delay_s: float = field(default=30.0, metadata=limits(min=0.0, max=3600))
+    # The control page's live preview (GET /preview.mjpg): at most this many frames a second,
+    # scaled down to this width; nothing is taken or encoded while nobody watches.
+    preview_fps: float = field(default=10.0, metadata=limits(min=0.5, max=30))
+    preview_width: int = field(default=960, metadata=limits(min=160, max=3840))
 
     def validate(self, where: str) -> None:
         if self.api is not None:
