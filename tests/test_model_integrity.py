@@ -109,3 +109,27 @@ def test_a_forged_stamp_does_not_make_a_random_file_verified(tmp_path: Path, mon
     os.replace(impostor, path)
     (stamps / "big.onnx.json").write_text(genuine)
     assert store.check("big").state == MISMATCH
+
+
+def test_an_older_conversion_in_another_initializer_order_is_migrated(tmp_path: Path,
+                                                                      bundled_models_dir: Path) -> None:
+    import onnx
+
+    file = bundled.BUNDLED["blazeface"].file
+    model = onnx.load(os.fspath(bundled_models_dir / file))
+    reordered = list(reversed(model.graph.initializer))
+    copies = [onnx.TensorProto() for _ in reordered]
+    for copy, tensor in zip(copies, reordered):
+        copy.CopyFrom(tensor)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(copies)
+    models = tmp_path / "models"
+    models.mkdir()
+    onnx.save(model, os.fspath(models / file))  # what streamswap wrote before the pin
+    store = ModelStore(ModelsSettings(dir=str(models)))
+    assert store.verify("blazeface").state == VERIFIED
+    assert hashlib.sha256((models / file).read_bytes()).hexdigest() == bundled.BUNDLED["blazeface"].onnx_sha256
+    # The same order change plus one flipped byte is not an older conversion: refused.
+    onnx.save(model, os.fspath(models / file))
+    _flip_a_byte(models / file)
+    assert store.verify("blazeface").state == MISMATCH

@@ -211,7 +211,14 @@ def _canonicalise(path: Path, *, dynamic_batch: bool) -> None:
     import onnx
 
     graph_model = onnx.load(os.fspath(path))
-    graph = graph_model.graph
+    _canonical(graph_model, dynamic_batch)
+    onnx.save(graph_model, os.fspath(path))
+
+
+def _canonical(graph_model: object, dynamic_batch: bool) -> None:
+    import onnx
+
+    graph = graph_model.graph  # type: ignore[attr-defined]
     ordered = sorted(graph.initializer, key=lambda t: t.name)
     copies = [onnx.TensorProto() for _ in ordered]
     for copy, tensor in zip(copies, ordered):
@@ -232,7 +239,33 @@ def _canonicalise(path: Path, *, dynamic_batch: bool) -> None:
             copy.CopyFrom(value)
         del graph.value_info[:]
         graph.value_info.extend(info_copies)
-    onnx.save(graph_model, os.fspath(path))
+
+
+def migrate_legacy(name: str, path: Path, expected: str) -> bool:
+    """A file converted before conversions were canonical (same graph, initializers in
+    another order) is rewritten in canonical order when that gives exactly `expected`;
+    True when it did. A file with any other difference (one changed byte) stays refused."""
+    import hashlib
+
+    import onnx
+
+    try:
+        graph_model = onnx.load(os.fspath(path))
+    except Exception:  # not ONNX at all: nothing to migrate
+        return False
+    _canonical(graph_model, _model(name).dynamic_batch)
+    data = graph_model.SerializeToString()
+    if hashlib.sha256(data).hexdigest() != expected:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.migrate")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    log.info("bundled model rewritten in canonical order", extra=kv(model=name, file=str(path)))
+    return True
 
 
 def _graph_io(path: Path, name: str) -> tuple[list[tuple[str, Shape]], list[tuple[str, Shape]]]:

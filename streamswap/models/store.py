@@ -175,6 +175,8 @@ class ModelStore:
                 expected = self._bundled_sha256(spec)
             except ModelError as exc:
                 return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=str(exc))
+            if sha != expected and self._migrate_bundled(spec, path, expected):
+                sha = expected  # an older streamswap's conversion of the same graph
             if sha != expected:
                 return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=(
                     f"{path}: bundled model {spec.name} is not the pinned conversion (SHA-256 "
@@ -364,6 +366,11 @@ class ModelStore:
         made = convert_bundled(spec.name, self._dir)
         if Path(made).resolve() != path.resolve():
             raise ModelError(f"bundled model {spec.name} was written to {made}, expected {path}")
+
+    def _migrate_bundled(self, spec: ModelSpec, path: Path, expected: str) -> bool:
+        from streamswap.models.bundled import migrate_legacy
+
+        return migrate_legacy(spec.name, path, expected)
 
     def _bundled_sha256(self, spec: ModelSpec) -> str:
         from streamswap.models.bundled import expected_sha256
