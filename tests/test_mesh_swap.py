@@ -394,3 +394,36 @@ def test_paste_color_correction_and_mouth_mask_apply_to_the_mesh_swapper(bundled
     assert inside.sum() > 100
     assert np.array_equal(mouthed[inside], target[inside])
     assert not np.array_equal(plain[inside], target[inside])
+
+
+def test_skin_colour_moves_toward_the_skin_around_the_face(processor, photos) -> None:
+    """faces.mesh.surround: the swapped skin's colour moves toward the target's skin just
+    around its face (neck, ears, forehead edge), measured over the face oval."""
+    from streamswap.faces.swappers.mesh import _polygon_mask, _skin_polygons, surrounding_skin
+
+    target = cv2.imread(str(photos[1]))
+    processor.set_source_images([photos[0]])
+    faces = processor.detect_still(target)
+    lab0 = cv2.cvtColor(target, cv2.COLOR_BGR2LAB).astype(np.float32)
+    swapper = processor.swapper
+    results = {}
+    for surround in (0.0, 1.0):
+        swapper.settings.surround = surround
+        out = target.copy()
+        processor.swap(out, faces)
+        results[surround] = cv2.cvtColor(out, cv2.COLOR_BGR2LAB).astype(np.float32)
+    swapper.settings.surround = 0.15
+    moved = 0
+    for face in faces:
+        pts = face.landmarks[:, :2]
+        oval, holes = _skin_polygons(pts)
+        mask = _polygon_mask(target.shape[:2], [oval])
+        _polygon_mask(target.shape[:2], holes, 0, out=mask)
+        inside = mask > 0
+        ring = surrounding_skin(target, pts, lab0[inside].mean(0), lab0[inside].std(0))
+        if ring is None or abs(ring[0] - lab0[inside][:, 0].mean()) < 4:
+            continue
+        before, after = results[0.0][inside].mean(0), results[1.0][inside].mean(0)
+        assert abs(after[0] - ring[0]) < abs(before[0] - ring[0]) - 2, (before, after, ring)
+        moved += 1
+    assert moved >= 2

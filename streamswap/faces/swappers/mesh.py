@@ -556,6 +556,12 @@ class MeshSwapper:
             cv2.LUT(buf.warped_lab, self._lut, dst=buf.matched_lab)
             if st.relight > 0:
                 self._relight(buf, size, identity)
+            if st.surround > 0:
+                ring = surrounding_skin(frame, pts_frame, t_mean.ravel(), t_std.ravel())
+                if ring is not None:  # toward the skin around the face: neck, ears, forehead edge
+                    shift = (ring - t_mean.ravel()) * st.surround
+                    cv2.add(buf.matched_lab, (float(shift[0]), float(shift[1]), float(shift[2]), 0.0),
+                            dst=buf.matched_lab, dtype=cv2.CV_8U)
             cv2.cvtColor(buf.matched_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
         else:
             cv2.cvtColor(buf.warped_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
@@ -653,6 +659,37 @@ class MeshSwapper:
         delta[~valid] = 0.0
         cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)
         cv2.add(buf.matched_lab, buf.delta, dst=buf.matched_lab, dtype=cv2.CV_8U)
+
+
+def surrounding_skin(frame: np.ndarray, pts: np.ndarray, inner_mean: np.ndarray,
+                     inner_std: np.ndarray) -> np.ndarray | None:
+    """Mean LAB of the target's skin just around its face oval (neck, ears, forehead edge,
+    temples): a ring of a quarter face size outside the oval, on a ~64 px subsample, keeping
+    only pixels whose colour is close to the face's own skin (not hair, collar, background).
+    None when too little of the ring is skin."""
+    oval = pts[_OVAL]
+    lo, hi = oval.min(axis=0), oval.max(axis=0)
+    size = float(max(hi - lo))
+    pad = 0.25 * size
+    h, w = frame.shape[:2]
+    x0, y0 = max(int(lo[0] - pad), 0), max(int(lo[1] - pad), 0)
+    x1, y1 = min(int(hi[0] + pad) + 1, w), min(int(hi[1] + pad) + 1, h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    step = max(1, int(size / 64))
+    sub = np.ascontiguousarray(frame[y0:y1:step, x0:x1:step])
+    lab = cv2.cvtColor(sub, cv2.COLOR_BGR2LAB)
+    local = (oval - np.array([x0, y0], np.float32)) / step
+    ring = _polygon_mask(lab.shape[:2], [_scaled_about_centre(local, 1.0 + 2 * pad / size)])
+    _polygon_mask(lab.shape[:2], [local], 0, out=ring)
+    values = lab[ring > 0].astype(np.float32)
+    if len(values) < 30:
+        return None
+    near = ((np.abs(values[:, 1:] - inner_mean[1:]) <= np.maximum(1.5 * inner_std[1:], 5.0)).all(axis=1)
+            & (np.abs(values[:, 0] - inner_mean[0]) <= max(float(inner_std[0]), 8.0)))
+    if near.sum() < max(30, 0.1 * len(values)):
+        return None
+    return values[near].mean(axis=0)
 
 
 def _shrink_polygon(poly: np.ndarray, by: float) -> np.ndarray:
