@@ -198,8 +198,11 @@ def test_run_with_triton_equals_run_with_ort(server, model_files, bundled_models
 
 def test_server_lost_mid_run_frames_pass_and_swapping_resumes(server, model_files, bundled_models_dir,
                                                               tmp_path) -> None:
+    import signal
+
     face = astronaut()
-    src = make_video(tmp_path / "long.mp4", frames=16 * FPS, fps=FPS, size=SIZE, picture=_picture(face))
+    # Long enough for any restart; the run is stopped once swapping has resumed.
+    src = make_video(tmp_path / "long.mp4", frames=60 * FPS, fps=FPS, size=SIZE, picture=_picture(face))
     out = tmp_path / "out.mp4"
     cfg = _triton_config(tmp_path / "t.yaml", model_files, bundled_models_dir, server,
                          timeout_s=1.0, retries=1, backoff_s=0.05, max_backoff_s=0.5)
@@ -212,6 +215,11 @@ def test_server_lost_mid_run_frames_pass_and_swapping_resumes(server, model_file
     server.kill()
     time.sleep(1.5)
     server.start()
+    deadline = time.monotonic() + 60
+    while server.counts("test_inswapper")[0] < 10:  # the new server's count: swapping resumed
+        assert proc.poll() is None and time.monotonic() < deadline, "swapping never resumed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # stop reading, drain, finalise the file
     err = _finish(proc)
     errors = int(err.rsplit(" errors", 1)[0].rsplit(" ", 1)[1])
     assert errors > 0, err[-2000:]

@@ -35,7 +35,8 @@ HELP = "N `run` processes against one Triton server: per-stream fps, latency, th
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--streams", type=int, default=4, metavar="N", help="concurrent run processes (default: 4)")
+    parser.add_argument("--streams", type=int, default=4, metavar="N",
+                        help="concurrent run processes (default: 4; 0 with --roundtrip: only time calls)")
     parser.add_argument("--url", help="the server, host:port (default: inference.triton.url)")
     parser.add_argument("--protocol", choices=("grpc", "http"), help="default: inference.triton.protocol")
     parser.add_argument("--input", metavar="URI",
@@ -49,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "as the server answers)")
     parser.add_argument("--roundtrip", type=int, default=0, metavar="N",
                         help="also time N single calls per model and transport (default: 0, skip)")
+    parser.add_argument("--model", action="append", metavar="NAME", dest="roundtrip_models",
+                        help="a server model to time with --roundtrip (repeatable; default: the config's)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -56,8 +59,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     from streamswap.config import dump_config
     from streamswap.inference.triton import TritonConnection, model_not_ready
 
-    if args.streams < 1 or args.frames < 1 or args.fps < 1:
-        raise InputError("--streams, --frames and --fps must be 1 or more")
+    if args.streams < 0 or args.frames < 1 or args.fps < 1 or args.roundtrip < 0:
+        raise InputError("--frames and --fps must be 1 or more, --streams and --roundtrip 0 or more")
+    if args.streams == 0 and not args.roundtrip:
+        raise InputError("--streams 0 runs no stream: give --roundtrip N to time single calls")
     overrides: dict[str, Any] = {"inference.backend": "triton"}
     if args.url:
         overrides["inference.triton.url"] = args.url
@@ -67,11 +72,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     settings = config.inference.triton
     conn = TritonConnection(settings)
     models = served_models(config)
-    for role, name in models.items():
+    timed = {name: name for name in args.roundtrip_models} if args.roundtrip_models else models
+    for role, name in {**models, **timed}.items():
         why = model_not_ready(conn, name)
         if why is not None:
             raise BackendUnavailable(f"{role}: {why}")
-    face = Path(args.source) if args.source else _default_face()
     source = args.input or _default_input(args)
 
     results: dict[str, Any] = {"url": conn.where, "streams": args.streams, "input": source,
@@ -80,6 +85,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     with tempfile.TemporaryDirectory(prefix="streamswap-bench-triton-") as tmp:
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(dump_config(config))
+        if args.streams == 0:
+            results["roundtrip"] = roundtrip(config, timed, args.roundtrip)
+            _report(results, args.json)
+            return 0
+        face = Path(args.source) if args.source else _default_face()
         before = {name: _stats(conn, name) for name in models.values()}
         t0 = time.monotonic()
         procs = []
@@ -106,12 +116,16 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     results["total_fps"] = round(sum(s["fps"] for s in streams), 2)
     results["server"] = {role: _delta(before[name], after[name]) | {"model": name} for role, name in models.items()}
     if args.roundtrip:
-        results["roundtrip"] = roundtrip(config, models, args.roundtrip)
-    if args.json:
+        results["roundtrip"] = roundtrip(config, timed, args.roundtrip)
+    _report(results, args.json)
+    return 0
+
+
+def _report(results: dict[str, Any], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(results, indent=2))
     else:
         _print(results)
-    return 0
 
 
 def served_models(config: Any) -> dict[str, str]:
@@ -162,6 +176,8 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
     executions, requests = max(d["executions"], 1), max(d["requests"], 1)
     return {"inferences": d["inferences"], "executions": d["executions"], "requests": d["requests"],
             "mean_batch": round(d["inferences"] / executions, 2) if d["executions"] else None,
+            # > 1: the server merged requests (of different streams) into one execution
+            "requests_per_execution": round(d["requests"] / executions, 2) if d["executions"] else None,
             "queue_ms_per_request": round(d["queue_ns"] / requests / 1e6, 2),
             "compute_ms_per_request": round(d["compute_ns"] / requests / 1e6, 2)}
 
@@ -207,6 +223,9 @@ def roundtrip(config: Any, models: dict[str, str], calls: int) -> dict[str, Any]
 
 
 def _print(r: dict[str, Any]) -> None:
+    if not r.get("per_stream"):
+        _print_roundtrip(r)
+        return
     print(f"{r['streams']} stream(s) through the Triton server at {r['url']}, input {r['input'][:60]}{'…' if len(r['input']) > 60 else ''}"
           f"{' (paced, live)' if r['live'] else ' (as fast as possible)'}")
     print(f"{'stream':>6} {'frames':>7} {'fps':>7} {'p50 ms':>8} {'p95 ms':>8} {'dropped':>8} {'errors':>7}")
@@ -216,10 +235,15 @@ def _print(r: dict[str, Any]) -> None:
     print(f"all streams: {r['total_fps']:.1f} frames/s in {r['wall_s']} s")
     print("server statistics over the run (inferences ÷ executions = mean batch the server formed):")
     print(f"{'role':>20} {'model':>24} {'inferences':>10} {'executions':>10} {'mean batch':>10} "
-          f"{'queue ms':>9} {'compute ms':>10}")
+          f"{'requests/exec':>13} {'queue ms':>9} {'compute ms':>10}")
     for role, s in r["server"].items():
         print(f"{role:>20} {s['model'][:24]:>24} {s['inferences']:>10} {s['executions']:>10} "
-              f"{s['mean_batch'] or 0:>10.2f} {s['queue_ms_per_request']:>9.2f} {s['compute_ms_per_request']:>10.2f}")
+              f"{s['mean_batch'] or 0:>10.2f} {s['requests_per_execution'] or 0:>13.2f} "
+              f"{s['queue_ms_per_request']:>9.2f} {s['compute_ms_per_request']:>10.2f}")
+    _print_roundtrip(r)
+
+
+def _print_roundtrip(r: dict[str, Any]) -> None:
     for role, rows in r.get("roundtrip", {}).items():
         for label, row in rows.items():
             if label == "model":
