@@ -133,3 +133,16 @@ def test_an_older_conversion_in_another_initializer_order_is_migrated(tmp_path: 
     onnx.save(model, os.fspath(models / file))
     _flip_a_byte(models / file)
     assert store.verify("blazeface").state == MISMATCH
+
+
+def test_a_fifo_under_a_model_name_is_refused_without_blocking(tmp_path: Path) -> None:
+    spec = ModelSpec(name="nohash", role="swapper", file="nohash.onnx", urls=(), sha256=None, size=None,
+                     license="MIT", commercial=True, contract="inswapper", inputs="x", outputs="y")
+    store = ModelStore(ModelsSettings(dir=str(tmp_path)), build_catalogue([spec]))
+    os.mkfifo(tmp_path / "nohash.onnx")
+    status = store.verify("nohash")
+    assert status.state == MISMATCH and "FIFO" in status.reason
+    with pytest.raises(ModelError, match="FIFO"):
+        store.resolve("nohash")
+    with pytest.raises(ModelError, match="FIFO"):
+        store.resolve(str(tmp_path / "nohash.onnx"), contract="inswapper")

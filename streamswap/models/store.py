@@ -18,12 +18,13 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from streamswap.errors import ModelError, StreamswapError
-from streamswap.files import read_regular
+from streamswap.files import kind_of, read_regular
 from streamswap.inference.engine_cache import file_sha256
 from streamswap.logs import kv
 from streamswap.models.catalogue import CATALOGUE, ModelSpec, lookup
@@ -166,6 +167,10 @@ class ModelStore:
             st = path.stat()
         except FileNotFoundError:
             return ModelStatus(spec, path, MISSING)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would hang or never end hashing
+            return ModelStatus(spec, path, MISMATCH, None, None, reason=(
+                f"{path}: is {kind_of(st.st_mode)}, not a model file; delete it and run "
+                f"`streamswap models fetch {spec.name}`"))
         if spec.size is not None and st.st_size != spec.size:
             return ModelStatus(spec, path, MISMATCH, None, st.st_size)
         if spec.bundled:
@@ -308,8 +313,8 @@ class ModelStore:
             st = path.stat()
         except OSError as exc:
             raise ModelError(f"{path}: cannot read model file ({exc.strerror}); check the path") from None
-        if not path.is_file():
-            raise ModelError(f"{path}: not a file; give the path of an .onnx model file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{path}: is {kind_of(st.st_mode)}, not a file; give the path of an .onnx model file")
         stamp = self._read_stamp(path, st)
         if stamp is None or st.st_size <= HASH_ALWAYS_BELOW:
             stamp = self._write_stamp(path, file_sha256(path))
