@@ -72,7 +72,7 @@ class MeshSettings:
     # A part of the face the source shows edge-on (stretch above this: target area / source
     # area, relative to face size) is filled from the mirrored other side of the source.
     mirror_fill: bool = True
-    mirror_stretch: float = field(default=3.0, metadata=limits(min=1.0, max=10.0))
+    mirror_stretch: float = field(default=1.8, metadata=limits(min=1.0, max=10.0))
     # Triangles still stretched more than this (e.g. the side of the nose or cheek a frontal
     # source shows edge-on, on a profile target) keep the target's own pixels.
     max_stretch: float = field(default=3.0, metadata=limits(min=1.0, max=1000.0))

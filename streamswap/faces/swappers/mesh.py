@@ -611,27 +611,20 @@ class MeshSwapper:
         """Give pixels inside the face oval that no triangle covered the id of a neighbour.
 
         On a turned face the mesh folds (triangles flip over the nose and the far cheek) and
-        slivers between triangles stay empty; so do thin triangles left out as turned away
-        or too stretched. Left alone they show the target's own face as dotted lines and
-        specks through the swap. Only thin gaps are closed: a wide turned-away area (beyond
-        a profile's silhouette) keeps the target."""
+        slivers between triangles stay empty; left alone they show the target's own face as
+        thin lines and specks through the swap."""
         empty = buf.hole
         np.equal(buf.tri_id, sentinel, out=empty)
-        away = np.equal(buf.tri_id, sentinel + 1).view(np.uint8)
-        if away.any():
-            wide = cv2.dilate(cv2.erode(away, _HOLE_KERNEL, iterations=2), _HOLE_KERNEL, iterations=2)
-            empty |= (away > wide).view(bool)
         buf.oval.fill(0)
         _polygon_mask(buf.oval.shape, [pts[_OVAL]], 1, out=buf.oval)
         if not np.logical_and(empty, buf.oval, out=buf.oval.view(bool)).any():
             return
         np.copyto(buf.tri_f, buf.tri_id, casting="unsafe")
-        buf.tri_f[empty | (buf.tri_id == sentinel + 1)] = -1.0  # "no triangle" loses every max below
+        buf.tri_f[empty] = -1.0  # "no triangle" loses every max below
         cv2.dilate(buf.tri_f, _HOLE_KERNEL, dst=buf.tri_f, iterations=_HOLE_STEPS)
-        inside = np.logical_and(empty, buf.oval.view(bool), out=empty)
-        filled = buf.tri_f >= 0.0
-        np.copyto(buf.tri_id, buf.tri_f, casting="unsafe", where=inside & filled)
-        buf.tri_id[inside & ~filled] = sentinel + 1  # beside a wide turned-away area: one with it
+        np.greater_equal(buf.tri_f, 0.0, out=empty)
+        np.logical_and(empty, buf.oval.view(bool), out=empty)
+        np.copyto(buf.tri_id, buf.tri_f, casting="unsafe", where=empty)
 
     def _relight(self, buf: _Buffers, size: float, identity: MeshIdentity) -> None:
         """Move the warped face's low-frequency LAB (shading, local tint) to the target's.
