@@ -35,3 +35,9 @@ def refuses(channel: Any, title: str, conn: Any) -> None:
 def closed_by_the_user(channel: Any, title: str, conn: Any) -> None:
     conn.send(("ready", ""))
     conn.send(("closed", ""))
+
+
+def aborts(channel: Any, title: str, conn: Any) -> None:
+    import os
+
+    os.abort()  # what Qt does when it cannot reach the display

@@ -68,6 +68,15 @@ def test_window_that_cannot_open_is_a_clear_error() -> None:
     assert not display_children()
 
 
+def test_window_process_that_aborts_is_an_error_naming_the_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Qt aborts a process it cannot give a window (DISPLAY set, no X server there): that
+    used to take the whole run down, files half written."""
+    monkeypatch.setenv("DISPLAY", ":55")
+    with pytest.raises(OutputError, match=r"exit code -6; is :55 a display this user may open windows on"):
+        DisplaySink(window=display_fakes.aborts).open(VIDEO, None)
+    assert not display_children()
+
+
 def test_window_closed_by_the_user_ends_the_preview_only(caplog: pytest.LogCaptureFixture) -> None:
     sink = DisplaySink(window=display_fakes.closed_by_the_user)
     sink.open(VIDEO, None)

@@ -2,11 +2,12 @@
 
 Video timestamps are the source's pts, so the passed-through audio stays in sync.
 
-What a kill (SIGKILL, power loss) can lose is bounded for every container: MP4/MOV are
-written fragmented and Matroska in clusters, each closed after half FLUSH_INTERVAL_S (and
-at every keyframe); FLV writes every packet as it comes; the muxer's interleaving queue
-holds at most the other half when one stream pauses (an input whose audio ends early, which
-held video back for 10 s before); every packet goes to the OS at once. So a killed run
+What a killed process (SIGKILL, the OOM killer, a crash) can lose is bounded for every
+container: MP4/MOV are written fragmented and Matroska in clusters, each closed after half
+FLUSH_INTERVAL_S (and at every keyframe); FLV writes every packet as it comes; the muxer's
+interleaving queue holds at most the other half when one stream pauses (an input whose
+audio ends early, which held video back for 10 s before); every packet goes to the OS at
+once (what reaches the disk before a power cut is the OS's writeback). So a killed run
 leaves a file that plays up to FLUSH_INTERVAL_S before the kill (plus the encoder's own
 delay: one frame with ultrafast, up to `file_lookahead` + 1 more with the slower presets
 file outputs get from io.preset auto); a normal close adds the index.

@@ -132,8 +132,11 @@ class DisplaySink:
         self._process, self._conn, self._channel = process, receive, channel
         try:
             kind, text = receive.recv() if receive.poll(self.open_timeout_s) else ("timeout", "")
-        except (EOFError, OSError):
-            kind, text = "error", f"the window process ended, exit code {process.exitcode}"
+        except (EOFError, OSError):  # Qt aborts the process it cannot give a window (above: why)
+            process.join(CLOSE_GRACE_S)
+            where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "this desktop"
+            kind, text = "error", (f"the window process ended with exit code {process.exitcode}; is {where} "
+                                   "a display this user may open windows on?")
         if kind != "ready":
             self._end_child()
             if kind == "timeout":
