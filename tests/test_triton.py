@@ -23,7 +23,7 @@ from io_media import make_video
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.ort import open_ort_session
 from streamswap.inference.settings import InferenceSettings, TritonModelRef, TritonSettings
-from streamswap.inference.triton import TritonUnavailable, open_triton_session, triton_model_name
+from streamswap.inference.triton import TritonConnection, TritonUnavailable, open_triton_session, triton_model_name
 from swap_fixtures import astronaut, sample_photo_paths
 from triton_fixtures import TritonServer, free_ports
 
@@ -88,6 +88,10 @@ def test_a_model_the_server_lacks_and_an_absent_server_say_what_to_do(server, mo
     with pytest.raises(BackendUnavailable, match=rf"127.0.0.1:{port} does not answer.*inference.triton.url"):
         open_triton_session(path, _settings(f"127.0.0.1:{port}", wait_ready_s=0.0))
     session = open_triton_session(path, _settings(server.grpc_url))
+    with pytest.raises(Exception, match="triton-access-token"):  # statistics need the header...
+        session.conn.statistics("test_inswapper")
+    with_header = TritonConnection(_settings(server.grpc_url, headers=server.headers))
+    assert with_header.statistics("test_inswapper")["model_stats"]  # ...which the config's headers carry
     with pytest.raises(ModelError, match="refused the request"):  # a bad request is not an outage
         session.run({"target": np.zeros((1, 3, 64, 64), np.float32), "source": np.zeros((1, 512), np.float32)})
     assert not session.down
@@ -153,7 +157,7 @@ def _config(path: Path, model_files: dict[str, Path], models_dir: Path, **infere
 
 def _triton_config(path, model_files, models_dir, server, **triton) -> Path:
     return _config(path, model_files, models_dir, backend="triton",
-                   triton={"url": server.grpc_url, "wait_ready_s": 20, **triton})
+                   triton={"url": server.grpc_url, "wait_ready_s": 20, "headers": server.headers, **triton})
 
 
 def _run(config: Path, src: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -224,6 +228,7 @@ def test_server_lost_mid_run_frames_pass_and_swapping_resumes(server, model_file
     errors = int(err.rsplit(" errors", 1)[0].rsplit(" ", 1)[1])
     assert errors > 0, err[-2000:]
     assert "Triton server answers again" in err
+    assert "status degraded" in err and "stage recovered" in err  # /status said degraded meanwhile
     src_t, src_frames = _frames(src)
     out_t, out_frames = _frames(out)
     by_time = dict(zip(src_t, src_frames))

@@ -114,3 +114,18 @@ def test_tensorrt_plan_needs_the_servers_gpu(config, tmp_path) -> None:
     assert "builds the engines on the server's GPU" in result.stderr
     assert "--platform onnxruntime_onnx" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("inference.triton.url", "grpc://triton:8001", "inference.triton.url: host:port without a scheme"),
+    ("inference.triton.models", {"swaper": {"name": "x"}}, "inference.triton.models.swaper: unknown role"),
+    ("inference.triton.models", {"swapper": {"version": "latest"}}, "inference.triton.models.swapper.version"),
+    ("inference.triton.protocol", "quic", "inference.triton.protocol: must be one of grpc, http"),
+    ("inference.triton.timeout_s", 0, "inference.triton.timeout_s: must be between"),
+])
+def test_bad_triton_settings_name_their_key(key, value, message) -> None:
+    from streamswap.config import load_config
+    from streamswap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {key: value})

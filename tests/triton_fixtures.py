@@ -9,6 +9,7 @@ process talks to it with tritonclient from the main venv.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SERVER_SCRIPT = TESTS / "triton_server.py"
 SERVER_VENV_ENV = "STREAMSWAP_TRITON_VENV"
+# The header that carries the server's access token for its statistics (gRPC form).
+TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
 
 
 def server_python() -> Path | None:
@@ -66,6 +69,11 @@ class TritonServer:
         self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.token = secrets.token_hex(16)  # statistics need it: tests the clients' headers
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {TOKEN_HEADER: self.token}
 
     @property
     def grpc_url(self) -> str:
@@ -87,6 +95,7 @@ class TritonServer:
             str(self.python), str(SERVER_SCRIPT), "--grpc-port", str(self.grpc_port),
             "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
             "--queue-delay-us", str(self.queue_delay_us), "--max-batch", str(self.max_batch),
+            "--token", self.token,
             *[f"{name}={path}" for name, path in self.models.items()],
         ]
         with open(log, "w") as out:
@@ -128,5 +137,5 @@ class TritonServer:
         import tritonclient.grpc as grpcclient
 
         client = grpcclient.InferenceServerClient(self.grpc_url)
-        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        stats = client.get_inference_statistics(model, as_json=True, headers=self.headers)["model_stats"][0]
         return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))

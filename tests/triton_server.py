@@ -73,6 +73,7 @@ def main() -> int:
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--queue-delay-us", type=int, default=4000)
+    parser.add_argument("--token", help="statistics need this access token in a header")
     parser.add_argument("models", nargs="+", metavar="NAME=PATH")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -83,9 +84,11 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    # Statistics and shared-memory registration open to every client, as on a stock
-    # tritonserver (PyTriton guards them with a token by default).
-    with Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[])) as triton:
+    # Shared-memory registration open to every client, as on a stock tritonserver (PyTriton
+    # guards it with a token by default); statistics behind --token, so the clients' extra
+    # headers (inference.triton.headers) are exercised.
+    security = TritonSecurityConfig(access_token=args.token, restricted_endpoints=["statistics"] if args.token else [])
+    with Triton(config=config, security_config=security) as triton:
         for spec in args.models:
             name, _, path = spec.partition("=")
             bind(triton, name, path, args.max_batch, args.queue_delay_us)

@@ -56,6 +56,9 @@ class TritonSettings:
     def validate(self, where: str) -> None:
         from streamswap.errors import ConfigError
 
+        if "://" in self.url or "/" in self.url:
+            raise ConfigError(f"{where}.url: host:port without a scheme or path, got {self.url!r} "
+                              "(gRPC or HTTP is protocol:, TLS is ssl: true)")
         for role in self.models:
             if role not in TRITON_ROLES:
                 raise ConfigError(f"{where}.models.{role}: unknown role (one of {', '.join(TRITON_ROLES)})")

@@ -112,7 +112,8 @@ class TritonConnection:
     def __init__(self, settings: TritonSettings) -> None:
         self.settings = settings
         self.module = _import_client(settings.protocol)
-        self.headers = dict(settings.headers) or None
+        # gRPC metadata keys must be lower case; HTTP header names are case-insensitive.
+        self.headers = {k.lower(): v for k, v in settings.headers.items()} or None
         self._local = threading.local()
         self._grpc: Any = None
 
@@ -178,12 +179,17 @@ def wait_ready(conn: TritonConnection, model: str, version: str, wait_s: float,
     """Return once the server and `model` are ready; BackendUnavailable (what to do) after
     `wait_s` seconds otherwise."""
     deadline = time.monotonic() + wait_s
+    waiting = False
     while True:
         why = model_not_ready(conn, model, version)
         if why is None:
             return
         if time.monotonic() >= deadline:
             raise BackendUnavailable(why)
+        if not waiting:  # a daemon started before its server: say why it sits there
+            waiting = True
+            log.info("waiting for the Triton server", extra=kv(model=model, server=conn.where,
+                                                               up_to_s=wait_s, reason=why))
         sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
