@@ -1,7 +1,7 @@
 """Build the running parts from the config, for the commands and the daemon alike.
 
 The face side: resolve each model through the store, open its session through the shared
-pool, and pick the adapter by the model's catalogue contract. The pipeline: the input and
+pool, and build the adapter registered for its role and contract (faces.adapters). The pipeline: the input and
 outputs the config names, with pinned frame slots when TensorRT runs on a usable GPU.
 
 The default config (BlazeFace + FaceMesh + the mesh swapper) needs no download: the bundled
@@ -12,53 +12,86 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from streamswap.config import Config
-from streamswap.errors import ConfigError
-from streamswap.faces.detectors import make_detector
-from streamswap.faces.processor import FaceProcessor
+from streamswap.errors import ConfigError, StreamswapError
+from streamswap.faces.adapters import AdapterParts, build_adapter, contracts
+from streamswap.faces.detectors import Detector
+from streamswap.faces.landmarks import Landmarker
+from streamswap.faces.people import People
 from streamswap.faces.settings import FacesSettings
+from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
+from streamswap.faces.swappers.base import Swapper
+from streamswap.inference.base import Session
 from streamswap.inference.ort import SessionPool
+from streamswap.io.base import Sink, Source
 from streamswap.logs import kv
 from streamswap.models.store import ModelStore, ResolvedModel, models_used_by
+from streamswap.pipeline.pipeline import Pipeline
+from streamswap.pipeline.stage import Stage
+from streamswap.pipeline.stats import PipelineObserver
 
 log = logging.getLogger(__name__)
 
 MESH = "mesh"  # faces.swapper.model of the built-in offline swapper
 
 
-def build_runtime(config: Config, stages: Any, *, live: bool | None = None, source: Any = None,
-                  sinks: Any = None, observers: Sequence[Any] = (),
-                  reload_hook: Callable[[], None] | None = None) -> Any:
-    """A pipeline Runtime for the input and outputs named in `config` (errors name the URI),
-    or for the `source`/`sinks` already built from them. `live=None`: by the input's kind."""
-    from streamswap.inference.cuda import slot_allocator
-    from streamswap.io.uri import open_source
-    from streamswap.pipeline.runtime import Runtime
+@dataclass
+class Endpoints:
+    """The configured input and outputs, built (not opened)."""
 
-    if source is None:
+    source: Source
+    sinks: list[Sink]
+
+
+def plan_endpoints(config: Config, *, live: bool | None = None) -> Endpoints:
+    """Build (without opening) the input and every output the config names, checking each:
+    an unknown scheme, a missing input file, an unsupported output, a file output that is
+    the input, a source photo or an earlier output (it would destroy it; an existing one
+    follows io.existing_output). Every problem is reported at once (a missing camera does
+    not hide a missing virtual camera), as the first problem's error class with one line
+    per problem. `live=None`: by the input's kind."""
+    from streamswap.io.uri import open_sink, open_source
+
+    problems: list[StreamswapError] = []
+    source: Source | None = None
+    sinks: list[Sink] = []
+    try:
         source = open_source(config.input, config.io, live=live)
-    if sinks is None:
-        sinks = open_sinks(config)
-    # Pinned frame slots with TensorRT and a usable GPU; plain memory otherwise (logged).
-    # A replaced pipeline's pinned slots are freed once it is unreferenced.
-    return Runtime(config, stages, source=source, sinks=sinks, observers=observers,
-                   reload_hook=reload_hook, allocator=slot_allocator(config.inference.backend))
-
-
-def open_sinks(config: Config) -> list[Any]:
-    """Build (not open) the outputs of `config`. A file output may not be the input, a source
-    photo or an earlier output (it would destroy it); an existing one follows
-    io.existing_output."""
-    from streamswap.io.uri import open_sink
-
+    except StreamswapError as exc:
+        problems.append(exc)
     protect = [config.input, *config.source]
-    sinks = []
     for uri in config.outputs:
-        sinks.append(open_sink(uri, config.io, protect=protect))
+        try:
+            sinks.append(open_sink(uri, config.io, protect=protect))
+        except StreamswapError as exc:
+            problems.append(exc)
         protect.append(uri)
-    return sinks
+    if problems:
+        if len(problems) == 1:
+            raise problems[0]
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise type(problems[0])(f"{len(problems)} problems with the input/outputs:\n{lines}")
+    assert source is not None
+    return Endpoints(source, sinks)
+
+
+def build_pipeline(config: Config, stages: Sequence[Stage], *, source: Source, sinks: Sequence[Sink],
+                   observers: Sequence[PipelineObserver] = ()) -> Pipeline:
+    """A Pipeline over the built `source`, `stages` (+ the io.label stage) and `sinks` (see
+    `plan_endpoints`), with pinned frame slots when TensorRT runs on a usable GPU (plain memory otherwise, logged).
+    A replaced pipeline's pinned slots are freed once it is unreferenced."""
+    from streamswap.inference.cuda import slot_allocator
+
+    stages = list(stages)
+    if config.io.label.enabled:  # responsible use: on every output frame, paused or not
+        from streamswap.pipeline.label import LabelStage
+
+        stages.append(LabelStage(config.io.label))
+    return Pipeline(source, stages, sinks, settings=config.pipeline, observers=observers,
+                    allocator=slot_allocator(config.inference.backend))
 
 
 FACE_COMPUTE_STAGES = 2  # detect (detector, landmarker) and swap (swapper, enhancer) run at once
@@ -109,78 +142,94 @@ def _resolve(store: ModelStore, key: str, model: str, contract: str | None, role
     return resolved
 
 
-def build_face_processor(
+def _parts(key: str, role: str, resolved: ResolvedModel, faces: FacesSettings, session: Session,
+           **more: Any) -> tuple[str, AdapterParts]:
+    """The registered adapter's contract for a resolved model, and what it is built from."""
+    contract = resolved.spec.contract
+    known = contracts(role)
+    if contract not in known:
+        raise ConfigError(f"{key}: {resolved.spec.name} follows the {contract!r} contract; "
+                          f"a {role} must follow one of: {', '.join(known)}")
+    return contract, AdapterParts(resolved.spec.name, faces, session, resolved.path, resolved.sha256, **more)
+
+
+def build_face_stages(
     config: Config,
     store: ModelStore | None = None,
     pool: SessionPool | None = None,
-) -> FaceProcessor:
-    """The FaceProcessor the config describes; give it a face with `set_source_images`."""
+) -> FaceStageSet:
+    """The face stages the config describes; give them a face with `set_source_images`.
+    Every adapter comes from the registry (faces.adapters) by its model's role and contract;
+    each stage's sessions are its own (`stage=`: its own stream on a GPU).
+
+    The identity preparer gets its own detector and landmarker instances over its own
+    sessions (stage "identity"): no buffer, no execution context and no lock is shared
+    with the live stages."""
     faces: FacesSettings = config.faces
     store = store or ModelStore(config.models)
     store.require(models_used_by(faces))  # every missing file named at once, before any loads
     pool = pool or default_pool(config)
 
-    det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))
-    detector = make_detector(det.spec.contract, pool.get(det.path, size=faces.detector.size, role="detector"), faces.detector)
+    def parts(key: str, role: str, resolved: ResolvedModel, stage: str, **more: Any) -> tuple[str, AdapterParts]:
+        session = pool.get(resolved.path, size=faces.detector.size if role == "detector" else None,
+                           role=role, stage=stage)
+        return _parts(key, role, resolved, faces, session, **more)
 
-    landmarker = None
+    det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))
+    lm = None
     if faces.landmarker.model:
         lm = _resolve(store, "faces.landmarker.model", faces.landmarker.model, faces.landmarker.contract,
                       ("landmarker",))
-        if lm.spec.contract != "facemesh":
-            raise ConfigError(f"faces.landmarker.model: {faces.landmarker.model} follows the "
-                              f"{lm.spec.contract!r} contract; the landmarker must be a facemesh model")
-        from streamswap.faces.landmarks import FaceMesh
 
-        landmarker = FaceMesh(pool.get(lm.path, role="landmarker"))
+    def detector(stage: str) -> Detector:
+        adapter: Detector = build_adapter("detector", *parts("faces.detector.model", "detector", det, stage))
+        return adapter
 
-    recognizer = None
-    latent_cache = None
-    if faces.swapper.model == MESH:
-        if landmarker is None:
-            raise ConfigError("faces.swapper.model: the mesh swapper needs dense landmarks; "
-                              "set faces.landmarker.model: facemesh")
-        from streamswap.faces.swappers.mesh import MeshSwapper
+    def landmarker(stage: str) -> Landmarker | None:
+        if lm is None:
+            return None
+        adapter: Landmarker = build_adapter("landmarker", *parts("faces.landmarker.model", "landmarker", lm, stage))
+        return adapter
 
-        swapper = MeshSwapper(faces.mesh, paste=faces.paste)
+    recognizer = None  # for faces.select by reference and faces.map
+    if faces.swapper.model == MESH:  # built in: no model file
+        swapper: Swapper = build_adapter("swapper", MESH, AdapterParts(MESH, faces))
         if faces.select.mode == "reference" or faces.map:
-            recognizer = _recognizer(faces, store, pool)
+            recognizer = _recognizer(faces, store, pool, parts)
     else:
-        swapper = _neural_swapper(faces, store, pool)
-        from streamswap.faces.identity import LatentCache
-
-        recognizer = _recognizer(faces, store, pool)
-        latent_cache = LatentCache.for_models_dir(store.dir)
-
+        swapper = _neural_swapper(faces, store, pool, parts)
+        recognizer = swapper.recognizer  # type: ignore[attr-defined]  # a NeuralSwapper's
     swapper.masks = build_masks(faces, store, pool)
 
     enhancer = None
     if faces.enhancer:
         enh = _resolve(store, "faces.enhancer", faces.enhancer, None, ("enhancer",))
-        from streamswap.faces.enhancer import GfpganEnhancer
+        enhancer = build_adapter("enhancer", *parts("faces.enhancer", "enhancer", enh, "swap"))
 
-        enhancer = GfpganEnhancer(pool.get(enh.path, role="enhancer"), name=enh.spec.name, paste=faces.paste)
-
-    processor = FaceProcessor(
-        detector, swapper, landmarker=landmarker, tracking=faces.tracking, recognizer=recognizer,
-        source_face_index=faces.swapper.source_face_index, latent_cache=latent_cache, enhancer=enhancer,
-    )
+    swap = SwapStage(swapper, enhancer=enhancer)
+    identities = IdentityPreparer(SourceDetector(detector("identity"), landmarker("identity")), swapper, swap,
+                                  face_index=faces.swapper.source_face_index)
+    # Who is swapped and with which source: photos are detected and prepared on the identity
+    # worker (its own detector); the stages see finished objects only.
+    people = People(identities.detect_source, identities.prepare_value, recognizer,
+                    recognize_every=faces.select.recognize_every, hold_frames=faces.select.hold_frames)
     if recognizer is None:  # live mappings load it on first use (naming the model to fetch if absent)
-        processor.people.load_recognizer = lambda: _recognizer(faces, store, pool)
-    processor.people.selector.recognize_every = faces.select.recognize_every
-    processor.people.selector.hold_frames = faces.select.hold_frames
-    processor.people.configure(faces.select, faces.map, faces.unmatched)  # reads the photos it names
+        people.load_recognizer = lambda: _recognizer(faces, store, pool, parts)
+    detect = DetectStage(detector("detect"), landmarker=landmarker("detect"), tracking=faces.tracking,
+                         people=people)
+    swap.people = people
+    people.configure(faces.select, faces.map, faces.unmatched)  # reads the photos it names
     log.info("face stages ready", extra=kv(detector=faces.detector.model, landmarker=faces.landmarker.model,
                                            swapper=faces.swapper.model, enhancer=faces.enhancer,
                                            select=faces.select.mode, mappings=len(faces.map)))
-    return processor
+    return FaceStageSet(detect, swap, identities, people)
 
 
-def _recognizer(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> Any:
-    """The ArcFace recognizer (neural swappers' identities, selection by reference, faces.map).
-    A missing file is refused naming the model to fetch."""
+def _recognizer(faces: FacesSettings, store: ModelStore, pool: SessionPool,
+                parts: Callable[..., tuple[str, AdapterParts]]) -> Any:
+    """The ArcFace recognizer (neural swappers' identities, selection by reference, faces.map),
+    on the identity stage's session. A missing file is refused naming the model to fetch."""
     from streamswap.errors import ModelError
-    from streamswap.faces.identity import ArcFace
 
     try:
         rec = _resolve(store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract,
@@ -192,7 +241,7 @@ def _recognizer(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> A
             "faces.map" if faces.map else "mapping people to sources"
         raise ConfigError(f"{why} needs a face recognizer (faces.recognizer.model, or your own ArcFace-contract "
                           f"file): {exc}") from None
-    return ArcFace(pool.get(rec.path, role="recognizer"), name=rec.spec.name)
+    return build_adapter("recognizer", *parts("faces.recognizer.model", "recognizer", rec, "identity"))
 
 
 def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> Any:
@@ -203,30 +252,29 @@ def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> A
     occluder = parser = None
     if mask.occluder:
         occ = _resolve(store, "faces.mask.occluder", mask.occluder, "xseg", ("occluder",))
-        occluder = Occluder(pool.get(occ.path, role="occluder"), name=occ.spec.name)
+        occluder = Occluder(pool.get(occ.path, role="occluder", stage="swap"), name=occ.spec.name)
     if mask.parser:
         par = _resolve(store, "faces.mask.parser", mask.parser, "bisenet", ("parser",))
-        parser = FaceParser(pool.get(par.path, role="parser"), name=par.spec.name, regions=mask.regions)
+        parser = FaceParser(pool.get(par.path, role="parser", stage="swap"), name=par.spec.name, regions=mask.regions)
     regions = None if parser is not None or set(mask.regions) == set(REGIONS) else tuple(mask.regions)
     masks = FaceMasks(regions=regions, occluder=occluder, parser=parser)
     return masks if masks.active else None
 
 
-def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool):
-    from streamswap.faces.swappers import NEURAL_CONTRACTS, make_neural_swapper
+def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool,
+                    parts: Callable[..., tuple[str, AdapterParts]]) -> Swapper:
+    """A neural swapper (generator on the swap stage) with its recognizer and embedding
+    converter, which only the identity preparer uses (stage "identity")."""
+    from streamswap.faces.identity import LatentCache
 
     sw = _resolve(store, "faces.swapper.model", faces.swapper.model, faces.swapper.contract, ("swapper",))
-    contract = sw.spec.contract
-    if contract not in NEURAL_CONTRACTS:
-        raise ConfigError(f"faces.swapper.model: {faces.swapper.model} follows the {contract!r} contract; "
-                          f"use {MESH} or a model of one of: {', '.join(NEURAL_CONTRACTS)}")
-    converter = None
+    recognizer = _recognizer(faces, store, pool, parts)
+    companion = None
     if sw.spec.companion:
-        converter = _resolve(store, "faces.swapper.model", sw.spec.companion, None, ("embedding_converter",))
-    return make_neural_swapper(
-        contract, pool.get(sw.path, role="swapper"), name=sw.spec.name, model_path=sw.path, sha256=sw.sha256,
-        paste=faces.paste,
-        converter_session=pool.get(converter.path, role="embedding_converter") if converter else None,
-        converter_name=converter.spec.name if converter else "",
-        converter_sha256=converter.sha256 if converter else "",
-    )
+        conv = _resolve(store, "faces.swapper.model", sw.spec.companion, None, ("embedding_converter",))
+        companion = AdapterParts(conv.spec.name, faces, pool.get(conv.path, role="embedding_converter",
+                                                                 stage="identity"), conv.path, conv.sha256)
+    contract, swapper_parts = parts("faces.swapper.model", "swapper", sw, "swap", companion=companion,
+                                    recognizer=recognizer, cache=LatentCache.for_models_dir(store.dir))
+    swapper: Swapper = build_adapter("swapper", contract, swapper_parts)
+    return swapper

@@ -1,5 +1,5 @@
-"""Test doubles for the service tests: a RuntimeControl that makes frames on a thread,
-face stages whose identity is observable and that can be made to hang, a fake
+"""Test doubles for the service tests: a PipelineControl that makes frames on a thread,
+face stages (a StageSet) whose identity is observable and that can be made to hang, a fake
 NOTIFY_SOCKET. Used in-process (test_notify, test_api) and inside `streamswap serve`
 subprocesses (test_serve, via serve_with_test_stages.py)."""
 
@@ -43,8 +43,33 @@ def read_stamp(frame: np.ndarray, tolerance: int = 12) -> int | None:
     return None
 
 
+class _Step:
+    """One of RecordingStages' two pipeline stages (pipeline.stage.Stage)."""
+
+    pausable = True
+
+    def __init__(self, name: str, owner: "RecordingStages") -> None:
+        from streamswap.pipeline.stage import ErrorPolicy
+
+        self.name = name
+        self.owner = owner
+        self.error_policy = ErrorPolicy(clear_faces=name == "detect", restore_frame=name == "swap")
+
+    def process(self, frame: np.ndarray, item: Any) -> None:
+        if self.name == "detect":
+            item.faces = self.owner.detect(frame, item.meta.index)
+        elif item.faces:
+            self.owner.swap(frame, item.faces)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source_identity": self.owner.source_names} if self.name == "swap" else {}
+
+    def close(self) -> None:
+        pass
+
+
 class RecordingStages:
-    """FaceStages that 'find' one face per frame and stamp the current identity into the
+    """Face stages (a daemon StageSet) that 'find' one face per frame and stamp the current identity into the
     frame. The identity is a digest of the source image; an image without detail (one
     flat colour) stands for a photo without a face. Each new identity gets the next
     `generation`, stamped as two flat grey blocks (`stamp_levels`, read back with
@@ -59,6 +84,11 @@ class RecordingStages:
         self.hang = threading.Event()
         self.hang_file = os.environ.get("STREAMSWAP_TEST_HANG")
         self._forever = threading.Event()
+        self.stages = [_Step("detect", self), _Step("swap", self)]
+        self.people = None  # no faces.select / faces.map
+
+    def close(self) -> None:
+        pass
 
     def set_source_images(self, images: Sequence[Any]) -> None:
         arrays = [np.asarray(_load(i)) for i in images]
@@ -67,6 +97,7 @@ class RecordingStages:
         self.identity = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()[:16]
         self.generation += 1
         self.frames_with_identity = 0
+        return [f"source image #{i + 1}" for i in range(len(arrays))]
 
     def release(self) -> None:
         """Let a hung stage return (test clean-up)."""
@@ -75,7 +106,7 @@ class RecordingStages:
 
     @property
     def source_names(self) -> list[str] | None:
-        """What Runtime.status() reports as `source_identity`: here the identity digest
+        """What Pipeline.status() reports as `source_identity`: here the identity digest
         and how many frames were swapped with it (see `identity_of`)."""
         if self.identity is None:
             return None
@@ -115,15 +146,13 @@ def _load(image: Any) -> np.ndarray:
     return image
 
 
-class FakeRuntime:
+class FakePipeline:
     """Makes frames every `period` seconds through `stages` on a thread; implements the
-    daemon's ManagedRuntime (RuntimeControl + start/stop/finished)."""
+    daemon's PipelineControl."""
 
-    def __init__(self, config: Any, stages: Any, observers: Sequence[Any] = (),
-                 reload_hook: Callable[[], None] | None = None, period: float = 0.01,
+    def __init__(self, config: Any, stages: Any, observers: Sequence[Any] = (), period: float = 0.01,
                  fail_start: bool = False, max_frames: int | None = None) -> None:
         self.config, self.stages, self.observers = config, stages, list(observers)
-        self.reload_hook = reload_hook
         self.period = period
         self.fail_start = fail_start
         self.max_frames = max_frames  # the input "ends" (or is lost) after this many frames
@@ -185,20 +214,11 @@ class FakeRuntime:
     def frames_out(self) -> int:
         return self._frames
 
-    def set_source_image(self, image_bgr: Any) -> None:
-        with self._lock:
-            self.stages.set_source_images([image_bgr])
-
     def pause(self) -> None:
         self._paused = True
 
     def resume(self) -> None:
         self._paused = False
-
-    def reload(self) -> None:
-        if self.reload_hook is not None:
-            with self._lock:
-                self.reload_hook()
 
 
 class NotifyListener:

@@ -147,3 +147,22 @@ def reference_module(name: str):
     except ImportError as exc:
         require(False, f"{name} (the parity reference): {exc}")
     return module
+
+
+class FaceTool:
+    """The face stages (`faces.stages.FaceStageSet`) driven by hand on the test's thread,
+    as a tool does with still images: detect, swap, reset, identities."""
+
+    def __init__(self, stages) -> None:
+        self.stages = stages
+        self.detect = stages.detect.faces  # found or tracked, then selected
+        self.swap = stages.swap.swap
+        self.reset = stages.detect.reset
+        self.detect_still = stages.detect_still
+        self.set_source_images = stages.set_source_images
+        self.swapper = stages.swap.swapper
+        self.people = stages.people
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(self.stages.source_names)

@@ -20,9 +20,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service_fakes import FakeRuntime, RecordingStages, identity_of
+from service_fakes import FakePipeline, RecordingStages, identity_of
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
+from streamswap.commands.serve import check_endpoints
 from streamswap.service.daemon import Daemon
 from streamswap.service.settings import needs_token, parse_bind
 
@@ -90,7 +91,8 @@ class Running:
             return self.stages
 
         load = lambda: load_config(self.config_file)  # noqa: E731
-        self.daemon = Daemon(load(), load, build_stages=build, make_runtime=FakeRuntime, environ={})
+        self.daemon = Daemon(load(), load, build_stages=build, make_pipeline=FakePipeline,
+                             check_endpoints=check_endpoints, environ={})
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
         self.thread.start()
@@ -419,7 +421,8 @@ def test_short_token_from_the_environment_is_refused():
         ControlApi(ServiceSettings(api="0.0.0.0:0"), None, Metrics(gpu=False), "short")  # type: ignore[arg-type]
     config = load_config(None, {"service.api": "0.0.0.0:0"})
     daemon = Daemon(config, lambda: config, build_stages=lambda c, e: RecordingStages(),
-                    make_runtime=FakeRuntime, environ={"STREAMSWAP_API_TOKEN": "abc"})
+                    make_pipeline=FakePipeline,
+                    check_endpoints=check_endpoints, environ={"STREAMSWAP_API_TOKEN": "abc"})
     with pytest.raises(ConfigError, match="STREAMSWAP_API_TOKEN"):
         daemon.run()
 

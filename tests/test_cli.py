@@ -14,7 +14,7 @@ from streamswap.errors import InputError
 
 # What a command imports when it runs, never when the command line is parsed.
 HEAVY = ("numpy", "cv2", "av", "onnx", "onnxruntime", "prometheus_client", "http.client", "yaml",
-         "streamswap.pipeline.runtime", "streamswap.models.store", "streamswap.service.daemon")
+         "streamswap.pipeline.pipeline", "streamswap.models.store", "streamswap.service.daemon")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

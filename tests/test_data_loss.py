@@ -19,7 +19,7 @@ from streamswap.config import Config
 from streamswap.errors import OutputError
 from streamswap.io.base import VideoFormat
 from streamswap.io.images import write_image
-from streamswap.wiring import open_sinks
+from streamswap.wiring import plan_endpoints
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,10 +68,10 @@ def test_outputs_may_not_be_source_photos_or_each_other(tmp_path: Path) -> None:
     config = Config(source=[str(photo)], input="test://", outputs=[str(photo)])
     config.io.existing_output = "overwrite"
     with pytest.raises(OutputError, match="is also read by this run"):
-        open_sinks(config)
+        plan_endpoints(config)
     twice = Config(input="test://", outputs=[str(tmp_path / "a.mp4"), f"file://{tmp_path}/a.mp4"])
     with pytest.raises(OutputError, match="is also read by this run"):
-        open_sinks(twice)
+        plan_endpoints(twice)
 
 
 def test_serve_policy_moves_the_old_file_aside(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_serve_policy_moves_the_old_file_aside(tmp_path: Path) -> None:
     out.write_bytes(b"yesterday")
     config = Config(input="test://", outputs=[str(out)])
     config.io.existing_output = "rename"
-    (sink,) = open_sinks(config)
+    (sink,) = plan_endpoints(config).sinks
     sink.open(VideoFormat(64, 48, Fraction(30), Fraction(1, 30)), None)
     sink.close()
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("rec.") and p != out]
@@ -94,7 +94,7 @@ def test_serve_resolves_auto_to_rename(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = {}
 
     class FakeDaemon:
-        def __init__(self, config, load, build_stages):
+        def __init__(self, config, load, build_stages, **factories):
             seen["config"], seen["reloaded"] = config, load()
 
         def run(self) -> int:

@@ -65,10 +65,11 @@ def test_bad_regions_and_wrong_contract_are_refused(tmp_path: Path) -> None:
 
 
 def test_mesh_swap_limited_to_nose_and_lips(bundled_models_dir: Path) -> None:
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
+    from swap_fixtures import FaceTool
 
     astronaut_path, group_path, _ = sample_photo_paths()
-    processor = build_face_processor(_config(bundled_models_dir, **{"faces.mask.regions": ["nose", "lips"]}))
+    processor = FaceTool(build_face_stages(_config(bundled_models_dir, **{"faces.mask.regions": ["nose", "lips"]})))
     processor.set_source_images([astronaut_path])
     target = cv2.imread(str(group_path))
     faces = processor.detect(target, 0)
@@ -95,13 +96,14 @@ def test_region_mask_picks_the_parts() -> None:
 
 
 def test_occluded_pixels_stay_the_targets_mesh_swapper(bundled_models_dir: Path, masked_target, tmp_path) -> None:
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
+    from swap_fixtures import FaceTool
 
     _, _, tom = sample_photo_paths()
     target, where = masked_target
     occluder = blue_occluder(tmp_path / "occluder.onnx")
     config = _config(bundled_models_dir, **{"faces.mask.occluder": str(occluder)})
-    processor = build_face_processor(config)
+    processor = FaceTool(build_face_stages(config))
     assert processor.swapper.masks is not None and processor.swapper.masks.occluder is not None
     processor.set_source_images([tom])
     faces = processor.detect(target, 0)

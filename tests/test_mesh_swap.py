@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from swap_fixtures import sample_photo_paths
+from swap_fixtures import FaceTool, sample_photo_paths
 from streamswap.config import load_config
 from streamswap.errors import NoFaceError
 from streamswap.faces.align import align_matrix, warp_crop
+from streamswap.faces.identity import SourceFace, SourceFaces
 from streamswap.faces.mesh_topology import LEFT_EYE, RIGHT_EYE
 from streamswap.faces.tracking import iou
 
@@ -25,10 +26,10 @@ def photos() -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def processor(bundled_models_dir: Path):
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
 
     config = load_config(None, {"models.dir": str(bundled_models_dir), "inference.provider": "cpu"})
-    return build_face_processor(config)
+    return FaceTool(build_face_stages(config))
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +285,7 @@ def test_black_and_white_source_takes_the_targets_skin_colour(processor, photos)
         (source_face,) = processor.detect(source, 0)
         for share in (0.0, 1.0):
             swapper = MeshSwapper(MeshSettings(relight_color=share))
-            identity = swapper.prepare_identity([(source, source_face)])
+            identity = swapper.prepare_identity(SourceFaces((SourceFace(source, source_face, name),)))
             assert identity.colourless == (name == "grey")
             swapper.set_identity(identity)
             out = target.copy()
@@ -370,14 +371,14 @@ def test_paste_color_correction_and_mouth_mask_apply_to_the_mesh_swapper(bundled
     to be silently ignored): colour correction takes all of the target's skin tint, the
     mouth mask keeps the target's lips, byte for byte, inside their contour."""
     from streamswap.faces.mesh_topology import LIPS_OUTER
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
 
     outs = {}
     for key in ("none", "faces.paste.color_correction", "faces.paste.mouth_mask"):
         overrides = {"models.dir": str(bundled_models_dir), "inference.provider": "cpu"}
         if key != "none":
             overrides[key] = True
-        processor = build_face_processor(load_config(None, overrides))
+        processor = FaceTool(build_face_stages(load_config(None, overrides)))
         processor.set_source_images([photos[0]])
         target = cv2.imread(str(photos[1]))
         faces = processor.detect_still(target)

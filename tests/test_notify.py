@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from service_fakes import FakeRuntime, NotifyListener, RecordingStages
+from service_fakes import FakePipeline, NotifyListener, RecordingStages
 from streamswap.config import load_config
+from streamswap.commands.serve import check_endpoints
 from streamswap.service.daemon import Daemon
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 
@@ -85,7 +86,8 @@ def _run_daemon(listener, stages, wd_usec=200_000, **runtime_kw):
         return stages
 
     daemon = Daemon(config, lambda: config, build_stages=build,
-                    make_runtime=lambda c, s, o, h: FakeRuntime(c, s, o, h, **runtime_kw), environ=env)
+                    make_pipeline=lambda c, s, o: FakePipeline(c, s, o, **runtime_kw),
+                    check_endpoints=check_endpoints, environ=env)
     result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("rc", daemon.run()), daemon=True)
     thread.start()
@@ -144,11 +146,12 @@ def test_input_that_fails_to_open_is_retried(listener):
     config = no_api_config(**{"service.status_interval_s": 0.1, "service.restart_delay_s": 0.05})
     attempts = []
 
-    def make(c, s, o, h):
+    def make(c, s, o):
         attempts.append(1)
-        return FakeRuntime(c, s, o, h, fail_start=len(attempts) < 3)
+        return FakePipeline(c, s, o, fail_start=len(attempts) < 3)
 
-    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_runtime=make,
+    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_pipeline=make,
+                    check_endpoints=check_endpoints,
                     environ={"NOTIFY_SOCKET": listener.address})
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
@@ -162,8 +165,8 @@ def test_input_that_fails_to_open_is_retried(listener):
 
 def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
     import streamswap.wiring as wiring
+    from streamswap.commands import serve
     from streamswap.inference.trt_build import BuildProgress
-    from streamswap.service import daemon as daemon_module
 
     def fake_build(config, store=None, pool=None, **kw):
         # What the TensorRT builder does while an engine builds: report progress.
@@ -171,11 +174,13 @@ def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
             pool.progress(BuildProgress("inswapper_128", "build", "building", i / 3, float(i)))
         return "stages"
 
-    monkeypatch.setattr(wiring, "build_face_processor", fake_build)
+    monkeypatch.setattr(wiring, "build_face_stages", fake_build)
     config = no_api_config()
-    daemon = Daemon(config, lambda: config, environ={"NOTIFY_SOCKET": listener.address})
-    assert daemon_module.default_stages(config, daemon.extend_timeout) == "stages"
-    want = f"EXTEND_TIMEOUT_USEC={int(daemon_module.ENGINE_BUILD_EXTEND_S * 1e6)}"
+    daemon = Daemon(config, lambda: config, build_stages=serve.build_stages, make_pipeline=serve.make_pipeline,
+                    check_endpoints=check_endpoints,
+                    environ={"NOTIFY_SOCKET": listener.address})
+    assert serve.build_stages(config, daemon.extend_timeout) == "stages"
+    want = f"EXTEND_TIMEOUT_USEC={int(serve.ENGINE_BUILD_EXTEND_S * 1e6)}"
     assert listener.wait_for(lambda ls: ls.count(want) == 3, 5), listener.lines()
     assert "STATUS=building engines: inswapper_128 build" in listener.lines()
     daemon.ready = True  # after READY=1 the start timeout no longer applies
@@ -190,11 +195,12 @@ def test_pipeline_that_ends_is_reopened_and_frames_stay_monotonic(listener):
     config = no_api_config(**{"service.status_interval_s": 0.1})
     made = []
 
-    def make(c, s, o, h):
-        made.append(FakeRuntime(c, s, o, h, max_frames=20))
+    def make(c, s, o):
+        made.append(FakePipeline(c, s, o, max_frames=20))
         return made[-1]
 
-    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_runtime=make,
+    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_pipeline=make,
+                    check_endpoints=check_endpoints,
                     environ={"NOTIFY_SOCKET": listener.address})
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

@@ -361,7 +361,7 @@ def test_interrupted_run_gives_up_draining_after_drain_timeout(monkeypatch: pyte
     clock = Clock()
     monkeypatch.setattr(run_cmd, "time", clock)
 
-    class NeverDrains:  # a Runtime whose frames in flight never reach the sinks
+    class NeverDrains:  # a Pipeline whose frames in flight never reach the sinks
         settings = PipelineSettings(stats_interval=0.1, drain_timeout=2.0)
         input_error = None
 

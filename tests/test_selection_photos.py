@@ -14,7 +14,7 @@ import pytest
 from generated_models import pooled_recognizer
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
-from swap_fixtures import sample_photo_paths
+from swap_fixtures import FaceTool, sample_photo_paths
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,8 @@ def scene(tmp_path_factory, bundled_models_dir: Path):
     astronaut, group, hanks = sample_photo_paths()
     work = tmp_path_factory.mktemp("people")
     recognizer = pooled_recognizer(work / "recognizer.onnx")
-    from streamswap.wiring import build_face_processor
 
-    probe = build_face_processor(_config(bundled_models_dir, recognizer))
+    probe = _stages(_config(bundled_models_dir, recognizer))
     image = cv2.imread(str(group))
     faces = sorted(probe.detect_still(image), key=lambda f: f.center[0])
     assert len(faces) == 6
@@ -45,6 +44,12 @@ def scene(tmp_path_factory, bundled_models_dir: Path):
             "boxes": boxes, "recognizer": recognizer}
 
 
+def _stages(config) -> FaceTool:
+    from streamswap.wiring import build_face_stages
+
+    return FaceTool(build_face_stages(config))
+
+
 def _config(models_dir: Path, recognizer: Path, **overrides):
     values = {"models.dir": str(models_dir), "inference.provider": "cpu",
               "faces.recognizer.model": str(recognizer), "faces.recognizer.contract": "arcface",
@@ -54,9 +59,8 @@ def _config(models_dir: Path, recognizer: Path, **overrides):
 
 
 def _swap(models_dir: Path, scene, source: Path, **overrides) -> np.ndarray:
-    from streamswap.wiring import build_face_processor
 
-    processor = build_face_processor(_config(models_dir, scene["recognizer"], **overrides))
+    processor = _stages(_config(models_dir, scene["recognizer"], **overrides))
     processor.set_source_images([source])
     image = scene["image"].copy()
     processor.swap(image, processor.detect_still(image))
@@ -112,9 +116,8 @@ def test_mapping_gives_each_person_their_source(bundled_models_dir: Path, scene)
 
 
 def test_portrait_of_someone_else_is_left_alone(bundled_models_dir: Path, scene, tmp_path: Path) -> None:
-    from streamswap.wiring import build_face_processor
 
-    processor = build_face_processor(_config(bundled_models_dir, scene["recognizer"], **{
+    processor = _stages(_config(bundled_models_dir, scene["recognizer"], **{
         "faces.select.mode": "reference", "faces.select.reference": [str(scene["refs"][2])]}))
     processor.set_source_images([scene["hanks"]])
     portrait = cv2.imread(str(scene["astronaut"]))
@@ -128,9 +131,8 @@ def test_portrait_of_someone_else_is_left_alone(bundled_models_dir: Path, scene,
 
 
 def test_live_mapping_add_and_remove(bundled_models_dir: Path, scene) -> None:
-    from streamswap.wiring import build_face_processor
 
-    processor = build_face_processor(_config(bundled_models_dir, scene["recognizer"]))
+    processor = _stages(_config(bundled_models_dir, scene["recognizer"]))
     processor.set_source_images([scene["astronaut"]])
     processor.people.add_mapping(scene["refs"][2], scene["hanks"])
     state = processor.people.rules.describe()
@@ -148,9 +150,8 @@ def test_live_mapping_add_and_remove(bundled_models_dir: Path, scene) -> None:
 def test_recognised_once_per_track_in_a_clip(bundled_models_dir: Path, scene) -> None:
     """Twenty frames of the group photo: each of the six people is recognised once, not
     per frame."""
-    from streamswap.wiring import build_face_processor
 
-    processor = build_face_processor(_config(bundled_models_dir, scene["recognizer"], **{
+    processor = _stages(_config(bundled_models_dir, scene["recognizer"], **{
         "faces.map": [{"reference": str(scene["refs"][1]), "source": str(scene["hanks"])}],
         "faces.tracking.detect_every": 3}))
     processor.set_source_images([scene["astronaut"]])
@@ -161,10 +162,9 @@ def test_recognised_once_per_track_in_a_clip(bundled_models_dir: Path, scene) ->
 
 
 def test_bundled_profile_refuses_reference_naming_the_model(bundled_models_dir: Path, scene) -> None:
-    from streamswap.wiring import build_face_processor
 
     config = load_config(None, {"models.dir": str(bundled_models_dir), "inference.provider": "cpu",
                                 "faces.select.mode": "reference",
                                 "faces.select.reference": [str(scene["refs"][0])]})
     with pytest.raises(ConfigError, match=r"streamswap models fetch arcface_w600k_r50"):
-        build_face_processor(config)
+        _stages(config)

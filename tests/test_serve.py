@@ -1,4 +1,4 @@
-"""`streamswap serve` as a real subprocess (real pipeline Runtime, test:// in, null:// out):
+"""`streamswap serve` as a real subprocess (real Pipeline, test:// in, null:// out):
 systemd notify over a fake NOTIFY_SOCKET, SIGTERM/SIGHUP, and the control API.
 
 Most tests swap the face stages for `service_fakes.RecordingStages` (identity observable,

@@ -15,8 +15,9 @@ from streamswap.bench import synthetic
 from streamswap.errors import ModelError, NoFaceError, InputError
 from streamswap.faces import align
 from streamswap.faces.enhancer import GfpganEnhancer
-from streamswap.faces.identity import (ArcFace, LatentCache, SourceIdentity, compute_identity,
-                                       l2_normalise, load_source)
+from streamswap.faces.identity import (ArcFace, LatentCache, SourceFace, SourceFaces, SourceIdentity,
+                                       compute_identity, identity_hash, l2_normalise)
+from streamswap.io.images import read_image
 from streamswap.faces.swappers import make_neural_swapper
 from swap_fixtures import (CountingSession, RecordingOrt, cpu_session, face_at, frame_with_face, reference_module,
                            group_photo, tom_hanks)
@@ -223,26 +224,46 @@ def test_source_identity_from_several_images_and_errors(tmp_path):
 
 
 def test_latent_cache_is_keyed_by_content_and_model(tmp_path):
+    """prepare_identity (the one identity contract, run by the identity preparer) reads the
+    latent from the cache when these photos met this model file before."""
     require(tom_hanks() is not None, "insightface's Tom_Hanks_54745.png")
     arcface = ArcFace(cpu_session(synthetic.make_arcface_model(tmp_path / "arc.onnx")))
+    embeds = []
+    embed = arcface.embed
+    arcface.embed = lambda bgr, faces: (embeds.append(1), embed(bgr, faces))[1]
     frame, face = frame_with_face((300, 300), 1.5, 0.0, 60.0, 50.0)
     path = _write(tmp_path / "src.png", frame)
-    swapper, _, model = _swapper("inswapper", tmp_path, size=128)
     cache = LatentCache.for_models_dir(tmp_path / "models")
-    detector = FakeDetector([face])
-    first = load_source([path], swapper, detector, arcface, cache=cache)
-    assert detector.calls == 1 and len(list((tmp_path / "models" / "cache").glob("*.npy"))) == 1
+    swapper, _, model = _swapper("inswapper", tmp_path, size=128)
+    swapper.recognizer, swapper.cache = arcface, cache
+    def prepare(target, image_path):
+        sources = SourceFaces((SourceFace(read_image(image_path), face, str(image_path)),),
+                              identity_hash([image_path], None))
+        latent = target.prepare_identity(sources)
+        target.set_identity(latent)
+        return latent.values
+
+    first = prepare(swapper, path)
+    assert len(embeds) == 1 and len(list((tmp_path / "models" / "cache").glob("*.npy"))) == 1
     copy = shutil.copy(path, tmp_path / "renamed.png")
-    again = load_source([copy], swapper, detector, arcface, cache=cache)
-    assert detector.calls == 1 and np.array_equal(first, again)  # same content: from the cache
+    again = prepare(swapper, copy)
+    assert len(embeds) == 1 and np.array_equal(first, again)  # same content: from the cache
     assert np.array_equal(swapper._latent, again)
-    other_model = make_neural_swapper("inswapper", cpu_session(model), name="x", model_path=model, sha256="other")
-    load_source([path], other_model, detector, arcface, cache=cache)
-    assert detector.calls == 2  # another model file: recomputed
+    other_model = make_neural_swapper("inswapper", cpu_session(model), name="x", model_path=model, sha256="other",
+                                      recognizer=arcface, cache=cache)
+    prepare(other_model, path)
+    assert len(embeds) == 2  # another model file: recomputed
     frame[0, 0] = 0
     _write(path, frame)
-    load_source([path], swapper, detector, arcface, cache=cache)
-    assert detector.calls == 3  # changed content: recomputed
+    prepare(swapper, path)
+    assert len(embeds) == 3  # changed content: recomputed
+
+
+def test_neural_swapper_without_recognizer_is_a_clear_error(tmp_path):
+    swapper, _, _ = _swapper("inswapper", tmp_path, size=128)
+    frame, face = frame_with_face((300, 300), 1.5, 0.0, 60.0, 50.0)
+    with pytest.raises(InputError, match="faces.recognizer.model"):
+        swapper.prepare_identity(SourceFaces((SourceFace(frame, face, "a.png"),)))
 
 
 def test_gfpgan_enhancer_changes_the_face_and_checks_its_contract(tmp_path):

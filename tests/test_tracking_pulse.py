@@ -21,13 +21,14 @@ EVERY = 3
 
 
 def _clip_landmarks(models_dir: Path, smoothing: float, speed: float = SPEED) -> np.ndarray:
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
+    from swap_fixtures import FaceTool
 
     image = astronaut()
     assert image is not None
     config = load_config(None, {"models.dir": str(models_dir), "inference.provider": "cpu",
                                 "faces.tracking.detect_every": EVERY, "faces.tracking.smoothing": smoothing})
-    processor = build_face_processor(config)
+    processor = FaceTool(build_face_stages(config))
     face = image[40:300, 80:340]
     frame = np.full((360, 480, 3), 100, np.uint8)
     series = []

@@ -1,6 +1,6 @@
 """`run`, `demo` and `serve` give the pipeline pinned frame slots when the backend is
 TensorRT and CUDA opens, plain numpy memory otherwise (with a warning when TensorRT was
-asked for) — checked on the Runtime each command really builds, and on its slots."""
+asked for) — checked on the Pipeline each command really builds, and on its slots."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import pytest
 from streamswap.config import load_config
 from streamswap.inference import cuda as cuda_mod
 from streamswap.inference.cuda import PinnedAllocator
-from streamswap.pipeline.runtime import PassThroughStages
-from streamswap.service.daemon import default_runtime
-from streamswap.wiring import build_runtime
+from streamswap.commands.serve import make_pipeline
+from streamswap.wiring import build_pipeline, plan_endpoints
 from test_trt_fake import FakeCudart
 
 
@@ -26,8 +25,13 @@ def _config(tmp_path: Path, backend: str):
 
 def _runtimes(tmp_path: Path, backend: str) -> list:
     config = _config(tmp_path, backend)
-    return [build_runtime(config, PassThroughStages()),
-            default_runtime(config, PassThroughStages(), [], lambda: None)]
+    endpoints = plan_endpoints(config)
+
+    class NoStages:
+        stages: list = []
+
+    return [build_pipeline(config, [], source=endpoints.source, sinks=endpoints.sinks),
+            make_pipeline(config, NoStages(), [])]
 
 
 def test_ort_backend_uses_plain_memory_and_never_touches_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +40,7 @@ def test_ort_backend_uses_plain_memory_and_never_touches_cuda(tmp_path: Path, mo
 
     monkeypatch.setattr(cuda_mod, "import_cudart", no_cuda)
     for runtime in _runtimes(tmp_path, "ort"):
-        assert runtime._allocator is None  # the Runtime's NumpyAllocator
+        assert runtime._allocator is None  # the Pipeline's NumpyAllocator
 
 
 def test_tensorrt_without_a_driver_falls_back_to_plain_memory_with_a_warning(

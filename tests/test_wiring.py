@@ -1,4 +1,4 @@
-"""build_face_processor: adapters chosen by catalogue contract, models through the store,
+"""build_face_stages: adapters chosen by catalogue contract, models through the store,
 and the default profile working from an empty models folder (bundled models convert)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from conftest import require
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
-from streamswap.wiring import build_face_processor
-from swap_fixtures import sample_photo_paths
+from streamswap.wiring import build_face_stages
+from swap_fixtures import FaceTool, sample_photo_paths
 
 
 def test_default_profile_needs_no_download(tmp_path: Path) -> None:
@@ -25,9 +25,14 @@ def test_default_profile_needs_no_download(tmp_path: Path) -> None:
 
     models = tmp_path / "models"  # empty: nothing fetched
     config = load_config(None, {"models.dir": str(models), "inference.provider": "cpu"})
-    processor = build_face_processor(config)
-    assert isinstance(processor.detector, BlazeFaceDetector)
-    assert isinstance(processor.landmarker, FaceMesh)
+    processor = FaceTool(build_face_stages(config))
+    assert isinstance(processor.stages.detect.detector, BlazeFaceDetector)
+    assert isinstance(processor.stages.detect.landmarker, FaceMesh)
+    # the identity preparer has its own instances (they keep work buffers)
+    source_detector = processor.stages.identities.detector
+    assert isinstance(source_detector.detector, BlazeFaceDetector) and isinstance(source_detector.landmarker, FaceMesh)
+    assert source_detector.detector is not processor.stages.detect.detector
+    assert source_detector.landmarker is not processor.stages.detect.landmarker
     assert isinstance(processor.swapper, MeshSwapper)
     assert (models / "blazeface_full_range.onnx").is_file() and (models / "facemesh_468.onnx").is_file()
 
@@ -37,13 +42,13 @@ def test_mesh_swapper_needs_the_landmarker(bundled_models_dir: Path, tmp_path: P
     path.write_text("faces:\n  landmarker:\n    model: null\n")
     config = load_config(path, {"models.dir": str(bundled_models_dir)})
     with pytest.raises(ConfigError, match="faces.landmarker.model: facemesh"):
-        build_face_processor(config)
+        FaceTool(build_face_stages(config))
 
 
 def test_model_of_the_wrong_role_is_refused(bundled_models_dir: Path) -> None:
     config = load_config(None, {"models.dir": str(bundled_models_dir), "faces.detector.model": "facemesh"})
     with pytest.raises(ConfigError, match="faces.detector.model: facemesh is a landmarker model"):
-        build_face_processor(config)
+        FaceTool(build_face_stages(config))
 
 
 def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Path) -> None:
@@ -60,7 +65,7 @@ def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Pat
         "faces.swapper.model": str(swapper_file), "faces.swapper.contract": "inswapper",
         "faces.recognizer.model": str(arcface_file), "faces.recognizer.contract": "arcface",
     })
-    processor = build_face_processor(config)
+    processor = FaceTool(build_face_stages(config))
     assert isinstance(processor.swapper, InswapperSwapper)
     processor.set_source_images([astronaut])
     assert list((bundled_models_dir / "cache").glob("latent-*.npy"))  # cached for next start
@@ -79,7 +84,7 @@ def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Pat
 def test_mesh_look_settings_come_from_yaml(bundled_models_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "mesh.yaml"
     path.write_text("faces:\n  mesh:\n    forehead: 0.4\n    relight: 0.0\n    color_match: false\n")
-    processor = build_face_processor(load_config(path, {"models.dir": str(bundled_models_dir)}))
+    processor = FaceTool(build_face_stages(load_config(path, {"models.dir": str(bundled_models_dir)})))
     settings = processor.swapper.settings
     assert (settings.forehead, settings.relight, settings.color_match) == (0.4, 0.0, False)
     path.write_text("faces:\n  mesh:\n    feather: 2.0\n")

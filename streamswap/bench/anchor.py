@@ -153,19 +153,18 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, encoder_json: s
     """In the child: build exactly what `streamswap run` builds, run it, print one JSON line."""
     from streamswap.commands.run import build_stages
     from streamswap.config import load_config
-    from streamswap.io.uri import open_source
     from streamswap.logs import setup_logging
-    from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_runtime, open_sinks
+    from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_pipeline, plan_endpoints
 
     setup_logging("warning")
     overrides = {"source": [face], "input": clip, "outputs": [out], "io.existing_output": "overwrite",
                  **json.loads(encoder_json)}
     config = apply_cpu_budget(load_config(cfg, overrides), FACE_COMPUTE_STAGES)
     live = mode == "live"
-    source = open_source(config.input, config.io, live=live)
-    sinks = open_sinks(config)
-    stages = build_stages(config)
-    runtime = build_runtime(config, stages, source=source, sinks=sinks)
+    endpoints = plan_endpoints(config, live=live)
+    face = build_stages(config)
+    stages = face.stages if face else []
+    runtime = build_pipeline(config, stages, source=endpoints.source, sinks=endpoints.sinks)
     cpu0, t0 = time.process_time(), time.perf_counter()
     runtime.start()
     runtime.wait()
@@ -186,9 +185,11 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, encoder_json: s
     }))
 
 
-def _detect_every(stages: Any) -> dict[str, Any]:
-    calls = getattr(stages, "detector_calls", None)
-    return {} if calls is None else {"detector_calls": calls}
+def _detect_every(stages: list[Any]) -> dict[str, Any]:
+    from streamswap.faces.stages import DetectStage
+
+    detect = [s for s in stages if isinstance(s, DetectStage)]
+    return {"detector_calls": detect[0].detector_calls} if detect else {}
 
 
 def _budget_line(config: Any) -> str:

@@ -97,10 +97,10 @@ def _end_to_end(args: argparse.Namespace, config: Any, precision: str) -> None:
     """detect + swap per frame (the two stages, no I/O) at 720p and 1080p."""
     import cv2
 
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
 
     cfg = replace(config, inference=replace(config.inference, backend="tensorrt", precision=precision))
-    processor = build_face_processor(cfg)
+    processor = build_face_stages(cfg)
     face = _sample_face()
     processor.set_source_images([face])
     for width, height in ((1280, 720), (1920, 1080)):
@@ -110,11 +110,11 @@ def _end_to_end(args: argparse.Namespace, config: Any, precision: str) -> None:
         work = frame.copy()
         for i in range(10):  # warm-up (tracking state, buffers)
             work[...] = frame
-            processor.swap(work, processor.detect(work, i))
+            processor.swap.swap(work, processor.detect.detect(work, i))
         t0 = time.perf_counter()
         for i in range(args.frames):
             work[...] = frame
-            processor.swap(work, processor.detect(work, i))
+            processor.swap.swap(work, processor.detect.detect(work, i))
         fps = args.frames / (time.perf_counter() - t0)
         print(f"end-to-end {precision} {width}x{height}: {fps:.1f} fps (detect+swap, "
               f"detect_every={cfg.faces.tracking.detect_every}, swapper={cfg.faces.swapper.model})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamswap.bench.faces import BenchScene, StageResult, StageTimer, median_ms, package_image
+from streamswap.faces.identity import SourceFace, SourceFaces
 
 
 def mesh_timers(threads: int = 0) -> list[StageTimer]:
@@ -37,7 +38,7 @@ def mesh_timers(threads: int = 0) -> list[StageTimer]:
                 source, source_faces = scene.frame, scene.faces[:1]
             face = source_faces[0]
             face.landmarks = mesh.landmarks(source, face)
-            swapper.set_identity(swapper.prepare_identity([(source, face)]))
+            swapper.set_identity(swapper.prepare_identity(SourceFaces((SourceFace(source, face, "source"),))))
             state.update(mesh=mesh, swapper=swapper)
         return state["mesh"], state["swapper"]
 

@@ -37,8 +37,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
-from streamswap.pipeline.runtime import PassThroughStages, Runtime
+from streamswap.pipeline.frame_queue import FrameItem
+from streamswap.pipeline.pipeline import Pipeline
 from streamswap.pipeline.settings import PipelineSettings
+from streamswap.pipeline.stage import ErrorPolicy, Stage
 
 HELP = "pipeline throughput vs slowest stage, glass-to-glass latency, 1080p overhead vs PyAV"
 
@@ -102,26 +104,36 @@ class _OnnxConv:
         self.session.run(None, {"x": self._input})
 
 
-class _Stages(PassThroughStages):
+class _TimedStage:
+    """A stage of known cost; adds the seconds spent inside it to `busy[name]`."""
+
+    error_policy = ErrorPolicy()
+    pausable = True
+
+    def __init__(self, name: str, fn: Callable[[np.ndarray], None], owner: "_Stages") -> None:
+        self.name, self._fn, self._owner = name, fn, owner
+
+    def process(self, frame: np.ndarray, item: FrameItem) -> None:
+        t0 = time.perf_counter()
+        self._fn(frame)
+        self._owner.busy[self.name] += time.perf_counter() - t0
+        self._owner.calls[self.name] += 1
+        item.faces = ("face",)
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class _Stages:
     """Detect/swap of known cost; counts the seconds spent inside each (busy time)."""
 
     def __init__(self, detect: Callable[[np.ndarray], None], swap: Callable[[np.ndarray], None]) -> None:
-        self._detect, self._swap = detect, swap
         self.busy = {"detect": 0.0, "swap": 0.0}
         self.calls = {"detect": 0, "swap": 0}
-
-    def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
-        t0 = time.perf_counter()
-        self._detect(frame)
-        self.busy["detect"] += time.perf_counter() - t0
-        self.calls["detect"] += 1
-        return ("face",)
-
-    def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
-        t0 = time.perf_counter()
-        self._swap(frame)
-        self.busy["swap"] += time.perf_counter() - t0
-        self.calls["swap"] += 1
+        self.stages: list[Stage] = [_TimedStage("detect", detect, self), _TimedStage("swap", swap, self)]
 
 
 def _alone(fn: Callable[[np.ndarray], None], frame: np.ndarray, n: int = 30) -> float:
@@ -141,6 +153,7 @@ class _MemorySource:
     """Frames from memory: as fast as asked (lossless) or paced at `interval` (live)."""
 
     name = "bench://"
+    counters: dict[str, int] = {}
 
     def __init__(self, frames: int, interval: float | None, size: tuple[int, int] = (640, 480)) -> None:
         self.frames, self.interval, self.size = frames, interval, size
@@ -179,6 +192,7 @@ class _MemorySource:
 
 class _TimingSink:
     name = "bench-null://"
+    counters: dict[str, int] = {}
 
     def __init__(self) -> None:
         self.times: list[float] = []
@@ -196,8 +210,8 @@ class _TimingSink:
         pass
 
 
-def _run(config: Any, stages: Any, source: Any, sink: Any, settings: PipelineSettings) -> Runtime:
-    rt = Runtime(config, stages, source=source, sinks=[sink], settings=settings)
+def _run(stages: Sequence[Stage], source: Any, sink: Any, settings: PipelineSettings) -> Pipeline:
+    rt = Pipeline(source, stages, [sink], settings=settings)
     rt.start()
     rt.wait()
     return rt
@@ -269,7 +283,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     # 0. the pipeline's own cost: pass-through stages, frames from memory, no sink work
     n0 = 2000
     t0 = time.perf_counter()
-    _run(config, _Stages(lambda f: None, lambda f: None), _MemorySource(n0, None), _TimingSink(),
+    _run(_Stages(lambda f: None, lambda f: None).stages, _MemorySource(n0, None), _TimingSink(),
          dataclasses.replace(base, policy="block"))
     results["pipeline_us_per_frame"] = round((time.perf_counter() - t0) / n0 * 1e6, 1)
 
@@ -284,7 +298,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         stages.busy = {"detect": 0.0, "swap": 0.0}
         stages.calls = {"detect": 0, "swap": 0}
         t0 = time.perf_counter()
-        _run(config, stages, _MemorySource(args.frames, None), sink, dataclasses.replace(base, policy="block"))
+        _run(stages.stages, _MemorySource(args.frames, None), sink, dataclasses.replace(base, policy="block"))
         wall = time.perf_counter() - t0
         skip = min(20, len(sink.times) // 4)
         fps = (len(sink.times) - 1 - skip) / (sink.times[-1] - sink.times[skip])
@@ -311,7 +325,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
     # 2. latency with a live source paced at 90 % of the pipelined throughput
     interval = 1 / (0.9 * steady)
-    rt = _run(config, stages, _MemorySource(args.frames, interval), _TimingSink(),
+    rt = _run(stages.stages, _MemorySource(args.frames, interval), _TimingSink(),
               dataclasses.replace(base, policy="drop-oldest"))
     snap = rt.status()
     results["latency_ms_p50"] = snap["latency_ms_p50"]
@@ -329,7 +343,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     # dropped at the capture ring; latency stays about one frame + detect + two
     # slowest-stage times (the frame being swapped finishes first) instead of growing.
     fast = 1 / (1.5 * steady)
-    rt = _run(config, stages, _MemorySource(args.frames, fast), _TimingSink(),
+    rt = _run(stages.stages, _MemorySource(args.frames, fast), _TimingSink(),
               dataclasses.replace(base, policy="drop-oldest"))
     snap = rt.status()
     ms = snap["stage_ms"]
@@ -353,7 +367,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             source = open_source(str(clip), config.io, live=False)
             sink = open_sink(str(Path(tmp) / "pipe.mp4"), config.io)
             t0 = time.perf_counter()
-            rt = _run(config, PassThroughStages(), source, sink, dataclasses.replace(base, policy="block"))
+            rt = _run([], source, sink, dataclasses.replace(base, policy="block"))
             pipe_s = time.perf_counter() - t0
             results["hd_frames"] = n
             results["hd_pyav_ms_per_frame"] = round(pyav_s / n * 1000, 2)

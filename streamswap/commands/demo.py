@@ -71,11 +71,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     uri = (f"test://photo?path={quote(str(camera))}&width={width}&height={height}"
            f"&fps={args.fps}&frames={frames}")
     # Not live: every frame is swapped and written, however long the CPU takes.
-    from streamswap.wiring import apply_cpu_budget, build_runtime
+    from streamswap.wiring import apply_cpu_budget, build_pipeline, plan_endpoints
 
     config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output]))
-
-    runtime = build_runtime(config, build_stages(config), live=False)
+    endpoints = plan_endpoints(config, live=False)
+    stages = build_stages(config)
+    runtime = build_pipeline(config, stages.stages if stages else [], source=endpoints.source,
+                             sinks=endpoints.sinks)
     printer = ProgressPrinter(lambda: frames, label="demo")
     code = run_until_done(runtime, label="demo", printer=printer)
     if code == 0:

@@ -21,8 +21,8 @@ from streamswap.logs import kv
 # The pipeline (numpy, PyAV) is imported when the command runs, so that `streamswap --help`
 # and a mistyped option answer at once.
 if TYPE_CHECKING:
-    from streamswap.pipeline.runtime import Runtime
-    from streamswap.pipeline.stages import FaceStages
+    from streamswap.faces.stages import FaceStageSet
+    from streamswap.pipeline.pipeline import Pipeline
 
 HELP = "swap faces live: --source FACE.jpg --input URI --output URI [--output URI …]"
 EXAMPLES = (
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         overrides["io.existing_output"] = "overwrite"
     if args.api:
         overrides["service.api"] = args.api
-    from streamswap.io.uri import input_kind, open_source, output_kind
-    from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_runtime, open_sinks
+    from streamswap.io.uri import input_kind, output_kind
+    from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_pipeline, plan_endpoints
 
     config = ctx.config(**overrides)
     config = apply_cpu_budget(config, FACE_COMPUTE_STAGES if config.source else 0)
@@ -127,49 +127,48 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             output_kind(uri) in _REALTIME_OUTPUTS for uri in config.outputs):
         live = False  # only files written: every generated frame, as fast as it goes
     # A mistyped input or output is reported before the models load (seconds).
-    source = open_source(config.input, config.io, live=live)
-    sinks = open_sinks(config)
-    stages = build_stages(config)
+    endpoints = plan_endpoints(config, live=live)  # every problem with them at once
+    source = endpoints.source
+    face = build_stages(config)
     if not args.ui:
-        runtime = build_runtime(config, stages, source=source, sinks=sinks)
-        code = run_until_done(runtime, quiet=args.quiet, label="run", printer=_printer(runtime, source, args))
+        pipeline = build_pipeline(config, face.stages if face else [], source=source, sinks=endpoints.sinks)
+        code = run_until_done(pipeline, quiet=args.quiet, label="run", printer=_printer(pipeline, source, args))
     else:
         from streamswap.service.metrics import Metrics
         from streamswap.service.ui import PageParts, serve_page
 
         parts, metrics = PageParts(config.service), Metrics()
-        runtime = build_runtime(config, stages, source=source, sinks=sinks, observers=[metrics, parts.tap])
+        pipeline = build_pipeline(config, face.stages if face else [], source=source, sinks=endpoints.sinks,
+                                  observers=[metrics, parts.tap])
         parts.start()
         try:
-            with serve_page(runtime, config, parts, metrics):
-                code = run_until_done(runtime, quiet=args.quiet, label="run", printer=_printer(runtime, source, args))
+            with serve_page(pipeline, face, config, parts, metrics):
+                code = run_until_done(pipeline, quiet=args.quiet, label="run", printer=_printer(pipeline, source, args))
         finally:
             parts.close()
     if args.stats_json:
         import json
 
-        Path(args.stats_json).write_text(json.dumps(runtime.status(), default=str, indent=1))
+        Path(args.stats_json).write_text(json.dumps(pipeline.status(), default=str, indent=1))
     return code
 
 
-def _printer(runtime: Runtime, source: Any, args: argparse.Namespace) -> ProgressPrinter:
+def _printer(pipeline: Pipeline, source: Any, args: argparse.Namespace) -> ProgressPrinter:
     """A progress bar when the input is a file read losslessly (its frame count is known)."""
-    return ProgressPrinter(lambda: None if runtime.live else getattr(source, "frames_total", None),
+    return ProgressPrinter(lambda: None if pipeline.live else getattr(source, "frames_total", None),
                            log_every=args.log_every)
 
 
-def build_stages(config: Any) -> FaceStages:
-    """The face processor for `config.source`, or pass-through when no face was given."""
+def build_stages(config: Any) -> FaceStageSet | None:
+    """The face stages for `config.source`, or none (frames pass through) without a face."""
     if not config.source:
-        from streamswap.pipeline.runtime import PassThroughStages
-
         log.warning("no --source face given: frames pass through unchanged")
-        return PassThroughStages()
-    from streamswap.wiring import build_face_processor
+        return None
+    from streamswap.wiring import build_face_stages
 
-    processor = build_face_processor(config)
-    processor.set_source_images(list(config.source))
-    return processor
+    face = build_face_stages(config)
+    face.set_source_images(list(config.source))
+    return face
 
 
 class _Signals:
@@ -197,7 +196,7 @@ def _signal_handlers(signals: _Signals) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _start(runtime: Runtime, signals: _Signals) -> bool:
+def _start(runtime: Pipeline, signals: _Signals) -> bool:
     """runtime.start() on a helper thread, so that an interrupt still answers while a slow
     input or output is being opened (network timeouts): the first asks the runtime to stop
     as soon as it is up (nothing is read, outputs are finalised), a second gives up at
@@ -231,7 +230,7 @@ def _start(runtime: Runtime, signals: _Signals) -> bool:
 
 
 def run_until_done(
-    runtime: Runtime, *, quiet: bool = False, label: str = "run",
+    runtime: Pipeline, *, quiet: bool = False, label: str = "run",
     printer: StatsPrinter | None = None,
 ) -> int:
     """Start, show stats until the input ends or a signal asks to stop, then finalise.

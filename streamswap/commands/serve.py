@@ -64,12 +64,48 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     from streamswap.service import daemon as daemon_module
 
     config = load()
-    return daemon_module.Daemon(config, load, build_stages=build_stages).run()
+    # Looked up at call time: tests substitute `build_stages` on this module.
+    return daemon_module.Daemon(
+        config, load, build_stages=lambda c, extend: build_stages(c, extend),
+        make_pipeline=make_pipeline, check_endpoints=check_endpoints,
+    ).run()
+
+
+# Each engine-build report (the builder sends a heartbeat every few seconds while a
+# TensorRT engine builds) buys this much more start-up time from systemd.
+ENGINE_BUILD_EXTEND_S = 90.0
 
 
 def build_stages(config: Any, extend_timeout: Any) -> Any:
-    """The face processor for `config` (built even without a source face, so one can be
-    uploaded later through POST /source). Module-level so tests can substitute their own."""
-    from streamswap.service import daemon as daemon_module
+    """The configured face stages (built even without a source face, so one can be
+    uploaded later through POST /source), with TensorRT engine-build progress turned into
+    EXTEND_TIMEOUT_USEC so a first start that builds engines is not killed. Module-level
+    so tests can substitute their own."""
+    from streamswap.wiring import build_face_stages, default_pool
 
-    return daemon_module.default_stages(config, extend_timeout)
+    pool = default_pool(config)
+
+    def on_build(progress: Any) -> None:
+        what = " ".join(str(x) for x in (progress.model, progress.phase) if x)
+        extend_timeout(ENGINE_BUILD_EXTEND_S, what or None)
+
+    pool.progress = on_build
+    return build_face_stages(config, pool=pool)
+
+
+def check_endpoints(config: Any) -> None:
+    """Every problem with the configured input/outputs at once (nothing is opened)."""
+    from streamswap.wiring import plan_endpoints
+
+    plan_endpoints(config, live=True)
+
+
+def make_pipeline(config: Any, stages: Any, observers: Any) -> Any:
+    """A pipeline over the configured input and outputs. A daemon streams in real time: a
+    file input is a stand-in for a camera, played at its own frame rate and looped (the
+    outputs stay open across loops: one recording, one RTMP publication)."""
+    from streamswap.wiring import build_pipeline, plan_endpoints
+
+    endpoints = plan_endpoints(config, live=True)
+    return build_pipeline(config, stages.stages, source=endpoints.source, sinks=endpoints.sinks,
+                          observers=observers)

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    from streamswap.wiring import build_face_processor
+    from streamswap.wiring import build_face_stages
 
     target = Path(args.target).expanduser()
     if not target.exists():
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         image = read_image(target)  # a bad target is reported before any model loads
     else:
         planned = _plan_folder(target, output, existing, protect)
-    processor = build_face_processor(config)
+    processor = build_face_stages(config)
     processor.set_source_images(config.source)
     label = config.io.label  # responsible use: visible label and file tag
     if image is None:
@@ -81,10 +81,9 @@ def swap_file(processor: Any, target: Path, output: Path, image: Any = None, lab
 
     if image is None:
         image = read_image(target)
-    faces = processor.detect_still(image)  # no tracking or smoothing across images
+    faces = processor.swap_image(image)  # a still photo: no tracking across images
     if not faces:
         raise NoFaceError(f"{target}: no face found in the target image")
-    processor.swap(image, faces)
     if label is not None and label.enabled:
         from streamswap.io.label import Labeler
 

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from streamswap.errors import ModelError
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.align import align_matrix, warp_crop
 from streamswap.faces.paste import PasteBack
 from streamswap.faces.settings import PasteSettings
@@ -65,3 +66,8 @@ class GfpganEnhancer:
         for face, crop, original, matrix in zip(faces, mixed, crops, matrices):
             self.paste_back.paste(frame, crop, matrix, target_crop=original, kps=face.kps,
                                   landmarks=face.landmarks)
+
+
+@adapter("enhancer", "gfpgan")
+def _gfpgan(parts: AdapterParts) -> GfpganEnhancer:
+    return GfpganEnhancer(require_session(parts), name=parts.name, paste=parts.settings.paste)

@@ -1,6 +1,7 @@
-"""Source identity: ArcFace embeddings of the source face(s), averaged over one or several
-images, and a disk cache of the swapper-specific latent so a daemon restart does not
-recompute it.
+"""Source identity: the source photos with their chosen face (`SourceFaces`, what every
+swapper's `prepare_identity` takes), ArcFace embeddings of those faces averaged over one
+or several photos, and a disk cache of a neural swapper's latent so a daemon restart does
+not recompute it.
 
 The detector is any object with `detect(bgr) -> list[Face]`; this module does not care
 which one."""
@@ -13,11 +14,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 
 from streamswap.errors import InputError, ModelError, NoFaceError
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.align import align_matrix, warp_crop
 from streamswap.faces.detectors.common import Detector
 from streamswap.faces.types import Face
@@ -41,6 +43,25 @@ class SourceIdentity:
 
     embedding: np.ndarray  # (512,) float32
     raw: np.ndarray  # (512,) float32
+    content_hash: str = ""
+
+
+@dataclass(frozen=True)
+class SourceFace:
+    """One source photo (BGR) and its chosen face (with dense landmarks when there is a
+    landmarker); `name` is how messages call the photo."""
+
+    image: np.ndarray
+    face: Face
+    name: str
+
+
+@dataclass(frozen=True)
+class SourceFaces:
+    """What a swapper makes an identity from: the photos' faces, and a hash of the photos'
+    contents and the face choice (the latent cache key)."""
+
+    faces: tuple[SourceFace, ...]
     content_hash: str = ""
 
 
@@ -150,18 +171,25 @@ def compute_identity(
     recognizer: ArcFace,
     face_index: int | None = None,
 ) -> SourceIdentity:
-    """Embed the chosen face of each source image and average the normalised embeddings."""
+    """Detect the chosen face of each source image, then `embed_sources` them."""
     if not images:
         raise InputError("no source image given; set `source` (one or more face photos)")
-    raws = []
+    photos = []
     for i, item in enumerate(images):
         label = source_label(item, i)
         bgr = item if isinstance(item, np.ndarray) else read_image(item)
-        face = pick_face(detector.detect(bgr), face_index, label)
-        raws.append(recognizer.embed(bgr, [face])[0])
+        photos.append(SourceFace(bgr, pick_face(detector.detect(bgr), face_index, label), label))
+    return embed_sources(SourceFaces(tuple(photos), identity_hash(images, face_index)), recognizer)
+
+
+def embed_sources(sources: SourceFaces, recognizer: ArcFace) -> SourceIdentity:
+    """Embed each source face and average the normalised embeddings."""
+    if not sources.faces:
+        raise InputError("no source face given; pass at least one source image with a face")
+    raws = [recognizer.embed(photo.image, [photo.face])[0] for photo in sources.faces]
     raw = np.mean(raws, axis=0).astype(np.float32)
     embedding = l2_normalise(l2_normalise(np.stack(raws)).mean(axis=0))
-    return SourceIdentity(embedding=embedding, raw=raw, content_hash=identity_hash(images, face_index))
+    return SourceIdentity(embedding=embedding, raw=raw, content_hash=sources.content_hash)
 
 
 class LatentCache:
@@ -200,42 +228,6 @@ class LatentCache:
             log.warning("cannot write latent cache", extra=kv(dir=self.dir, error=exc))
 
 
-class IdentityTarget(Protocol):
-    """What a swapper offers to receive an identity (see faces.swappers.base)."""
-
-    cache_key: str
-
-    def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray: ...
-
-    def set_latent(self, latent: np.ndarray) -> None: ...
-
-
-def load_source(
-    images: Sequence[ImageLike],
-    swapper: IdentityTarget,
-    detector: Detector,
-    recognizer: ArcFace,
-    *,
-    face_index: int | None = None,
-    cache: LatentCache | None = None,
-) -> np.ndarray:
-    """Give `swapper` the identity of `images`: from the latent cache when this content and
-    model were seen before, else detect → embed → latent (and store it). Returns the latent."""
-    content_hash = identity_hash(images, face_index)
-    if cache is not None:
-        latent = cache.get(content_hash, swapper.cache_key)
-        if latent is not None:
-            try:
-                swapper.set_latent(latent)
-            except ValueError:  # an entry of the wrong shape: recompute and overwrite it
-                latent = None
-        if latent is not None:
-            log.info("source identity from cache", extra=kv(images=len(images)))
-            return latent
-    identity = compute_identity(images, detector, recognizer, face_index)
-    latent = swapper.latent(identity)
-    swapper.set_latent(latent)
-    if cache is not None:
-        cache.put(content_hash, swapper.cache_key, latent)
-    log.info("source identity computed", extra=kv(images=len(images)))
-    return latent
+@adapter("recognizer", "arcface")
+def _arcface(parts: AdapterParts) -> ArcFace:
+    return ArcFace(require_session(parts), name=parts.name)

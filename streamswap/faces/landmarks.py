@@ -10,12 +10,13 @@ level (as MediaPipe builds its ROI), warped straight from the frame (only that r
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from streamswap.errors import ModelError
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.mesh_topology import LEFT_EYE, NOSE_TIP, NUM_LANDMARKS, RIGHT_EYE
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
@@ -27,6 +28,15 @@ ROI_SCALE = 1.5
 # frontal, unmirrored face (the subject's right), matching our KEYPOINT_NAMES order.
 FIRST_MOUTH_CORNER = 61
 SECOND_MOUTH_CORNER = 291
+
+
+class Landmarker(Protocol):
+    """Dense landmarks for several faces in one call (`FaceMesh`); `last_presence` holds
+    each face's presence probability from the last call."""
+
+    last_presence: np.ndarray
+
+    def landmarks_many(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray: ...
 
 
 def five_points_from_mesh(landmarks: np.ndarray) -> np.ndarray:
@@ -138,3 +148,8 @@ class FaceMesh:
             presence[start:start + n] = 1.0 / (1.0 + np.exp(-np.clip(flags, -80, 80)))
         self.last_presence = presence
         return out
+
+
+@adapter("landmarker", "facemesh")
+def _facemesh(parts: AdapterParts) -> FaceMesh:
+    return FaceMesh(require_session(parts))

@@ -1,4 +1,4 @@
-"""Settings of the real-time pipeline: ring sizes, drop policy, error tolerance, stats."""
+"""Settings of the real-time pipeline: queue sizes, drop policy, error tolerance, stats."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from streamswap.typedconfig import choices, limits
 
 @dataclass
 class PipelineSettings:
-    # Frames that may wait between two stages (each of the three rings holds this many).
-    # 1 keeps live latency lowest and still keeps every stage busy (measured with
-    # `streamswap bench pipeline`); more absorbs jitter. Slots: 3 × queue_size + 4.
+    # Frames that may wait between two stages (each queue between capture, the stages and
+    # the outputs holds this many). 1 keeps live latency lowest and still keeps every stage
+    # busy (measured with `streamswap bench pipeline`); more absorbs jitter.
     queue_size: int = field(default=1, metadata=limits(min=1, max=64))
-    # What happens when the first ring is full: "auto" follows the source (a live source
+    # Frames each output may fall behind the others (its own queue): live, an output that
+    # falls further behind (a slow server) drops its oldest waiting frame, counted for that
+    # output, instead of holding up the others; a file run waits for it instead.
+    output_queue_size: int = field(default=2, metadata=limits(min=1, max=64))
+    # What happens when the first queue is full: "auto" follows the source (a live source
     # drops the oldest unprocessed frame, a file blocks and loses nothing), or force one.
     policy: str = field(default="auto", metadata=choices("auto", "drop-oldest", "block"))
     # Seconds between stats lines (terminal) / stats log records.

@@ -4,12 +4,18 @@ terminal stats line. Memory is bounded: recent samples live in fixed-size rings.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from streamswap.logs import kv
+
+log = logging.getLogger(__name__)
 
 STAGES = ("capture", "detect", "swap", "output")
 
@@ -23,8 +29,59 @@ class PipelineObserver(Protocol):
     def stage_time(self, stage: str, seconds: float) -> None: ...
     def stage_error(self, stage: str) -> None: ...
     def reconnect(self, what: str) -> None: ...
-    # An observer may also define `output_frame(frame, meta)`: it then sees each frame as it
-    # leaves for the outputs (read-only, in the output stage's thread; return at once).
+    def output_written(self, sink: str) -> None:
+        """One frame reached output `sink` (its URI)."""
+        ...
+    def output_dropped(self, sink: str, reason: str) -> None:
+        """Output `sink` lost one frame: it fell behind (live), failed, or was stopped."""
+        ...
+
+
+@runtime_checkable
+class FrameTap(Protocol):
+    """An observer that also looks at each frame as it leaves for the outputs (the control
+    page's preview): read-only, called from the last stage's thread; it must return at once
+    (copy or skip)."""
+
+    def output_frame(self, frame: np.ndarray, meta: Any) -> None: ...
+
+
+class ObserverFanout:
+    """Calls every observer; one failing observer never breaks the pipeline."""
+
+    def __init__(self, observers: Sequence[PipelineObserver]) -> None:
+        self.observers = list(observers)
+
+    def _each(self, call: Callable[[PipelineObserver], None], name: str) -> None:
+        for obs in self.observers:
+            try:
+                call(obs)
+            except Exception:  # an observer bug must not stop the video
+                log.exception("observer failed", extra=kv(observer=type(obs).__name__, call=name))
+
+    def frame_in(self) -> None:
+        self._each(lambda o: o.frame_in(), "frame_in")
+
+    def frame_dropped(self, reason: str) -> None:
+        self._each(lambda o: o.frame_dropped(reason), "frame_dropped")
+
+    def frame_out(self, latency_s: float) -> None:
+        self._each(lambda o: o.frame_out(latency_s), "frame_out")
+
+    def stage_time(self, stage: str, seconds: float) -> None:
+        self._each(lambda o: o.stage_time(stage, seconds), "stage_time")
+
+    def stage_error(self, stage: str) -> None:
+        self._each(lambda o: o.stage_error(stage), "stage_error")
+
+    def reconnect(self, what: str) -> None:
+        self._each(lambda o: o.reconnect(what), "reconnect")
+
+    def output_written(self, sink: str) -> None:
+        self._each(lambda o: o.output_written(sink), "output_written")
+
+    def output_dropped(self, sink: str, reason: str) -> None:
+        self._each(lambda o: o.output_dropped(sink, reason), "output_dropped")
 
 
 class SampleRing:
@@ -57,6 +114,8 @@ class Stats:
         self.dropped: dict[str, int] = defaultdict(int)
         self.errors: dict[str, int] = defaultdict(int)
         self.reconnects: dict[str, int] = defaultdict(int)
+        # Per output (URI): frames written and frames that output lost.
+        self.outputs: dict[str, dict[str, int]] = {}
         self._latency = SampleRing(window)
         self._stage: dict[str, SampleRing] = {}
         self._in_times = SampleRing(window)
@@ -90,6 +149,20 @@ class Stats:
         with self._lock:
             self.errors[stage] += 1
 
+    def _output(self, sink: str) -> dict[str, int]:
+        counts = self.outputs.get(sink)
+        if counts is None:
+            counts = self.outputs[sink] = {"written": 0, "dropped": 0}
+        return counts
+
+    def output_written(self, sink: str) -> None:
+        with self._lock:
+            self._output(sink)["written"] += 1
+
+    def output_dropped(self, sink: str, reason: str) -> None:
+        with self._lock:
+            self._output(sink)["dropped"] += 1
+
     def reconnect(self, what: str) -> None:
         with self._lock:
             self.reconnects[what] += 1
@@ -116,6 +189,7 @@ class Stats:
                 "dropped_by_reason": dict(self.dropped),
                 "errors": dict(self.errors),
                 "reconnects": dict(self.reconnects),
+                "outputs": {name: dict(counts) for name, counts in self.outputs.items()},
                 "fps_in": round(self._fps(self._in_times, now), 2),
                 "fps_out": round(self._fps(self._out_times, now), 2),
                 "latency_ms_p50": None if p50 is None else round(p50, 2),
@@ -146,6 +220,9 @@ def format_stats_line(snap: dict[str, Any]) -> str:
         line += f" | ms: {stages}"
     if errors:
         line += f" | errors {errors}"
+    output_drops = {k: v["dropped"] for k, v in snap.get("outputs", {}).items() if v["dropped"]}
+    if output_drops:
+        line += " | output drops " + " ".join(f"{k} {v}" for k, v in output_drops.items())
     reconnects = sum(snap.get("reconnects", {}).values())
     if reconnects:
         line += f" | reconnects {reconnects}"

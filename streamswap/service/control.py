@@ -1,22 +1,33 @@
-"""What the daemon's control API and systemd notifier need from a running pipeline."""
+"""What the daemon needs from the parts `commands/serve.py` builds for it: a running
+pipeline (`pipeline.pipeline.Pipeline`) and the loaded face stages
+(`faces.stages.FaceStageSet`). The daemon imports neither; it gets factories."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
+
+from streamswap.pipeline.stage import Stage
 
 
-class RuntimeControl(Protocol):
+class PipelineControl(Protocol):
+    """A pipeline the daemon starts, watches, pauses and stops."""
+
+    def start(self) -> None: ...
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
     def status(self) -> dict[str, Any]:
-        """JSON-able snapshot: state, fps in/out, frames in/out/dropped, latency p50/p95,
-        per-stage ms, errors, reconnects, paused, source identity, input/outputs."""
+        """JSON-able snapshot: state, fps in/out, frames in/out/dropped, per-output counts,
+        latency p50/p95, per-stage ms, errors, reconnects, paused, source identity."""
         ...
 
     def frames_out(self) -> int:
         """Frames written to the sinks so far (the watchdog pings only while it grows)."""
-        ...
-
-    def set_source_image(self, image_bgr: Any) -> None:
-        """Switch the identity at the next frame boundary; raises NoFaceError if none."""
         ...
 
     def pause(self) -> None:
@@ -25,7 +36,25 @@ class RuntimeControl(Protocol):
 
     def resume(self) -> None: ...
 
-    def reload(self) -> None:
-        """Run the runtime's reload hook between two swaps (the daemon applies a re-read
-        config's source faces there, so no frame is swapped half with the old identity)."""
+
+class StageSet(Protocol):
+    """The loaded face stages: put into every pipeline the daemon runs (models stay
+    loaded across pipelines); identities arrive through `set_source_images`."""
+
+    @property
+    def stages(self) -> Sequence[Stage]: ...
+
+    @property
+    def source_names(self) -> Sequence[str]: ...
+
+    @property
+    def people(self) -> Any:
+        """Who is swapped with which source (faces.people.People), None without."""
         ...
+
+    def set_source_images(self, images: Sequence[Any]) -> Sequence[str]:
+        """Prepare the identity off the hot path and switch at the next frame boundary;
+        raises NoFaceError/InputError (the identity in use stays)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,17 +1,19 @@
 """The long-running daemon behind `streamswap serve`.
 
-It loads the face stages once, runs a pipeline Runtime, and keeps it running: when the
+It loads the face stages once, runs a pipeline, and keeps it running: when the
 input gives up for good, or a file input ends, the pipeline is re-opened (with backoff)
 with the same loaded models. It tells systemd what happens (READY=1 after the first frame
 is out, STATUS=, WATCHDOG=1 only while frames advance, STOPPING=1), serves the control
 API, and turns SIGHUP into a reload and SIGTERM/SIGINT into a clean stop.
 
 Everything the API can ask goes through this class (it is the API's `DaemonControl`),
-so a request never touches a half-built or just-replaced Runtime.
+so a request never touches a half-built or just-replaced pipeline. The daemon builds
+nothing itself: `commands/serve.py` gives it the factories (it imports no wiring).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -19,14 +21,14 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from streamswap.errors import ConfigError, StreamswapError
 from streamswap.logs import kv
 from streamswap.service.api import ControlApi
-from streamswap.service.control import RuntimeControl
+from streamswap.service.control import PipelineControl, StageSet
 from streamswap.service.metrics import Metrics
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 from streamswap.service.settings import TOKEN_ENV, ServiceSettings
@@ -34,22 +36,15 @@ from streamswap.service.settings import TOKEN_ENV, ServiceSettings
 log = logging.getLogger(__name__)
 
 
-class ManagedRuntime(RuntimeControl, Protocol):
-    """A `service.control.RuntimeControl` the daemon can also start and stop
-    (`pipeline.runtime.Runtime`)."""
-
-    def start(self) -> None: ...
-    def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
-    @property
-    def finished(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-
-
-# (config, extend_timeout) -> FaceStages; extend_timeout(seconds, what=None) asks systemd
-# for more start-up time and is meant for long steps such as TensorRT engine builds.
-StagesFactory = Callable[[Any, Callable[..., None]], Any]
-# (config, stages, observers, reload_hook) -> a runtime, not yet started.
-RuntimeFactory = Callable[[Any, Any, Sequence[Any], Callable[[], None]], ManagedRuntime]
+# (config, extend_timeout) -> the loaded face stages; extend_timeout(seconds, what=None)
+# asks systemd for more start-up time and is meant for long steps such as engine builds.
+StagesFactory = Callable[[Any, Callable[..., None]], StageSet]
+# (config, stages, observers) -> a pipeline over the configured input and outputs, not
+# yet started; raises StreamswapError when they cannot even be built.
+PipelineFactory = Callable[[Any, StageSet, Sequence[Any]], PipelineControl]
+# (config) -> None: checks the configured endpoints without opening them (every problem
+# at once, as one StreamswapError).
+EndpointCheck = Callable[[Any], None]
 
 
 # Each engine-build report (the builder sends a heartbeat every few seconds while a
@@ -58,40 +53,6 @@ ENGINE_BUILD_EXTEND_S = 90.0
 # GET /health/live fails when the main loop (which wakes at least once a second) has not
 # turned for this long: the daemon itself is wedged, not just a stage.
 LIVENESS_S = 10.0
-
-
-def default_stages(config: Any, extend_timeout: Callable[..., None]) -> Any:
-    """The configured face stages (`streamswap.wiring`), with TensorRT engine-build progress
-    turned into EXTEND_TIMEOUT_USEC so a first start that builds engines is not killed."""
-    from streamswap.wiring import build_face_processor, default_pool
-
-    pool = default_pool(config)
-
-    def on_build(progress: Any) -> None:
-        what = " ".join(str(x) for x in (getattr(progress, "model", ""), getattr(progress, "phase", "")) if x)
-        extend_timeout(ENGINE_BUILD_EXTEND_S, what or None)
-
-    pool.progress = on_build
-    return build_face_processor(config, pool=pool)
-
-
-def default_runtime(config: Any, stages: Any, observers: Sequence[Any], reload_hook: Callable[[], None]) -> ManagedRuntime:
-    from streamswap.wiring import build_runtime
-
-    # A daemon streams in real time: a file input is a stand-in for a camera, played at
-    # its own frame rate (then re-opened from the start), not read as fast as possible.
-    return build_runtime(config, stages, live=True, observers=observers, reload_hook=reload_hook)
-
-
-def check_uris(config: Any) -> None:
-    """Build (without opening anything) the input and outputs `config` names: an unknown
-    scheme, a missing input file or an unsupported output type is the user's error, which
-    re-opening the pipeline forever would only hide. Raises InputError/OutputError."""
-    from streamswap.io.uri import open_source
-    from streamswap.wiring import open_sinks
-
-    open_source(config.input, config.io, live=True)
-    open_sinks(config)
 
 
 # How long a reload may take to read and check its config file (it is bounded in size and
@@ -123,9 +84,40 @@ def load_within(load: Callable[[], Any], seconds: float) -> Any:
 
 
 # What a reload can apply live, and what needs a restart of the service.
-_LIVE_KEYS = ("source",)
 _PIPELINE_KEYS = ("input", "outputs", "io", "pipeline")
 _RESTART_KEYS = ("models", "inference", "faces")
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a reload from one config to the next does (see `plan_reload`)."""
+
+    sources: tuple[str, ...] | None = None  # new source photos to prepare, or None
+    pipeline: tuple[str, ...] = ()  # changed keys that re-open the pipeline
+    service: bool = False  # service timings change (applied by taking the new config)
+    restart: tuple[str, ...] = ()  # changed keys that need a restart of the service
+
+    @property
+    def reopen_pipeline(self) -> bool:
+        return bool(self.pipeline)
+
+
+def plan_reload(old: Any, new: Any) -> ReloadPlan:
+    """Compare two configs: what a reload applies live and what needs a restart. Pure.
+
+    An emptied `source` keeps the identity in use (uploaded or configured); keys this
+    function does not know are compared too and, when changed, need a restart."""
+    known = {"source", "service", *_PIPELINE_KEYS, *_RESTART_KEYS}
+    fields = [f.name for f in dataclasses.fields(old)] if dataclasses.is_dataclass(old) else sorted(known)
+    changed = {k for k in fields if getattr(old, k, None) != getattr(new, k, None)}
+    restart = [k for k in _RESTART_KEYS if k in changed]
+    restart += sorted(k for k in changed - known)
+    service = "service" in changed
+    if service and (old.service.api, old.service.token) != (new.service.api, new.service.token):
+        restart.append("service.api/token")
+    sources = tuple(new.source) if "source" in changed and new.source else None
+    return ReloadPlan(sources=sources, pipeline=tuple(k for k in _PIPELINE_KEYS if k in changed),
+                      service=service, restart=tuple(restart))
 
 
 class Daemon:
@@ -136,8 +128,9 @@ class Daemon:
         config: Any,
         load_config: Callable[[], Any],
         *,
-        build_stages: StagesFactory = default_stages,
-        make_runtime: RuntimeFactory = default_runtime,
+        build_stages: StagesFactory,
+        make_pipeline: PipelineFactory,
+        check_endpoints: EndpointCheck,
         notifier: SystemdNotifier | None = None,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -146,18 +139,18 @@ class Daemon:
         self._load_config = load_config
         self.reload_deadline_s = RELOAD_DEADLINE_S
         self._build_stages = build_stages
-        self._make_runtime = make_runtime
+        self._make_pipeline = make_pipeline
+        self._check_endpoints = check_endpoints
         self._env = os.environ if environ is None else environ
         self.notifier = notifier or SystemdNotifier.from_env(self._env)
         self._clock = clock
         self.metrics = Metrics()
         self.api: ControlApi | None = None
         self.page: Any = None  # service.ui.PageParts while the API serves the control page
-        self.stages: Any = None
-        self.runtime: ManagedRuntime | None = None
+        self.stages: StageSet | None = None
+        self.runtime: PipelineControl | None = None
         self.state = "created"  # created, loading, starting, running, waiting, stopping, stopped
         self.ready = False
-        self._paused = False
         self._lock = threading.RLock()  # guards runtime replacement, reload, control calls
         self._stop = threading.Event()
         self._reload_asked = False
@@ -170,7 +163,6 @@ class Daemon:
         self._failures = 0
         self._retry_at: float | None = None
         self._starter: threading.Thread | None = None
-        self._pending_sources: list[Any] | None = None
         self._fatal: BaseException | None = None
         self._frames_before = 0  # frames of earlier runtimes (frames_out stays monotonic)
         self._runtime_started = False  # the current runtime's start() returned
@@ -187,7 +179,7 @@ class Daemon:
         """Serve until stopped; returns the exit code (0 after a clean stop)."""
         handlers = self._install_signals()
         try:
-            check_uris(self.config)  # a typo fails now, not after minutes of engine builds
+            self._check_endpoints(self.config)  # a typo fails now, not after minutes of engine builds
             self.state = "loading"  # what the API answers from its first request
             if self.settings.api is not None:
                 token = self.settings.token or self._env.get(TOKEN_ENV) or None
@@ -293,9 +285,8 @@ class Daemon:
         with self._lock:
             self.stages = result["stages"]
             if self.config.source and self.config.source != config.source:  # reloaded while loading
-                self._pending_sources = _paths(self.config.source)
                 try:
-                    self._apply_reload()
+                    self.stages.set_source_images(_paths(self.config.source))
                 except StreamswapError as exc:
                     log.error("reloaded source face refused; keeping the first", extra=kv(error=str(exc)))
 
@@ -312,23 +303,25 @@ class Daemon:
         with self._lock:
             self.state = "starting"
             self._retry_at = None
+            paused = self.paused  # a re-opened pipeline keeps the old one's pause
             if self.runtime is not None:  # keep frames_out monotonic across re-opens
                 self._frames_before = self._frames_out()
             self._runtime_started = False
+            assert self.stages is not None
             try:
                 observers = [self.metrics] + ([self.page.tap] if self.page is not None else [])
-                runtime = self._make_runtime(self.config, self.stages, observers, self._apply_reload)
+                runtime = self._make_pipeline(self.config, self.stages, observers)
             except StreamswapError as exc:  # e.g. the input file was removed meanwhile
                 log.error("pipeline cannot start; will retry", extra=kv(error=str(exc)))
-                self.runtime = _NotStarted()
+                self.runtime = _NotStarted(paused)
                 return
             self.runtime = runtime
 
         def start() -> None:
             try:
-                runtime.start()
-                if self._paused:
+                if paused:
                     runtime.pause()
+                runtime.start()
                 with self._lock:
                     if self.runtime is runtime:
                         self._runtime_started = True
@@ -470,7 +463,7 @@ class Daemon:
         log.info("stopped")
 
     # -- readings ---------------------------------------------------------------------
-    def _stop_runtime(self, runtime: ManagedRuntime, timeout: float) -> None:
+    def _stop_runtime(self, runtime: PipelineControl, timeout: float) -> None:
         """Stop `runtime` if it got going; one still opening is given a moment to finish,
         one that never started has nothing to drain."""
         starter = self._starter
@@ -488,7 +481,7 @@ class Daemon:
         except Exception:
             return self._last_frames
 
-    def _runtime_status(self, runtime: ManagedRuntime) -> dict[str, Any]:
+    def _runtime_status(self, runtime: PipelineControl) -> dict[str, Any]:
         try:
             return dict(runtime.status())
         except Exception:
@@ -505,7 +498,7 @@ class Daemon:
         st = self._runtime_status(runtime)
         lat = st.get("latency_ms_p50")
         parts = [
-            f"{'paused' if self._paused else st.get('state', self.state)}",
+            f"{'paused' if st.get('paused') else st.get('state', self.state)}",
             f"fps {st.get('fps_out', 0.0):.1f}",
             f"latency p50 {lat:.0f} ms" if isinstance(lat, (int, float)) else "latency –",
             f"drops {st.get('dropped', 0)}",
@@ -513,6 +506,9 @@ class Daemon:
         errors = sum((st.get("errors") or {}).values())
         if errors:
             parts.append(f"errors {errors}")
+        output_drops = {k: v.get("dropped", 0) for k, v in (st.get("outputs") or {}).items()}
+        if any(output_drops.values()):
+            parts.append("output drops " + " ".join(f"{k} {v}" for k, v in output_drops.items() if v))
         return ", ".join(parts)
 
     # -- DaemonControl (the API) ------------------------------------------------------
@@ -546,7 +542,7 @@ class Daemon:
         pipeline = self._runtime_status(runtime) if runtime is not None else {"state": self.state}
         return {
             **pipeline,
-            "paused": self._paused,
+            "paused": self.paused,
             "daemon": {
                 "state": self.state,
                 "ready": self.ready,
@@ -562,29 +558,29 @@ class Daemon:
     def frames_out(self) -> int:
         return self._frames_out()
 
-    def _running(self) -> ManagedRuntime:
+    @property
+    def paused(self) -> bool:
+        """The pipeline owns pause; between two pipelines the last one's state holds."""
         runtime = self.runtime
-        if runtime is None or self.state in ("loading", "created"):
-            raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
-        return runtime
+        try:
+            return bool(runtime is not None and runtime.status().get("paused"))
+        except Exception:
+            return False
 
-    def _streaming(self) -> ManagedRuntime | None:
-        """The current pipeline if it runs; None between two (input lost, re-opening)."""
-        runtime = self._running()
-        return runtime if self._runtime_started and not runtime.finished else None
+    def _loaded(self) -> StageSet:
+        if self.stages is None or self.state in ("loading", "created"):
+            raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
+        return self.stages
 
     def people(self) -> Any:
         """The face stages' selection/mapping control (faces.people.People), None before
         the stages are loaded or when they have none."""
-        return getattr(self.stages, "people", None)
+        return None if self.stages is None else self.stages.people
 
     def set_source_image(self, image_bgr: Any) -> None:
-        with self._lock:
-            runtime = self._streaming()
-            if runtime is not None:
-                runtime.set_source_image(image_bgr)
-            else:  # between pipelines: the loaded stages carry the identity to the next one
-                self.stages.set_source_images([image_bgr])
+        """Prepared off the hot path (the stages' identity worker), switched at the next
+        frame boundary; the stages outlive pipelines, so this works between two as well."""
+        self._loaded().set_source_images([image_bgr])
         log.info("source face replaced through the API")
 
     def pause(self) -> None:
@@ -595,16 +591,17 @@ class Daemon:
 
     def _set_paused(self, paused: bool) -> None:
         with self._lock:
-            self._paused = paused
+            runtime = self.runtime
+            if runtime is None:
+                raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
+            runtime.pause() if paused else runtime.resume()
             self.metrics.paused.set(int(paused))
-            if self.runtime is not None:
-                self.runtime.pause() if paused else self.runtime.resume()
 
     def reload(self) -> dict[str, Any]:
-        """Re-read the config file and apply what can change live: the source face(s) at
-        the next frame boundary; input/outputs/io/pipeline by re-opening the pipeline with
-        the loaded models; service timings. Model/face settings need a restart (reported).
-        A config that fails to load leaves everything as it was (ConfigError)."""
+        """Re-read the config file and apply what can change live (see `plan_reload`): the
+        source face(s) at the next frame boundary; input/outputs/io/pipeline by re-opening
+        the pipeline with the loaded models; service timings. Model/face settings need a
+        restart (reported). A config that fails to load leaves everything as it was."""
         # Parsed before taking the lock every control call needs, on its own thread with a
         # deadline: a config that cannot be read in time leaves the API, the pipeline, the
         # watchdog and SIGTERM answering, and everything as it was.
@@ -614,41 +611,25 @@ class Daemon:
             if was_ready:
                 self.notifier.reloading()
             try:
-                old = self.config
-                changed = [k for k in (*_LIVE_KEYS, *_PIPELINE_KEYS, *_RESTART_KEYS, "service")
-                           if getattr(old, k) != getattr(new, k)]
-                if any(k in changed for k in _PIPELINE_KEYS):
-                    check_uris(new)  # a typo must not tear down the running pipeline
+                plan = plan_reload(self.config, new)
+                if plan.reopen_pipeline:
+                    self._check_endpoints(new)  # a typo must not tear down the running pipeline
                 applied: list[str] = []
-                restart = [k for k in _RESTART_KEYS if k in changed]
-                # An emptied `source` keeps the identity in use (uploaded or configured).
-                if "source" in changed and new.source and self.stages is not None:
-                    self._pending_sources = _paths(new.source)
-                    runtime = self._streaming()
-                    if runtime is not None:
-                        runtime.reload()  # calls _apply_reload between two swaps
-                    else:
-                        self._apply_reload()
+                if plan.sources is not None and self.stages is not None:
+                    self.stages.set_source_images(_paths(plan.sources))
                     applied.append("source")
-                if "service" in changed:
-                    if (old.service.api, old.service.token) != (new.service.api, new.service.token):
-                        restart.append("service.api/token")
+                if plan.service:
                     applied.append("service")
                 self.config = new
-                if any(k in changed for k in _PIPELINE_KEYS) and self.state != "loading":
+                if plan.reopen_pipeline and self.state != "loading":
                     self._replace_pipeline()
-                    applied += [k for k in _PIPELINE_KEYS if k in changed]
+                    applied += list(plan.pipeline)
             finally:
                 if was_ready:
                     self.notifier.ready(self._status_line())
         log.info("config reloaded", extra=kv(applied=",".join(applied) or "-",
-                                             restart_required=",".join(restart) or "-"))
-        return {"applied": applied, "restart_required": restart}
-
-    def _apply_reload(self) -> None:
-        sources, self._pending_sources = self._pending_sources, None
-        if sources is not None:
-            self.stages.set_source_images(sources)
+                                             restart_required=",".join(plan.restart) or "-"))
+        return {"applied": applied, "restart_required": list(plan.restart)}
 
     def _replace_pipeline(self) -> None:
         runtime = self.runtime
@@ -667,20 +648,22 @@ class _NotStarted:
 
     finished = True
 
+    def __init__(self, paused: bool) -> None:
+        self._paused = paused  # carried to the next pipeline
+
     def start(self) -> None: ...
     def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
     def wait(self, timeout: float | None = None) -> bool:
         return True
 
     def status(self) -> dict[str, Any]:
-        return {"state": "failed", "frames_out": 0}
+        return {"state": "failed", "frames_out": 0, "paused": self._paused}
 
     def frames_out(self) -> int:
         return 0
 
-    def set_source_image(self, image_bgr: Any) -> None:
-        raise StreamswapError("the pipeline is not running (its input or outputs cannot be opened); see /status")
+    def pause(self) -> None:
+        self._paused = True
 
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-    def reload(self) -> None: ...
+    def resume(self) -> None:
+        self._paused = False

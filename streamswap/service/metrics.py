@@ -1,6 +1,6 @@
 """Prometheus metrics of the daemon, in their own CollectorRegistry (no process globals).
 
-`Metrics` is a `pipeline.stats.PipelineObserver`: the Runtime calls it for every frame,
+`Metrics` is a `pipeline.stats.PipelineObserver`: the Pipeline calls it for every frame,
 so each call is a counter increment or a histogram observation (a lock and a few adds).
 """
 
@@ -85,6 +85,13 @@ class Metrics:
         self.reconnects_total = Counter(
             "streamswap_reconnects", "Input/output reconnects", ["what"], registry=r
         )
+        self.output_frames_total = Counter(
+            "streamswap_output_frames", "Frames written, per output", ["output"], registry=r
+        )
+        self.output_dropped_total = Counter(
+            "streamswap_output_dropped", "Frames an output lost (fell behind, failed, stopped), per output",
+            ["output", "reason"], registry=r,
+        )
         self.errors_total = Counter("streamswap_stage_errors", "Stage failures", ["stage"], registry=r)
         self.api_requests_total = Counter(
             "streamswap_api_requests", "Control API requests", ["method", "path", "code"], registry=r
@@ -116,6 +123,12 @@ class Metrics:
 
     def reconnect(self, what: str) -> None:
         self.reconnects_total.labels(redact_uri(what)).inc()  # a sink's name is its address
+
+    def output_written(self, sink: str) -> None:
+        self.output_frames_total.labels(sink).inc()
+
+    def output_dropped(self, sink: str, reason: str) -> None:
+        self.output_dropped_total.labels(sink, reason).inc()
 
     # -- exposition -------------------------------------------------------------------
     def render(self) -> bytes:

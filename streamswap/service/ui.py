@@ -148,9 +148,9 @@ class RunControl:
     """The control API's DaemonControl for `streamswap run --ui`: one pipeline, no reload
     (that is the daemon's: `streamswap serve`)."""
 
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime
-        self._lock = threading.Lock()
+    def __init__(self, runtime: Any, stages: Any = None) -> None:
+        self.runtime = runtime  # the Pipeline (pause, status)
+        self.stages = stages  # its face stages (identities), None when nothing is swapped
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         state = self.runtime.status()["state"]
@@ -161,8 +161,13 @@ class RunControl:
         return self.runtime.status()
 
     def set_source_image(self, image_bgr: Any) -> None:
-        with self._lock:  # one identity computed at a time
-            self.runtime.set_source_image(image_bgr)
+        """Prepared on the stages' identity worker (one at a time), switched at the next
+        frame boundary."""
+        if self.stages is None:
+            from streamswap.errors import StreamswapError
+
+            raise StreamswapError("this pipeline has no face swapper; start it with --source FACE.jpg")
+        self.stages.set_source_images([image_bgr])
 
     def pause(self) -> None:
         self.runtime.pause()
@@ -177,7 +182,7 @@ class RunControl:
 
 
 @contextlib.contextmanager
-def serve_page(runtime: Any, config: Any, parts: PageParts, metrics: Any) -> Iterator[Any]:
+def serve_page(runtime: Any, stages: Any, config: Any, parts: PageParts, metrics: Any) -> Iterator[Any]:
     """The control API with the page for one `run` pipeline, while the block runs."""
     import os
 
@@ -188,7 +193,7 @@ def serve_page(runtime: Any, config: Any, parts: PageParts, metrics: Any) -> Ite
     if config.service.api is None:
         raise ConfigError("--ui needs an address: set service.api or pass --api HOST:PORT")
     token = config.service.token or os.environ.get(TOKEN_ENV) or None
-    api = ControlApi(config.service, RunControl(runtime), metrics, token, routers=[parts.router])
+    api = ControlApi(config.service, RunControl(runtime, stages), metrics, token, routers=[parts.router])
     api.start()
     log.info(f"control page: {api.url}/", extra=kv(token=bool(token)))
     try:

@@ -6,30 +6,32 @@ stage thread. Boxes are clipped to the frame; key points are not (alignment need
 
 from __future__ import annotations
 
+import importlib
+
 from streamswap.errors import ModelError
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.detectors.common import Detector
 from streamswap.faces.settings import DetectorSettings
 from streamswap.inference.base import Session
 
-CONTRACTS = ("blazeface", "scrfd", "yoloface", "yunet")
+# contract -> the adapter class (module, name), imported when first used.
+_CLASSES = {
+    "blazeface": ("streamswap.faces.detectors.blazeface", "BlazeFaceDetector"),
+    "scrfd": ("streamswap.faces.detectors.scrfd", "ScrfdDetector"),
+    "yoloface": ("streamswap.faces.detectors.yoloface", "YoloFaceDetector"),
+    "yunet": ("streamswap.faces.detectors.yunet", "YuNetDetector"),
+}
+CONTRACTS = tuple(_CLASSES)
 
 
 def detector_class(contract: str) -> type:
     """The adapter class of a detector contract (ModelError when unknown)."""
-    if contract == "blazeface":
-        from streamswap.faces.detectors.blazeface import BlazeFaceDetector
-        return BlazeFaceDetector
-    if contract == "scrfd":
-        from streamswap.faces.detectors.scrfd import ScrfdDetector
-        return ScrfdDetector
-    if contract == "yoloface":
-        from streamswap.faces.detectors.yoloface import YoloFaceDetector
-        return YoloFaceDetector
-    if contract == "yunet":
-        from streamswap.faces.detectors.yunet import YuNetDetector
-        return YuNetDetector
-    raise ModelError(f"{contract!r} is not a detector contract; faces.detector.contract "
-                     f"must be one of {', '.join(CONTRACTS)}")
+    if contract not in _CLASSES:
+        raise ModelError(f"{contract!r} is not a detector contract; faces.detector.contract "
+                         f"must be one of {', '.join(CONTRACTS)}")
+    module, name = _CLASSES[contract]
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def make_detector(contract: str, session: Session, settings: DetectorSettings) -> Detector:
@@ -44,6 +46,16 @@ def make_detector(contract: str, session: Session, settings: DetectorSettings) -
             f"must be one of {', '.join(CONTRACTS)}"
         )
     return detector_class(contract)(session, settings)
+
+
+def _register(contract: str) -> None:
+    @adapter("detector", contract)
+    def build(parts: AdapterParts) -> Detector:
+        return make_detector(contract, require_session(parts), parts.settings.detector)
+
+
+for _contract in CONTRACTS:
+    _register(_contract)
 
 
 __all__ = ["CONTRACTS", "Detector", "detector_class", "make_detector"]

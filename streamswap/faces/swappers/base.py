@@ -1,5 +1,6 @@
-"""What every neural swapper adapter shares: I/O contract checks, crop → tensor and
-tensor → crop conversion, one batched generator call per frame, paste-back.
+"""The one identity contract every swapper follows (`Swapper`), and what every neural
+swapper adapter shares: I/O contract checks, crop → tensor and tensor → crop conversion,
+one batched generator call per frame, paste-back.
 
 An adapter subclass only states its crop template, colour order, normalisation, output
 scaling and how the source latent is computed from an identity."""
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
-from streamswap.errors import ModelError
+from streamswap.errors import InputError, ModelError
 from streamswap.faces.align import align_matrix, warp_crop
-from streamswap.faces.identity import SourceIdentity
+from streamswap.faces.identity import ArcFace, LatentCache, SourceFaces, SourceIdentity, embed_sources
 from streamswap.faces.masks import FaceMasks
 from streamswap.faces.paste import PasteBack
 from streamswap.faces.settings import PasteSettings
@@ -28,11 +29,41 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class Swapper(Protocol):
-    """A face swapper: holds one source identity, replaces faces in frames in place."""
+    """A face swapper: holds one source identity, replaces faces in frames in place.
 
-    def set_identity(self, identity: SourceIdentity | np.ndarray) -> None: ...
+    `prepare_identity` may run on any thread (the identity preparer's) and must not touch
+    what `swap` uses; `set_identity` and `swap` run on the swap stage's thread only."""
+
+    name: str
+
+    def prepare_identity(self, sources: SourceFaces) -> Any:
+        """The swapper's own identity value for these source faces (embedding → latent,
+        texture + landmarks, …). Raises a StreamswapError naming the photo it cannot use."""
+        ...
+
+    def set_identity(self, identity: Any) -> None:
+        """Use a prepared identity from the next `swap` on."""
+        ...
 
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
+
+
+class Enhancer(Protocol):
+    """Restores the swapped faces of a frame in place (e.g. GFPGAN)."""
+
+    def enhance(self, frame: np.ndarray, faces: Sequence[Face]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SwapLatent:
+    """A neural swapper's prepared identity: its (1, latent_size) source input."""
+
+    values: np.ndarray
+
+
+# What a neural swapper's set_identity takes: a prepared latent, or (tools and tests) an
+# identity or bare embedding it turns into one.
+NeuralIdentity = Union[SwapLatent, SourceIdentity, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -100,10 +131,14 @@ class NeuralSwapper:
         name: str,
         sha256: str = "",
         paste: PasteSettings | None = None,
+        recognizer: ArcFace | None = None,
+        cache: LatentCache | None = None,
     ) -> None:
         self.session = session
         self.name = name
         self.sha256 = sha256
+        self.recognizer = recognizer  # used by prepare_identity only (the preparer's thread)
+        self.cache = cache
         self.paste_back = PasteBack(paste or PasteSettings())
         self.masks: FaceMasks | None = None  # region / occlusion masks (faces.mask)
         self._latent: np.ndarray | None = None
@@ -155,9 +190,28 @@ class NeuralSwapper:
         """The (1, latent_size) float32 source input for `identity`."""
         raise NotImplementedError
 
-    def set_identity(self, identity: SourceIdentity | np.ndarray) -> None:
-        """Compute the source latent once; every later `swap` uses it."""
-        self.set_latent(self.latent(identity))
+    def prepare_identity(self, sources: SourceFaces) -> SwapLatent:
+        """Embed the source faces with the recognizer and compute the latent, or read it
+        from the latent cache when these photos met this model file before."""
+        if self.recognizer is None:
+            raise InputError(f"the {self.name} swapper needs a recognizer; "
+                             "set faces.recognizer.model (e.g. arcface_w600k_r50)")
+        key = sources.content_hash
+        if self.cache is not None and key:
+            cached = self.cache.get(key, self.cache_key)
+            if cached is not None and cached.size == self.latent_size:
+                log.info("source identity from cache", extra=kv(images=len(sources.faces)))
+                return SwapLatent(cached.astype(np.float32).reshape(1, -1))
+        latent = self.latent(embed_sources(sources, self.recognizer))
+        if self.cache is not None and key:
+            self.cache.put(key, self.cache_key, latent)
+        log.info("source identity computed", extra=kv(images=len(sources.faces)))
+        return SwapLatent(latent)
+
+    def set_identity(self, identity: NeuralIdentity) -> None:
+        """Use a prepared latent (or compute one from an identity or embedding) from the
+        next `swap` on."""
+        self.set_latent(identity.values if isinstance(identity, SwapLatent) else self.latent(identity))
 
     def set_latent(self, latent: np.ndarray) -> None:
         """Use a precomputed (e.g. cached) latent."""

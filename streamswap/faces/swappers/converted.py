@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from streamswap.errors import ModelError
-from streamswap.faces.identity import SourceIdentity, l2_normalise
+from streamswap.faces.adapters import AdapterParts
+from streamswap.faces.identity import ArcFace, LatentCache, SourceIdentity, l2_normalise
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.swappers.base import NeuralSwapper
 from streamswap.inference.base import Session
@@ -43,8 +44,9 @@ class ConvertedSwapper(NeuralSwapper):
     normalise_latent: bool = True
 
     def __init__(self, session: Session, *, converter: EmbeddingConverter, name: str,
-                 sha256: str = "", paste: PasteSettings | None = None) -> None:
-        super().__init__(session, name=name, sha256=sha256, paste=paste)
+                 sha256: str = "", paste: PasteSettings | None = None,
+                 recognizer: ArcFace | None = None, cache: LatentCache | None = None) -> None:
+        super().__init__(session, name=name, sha256=sha256, paste=paste, recognizer=recognizer, cache=cache)
         self.converter = converter
 
     @property
@@ -58,3 +60,12 @@ class ConvertedSwapper(NeuralSwapper):
             embedding = identity
         latent = self.converter.convert(embedding)
         return l2_normalise(latent) if self.normalise_latent else latent
+
+
+def converter_of(parts: AdapterParts, contract: str) -> EmbeddingConverter:
+    """The embedding converter a simswap/ghost swapper names as its companion model."""
+    companion = parts.companion
+    if companion is None or companion.session is None:
+        raise ModelError(f"{parts.name}: the {contract} swapper needs its embedding converter "
+                         f"(crossface_{contract}); fetch it with `streamswap models fetch crossface_{contract}`")
+    return EmbeddingConverter(companion.session, companion.name, companion.sha256)

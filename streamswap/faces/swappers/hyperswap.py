@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.identity import SourceIdentity, l2_normalise
 from streamswap.faces.swappers.base import CropFormat, NeuralSwapper
 
@@ -17,3 +18,9 @@ class HyperswapSwapper(NeuralSwapper):
     def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray:
         embedding = identity.embedding if isinstance(identity, SourceIdentity) else identity
         return l2_normalise(np.asarray(embedding, dtype=np.float32).reshape(1, -1))
+
+
+@adapter("swapper", "hyperswap")
+def _hyperswap(parts: AdapterParts) -> HyperswapSwapper:
+    return HyperswapSwapper(require_session(parts), name=parts.name, sha256=parts.sha256,
+                            paste=parts.settings.paste, recognizer=parts.recognizer, cache=parts.cache)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from streamswap.errors import ModelError
-from streamswap.faces.identity import SourceIdentity, l2_normalise
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
+from streamswap.faces.identity import ArcFace, LatentCache, SourceIdentity, l2_normalise
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.swappers.base import CropFormat, NeuralSwapper
 from streamswap.inference.base import Session
@@ -42,11 +43,20 @@ class InswapperSwapper(NeuralSwapper):
     crop = CropFormat(template="arcface", size=128, rgb=True)  # 128 → the 128-style rule
 
     def __init__(self, session: Session, *, model_path: str | Path, name: str = "inswapper_128",
-                 sha256: str = "", paste: PasteSettings | None = None) -> None:
-        super().__init__(session, name=name, sha256=sha256, paste=paste)
+                 sha256: str = "", paste: PasteSettings | None = None,
+                 recognizer: ArcFace | None = None, cache: LatentCache | None = None) -> None:
+        super().__init__(session, name=name, sha256=sha256, paste=paste, recognizer=recognizer, cache=cache)
         self.emap = read_emap(model_path)
 
     def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray:
         embedding = identity.embedding if isinstance(identity, SourceIdentity) else identity
         projected = l2_normalise(np.asarray(embedding, dtype=np.float32).reshape(1, -1)) @ self.emap
         return l2_normalise(projected)
+
+
+@adapter("swapper", "inswapper")
+def _inswapper(parts: AdapterParts) -> InswapperSwapper:
+    if parts.path is None:
+        raise ModelError(f"{parts.name}: inswapper needs its model file to read its emap")
+    return InswapperSwapper(require_session(parts), model_path=parts.path, name=parts.name, sha256=parts.sha256,
+                            paste=parts.settings.paste, recognizer=parts.recognizer, cache=parts.cache)

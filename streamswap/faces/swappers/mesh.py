@@ -25,7 +25,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from streamswap.errors import InputError
+from streamswap.errors import ConfigError, InputError
+from streamswap.faces.adapters import AdapterParts, adapter
+from streamswap.faces.identity import SourceFaces
 from streamswap.faces.mesh_topology import (
     CHIN, FACE_OVAL, FOREHEAD, LEFT_CHEEK_EDGE, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, MIRROR, NOSE_TIP,
     NUM_LANDMARKS, RIGHT_CHEEK_EDGE, RIGHT_EYE, RIGHT_EYEBROW, delaunay,
@@ -351,21 +353,21 @@ class MeshSwapper:
         self.profile: dict[str, float] | None = None
 
     # --- identity ---------------------------------------------------------------------------
-    def prepare_identity(self, sources: Sequence[tuple[np.ndarray, Face]], names: Sequence[str] = ()) -> MeshIdentity:
-        """Identity from (image, face-with-landmarks) pairs. A texture cannot be averaged the
+    def prepare_identity(self, sources: SourceFaces) -> MeshIdentity:
+        """Identity from the source faces (with landmarks). A texture cannot be averaged the
         way neural swappers average embeddings, so of several source photos the best texture
         is used: the most frontal face, larger breaking near-ties (`source_quality`); the
         choice is logged."""
-        if not sources:
+        photos = sources.faces
+        if not photos:
             raise InputError("no source face given; pass at least one source image with a face")
-        labels = [names[i] if i < len(names) else f"source image #{i + 1}" for i in range(len(sources))]
-        meshes = [_check_landmarks(face.landmarks, label) for (_, face), label in zip(sources, labels)]
+        meshes = [_check_landmarks(p.face.landmarks, p.name) for p in photos]
         scores = [source_quality(m) for m in meshes]
         best = int(np.argmax(scores))
-        if len(sources) > 1:
+        if len(photos) > 1:
             log.info("mesh swapper uses one source photo: the most frontal, large face",
-                     extra=kv(chosen=labels[best], quality=round(scores[best], 2), of=len(sources)))
-        return prepare_identity(sources[best][0], meshes[best], labels[best], self.settings)
+                     extra=kv(chosen=photos[best].name, quality=round(scores[best], 2), of=len(photos)))
+        return prepare_identity(photos[best].image, meshes[best], photos[best].name, self.settings)
 
     def set_identity(self, identity: MeshIdentity | None) -> None:
         """Swap to `identity` from the next `swap` call on (None: leave faces unchanged)."""
@@ -699,3 +701,11 @@ def _grow_polygon(poly: np.ndarray, by: float, width: float, height: float) -> n
     sx = 1.0 + 2.0 * by / max(width, 1.0)
     sy = 1.0 + 2.0 * by / max(height, 1.0)
     return c + (poly - c) * np.array([sx, sy], np.float32)
+
+
+@adapter("swapper", "mesh")
+def _mesh(parts: AdapterParts) -> MeshSwapper:
+    if not parts.settings.landmarker.model:
+        raise ConfigError("faces.swapper.model: the mesh swapper needs dense landmarks; "
+                          "set faces.landmarker.model: facemesh")
+    return MeshSwapper(parts.settings.mesh, paste=parts.settings.paste)

@@ -3,8 +3,9 @@ source is the embedding through crossface_simswap, L2-normalised."""
 
 from __future__ import annotations
 
+from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.swappers.base import CropFormat
-from streamswap.faces.swappers.converted import ConvertedSwapper
+from streamswap.faces.swappers.converted import ConvertedSwapper, converter_of
 
 
 class SimswapSwapper(ConvertedSwapper):
@@ -13,3 +14,10 @@ class SimswapSwapper(ConvertedSwapper):
                       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     use_raw_embedding = False
     normalise_latent = True
+
+
+@adapter("swapper", "simswap")
+def _simswap(parts: AdapterParts) -> SimswapSwapper:
+    return SimswapSwapper(require_session(parts), converter=converter_of(parts, "simswap"), name=parts.name,
+                          sha256=parts.sha256, paste=parts.settings.paste, recognizer=parts.recognizer,
+                          cache=parts.cache)

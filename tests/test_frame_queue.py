@@ -1,4 +1,4 @@
-"""Slots and rings: bounded depth, FIFO order, drop-oldest hands back the oldest frame."""
+"""Slots and frame queues: bounded depth, FIFO order, drop-oldest hands back the oldest frame."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamswap.io.base import FrameMeta
-from streamswap.pipeline.ring import FrameItem, Ring, RingClosed
+from streamswap.pipeline.frame_queue import FrameItem, FrameQueue, QueueClosed
 from streamswap.pipeline.slots import NumpyAllocator, SlotPool, SlotPoolClosed
 
 
@@ -50,7 +50,7 @@ def test_slot_pool_close_wakes_waiter() -> None:
 
 
 def test_drop_oldest_keeps_bound_and_order_and_moves_audio() -> None:
-    ring = Ring(3)
+    ring = FrameQueue(3)
     dropped = []
     for i in range(10):
         d = ring.put_drop_oldest(item(i, audio=[f"a{i}"]))
@@ -69,7 +69,7 @@ def test_drop_oldest_keeps_bound_and_order_and_moves_audio() -> None:
 
 
 def test_block_policy_loses_nothing_between_threads() -> None:
-    ring = Ring(2)
+    ring = FrameQueue(2)
     n = 500
     got: list[int] = []
     depth_seen: list[int] = []
@@ -90,21 +90,21 @@ def test_block_policy_loses_nothing_between_threads() -> None:
 
 
 def test_close_wakes_blocked_producer_and_consumer() -> None:
-    full = Ring(1)
+    full = FrameQueue(1)
     full.put(item(0))
-    empty = Ring(1)
+    empty = FrameQueue(1)
     raised: list[str] = []
 
     def produce() -> None:
         try:
             full.put(item(1))
-        except RingClosed:
+        except QueueClosed:
             raised.append("put")
 
     def consume() -> None:
         try:
             empty.get()
-        except RingClosed:
+        except QueueClosed:
             raised.append("get")
 
     threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
@@ -119,11 +119,11 @@ def test_close_wakes_blocked_producer_and_consumer() -> None:
 
 def test_get_timeout() -> None:
     with pytest.raises(TimeoutError):
-        Ring(1).get(timeout=0.01)
+        FrameQueue(1).get(timeout=0.01)
 
 
 def test_wait_room_returns_once_the_consumer_took_an_item_and_wakes_on_close() -> None:
-    ring = Ring(1)
+    ring = FrameQueue(1)
     ring.wait_room()  # empty: at once
     ring.put(item(0))
     waiting = threading.Thread(target=ring.wait_room)
@@ -139,7 +139,7 @@ def test_wait_room_returns_once_the_consumer_took_an_item_and_wakes_on_close() -
     def wait_then_close() -> None:
         try:
             ring.wait_room()
-        except RingClosed:
+        except QueueClosed:
             raised.append(True)
 
     closer = threading.Thread(target=wait_then_close)

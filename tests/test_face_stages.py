@@ -1,5 +1,6 @@
-"""FaceProcessor composition with scripted stand-ins for the models: detect-every-N,
-landmark tracking in between, stable track ids, smoothing, and the identity handoff."""
+"""The face stages (faces/stages.py) with scripted stand-ins for the models: detect-every-N,
+landmark tracking in between, stable track ids, smoothing, and the identity handoff from
+the preparer (its own detector instance, its own thread) to the swap stage."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamswap.errors import NoFaceError
-from streamswap.faces.processor import FaceProcessor
+from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
 from streamswap.faces.settings import TrackingSettings
 from streamswap.faces.tracking import FaceTracker, OneEuroFilter, iou
 from streamswap.faces.types import Face
@@ -85,10 +86,11 @@ class FakeSwapper:
         self.used: list[object] = []
         self.prepared = 0
 
-    def prepare_identity(self, pairs, names):
+    name = "fake"
+
+    def prepare_identity(self, sources):
         self.prepared += 1
-        image, face = pairs[0]
-        return ("identity", int(image[0, 0, 0]))
+        return ("identity", int(sources.faces[0].image[0, 0, 0]))
 
     def set_identity(self, identity) -> None:
         self.identity = identity
@@ -104,9 +106,30 @@ def make(scene: Scene, every: int = 1, smoothing: float = 0.0, landmarks: bool =
     det = FakeDetector(scene)
     lm = FakeLandmarker(scene) if landmarks else None
     sw = FakeSwapper()
-    proc = FaceProcessor(det, sw, landmarker=lm,
-                         tracking=TrackingSettings(detect_every=every, smoothing=smoothing))
-    return proc, det, lm, sw
+    detect = DetectStage(det, landmarker=lm, tracking=TrackingSettings(detect_every=every, smoothing=smoothing))
+    swap = SwapStage(sw)
+    # The preparer has its own detector and landmarker instances (same scene).
+    preparer = IdentityPreparer(SourceDetector(FakeDetector(scene), FakeLandmarker(scene) if landmarks else None),
+                                sw, swap)
+    return Proc(FaceStageSet(detect, swap, preparer)), det, lm, sw
+
+
+class Proc:
+    """The calls a tool makes on the stage set, by their old short names."""
+
+    def __init__(self, stages: FaceStageSet) -> None:
+        self.stages = stages
+        self.detect = stages.detect.detect
+        self.swap = stages.swap.swap
+        self.set_source_images = stages.set_source_images
+
+    @property
+    def detector_calls(self) -> int:
+        return self.stages.detect.detector_calls
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(self.stages.source_names)
 
 
 @pytest.mark.parametrize("every, expected", [(1, 10), (3, 4), (4, 3), (10, 1)])
@@ -285,7 +308,7 @@ def test_source_path_with_a_tilde_is_read_from_home(tmp_path, monkeypatch) -> No
 
 
 def test_concurrent_detect_and_source_switch() -> None:
-    """The control thread's source detection shares the detector with the detect stage."""
+    """Source photos are detected on the preparer's thread while the detect stage runs."""
     scene = Scene([(200, 200)])
     proc, _, _, sw = make(scene, every=2, smoothing=0.5)
     errors: list[BaseException] = []

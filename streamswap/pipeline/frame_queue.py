@@ -1,6 +1,6 @@
-"""Bounded FIFO queues of frame items (slot index + metadata) between pipeline stages.
+"""FrameQueue: the bounded FIFO of frame items (slot index + metadata) between two stages.
 
-Two policies when a ring is full: "block" (the producer waits; a file loses nothing) and
+Two policies when a queue is full: "block" (the producer waits; a file loses nothing) and
 "drop-oldest" (a live source never waits: the oldest frame still waiting is removed and
 handed back so its slot can be released and the drop counted). Either way items leave
 in the order they entered, so frames leave the pipeline in sequence order.
@@ -18,7 +18,7 @@ from streamswap.io.base import FrameMeta
 
 @dataclass
 class FrameItem:
-    """One frame travelling through the rings. `slot` indexes the SlotPool."""
+    """One frame travelling through the queues. `slot` indexes the SlotPool."""
 
     slot: int
     meta: FrameMeta
@@ -27,22 +27,23 @@ class FrameItem:
     audio: list[Any] = field(default_factory=list)
 
 
-class RingClosed(Exception):
-    """The ring was closed (abort) while a thread waited on it."""
+class QueueClosed(Exception):
+    """The queue was closed (abort) while a thread waited on it."""
 
 
-class Ring:
-    """A bounded queue of FrameItems with an end-of-stream marker. Thread-safe."""
+class FrameQueue:
+    """A bounded, blocking queue of FrameItems with an end-of-stream marker (the only
+    place two stage threads meet). Thread-safe."""
 
     def __init__(self, capacity: int, name: str = "") -> None:
         if capacity < 1:
-            raise ValueError("ring capacity must be ≥ 1")
+            raise ValueError("queue capacity must be ≥ 1")
         self.capacity = capacity
         self.name = name
         self._items: deque[FrameItem] = deque()
         self._cond = threading.Condition()
         self._ended = False  # producer finished: get() returns None once empty
-        self._closed = False  # aborted: every waiter raises RingClosed
+        self._closed = False  # aborted: every waiter raises QueueClosed
         self.max_depth = 0  # highest depth ever seen (tests and status)
 
     def __len__(self) -> int:
@@ -50,11 +51,11 @@ class Ring:
             return len(self._items)
 
     def put(self, item: FrameItem) -> None:
-        """Append, waiting while the ring is full (block policy)."""
+        """Append, waiting while the queue is full (block policy)."""
         with self._cond:
             self._cond.wait_for(lambda: len(self._items) < self.capacity or self._closed)
             if self._closed:
-                raise RingClosed(self.name)
+                raise QueueClosed(self.name)
             self._append(item)
 
     def put_drop_oldest(self, item: FrameItem) -> FrameItem | None:
@@ -65,7 +66,7 @@ class Ring:
         """
         with self._cond:
             if self._closed:
-                raise RingClosed(self.name)
+                raise QueueClosed(self.name)
             dropped = None
             if len(self._items) >= self.capacity:
                 dropped = self._items.popleft()
@@ -83,23 +84,23 @@ class Ring:
 
     def wait_room(self) -> None:
         """Wait until put() would not block (a single producer can then take its next
-        input knowing it can hand the result on at once). Raises RingClosed on abort."""
+        input knowing it can hand the result on at once). Raises QueueClosed on abort."""
         with self._cond:
             self._cond.wait_for(lambda: len(self._items) < self.capacity or self._closed)
             if self._closed:
-                raise RingClosed(self.name)
+                raise QueueClosed(self.name)
 
     def get(self, timeout: float | None = None) -> FrameItem | None:
-        """The oldest item; None once the producer ended and the ring is empty.
+        """The oldest item; None once the producer ended and the queue is empty.
 
-        Raises TimeoutError after `timeout` seconds without an item, RingClosed on abort.
+        Raises TimeoutError after `timeout` seconds without an item, QueueClosed on abort.
         """
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: self._items or self._ended or self._closed, timeout
             )
             if self._closed:
-                raise RingClosed(self.name)
+                raise QueueClosed(self.name)
             if not ok:
                 raise TimeoutError(self.name)
             if not self._items:
@@ -115,7 +116,7 @@ class Ring:
             self._cond.notify_all()
 
     def close(self) -> list[FrameItem]:
-        """Abort: wake every waiter with RingClosed; return the items still queued."""
+        """Abort: wake every waiter with QueueClosed; return the items still queued."""
         with self._cond:
             self._closed = True
             left = list(self._items)

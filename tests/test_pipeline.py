@@ -1,5 +1,6 @@
-"""Runtime logic with tiny in-test sources/sinks (the contract in io/base.py): drop and
-block policies, order, bounded depth and latency (in frames), failing stages, pause."""
+"""Pipeline logic with tiny in-test sources/sinks (the contract in io/base.py) and stages
+(pipeline/stage.py): drop and block policies, order, bounded depth and latency (in
+frames), failing stages, pause, one queue and thread per output."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from streamswap.config import Config
 from streamswap.errors import InputError
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
-from streamswap.pipeline.runtime import PassThroughStages, Runtime
+from streamswap.pipeline.frame_queue import FrameItem
+from streamswap.pipeline.pipeline import Pipeline
 from streamswap.pipeline.settings import PipelineSettings
+from streamswap.pipeline.stage import ErrorPolicy, Stage
 
 H, W = 16, 24
 
@@ -45,6 +47,7 @@ class FakeSource:
         self.audio_sent: list[str] = []
 
     name = "fake://"
+    counters: dict[str, int] = {}
 
     def open(self) -> VideoFormat:
         return VideoFormat(W, H, Fraction(30), Fraction(1, 30))
@@ -89,8 +92,10 @@ class FakeSource:
 
 
 class FakeSink:
-    def __init__(self, source: FakeSource | None = None) -> None:
-        self.name = "fake-sink://"
+    counters: dict[str, int] = {}
+
+    def __init__(self, source: FakeSource | None = None, name: str = "fake-sink://") -> None:
+        self.name = name
         self.indices: list[int] = []
         self.painted: list[int] = []
         self.swapped: list[bool] = []
@@ -119,7 +124,51 @@ class FakeSink:
         self.closed = True
 
 
-class Stages(PassThroughStages):
+class _CallStage:
+    """A Stage calling `detect(frame, index)` (its result becomes the faces) or
+    `swap(frame, faces)` of a test's stages object."""
+
+    pausable = True
+
+    def __init__(self, name: str, owner: Any) -> None:
+        self.name = name
+        self.owner = owner
+        self.error_policy = ErrorPolicy(clear_faces=True) if name == "detect" else ErrorPolicy(restore_frame=True)
+
+    def process(self, frame: np.ndarray, item: FrameItem) -> None:
+        if self.name == "detect":
+            item.faces = self.owner.detect(frame, item.meta.index)
+        elif item.faces:
+            self.owner.swap(frame, item.faces)
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class TwoStages:
+    """detect + swap as two pipeline stages (subclasses define the two methods)."""
+
+    def detect(self, frame: np.ndarray, index: int) -> Sequence[Any]:
+        return ()
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Any]) -> None:
+        pass
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [_CallStage("detect", self), _CallStage("swap", self)]
+
+
+def make_pipeline(stages: TwoStages | None, *, source: Any, sinks: Sequence[Any],
+                  settings: PipelineSettings | None = None, observers: Sequence[Any] = ()) -> Pipeline:
+    return Pipeline(source, stages.stages if stages is not None else [], sinks,
+                    settings=settings, observers=observers)
+
+
+class Stages(TwoStages):
     """detect finds one 'face'; swap paints channel 2. Optional slowness tied to the source
     (the stage waits until the source is `ahead` frames further) and failures by index."""
 
@@ -148,7 +197,7 @@ class Stages(PassThroughStages):
         frame[..., 2] = 200
 
 
-def run_to_end(rt: Runtime) -> None:
+def run_to_end(rt: Pipeline) -> None:
     rt.start()
     assert rt.wait(30), "pipeline did not finish"
 
@@ -162,7 +211,7 @@ def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
     src = FakeSource(n, live=True)
     sink = FakeSink(src)
     stages = Stages(src, ahead=12)
-    rt = Runtime(Config(), stages, source=src, sinks=[sink], settings=settings(queue_size=q))
+    rt = make_pipeline(stages, source=src, sinks=[sink], settings=settings(queue_size=q))
     run_to_end(rt)
     snap = rt.status()
     assert snap["frames_in"] == n
@@ -170,13 +219,13 @@ def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
     assert snap["frames_out"] + snap["dropped"] == n == len(sink.indices) + snap["dropped"]
     assert sink.indices == sorted(sink.indices) and len(set(sink.indices)) == len(sink.indices)
     assert sink.painted == sink.indices  # each slot held its own frame
-    assert all(r.max_depth <= q for r in rt.rings)
+    assert all(r.max_depth <= q for r in rt.queues)
     # Latency in frames, counted in frames (not wall-clock time, so a loaded machine that
     # lets the source run on while the stage threads wait for a CPU cannot fail it):
-    # 1. Drop-oldest in front of the slow stage: when it takes its next frame, the ring
+    # 1. Drop-oldest in front of the slow stage: when it takes its next frame, the queue
     #    holds the newest ≤ q frames read, so that frame is at most q + 1 (one read but not
     #    yet queued) behind the frames read when the stage finished the previous one.
-    #    Dropping the newest, or a ring that grows, takes frames long behind.
+    #    Dropping the newest, or a queue that grows, takes frames long behind.
     assert len(stages.detected) >= 5
     for taken, produced, after in zip(stages.detected, stages.produced_when_done, stages.detected[1:]):
         assert produced >= taken + 12 or produced == n  # the stage's cost: 12 source frames
@@ -186,13 +235,13 @@ def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
     written = np.asarray(sink.indices)
     for index, lag in zip(sink.indices, sink.lag):
         behind = int(((written > index) & (written < index + lag)).sum())
-        assert behind <= 3 * q + 4, (index, lag, behind)
+        assert behind <= len(rt.pool), (index, lag, behind)
     assert rt.order_violations == 0
     assert sink.audio == src.audio_sent  # audio of dropped frames still reaches the sinks
     assert sink.closed and src.closed and rt.status()["state"] == "stopped"
 
 
-class SlowSwapStages(PassThroughStages):
+class SlowSwapStages(TwoStages):
     """A fast detector and a swap that lasts `cost` source frames (the usual overload:
     the generator is the slowest stage). Records, per frame, how many swaps had started
     when its detection ran and when its swap started: the difference is the number of
@@ -220,6 +269,8 @@ class PacedSource(FakeSource):
     """A live camera stand-in: a frame about every millisecond (the stages get to run)."""
 
     def read_into(self, out: np.ndarray) -> FrameMeta | None:
+        if self.count is not None and self.produced >= self.count:
+            return None  # ends at once, like a camera unplugged: not one frame time later
         threading.Event().wait(0.001)
         return super().read_into(out)
 
@@ -230,7 +281,7 @@ def test_live_overload_latency_stays_bounded_by_the_slowest_stage(q: int) -> Non
     src = PacedSource(n, live=True)
     sink = FakeSink(src)
     stages = SlowSwapStages(src, cost=3)
-    rt = Runtime(Config(), stages, source=src, sinks=[sink], settings=settings(queue_size=q))
+    rt = make_pipeline(stages, source=src, sinks=[sink], settings=settings(queue_size=q))
     rt.start()
     in_flight = []
     while not rt.wait(0.001):  # slots taken while the overload lasts
@@ -240,8 +291,10 @@ def test_live_overload_latency_stays_bounded_by_the_slowest_stage(q: int) -> Non
     assert snap["dropped"] > 0 and set(snap["dropped_by_reason"]) == {"pipeline_full"}
     assert snap["frames_out"] + snap["dropped"] == n
     assert sink.indices == sorted(sink.indices) and sink.painted == sink.indices and all(sink.swapped)
-    assert all(r.max_depth <= q for r in rt.rings)
-    assert max(in_flight) <= len(rt.pool) == 3 * q + 4
+    assert all(r.max_depth <= q for r in rt.queues)
+    # a slot per queue entry (into detect, into swap, the output's own) and per thread
+    # (capture, detect, swap, the output)
+    assert max(in_flight) <= len(rt.pool) == 2 * q + 3 + PipelineSettings().output_queue_size + 1
     # A detected frame waits at most the swaps of the q frames queued before it: the
     # detector takes a frame only when its result can be queued at once (it never holds
     # a finished, ageing frame), and the capture ring keeps the newest frame meanwhile.
@@ -254,10 +307,10 @@ def test_file_policy_blocks_and_loses_nothing() -> None:
     src = FakeSource(n, live=False)
     sink = FakeSink(src)
     # the detector only runs once the reader is 2 frames ahead: the reader must block
-    rt = Runtime(Config(), Stages(src, ahead=2), source=src, sinks=[sink], settings=settings(queue_size=2))
+    rt = make_pipeline(Stages(src, ahead=2), source=src, sinks=[sink], settings=settings(queue_size=2))
     run_to_end(rt)
     snap = rt.status()
-    assert all(r.max_depth <= 2 for r in rt.rings)
+    assert all(r.max_depth <= 2 for r in rt.queues)
     assert snap["frames_in"] == snap["frames_out"] == n and snap["dropped"] == 0
     assert sink.indices == list(range(n)) == sink.painted
     assert all(sink.swapped)
@@ -268,7 +321,7 @@ def test_file_policy_blocks_and_loses_nothing() -> None:
 
 def test_forced_policy_overrides_source() -> None:
     src = FakeSource(100, live=True)
-    rt = Runtime(Config(), Stages(src, ahead=2), source=src, sinks=[FakeSink()],
+    rt = make_pipeline(Stages(src, ahead=2), source=src, sinks=[FakeSink()],
                  settings=settings(policy="block"))
     run_to_end(rt)
     assert rt.status()["dropped"] == 0 and rt.frames_out() == 100
@@ -277,7 +330,7 @@ def test_forced_policy_overrides_source() -> None:
 def test_stage_exception_passes_frame_through_unswapped(caplog: pytest.LogCaptureFixture) -> None:
     src = FakeSource(40, live=False)
     sink = FakeSink()
-    rt = Runtime(Config(), Stages(fail_detect=[5], fail_swap=[7]), source=src, sinks=[sink])
+    rt = make_pipeline(Stages(fail_detect=[5], fail_swap=[7]), source=src, sinks=[sink])
     run_to_end(rt)
     assert sink.indices == list(range(40)) == sink.painted
     unswapped = [i for i, s in zip(sink.indices, sink.swapped) if not s]
@@ -292,7 +345,7 @@ def test_stage_exception_passes_frame_through_unswapped(caplog: pytest.LogCaptur
 def test_repeated_failures_surface_as_degraded() -> None:
     src = FakeSource(None, live=True, gate_at=30)
     sink = FakeSink()
-    rt = Runtime(Config(), Stages(always_fail=True), source=src, sinks=[sink],
+    rt = make_pipeline(Stages(always_fail=True), source=src, sinks=[sink],
                  settings=settings(max_stage_errors=5, policy="block"))
     rt.start()
     src.wait_produced(30)
@@ -312,7 +365,7 @@ def test_repeated_failures_surface_as_degraded() -> None:
 def test_pause_and_resume_mid_stream() -> None:
     src = FakeSource(100, live=False, gate_at=50)
     sink = FakeSink()
-    rt = Runtime(Config(), Stages(), source=src, sinks=[sink])
+    rt = make_pipeline(Stages(), source=src, sinks=[sink])
     rt.start()
     reached = threading.Event()
     while not reached.wait(0.005):
@@ -326,7 +379,7 @@ def test_pause_and_resume_mid_stream() -> None:
     assert all(sink.swapped[:50]) and not any(sink.swapped[50:])
     rt2src = FakeSource(10, live=False)
     sink2 = FakeSink()
-    rt2 = Runtime(Config(), Stages(), source=rt2src, sinks=[sink2])
+    rt2 = make_pipeline(Stages(), source=rt2src, sinks=[sink2])
     rt2.pause()
     rt2.resume()
     run_to_end(rt2)
@@ -336,7 +389,7 @@ def test_pause_and_resume_mid_stream() -> None:
 def test_stop_drains_in_flight_frames_and_closes_sinks() -> None:
     src = FakeSource(None, live=True)
     sink = FakeSink(src)
-    rt = Runtime(Config(), Stages(src, ahead=3), source=src, sinks=[sink])
+    rt = make_pipeline(Stages(src, ahead=3), source=src, sinks=[sink])
     rt.start()
     src.wait_produced(100)
     rt.stop()
@@ -367,13 +420,13 @@ def test_stop_without_draining_accounts_for_every_frame_and_slot() -> None:
     src = FakeSource(None, live=False)
     sink = FakeSink(src)
     stages = HoldingStages(hold_at=5)
-    rt = Runtime(Config(), stages, source=src, sinks=[sink], settings=settings(queue_size=1))
+    rt = make_pipeline(stages, source=src, sinks=[sink], settings=settings(queue_size=1))
     rt.start()
     assert stages.holding.wait(10)
     stopper = threading.Thread(target=rt.stop, kwargs={"drain": False})
     stopper.start()
     closed = threading.Event()
-    while not rt.rings[2]._closed and not closed.wait(0.005):  # the abort happened
+    while not rt.sink_queues[0]._closed and not closed.wait(0.005):  # the abort happened
         pass
     stages.release.set()  # the swap stage finishes frame 5 into a closed ring
     stopper.join(10)
@@ -395,7 +448,7 @@ class BrokenSource(FakeSource):
 def test_source_failure_ends_run_with_error_after_draining() -> None:
     src = BrokenSource(None, live=False)
     sink = FakeSink()
-    rt = Runtime(Config(), Stages(), source=src, sinks=[sink])
+    rt = make_pipeline(Stages(), source=src, sinks=[sink])
     run_to_end(rt)
     assert sink.indices == list(range(20)) and sink.closed
     assert isinstance(rt.input_error, InputError)
@@ -411,7 +464,7 @@ def test_failing_sink_does_not_stop_the_others() -> None:
 
     src = FakeSource(30, live=False)
     good, flaky = FakeSink(), Flaky()
-    rt = Runtime(Config(), Stages(), source=src, sinks=[flaky, good])
+    rt = make_pipeline(Stages(), source=src, sinks=[flaky, good])
     run_to_end(rt)
     assert good.indices == list(range(30))
     assert flaky.indices == [i for i in range(30) if i % 3]
@@ -426,7 +479,7 @@ def test_an_output_failing_beside_a_working_one_logs_once_and_turns_degraded(
 
     src = FakeSource(30, live=False)
     good = FakeSink()
-    rt = Runtime(Config(), Stages(), source=src, sinks=[Broken(), good], settings=settings(max_stage_errors=5))
+    rt = make_pipeline(Stages(), source=src, sinks=[Broken(), good], settings=settings(max_stage_errors=5))
     run_to_end(rt)
     assert good.indices == list(range(30))
     status = rt.status()
@@ -454,37 +507,79 @@ def test_observers_get_events_and_bad_observer_is_contained() -> None:
 
     obs = Counting()
     src = FakeSource(20, live=False)
-    rt = Runtime(Config(), Stages(), source=src, sinks=[FakeSink()], observers=[Broken(), obs])
+    rt = make_pipeline(Stages(), source=src, sinks=[FakeSink()], observers=[Broken(), obs])
     run_to_end(rt)
     assert obs.calls["frame_in"] == obs.calls["frame_out"] == 20
     assert obs.calls["stage_time"] == 20 * 4
 
 
-def test_set_source_image_goes_to_stages() -> None:
-    class WithIdentity(Stages):
+def test_stage_descriptions_reach_the_status_and_no_stages_pass_frames_through() -> None:
+    class Describing(Stages):
+        @property
+        def stages(self) -> list[Stage]:
+            stages = super().stages
+            stages[1].describe = lambda: {"source_identity": ["face.png"]}  # type: ignore[method-assign]
+            return stages
+
+    rt = make_pipeline(Describing(), source=FakeSource(1, live=False), sinks=[FakeSink()])
+    run_to_end(rt)
+    assert rt.status()["source_identity"] == ["face.png"]
+    class Plain(FakeSink):
+        def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+            self.indices.append(meta.index)
+
+    sink = Plain()
+    rt = make_pipeline(None, source=FakeSource(3, live=False), sinks=[sink])
+    run_to_end(rt)
+    assert rt.status()["stages"] == [] and "source_identity" not in rt.status()
+    assert rt.status()["frames_out"] == 3 and sink.indices == [0, 1, 2]
+
+
+def test_stage_names_must_be_unique() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        Pipeline(FakeSource(1, live=False), [*Stages().stages, Stages().stages[0]], [FakeSink()])
+
+
+def test_a_stuck_output_neither_delays_nor_stops_the_others() -> None:
+    """Live: a sink that blocks in write() drops its own frames (counted per output); the
+    other sink gets every frame, and stop() closes it while the stuck one still hangs."""
+    class Stuck(FakeSink):
         def __init__(self) -> None:
-            super().__init__()
-            self.images: list[Any] = []
+            super().__init__(name="stuck://")
+            self.release = threading.Event()
 
-        def set_source_images(self, images: list[Any]) -> None:
-            self.images.extend(images)
+        def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
+            self.release.wait(30)
 
-    stages = WithIdentity()
-    rt = Runtime(Config(), stages, source=FakeSource(1, live=False), sinks=[FakeSink()])
-    img = np.zeros((4, 4, 3), np.uint8)
-    rt.set_source_image(img)
-    assert stages.images == [img]
-    run_to_end(rt)
+    class Camera(FakeSource):  # a frame every 5 ms
+        def read_into(self, out: np.ndarray) -> FrameMeta | None:
+            threading.Event().wait(0.005)
+            return super().read_into(out)
 
-
-def test_set_source_image_without_a_face_swapper_is_a_clear_error() -> None:
-    from streamswap.errors import StreamswapError
-
-    rt = Runtime(Config(), PassThroughStages(), source=FakeSource(1, live=False), sinks=[FakeSink()])
-    with pytest.raises(StreamswapError, match="--source"):
-        rt.set_source_image(np.zeros((4, 4, 3), np.uint8))
-    assert rt.status()["source_identity"] is None
-    run_to_end(rt)
+    stuck, good = Stuck(), FakeSink(name="good://")
+    src = Camera(60, live=True)
+    q_out = 3
+    rt = make_pipeline(Stages(), source=src, sinks=[stuck, good],
+                       settings=settings(drain_timeout=0.5, output_queue_size=q_out))
+    rt.start()
+    deadline = time.monotonic() + 10
+    while not good.closed and time.monotonic() < deadline:  # the input ended: good is finalised
+        time.sleep(0.01)
+    assert good.closed and not rt.finished  # the stuck output still hangs in write()
+    outputs = rt.status()["outputs"]
+    written = len(good.indices)
+    assert written >= 10 and good.indices == sorted(good.indices)
+    good_dropped = outputs["good://"]["dropped"]  # only by thread scheduling, if at all
+    assert outputs["good://"]["written"] == written and good_dropped <= written // 10
+    # the stuck output holds one frame in write() and q_out waiting; it lost the others
+    assert outputs["stuck://"] == {"written": 0, "dropped": written + good_dropped - q_out - 1}
+    t0 = time.monotonic()
+    rt.stop(drain=True)  # gives up on the stuck output after the drain deadline
+    assert time.monotonic() - t0 < 0.5 + 1.5
+    stuck.release.set()
+    assert rt.wait(5)
+    snap = rt.status()
+    assert snap["frames_in"] == snap["frames_out"] + snap["dropped"]
 
 
 def test_start_failure_closes_what_was_opened() -> None:
@@ -494,7 +589,7 @@ def test_start_failure_closes_what_was_opened() -> None:
 
     src = FakeSource(5, live=False)
     good = FakeSink()
-    rt = Runtime(Config(), Stages(), source=src, sinks=[good, BadSink()])
+    rt = make_pipeline(Stages(), source=src, sinks=[good, BadSink()])
     with pytest.raises(OSError):
         rt.start()
     assert good.closed and src.closed and rt.status()["state"] == "failed"
@@ -514,7 +609,7 @@ def test_io_counters_reach_observers_as_reconnects_and_capture_errors() -> None:
     src.counters = {"reconnects": 0, "decode_errors": 0}
     sink = FakeSink()
     sink.counters = {"reconnects": 1}  # type: ignore[attr-defined]
-    rt = Runtime(Config(), Stages(), source=src, sinks=[sink])
+    rt = make_pipeline(Stages(), source=src, sinks=[sink])
     run_to_end(rt)
     snap = rt.status()
     assert snap["reconnects"] == {"source": 2, "fake-sink://": 1}
