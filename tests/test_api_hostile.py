@@ -104,6 +104,16 @@ def test_a_crashing_handler_is_a_json_500_without_traceback(running, monkeypatch
     running.assert_streaming()
 
 
+def test_405_names_every_method_of_nested_routers(running):
+    """Allow lists what every route on the path takes (GET and HEAD are registered apart;
+    the page's router nests others)."""
+    for method, path, allow in (("POST", "/preview.jpg", "GET, HEAD"), ("DELETE", "/faces/selection", "GET, POST"),
+                                ("PUT", "/status", "GET, HEAD"), ("GET", "/reload", "POST")):
+        code, headers, data = running.client.request(method, path)
+        assert code == 405 and headers["Allow"] == allow, (path, headers["Allow"], data)
+        assert allow in json.loads(data)["error"]
+
+
 # -- slow clients ----------------------------------------------------------------------
 def test_health_answers_within_a_second_during_a_slow_client_flood(tmp_path):
     """100 connections each sending one byte every 2 s (slowloris) hold no slot: the

@@ -35,9 +35,9 @@ from typing import Any, Callable, Protocol, Sequence
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from streamswap.errors import ConfigError, InputError, NoFaceError, StreamswapError
 from streamswap.io.images import decode_image, read_header
@@ -466,10 +466,12 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         message = (f"no endpoint {request.url.path[:200]}; try /health, /metrics, /status, /source, "
                    "/pause, /resume, /reload")
     elif exc.status_code == 405:
-        # Every route on this path (GET and HEAD are registered apart), not only the first.
-        methods = {m for regex, route_methods in request.app.state.methods if regex.match(request.url.path)
-                   for m in route_methods}
-        allowed = sorted(methods, key=lambda m: _METHOD_ORDER.index(m) if m in _METHOD_ORDER else 99)
+        # Every method some route takes on this path (GET and HEAD are registered apart,
+        # routers nest), asked of the routes themselves.
+        def takes(method: str) -> bool:
+            scope = {**request.scope, "method": method}
+            return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+        allowed = [m for m in _METHOD_ORDER if takes(m)]
         headers["Allow"] = ", ".join(m for m in allowed if m)
         message = f"{request.method} {request.url.path} is not supported; use {headers['Allow']}"
     else:
@@ -535,11 +537,8 @@ def build_app(ctx: ApiContext, routers: Sequence[APIRouter] = ()) -> _Guard:
     app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _crashed)
-    app.state.methods = []  # (path regex, methods) of every route, for the Allow header of a 405
     for router in (probes, control, session, *routers):
         app.include_router(router)
-        app.state.methods += [(r.path_regex, set(r.methods or ())) for r in router.routes
-                              if isinstance(r, APIRoute)]
     return _Guard(app, ctx)
 
 
