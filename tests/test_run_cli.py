@@ -394,3 +394,40 @@ def test_interrupted_run_gives_up_draining_after_drain_timeout(monkeypatch: pyte
     (first, asked_at), (last, stopped_at) = runtime.calls[0], runtime.calls[-1]
     assert first == "request_stop" and last == "stop"
     assert 2.0 <= stopped_at - asked_at <= 2.0 + 0.25  # the drain timeout, not a multiple of it
+
+
+def test_first_sigterm_ends_a_run_whose_outputs_never_finish_opening() -> None:
+    """An output whose open never returns (a device that does not answer) must not make
+    the first SIGTERM wait for it: the run ends at the drain deadline, without a second."""
+    import threading
+    import time
+
+    from streamswap.commands import run as run_cmd
+    from streamswap.pipeline.settings import PipelineSettings
+
+    release = threading.Event()
+
+    class OpensForever:
+        settings = PipelineSettings(stats_interval=0.1, drain_timeout=0.5)
+        input_error = None
+        stop_requested = False
+
+        def start(self) -> None:
+            release.wait(20)
+
+        def request_stop(self) -> None:
+            self.stop_requested = True
+
+        def status(self) -> dict:
+            return {"frames_out": 0, "frames_in": 0, "dropped": 0, "errors": {}}
+
+    runtime = OpensForever()
+    # From another thread: the handler runs only when the main thread next runs Python code.
+    threading.Timer(0.2, signal.raise_signal, (signal.SIGTERM,)).start()
+    start = time.monotonic()
+    try:
+        assert run_cmd.run_until_done(runtime, quiet=True) == 130  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert runtime.stop_requested
+    assert time.monotonic() - start < 0.2 + 0.5 + 2.0  # the signal, the deadline, slack

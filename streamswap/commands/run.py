@@ -199,8 +199,9 @@ def _signal_handlers(signals: _Signals) -> Iterator[None]:
 def _start(runtime: Pipeline, signals: _Signals) -> bool:
     """runtime.start() on a helper thread, so that an interrupt still answers while a slow
     input or output is being opened (network timeouts): the first asks the runtime to stop
-    as soon as it is up (nothing is read, outputs are finalised), a second gives up at
-    once (False). Raises what start() raised."""
+    as soon as it is up (nothing is read, outputs are finalised) and waits for that at most
+    pipeline.drain_timeout; a second, or an open that outlasts that deadline (a device
+    that never answers), gives up at once (False). Raises what start() raised."""
     failed: list[BaseException] = []
 
     def start() -> None:
@@ -213,16 +214,24 @@ def _start(runtime: Pipeline, signals: _Signals) -> bool:
 
     opener = threading.Thread(target=start, name="streamswap-open", daemon=True)
     opener.start()
-    asked = False
+    give_up_at: float | None = None  # monotonic deadline once the first interrupt came
     while opener.is_alive():
-        signals.event.wait()
+        # Short waits: a signal that landed on another thread runs its handler only when
+        # this (main) thread next runs Python code.
+        timeout = 0.25 if give_up_at is None else min(max(give_up_at - time.monotonic(), 0.0), 0.25)
+        signals.event.wait(timeout)
         signals.event.clear()
         if signals.count >= 2:
+            log.warning("second interrupt while opening the input/outputs: exiting at once")
             return False
-        if signals.count == 1 and not asked:
-            asked = True
+        if signals.count == 1 and give_up_at is None:
+            give_up_at = time.monotonic() + runtime.settings.drain_timeout
             log.warning("stopping once the input and outputs are open (interrupt again to quit now)")
             runtime.request_stop()
+        elif give_up_at is not None and time.monotonic() >= give_up_at and opener.is_alive():
+            log.warning("the input/outputs are still opening after the drain deadline: exiting now",
+                        extra=kv(seconds=runtime.settings.drain_timeout))
+            return False
     opener.join()
     if failed:
         raise failed[0]
@@ -243,7 +252,6 @@ def run_until_done(
     with _signal_handlers(signals):
         if not _start(runtime, signals):
             printer.done()
-            log.warning("second interrupt while opening the input/outputs: exiting at once")
             return 130
         drain_until: float | None = None  # monotonic deadline of the drain after a signal
         while not runtime.wait(min(interval, 0.25) if signals.count else interval):
