@@ -280,6 +280,30 @@ def test_choosing_a_face_in_the_page_switches_the_identity(browser: Any, served:
     assert compared == 3, "too few frames to compare"
 
 
+def test_selection_controls_change_which_faces_are_swapped(browser: Any, served: dict[str, Any]) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    base = served["url"]
+    _wait(lambda: browser.find_element("id", "selection-card").is_displayed(), 30, "the selection card")
+    assert Select(browser.find_element("id", "sel-mode")).first_selected_option.get_attribute("value") == "all"
+    Select(browser.find_element("id", "sel-mode")).select_by_value("one")
+    Select(browser.find_element("id", "sel-order")).select_by_value("large-small")
+    browser.find_element("id", "sel-apply").click()
+    _wait(lambda: browser.find_element("id", "selection-result").text in ("applied",) or
+          "refused" in browser.find_element("id", "selection-result").text, 20, "the answer")
+    assert browser.find_element("id", "selection-result").text == "applied"
+    rules = get_json(f"{base}/faces/selection")
+    assert (rules["mode"], rules["order"]) == ("one", "large-small")
+    # A mapping to a photo that is not there is refused with the daemon's reason.
+    browser.find_element("id", "map-reference").send_keys("/nonexistent/person.jpg")
+    browser.find_element("id", "map-source").send_keys(str(served["hanks"]))
+    browser.find_element("id", "map-add").click()
+    _wait(lambda: "refused" in browser.find_element("id", "selection-result").text, 20, "the refusal")
+    Select(browser.find_element("id", "sel-mode")).select_by_value("all")
+    browser.find_element("id", "sel-apply").click()
+    _wait(lambda: get_json(f"{base}/faces/selection")["mode"] == "all", 20, "mode all again")
+
+
 def test_with_a_token_the_page_asks_for_it_then_works(browser: Any, tmp_path: Path) -> None:
     """`run --ui` with $STREAMSWAP_API_TOKEN: a sign-in prompt; a wrong token is refused."""
     token = "ui-test-token-0123456789abcdef"

@@ -60,6 +60,7 @@ async function login(event) {
     $("login").close();
     startPreview();
     refresh();
+    loadSelection();
   } catch (e) {
     text("login-error", `sign-in failed: ${e.message}`);
   }
@@ -193,6 +194,82 @@ async function upload() {
   }
 }
 
+// Which faces are swapped (the daemon's /faces/selection and /faces/map; absent from
+// `run --ui` and from pipelines without face stages: the card stays hidden then).
+async function loadSelection() {
+  let rules;
+  try {
+    const response = await fetch("faces/selection", { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 404) return;
+    if (response.status === 409) {
+      setTimeout(loadSelection, 2000); // the face stages are still loading
+      return;
+    }
+    if (!response.ok) return;
+    rules = await response.json();
+  } catch (e) {
+    return;
+  }
+  $("selection-card").hidden = false;
+  showSelection(rules);
+}
+
+function showSelection(rules) {
+  $("sel-mode").value = rules.mode;
+  $("sel-order").value = rules.order;
+  $("sel-index").value = rules.index;
+  $("sel-threshold").value = rules.threshold;
+  $("sel-unmatched").value = rules.unmatched;
+  const body = $("mappings");
+  body.replaceChildren();
+  for (const m of rules.map || []) {
+    const tr = row([m.reference.split(/[\\/]/).pop(), "→", m.source.split(/[\\/]/).pop()]);
+    tr.title = `${m.reference} → ${m.source}`;
+    const td = document.createElement("td");
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "small-button";
+    remove.textContent = "remove";
+    remove.addEventListener("click", () => changeSelection("faces/map", "DELETE", { reference: m.reference }));
+    td.appendChild(remove);
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  if (!(rules.map || []).length) body.appendChild(row(["no mappings: every swapped face gets the source face"]));
+}
+
+async function changeSelection(path, method, payload) {
+  text("selection-result", "applying…");
+  try {
+    const result = await api(path, {
+      method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
+    });
+    text("selection-result", "applied");
+    showSelection(result);
+  } catch (e) {
+    text("selection-result", `refused: ${e.message}`);
+  }
+}
+
+function applySelection(event) {
+  event.preventDefault();
+  const payload = {
+    mode: $("sel-mode").value,
+    order: $("sel-order").value,
+    index: parseInt($("sel-index").value || "0", 10),
+    threshold: parseFloat($("sel-threshold").value || "0"),
+    unmatched: $("sel-unmatched").value,
+  };
+  const refs = $("sel-reference").value.split("\n").map((l) => l.trim()).filter((l) => l);
+  if (refs.length) payload.reference = refs;
+  changeSelection("faces/selection", "POST", payload);
+}
+
+function addMapping(event) {
+  event.preventDefault();
+  changeSelection("faces/map", "POST", { reference: $("map-reference").value.trim(), source: $("map-source").value.trim() });
+}
+
 function previewState() {
   const img = $("preview");
   $("preview-note").hidden = img.naturalWidth > 0;
@@ -203,6 +280,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("resume").addEventListener("click", () => act("resume", "resuming"));
   $("face-file").addEventListener("change", upload);
   $("login-form").addEventListener("submit", login);
+  $("selection-form").addEventListener("submit", applySelection);
+  $("map-form").addEventListener("submit", addMapping);
   const img = $("preview");
   img.addEventListener("load", previewState);
   img.addEventListener("error", () => {
@@ -215,5 +294,6 @@ document.addEventListener("DOMContentLoaded", () => {
   // Hidden tab: no preview stream, so the daemon encodes nothing for it.
   document.addEventListener("visibilitychange", () => (document.hidden ? stopPreview() : startPreview()));
   refresh();
+  loadSelection();
   setInterval(refresh, 1000);
 });
