@@ -1,0 +1,122 @@
+"""How often the detector runs: every `detect_every` frames, and on a live input as rarely as
+the measured times require (up to `max_detect_every`), tracking the faces in between.
+
+A live source sends a frame every 1/fps seconds whatever the pipeline does; a detect stage
+that takes longer than that per frame makes the capture ring drop frames. With the detector
+running on one frame of N and tracking (landmarks from the previous crop, or the box held)
+on the others, the stage's mean time per frame is (d + (N − 1)·t) / N for a detector call
+of d seconds and a tracked frame of t. So N is the smallest value that keeps that mean
+within HEADROOM of the frame interval, from running means of d and t measured in the run
+(under the run's own CPU contention). N goes up as soon as the times require it (drops
+are immediate) and back down one step at a time once the lower N has fitted for
+SETTLE_S, so it does not flip at every slow frame. File inputs are not paced: there the
+detector runs every `detect_every` frames, as configured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+HEADROOM = 0.85  # share of the frame interval the detect stage may plan to use
+SETTLE_S = 2.0  # a lower N must have fitted this long before N steps down
+WARMUP_CALLS = 2  # first detector calls (allocation, caches) are not representative
+_ALPHA = 0.2  # running-mean weight of a new sample
+
+
+class DetectCadence:
+    """Decides which frames run the detector; implements the adaptive N described above.
+
+    `clock` is injectable so tests drive it with a fake one."""
+
+    def __init__(self, detect_every: int = 1, max_detect_every: int = 4,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.base = max(1, detect_every)
+        self.max = max(self.base, max_detect_every)
+        self.every = self.base
+        self.interval: float | None = None  # seconds between input frames when live
+        self._clock = clock
+        self._detect_s: float | None = None
+        self._track_s: float | None = None
+        self._detect_calls = 0
+        self._fits_since: float | None = None  # when N − 1 started to fit
+        self._started: float | None = None
+        self._was_detect = False
+
+    def set_live_rate(self, fps: float | None) -> None:
+        """Adapt to a live input at `fps` frames a second; None: a file (fixed N)."""
+        self.interval = 1.0 / fps if fps and fps > 0 else None
+        self.every = self.base
+
+    @property
+    def adaptive(self) -> bool:
+        return self.interval is not None and self.max > self.base
+
+    def due(self, index: int, last_detect: int | None) -> bool:
+        """Does frame `index` run the detector (the last one that did: `last_detect`)?"""
+        return last_detect is None or index < last_detect or index - last_detect >= self.every
+
+    # --- measuring ----------------------------------------------------------------------
+    def begin(self, detect: bool) -> None:
+        """The detect stage starts a frame (a detector frame when `detect`)."""
+        self._started = self._clock()
+        self._was_detect = detect
+
+    def end(self) -> None:
+        """The frame begun last is done: record its time and revise N."""
+        if self._started is None:
+            return
+        self.record(self._was_detect, self._clock() - self._started)
+        self._started = None
+
+    def record(self, detect: bool, seconds: float) -> None:
+        if detect:
+            self._detect_calls += 1
+            if self._detect_calls <= WARMUP_CALLS:
+                return
+            self._detect_s = _mean(self._detect_s, seconds)
+        else:
+            self._track_s = _mean(self._track_s, seconds)
+        if self.adaptive:
+            self._revise()
+
+    def needed(self) -> int:
+        """The smallest N whose mean time per frame fits the frame interval (bounded)."""
+        if self.interval is None or self._detect_s is None:
+            return self.base
+        budget = HEADROOM * self.interval
+        d, t = self._detect_s, self._track_s if self._track_s is not None else 0.0
+        if d <= budget:
+            return self.base
+        if t >= budget:
+            return self.max
+        return min(self.max, max(self.base, math.ceil((d - t) / (budget - t))))
+
+    def _revise(self) -> None:
+        need = self.needed()
+        now = self._clock()
+        if need > self.every:
+            self.every = need
+            self._fits_since = None
+        elif need < self.every:
+            if self._fits_since is None:
+                self._fits_since = now
+            elif now - self._fits_since >= SETTLE_S:
+                self.every -= 1
+                self._fits_since = now
+        else:
+            self._fits_since = None
+
+    def snapshot(self) -> dict[str, object]:
+        """For status and the stats line."""
+        return {
+            "detect_every": self.every,
+            "detect_adaptive": self.adaptive,
+            "detect_call_ms": None if self._detect_s is None else round(self._detect_s * 1000, 1),
+            "track_ms": None if self._track_s is None else round(self._track_s * 1000, 1),
+        }
+
+
+def _mean(current: float | None, sample: float) -> float:
+    return sample if current is None else current + _ALPHA * (sample - current)

@@ -1,0 +1,97 @@
+"""Adaptive detect-every-N with a fake clock: N follows the measured times on a live input,
+stays bounded, steps down only after the lower N has fitted for a while, and files keep
+the configured N."""
+
+from __future__ import annotations
+
+from streamswap.faces.cadence import SETTLE_S, WARMUP_CALLS, DetectCadence
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_frames(cadence: DetectCadence, clock: FakeClock, frames: int, detect_s: float, track_s: float,
+               start: int = 0, last: list[int | None] | None = None) -> list[int]:
+    """Drive `frames` frames at 30 fps through the cadence; returns the detector frames."""
+    last = last if last is not None else [None]
+    detected = []
+    for index in range(start, start + frames):
+        frame_start = index / 30
+        clock.now = max(clock.now, frame_start)
+        detect = cadence.due(index, last[0])
+        cadence.begin(detect)
+        clock.now += detect_s if detect else track_s
+        cadence.end()
+        if detect:
+            last[0] = index
+            detected.append(index)
+    return detected
+
+
+def test_files_keep_the_configured_n_however_slow_the_detector() -> None:
+    clock = FakeClock()
+    cadence = DetectCadence(detect_every=2, max_detect_every=6, clock=clock)
+    cadence.set_live_rate(None)
+    detected = run_frames(cadence, clock, 40, detect_s=0.5, track_s=0.001)
+    assert detected == list(range(0, 40, 2)) and cadence.every == 2
+    assert cadence.snapshot()["detect_adaptive"] is False
+
+
+def test_live_n_is_the_smallest_that_holds_the_rate() -> None:
+    clock = FakeClock()
+    cadence = DetectCadence(detect_every=1, max_detect_every=6, clock=clock)
+    cadence.set_live_rate(30)
+    # 60 ms detector, 5 ms tracked frame, 33 ms frames: (60 + 2·5)/3 = 23 ms ≤ 0.85·33 → N = 3
+    detected = run_frames(cadence, clock, 60, detect_s=0.060, track_s=0.005)
+    assert cadence.every == 3
+    assert detected[:WARMUP_CALLS + 1] == list(range(WARMUP_CALLS + 1))  # warm-up calls do not count
+    gaps = {b - a for a, b in zip(detected[WARMUP_CALLS + 2:], detected[WARMUP_CALLS + 3:])}
+    assert gaps == {3}
+    snap = cadence.snapshot()
+    assert snap["detect_every"] == 3 and snap["detect_adaptive"] is True and snap["detect_call_ms"] == 60.0
+
+
+def test_n_is_bounded() -> None:
+    clock = FakeClock()
+    cadence = DetectCadence(detect_every=1, max_detect_every=4, clock=clock)
+    cadence.set_live_rate(30)
+    run_frames(cadence, clock, 60, detect_s=0.400, track_s=0.010)
+    assert cadence.every == 4
+    run_frames(cadence, clock, 60, detect_s=0.400, track_s=0.050, start=60)  # tracking alone too slow
+    assert cadence.every == 4
+
+
+def test_n_steps_down_one_at_a_time_after_it_settled() -> None:
+    clock = FakeClock()
+    cadence = DetectCadence(detect_every=1, max_detect_every=6, clock=clock)
+    cadence.set_live_rate(30)
+    last: list[int | None] = [None]
+    run_frames(cadence, clock, 60, detect_s=0.100, track_s=0.004, last=last)
+    high = cadence.every
+    assert high >= 4
+    # the machine gets quiet: the detector takes 20 ms; N does not drop at once
+    run_frames(cadence, clock, 30, detect_s=0.020, track_s=0.004, start=60, last=last)
+    assert high - 1 <= cadence.every <= high
+    seen = []
+    for i in range(8):
+        run_frames(cadence, clock, int(30 * SETTLE_S), detect_s=0.020, track_s=0.004, start=90 + i * 60, last=last)
+        seen.append(cadence.every)
+    assert seen[-1] == 1
+    assert all(a - b <= 1 for a, b in zip(seen, seen[1:]))  # one step per settle time, never a jump
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_a_slow_spell_raises_n_at_once() -> None:
+    clock = FakeClock()
+    cadence = DetectCadence(detect_every=1, max_detect_every=6, clock=clock)
+    cadence.set_live_rate(30)
+    last: list[int | None] = [None]
+    run_frames(cadence, clock, 30, detect_s=0.015, track_s=0.003, last=last)
+    assert cadence.every == 1
+    run_frames(cadence, clock, 12, detect_s=0.090, track_s=0.003, start=30, last=last)
+    assert cadence.every >= 3
