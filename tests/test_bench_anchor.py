@@ -84,11 +84,15 @@ def test_one_anchor_run_keeps_every_frame_and_the_audio(tmp_path: Path) -> None:
     from streamswap.bench.anchor import DLC_ENCODER, run_once
 
     files = media.make_anchor(tmp_path, seconds=0.5)
-    result = run_once(files, tmp_path, "file-dlc", live=False, encoder=DLC_ENCODER)
+    result = run_once(files, tmp_path, "file-dlc", live=False, overrides=DLC_ENCODER)
     assert result["frames_out"] == result["file_frames"] == 15 and result["dropped"] == 0
     assert result["file_audio_s"] >= 0.45 and result["errors"] == 0
     assert result["detector_calls"] == 15  # files: the detector runs on every frame
     assert result["fps"] > 0 and result["cpu_ms_per_frame"] > 0 and result["peak_rss_mb"] > 0
+    from test_encoder_settings import x264_options
+
+    options = x264_options(tmp_path / "file-dlc.mp4")  # Deep-Live-Cam's settings reached x264
+    assert options["crf"] == "18.0" and options["subme"] == "7"
     with av.open(str(tmp_path / "file-dlc.mp4")) as c:
         frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
         assert c.streams.video[0].codec_context.name == "h264"

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default: 10)")
     parser.add_argument("--busy-core", action="store_true",
                         help="add a live run while another process keeps one core busy")
+    parser.add_argument("--compare-threads", action="store_true",
+                        help="add file → file and live runs with ONNX Runtime's thread defaults (a "
+                        "spinning thread per core per session) instead of the CPU budget")
     parser.add_argument("--skip-live", action="store_true", help="only the file → file runs")
     parser.add_argument("--skip-bundled", action="store_true", help="skip the bundled-models live run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -107,29 +110,35 @@ def measure_model_calls(files: Any, threads: int, spinning: bool, calls: int = 1
 
 
 # --- one run: `streamswap run` in a child process ---------------------------------------------
-def _config_yaml(files: Any, bundled: bool) -> str:
-    """The config of the synthetic work (or the bundled defaults); what differs from the
-    defaults only, so the defaults under test are the shipped ones."""
-    lines = ["pipeline:", "  stats_window: 2000  # latency percentiles over the whole run"]
+def _config_yaml(files: Any, bundled: bool, overrides: dict[str, Any]) -> str:
+    """The run's config: the synthetic models (or the bundled defaults) and `overrides`
+    (dotted keys); only what differs from the defaults, so the defaults under test are the
+    shipped ones."""
+    import yaml
+
+    from streamswap.typedconfig import set_path
+
+    data: dict[str, Any] = {"pipeline": {"stats_window": 2000}}  # percentiles over the whole run
     if not bundled:
-        lines += [
-            "faces:",
-            f"  detector: {{model: {json.dumps(str(files.detector))}, contract: scrfd}}",
-            "  landmarker: {model: null}",
-            f"  recognizer: {{model: {json.dumps(str(files.recognizer))}, contract: arcface}}",
-            f"  swapper: {{model: {json.dumps(str(files.swapper))}, contract: inswapper}}",
-        ]
-    return "\n".join(lines) + "\n"
+        data["faces"] = {
+            "detector": {"model": str(files.detector), "contract": "scrfd"},
+            "landmarker": {"model": None},
+            "recognizer": {"model": str(files.recognizer), "contract": "arcface"},
+            "swapper": {"model": str(files.swapper), "contract": "inswapper"},
+        }
+    for dotted, value in overrides.items():
+        set_path(data, dotted, value)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
-def run_once(files: Any, workdir: Path, name: str, *, live: bool, encoder: dict[str, Any],
+def run_once(files: Any, workdir: Path, name: str, *, live: bool, overrides: dict[str, Any],
              bundled: bool = False, busy_core: bool = False) -> dict[str, Any]:
     cfg = workdir / f"{name}.yaml"
-    cfg.write_text(_config_yaml(files, bundled))
+    cfg.write_text(_config_yaml(files, bundled, overrides))
     out = workdir / f"{name}.mp4"
     source = files.real_face if bundled else files.source_face
     args = [sys.executable, "-m", "streamswap.bench.anchor", "--worker", str(cfg), str(files.clip), str(source),
-            str(out), "live" if live else "file", json.dumps(encoder)]
+            str(out), "live" if live else "file", json.dumps(overrides)]  # overrides: for the report
     hog = None
     if busy_core:  # another process keeps one core busy for the whole run
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -149,7 +158,7 @@ def run_once(files: Any, workdir: Path, name: str, *, live: bool, encoder: dict[
     return result
 
 
-def _worker(cfg: str, clip: str, face: str, out: str, mode: str, encoder_json: str) -> None:
+def _worker(cfg: str, clip: str, face: str, out: str, mode: str, overrides_json: str) -> None:
     """In the child: build exactly what `streamswap run` builds, run it, print one JSON line."""
     from streamswap.commands.run import build_stages
     from streamswap.config import load_config
@@ -157,8 +166,7 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, encoder_json: s
     from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_pipeline, plan_endpoints
 
     setup_logging("warning")
-    overrides = {"source": [face], "input": clip, "outputs": [out], "io.existing_output": "overwrite",
-                 **json.loads(encoder_json)}
+    overrides = {"source": [face], "input": clip, "outputs": [out], "io.existing_output": "overwrite"}
     config = apply_cpu_budget(load_config(cfg, overrides), FACE_COMPUTE_STAGES)
     live = mode == "live"
     endpoints = plan_endpoints(config, live=live)
@@ -174,7 +182,7 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, encoder_json: s
     frames, audio = _probe(Path(out))
     n = max(snap["frames_out"], 1)
     print(json.dumps({
-        "mode": mode, "encoder": json.loads(encoder_json) or "default", "fps": round(snap["frames_out"] / wall, 2),
+        "mode": mode, "overrides": json.loads(overrides_json), "fps": round(snap["frames_out"] / wall, 2),
         "frames_in": snap["frames_in"], "frames_out": snap["frames_out"], "dropped": snap["dropped"],
         "cpu_ms_per_frame": round(cpu / n * 1000, 1), "wall_s": round(wall, 2),
         "latency_ms_p50": snap["latency_ms_p50"], "latency_ms_p95": snap["latency_ms_p95"],
@@ -216,15 +224,20 @@ def _probe(path: Path) -> tuple[int, float]:
 
 # --- the whole benchmark ----------------------------------------------------------------------
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    runs = [dict(name="file-default", live=False, encoder={}),
-            dict(name="file-dlc-medium-crf18", live=False, encoder=DLC_ENCODER)]
+    runs = [dict(name="file-default", live=False, overrides={}),
+            dict(name="file-dlc-medium-crf18", live=False, overrides=DLC_ENCODER)]
     if not args.skip_live:
-        runs += [dict(name="live-default", live=True, encoder={}),
-                 dict(name="live-dlc-medium-crf18", live=True, encoder=DLC_ENCODER)]
+        runs += [dict(name="live-default", live=True, overrides={}),
+                 dict(name="live-dlc-medium-crf18", live=True, overrides=DLC_ENCODER)]
         if not args.skip_bundled:
-            runs.append(dict(name="live-bundled-default", live=True, encoder={}, bundled=True))
+            runs.append(dict(name="live-bundled-default", live=True, overrides={}, bundled=True))
         if args.busy_core:
-            runs.append(dict(name="live-default-busy-core", live=True, encoder={}, busy_core=True))
+            runs.append(dict(name="live-default-busy-core", live=True, overrides={}, busy_core=True))
+    if args.compare_threads:
+        ort_default = {"inference.threads": os.cpu_count() or 1, "inference.allow_spinning": True}
+        runs.append(dict(name="file-ort-default-threads", live=False, overrides=ort_default))
+        if not args.skip_live:
+            runs.append(dict(name="live-ort-default-threads", live=True, overrides=ort_default))
     return runs
 
 
