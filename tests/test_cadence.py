@@ -95,3 +95,20 @@ def test_a_slow_spell_raises_n_at_once() -> None:
     assert cadence.every == 1
     run_frames(cadence, clock, 12, detect_s=0.090, track_s=0.003, start=30, last=last)
     assert cadence.every >= 3
+
+
+def test_detect_every_shows_in_the_stats_line_and_log_fields() -> None:
+    from streamswap.commands.progress import flat_stats
+    from streamswap.pipeline.stats import Stats, format_stats_line
+
+    snap = Stats().snapshot()
+    assert "detect 1/" not in format_stats_line(snap)
+    cadence = DetectCadence(detect_every=1, max_detect_every=4, clock=FakeClock())
+    cadence.set_live_rate(30)
+    live = dict(snap, **cadence.snapshot())
+    assert format_stats_line(live).endswith("| detect 1/1 auto")
+    cadence.every = 3
+    assert "| detect 1/3 auto" in format_stats_line(dict(snap, **cadence.snapshot()))
+    assert flat_stats(dict(snap, **cadence.snapshot()))["detect_every"] == 3
+    fixed = DetectCadence(detect_every=2)
+    assert format_stats_line(dict(snap, **fixed.snapshot())).endswith("| detect 1/2")

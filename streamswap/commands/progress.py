@@ -128,4 +128,6 @@ def flat_stats(snap: dict[str, Any]) -> dict[str, Any]:
     reconnects = sum(snap.get("reconnects", {}).values())
     if reconnects:
         out["reconnects"] = reconnects
+    if snap.get("detect_every") is not None:  # the detector's period (adaptive on live inputs)
+        out["detect_every"] = snap["detect_every"]
     return out

@@ -82,7 +82,11 @@ class MeshSettings:
 
 @dataclass
 class TrackingSettings:
+    # Run the detector every N frames, track the faces in between. On a live input N rises
+    # (up to max_detect_every) while the measured detect time would not hold the input's
+    # rate, and comes back when it would (faces/cadence.py); files keep detect_every.
     detect_every: int = field(default=1, metadata=limits(min=1, max=60))
+    max_detect_every: int = field(default=4, metadata=limits(min=1, max=60))
     smoothing: float = field(default=0.5, metadata=limits(min=0.0, max=0.95))  # 0 = off
 
 

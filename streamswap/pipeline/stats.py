@@ -218,6 +218,10 @@ def format_stats_line(snap: dict[str, Any]) -> str:
     )
     if stages:
         line += f" | ms: {stages}"
+    every = snap.get("detect_every")
+    if every is not None and (every > 1 or snap.get("detect_adaptive")):
+        # the detector's period; "auto" while it follows the measured times (live input)
+        line += f" | detect 1/{every}" + (" auto" if snap.get("detect_adaptive") else "")
     if errors:
         line += f" | errors {errors}"
     output_drops = {k: v["dropped"] for k, v in snap.get("outputs", {}).items() if v["dropped"]}
