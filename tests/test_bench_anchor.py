@@ -103,3 +103,10 @@ def test_one_anchor_run_keeps_every_frame_and_the_audio(tmp_path: Path) -> None:
     diff = np.abs(frames[10][inner].astype(int) - original[10][inner].astype(int)).mean()
     assert diff > 40  # the synthetic swapper inverts the face
     assert np.abs(frames[10][:100, :100].astype(int) - original[10][:100, :100].astype(int)).mean() < 6
+
+
+def test_scrfd_contract_takes_the_input_by_position(tmp_path: Path) -> None:
+    """insightface's SCRFD exports call their input "input.1": a user's such file is loaded."""
+    from streamswap.models.contracts import check_onnx_contract
+
+    check_onnx_contract(synthetic.make_marker_scrfd_model(tmp_path / "det.onnx"), "scrfd", "your model file")

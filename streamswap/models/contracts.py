@@ -27,7 +27,8 @@ class GraphContract:
 _SWAP_256 = GraphContract((("target", (1, 3, 256, 256)), ("source", (1, 512))), 1)
 
 CONTRACTS: dict[str, GraphContract] = {
-    "scrfd": GraphContract((("input", (1, 3, None, None)),), 9),
+    # by position: insightface's own exports name it "input.1" (det_10g), others "input"
+    "scrfd": GraphContract(((None, (1, 3, None, None)),), 9),
     "yoloface": GraphContract((("images", (1, 3, 640, 640)),), 1),
     "yunet": GraphContract(((None, (1, 3, None, None)),), 12),
     "blazeface": GraphContract((("input", (1, 3, 192, 192)),), 2),
