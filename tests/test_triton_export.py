@@ -129,3 +129,37 @@ def test_bad_triton_settings_name_their_key(key, value, message) -> None:
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, {key: value})
+
+
+def test_tensorrt_plan_repository_from_the_engine_builder(config, tmp_path, monkeypatch, capsys) -> None:
+    """With TensorRT here (a recording stand-in for the builder), each model folder gets the
+    engine as model.plan and a config whose input dims are the engine profile's."""
+    from types import SimpleNamespace
+
+    from streamswap.inference import tensorrt
+    from streamswap.inference.cuda import DeviceInfo
+
+    built = []
+
+    def fake_engine(request, cache, *, trt_version, device, build, **kw):
+        assert build and trt_version == "10.3.0" and device.name == "Orin"
+        built.append(request)
+        engine = tmp_path / "engines" / f"{request.model_path.stem}.engine"
+        engine.parent.mkdir(exist_ok=True)
+        engine.write_bytes(b"plan of " + request.model_path.name.encode())
+        return engine
+
+    env = SimpleNamespace(version="10.3.0", device=DeviceInfo(0, "Orin", "8.7"))
+    monkeypatch.setattr(tensorrt.TrtEnvironment, "detect", classmethod(lambda cls, *a, **k: env))
+    monkeypatch.setattr(tensorrt, "ensure_engine", fake_engine)
+    repo = tmp_path / "repo"
+    assert main(["triton", "export", "--repo", str(repo), "-c", str(config), "--platform", "tensorrt_plan"]) == 0
+    assert "the server must run this GPU model" in capsys.readouterr().err
+    assert len(built) == 4 and all(r.precision == "fp16" for r in built)
+    swapper = _parse(repo / "my_swapper" / "config.pbtxt")
+    assert swapper.platform == "tensorrt_plan" and swapper.max_batch_size == 6
+    assert not swapper.optimization.execution_accelerators.gpu_execution_accelerator  # ONNX Runtime only
+    assert [list(i.dims) for i in swapper.input] == [[3, 128, 128], [512]]
+    assert (repo / "my_swapper" / "1" / "model.plan").read_bytes() == b"plan of my_swapper.onnx"
+    blaze = _parse(repo / "blazeface_full_range" / "config.pbtxt")
+    assert blaze.max_batch_size == 0 and list(blaze.input[0].dims) == [1, 3, 192, 192]
