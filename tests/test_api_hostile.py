@@ -41,6 +41,7 @@ def _addr(r: Running) -> tuple[str, int]:
 @pytest.mark.parametrize("headers", [
     "Content-Length: \u00b2",                          # a superscript two: not a digit to HTTP
     "Content-Length: 2\r\nContent-Length: 20",          # two that disagree
+    "Content-Length: 2\r\ncontent-length: 2",           # two that agree: still ambiguous behind a proxy
     "Content-Length: -1",
     "Content-Length: 2, 3",
 ])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any]
 # The whole request line + header block may not exceed this (h11 answers 400 beyond).
 MAX_HEADER_BYTES = 16 * 1024
 KEEP_ALIVE_S = 5
+_CONTENT_LENGTH_LINE = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 # A body refused unread is read and dropped up to this much (and this long) before the
 # connection closes, so the client reads the answer rather than a reset.
 DRAIN_LIMIT = 1024 * 1024
@@ -138,11 +140,33 @@ class _GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self._between_requests():
+        between = self._between_requests()
+        if self._header_timer is None and between:
             self._arm()  # the next request on a kept-alive connection starts its own deadline
+        if between and self._repeats_content_length(data):
+            self._refuse_raw("two Content-Length headers; send one")
+            return
         super().data_received(data)
         if not self._between_requests():
             self._disarm()  # headers complete: the app's body deadline takes over
+
+    def _repeats_content_length(self, data: bytes) -> bool:
+        """True when the header block being received names Content-Length twice. h11
+        refuses two that differ but merges equal ones; a proxy in front may not agree on
+        which one counts, so any repeat is refused (request smuggling)."""
+        head = getattr(self, "_head", b"") + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            self._head = head[-MAX_HEADER_BYTES:]
+            return False
+        self._head = b""
+        return len(_CONTENT_LENGTH_LINE.findall(head[:end + 2])) > 1
+
+    def _refuse_raw(self, error: str) -> None:
+        body = json.dumps({"error": f"malformed HTTP request: {error}"}).encode() + b"\n"
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
 
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
