@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from io_media import make_video
@@ -96,6 +97,9 @@ def test_video_flags_become_config_overrides() -> None:
             video_overrides(parser.parse_args(["run", "--size", bad]))
     with pytest.raises(InputError, match="--bitrate"):
         video_overrides(parser.parse_args(["run", "--bitrate", "fast"]))
+    with pytest.raises(InputError, match="give one"):
+        video_overrides(parser.parse_args(["run", "--bitrate", "2M", "--crf", "18"]))
+    assert video_overrides(parser.parse_args(["run", "--crf", "18"])) == {"io.crf": 18}
     result = run_cli("run", "--encoder", "x265")
     assert result.returncode != 0 and "--encoder x265: use one of auto, libx264" in result.stderr
 
@@ -130,6 +134,22 @@ def test_fps_and_size_are_honoured_for_files(clip: Path, tmp_path: Path, fps: in
     assert abs(duration - (count - 1) / fps) < 0.01, duration  # evenly spaced at the new rate
     assert abs(duration - 59 / 30) <= 1 / fps, duration  # the input's 59 frame intervals
     assert f"converted_from_fps=30" in result.stderr
+
+
+def test_bitrate_is_honoured_for_file_outputs(tmp_path: Path) -> None:
+    """Files are encoded at constant quality (io.crf) unless --bitrate asks for a rate."""
+    rng = np.random.default_rng(7)
+    noise = make_video(tmp_path / "noise.mp4", frames=30, fps=30, size=(320, 240), audio=False,
+                       picture=lambda i, w, h: rng.integers(0, 256, (h, w, 3), np.uint8))
+    sizes = {}
+    for name, flags in (("rate", ["--bitrate", "150k"]), ("quality", ["--crf", "20"])):
+        out = tmp_path / f"{name}.mp4"
+        result = run_cli("run", "-i", str(noise), "-o", str(out), "--quiet", "--encoder", "libx264", *flags)
+        assert result.returncode == 0, result.stderr
+        sizes[name] = out.stat().st_size
+    # One second at 150 kbit/s is ~19 kB (x264 may overshoot a little on noise).
+    assert sizes["rate"] < 19_000 * 2, sizes
+    assert sizes["quality"] > 3 * sizes["rate"], sizes  # the test can tell the two apart
 
 
 def test_a_file_input_without_output_is_refused_with_the_fix(clip: Path) -> None:

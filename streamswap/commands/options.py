@@ -55,8 +55,11 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder", metavar="NAME",
                        help="H.264 encoder of file and rtmp:// outputs (io.encoder), e.g. libx264")
     group.add_argument("--bitrate", metavar="RATE",
-                       help="video bitrate of file and rtmp:// outputs: kbit/s or with a unit, "
-                       "e.g. 6000 or 6M (io.bitrate_kbps)")
+                       help="video bitrate of rtmp:// outputs, and of files too (instead of constant "
+                       "quality): kbit/s or with a unit, e.g. 6000 or 6M (io.bitrate_kbps)")
+    group.add_argument("--crf", type=int, metavar="N",
+                       help="constant quality of file outputs, 0-51, lower is better and larger "
+                       "(io.crf; default 20)")
 
 
 def video_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,5 +77,17 @@ def video_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--encoder {args.encoder}: use one of {', '.join(allowed)}")
         out["io.encoder"] = args.encoder
     if getattr(args, "bitrate", None):
+        if getattr(args, "crf", None) is not None:
+            raise InputError("--bitrate and --crf: give one (a fixed bitrate, or a constant quality for files)")
         out["io.bitrate_kbps"] = parse_bitrate(args.bitrate)
+    if getattr(args, "crf", None) is not None:
+        out["io.crf"] = args.crf
     return out
+
+
+def apply_video_flags(config: Any, args: argparse.Namespace) -> Any:
+    """What an override cannot say: --bitrate also turns files from constant quality
+    (io.crf) to that fixed bitrate, so the flag is honoured for every output."""
+    if getattr(args, "bitrate", None):
+        config.io.crf = None
+    return config

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from streamswap.commands.options import add_video_options, video_overrides
+from streamswap.commands.options import add_video_options, apply_video_flags, video_overrides
 from streamswap.commands.progress import LOG_EVERY_S, ProgressPrinter, StatsPrinter
 from streamswap.errors import InputError, StreamswapError
 from streamswap.logs import kv
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     from streamswap.io.uri import input_kind, output_kind
     from streamswap.wiring import FACE_COMPUTE_STAGES, apply_cpu_budget, build_pipeline, plan_endpoints
 
-    config = ctx.config(**overrides)
+    config = apply_video_flags(ctx.config(**overrides), args)
     config = apply_cpu_budget(config, FACE_COMPUTE_STAGES if config.source else 0)
 
     in_config = ctx.file_keys()

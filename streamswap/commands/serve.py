@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamswap.commands.options import add_video_options, video_overrides
+from streamswap.commands.options import add_video_options, apply_video_flags, video_overrides
 
 HELP = "run as a daemon: stream until stopped, with a control API, metrics and systemd notify"
 EXAMPLES = (
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     def load() -> Any:
         from streamswap.wiring import apply_cpu_budget
 
-        config = ctx.config(**more)
+        config = apply_video_flags(ctx.config(**more), args)
         if config.io.existing_output == "auto":
             # A daemon restarts (after a crash, a reload, a reboot): an output file from the
             # previous run is moved aside, never overwritten, never a reason not to start.
