@@ -46,20 +46,21 @@ class Endpoints:
     sinks: list[Sink]
 
 
-def plan_endpoints(config: Config, *, live: bool | None = None) -> Endpoints:
+def plan_endpoints(config: Config, *, live: bool | None = None, loop: bool = False) -> Endpoints:
     """Build (without opening) the input and every output the config names, checking each:
     an unknown scheme, a missing input file, an unsupported output, a file output that is
     the input, a source photo or an earlier output (it would destroy it; an existing one
     follows io.existing_output). Every problem is reported at once (a missing camera does
     not hide a missing virtual camera), as the first problem's error class with one line
-    per problem. `live=None`: by the input's kind."""
+    per problem. `live=None`: by the input's kind; `loop`: a live file input starts again
+    at its end inside the one source (serve), so the outputs stay open across loops."""
     from streamswap.io.uri import open_sink, open_source
 
     problems: list[StreamswapError] = []
     source: Source | None = None
     sinks: list[Sink] = []
     try:
-        source = open_source(config.input, config.io, live=live)
+        source = open_source(config.input, config.io, live=live, loop=loop)
     except StreamswapError as exc:
         problems.append(exc)
     protect = [config.input, *config.source]

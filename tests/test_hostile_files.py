@@ -229,7 +229,10 @@ def test_a_reload_parses_off_the_control_lock_with_a_deadline(tmp_path: Path) ->
         release.wait(30)
         return Config()
 
-    daemon = Daemon(Config(), stuck_load, environ={})
+    from streamswap.commands import serve
+
+    daemon = Daemon(Config(), stuck_load, build_stages=serve.build_stages, make_pipeline=serve.make_pipeline,
+                    check_endpoints=serve.check_endpoints, environ={})
     daemon.reload_deadline_s = 0.3
     started = time.monotonic()
     holder = threading.Thread(target=lambda: pytest.raises(ConfigError, daemon.reload))

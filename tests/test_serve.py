@@ -400,30 +400,41 @@ def test_source_switch_and_pause_reach_the_output_frames(tmp_path):
     assert all(n >= 3 for _, n in runs), runs
 
 
-def test_file_input_that_ends_is_reopened_and_stays_ready(tmp_path):
-    """Source loss, the file kind: the input ends, the daemon re-opens it with the loaded
-    models and stays ready; the file plays at its frame rate (a daemon streams live)."""
+def test_file_input_loops_into_one_recording_and_one_publication(rtmp_server, tmp_path):  # noqa: F811
+    """A file input that ends starts again inside the one source: the pipeline and its
+    outputs stay open, so three loops make one recording holding all three and one RTMP
+    publication; the daemon stays ready (one READY=1) and never re-opens the pipeline. The
+    file plays at its frame rate (a daemon streams live)."""
+    import av
+
     from io_media import make_video
 
-    video = make_video(tmp_path / "clip.mp4", frames=12, audio=False)
-    s = Serve(tmp_path, input=str(video))
+    frames_per_loop = 12
+    video = make_video(tmp_path / "clip.mp4", frames=frames_per_loop, audio=False)
+    recording = tmp_path / "rec.mp4"
+    s = Serve(tmp_path, input=str(video), outputs=(str(recording), rtmp_server.url("cam")))
     try:
         s.wait_ready()
         deadline = time.monotonic() + 60
         while True:
             status = s.client.json("GET", "/status")[1]
             assert s.client.json("GET", "/health")[0] == 200, s.output()
-            if status["daemon"]["pipeline_restarts"] >= 3:
+            if status["input_counters"]["loops"] >= 3:
                 break
             assert time.monotonic() < deadline, s.output()
             time.sleep(0.1)
         assert status["live"] is True and status["input"] == str(video)
-        s.assert_streaming()
-        assert s.frames() > 3 * 12
-        assert _metric(_families(s), "streamswap_pipeline_restarts") >= 3
+        assert status["daemon"]["pipeline_restarts"] == 0
+        assert _metric(_families(s), "streamswap_pipeline_restarts") == 0
         assert s.listener.lines().count("READY=1") == 1  # one start-up, not one per loop
     finally:
         assert s.stop() == 0
+    with av.open(str(recording)) as container:
+        pts = [f.pts for f in container.decode(video=0)]
+    assert len(pts) >= 3 * frames_per_loop  # every loop is in the one file
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)  # one steady timeline
+    log = (rtmp_server.root / "error.log").read_text()
+    assert log.count("publish: name='cam'") == 1, log[-2000:]
 
 
 def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path):  # noqa: F811
@@ -447,10 +458,24 @@ def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path): 
         s.assert_streaming()
 
         rtmp_server.kill()
+        label = redact_uri(rtmp_server.url("cam"))  # the output's metric label
+
+        def output_dropped() -> float:
+            families = _families(s)
+            return _metric(families, "streamswap_output_dropped", output=label) if \
+                "streamswap_output_dropped" in families else 0.0
+
         for _ in range(3):
             s.assert_streaming()
             assert s.client.json("GET", "/health")[0] == 200, s.output()
         assert "output lost" in s.output()
+        # The outage is counted for that output, in /metrics and /status, and keeps rising.
+        first = output_dropped()
+        assert first > 0, s.output()
+        s.assert_streaming(frames=10)
+        assert output_dropped() > first
+        status = s.client.json("GET", "/status")[1]
+        assert status["output_frames"][label]["dropped"] > 0 and status["output_frames"]["null://"]["dropped"] == 0
         rtmp_server.start()
         deadline = time.monotonic() + 60
         # The label is the output's address with its stream key masked.

@@ -97,7 +97,7 @@ def check_endpoints(config: Any) -> None:
     """Every problem with the configured input/outputs at once (nothing is opened)."""
     from streamswap.wiring import plan_endpoints
 
-    plan_endpoints(config, live=True)
+    plan_endpoints(config, live=True, loop=True)
 
 
 def make_pipeline(config: Any, stages: Any, observers: Any) -> Any:
@@ -106,6 +106,6 @@ def make_pipeline(config: Any, stages: Any, observers: Any) -> Any:
     outputs stay open across loops: one recording, one RTMP publication)."""
     from streamswap.wiring import build_pipeline, plan_endpoints
 
-    endpoints = plan_endpoints(config, live=True)
+    endpoints = plan_endpoints(config, live=True, loop=True)
     return build_pipeline(config, stages.stages, source=endpoints.source, sinks=endpoints.sinks,
                           observers=observers)

@@ -4,7 +4,7 @@
 returning synthetic frames (the last frame again, or a "no signal" card) at the nominal
 frame rate, so the outputs never stall; timestamps continue monotonically across the gap.
 `ReconnectingSink` wraps a network output. While it is down, its frames are dropped and
-counted and the other outputs carry on.
+counted, and the other outputs carry on (each output has its own pipeline thread).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from fractions import Fraction
 from typing import Any, Callable
 
@@ -267,32 +266,26 @@ def _no_signal_card(img: np.ndarray) -> None:
 
 
 class ReconnectingSink:
-    """A network output on its own thread that reopens itself when it fails.
+    """A network output that reopens itself when it fails. Implements `io.base.Sink`;
+    `make()` builds a fresh, unopened inner sink.
 
-    `write` never blocks and never raises: the frame is copied into one of `depth`
-    preallocated buffers and handed to the sink's thread; when none is free (the
-    connection is down, reconnecting or stalled) the frame is dropped and counted. So a
-    dead or stalled server never holds up the other outputs, and memory stays bounded.
-    Implements `io.base.Sink`; `make()` builds a fresh, unopened inner sink.
+    It is written from the pipeline's own thread for this output, behind its own bounded
+    queue: a stalled server only fills that queue (the pipeline drops and counts this
+    output's oldest frames), it never holds up the other outputs. `write` never raises:
+    while the connection is down the frame is dropped and counted (`dropped`), and the
+    connection is tried again with back-off (a refused connect returns at once; a server
+    that does not answer costs at most io.open_timeout_s of this output's own thread).
     """
 
-    def __init__(self, make: Callable[[], Sink], *, name: str, backoff: Backoff, depth: int = 2) -> None:
+    def __init__(self, make: Callable[[], Sink], *, name: str, backoff: Backoff) -> None:
         self.name = redact_uri(name)
         self._make = make
         self._backoff = backoff
-        self._depth = depth
         self._inner: Sink | None = None
         self._video: VideoFormat | None = None
         self._audio: AudioFormat | None = None
-        self._buffers: list[np.ndarray] = []
-        self._free: list[int] = []
-        self._queue: deque[tuple[str, Any, Any]] = deque()  # ("video", buffer, meta) | ("audio", packets, None)
-        self._cond = threading.Condition()
-        self._closing = False
-        self._busy = False
-        self._stop = threading.Event()
         self._next_attempt = 0.0
-        self._thread: threading.Thread | None = None
+        self._closed = False
         self.counters: dict[str, int] = {"frames": 0, "dropped": 0, "reconnects": 0,
                                          "reconnect_failures": 0}
 
@@ -305,101 +298,45 @@ class ReconnectingSink:
         inner = self._make()
         inner.open(video, audio)  # the first open fails loudly: a wrong URL is a user error
         self._inner = inner
-        self._buffers = [np.empty((video.height, video.width, 3), np.uint8) for _ in range(self._depth)]
-        self._free = list(range(self._depth))
-        self._thread = threading.Thread(target=self._run, name=f"output {self.name}", daemon=True)
-        self._thread.start()
 
     def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
-        with self._cond:
-            if not self._free or self._inner is None:
-                self.counters["dropped"] += 1
-                return
-            index = self._free.pop()
-        np.copyto(self._buffers[index], frame)
-        with self._cond:
-            self._queue.append(("video", index, meta))
-            self._cond.notify_all()
+        inner = self._connected()
+        if inner is None:
+            self.counters["dropped"] += 1
+            return
+        try:
+            inner.write(frame, meta)
+            self.counters["frames"] += 1
+        except (StreamswapError, av.error.FFmpegError, OSError) as exc:
+            self.counters["dropped"] += 1
+            self._lose(inner, exc)
 
     def write_audio(self, packets: list[Any]) -> None:
-        if not packets:
-            return
-        with self._cond:
-            if self._inner is None:
-                return
-            self._queue.append(("audio", list(packets), None))
-            self._cond.notify_all()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until everything handed over so far was written or dropped."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
-
-    # --- the sink's thread --------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(self._has_work, timeout=self._until_attempt())
-                if self._closing and not self._queue:
-                    break
-                item = self._queue.popleft() if self._queue else None
-                self._busy = item is not None
-            if self._inner is None and time.monotonic() >= self._next_attempt:
-                self._reconnect()
-            if item is not None:
-                self._deliver(item)
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            inner.close()
-
-    def _has_work(self) -> bool:
-        return bool(self._queue) or self._closing or (
-            self._inner is None and time.monotonic() >= self._next_attempt)
-
-    def _until_attempt(self) -> float | None:
-        if self._inner is not None:
-            return None
-        return max(self._next_attempt - time.monotonic(), 0.0)
-
-    def _deliver(self, item: tuple[str, Any, Any]) -> None:
-        kind, payload, meta = item
         inner = self._inner
+        if not packets or inner is None:
+            return
         try:
-            if inner is None:
-                if kind == "video":
-                    self.counters["dropped"] += 1
-                return
-            try:
-                if kind == "video":
-                    inner.write(self._buffers[payload], meta)
-                    self.counters["frames"] += 1
-                else:
-                    inner.write_audio(payload)
-            except (StreamswapError, av.error.FFmpegError, OSError) as exc:
-                if kind == "video":
-                    self.counters["dropped"] += 1
-                self._lose(inner, exc)
-        finally:
-            if kind == "video":
-                with self._cond:
-                    self._free.append(payload)
+            inner.write_audio(packets)
+        except (StreamswapError, av.error.FFmpegError, OSError) as exc:
+            self._lose(inner, exc)
+
+    def _connected(self) -> Sink | None:
+        """The open connection; while there is none, a new attempt once its back-off is up."""
+        if self._inner is None and not self._closed and time.monotonic() >= self._next_attempt:
+            self._reconnect()
+        return self._inner
 
     def _lose(self, inner: Sink, exc: BaseException) -> None:
         log.warning("output lost; reconnecting", extra=kv(output=self.name, error=_short(exc)))
-        with self._cond:
-            self._inner = None
+        self._inner = None
         _close_quietly(inner)
         self._next_attempt = time.monotonic() + self._backoff.next()
 
     def _reconnect(self) -> None:
-        if self._closing:
-            return
+        assert self._video is not None, "open() first"
         sink = self._make()
         try:
-            sink.open(self._video, self._audio)  # type: ignore[arg-type]
+            sink.open(self._video, self._audio)
         except Exception as exc:  # network errors of every kind: retry later
             _close_quietly(sink)
             self.counters["reconnect_failures"] += 1
@@ -408,21 +345,15 @@ class ReconnectingSink:
             log.info("reconnect failed", extra=kv(what=self.name, error=_short(exc), retry_in_s=delay))
             return
         self._backoff.reset()
-        with self._cond:
-            self._inner = sink
+        self._inner = sink
         self.counters["reconnects"] += 1
         log.warning("output reconnected", extra=kv(output=self.name))
 
     def close(self) -> None:
-        """Write what is queued (when connected), then close the connection."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        elif self._inner is not None:
-            inner, self._inner = self._inner, None
+        """Close the connection (what was written is flushed by the inner sink)."""
+        self._closed = True
+        inner, self._inner = self._inner, None
+        if inner is not None:
             inner.close()
 
 

@@ -94,13 +94,14 @@ def input_kind(uri: str) -> str:
     return "file"
 
 
-def open_source(uri: str, settings: IoSettings, *, live: bool | None = None) -> Source:
+def open_source(uri: str, settings: IoSettings, *, live: bool | None = None, loop: bool = False) -> Source:
     """Build (not open) the source a URI names.
 
     `live` None = by kind: cameras, network streams and test:// are live, files are not.
     A live file is paced at its own frame rate (a stand-in for a camera); a non-live file
     is read as fast as the pipeline takes it, losing nothing. Live network inputs and
-    cameras reconnect when lost (io.reconnect) with synthetic frames meanwhile.
+    cameras reconnect when lost (io.reconnect) with synthetic frames meanwhile. `loop`: a
+    live file starts again at its end, inside the one source (io.loop; serve).
     """
     uri = uri.strip()
     scheme = _scheme(uri)
@@ -120,6 +121,11 @@ def open_source(uri: str, settings: IoSettings, *, live: bool | None = None) -> 
             f"{uri}: unknown input scheme {scheme!r}; supported: "
             + ", ".join(f"{s}://" for s in INPUT_SCHEMES) + ", /dev/videoN or a file path"
         )
+    if loop and live:
+        from streamswap.io.loop import LoopingSource
+
+        _file_source(path, settings, True)  # checked now: a missing file is the user's error
+        return LoopingSource(lambda: _file_source(path, settings, True), name=path)
     return _file_source(path, settings, bool(live))
 
 

@@ -335,6 +335,7 @@ class Pipeline:
             "live": self.live,
             "degraded_stages": sorted(self._degraded),
             "input": self._source.name,
+            "input_counters": {k: v for k, v in self._source.counters.items() if isinstance(v, int)},
             "outputs": [s.name for s in self._sinks],
             "output_states": [_sink_state(s) for s in self._sinks],
             "stages": [s.name for s in self.stages],
@@ -547,20 +548,25 @@ class Pipeline:
                     last_index = item.meta.index
                 t0 = time.monotonic()
                 wrote = False
+                reason = "output_error"
                 try:
                     if item.audio:
                         sink.write_audio(item.audio)
                     if item.slot != _AUDIO_ONLY:
                         assert self.pool is not None
+                        # A reconnecting network output drops (and counts) frames while it
+                        # is down instead of raising: that is this output's drop too.
+                        dropped = sink.counters.get("dropped", 0)
                         sink.write(self.pool[item.slot], item.meta)
-                        wrote = True
+                        wrote = sink.counters.get("dropped", 0) == dropped
+                        reason = "output_down"
                     self._ok(key)
                 except Exception:
                     self._failed(key, item.meta.index)
                 self._poll_counters(sink, sink.name)
                 if item.slot != _AUDIO_ONLY:
                     self._obs.stage_time("output", time.monotonic() - t0)
-                    self._sink_done(sink, item, wrote=wrote, reason="output_error")
+                    self._sink_done(sink, item, wrote=wrote, reason=reason)
         except QueueClosed:
             pass
         except Exception:

@@ -189,7 +189,8 @@ class Stats:
                 "dropped_by_reason": dict(self.dropped),
                 "errors": dict(self.errors),
                 "reconnects": dict(self.reconnects),
-                "outputs": {name: dict(counts) for name, counts in self.outputs.items()},
+                # per output (URI): frames written and frames that output lost
+                "output_frames": {name: dict(counts) for name, counts in self.outputs.items()},
                 "fps_in": round(self._fps(self._in_times, now), 2),
                 "fps_out": round(self._fps(self._out_times, now), 2),
                 "latency_ms_p50": None if p50 is None else round(p50, 2),
@@ -224,7 +225,7 @@ def format_stats_line(snap: dict[str, Any]) -> str:
         line += f" | detect 1/{every}" + (" auto" if snap.get("detect_adaptive") else "")
     if errors:
         line += f" | errors {errors}"
-    output_drops = {k: v["dropped"] for k, v in snap.get("outputs", {}).items() if v["dropped"]}
+    output_drops = {k: v["dropped"] for k, v in snap.get("output_frames", {}).items() if v["dropped"]}
     if output_drops:
         line += " | output drops " + " ".join(f"{k} {v}" for k, v in output_drops.items())
     reconnects = sum(snap.get("reconnects", {}).values())

@@ -506,7 +506,7 @@ class Daemon:
         errors = sum((st.get("errors") or {}).values())
         if errors:
             parts.append(f"errors {errors}")
-        output_drops = {k: v.get("dropped", 0) for k, v in (st.get("outputs") or {}).items()}
+        output_drops = {k: v.get("dropped", 0) for k, v in (st.get("output_frames") or {}).items()}
         if any(output_drops.values()):
             parts.append("output drops " + " ".join(f"{k} {v}" for k, v in output_drops.items() if v))
         return ", ".join(parts)
