@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from streamswap import __version__
 from streamswap.commands import examples
-from streamswap.errors import StreamswapError
+from streamswap.errors import DeviceError, StreamswapError
 from streamswap.logs import setup_logging
 
 if TYPE_CHECKING:  # the config (YAML, every settings module) loads when a command asks for it
@@ -188,6 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             log.exception("failed")
         print(f"streamswap {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DeviceError as exc:
+        if args.debug:
+            log.exception("device fault")
+        print(f"streamswap {args.command}: device fault: {exc} (the GPU, its driver or its memory "
+              "failed, not your input: check `nvidia-smi` and the system log, then run again)", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

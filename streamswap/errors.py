@@ -1,4 +1,6 @@
-"""Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
+"""Errors a user can cause (`StreamswapError`: the CLI prints the message as one line and
+exits 2), and device faults (`DeviceError`: the GPU, its driver or its memory failed —
+nothing the user gave was wrong; exit code 3, so a supervisor can tell them apart)."""
 
 from streamswap.redact import redact_text
 
@@ -40,3 +42,10 @@ class NoFaceError(InputError):
 
 class OutputError(StreamswapError):
     """An output (file, virtual camera, stream) cannot be opened or written."""
+
+
+class DeviceError(Exception):
+    """A device fault (a CUDA call failed: out of device memory, a bad launch, a lost
+    GPU). Not a user error: outside the StreamswapError tree, with its own exit code."""
+
+    exit_code = 3

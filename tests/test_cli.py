@@ -112,6 +112,26 @@ def test_streamswap_error_exit_code_is_the_errors(monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().err == "streamswap doctor: error: /x.mp4: input file does not exist; check the --input path\n"
 
 
+def test_a_device_fault_is_not_a_user_error(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """CUDA failures are device faults: outside the StreamswapError tree, their own exit
+    code and a message that does not blame the input."""
+    from streamswap.commands import doctor
+    from streamswap.errors import DeviceError, StreamswapError
+    from streamswap.inference.cuda import CudaError
+
+    assert issubclass(CudaError, DeviceError) and not issubclass(CudaError, StreamswapError)
+
+    def faults(args: object, ctx: object) -> int:
+        raise CudaError("CUDA call cudaMalloc failed: cudaErrorMemoryAllocation (2)")
+
+    monkeypatch.setattr(doctor, "run", faults)
+    code = cli.main(["doctor"])
+    assert code == DeviceError.exit_code == 3 and code not in (1, StreamswapError.exit_code)
+    err = capsys.readouterr().err
+    assert err.startswith("streamswap doctor: device fault: CUDA call cudaMalloc failed") and "nvidia-smi" in err
+
+
 def test_in_process_main_leaves_no_log_handler_on_a_closed_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     """cli.main() run in-process under a swapped sys.stderr (pytest's capture) that is
     closed afterwards: later records go to the stderr of that time, never to the closed one."""

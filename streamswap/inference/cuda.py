@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from streamswap.errors import BackendUnavailable, StreamswapError
+from streamswap.errors import BackendUnavailable, DeviceError
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ ERR_NO_DEVICE = 100
 ERR_NOT_READY = 600
 
 
-class CudaError(StreamswapError):
+class CudaError(DeviceError):
     """A CUDA runtime call failed (out of memory, a bad launch, a lost device)."""
 
 
