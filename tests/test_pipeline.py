@@ -206,6 +206,16 @@ def settings(**kw: Any) -> PipelineSettings:
     return PipelineSettings(**kw)
 
 
+def assert_dropped_in_front_of_the_stages(snap: dict[str, Any]) -> None:
+    """The stages were outrun, so frames were dropped in front of them. On a loaded machine
+    the sink's thread may also fall behind and its own queue drop (output_full): that is
+    the policy too, so it may appear, but nothing else, and every drop is counted once."""
+    reasons = snap["dropped_by_reason"]
+    assert reasons.get("pipeline_full", 0) > 0, reasons
+    assert set(reasons) <= {"pipeline_full", "output_full"}, reasons
+    assert sum(reasons.values()) == snap["dropped"]
+
+
 def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
     n, q = 300, 2
     src = FakeSource(n, live=True)
@@ -215,7 +225,7 @@ def test_live_source_faster_than_slowest_stage_drops_oldest_in_order() -> None:
     run_to_end(rt)
     snap = rt.status()
     assert snap["frames_in"] == n
-    assert snap["dropped"] > 0 and snap["dropped_by_reason"] == {"pipeline_full": snap["dropped"]}
+    assert_dropped_in_front_of_the_stages(snap)
     assert snap["frames_out"] + snap["dropped"] == n == len(sink.indices) + snap["dropped"]
     assert sink.indices == sorted(sink.indices) and len(set(sink.indices)) == len(sink.indices)
     assert sink.painted == sink.indices  # each slot held its own frame
@@ -290,7 +300,7 @@ def test_live_overload_latency_stays_bounded_by_the_slowest_stage(q: int) -> Non
         assert rt.pool is not None
         in_flight.append(len(rt.pool) - rt.pool.free)
     snap = rt.status()
-    assert snap["dropped"] > 0 and set(snap["dropped_by_reason"]) == {"pipeline_full"}
+    assert_dropped_in_front_of_the_stages(snap)
     assert snap["frames_out"] + snap["dropped"] == n
     assert sink.indices == sorted(sink.indices) and sink.painted == sink.indices and all(sink.swapped)
     assert all(r.max_depth <= q for r in rt.queues)
