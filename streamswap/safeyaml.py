@@ -18,7 +18,7 @@ from streamswap.errors import ConfigError
 
 # Far above any real configuration (the built-in one has ~150 nodes, a few levels deep).
 MAX_DEPTH = 64
-MAX_NODES = 100_000  # counted with every alias expanded
+MAX_NODES = 10_000  # counted with every alias expanded (a 1000-photo source list is 1000)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 

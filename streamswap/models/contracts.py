@@ -26,13 +26,15 @@ class GraphContract:
 
 _SWAP_256 = GraphContract((("target", (1, 3, 256, 256)), ("source", (1, 512))), 1)
 
+# Input names only where the adapter feeds by name (swappers: target/source; the enhancer
+# and the crossface converters: input); the others take the model's inputs by position.
 CONTRACTS: dict[str, GraphContract] = {
     # by position: insightface's own exports name it "input.1" (det_10g), others "input"
     "scrfd": GraphContract(((None, (1, 3, None, None)),), 9),
-    "yoloface": GraphContract((("images", (1, 3, 640, 640)),), 1),
+    "yoloface": GraphContract(((None, (1, 3, 640, 640)),), 1),
     "yunet": GraphContract(((None, (1, 3, None, None)),), 12),
-    "blazeface": GraphContract((("input", (1, 3, 192, 192)),), 2),
-    "facemesh": GraphContract((("input_1", (None, 3, 192, 192)),), 2),
+    "blazeface": GraphContract(((None, (1, 3, 192, 192)),), 2),
+    "facemesh": GraphContract(((None, (None, 3, 192, 192)),), 2),
     "arcface": GraphContract(((None, (None, 3, 112, 112)),), 1),
     "inswapper": GraphContract((("target", (1, 3, 128, 128)), ("source", (1, 512))), 1),
     "hyperswap": _SWAP_256,
