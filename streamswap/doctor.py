@@ -332,7 +332,7 @@ def triton_checks(config: Config) -> list[Check]:
         meta = conn.call("get_server_metadata", **({"as_json": True} if settings.protocol == "grpc" else {}))
         ready = conn.call("is_server_ready")
     except Exception as exc:
-        why = model_not_ready(conn, "") or f"{type(exc).__name__}: {exc}"
+        why = model_not_ready(conn, "", with_fix=False) or f"{type(exc).__name__}: {exc}"
         return [Check("triton server", FAIL, why,
                       "start Triton with the repository from `streamswap triton export --repo DIR` "
                       "(docs/scale-out.md), or set inference.triton.url")]
@@ -345,7 +345,7 @@ def triton_checks(config: Config) -> list[Check]:
         ref = settings.models.get(used.role)
         name = (ref.name if ref and ref.name else "") or triton_model_name(Path(used.file_name))
         version = ref.version if ref else ""
-        why = model_not_ready(conn, name, version)
+        why = model_not_ready(conn, name, version, with_fix=False)
         label = f"triton {used.role}"
         if why is None:
             checks.append(Check(label, OK, f"model {name} ready" + (f" (version {version})" if version else "")))

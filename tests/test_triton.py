@@ -263,7 +263,7 @@ def test_doctor_checks_server_and_models(server, model_files, bundled_models_dir
     assert [c.status for c in checks] == [OK] * len(checks) and len(checks) == 5, checks  # server + 4 models
     cfg.inference.triton.models["swapper"] = TritonModelRef(name="not_there")
     bad = [c for c in triton_checks(cfg) if c.status == FAIL]
-    assert len(bad) == 1 and "not_there" in bad[0].detail and "triton export" in bad[0].detail
+    assert len(bad) == 1 and "not_there" in bad[0].detail and "triton export" in bad[0].fix
     (port,) = free_ports(1)
     cfg.inference.triton.url = f"127.0.0.1:{port}"
     checks = triton_checks(cfg)

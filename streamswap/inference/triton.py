@@ -193,14 +193,15 @@ def wait_ready(conn: TritonConnection, model: str, version: str, wait_s: float,
         sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
-def model_not_ready(conn: TritonConnection, model: str, version: str = "") -> str | None:
-    """None when the server is ready and serves `model`; else what is wrong and what to do.
-    (`doctor` reports this for every configured model.)"""
+def model_not_ready(conn: TritonConnection, model: str, version: str = "", *,
+                    with_fix: bool = True) -> str | None:
+    """None when the server is ready and serves `model`; else what is wrong and (unless
+    `with_fix` is false: `doctor` prints the fix on its own line) what to do."""
     try:
         server_ready = conn.call("is_server_ready")
     except Exception as exc:
-        return (f"the Triton server at {conn.where} does not answer ({_first_line(exc)}); start it "
-                "(docs/scale-out.md) or set inference.triton.url")
+        why = f"the Triton server at {conn.where} does not answer ({_first_line(exc)})"
+        return why + ("; start it (docs/scale-out.md) or set inference.triton.url" if with_fix else "")
     if not server_ready:
         return f"the Triton server at {conn.where} is up but not ready yet (still loading models?)"
     label = f"{model}" + (f" version {version}" if version else "")
@@ -211,9 +212,9 @@ def model_not_ready(conn: TritonConnection, model: str, version: str = "") -> st
     else:
         detail = ""
     if not ready:
-        return (f"the Triton server at {conn.where} has no ready model {label!r}{detail}: write the "
-                "repository with `streamswap triton export --repo DIR` and load it there, or set "
-                "inference.triton.models.<role>.name")
+        why = f"the Triton server at {conn.where} has no ready model {label!r}{detail}"
+        return why + (": write the repository with `streamswap triton export --repo DIR` and load it "
+                      "there, or set inference.triton.models.<role>.name" if with_fix else "")
     return None
 
 
