@@ -103,3 +103,27 @@ def test_stages_without_people_answer_409(tmp_path) -> None:
         assert code == 409 and "not loaded" in answer["error"]
     finally:
         r.stop()
+
+
+def test_uploaded_photos_can_be_named(served) -> None:
+    """A browser cannot name files on the daemon's machine: photos uploaded to /faces/photos
+    are named "upload:N" in the other calls."""
+    r, photos = served
+    names = []
+    for key in ("alice", "star"):
+        code, _, data = r.client.request("POST", "/faces/photos", body=Path(photos[key]).read_bytes(),
+                                         headers={"Content-Type": "image/png"})
+        answer = json.loads(data)
+        assert code == 200 and answer["photo"].startswith("upload:") and answer["width"] == 40
+        names.append(answer["photo"])
+    code, state = _post(r, "POST", "/faces/map", {"reference": names[0], "source": names[1]})
+    assert code == 200 and state["map"] == [{"reference": names[0], "source": names[1]}]
+    assert list(r.stages.people.identities) == [names[1]]
+    code, state = _post(r, "POST", "/faces/selection", {"mode": "reference", "reference": [names[0]]})
+    assert code == 200 and state["references"] == 1
+    code, answer = _post(r, "POST", "/faces/map", {"reference": "upload:999", "source": names[1]})
+    assert code == 400 and "no such upload" in answer["error"]
+    code, _, data = r.client.request("POST", "/faces/photos", body=b"not an image",
+                                     headers={"Content-Type": "text/plain"})
+    assert code == 415
+    r.assert_streaming()

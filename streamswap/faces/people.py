@@ -91,11 +91,12 @@ class People:
         log.info("face selection changed", extra=kv(**{k: v for k, v in new.describe().items() if k != "map"}))
         return new.describe()
 
-    def add_mapping(self, reference: ImageLike, source: ImageLike) -> dict[str, Any]:
+    def add_mapping(self, reference: ImageLike, source: ImageLike,
+                    names: tuple[str, str] | None = None) -> dict[str, Any]:
         """Map the person in `reference` to the identity in `source` (replacing a rule with
-        the same reference)."""
+        the same reference). `names`: how the rule names them (default: their paths)."""
         identities = dict(self.identities)
-        mapping = self._mapping(reference, source, "map", identities)
+        mapping = self._mapping(reference, source, "map", identities, names)
         self._install(identities, self.selector.rules.with_mapping(mapping))
         log.info("mapping added", extra=kv(reference=mapping.reference, source=mapping.source))
         return self.selector.rules.describe()
@@ -125,16 +126,20 @@ class People:
         self.identities = identities  # first: the rules may name them
         self.selector.rules = rules
 
-    def _mapping(self, reference: ImageLike, source: ImageLike, where: str, identities: dict[str, Any]) -> Mapping:
+    def _mapping(self, reference: ImageLike, source: ImageLike, where: str, identities: dict[str, Any],
+                 names: tuple[str, str] | None = None) -> Mapping:
         self._ensure_recognizer()
         if self.recognizer is None:
             raise ConfigError(f"{where}: mapping people to sources needs a face recognizer; {RECOGNIZER_HINT}")
         embeddings = self.embed_photos([reference], f"{where}.reference")
-        key = source_label(source, 0) if not isinstance(source, np.ndarray) else f"array-{id(source)}"
+        if names is not None:
+            label, key = names
+        else:
+            label = _label(reference, "reference")
+            key = _label(source, "source")
         if key not in identities:
             item = source if isinstance(source, np.ndarray) else Path(source).expanduser()
             identities[key] = self.prepare([item], [key])
-        label = source_label(reference, 0) if not isinstance(reference, np.ndarray) else f"reference-{id(reference)}"
         return Mapping(reference=label, embeddings=embeddings, source=key)
 
     def embed_photos(self, photos: Sequence[ImageLike], where: str) -> np.ndarray:
@@ -163,6 +168,10 @@ class People:
 
     def reset(self) -> None:
         self.selector.reset()
+
+
+def _label(item: ImageLike, kind: str) -> str:
+    return source_label(item, 0) if not isinstance(item, np.ndarray) else f"{kind}-{id(item)}"
 
 
 __all__ = ["DEFAULT_SOURCE", "People", "RECOGNIZER_HINT"]

@@ -333,12 +333,22 @@ async def status(request: Request) -> JSONResponse:
 async def source(request: Request) -> JSONResponse:
     """A face photo as the request body: its identity is swapped in from the next frame."""
     ctx = api_context(request)
+    image, _ = await upload_image(request, ctx.control.set_source_image, "source")
+    return JSONResponse({"ok": True, "width": image.shape[1], "height": image.shape[0]})
+
+
+async def upload_image(request: Request, use: Callable[[Any], Any], path: str) -> tuple[Any, Any]:
+    """The request body as a decoded BGR image (content type, size and header pixel count
+    checked before anything is decoded), and `use(image)` run in a worker thread while this
+    upload still holds the one-at-a-time upload slot (bounded memory). A photo without a
+    face is a 422, another StreamswapError from `use` a 409."""
+    ctx = api_context(request)
     settings = ctx.settings
     ctype = _content_type(request)
     if ctype not in IMAGE_TYPES:
         raise Refused(415, f"Content-Type must be one of {', '.join(IMAGE_TYPES)}; got {ctype} "
                            "(send the file itself as the body: curl --data-binary @face.jpg "
-                           "-H 'Content-Type: image/jpeg' …/source)")
+                           f"-H 'Content-Type: image/jpeg' …/{path})")
     if _declared_length(request) == 0:
         raise Refused(400, "send the image as the request body")
     # One upload read and decoded at a time (bounded memory); the others wait their turn.
@@ -367,14 +377,14 @@ async def source(request: Request) -> JSONResponse:
             raise Refused(400, str(exc)) from None
         del data
         try:
-            await ctx.call(ctx.control.set_source_image, image)
+            result = await ctx.call(use, image)
         except NoFaceError as exc:
             raise Refused(422, str(exc)) from None
         except StreamswapError as exc:
             raise Refused(409, str(exc)) from None
     finally:
         limiter.release()
-    return JSONResponse({"ok": True, "width": image.shape[1], "height": image.shape[0]})
+    return image, result
 
 
 @control.post("/pause", dependencies=[Depends(require_same_origin)], responses={400: _ERR, 415: _ERR})

@@ -5,27 +5,77 @@
                               "unmatched": "keep", "reference": ["/photos/alice.jpg"]} (any subset)
     POST   /faces/map         {"reference": "/photos/alice.jpg", "source": "/photos/star1.jpg"}
     DELETE /faces/map         {"reference": "/photos/alice.jpg"}
+    POST   /faces/photos      a photo as the body (image/jpeg, image/png, ...) -> {"photo": "upload:3"}
 
-Photos are named by path on the daemon's machine (as in the config file); they are read,
-embedded and prepared in a worker thread, and the stages switch at a frame boundary.
+Photos are named by path on the daemon's machine (as in the config file) or by the name an
+upload got ("upload:3"; the last 16 uploads are kept in memory, checked like /source
+uploads); they are embedded and prepared in a worker thread, and the stages switch at a
+frame boundary.
 Bad values and photos without a face are 4xx answers with the reason; the stream goes on.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from streamswap.errors import ConfigError, InputError, NoFaceError, StreamswapError
-from streamswap.service.api import Refused, api_context, json_object, require_auth, require_same_origin
+from streamswap.service.api import (
+    IMAGE_TYPES, Refused, api_context, json_object, require_auth, require_same_origin, upload_image,
+)
 
 _ERR = {"description": "refused", "content": {"application/json": {"example": {"error": "what was wrong"}}}}
 router = APIRouter(tags=["faces"], dependencies=[Depends(require_auth)])
 
 _SELECTION_FIELDS = {"mode": str, "order": str, "index": int, "threshold": (int, float), "unmatched": str,
                      "reference": list}
+
+
+UPLOAD_PREFIX = "upload:"
+KEPT_UPLOADS = 16
+
+
+class PhotoShelf:
+    """The last few uploaded photos (decoded), by name; kept on the app, not globally."""
+
+    def __init__(self, size: int = KEPT_UPLOADS) -> None:
+        self.size = size
+        self._photos: OrderedDict[str, Any] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # uploads store from worker threads
+
+    def put(self, image: Any) -> str:
+        with self._lock:
+            name = f"{UPLOAD_PREFIX}{next(self._ids)}"
+            self._photos[name] = image
+            while len(self._photos) > self.size:
+                self._photos.popitem(last=False)
+            return name
+
+    def get(self, name: str) -> Any:
+        with self._lock:
+            image = self._photos.get(name)
+        if image is None:
+            raise Refused(400, f"{name}: no such upload (the last {self.size} are kept); upload the photo "
+                               "again with POST /faces/photos")
+        return image
+
+
+def _shelf(request: Request) -> PhotoShelf:
+    state = request.app.state
+    if getattr(state, "face_photos", None) is None:
+        state.face_photos = PhotoShelf()
+    return state.face_photos
+
+
+def _photo(request: Request, name: str) -> Any:
+    """An upload's image for "upload:N", else the path as given."""
+    return _shelf(request).get(name) if name.startswith(UPLOAD_PREFIX) else name
 
 
 def _people(request: Request) -> Any:
@@ -70,7 +120,7 @@ async def set_selection(request: Request) -> JSONResponse:
         raise Refused(400, f"unknown field(s) {', '.join(unknown)[:200]}; give any of {', '.join(_SELECTION_FIELDS)}"
                       if unknown else f"give any of {', '.join(_SELECTION_FIELDS)}")
     if "reference" in body:
-        body["reference"] = _path_list(body["reference"], "reference")
+        body["reference"] = [_photo(request, p) for p in _path_list(body["reference"], "reference")]
     for key, kind in _SELECTION_FIELDS.items():
         if key in body and (not isinstance(body[key], kind) or isinstance(body[key], bool)):
             raise Refused(400, f"{key}: wrong type ({type(body[key]).__name__})")
@@ -84,9 +134,25 @@ async def add_mapping(request: Request) -> JSONResponse:
     """Map the person in `reference` (photo path) to the identity in `source` (photo path)."""
     body = await json_object(request)
     if set(body) != {"reference", "source"} or not all(isinstance(body[k], str) and body[k] for k in body):
-        raise Refused(400, 'expected {"reference": "PHOTO", "source": "PHOTO"} (paths on the daemon\'s machine)')
-    state = await _call(request, _people(request).add_mapping, body["reference"], body["source"])
+        raise Refused(400, 'expected {"reference": "PHOTO", "source": "PHOTO"} (paths on the daemon\'s machine '
+                           'or names from POST /faces/photos)')
+    reference, source = body["reference"], body["source"]
+    state = await _call(request, _people(request).add_mapping, _photo(request, reference), _photo(request, source),
+                        names=(reference, source))
     return JSONResponse({"ok": True, **state})
+
+
+@router.post(
+    "/faces/photos", dependencies=[Depends(require_same_origin)],
+    responses={400: _ERR, 413: _ERR, 415: _ERR},
+    openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                                                  for t in IMAGE_TYPES}}},
+)
+async def upload_photo(request: Request) -> JSONResponse:
+    """Upload a photo (reference or source) to name in the other /faces calls."""
+    shelf = _shelf(request)
+    image, name = await upload_image(request, shelf.put, "faces/photos")
+    return JSONResponse({"ok": True, "photo": name, "width": image.shape[1], "height": image.shape[0]})
 
 
 @router.delete("/faces/map", dependencies=[Depends(require_same_origin)], responses={400: _ERR, 409: _ERR})
