@@ -349,6 +349,8 @@ def test_secrets_never_shown_in_status_metrics_or_logs(tmp_path, caplog):
         r.daemon.config.input = "rtsp://admin:hunter2@cam.lan/stream1"
         r.daemon.config.outputs = ["null://", out]
         r.daemon.metrics.reconnect(out)  # the runtime labels reconnects with a sink's name
+        config = r.daemon.status()["daemon"]["config"]  # in-process callers get masked addresses too
+        assert config["input"] == "rtsp://admin:***@cam.lan/stream1" and KEY not in str(config["outputs"])
         code, _, data = r.client.request("GET", "/status")
         assert code == 200 and b"cam.lan" in data and b"live/***" in data
         code, _, metrics = r.client.request("GET", "/metrics")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from streamswap.errors import ConfigError, StreamswapError
 from streamswap.logs import kv
+from streamswap.redact import redact_uri
 from streamswap.service.api import ControlApi
 from streamswap.service.control import PipelineControl, StageSet
 from streamswap.service.metrics import Metrics
@@ -549,8 +550,8 @@ class Daemon:
                 "pipeline_restarts": self._restarts,
                 "uptime_s": round(self._clock() - self.started_at, 1),
                 "api": self.api.url if self.api else None,
-                "config": {"source": list(self.config.source), "input": self.config.input,
-                           "outputs": list(self.config.outputs),
+                "config": {"source": list(self.config.source), "input": redact_uri(self.config.input),
+                           "outputs": [redact_uri(uri) for uri in self.config.outputs],
                            "service": asdict(self.settings) | {"token": None}},
             },
         }
