@@ -255,3 +255,16 @@ def test_a_reload_parses_off_the_control_lock_with_a_deadline(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="billion laughs"):
         daemon.reload()
     assert time.monotonic() - started < 2 and daemon.config is old
+
+
+def test_special_source_photos_are_named_before_models_load(fifo: Path) -> None:
+    env = {**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)}
+    for command in (["run", "-s", str(fifo), "-i", "test://?frames=2", "-o", "null://"],
+                    ["swap-image", "-s", "/dev/zero", "-t", "/dev/zero", "-o", "/tmp/unused-h12b.png"],
+                    ["run", "--size", "1x1", "-i", "test://?frames=2", "-o", "null://"]):
+        result = subprocess.run([sys.executable, "-m", "streamswap", "--log-level", "WARNING", *command],
+                                capture_output=True, text=True, timeout=60, env=env)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode != 0 and len(lines) == 1, (command, result.stderr)
+        assert "face stages" not in result.stderr  # nothing was loaded first
+        assert any(word in lines[0] for word in ("FIFO", "character device", "16 to 8192")), lines[0]

@@ -27,6 +27,10 @@ def parse_size(text: str) -> tuple[int, int]:
     if not match:
         raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720")
     width, height = int(match[1]), int(match[2])
+    from streamswap.io.base import MAX_FRAME_SIDE, MIN_FRAME_SIDE
+
+    if not (MIN_FRAME_SIDE <= width <= MAX_FRAME_SIDE and MIN_FRAME_SIDE <= height <= MAX_FRAME_SIDE):
+        raise InputError(f"--size {text}: each side must be {MIN_FRAME_SIDE} to {MAX_FRAME_SIDE} pixels")
     if width % 2 or height % 2:
         raise InputError(f"--size {text}: width and height must be even (H.264 4:2:0), e.g. "
                          f"{width - width % 2}x{height - height % 2}")

@@ -126,7 +126,12 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if live is None and kind == "test" and not any(
             output_kind(uri) in _REALTIME_OUTPUTS for uri in config.outputs):
         live = False  # only files written: every generated frame, as fast as it goes
-    # A mistyped input or output is reported before the models load (seconds).
+    # A mistyped input or output, or a source photo that is missing or not a regular file
+    # (a FIFO, /dev/zero), is reported before the models load (seconds).
+    from streamswap.files import check_regular
+
+    for src in config.source:
+        check_regular(Path(src).expanduser(), "source photo")
     endpoints = plan_endpoints(config, live=live)  # every problem with them at once
     source = endpoints.source
     face = build_stages(config)

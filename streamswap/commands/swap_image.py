@@ -46,9 +46,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     config = ctx.config(**overrides)
     if not config.source:
         raise InputError("no source face given; pass --source FACE.jpg (or set `source` in the config)")
-    for src in config.source:  # a missing source is named before any model loads
-        if not Path(src).expanduser().exists():
-            raise InputError(f"{src}: source image not found; check the path")
+    from streamswap.files import check_regular
+
+    for src in config.source:  # a missing or special (FIFO, device) source is named before any model loads
+        check_regular(Path(src).expanduser(), "source image")
     output = Path(args.output).expanduser()
     existing = "overwrite" if args.overwrite else "refuse"
     protect = [str(Path(src).expanduser()) for src in config.source]
