@@ -122,6 +122,8 @@ def test_tensorrt_plan_needs_the_servers_gpu(config, tmp_path) -> None:
     ("inference.triton.models", {"swapper": {"version": "latest"}}, "inference.triton.models.swapper.version"),
     ("inference.triton.protocol", "quic", "inference.triton.protocol: must be one of grpc, http"),
     ("inference.triton.timeout_s", 0, "inference.triton.timeout_s: must be between"),
+    ("inference.triton.headers", {"x-token": "a\r\nInjected: 1"}, "inference.triton.headers.x-token: a header value"),
+    ("inference.triton.headers", {"bad name": "v"}, "inference.triton.headers: 'bad name' is not a valid"),
 ])
 def test_bad_triton_settings_name_their_key(key, value, message) -> None:
     from streamswap.config import load_config

@@ -81,7 +81,9 @@ def export(config: Any, repo: Path, *, platform: str = "onnxruntime_onnx", max_b
                           fp16=settings.engine_precision == "fp16", workspace_mb=settings.workspace_mb,
                           plan_dims=plan_dims)
     written = write_repository(repo, models, options, force=force)
-    for item, model in zip(written, models):
+    by_name = {m.name: m for m in models}
+    for item in written:
+        model = by_name[item.name]
         batching = (f"max_batch_size {max_batch}, dynamic batching" if model.io.batched
                     else "max_batch_size 0 (fixed batch)")
         print(f"{item.name}: {item.state} ({model.platform}, {batching})")

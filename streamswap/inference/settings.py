@@ -59,6 +59,13 @@ class TritonSettings:
         if "://" in self.url or "/" in self.url:
             raise ConfigError(f"{where}.url: host:port without a scheme or path, got {self.url!r} "
                               "(gRPC or HTTP is protocol:, TLS is ssl: true)")
+        import re
+
+        for name, value in self.headers.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ConfigError(f"{where}.headers: {name!r} is not a valid header name")
+            if any(c in value for c in "\r\n\0"):
+                raise ConfigError(f"{where}.headers.{name}: a header value cannot hold line breaks")
         for role in self.models:
             if role not in TRITON_ROLES:
                 raise ConfigError(f"{where}.models.{role}: unknown role (one of {', '.join(TRITON_ROLES)})")

@@ -158,6 +158,8 @@ def write_repository(repo: Path, models: Sequence[RepoModel], options: RepoOptio
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise OutputError(f"--repo {repo}: exists and is not a folder")
+    # One file serving two roles is one model on the server.
+    models = list({(m.name, Path(m.source).resolve(), m.platform): m for m in models}.values())
     names = [m.name for m in models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
