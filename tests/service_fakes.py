@@ -55,6 +55,9 @@ class _Step:
         self.owner = owner
         self.error_policy = ErrorPolicy(clear_faces=name == "detect", restore_frame=name == "swap")
 
+    def start(self, video: Any, live: bool) -> None:
+        pass
+
     def process(self, frame: np.ndarray, item: Any) -> None:
         if self.name == "detect":
             item.faces = self.owner.detect(frame, item.meta.index)

@@ -112,3 +112,61 @@ def test_detect_every_shows_in_the_stats_line_and_log_fields() -> None:
     assert flat_stats(dict(snap, **cadence.snapshot()))["detect_every"] == 3
     fixed = DetectCadence(detect_every=2)
     assert format_stats_line(dict(snap, **fixed.snapshot())).endswith("| detect 1/2")
+
+
+class _ClockedDetector:
+    """A detector that 'takes' `seconds` of the fake clock and finds the anchor scene's face."""
+
+    def __init__(self, clock: FakeClock, seconds: float, truth: dict[int, object]) -> None:
+        self.clock, self.seconds, self.truth, self.index = clock, seconds, truth, 0
+
+    def detect(self, bgr):  # noqa: ANN001 - a Detector
+        from test_face_flow import face_at
+
+        self.clock.now += self.seconds
+        face = face_at(self.truth[self.index])
+        face.track_id = None
+        return [face]
+
+
+def test_detect_stage_adapts_on_a_live_input_and_follows_faces_in_between() -> None:
+    """DetectStage with a slow detector on a live 30 fps input: the detector runs on one frame
+    of N (N from the measured times, shown by describe()), and on the frames in between the
+    face is followed by optical flow, not held where the detector saw it."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from streamswap.faces.settings import TrackingSettings
+    from streamswap.faces.stages import DetectStage
+    from streamswap.io.base import VideoFormat
+    from test_face_flow import scene, textured_photo
+
+    clock = FakeClock()
+    truth: dict[int, object] = {}
+    detector = _ClockedDetector(clock, 0.070, truth)
+    stage = DetectStage(detector, tracking=TrackingSettings(detect_every=1, max_detect_every=4, smoothing=0.0),
+                        clock=clock)
+    stage.start(VideoFormat(1280, 720, Fraction(30), Fraction(1, 30)), live=True)
+    photo = textured_photo()
+    errors = []
+    for index in range(40):
+        clock.now = max(clock.now, index / 30)
+        frame, truth[index] = scene(index, photo)
+        detector.index = index
+        faces = stage.faces(frame, index)
+        errors.append(float(np.abs(faces[0].box - truth[index]).max()))
+    snap = stage.describe()
+    assert snap["detect_adaptive"] is True and snap["detect_every"] == 3  # (70 + 2·~0)/3 ms ≤ 28 ms
+    assert stage.detector_calls <= 40 // 3 + 3
+    assert max(errors[10:]) < 4  # tracked frames follow the moving photo (~15 px a frame)
+
+    # the same stage on a file: every frame runs the detector, whatever it costs
+    stage.close()
+    stage.start(VideoFormat(1280, 720, Fraction(30), Fraction(1, 30)), live=False)
+    calls = stage.detector_calls
+    for index in range(10):
+        frame, truth[index] = scene(index, photo)
+        detector.index = index
+        stage.faces(frame, index)
+    assert stage.detector_calls - calls == 10 and stage.describe()["detect_every"] == 1

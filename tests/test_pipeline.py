@@ -135,6 +135,9 @@ class _CallStage:
         self.owner = owner
         self.error_policy = ErrorPolicy(clear_faces=True) if name == "detect" else ErrorPolicy(restore_frame=True)
 
+    def start(self, video: Any, live: bool) -> None:
+        pass
+
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         if self.name == "detect":
             item.faces = self.owner.detect(frame, item.meta.index)

@@ -113,6 +113,9 @@ class _TimedStage:
     def __init__(self, name: str, fn: Callable[[np.ndarray], None], owner: "_Stages") -> None:
         self.name, self._fn, self._owner = name, fn, owner
 
+    def start(self, video: Any, live: bool) -> None:
+        pass
+
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         t0 = time.perf_counter()
         self._fn(frame)

@@ -1,12 +1,14 @@
 """The face side of the pipeline, one owner per part (`pipeline.stage.Stage`):
 
 - `DetectStage` owns the detector, the landmarker and the tracker. The detector runs
-  every `faces.tracking.detect_every` frames; in between, each track's face is re-found
-  by the landmarker from its previous landmarks (MediaPipe's detect-then-track scheme),
-  or held where it was when there is no landmarker. Tracks keep stable ids (IoU
-  matching) and their points are smoothed over time. Per-frame face selection
-  (faces.select / faces.map through `faces.people.People`: which faces, which source
-  each) and an adaptive detect interval belong here (`select` runs on every frame's faces).
+  every `faces.tracking.detect_every` frames, on a live input every N frames with N
+  adapted to the measured times so the stage holds the input's rate (`faces.cadence`,
+  up to `max_detect_every`); in between, each track's face is re-found by the
+  landmarker from its previous landmarks (MediaPipe's detect-then-track scheme), or
+  followed by optical flow when there is no landmarker (`faces.flow`). Tracks keep
+  stable ids (IoU matching) and their points are smoothed over time. Per-frame face
+  selection (faces.select / faces.map through `faces.people.People`: which faces, which
+  source each) runs on every frame's faces.
 - `SwapStage` owns the swapper and the enhancer, and one "next identity" slot: a new
   identity is taken from it at a frame boundary, so a switch never stalls a frame. Faces
   mapped to another person's source are swapped group by group with that identity.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -34,7 +37,9 @@ import cv2
 import numpy as np
 
 from streamswap.errors import InputError, StreamswapError
+from streamswap.faces.cadence import DetectCadence
 from streamswap.faces.detectors.common import Detector
+from streamswap.faces.flow import FaceFlow
 from streamswap.faces.identity import ImageLike, SourceFace, SourceFaces, identity_hash, pick_face, source_label
 from streamswap.faces.landmarks import Landmarker, attach_mesh
 from streamswap.faces.people import People
@@ -43,6 +48,7 @@ from streamswap.faces.settings import TrackingSettings
 from streamswap.faces.swappers.base import Enhancer, Swapper
 from streamswap.faces.tracking import FaceTracker, iou
 from streamswap.faces.types import Face
+from streamswap.io.base import VideoFormat
 from streamswap.io.images import read_image
 from streamswap.logs import kv
 from streamswap.pipeline.frame_queue import FrameItem
@@ -86,6 +92,7 @@ class DetectStage:
         tracking: TrackingSettings | None = None,
         min_presence: float = 0.5,
         people: People | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.detector = detector
         self.landmarker = landmarker
@@ -96,15 +103,21 @@ class DetectStage:
         # one, it survives a single missed detection.
         self.tracker = FaceTracker(smoothing=self.tracking.smoothing,
                                    max_missed=30 if landmarker is not None else 1)
+        self.cadence = DetectCadence(self.tracking.detect_every, self.tracking.max_detect_every, clock=clock)
+        self.flow = FaceFlow() if landmarker is None else None
         self.detector_calls = 0
         self._last_detect: int | None = None
 
     # --- Stage --------------------------------------------------------------------------------
+    def start(self, video: VideoFormat, live: bool) -> None:
+        """A live input adapts the detect period to its frame rate; a file keeps detect_every."""
+        self.cadence.set_live_rate(float(video.fps) if live else None)
+
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         item.faces = self.faces(frame, item.meta.index)
 
     def describe(self) -> dict[str, Any]:
-        return {}
+        return self.cadence.snapshot()
 
     def close(self) -> None:
         """A pipeline ended: the next one starts with fresh tracks."""
@@ -112,8 +125,13 @@ class DetectStage:
 
     # --- work ---------------------------------------------------------------------------------
     def faces(self, frame: np.ndarray, index: int) -> list[Face]:
-        """The faces to swap in frame `index`: found or tracked, then selected."""
-        return self.select(frame, self.detect(frame, index), index)
+        """The faces to swap in frame `index`: found or tracked, then selected. The whole
+        stage's time per frame is what the cadence weighs against the frame interval."""
+        self.cadence.begin(self.cadence.due(index, self._last_detect))
+        try:
+            return self.select(frame, self.detect(frame, index), index)
+        finally:
+            self.cadence.end()
 
     def select(self, frame: np.ndarray, faces: list[Face], index: int) -> list[Face]:
         """Which of the frame's faces are swapped, and with which source (`Face.source`):
@@ -124,17 +142,22 @@ class DetectStage:
 
     def detect(self, frame: np.ndarray, index: int) -> list[Face]:
         """Faces of `frame` (frame sequence number `index`), tracked and smoothed."""
-        last = self._last_detect
         # A lost track resets `last`; an empty scene still waits for the detector's turn,
         # so no face in view does not turn detect-every-N into detect-every-frame.
-        if last is None or index < last or index - last >= self.tracking.detect_every:
-            return self._detect(frame, index)
-        return self._track(frame)
+        if self.cadence.due(index, self._last_detect):
+            faces = self._detect(frame, index)
+        else:
+            faces = self._track(frame)
+        if self.flow is not None and (self.cadence.adaptive or self.cadence.every > 1):
+            self.flow.remember(frame, faces)  # where the next tracked frame follows them from
+        return faces
 
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated image or stream follows)."""
         self.tracker.reset()
         self._last_detect = None
+        if self.flow is not None:
+            self.flow.reset()
         if self.people is not None:
             self.people.reset()
 
@@ -159,7 +182,9 @@ class DetectStage:
     def _track(self, frame: np.ndarray) -> list[Face]:
         predicted = self.tracker.predict()
         if self.landmarker is None or not predicted:
-            return [self.tracker.observe(f.track_id, f) for f in predicted]  # held in place
+            if self.flow is not None:  # moved as the image moved (held when it cannot tell)
+                predicted = self.flow.follow(frame, predicted)
+            return [self.tracker.observe(f.track_id, f) for f in predicted]
         return self._follow(frame, predicted)
 
     def _follow(self, frame: np.ndarray, predicted: list[Face], on_loss_detect: bool = True) -> list[Face]:
@@ -212,6 +237,9 @@ class SwapStage:
         self._next.append(identity)
 
     # --- Stage --------------------------------------------------------------------------------
+    def start(self, video: VideoFormat, live: bool) -> None:
+        pass
+
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         self.swap(frame, item.faces)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from streamswap.io.base import VideoFormat
 from streamswap.io.label import Labeler
 from streamswap.io.settings import LabelSettings
 from streamswap.pipeline.frame_queue import FrameItem
@@ -22,6 +23,9 @@ class LabelStage:
 
     def __init__(self, settings: LabelSettings) -> None:
         self._labeler = Labeler(settings)
+
+    def start(self, video: VideoFormat, live: bool) -> None:
+        pass
 
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         self._labeler.draw(frame)

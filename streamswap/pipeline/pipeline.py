@@ -225,6 +225,8 @@ class Pipeline:
         if self.settings.restore_on_error:
             self._backups = {s.name: np.empty(self.pool.shape, np.uint8)
                              for s in self.stages if s.error_policy.restore_frame}
+        for stage in self.stages:
+            stage.start(self.video, self.live)
         self.queues = [FrameQueue(q, s.name) for s in self.stages]
         self.sink_queues = [FrameQueue(q_out, f"sink {sink.name}") for sink in self._sinks]
         tee = self._tee = _Tee(self.sink_queues, self._refs, self.live,

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamswap.io.base import VideoFormat
 from streamswap.pipeline.frame_queue import FrameItem
 
 
@@ -38,6 +39,11 @@ class Stage(Protocol):
     # False: the stage also runs while the pipeline is paused (e.g. the output label);
     # a pausable stage is skipped then and the frame passes through it untouched.
     pausable: bool
+
+    def start(self, video: VideoFormat, live: bool) -> None:
+        """A pipeline is about to run: its frames' format and rate, and whether the input
+        is live (paced by the source, frames dropped when behind) or a file (lossless)."""
+        ...
 
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         """Work on one frame in place (`item.faces` carries what earlier stages found).
