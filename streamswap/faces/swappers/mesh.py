@@ -48,6 +48,7 @@ _MOUTH_IN = np.array(LIPS_INNER, dtype=np.int32)
 _MOUTH_OUT = np.array(LIPS_OUTER, dtype=np.int32)
 _BROWS = np.array(RIGHT_EYEBROW + LEFT_EYEBROW, dtype=np.int32)
 _BROW_PAIR = (np.array(RIGHT_EYEBROW, dtype=np.int32), np.array(LEFT_EYEBROW, dtype=np.int32))
+_SKIN_FOREHEAD = 0.1  # skin statistics reach this far above the brows (× brow-to-hairline)
 _LOW_RES_FACE = 200  # source faces smaller than this (px) are denoised before use
 
 _SHIFT = 4  # sub-pixel bits for OpenCV's polygon fills
@@ -114,12 +115,14 @@ def _scaled_about_centre(poly: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Face oval, and what to cut out of it for skin statistics and the relight (eyes, brows,
+    """The face below the fringe (the oval capped just above the brows: hair over the
+    forehead would inflate the contrast statistics, and the swap then flattens the face into
+    a pale mask), and what to cut out of it for skin statistics and the relight (eyes, brows,
     lips): a dark brow inside the target's low frequencies would reappear as a shadow brow
     next to the source's."""
     holes = ([_scaled_about_centre(pts[e], 1.4) for e in _EYES] + [pts[_MOUTH_OUT]]
              + [_scaled_about_centre(pts[b], 1.3) for b in _BROW_PAIR])
-    return pts[_OVAL], holes
+    return capped_oval(pts, _SKIN_FOREHEAD), holes
 
 
 def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "source image",
