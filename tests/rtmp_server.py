@@ -102,6 +102,16 @@ class RtmpServer:
         """Crash the server: SIGKILL to master and workers (connections reset)."""
         self._signal(signal.SIGKILL)
 
+    def freeze(self) -> None:
+        """Stop reading: SIGSTOP to master and workers. Connections stay open, nothing is
+        read, so a client's socket buffers fill and its writes block (a frozen server)."""
+        assert self._proc is not None, "not running"
+        os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Shut down (fast) and reap."""
         self._signal(signal.SIGTERM)
@@ -110,6 +120,7 @@ class RtmpServer:
         proc = self._proc
         if proc is None:
             return
+        self.thaw()  # a frozen server would not act on the signal
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

@@ -59,7 +59,7 @@ class Serve:
     def __init__(self, tmp: Path, *, fake_stages: bool = True, api_host: str = "127.0.0.1",
                  env: dict[str, str] | None = None, service: dict | None = None,
                  wd_usec: int = 400_000, input: str = "test://", outputs: tuple[str, ...] = ("null://",),
-                 source: tuple[str, ...] = ()) -> None:
+                 source: tuple[str, ...] = (), config: dict | None = None) -> None:
         self.tmp = tmp
         self.listener = NotifyListener(str(tmp / "notify.sock"))
         self.hang = tmp / "hang"
@@ -67,7 +67,8 @@ class Serve:
         self.port = free_port(api_host)
         self.config_file = tmp / "serve.yaml"
         self.config = {"input": "test://", "outputs": ["null://"], "source": list(source),
-                       "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})}}
+                       "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})},
+                       **(config or {})}
         self.config_file.write_text(yaml.safe_dump(self.config))
         cmd = [sys.executable, "-c", WRAPPER] if fake_stages else [sys.executable, "-m", "streamswap"]
         cmd += ["serve", "--config", str(self.config_file), "--input", input,
@@ -486,6 +487,58 @@ def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path): 
         s.assert_streaming()
     finally:
         assert s.stop() == 0
+
+
+def test_a_frozen_rtmp_server_does_not_hold_up_the_recording_beside_it(rtmp_server, tmp_path):  # noqa: F811
+    """An RTMP server that keeps the connection and stops reading (SIGSTOP: its socket
+    buffers fill, every write blocks) beside a file output: the file keeps getting frames,
+    and after SIGTERM it is finalised within the drain deadline + 1 s and holds every frame
+    the stats say it was given."""
+    import av
+
+    # Noise at 20 Mbit/s fills the connection's socket buffers (a few MB) within seconds.
+    clip = tmp_path / "noise.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.options = {"crf": "10", "preset": "ultrafast"}
+        for _ in range(30):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (480, 640, 3), np.uint8), format="bgr24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    recording = tmp_path / "rec.mp4"
+    rtmp = rtmp_server.url("cam")
+    s = Serve(tmp_path, input=str(clip), outputs=(rtmp, str(recording)), config={"io": {"bitrate_kbps": 20000}})
+    try:
+        s.wait_ready()
+        s.assert_streaming()
+        rtmp_server.freeze()
+        deadline = time.monotonic() + 30
+        while True:  # the frozen output's queue overflows: its writes block
+            frames = s.client.json("GET", "/status")[1]["output_frames"]
+            if frames[redact_uri(rtmp)]["dropped"] > 30:
+                break
+            assert time.monotonic() < deadline, (frames, s.output())
+            time.sleep(0.2)
+        s.assert_streaming(frames=30)  # the recording goes on meanwhile
+        started = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        rc = s.proc.wait(30)
+        elapsed = time.monotonic() - started
+    finally:
+        log_text = s.output()
+        rtmp_server.thaw()
+        s.stop()
+    assert rc == 0, log_text
+    drain_deadline = 5.0  # the daemon's shutdown drain
+    assert elapsed < drain_deadline + 1.0 + 1.0, (elapsed, log_text)  # + interpreter exit
+    closed = re.findall(r"output closed output=(\S+) frames=(\d+)", log_text)
+    written = [int(n) for name, n in closed if name.strip('"') == str(recording)]
+    assert written, log_text
+    with av.open(str(recording)) as container:  # finalised: it has its index, it plays
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == written[0] >= 30
 
 
 def test_bad_input_uri_fails_before_the_models_load(tmp_path):

@@ -50,13 +50,16 @@ class FrameQueue:
         with self._cond:
             return len(self._items)
 
-    def put(self, item: FrameItem) -> None:
-        """Append, waiting while the queue is full (block policy)."""
+    def put(self, item: FrameItem, timeout: float | None = None) -> bool:
+        """Append, waiting while the queue is full (block policy). With `timeout`: False
+        (nothing appended) when it is still full after that many seconds."""
         with self._cond:
-            self._cond.wait_for(lambda: len(self._items) < self.capacity or self._closed)
+            if not self._cond.wait_for(lambda: len(self._items) < self.capacity or self._closed, timeout):
+                return False
             if self._closed:
                 raise QueueClosed(self.name)
             self._append(item)
+            return True
 
     def put_drop_oldest(self, item: FrameItem) -> FrameItem | None:
         """Append without waiting; when full, remove and return the oldest waiting item.

@@ -44,6 +44,9 @@ _AUDIO_ONLY = -1  # FrameItem.slot of an item that only carries trailing audio p
 # After an aborted drain, how long stop() still waits for the threads (a sink stuck in a
 # write to a frozen server is left behind: it holds no other output).
 _ABORT_GRACE_S = 1.0
+# While draining, how long a live output's full queue is waited for before that output is
+# given up on (it then drops its frames, as when live).
+DRAIN_OUTPUT_WAIT_S = 0.5
 
 
 class _SlotRefs:
@@ -91,9 +94,11 @@ class _Tee:
         self._dropped = dropped  # (sink number, item) a sink's queue pushed out
         self._no_sink = no_sink  # a frame of a pipeline without outputs
         # Set once the input ended or a stop was asked: the frames still in flight are few
-        # and must all arrive (a sink that never takes them is given up on at the drain
-        # deadline, when the queues are closed).
+        # and should all arrive, so a live output's queue is waited for too, but only a
+        # moment: an output that takes nothing for that long (a frozen server) is given up
+        # on and drops its frames again, so it cannot hold the others' last frames back.
         self.draining = False
+        self._stuck: set[int] = set()  # outputs given up on while draining
 
     def __len__(self) -> int:
         return 0
@@ -109,12 +114,16 @@ class _Tee:
         for number, queue in enumerate(self.queues):
             # Each sink gets its own item: a drop moves audio onto that sink's next frame.
             mine = FrameItem(item.slot, item.meta, (), list(item.audio))
-            if self._live and not self.draining:
-                dropped = queue.put_drop_oldest(mine)
-                if dropped is not None:
-                    self._dropped(number, dropped)
-            else:
+            if not self._live:
                 queue.put(mine)
+                continue
+            if self.draining and number not in self._stuck:
+                if queue.put(mine, timeout=DRAIN_OUTPUT_WAIT_S):
+                    continue
+                self._stuck.add(number)
+            dropped = queue.put_drop_oldest(mine)
+            if dropped is not None:
+                self._dropped(number, dropped)
 
     def put_drop_oldest(self, item: FrameItem) -> None:
         self.put(item)  # each sink's queue drops for itself
