@@ -408,3 +408,17 @@ def test_doctor_judges_the_configs_input_outputs_and_models(tmp_path: Path) -> N
     assert "FAIL     model inswapper_128" in out and f"models fetch --for-config -c {config}" in out
     if not list(Path("/sys/class/video4linux").glob("video*")):
         assert "FAIL     output vcam://" in out
+
+
+def test_doctor_with_a_triton_config_and_no_server_fails_with_the_fix(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "triton.yaml"
+    config.write_text(f"inference:\n  backend: triton\n  triton:\n    url: 127.0.0.1:{port}\n")
+    result = run_cli("doctor", "-c", str(config), "--quiet")
+    assert result.returncode == 1, result.stdout
+    assert "FAIL     triton server" in result.stdout and "does not answer" in result.stdout
+    assert "streamswap triton export" in result.stdout
