@@ -77,19 +77,20 @@ def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool =
     (SUPPRESS), so a value given there overrides one given before it, and no value given
     there leaves the top-level default alone."""
     default = (lambda value: argparse.SUPPRESS) if after_command else (lambda value: value)
-    parser.add_argument(
+    group: Any = parser.add_argument_group("global options (before or after the command)") if after_command else parser
+    group.add_argument(
         "-c", "--config", metavar="FILE", default=default(None),
         help="YAML config file (default: $STREAMSWAP_CONFIG, else built-in defaults)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--models-dir", metavar="DIR", default=default(None),
         help="folder holding model files (overrides models.dir and $STREAMSWAP_MODELS_DIR)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--log-level", default=default("INFO"), type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default: INFO)",
     )
-    parser.add_argument("--debug", action="store_true", default=default(False),
+    group.add_argument("--debug", action="store_true", default=default(False),
                         help="show tracebacks and debug logs")
 
 

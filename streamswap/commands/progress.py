@@ -82,8 +82,13 @@ class ProgressPrinter(StatsPrinter):
             if self._bar is None:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=total, unit="frame", desc=self.label, file=self.stream,
-                                 dynamic_ncols=True, smoothing=0.1, leave=True)
+                # Frames done before the first tick are its starting point, not a burst of
+                # speed (the rate and ETA count from here). A terminal that reports no width
+                # (a pty nobody sized) gets 100 columns rather than nothing.
+                sized = _terminal_columns(self.stream) > 0
+                self._bar = tqdm(total=total, initial=done, unit="frame", desc=self.label, file=self.stream,
+                                 dynamic_ncols=sized, ncols=None if sized else 100,
+                                 nrows=None if sized else 24, smoothing=0.1, leave=True)
             self._bar.update(done - self._bar.n)
             extra = f"drops {snap['dropped']}"
             errors = sum(snap.get("errors", {}).values())
@@ -103,6 +108,15 @@ class ProgressPrinter(StatsPrinter):
             self._bar.close()
             self._bar = None
         super().done()
+
+
+def _terminal_columns(stream: Any) -> int:
+    import os
+
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def format_duration(seconds: float | None) -> str:
