@@ -308,6 +308,9 @@ def test_a_mistyped_model_name_gets_a_suggestion() -> None:
 def test_every_missing_model_is_named_at_once(tmp_path: Path) -> None:
     config = tmp_path / "neural.yaml"
     config.write_text("faces:\n  swapper:\n    model: inswapper_128\n  enhancer: gfpgan_1.4\n")
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "face.jpg"), np.full((64, 64, 3), 128, np.uint8))  # read after the models
     result = run_cli("run", "-c", str(config), "-s", str(tmp_path / "face.jpg"), "-i", "test://?frames=1",
                      "-o", "null://", "--models-dir", str(tmp_path / "models"))
     assert result.returncode != 0
