@@ -27,12 +27,34 @@ def _where(node_or_mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
 
 
+_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
 class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader with a nesting limit and duplicate-key refusal while composing."""
+    """SafeLoader with a nesting limit and duplicate-key refusal while composing, only the
+    plain data types a configuration has (no !!binary, !!set, !!timestamp: a plain value
+    that looks like a date stays a string), and values that fail to convert (an integer of
+    5000 digits) reported by line instead of escaping as a Python error."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:  # type: ignore[override]
+        if node.tag not in _TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(f"{_where(node)}: the YAML tag {shorten(tag)} is not allowed in a "
+                              "configuration (only strings, numbers, true/false, null, lists, mappings)")
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ConfigError(f"{_where(node)}: cannot read this value ({shorten(str(exc), 120)})") from None
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
         self._depth += 1
@@ -109,6 +131,8 @@ def load(text: str, name: str) -> Any:
             raise ConfigError(f"{name}: {exc}") from None
         try:
             return loader.construct_document(node)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at {_where(mark)}" if mark else ""

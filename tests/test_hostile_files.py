@@ -5,6 +5,7 @@ one-line error, quickly, without the memory it asks for."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -268,3 +269,19 @@ def test_special_source_photos_are_named_before_models_load(fifo: Path) -> None:
         assert result.returncode != 0 and len(lines) == 1, (command, result.stderr)
         assert "face stages" not in result.stderr  # nothing was loaded first
         assert any(word in lines[0] for word in ("FIFO", "character device", "16 to 8192")), lines[0]
+
+
+def test_only_plain_data_types_and_convertible_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    cases = [
+        ("io:\n  width: " + "1" * 5000 + "\n", "line 2, column 10: cannot read this value"),
+        ('io:\n  width: !!binary "AAAA"\n', "the YAML tag '!!binary' is not allowed"),
+        ("source: !!set {a, b}\n", "the YAML tag '!!set' is not allowed"),
+        ("input: !!python/object:os.system ls\n", "is not allowed in a configuration"),
+    ]
+    for text, expected in cases:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_config(path)
+    path.write_text("input: 2001-12-14\n")  # looks like a date, is a file name
+    assert load_config(path).input == "2001-12-14"
