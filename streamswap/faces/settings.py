@@ -65,7 +65,7 @@ class MeshSettings:
     relight: float = field(default=1.0, metadata=limits(min=0.0, max=1.0))  # take the target's shading
     relight_color: float = field(default=0.5, metadata=limits(min=0.0, max=1.0))  # share of local tint with it
     relight_scale: float = field(default=0.2, metadata=limits(min=0.02, max=1.0))  # "low frequency" blur radius
-    max_std_ratio: float = field(default=1.6, metadata=limits(min=1.0, max=4.0))  # clamp of the std transfer
+    max_std_ratio: float = field(default=2.2, metadata=limits(min=1.0, max=4.0))  # clamp of the std transfer
     # Share of the way the swapped skin's colour moves toward the target's skin around the
     # face (neck, ears, forehead edge), from its own face's.
     surround: float = field(default=0.15, metadata=limits(min=0.0, max=1.0))

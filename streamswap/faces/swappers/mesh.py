@@ -561,6 +561,8 @@ class MeshSwapper:
             cv2.LUT(buf.warped_lab, self._lut, dst=buf.matched_lab)
             if st.relight > 0:
                 self._relight(buf, size, identity)
+            if identity.colourless:  # a black-and-white source has no colour to give: the target's, pixel for pixel
+                cv2.mixChannels([buf.target_lab], [buf.matched_lab], [1, 1, 2, 2])
             if st.surround > 0:
                 ring = surrounding_skin(frame, pts_frame, t_mean.ravel(), t_std.ravel())
                 if ring is not None:  # toward the skin around the face: neck, ears, forehead edge
