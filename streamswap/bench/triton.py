@@ -237,8 +237,11 @@ def _print(r: dict[str, Any]) -> None:
     print(f"{'role':>20} {'model':>24} {'inferences':>10} {'executions':>10} {'mean batch':>10} "
           f"{'requests/exec':>13} {'queue ms':>9} {'compute ms':>10}")
     for role, s in r["server"].items():
+        if not s["executions"]:  # not called during the run (e.g. the identity was cached)
+            print(f"{role:>20} {s['model'][:24]:>24} {0:>10} {0:>10} {'–':>10} {'–':>13} {'–':>9} {'–':>10}")
+            continue
         print(f"{role:>20} {s['model'][:24]:>24} {s['inferences']:>10} {s['executions']:>10} "
-              f"{s['mean_batch'] or 0:>10.2f} {s['requests_per_execution'] or 0:>13.2f} "
+              f"{s['mean_batch']:>10.2f} {s['requests_per_execution']:>13.2f} "
               f"{s['queue_ms_per_request']:>9.2f} {s['compute_ms_per_request']:>10.2f}")
     _print_roundtrip(r)
 
