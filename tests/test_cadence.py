@@ -24,9 +24,9 @@ def run_frames(cadence: DetectCadence, clock: FakeClock, frames: int, detect_s: 
         frame_start = index / 30
         clock.now = max(clock.now, frame_start)
         detect = cadence.due(index, last[0])
-        cadence.begin(detect)
+        cadence.begin()
         clock.now += detect_s if detect else track_s
-        cadence.end()
+        cadence.end(detect)
         if detect:
             last[0] = index
             detected.append(index)
@@ -170,3 +170,28 @@ def test_detect_stage_adapts_on_a_live_input_and_follows_faces_in_between() -> N
         detector.index = index
         stage.faces(frame, index)
     assert stage.detector_calls - calls == 10 and stage.describe()["detect_every"] == 1
+
+
+def test_n_counts_the_frames_the_stage_processes_not_source_indices() -> None:
+    """On a live input the capture ring drops frames: indices 0, 2, 5, … still run the
+    detector on one processed frame of N; an index going back (a new stream) runs it at once."""
+    import numpy as np
+
+    from streamswap.faces.settings import TrackingSettings
+    from streamswap.faces.stages import DetectStage
+
+    class Counting:
+        def detect(self, bgr):  # noqa: ANN001 - a Detector
+            return []
+
+    stage = DetectStage(Counting(), tracking=TrackingSettings(detect_every=3))
+    frame = np.zeros((48, 64, 3), np.uint8)
+    ran = []
+    for index in (0, 2, 5, 6, 9, 13, 14, 18, 20):
+        calls = stage.detector_calls
+        stage.faces(frame, index)
+        ran.append(stage.detector_calls > calls)
+    assert ran == [True, False, False, True, False, False, True, False, False]
+    calls = stage.detector_calls
+    stage.faces(frame, 1)  # the input started again
+    assert stage.detector_calls == calls + 1

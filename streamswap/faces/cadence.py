@@ -42,7 +42,6 @@ class DetectCadence:
         self._detect_calls = 0
         self._fits_since: float | None = None  # when N − 1 started to fit
         self._started: float | None = None
-        self._was_detect = False
 
     def set_live_rate(self, fps: float | None) -> None:
         """Adapt to a live input at `fps` frames a second; None: a file (fixed N)."""
@@ -53,21 +52,23 @@ class DetectCadence:
     def adaptive(self) -> bool:
         return self.interval is not None and self.max > self.base
 
-    def due(self, index: int, last_detect: int | None) -> bool:
-        """Does frame `index` run the detector (the last one that did: `last_detect`)?"""
-        return last_detect is None or index < last_detect or index - last_detect >= self.every
+    def due(self, frame: int, last_detect: int | None) -> bool:
+        """Does the stage's `frame`-th frame run the detector (the last one that did: the
+        `last_detect`-th)? Counted in frames the stage processes, not source indices: on a
+        live input dropped frames leave gaps in those, and N is about the stage's own load."""
+        return last_detect is None or frame < last_detect or frame - last_detect >= self.every
 
     # --- measuring ----------------------------------------------------------------------
-    def begin(self, detect: bool) -> None:
-        """The detect stage starts a frame (a detector frame when `detect`)."""
+    def begin(self) -> None:
+        """The detect stage starts a frame."""
         self._started = self._clock()
-        self._was_detect = detect
 
-    def end(self) -> None:
-        """The frame begun last is done: record its time and revise N."""
+    def end(self, detect: bool) -> None:
+        """The frame begun last is done (it ran the detector when `detect`): record its
+        time and revise N."""
         if self._started is None:
             return
-        self.record(self._was_detect, self._clock() - self._started)
+        self.record(detect, self._clock() - self._started)
         self._started = None
 
     def record(self, detect: bool, seconds: float) -> None:

@@ -106,7 +106,9 @@ class DetectStage:
         self.cadence = DetectCadence(self.tracking.detect_every, self.tracking.max_detect_every, clock=clock)
         self.flow = FaceFlow() if landmarker is None else None
         self.detector_calls = 0
-        self._last_detect: int | None = None
+        self._frames = 0  # frames this stage processed
+        self._last_detect: int | None = None  # … of which the last that ran the detector
+        self._last_index: int | None = None
 
     # --- Stage --------------------------------------------------------------------------------
     def start(self, video: VideoFormat, live: bool) -> None:
@@ -127,11 +129,12 @@ class DetectStage:
     def faces(self, frame: np.ndarray, index: int) -> list[Face]:
         """The faces to swap in frame `index`: found or tracked, then selected. The whole
         stage's time per frame is what the cadence weighs against the frame interval."""
-        self.cadence.begin(self.cadence.due(index, self._last_detect))
+        calls = self.detector_calls
+        self.cadence.begin()
         try:
             return self.select(frame, self.detect(frame, index), index)
         finally:
-            self.cadence.end()
+            self.cadence.end(detect=self.detector_calls > calls)
 
     def select(self, frame: np.ndarray, faces: list[Face], index: int) -> list[Face]:
         """Which of the frame's faces are swapped, and with which source (`Face.source`):
@@ -143,8 +146,14 @@ class DetectStage:
     def detect(self, frame: np.ndarray, index: int) -> list[Face]:
         """Faces of `frame` (frame sequence number `index`), tracked and smoothed."""
         # A lost track resets `last`; an empty scene still waits for the detector's turn,
-        # so no face in view does not turn detect-every-N into detect-every-frame.
-        if self.cadence.due(index, self._last_detect):
+        # so no face in view does not turn detect-every-N into detect-every-frame. N counts
+        # the frames this stage processes (a live input's drops leave gaps in `index`); an
+        # index going back (a new stream) runs the detector.
+        self._frames += 1
+        if self._last_index is not None and index < self._last_index:
+            self._last_detect = None
+        self._last_index = index
+        if self.cadence.due(self._frames, self._last_detect):
             faces = self._detect(frame, index)
         else:
             faces = self._track(frame)
@@ -155,14 +164,14 @@ class DetectStage:
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated image or stream follows)."""
         self.tracker.reset()
-        self._last_detect = None
+        self._last_detect = self._last_index = None
         if self.flow is not None:
             self.flow.reset()
         if self.people is not None:
             self.people.reset()
 
     def _detect(self, frame: np.ndarray, index: int) -> list[Face]:
-        self._last_detect = index
+        self._last_detect = self._frames
         self.detector_calls += 1
         out = self.tracker.update(detect_with_mesh(self.detector, self.landmarker, frame, self.tracker))
         if self.landmarker is None:
