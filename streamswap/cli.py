@@ -121,7 +121,7 @@ class _Parser(argparse.ArgumentParser):
                 add_global_options(child, after_command=True)
                 pending.extend(_subparsers(child))
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         self._populated()
         return super().parse_known_args(args, namespace)
 

@@ -15,8 +15,8 @@ import yaml
 
 from streamswap import safeyaml
 from streamswap.errors import ConfigError
-from streamswap.files import read_regular
 from streamswap.faces.settings import FacesSettings
+from streamswap.files import read_regular
 from streamswap.inference.settings import InferenceSettings
 from streamswap.io.settings import IoSettings
 from streamswap.models.settings import ModelsSettings

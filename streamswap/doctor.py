@@ -21,7 +21,8 @@ from typing import Callable, Iterable
 from streamswap.config import Config
 from streamswap.errors import BackendUnavailable, StreamswapError
 from streamswap.install import install_extra, install_packages, install_self
-from streamswap.models.store import MISMATCH, MISSING as MODEL_MISSING, UNPINNED, VERIFIED, ModelStore, models_used_by
+from streamswap.models.store import MISMATCH, UNPINNED, VERIFIED, ModelStore, models_used_by
+from streamswap.models.store import MISSING as MODEL_MISSING
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _encoder_opens(name: str) -> str | None:
 
     try:
         ctx = av.CodecContext.create(name, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"  # type: ignore[attr-defined]
         ctx.time_base = Fraction(1, 30)
         ctx.open()
     except Exception as exc:  # FFmpeg reports a missing device as EPERM, ENOSYS, ...
@@ -297,7 +298,7 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
                 checks.append(_bundled_source(spec.name, needed))
             elif spec.name in used:  # run/serve would stop at once
                 checks.append(Check(f"model {spec.name}", FAIL, f"not downloaded{needed}",
-                                    f"streamswap models fetch --for-config" + (f" -c {config_path}" if config_path else "")))
+                                    "streamswap models fetch --for-config" + (f" -c {config_path}" if config_path else "")))
             else:
                 absent.append(spec.name)
             continue
@@ -306,7 +307,7 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
             checks.append(Check(f"model {spec.name}", OK, f"verified{needed}"))
         elif status.state == UNPINNED:
             present.append(spec.name)
-            checks.append(Check(f"model {spec.name}", OK, f"present, no published hash (recorded {status.sha256[:12]}){needed}"))
+            checks.append(Check(f"model {spec.name}", OK, f"present, no published hash (recorded {status.sha256[:12]}){needed}"))  # type: ignore[index]
         elif status.state == MISMATCH:
             checks.append(Check(f"model {spec.name}", FAIL if spec.name in used else WARN,
                                 f"{status.path} fails verification{needed}",
@@ -345,7 +346,7 @@ def triton_checks(config: Config) -> list[Check]:
         ref = settings.models.get(used.role)
         name = (ref.name if ref and ref.name else "") or triton_model_name(Path(used.file_name))
         version = ref.version if ref else ""
-        why = model_not_ready(conn, name, version, with_fix=False)
+        why = model_not_ready(conn, name, version, with_fix=False)  # type: ignore[assignment]
         label = f"triton {used.role}"
         if why is None:
             checks.append(Check(label, OK, f"model {name} ready" + (f" (version {version})" if version else "")))

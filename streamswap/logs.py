@@ -82,7 +82,7 @@ def _is_journal(stream: Any) -> bool:
     return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is when a record is emitted, not to the object it was
     at set-up: whoever swaps sys.stderr (pytest's capture, a caller of `cli.main()`) and
     closes the old one later leaves no handler on a closed stream."""
@@ -90,7 +90,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -62,12 +62,12 @@ class _BoundedLoader(yaml.SafeLoader):
             if self._depth > MAX_DEPTH:
                 raise ConfigError(f"{_where(self.peek_event())}: nested more than {MAX_DEPTH} levels "
                                   "deep; a configuration is a few levels of sections")
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[return-value]
         finally:
             self._depth -= 1
 
     def compose_mapping_node(self, anchor: str | None) -> MappingNode:  # type: ignore[override]
-        node = super().compose_mapping_node(anchor)
+        node = super().compose_mapping_node(anchor)  # type: ignore[arg-type]
         seen: dict[tuple[str, str], Node] = {}
         for key, _ in node.value:
             if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:

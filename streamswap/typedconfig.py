@@ -91,7 +91,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             _convert(k, key_tp, path): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()
         }
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
+        return from_dict(tp, value, path)  # type: ignore[arg-type]
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {shorten(value)}")

@@ -31,7 +31,7 @@ from streamswap.logs import kv
 from streamswap.models.store import ModelStore, ResolvedModel, models_used_by
 from streamswap.pipeline.pipeline import Pipeline
 from streamswap.pipeline.stage import Stage
-from streamswap.pipeline.stats import PipelineObserver
+from streamswap.pipeline.stats import FrameTap, PipelineObserver
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def plan_endpoints(config: Config, *, live: bool | None = None, loop: bool = Fal
 
 
 def build_pipeline(config: Config, stages: Sequence[Stage], *, source: Source, sinks: Sequence[Sink],
-                   observers: Sequence[PipelineObserver] = ()) -> Pipeline:
+                   observers: Sequence[PipelineObserver | FrameTap] = ()) -> Pipeline:
     """A Pipeline over the built `source`, `stages` (+ the io.label stage) and `sinks` (see
     `plan_endpoints`), with pinned frame slots when TensorRT runs on a usable GPU (plain memory otherwise, logged).
     A replaced pipeline's pinned slots are freed once it is unreferenced."""

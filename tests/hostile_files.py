@@ -53,7 +53,6 @@ def billion_laughs(key: str = "input", levels: int = 9, fan: int = 10) -> str:
 def onnx_bytes(inputs: list[tuple[str, list[int | str]]], outputs: int = 1) -> bytes:
     """A valid ONNX graph with these inputs (name, shape) and `outputs` Identity outputs of
     the first input: enough to pass a contract's structural check."""
-    import onnx
     from onnx import TensorProto, helper
 
     ins = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs]

@@ -16,7 +16,6 @@ import numpy as np
 
 from streamswap.errors import NoFaceError
 
-
 # Side of the square each swapped frame gets stamped with (top-left corner): big and flat
 # enough to survive a lossy encoder, so a test can read the identity back from an output.
 STAMP = 32

@@ -7,10 +7,10 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
-from streamswap.faces import align
 from swap_fixtures import ASTRONAUT_KPS, astronaut, reference_module, similarity, tom_hanks
+
+from streamswap.faces import align
 
 
 def insightface_norm_crop(img, kps, size):

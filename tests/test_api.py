@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-
 from service_fakes import FakePipeline, RecordingStages, identity_of
+
+from streamswap.commands.serve import check_endpoints
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
-from streamswap.commands.serve import check_endpoints
 from streamswap.service.daemon import Daemon
 from streamswap.service.settings import needs_token, parse_bind
 

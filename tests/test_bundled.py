@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from conftest import require
+from onnx import TensorProto, helper
+from swap_fixtures import sample_photo_paths
+
 from streamswap.errors import ModelError
 from streamswap.faces.detectors import make_detector
 from streamswap.faces.landmarks import NOSE_TIP, FaceMesh, five_points_from_mesh
@@ -21,7 +22,6 @@ from streamswap.inference.ort import SessionPool
 from streamswap.inference.settings import InferenceSettings
 from streamswap.models import bundled
 from streamswap.models.bundled import BUNDLED, check_bundled_graph, convert_bundled
-from swap_fixtures import sample_photo_paths
 
 # Where the faces are in the two photos (pixel centres read off the images by eye).
 ASTRONAUT_FACE = (175.0, 65.0, 285.0, 185.0)  # x1, y1, x2, y2 around the face (512×512)

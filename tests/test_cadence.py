@@ -136,11 +136,11 @@ def test_detect_stage_adapts_on_a_live_input_and_follows_faces_in_between() -> N
     from fractions import Fraction
 
     import numpy as np
+    from test_face_flow import scene, textured_photo
 
     from streamswap.faces.settings import TrackingSettings
     from streamswap.faces.stages import DetectStage
     from streamswap.io.base import VideoFormat
-    from test_face_flow import scene, textured_photo
 
     clock = FakeClock()
     truth: dict[int, object] = {}

@@ -16,8 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from io_media import make_video
+
 from streamswap import cli
 from streamswap.commands.progress import ProgressPrinter, StatsPrinter, format_duration
 
@@ -133,7 +133,7 @@ def test_fps_and_size_are_honoured_for_files(clip: Path, tmp_path: Path, fps: in
     assert abs(count - frames) <= 1, (count, frames)
     assert abs(duration - (count - 1) / fps) < 0.01, duration  # evenly spaced at the new rate
     assert abs(duration - 59 / 30) <= 1 / fps, duration  # the input's 59 frame intervals
-    assert f"converted_from_fps=30" in result.stderr
+    assert "converted_from_fps=30" in result.stderr
 
 
 def test_bitrate_is_honoured_for_file_outputs(tmp_path: Path) -> None:

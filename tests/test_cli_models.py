@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require
+
 from streamswap.models.catalogue import all_specs
 
 

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import cuda_available, require
+from test_trt_fake import FakeCudart
+
 from streamswap.errors import BackendUnavailable
 from streamswap.inference import cuda as cuda_mod
 from streamswap.inference.cuda import Cuda, CudaError, PinnedAllocator, open_cuda
-from test_trt_fake import FakeCudart
 
 
 def test_missing_cuda_python_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from io_media import make_video
+
 from streamswap.config import Config
 from streamswap.errors import OutputError
 from streamswap.io.base import VideoFormat

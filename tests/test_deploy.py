@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import require
+
 from streamswap.config import load_config
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

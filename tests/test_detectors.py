@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from conftest import require
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import require
 from streamswap.errors import ConfigError, ModelError
 from streamswap.faces.detectors import make_detector
 from streamswap.faces.detectors.common import LetterboxInput

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trt_fake import FakeCudart, make_fake_trt
 
 from streamswap.faces.device import DeviceFrames, DeviceSwapper
 from streamswap.faces.swappers.base import CropFormat, NeuralSwapper
@@ -17,7 +18,6 @@ from streamswap.inference.cuda import Cuda, GpuContext
 from streamswap.inference.engine_cache import profile_from_inputs
 from streamswap.inference.tensorrt import TrtSession, onnx_inputs
 from streamswap.inference.trt_build import BuildRequest, build_serialized
-from test_trt_fake import FakeCudart, make_fake_trt
 
 VERSION = "10.3.0.30"
 CROP = 16  # a tiny crop: the simulator runs every kernel thread in Python
@@ -162,11 +162,12 @@ def test_device_path_refuses_host_only_paste_options(tmp_path: Path) -> None:
 
 def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_same_faces(
         tmp_path: Path) -> None:
+    from swap_fixtures import cpu_session
+    from test_detectors import face_at, scrfd_model, scrfd_tensors
+
     from streamswap.faces.detectors import make_detector
     from streamswap.faces.device import DeviceDetector
     from streamswap.faces.settings import DetectorSettings
-    from swap_fixtures import cpu_session
-    from test_detectors import face_at, scrfd_model, scrfd_tensors
 
     size = 32
     model = scrfd_model(tmp_path / "scrfd.onnx", size, scrfd_tensors(size, [face_at(8, (1, 1), 0.9, (4, 5, 20, 22))], True))

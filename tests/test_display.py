@@ -18,11 +18,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
+import display_fakes
 import numpy as np
 import pytest
-
-import display_fakes
 from conftest import require
+
 from streamswap.errors import OutputError
 from streamswap.io.base import FrameMeta, VideoFormat
 from streamswap.io.display import CLOSE_GRACE_S, DisplaySink

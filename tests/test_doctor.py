@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from ort_fakes import GpuBuildWithoutGpu
+
 from streamswap.config import Config
 from streamswap.doctor import FAIL, MISSING, OK, WARN, Check, essentials_ok, run_checks
 from streamswap.models.settings import ModelsSettings

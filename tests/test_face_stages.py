@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from streamswap.errors import NoFaceError
-from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
 from streamswap.faces.settings import TrackingSettings
+from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
 from streamswap.faces.tracking import FaceTracker, OneEuroFilter, iou
 from streamswap.faces.types import Face
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_api import Running
 
 from streamswap.faces.people import People
 from streamswap.faces.types import Face
-from test_api import Running
 
 
 class _Recognizer:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from hostile_files import SCRFD_IO, onnx_bytes
+
 from streamswap.errors import DownloadError, ModelError
 from streamswap.models.catalogue import ModelSpec, build_catalogue
 from streamswap.models.fetch import candidate_urls, fetch, part_path

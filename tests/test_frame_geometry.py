@@ -13,8 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from io_media import make_video
+
 from streamswap.errors import InputError, OutputError
 from streamswap.io.convert import BgrWriter, YuvFrameFiller
 from streamswap.io.settings import IoSettings

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from hostile_files import billion_laughs, lying_tiff
+
 from streamswap.config import load_config
 from streamswap.errors import ConfigError, InputError
 from streamswap.files import read_regular

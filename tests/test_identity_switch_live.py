@@ -15,11 +15,11 @@ from typing import Any
 import cv2
 import numpy as np
 import yaml
+from swap_fixtures import sample_photo_paths
 
 from streamswap.commands import serve
 from streamswap.config import load_config
 from streamswap.service.daemon import Daemon
-from swap_fixtures import sample_photo_paths
 
 FPS = 8  # a rate this (shared, 2-core) machine sustains with the bundled CPU models
 INTERVAL = 1 / FPS

@@ -12,8 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from io_media import audio_packets, frame_image, make_video, read_video
+
 from streamswap.errors import OutputError
 from streamswap.io.avsink import FLUSH_INTERVAL_S, AvSink, file_lookahead, pick_encoder
 from streamswap.io.base import FrameMeta, VideoFormat

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
 from io_media import frame_image, make_video, read_video
+
 from streamswap.errors import InputError
 from streamswap.io import avsource
 from streamswap.io.avsource import AvSource, OpenSpec
@@ -400,7 +400,6 @@ def test_camera_uris_per_platform(monkeypatch, uri, platform, fmt, device, optio
 
 def test_music_file_with_cover_art_is_audio_only(tmp_path):
     import av
-
     from io_media import SAMPLE_RATE, _write_tone
 
     path = tmp_path / "song.mp4"

@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
 from generated_models import blue_occluder, red_parser
+from swap_fixtures import astronaut, cpu_session, package_file, sample_photo_paths
+
 from streamswap.bench import synthetic
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
@@ -19,7 +20,6 @@ from streamswap.faces.identity import SourceIdentity, l2_normalise
 from streamswap.faces.masks import FaceMasks, FaceParser, Occluder, region_mask, region_polygons
 from streamswap.faces.swappers import make_neural_swapper
 from streamswap.models.catalogue import get_spec
-from swap_fixtures import astronaut, cpu_session, package_file, sample_photo_paths
 
 
 def _config(models_dir: Path, **overrides):
@@ -65,8 +65,9 @@ def test_bad_regions_and_wrong_contract_are_refused(tmp_path: Path) -> None:
 
 
 def test_mesh_swap_limited_to_nose_and_lips(bundled_models_dir: Path) -> None:
-    from streamswap.wiring import build_face_stages
     from swap_fixtures import FaceTool
+
+    from streamswap.wiring import build_face_stages
 
     astronaut_path, group_path, _ = sample_photo_paths()
     processor = FaceTool(build_face_stages(_config(bundled_models_dir, **{"faces.mask.regions": ["nose", "lips"]})))
@@ -96,8 +97,9 @@ def test_region_mask_picks_the_parts() -> None:
 
 
 def test_occluded_pixels_stay_the_targets_mesh_swapper(bundled_models_dir: Path, masked_target, tmp_path) -> None:
-    from streamswap.wiring import build_face_stages
     from swap_fixtures import FaceTool
+
+    from streamswap.wiring import build_face_stages
 
     _, _, tom = sample_photo_paths()
     target, where = masked_target
@@ -128,6 +130,7 @@ def test_occluded_and_parsed_pixels_stay_the_targets_neural_swapper(masked_targe
     emb = l2_normalise(np.random.default_rng(0).standard_normal(512))
     swapper.set_identity(SourceIdentity(embedding=emb, raw=emb))
     from swap_fixtures import ASTRONAUT_KPS
+
     from streamswap.faces.types import Face
 
     face = Face(box=np.array([140, 60, 270, 230], np.float32), score=0.9, kps=ASTRONAUT_KPS.copy())

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from swap_fixtures import FaceTool, sample_photo_paths
+
 from streamswap.config import load_config
 from streamswap.errors import NoFaceError
 from streamswap.faces.align import align_matrix, warp_crop

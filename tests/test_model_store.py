@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from hostile_files import INSWAPPER_IO, onnx_bytes
+
 from streamswap.errors import ModelError
 from streamswap.models.catalogue import CATALOGUE, ModelSpec, all_specs, build_catalogue, get_spec
 from streamswap.models.settings import ModelsSettings

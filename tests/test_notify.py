@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
-
 from service_fakes import FakePipeline, NotifyListener, RecordingStages
-from streamswap.config import load_config
+
 from streamswap.commands.serve import check_endpoints
+from streamswap.config import load_config
 from streamswap.service.daemon import Daemon
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from streamswap.ops import cpu
-
 from streamswap.ops import cuda as cuda_ops  # noqa: E402  (numba: a dependency of the gpu path and of the tests)
 
 

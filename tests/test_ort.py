@@ -8,12 +8,16 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
 from ort_fakes import GpuBuildWithoutGpu
+
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import Session
 from streamswap.inference.ort import (
-    PROVIDERS, SessionPool, available_providers, open_ort_session, resolve_providers,
+    PROVIDERS,
+    SessionPool,
+    available_providers,
+    open_ort_session,
+    resolve_providers,
 )
 from streamswap.inference.settings import InferenceSettings
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_trt_fake import FakeCudart
 
 from streamswap.inference.backends import open_session
 from streamswap.inference.cuda import Cuda, GpuContext
 from streamswap.inference.settings import InferenceSettings
-from test_trt_fake import FakeCudart
 
 
 def _fake_ort(record: dict[str, Any]) -> types.ModuleType:

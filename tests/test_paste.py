@@ -9,15 +9,15 @@ import types
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
+from swap_fixtures import RecordingOrt, cpu_session, face_at, group_photo, reference_module
+
 from streamswap.bench import synthetic
 from streamswap.faces import align
 from streamswap.faces.mesh_topology import LIPS_INNER
 from streamswap.faces.paste import PasteBack, box_mask
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.swappers import make_neural_swapper
-from swap_fixtures import RecordingOrt, cpu_session, face_at, group_photo, reference_module
 
 CONSTANT = 0.25  # generator output → pixel value 63 (both truncate 63.75)
 PIXEL = 63

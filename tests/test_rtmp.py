@@ -9,9 +9,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from io_media import make_video
 from rtmp_server import rtmp_server  # noqa: F401  (fixture)
+
 from streamswap.io.reconnect import ReconnectingSink
 from streamswap.io.settings import IoSettings
 from streamswap.io.uri import open_sink, open_source

@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from io_media import make_video
+
 from streamswap.io.avsink import FLUSH_INTERVAL_S, file_lookahead
 
 FPS = 30
@@ -298,6 +298,7 @@ def test_unreachable_url_is_a_clear_error_without_reconnect(tmp_path: Path) -> N
 
 def test_demo_swaps_faces_in_the_moving_photo(tmp_path: Path) -> None:
     from conftest import require
+
     from streamswap.commands.demo import demo_photos
     from streamswap.errors import InputError
     from streamswap.io.testsrc import PhotoSource

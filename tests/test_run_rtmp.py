@@ -16,7 +16,6 @@ from pathlib import Path
 
 import av
 import pytest
-
 from rtmp_server import rtmp_server  # noqa: F401  (fixture)
 from test_run_cli import FPS, SIZE, make_media, read_index
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamswap.errors import ConfigError
-from streamswap.faces.selection import DEFAULT_SOURCE, Mapping, Selector, SelectionRules, order_faces
+from streamswap.faces.selection import DEFAULT_SOURCE, Mapping, SelectionRules, Selector, order_faces
 from streamswap.faces.types import Face
 
 FRAME = np.zeros((10, 10, 3), np.uint8)

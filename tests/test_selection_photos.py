@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from generated_models import pooled_recognizer
+from swap_fixtures import FaceTool, sample_photo_paths
+
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
-from swap_fixtures import FaceTool, sample_photo_paths
 
 
 @pytest.fixture(scope="module")

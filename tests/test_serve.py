@@ -407,7 +407,6 @@ def test_file_input_loops_into_one_recording_and_one_publication(rtmp_server, tm
     publication; the daemon stays ready (one READY=1) and never re-opens the pipeline. The
     file plays at its frame rate (a daemon streams live)."""
     import av
-
     from io_media import make_video
 
     frames_per_loop = 12

@@ -9,18 +9,34 @@ import types
 
 import numpy as np
 import pytest
-
 from conftest import require
+from swap_fixtures import (
+    CountingSession,
+    RecordingOrt,
+    cpu_session,
+    face_at,
+    frame_with_face,
+    group_photo,
+    reference_module,
+    tom_hanks,
+)
+
 from streamswap.bench import synthetic
-from streamswap.errors import ModelError, NoFaceError, InputError
+from streamswap.errors import InputError, ModelError, NoFaceError
 from streamswap.faces import align
 from streamswap.faces.enhancer import GfpganEnhancer
-from streamswap.faces.identity import (ArcFace, LatentCache, SourceFace, SourceFaces, SourceIdentity,
-                                       compute_identity, identity_hash, l2_normalise)
-from streamswap.io.images import read_image
+from streamswap.faces.identity import (
+    ArcFace,
+    LatentCache,
+    SourceFace,
+    SourceFaces,
+    SourceIdentity,
+    compute_identity,
+    identity_hash,
+    l2_normalise,
+)
 from streamswap.faces.swappers import make_neural_swapper
-from swap_fixtures import (CountingSession, RecordingOrt, cpu_session, face_at, frame_with_face, reference_module,
-                           group_photo, tom_hanks)
+from streamswap.io.images import read_image
 
 EMB = l2_normalise(np.random.default_rng(0).standard_normal(512))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from swap_fixtures import astronaut
+
 from streamswap.config import load_config
 
 SPEED = 0.5  # px per frame, to the right
@@ -21,8 +21,9 @@ EVERY = 3
 
 
 def _clip_landmarks(models_dir: Path, smoothing: float, speed: float = SPEED) -> np.ndarray:
-    from streamswap.wiring import build_face_stages
     from swap_fixtures import FaceTool
+
+    from streamswap.wiring import build_face_stages
 
     image = astronaut()
     assert image is not None

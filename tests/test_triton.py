@@ -18,14 +18,14 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from io_media import make_video
+from swap_fixtures import astronaut, sample_photo_paths
+from triton_fixtures import TritonServer, free_ports
+
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.ort import open_ort_session
 from streamswap.inference.settings import InferenceSettings, TritonModelRef, TritonSettings
 from streamswap.inference.triton import TritonConnection, TritonUnavailable, open_triton_session, triton_model_name
-from swap_fixtures import astronaut, sample_photo_paths
-from triton_fixtures import TritonServer, free_ports
 
 FPS = 10
 SIZE = (320, 240)

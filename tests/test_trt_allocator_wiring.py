@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trt_fake import FakeCudart
 
+from streamswap.commands.serve import make_pipeline
 from streamswap.config import load_config
 from streamswap.inference import cuda as cuda_mod
 from streamswap.inference.cuda import PinnedAllocator
-from streamswap.commands.serve import make_pipeline
 from streamswap.wiring import build_pipeline, plan_endpoints
-from test_trt_fake import FakeCudart
 
 
 def _config(tmp_path: Path, backend: str):

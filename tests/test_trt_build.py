@@ -12,15 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_trt_fake import make_fake_trt
 
 from streamswap.errors import BackendUnavailable
 from streamswap.inference.cuda import DeviceInfo
 from streamswap.inference.engine_cache import EngineCache, profile_from_inputs
 from streamswap.inference.tensorrt import EngineRequest, ensure_engine, onnx_inputs
 from streamswap.inference.trt_build import (
-    BuildRequest, EngineBuildError, TrtApi, build_serialized, parse_version, run_build,
+    BuildRequest,
+    EngineBuildError,
+    TrtApi,
+    build_serialized,
+    parse_version,
+    run_build,
 )
-from test_trt_fake import make_fake_trt
 
 TESTS_DIR = Path(__file__).resolve().parent
 

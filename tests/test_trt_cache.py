@@ -17,7 +17,13 @@ import pytest
 from streamswap.errors import BackendUnavailable
 from streamswap.inference.cuda import DeviceInfo
 from streamswap.inference.engine_cache import (
-    RECIPE, EngineCache, EngineKey, InputProfile, machine_match, profile_from_inputs, resolve_cache_dir,
+    RECIPE,
+    EngineCache,
+    EngineKey,
+    InputProfile,
+    machine_match,
+    profile_from_inputs,
+    resolve_cache_dir,
 )
 from streamswap.inference.tensorrt import EngineRequest, ensure_engine
 

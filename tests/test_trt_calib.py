@@ -12,15 +12,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
+from test_trt_build import request_for
+from test_trt_fake import FakeCudart, make_fake_trt
+
 from streamswap.errors import InputError, ModelError
 from streamswap.faces.calibration import arcface_inputs, calibration_inputs, face_crops, load_images
 from streamswap.inference import cuda as cuda_mod
 from streamswap.inference.int8_calib import CalibrationBatches, make_calibrator, save_calibration_data
 from streamswap.inference.trt_build import build_serialized
-from test_trt_build import request_for
-from test_trt_fake import FakeCudart, make_fake_trt
 
 
 def sample_photos(folder: Path) -> Path:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import cuda_available
+from test_trt_cache import make_key
+
 from streamswap.cli import main
 from streamswap.config import load_config
-from test_trt_cache import make_key
 
 
 @pytest.fixture
@@ -81,12 +81,13 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
     exactly the engine that `open_session` with building disabled then loads."""
     import os
 
+    from test_trt_build import TESTS_DIR, recognizer_model
+    from test_trt_fake import FakeCudart, make_fake_trt
+
     from streamswap.inference import cuda as cuda_mod
     from streamswap.inference.backends import open_session
     from streamswap.inference.cuda import Cuda, GpuContext
     from streamswap.inference.tensorrt import TrtEnvironment
-    from test_trt_build import TESTS_DIR, recognizer_model
-    from test_trt_fake import FakeCudart, make_fake_trt
 
     fake_dir = tmp_path / "fake_site"
     fake_dir.mkdir()

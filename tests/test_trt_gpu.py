@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 from conftest import require
+from test_trt_fp16 import detector_model, recognizer_model, swapper_model
+
 from streamswap.inference.engine_cache import EngineCache, profile_from_inputs
 from streamswap.inference.tensorrt import EngineRequest, TrtEnvironment, TrtSession, ensure_engine, onnx_inputs
-from test_trt_fp16 import detector_model, recognizer_model, swapper_model
 
 pytestmark = pytest.mark.gpu
 

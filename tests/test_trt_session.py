@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_trt_build import recognizer_model
+from test_trt_fake import FakeCudart, make_fake_trt
 
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.backends import open_session
@@ -21,8 +23,6 @@ from streamswap.inference.ort import SessionPool
 from streamswap.inference.settings import InferenceSettings
 from streamswap.inference.tensorrt import TrtEnvironment, TrtSession, onnx_inputs
 from streamswap.inference.trt_build import BuildRequest, build_serialized
-from test_trt_build import recognizer_model
-from test_trt_fake import FakeCudart, make_fake_trt
 
 
 def engine_file(tmp_path: Path, version: str, precision: str = "fp32", max_batch: int = 4) -> tuple[Path, Path]:

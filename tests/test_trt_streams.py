@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trt_fake import FakeCudart, make_fake_trt
+from test_trt_session import engine_file
 
 from streamswap.inference import cuda as cuda_mod
 from streamswap.inference.cuda import Cuda, DeviceInfo, GpuContext
@@ -18,8 +20,6 @@ from streamswap.inference.engine_cache import EngineCache, profile_from_inputs
 from streamswap.inference.ort import SessionPool
 from streamswap.inference.settings import InferenceSettings
 from streamswap.inference.tensorrt import EngineRequest, TrtEnvironment, TrtSession, onnx_inputs
-from test_trt_fake import FakeCudart, make_fake_trt
-from test_trt_session import engine_file
 
 X = {"input.1": np.ones((1, 3, 112, 112), np.float32)}
 
@@ -153,8 +153,9 @@ def test_session_pool_opens_cuda_once_and_gives_each_stage_its_stream(
 
 def test_session_pool_reports_the_same_missing_piece_for_every_model(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamswap.errors import BackendUnavailable
     from test_trt_build import recognizer_model
+
+    from streamswap.errors import BackendUnavailable
 
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.3.0.30"))
     calls: list[int] = []

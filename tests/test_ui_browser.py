@@ -29,7 +29,6 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
 from swap_fixtures import sample_photo_paths
 

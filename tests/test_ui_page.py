@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-
 from test_api import TOKEN, Running
+
 from streamswap.service.preview import PreviewTap
 from streamswap.service.ui import STATIC_FILES, static_file
 

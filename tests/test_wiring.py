@@ -9,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import require
+from swap_fixtures import FaceTool, sample_photo_paths
+
 from streamswap.config import load_config
 from streamswap.errors import ConfigError
 from streamswap.wiring import build_face_stages
-from swap_fixtures import FaceTool, sample_photo_paths
 
 
 def test_default_profile_needs_no_download(tmp_path: Path) -> None:

@@ -170,8 +170,8 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, overrides_json:
     config = apply_cpu_budget(load_config(cfg, overrides), FACE_COMPUTE_STAGES)
     live = mode == "live"
     endpoints = plan_endpoints(config, live=live)
-    face = build_stages(config)
-    stages = face.stages if face else []
+    face_stages = build_stages(config)
+    stages = face_stages.stages if face_stages else []
     runtime = build_pipeline(config, stages, source=endpoints.source, sinks=endpoints.sinks)
     cpu0, t0 = time.process_time(), time.perf_counter()
     runtime.start()

@@ -218,8 +218,8 @@ def compare_paste(repeat: int, workdir: Path, threads: int, scale: float) -> Pas
                      setup=lambda: np.copyto(work, frame))
     face_px = int(round(128 * scale))
     try:
-        from insightface.model_zoo.inswapper import INSwapper  # reference only, imported lazily
         import onnxruntime
+        from insightface.model_zoo.inswapper import INSwapper  # reference only, imported lazily
     except ImportError as exc:
         return PasteComparison(face_px, ours, None, f"insightface not installed ({exc})")
     path = workdir / "inswapper_constant.onnx"

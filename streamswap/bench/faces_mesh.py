@@ -37,8 +37,8 @@ def mesh_timers(threads: int = 0) -> list[StageTimer]:
             if not source_faces:  # no sample photo: the scene's own first face is the source
                 source, source_faces = scene.frame, scene.faces[:1]
             face = source_faces[0]
-            face.landmarks = mesh.landmarks(source, face)
-            swapper.set_identity(swapper.prepare_identity(SourceFaces((SourceFace(source, face, "source"),))))
+            face.landmarks = mesh.landmarks(source, face)  # type: ignore[arg-type]
+            swapper.set_identity(swapper.prepare_identity(SourceFaces((SourceFace(source, face, "source"),))))  # type: ignore[arg-type]
             state.update(mesh=mesh, swapper=swapper)
         return state["mesh"], state["swapper"]
 

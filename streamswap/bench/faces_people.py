@@ -40,7 +40,7 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
             face = faces[0]
             recognizer = ArcFace(open_ort_session(synthetic.make_arcface_model(scene.workdir / "arcface.onnx"),
                                                   settings))
-            state.update(mesh=mesh, identity=prepare_identity(source, mesh.landmarks(source, face)),
+            state.update(mesh=mesh, identity=prepare_identity(source, mesh.landmarks(source, face)),  # type: ignore[arg-type]
                          recognizer=recognizer)
         return state
 
@@ -48,7 +48,7 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
         from dataclasses import replace
 
         from streamswap.faces.masks import region_mask
-        from streamswap.faces.selection import Mapping, Selector, SelectionRules
+        from streamswap.faces.selection import Mapping, SelectionRules, Selector
         from streamswap.faces.swappers.mesh import painted_stretch
 
         st = setup(scene)
@@ -57,13 +57,13 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
             face.landmarks = lm
         n = max(len(faces), 1)
         identity = st["identity"]
-        stretch = median_ms(lambda: [painted_stretch(identity, f.landmarks) for f in faces], scene.repeat) / n
+        stretch = median_ms(lambda: [painted_stretch(identity, f.landmarks) for f in faces], scene.repeat) / n  # type: ignore[arg-type]
         from streamswap.faces.swappers.mesh import MeshSwapper
 
         h, w = scene.frame.shape[:2]
-        regions = [MeshSwapper._region(f.landmarks[:, :2], w, h) for f in faces]
-        shifts = [np.array([[1, 0, -r[0]], [0, 1, -r[1]]], np.float64) for r in regions]
-        mask = median_ms(lambda: [region_mask(f.landmarks, m, (r[2], r[3]), ["nose", "lips"])
+        regions = [MeshSwapper._region(f.landmarks[:, :2], w, h) for f in faces]  # type: ignore[index]
+        shifts = [np.array([[1, 0, -r[0]], [0, 1, -r[1]]], np.float64) for r in regions]  # type: ignore[index]
+        mask = median_ms(lambda: [region_mask(f.landmarks, m, (r[2], r[3]), ["nose", "lips"])  # type: ignore[arg-type, index]
                                   for f, m, r in zip(faces, shifts, regions)], scene.repeat) / n
         recognizer = st["recognizer"]
         embed_ms = median_ms(lambda: recognizer.embed(scene.frame, faces), scene.repeat) / n

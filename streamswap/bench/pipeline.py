@@ -368,9 +368,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             n = _pyav_transcode(clip, Path(tmp) / "pyav.mp4", config.io)
             pyav_s = time.perf_counter() - t0
             source = open_source(str(clip), config.io, live=False)
-            sink = open_sink(str(Path(tmp) / "pipe.mp4"), config.io)
+            file_sink = open_sink(str(Path(tmp) / "pipe.mp4"), config.io)
             t0 = time.perf_counter()
-            rt = _run([], source, sink, dataclasses.replace(base, policy="block"))
+            rt = _run([], source, file_sink, dataclasses.replace(base, policy="block"))
             pipe_s = time.perf_counter() - t0
             results["hd_frames"] = n
             results["hd_pyav_ms_per_frame"] = round(pyav_s / n * 1000, 2)

@@ -214,8 +214,8 @@ def roundtrip(config: Any, models: dict[str, str], calls: int) -> dict[str, Any]
             d = _delta(before, _stats(conn, name))
             client = statistics.mean(times) * 1000
             server = d["queue_ms_per_request"] + d["compute_ms_per_request"]
-            rows[label] = {"input_bytes": int(sum(v.nbytes for v in feeds.values())),
-                           "client_ms": round(client, 3), "server_ms": round(server, 3),
+            rows[label] = {"input_bytes": int(sum(v.nbytes for v in feeds.values())),  # type: ignore[dict-item]
+                           "client_ms": round(client, 3), "server_ms": round(server, 3),  # type: ignore[dict-item]
                            "overhead_ms": round(client - server, 3)}
             session.close()
         out[role] = {"model": name, **rows}

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from streamswap.errors import InputError
-from streamswap.install import install_extra
 from streamswap.commands.progress import ProgressPrinter
 from streamswap.commands.run import build_stages, run_until_done
+from streamswap.errors import InputError
+from streamswap.install import install_extra
 
 HELP = "make demo.mp4: a real face swap on a moving test video from bundled sample photos"
 EXAMPLES = (

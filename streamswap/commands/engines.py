@@ -75,9 +75,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _list(cache: Any) -> int:
+    from streamswap.inference.cuda import open_cuda
     from streamswap.inference.engine_cache import machine_match
     from streamswap.inference.trt_build import import_tensorrt
-    from streamswap.inference.cuda import open_cuda
 
     try:
         trt_version: str | None = str(import_tensorrt().__version__)
@@ -89,7 +89,7 @@ def _list(cache: Any) -> int:
         gpu_note = f"{device.name} (sm{device.compute_capability})"
         gpu_name, cc = device.name, device.compute_capability
     except BackendUnavailable as exc:
-        gpu_name = cc = None
+        gpu_name = cc = None  # type: ignore[assignment]
         gpu_note = f"no GPU ({str(exc).split(';')[0]})"
     print(f"engine cache: {cache.dir}")
     print(f"this machine: {trt_note}, {gpu_note}")
@@ -182,13 +182,14 @@ def _build(args: argparse.Namespace, config: Any, cache: Any) -> int:
 
 def _calibration(target: _Target, config: Any, tmp: Path) -> Path:
     """Preprocessed calibration inputs for `target`, saved for the builder child."""
+    from dataclasses import replace
+
     from streamswap.faces.calibration import calibration_inputs, load_images
     from streamswap.faces.detectors import make_detector
     from streamswap.inference.int8_calib import save_calibration_data
     from streamswap.inference.ort import SessionPool
     from streamswap.inference.tensorrt import onnx_inputs
     from streamswap.models.store import ModelStore
-    from dataclasses import replace
 
     folder = config.inference.calib_dir
     if not folder:

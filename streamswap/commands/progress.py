@@ -36,7 +36,7 @@ class StatsPrinter:
 
     def show(self, snap: dict[str, Any]) -> None:
         if self.tty:
-            self.stream.write("\r\033[K" + self.render(snap))
+            self.stream.write("\r\033[K" + self.render(snap))  # type: ignore[misc]
             self.stream.flush()
             self._shown = True
         elif self._due():

@@ -100,7 +100,7 @@ class FaceFlow:
         points = np.concatenate([face.kps[:, :2].astype(np.float32),
                                  np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)])
         local = ((points - [prev.x0, prev.y0]) * prev.scale).astype(np.float32).reshape(-1, 1, 2)
-        found, status, _ = cv2.calcOpticalFlowPyrLK(prev.grey, cur.grey, local, None, **_LK)
+        found, status, _ = cv2.calcOpticalFlowPyrLK(prev.grey, cur.grey, local, None, **_LK)  # type: ignore[call-overload]
         ok = status.reshape(-1).astype(bool)
         if ok.sum() < _MIN_POINTS:
             return None

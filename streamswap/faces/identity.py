@@ -29,7 +29,7 @@ from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
 
-ImageLike = Union[np.ndarray, str, os.PathLike]
+ImageLike = Union[np.ndarray, str, "os.PathLike[str]"]
 
 ARCFACE_SIZE = 112
 EMBEDDING_SIZE = 512
@@ -195,11 +195,11 @@ def embed_sources(sources: SourceFaces, recognizer: ArcFace) -> SourceIdentity:
 class LatentCache:
     """Swapper latents on disk, one .npy per (source content hash, swapper cache key)."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
 
     @staticmethod
-    def for_models_dir(models_dir: str | os.PathLike) -> "LatentCache":
+    def for_models_dir(models_dir: str | os.PathLike[str]) -> "LatentCache":
         return LatentCache(Path(models_dir) / "cache")
 
     def _path(self, content_hash: str, swapper_key: str) -> Path:

@@ -15,7 +15,7 @@ call, before the swap changes any pixel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -23,7 +23,14 @@ import numpy as np
 from streamswap.errors import ConfigError, ModelError
 from streamswap.faces.align import align_matrix, invert_affine, transform_points, warp_crop
 from streamswap.faces.mesh_topology import (
-    FACE_OVAL, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, NUM_LANDMARKS, RIGHT_EYE, RIGHT_EYEBROW,
+    FACE_OVAL,
+    LEFT_EYE,
+    LEFT_EYEBROW,
+    LIPS_INNER,
+    LIPS_OUTER,
+    NUM_LANDMARKS,
+    RIGHT_EYE,
+    RIGHT_EYEBROW,
 )
 from streamswap.faces.settings import MASK_REGIONS
 from streamswap.faces.types import Face
@@ -83,7 +90,7 @@ def region_mask(landmarks: np.ndarray, matrix: np.ndarray, size: tuple[int, int]
     return mask
 
 
-def _check_image(session: Session, name: str, shape: tuple, what: str) -> None:
+def _check_image(session: Session, name: str, shape: tuple[Any, ...], what: str) -> None:
     info = session.inputs[0] if len(session.inputs) == 1 else None
     ok = info is not None and len(info.shape) == 4 and all(
         not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
@@ -215,7 +222,7 @@ class FaceMasks:
                 to_crop = _compose(crop_matrix, invert_affine(matrices[i]))
                 warped = cv2.warpAffine(mask, to_crop, sizes[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                         borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
-                out[i] = warped if out[i] is None else out[i] * warped
+                out[i] = warped if out[i] is None else out[i] * warped  # type: ignore[operator]
         return out
 
 

@@ -74,7 +74,7 @@ def delaunay(points: np.ndarray) -> np.ndarray:
                            int(np.ceil(hi[0] - lo[0])) + 1, int(np.ceil(hi[1] - lo[1])) + 1))
     # Subdiv2D merges coincident points; feed each point once and map back by nearest.
     subdiv.insert([(float(x), float(y)) for x, y in pts])
-    tri = subdiv.getTriangleList().reshape(-1, 3, 2)
+    tri = np.asarray(subdiv.getTriangleList()).reshape(-1, 3, 2)
     inside = np.all((tri >= lo) & (tri <= hi), axis=(1, 2))  # drop the virtual outer vertices
     tri = tri[inside]
     d = ((tri.reshape(-1, 1, 2) - pts[None]) ** 2).sum(-1)

@@ -58,7 +58,7 @@ def mouth_polygon(
     pts = cv2.ellipse2Poly((int(round(centre[0])), int(round(centre[1]))),
                            (max(int(half * 0.9), 1), max(int(half * 0.35), 1)),
                            int(round(angle)), 0, 360, 15)
-    return pts.astype(np.float32)
+    return pts.astype(np.float32)  # type: ignore[attr-defined]
 
 
 def transfer_color_lab(crop: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 
 from streamswap.errors import ConfigError, InputError
 from streamswap.faces.identity import ArcFace, ImageLike, pick_face, source_label
-from streamswap.faces.selection import DEFAULT_SOURCE, Mapping, Selector, SelectionRules, normalise
+from streamswap.faces.selection import DEFAULT_SOURCE, Mapping, SelectionRules, Selector, normalise
 from streamswap.faces.settings import MapEntry, SelectSettings
 from streamswap.faces.types import Face
 from streamswap.io.images import read_image

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamswap.errors import ConfigError
-
 from streamswap.typedconfig import choices, limits
 
 

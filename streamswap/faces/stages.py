@@ -178,12 +178,12 @@ class DetectStage:
             return out
         # Faces the detector missed this time keep being followed by their landmarks: the
         # detector adds faces, a single missed detection must not make a swap blink.
-        missed = [f for f in self.tracker.predict() if self.tracker.tracks[f.track_id].missed > 0]
+        missed = [f for f in self.tracker.predict() if self.tracker.tracks[_track(f)].missed > 0]
         if missed:
             boxes = np.stack([f.box for f in out]) if out else np.zeros((0, 4), np.float32)
             for face in self._follow(frame, missed, on_loss_detect=False):
                 if len(boxes) and iou(face.box[None], boxes).max() > 0.3:
-                    self.tracker.drop(face.track_id)  # a stale twin of a detected face
+                    self.tracker.drop(_track(face))  # a stale twin of a detected face
                     continue
                 out.append(face)
         return out
@@ -193,7 +193,7 @@ class DetectStage:
         if self.landmarker is None or not predicted:
             if self.flow is not None:  # moved as the image moved (held when it cannot tell)
                 predicted = self.flow.follow(frame, predicted)
-            return [self.tracker.observe(f.track_id, f) for f in predicted]
+            return [self.tracker.observe(_track(f), f) for f in predicted]
         return self._follow(frame, predicted)
 
     def _follow(self, frame: np.ndarray, predicted: list[Face], on_loss_detect: bool = True) -> list[Face]:
@@ -204,13 +204,19 @@ class DetectStage:
         out = []
         for i, (face, mesh) in enumerate(zip(predicted, meshes)):
             if len(presence) == len(predicted) and presence[i] < self.min_presence:
-                self.tracker.drop(face.track_id)
+                self.tracker.drop(_track(face))
                 if on_loss_detect:  # lost: the next frame runs the detector
                     self._last_detect = None
                 continue
             attach_mesh(face, mesh)
-            out.append(self.tracker.observe(face.track_id, face))
+            out.append(self.tracker.observe(_track(face), face))
         return out
+
+
+def _track(face: Face) -> int:
+    """The track id of a face the tracker handed out (always set there)."""
+    assert face.track_id is not None
+    return face.track_id
 
 
 @dataclass(frozen=True)
@@ -389,7 +395,8 @@ class IdentityPreparer:
 
     def detect_source(self, bgr: np.ndarray) -> list[Face]:
         """Faces of a photo (with the padded retry for tight crops), found on the worker."""
-        return self.call(lambda: self.detector.detect(bgr))  # type: ignore[no-any-return]
+        faces: list[Face] = self.call(lambda: self.detector.detect(bgr))
+        return faces
 
     def prepare_value(self, images: list[ImageLike], names: list[str]) -> Any:
         """The swapper's identity value for photos (not offered to the swap stage)."""

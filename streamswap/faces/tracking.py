@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from streamswap.faces.landmarks import NUM_LANDMARKS, five_points_from_mesh
+from streamswap.faces.landmarks import five_points_from_mesh
+from streamswap.faces.mesh_topology import NUM_LANDMARKS
 from streamswap.faces.types import Face
 
 
@@ -188,7 +189,7 @@ class FaceTracker:
                     del self.tracks[tid]
         out = []
         for fi, face in enumerate(faces):
-            tid = matched.get(fi)
+            tid = matched.get(fi)  # type: ignore[assignment]
             if tid is None:
                 tid = self._next_id
                 self._next_id += 1

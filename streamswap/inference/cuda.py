@@ -48,7 +48,7 @@ def import_cudart() -> Any:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 / 13.x
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore[no-redef]  # cuda-python 12.0-12.5
+            from cuda import cudart  # cuda-python 12.0-12.5
         except ImportError:
             from streamswap.install import install_extra
 
@@ -354,7 +354,7 @@ class PinnedBuffer(_Allocation):
             raise ValueError(f"{tuple(shape)} {dtype} does not fit a {self.nbytes}-byte pinned buffer")
         raw = (ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr)
         raw._owner = self  # type: ignore[attr-defined]  # the array's base holds the allocation
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=dtype, count=count).reshape(shape)
 
 
 class GpuContext:

@@ -362,11 +362,17 @@ def profile_from_inputs(inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: 
         lo, opt, hi = [], [], []
         for axis, dim in enumerate(shape):
             if isinstance(dim, int) and dim > 0:
-                lo.append(dim); opt.append(dim); hi.append(dim)
+                lo.append(dim)
+                opt.append(dim)
+                hi.append(dim)
             elif axis == 0:
-                lo.append(1); opt.append(1); hi.append(max_batch)
+                lo.append(1)
+                opt.append(1)
+                hi.append(max_batch)
             elif size is not None:
-                lo.append(size); opt.append(size); hi.append(size)
+                lo.append(size)
+                opt.append(size)
+                hi.append(size)
             else:
                 raise BackendUnavailable(
                     f"input {name!r} has a dynamic dimension {axis} ({dim!r}) that is not a batch; "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def is_fp16_model(model: "onnx.ModelProto") -> bool:
     (a few fp32 ones, like Resize scales, are normal in an fp16 model)."""
     from onnx import TensorProto
 
-    def size(init) -> int:
+    def size(init: Any) -> int:
         count = 1
         for d in init.dims:
             count *= d
@@ -136,7 +136,7 @@ def convert_to_fp16(model: "onnx.ModelProto",
 
     # Insert Casts where a consumer wants another type than the tensor's native one.
     casts: dict[tuple[str, int], str] = {}
-    cast_nodes: dict[str, list] = defaultdict(list)  # producer tensor -> cast nodes after it
+    cast_nodes: dict[str, list[Any]] = defaultdict(list)  # producer tensor -> cast nodes after it
 
     def cast_of(name: str, to: int) -> str:
         key = (name, to)
@@ -204,7 +204,7 @@ def convert_to_fp16(model: "onnx.ModelProto",
     return model
 
 
-def _to_fp16_initializer(tensor, numpy_helper) -> None:
+def _to_fp16_initializer(tensor: Any, numpy_helper: Any) -> None:
     array = numpy_helper.to_array(tensor)
     clipped = np.clip(array, -FP16_MAX, FP16_MAX)
     # Non-zero values below fp16's smallest subnormal (epsilons like 1e-8) would become 0
@@ -214,7 +214,7 @@ def _to_fp16_initializer(tensor, numpy_helper) -> None:
     tensor.CopyFrom(numpy_helper.from_array(clipped, tensor.name))
 
 
-def _retarget_attributes(node, onnx, numpy_helper) -> None:
+def _retarget_attributes(node: Any, onnx: Any, numpy_helper: Any) -> None:
     """Attributes that name or carry float32 in a node that now computes in fp16."""
     from onnx import TensorProto
 

@@ -27,7 +27,7 @@ def save_calibration_data(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
         raise ModelError(f"calibration data needs the same, non-zero number of samples per input; got {counts}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
-        np.savez(f, **{name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()})
+        np.savez(f, **{name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()})  # type: ignore[arg-type]  # numpy stubs: **arrays
     return path
 
 
@@ -72,7 +72,7 @@ def make_calibrator(trt: Any, data_path: Path | None, batch_size: int, cache_pat
     batches = CalibrationBatches.load(data_path, batch_size) if data_path is not None else None
     cuda = open_cuda() if batches is not None else None
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._iter = iter(batches) if batches is not None else iter(())
@@ -93,7 +93,7 @@ def make_calibrator(trt: Any, data_path: Path | None, batch_size: int, cache_pat
             for name in names:
                 if name not in batch:
                     raise ModelError(f"calibration data has no input {name!r} (has {', '.join(batch)})")
-                cuda.copy_htod_async(self._device[name], batch[name], self._stream)  # type: ignore[union-attr]
+                cuda.copy_htod_async(self._device[name], batch[name], self._stream)  # type: ignore[union-attr, arg-type]
                 pointers.append(self._device[name].ptr)
             self._stream.synchronize()  # type: ignore[union-attr]
             self._sent += 1

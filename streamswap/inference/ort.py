@@ -45,7 +45,7 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
-def _import_ort():
+def _import_ort() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:  # pragma: no cover - a hard dependency
@@ -94,7 +94,7 @@ def probe_provider(name: str) -> str | None:
 
 
 def resolve_providers(settings: InferenceSettings, cache_dir: Path | None,
-                      stream: int | None = None) -> list[tuple[str, dict]]:
+                      stream: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The ORT provider list (with options) for `settings.provider`; `stream` (a CUDA
     stream handle, the owning stage's) is where the CUDA and TensorRT providers compute.
 
@@ -122,7 +122,7 @@ def resolve_providers(settings: InferenceSettings, cache_dir: Path | None,
 
 
 def _provider_options(name: str, settings: InferenceSettings, cache_dir: Path | None,
-                      stream: int | None = None) -> dict:
+                      stream: int | None = None) -> dict[str, Any]:
     # ORT's CUDA and TensorRT providers take the stream to compute on as its address in a
     # string; has_user_compute_stream is what versions before 1.17 read.
     on_stream: dict[str, object] = {} if stream is None else {
@@ -232,14 +232,14 @@ def open_ort_session(
 
 
 def _start_session(ort: Any, path: Path, options: Any,
-                   providers: list[tuple[str, dict]]) -> tuple[Any, str | None]:
+                   providers: list[tuple[str, dict[str, Any]]]) -> tuple[Any, str | None]:
     """The InferenceSession, and why the accelerators failed when it runs without them.
 
     ONNX Runtime's own fallback is off: it would print to stdout and silently move an
     explicit provider's work to the CPU. A failure with accelerators is retried on the CPU
     alone to tell a bad model file from a provider that cannot start."""
 
-    def create(chosen: list[tuple[str, dict]]) -> Any:
+    def create(chosen: list[tuple[str, dict[str, Any]]]) -> Any:
         session = ort.InferenceSession(
             os.fspath(path), sess_options=options, providers=[p for p, _ in chosen],
             provider_options=[o for _, o in chosen], enable_fallback=0,

@@ -24,11 +24,25 @@ import numpy as np
 from streamswap.errors import BackendUnavailable, ModelError
 from streamswap.inference.base import TensorInfo
 from streamswap.inference.cuda import (
-    Cuda, CudaError, DeviceArray, DeviceBuffer, DeviceInfo, Event, GpuContext, PinnedBuffer, Stream, _handle,
+    Cuda,
+    CudaError,
+    DeviceArray,
+    DeviceBuffer,
+    DeviceInfo,
+    Event,
+    GpuContext,
+    PinnedBuffer,
+    Stream,
+    _handle,
 )
 from streamswap.inference.engine_cache import EngineCache, EngineKey, InputProfile, file_sha256
 from streamswap.inference.trt_build import (
-    BuildProgress, BuildRequest, ProgressFn, TrtApi, import_tensorrt, run_build,
+    BuildProgress,
+    BuildRequest,
+    ProgressFn,
+    TrtApi,
+    import_tensorrt,
+    run_build,
 )
 from streamswap.logs import kv
 

@@ -158,17 +158,17 @@ class TritonConnection:
             kwargs.setdefault("client_timeout", max(self.settings.timeout_s, 5.0))
         return getattr(self.client(), method)(*args, headers=self.headers, **kwargs)
 
-    def metadata(self, model: str, version: str) -> dict:
+    def metadata(self, model: str, version: str) -> dict[str, Any]:
         if self.settings.protocol == "grpc":
             return self.call("get_model_metadata", model, version, as_json=True)
         return self.call("get_model_metadata", model, version)
 
-    def config(self, model: str, version: str) -> dict:
+    def config(self, model: str, version: str) -> dict[str, Any]:
         if self.settings.protocol == "grpc":
             return self.call("get_model_config", model, version, as_json=True).get("config", {})
         return self.call("get_model_config", model, version)
 
-    def statistics(self, model: str = "", version: str = "") -> dict:
+    def statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
         if self.settings.protocol == "grpc":
             return self.call("get_inference_statistics", model, version, as_json=True)
         return self.call("get_inference_statistics", model, version)
@@ -377,9 +377,9 @@ class TritonSession:
         self._shm_stale = self._shm is not None
         if self._failures == 1:
             log.warning("Triton server does not answer; retrying in the background",
-                        extra=kv(model=self.model, server=self.conn.where, error=_first_line(error)))
+                        extra=kv(model=self.model, server=self.conn.where, error=_first_line(error) if error else "-"))
         raise TritonUnavailable(
-            f"Triton server at {self.conn.where} did not answer for {self.model}: {_first_line(error)}"
+            f"Triton server at {self.conn.where} did not answer for {self.model}: {_first_line(error) if error else 'no answer'}"
         ) from None
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -413,7 +413,7 @@ class TritonSession:
         result = self.conn.client().infer(self.model, inputs, **kwargs)
         values = {}
         for name in self._output_names:
-            region = regions.get(name)
+            region = regions.get(name)  # type: ignore[assignment]
             if region is None:
                 values[name] = result.as_numpy(name)
                 continue
@@ -431,7 +431,7 @@ class TritonSession:
             dims[0] = batch
         if any(not isinstance(d, int) or d < 0 for d in dims):
             return 0
-        return int(np.prod(dims)) * info.dtype.itemsize
+        return int(np.prod([int(d) for d in dims if isinstance(d, int)])) * info.dtype.itemsize
 
     def close(self) -> None:
         if self._shm is not None:

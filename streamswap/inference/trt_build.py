@@ -87,7 +87,8 @@ class BuildRequest:
 def parse_version(text: str) -> tuple[int, int, int]:
     parts = []
     for piece in text.split(".")[:3]:
-        digits = re.match(r"\d*", piece).group()  # "0b1" -> 0 (pre-release suffixes)
+        match = re.match(r"\d*", piece)  # "0b1" -> 0 (pre-release suffixes)
+        digits = match.group() if match else ""
         parts.append(int(digits or 0))
     while len(parts) < 3:
         parts.append(0)
@@ -138,7 +139,7 @@ class TrtApi:
 def import_tensorrt() -> Any:
     """The tensorrt module, or BackendUnavailable saying how to get it."""
     try:
-        import tensorrt  # type: ignore[import-not-found]
+        import tensorrt
     except ImportError as exc:
         from streamswap.install import install_extra
 
@@ -250,7 +251,7 @@ def build_serialized(trt: Any, request: BuildRequest, report: Callable[[str, str
 def _make_monitor(trt: Any, report: Callable[[str, str, float | None], None]) -> Any:
     """An IProgressMonitor (TensorRT 10+) forwarding top-level phase progress."""
 
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self._steps: dict[str, int] = {}
@@ -410,7 +411,7 @@ def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn |
     )
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: "subprocess.Popen[bytes]") -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -79,7 +79,7 @@ def pick_encoder(settings: IoSettings, video: VideoFormat) -> str:
 def _opens(codec: str, video: VideoFormat) -> bool:
     try:
         ctx = av.CodecContext.create(codec, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = video.width, video.height, "yuv420p"
+        ctx.width, ctx.height, ctx.pix_fmt = video.width, video.height, "yuv420p"  # type: ignore[attr-defined]
         ctx.time_base = 1 / video.fps
         ctx.open()
         return True
@@ -237,7 +237,7 @@ class AvSink:
         cc.max_b_frames = 0  # pts == dts: no reordering delay, simple sync
         cc.colorspace = av.video.reformatter.Colorspace.ITU601
         cc.color_range = av.video.reformatter.ColorRange.MPEG
-        settings = encoder_settings(self.settings, self.encoder, video, network=self.network)
+        settings = encoder_settings(self.settings, self.encoder, video, network=self.network)  # type: ignore[arg-type]
         if settings.bit_rate:
             cc.bit_rate = settings.bit_rate
         cc.gop_size = settings.gop
@@ -346,8 +346,8 @@ class _AacTranscoder:
             raise ValueError("no audio codec parameters to decode from")
         self._decoder = av.CodecContext.create(audio.codec, "r")
         template = audio.stream.codec_context
-        self._decoder.sample_rate = template.sample_rate
-        self._decoder.layout = template.layout
+        self._decoder.sample_rate = template.sample_rate  # type: ignore[attr-defined]
+        self._decoder.layout = template.layout  # type: ignore[attr-defined]
         if template.extradata:
             self._decoder.extradata = template.extradata
         self.sample_rate = template.sample_rate or 48000
@@ -367,7 +367,7 @@ class _AacTranscoder:
         out: list[Any] = []
         for packet in packets:
             try:
-                frames = self._decoder.decode(packet)
+                frames = self._decoder.decode(packet)  # type: ignore[attr-defined]
             except av.error.FFmpegError:
                 continue  # a broken audio packet: skip it
             for frame in frames:

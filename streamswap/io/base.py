@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-
 # The frame sizes a run handles. Below 16×16 there is no picture (and encoders refuse it);
 # above 8192 a side or 40 megapixels (8K UHD is 33) every preallocated slot would be
 # hundreds of MB. Odd sizes are rounded down to even (H.264 4:2:0 needs it).
@@ -79,7 +78,11 @@ class Source(Protocol):
 
     live: bool  # True: never wait for the consumer (drop policy); False: lossless (block)
     name: str  # the URI, for logs and metrics
-    counters: dict[str, int]
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """frames, decode_errors, synthetic, reconnects, ... (read for status/metrics)."""
+        ...
 
     def open(self) -> VideoFormat:
         """Open the input and return the output format (size fixed for the whole run)."""

@@ -95,7 +95,7 @@ class V4l2Device:
     def querycap(self) -> tuple[str, str, str, int]:
         buf = bytearray(104)
         self._ioctl(VIDIOC_QUERYCAP, buf)
-        driver, card, bus = _cstr(buf[0:16]), _cstr(buf[16:48]), _cstr(buf[48:80])
+        driver, card, bus = _cstr(buf[0:16]), _cstr(buf[16:48]), _cstr(buf[48:80])  # type: ignore[arg-type]
         caps, device_caps = struct.unpack_from("<II", buf, 84)
         return driver, card, bus, device_caps if caps & CAP_DEVICE_CAPS else caps
 
@@ -107,7 +107,7 @@ class V4l2Device:
             if not self._ioctl(VIDIOC_ENUM_FMT, buf):
                 break
             pixelformat = struct.unpack_from("<I", buf, 44)[0]
-            fmt = CameraFormat(_fourcc(pixelformat), _cstr(buf[12:44]))
+            fmt = CameraFormat(_fourcc(pixelformat), _cstr(buf[12:44]))  # type: ignore[arg-type]
             fmt.sizes = self._sizes(pixelformat)
             out.append(fmt)
         return out

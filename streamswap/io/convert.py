@@ -114,4 +114,4 @@ def _i420_planes(i420: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _plane_view(plane: av.video.plane.VideoPlane, rows: int, cols: int) -> np.ndarray:
-    return np.frombuffer(plane, np.uint8).reshape(rows, plane.line_size)[:, :cols]
+    return np.frombuffer(plane, np.uint8).reshape(rows, plane.line_size)[:, :cols]  # type: ignore[call-overload]

@@ -20,13 +20,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2  # noqa: E402  (after the cap above)
+import numpy as np  # noqa: E402
+
 from streamswap import DECODER_MAX_PIXELS  # sets OpenCV's decoder cap before cv2 loads
 from streamswap.errors import InputError, OutputError
 from streamswap.files import read_regular
 from streamswap.logs import kv
-
-import cv2  # noqa: E402  (after the cap above)
-import numpy as np  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _jpeg(data: bytes, name: str) -> ImageHeader | None:
 
 
 def _gif(data: bytes, name: str) -> ImageHeader | None:
-    if not data[:6] in (b"GIF87a", b"GIF89a"):
+    if data[:6] not in (b"GIF87a", b"GIF89a"):
         return None
     if len(data) < 10:
         raise InputError(f"{name}: truncated GIF")

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from streamswap.errors import InputError
-from streamswap.io.images import read_image
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat, check_frame_size
+from streamswap.io.images import read_image
 
 
 def default_photo() -> Path | None:

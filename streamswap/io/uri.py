@@ -21,7 +21,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from streamswap.errors import InputError, OutputError
 from streamswap.files import check_output_file, kind_of
-from streamswap.safeyaml import shorten
 from streamswap.io.avsink import FILE_FORMATS, AvSink
 from streamswap.io.avsource import AvSource, OpenSpec
 from streamswap.io.base import Sink, Source
@@ -30,6 +29,7 @@ from streamswap.io.reconnect import Backoff, ReconnectingSink, ReconnectingSourc
 from streamswap.io.settings import IoSettings
 from streamswap.io.testsrc import PatternSource, PhotoSource
 from streamswap.io.vcam import VcamSink
+from streamswap.safeyaml import shorten
 
 NETWORK_INPUTS = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https", "udp")
 INPUT_SCHEMES = ("test", "v4l2", "avfoundation", "dshow", "webcam", "file") + NETWORK_INPUTS
@@ -225,7 +225,7 @@ def _local_path(uri: str) -> str:
     return uri if scheme == "" and not uri.startswith("/dev/video") else ""
 
 
-def _file_source(path: str, settings: IoSettings, live: bool) -> Source:
+def _file_source(path: str, settings: IoSettings, live: bool) -> AvSource:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

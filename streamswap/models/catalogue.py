@@ -136,7 +136,7 @@ def _specs() -> Iterable[ModelSpec]:
         "1b": (None, None),  # no public source gives its hash: fetching warns
         "1c": ("5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5", 402742682),
     }
-    for variant, (sha, size) in hyperswap.items():
+    for variant, (sha, size) in hyperswap.items():  # type: ignore[assignment]
         yield _facefusion(
             f"hyperswap_{variant}_256", "models-3.3.0", role="swapper", sha256=sha, size=size,
             license="ResearchRAIL (FaceFusion), research only", commercial=False, contract="hyperswap",
@@ -189,7 +189,7 @@ def _specs() -> Iterable[ModelSpec]:
         "bisenet_resnet_18": (None, None),
         "bisenet_resnet_34": ("4a0b8c958a3c938913bd06a8365dbb3c8761afba6ecbf0d14b3b1f77eb230c96", 93632546),
     }
-    for name, (sha, size) in bisenet.items():
+    for name, (sha, size) in bisenet.items():  # type: ignore[assignment]
         yield _facefusion(
             name, "models-3.0.0", role="parser", sha256=sha, size=size,
             license="MIT (yakhyo/face-parsing BiSeNet)", commercial=True, contract="bisenet",

@@ -84,7 +84,7 @@ def check_onnx_contract(path: Path, contract: str, label: str, fix: str = "give 
                 problems.append(f"no input named {name!r}")
             elif len(got) != len(want) or any(g is not None and w is not None and g != w
                                                for g, w in zip(got, want)):
-                problems.append(f"input {_fmt(got_name, got)} where the contract has {_fmt(got_name, want)}")
+                problems.append(f"input {_fmt(got_name, got)} where the contract has {_fmt(got_name, want)}")  # type: ignore[arg-type]
     if len(graph.output) < expected.outputs:
         problems.append(f"{len(graph.output)} outputs, the contract has {expected.outputs}")
     if problems:

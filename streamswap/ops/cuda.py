@@ -26,7 +26,7 @@ from numba import cuda
 
 from streamswap.ops.cpu import Box, letterbox_geometry
 
-SIMULATED = bool(numba_config.ENABLE_CUDASIM)
+SIMULATED = bool(numba_config.ENABLE_CUDASIM)  # type: ignore[attr-defined]
 
 # Host code reaches numba.cuda through this holder: while a kernel runs, the simulator
 # swaps every module-level name bound to numba.cuda for its fake, which would break another

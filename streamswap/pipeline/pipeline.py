@@ -143,7 +143,8 @@ class Pipeline:
 
     `stages` run in order between capture and the outputs (an empty list passes frames
     through); `source` and `sinks` are opened by start() and closed when it ends.
-    Observers get every event; `self.stats` is always one of them.
+    Observers get every event; `self.stats` is always one of them. A `FrameTap` among them
+    also sees each frame leaving for the outputs.
     """
 
     def __init__(
@@ -153,7 +154,7 @@ class Pipeline:
         sinks: Sequence[Sink],
         *,
         settings: PipelineSettings | None = None,
-        observers: Sequence[PipelineObserver] = (),
+        observers: Sequence[PipelineObserver | FrameTap] = (),
         allocator: Allocator | None = None,
     ) -> None:
         self.settings = settings or PipelineSettings()
@@ -165,7 +166,7 @@ class Pipeline:
         self._sinks: list[Sink] = list(sinks)
         self._allocator = allocator
         self.stats = Stats(window=self.settings.stats_window)
-        self._obs = ObserverFanout([self.stats, *observers])
+        self._obs = ObserverFanout([self.stats, *(o for o in observers if isinstance(o, PipelineObserver))])
         # Observers that also look at the frames leaving (the control page's preview).
         self._taps: list[FrameTap] = [o for o in observers if isinstance(o, FrameTap)]
         self.state = "created"

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "detect", "swap", "output")
 
 
+@runtime_checkable
 class PipelineObserver(Protocol):
     def frame_in(self) -> None: ...
     def frame_dropped(self, reason: str) -> None: ...

@@ -372,7 +372,7 @@ async def upload_image(request: Request, use: Callable[[Any], Any], path: str) -
             raise Refused(413, f"{name}: {header.format} header says {header.width}×{header.height} pixels, "
                                f"over the limit of {settings.max_upload_pixels} (service.max_upload_pixels)")
         try:
-            image = await ctx.call(lambda: decode_image(data, max_pixels=settings.max_upload_pixels, name=name))
+            image = await ctx.call(lambda: decode_image(data, max_pixels=settings.max_upload_pixels, name=name))  # noqa: F821 (awaited before the del below)
         except InputError as exc:
             raise Refused(400, str(exc)) from None
         del data

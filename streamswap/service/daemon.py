@@ -242,8 +242,8 @@ class Daemon:
         # The handler runs only when the main thread gets to bytecode; the wakeup fd makes
         # the loop's select() return at once.
         old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        old[-1] = old_fd
-        return old
+        old[-1] = old_fd  # type: ignore[index]
+        return old  # type: ignore[return-value]
 
     def _restore_signals(self, old: dict[int, Any]) -> None:
         if not old:
@@ -330,7 +330,7 @@ class Daemon:
                             self.state = "running"
                 # Wake the main loop the moment this pipeline ends (a file input that
                 # finished is re-opened at once, not at the next tick).
-                threading.Thread(target=lambda: (runtime.wait(), self._wake()),
+                threading.Thread(target=lambda: (runtime.wait(), self._wake()),  # type: ignore[func-returns-value]
                                  name="streamswap-watch", daemon=True).start()
             except ConfigError as exc:  # a bad URI will not heal by retrying
                 log.error("pipeline cannot start", extra=kv(error=str(exc)))

@@ -26,7 +26,13 @@ from fastapi.responses import JSONResponse
 
 from streamswap.errors import ConfigError, InputError, NoFaceError, StreamswapError
 from streamswap.service.api import (
-    IMAGE_TYPES, Refused, api_context, json_object, require_auth, require_same_origin, upload_image,
+    IMAGE_TYPES,
+    Refused,
+    api_context,
+    json_object,
+    require_auth,
+    require_same_origin,
+    upload_image,
 )
 
 _ERR = {"description": "refused", "content": {"application/json": {"example": {"error": "what was wrong"}}}}
@@ -79,7 +85,7 @@ def _photo(request: Request, name: str) -> Any:
 
 
 def _people(request: Request) -> Any:
-    people = api_context(request).control.people()
+    people = api_context(request).control.people()  # type: ignore[attr-defined]
     if people is None:
         raise Refused(409, "the face stages are not loaded yet (or this pipeline has none); retry shortly")
     return people
@@ -122,7 +128,7 @@ async def set_selection(request: Request) -> JSONResponse:
     if "reference" in body:
         body["reference"] = [_photo(request, p) for p in _path_list(body["reference"], "reference")]
     for key, kind in _SELECTION_FIELDS.items():
-        if key in body and (not isinstance(body[key], kind) or isinstance(body[key], bool)):
+        if key in body and (not isinstance(body[key], kind) or isinstance(body[key], bool)):  # type: ignore[arg-type]
             raise Refused(400, f"{key}: wrong type ({type(body[key]).__name__})")
     state = await _call(request, _people(request).set_selection, **body)
     return JSONResponse({"ok": True, **state})

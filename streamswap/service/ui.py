@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from importlib import resources
 from typing import Any, AsyncIterator, Iterator
 
@@ -50,7 +49,7 @@ _KEEPALIVE_S = 2.0
 
 
 def static_file(name: str) -> bytes:
-    return resources.files("streamswap.service").joinpath("static", name).read_bytes()
+    return resources.files("streamswap.service").joinpath("static", name).read_bytes()  # type: ignore[call-arg]
 
 
 def build_router(tap: PreviewTap, events: EventLog) -> APIRouter:

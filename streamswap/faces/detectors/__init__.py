@@ -7,6 +7,7 @@ stage thread. Boxes are clipped to the frame; key points are not (alignment need
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from streamswap.errors import ModelError
 from streamswap.faces.adapters import AdapterParts, adapter, require_session
@@ -24,14 +25,13 @@ _CLASSES = {
 CONTRACTS = tuple(_CLASSES)
 
 
-def detector_class(contract: str) -> type:
+def detector_class(contract: str) -> Any:
     """The adapter class of a detector contract (ModelError when unknown)."""
     if contract not in _CLASSES:
         raise ModelError(f"{contract!r} is not a detector contract; faces.detector.contract "
                          f"must be one of {', '.join(CONTRACTS)}")
     module, name = _CLASSES[contract]
-    cls: type = getattr(importlib.import_module(module), name)
-    return cls
+    return getattr(importlib.import_module(module), name)
 
 
 def make_detector(contract: str, session: Session, settings: DetectorSettings) -> Detector:

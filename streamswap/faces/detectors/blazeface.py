@@ -14,7 +14,13 @@ import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.faces.detectors.common import (
-    InputNorm, LetterboxDetector, LetterboxInput, as_rows, finish_faces, static_dims)
+    InputNorm,
+    LetterboxDetector,
+    LetterboxInput,
+    as_rows,
+    finish_faces,
+    static_dims,
+)
 from streamswap.faces.detectors.nms import weighted_nms
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
@@ -85,7 +91,7 @@ class BlazeFaceDetector(LetterboxDetector):
                        frame_shape: tuple[int, ...]) -> list[Face]:
         return self.decode(outputs[self.regressor_name], outputs[self.score_name], scale, frame_shape)
 
-    def decode(self, regressors: np.ndarray, logits: np.ndarray, scale: float,
+    def decode(self, regressors: np.ndarray, logits: np.ndarray, scale: float,  # type: ignore[override]
                frame_shape: tuple[int, ...]) -> list[Face]:
         """Raw outputs -> faces. `scale` is input pixels per frame pixel (top-left letterbox)."""
         raw = as_rows(regressors, self.label, self.regressor_name, NUM_ANCHORS, 16)

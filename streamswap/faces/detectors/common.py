@@ -191,7 +191,7 @@ def finish_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, frame_s
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     # Best max_faces by score first (stable), then the deterministic final order.
     idx = idx[np.argsort(-scores[idx].astype(np.float64), kind="stable")][:max_faces]
-    idx = sorted(idx.tolist(), key=lambda i: (-float(scores[i]), float(boxes[i, 0]), float(boxes[i, 1])))
+    idx = sorted(idx.tolist(), key=lambda i: (-float(scores[i]), float(boxes[i, 0]), float(boxes[i, 1])))  # type: ignore[assignment]
     faces = []
     for i in idx:
         faces.append(Face(

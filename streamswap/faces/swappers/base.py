@@ -35,6 +35,7 @@ class Swapper(Protocol):
     what `swap` uses; `set_identity` and `swap` run on the swap stage's thread only."""
 
     name: str
+    masks: FaceMasks | None  # faces.mask: what of each face may change (None: all of it)
 
     def prepare_identity(self, sources: SourceFaces) -> Any:
         """The swapper's own identity value for these source faces (embedding → latent,

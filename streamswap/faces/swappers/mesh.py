@@ -20,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -28,11 +28,24 @@ import numpy as np
 from streamswap.errors import ConfigError, InputError
 from streamswap.faces.adapters import AdapterParts, adapter
 from streamswap.faces.identity import SourceFaces
-from streamswap.faces.mesh_topology import (
-    CHIN, FACE_OVAL, FOREHEAD, LEFT_CHEEK_EDGE, LEFT_EYE, LEFT_EYEBROW, LIPS_INNER, LIPS_OUTER, MIRROR, NOSE_TIP,
-    NUM_LANDMARKS, RIGHT_CHEEK_EDGE, RIGHT_EYE, RIGHT_EYEBROW, delaunay,
-)
 from streamswap.faces.masks import FaceMasks
+from streamswap.faces.mesh_topology import (
+    CHIN,
+    FACE_OVAL,
+    FOREHEAD,
+    LEFT_CHEEK_EDGE,
+    LEFT_EYE,
+    LEFT_EYEBROW,
+    LIPS_INNER,
+    LIPS_OUTER,
+    MIRROR,
+    NOSE_TIP,
+    NUM_LANDMARKS,
+    RIGHT_CHEEK_EDGE,
+    RIGHT_EYE,
+    RIGHT_EYEBROW,
+    delaunay,
+)
 from streamswap.faces.settings import MeshSettings, PasteSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
@@ -394,17 +407,17 @@ class MeshSwapper:
             regions = [self._region(np.asarray(f.landmarks)[:, :2], frame.shape[1], frame.shape[0]) for f, _ in todo]
             live = [i for i, r in enumerate(regions) if r is not None]
             got = self.masks.masks(frame, [todo[i][0] for i in live],
-                                   [np.array([[1, 0, -regions[i][0]], [0, 1, -regions[i][1]]], np.float64) for i in live],
-                                   [(regions[i][2], regions[i][3]) for i in live])
+                                   [np.array([[1, 0, -regions[i][0]], [0, 1, -regions[i][1]]], np.float64) for i in live],  # type: ignore[index]
+                                   [(regions[i][2], regions[i][3]) for i in live])  # type: ignore[index]
             for i, m in zip(live, got):
                 masks[i] = m
         for (face, identity), mask in zip(todo, masks):
-            self.swap_one(frame, face.landmarks, identity, mask)
+            self.swap_one(frame, face.landmarks, identity, mask)  # type: ignore[arg-type]
 
     def _get_buffers(self, h: int, w: int) -> _Buffers:
         return self._cached(self._buffers, _Buffers, h, w)
 
-    def _cached(self, cache: OrderedDict, kind: type, h: int, w: int):
+    def _cached(self, cache: OrderedDict[tuple[int, int], Any], kind: type, h: int, w: int) -> Any:
         key = (h, w)
         buf = cache.get(key)
         if buf is None:
@@ -645,7 +658,7 @@ class MeshSwapper:
         small_t = cv2.resize(buf.target_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
         small_w = cv2.resize(buf.matched_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
         m = cv2.resize(buf.skin, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
-        m = cv2.multiply(m, cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),
+        m = cv2.multiply(m, cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),  # type: ignore[assignment]
                          scale=1 / 255, dtype=cv2.CV_32F)
         sigma = max(st.relight_scale * size * f, 0.8)
         norm = cv2.GaussianBlur(m, (0, 0), sigma)
@@ -657,7 +670,7 @@ class MeshSwapper:
         tint = 1.0 if identity.colourless or self.paste.color_correction else st.relight_color
         delta = (low_t - low_w) * np.array([st.relight, st.relight * tint, st.relight * tint], np.float32)
         delta[~valid] = 0.0
-        cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)
+        cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)  # type: ignore[arg-type]
         cv2.add(buf.matched_lab, buf.delta, dst=buf.matched_lab, dtype=cv2.CV_8U)
 
 
