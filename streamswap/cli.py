@@ -28,8 +28,18 @@ if TYPE_CHECKING:  # the config (YAML, every settings module) loads when a comma
     from streamswap.config import Config
 
 # Order is the order of `streamswap --help`.
-COMMANDS: list[str] = ["run", "demo", "swap-image", "bench", "serve", "models", "engines", "triton", "cameras",
-                       "doctor"]
+COMMANDS: list[str] = [
+    "run",
+    "demo",
+    "swap-image",
+    "bench",
+    "serve",
+    "models",
+    "engines",
+    "triton",
+    "cameras",
+    "doctor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +89,35 @@ def add_global_options(parser: argparse.ArgumentParser, *, after_command: bool =
     default = (lambda value: argparse.SUPPRESS) if after_command else (lambda value: value)
     group: Any = parser.add_argument_group("global options (before or after the command)") if after_command else parser
     group.add_argument(
-        "-c", "--config", metavar="FILE", default=default(None),
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=default(None),
         help="YAML config file (default: $STREAMSWAP_CONFIG, else built-in defaults)",
     )
     group.add_argument(
-        "--models-dir", metavar="DIR", default=default(None),
+        "--models-dir",
+        metavar="DIR",
+        default=default(None),
         help="folder holding model files (overrides models.dir and $STREAMSWAP_MODELS_DIR)",
     )
     group.add_argument(
-        "--log-level", default=default("INFO"), type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default=default("INFO"),
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default: INFO)",
     )
-    group.add_argument("--debug", action="store_true", default=default(False),
-                        help="show tracebacks and debug logs")
+    group.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks and debug logs")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    return [choice for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-            for choice in dict.fromkeys(action.choices.values())]
+    return [
+        choice
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for choice in dict.fromkeys(action.choices.values())
+    ]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,8 +125,9 @@ class _Parser(argparse.ArgumentParser):
     added when it is first used (`populate`), so `streamswap --help` or a typo in one
     command does not build every command's options (the bench options import OpenCV)."""
 
-    def __init__(self, *args: Any, populate: Callable[[argparse.ArgumentParser], None] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, populate: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
         self._populate = populate
@@ -143,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time face swapping for live video: webcam, RTSP/RTMP or file in; "
         "virtual camera, RTMP stream or file out.",
         epilog="Run `streamswap COMMAND --help` for a command's options and examples. The options "
-        "above are also accepted after the command.\n\n" + examples(
+        "above are also accepted after the command.\n\n"
+        + examples(
             "streamswap demo                                # a real swap into demo.mp4, offline",
             "streamswap run -s face.jpg -i /dev/video0 -o vcam://",
             "streamswap run -s face.jpg -i in.mp4 -o out.mp4 --size 1280x720",
@@ -157,8 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMANDS:
         module = importlib.import_module(f"streamswap.commands.{name.replace('-', '_')}")
-        cmd = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-                             epilog=examples(*module.EXAMPLES), populate=module.add_arguments)
+        cmd = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            epilog=examples(*module.EXAMPLES),
+            populate=module.add_arguments,
+        )
         add_global_options(cmd, after_command=True)
         cmd.set_defaults(_module=module, _parser=cmd)
     return parser
@@ -193,8 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeviceError as exc:
         if args.debug:
             log.exception("device fault")
-        print(f"streamswap {args.command}: device fault: {exc} (the GPU, its driver or its memory "
-              "failed, not your input: check `nvidia-smi` and the system log, then run again)", file=sys.stderr)
+        print(
+            f"streamswap {args.command}: device fault: {exc} (the GPU, its driver or its memory "
+            "failed, not your input: check `nvidia-smi` and the system log, then run again)",
+            file=sys.stderr,
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

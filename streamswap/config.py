@@ -45,9 +45,7 @@ class Config:
     service: ServiceSettings = field(default_factory=ServiceSettings)
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
-) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Load defaults ← YAML file (explicit path or $STREAMSWAP_CONFIG) ← dotted overrides."""
     data: dict[str, Any] = {}
     if path is None:
@@ -70,8 +68,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = data_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: config file is not UTF-8 text (byte {exc.start}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(f"{path}: config file is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     data = safeyaml.load(text, str(path))
     if data is None:
         return {}

@@ -51,8 +51,14 @@ def essentials_ok(checks: Iterable[Check]) -> bool:
     return all(c.status != FAIL for c in checks)
 
 
-def run_checks(config: Config, *, store: ModelStore | None = None, sys_root: Path = Path("/sys"),
-               dev_root: Path = Path("/dev"), config_path: str | None = None) -> list[Check]:
+def run_checks(
+    config: Config,
+    *,
+    store: ModelStore | None = None,
+    sys_root: Path = Path("/sys"),
+    dev_root: Path = Path("/dev"),
+    config_path: str | None = None,
+) -> list[Check]:
     """Every check, in report order. `config_path` is named in fixes (`-c PATH`);
     `sys_root`/`dev_root` exist for tests."""
     store = store or ModelStore(config.models)
@@ -80,8 +86,7 @@ def run_checks(config: Config, *, store: ModelStore | None = None, sys_root: Pat
             checks.extend(probe())
         except Exception as exc:  # a probe must never take the report down
             log.debug("doctor probe failed", exc_info=True)
-            checks.append(Check(name, FAIL if essential else WARN,
-                                f"check failed: {type(exc).__name__}: {exc}"))
+            checks.append(Check(name, FAIL if essential else WARN, f"check failed: {type(exc).__name__}: {exc}"))
     return checks
 
 
@@ -96,8 +101,12 @@ def _module_version(label: str, module: str, *, essential: bool, fix: str | None
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        return Check(label, FAIL if essential else MISSING, f"cannot import {module} ({exc})",
-                     fix or f"reinstall streamswap: {install_self()}")
+        return Check(
+            label,
+            FAIL if essential else MISSING,
+            f"cannot import {module} ({exc})",
+            fix or f"reinstall streamswap: {install_self()}",
+        )
     return Check(label, OK, str(getattr(mod, "__version__", "installed")))
 
 
@@ -135,22 +144,54 @@ def _encoders() -> list[Check]:
     software = [n for n in ("libx264", "libopenh264") if n in have and _encoder_opens(n) is None]
     hardware = [n for n in ("h264_v4l2m2m", "h264_vaapi", "h264_qsv", "h264_amf") if n in have]
     if software:
-        checks.append(Check("h264 encoder", OK, f"{', '.join(software)} (in this FFmpeg build also: "
-                            f"{', '.join(hardware) or 'no other hardware encoders'})"))
+        checks.append(
+            Check(
+                "h264 encoder",
+                OK,
+                f"{', '.join(software)} (in this FFmpeg build also: "
+                f"{', '.join(hardware) or 'no other hardware encoders'})",
+            )
+        )
     else:
-        checks.append(Check("h264 encoder", WARN, "no software H.264 encoder in PyAV's FFmpeg",
-                            f"file and RTMP outputs need one: {install_packages('av')} --force-reinstall"))
-    checks.append(Check("aac encoder", OK, "aac") if "aac" in have else
-                  Check("aac encoder", WARN, "no AAC encoder: RTMP output will have no audio",
-                        f"{install_packages('av')} --force-reinstall"))
+        checks.append(
+            Check(
+                "h264 encoder",
+                WARN,
+                "no software H.264 encoder in PyAV's FFmpeg",
+                f"file and RTMP outputs need one: {install_packages('av')} --force-reinstall",
+            )
+        )
+    checks.append(
+        Check("aac encoder", OK, "aac")
+        if "aac" in have
+        else Check(
+            "aac encoder",
+            WARN,
+            "no AAC encoder: RTMP output will have no audio",
+            f"{install_packages('av')} --force-reinstall",
+        )
+    )
     if "h264_nvenc" not in have:
-        checks.append(Check("h264_nvenc", MISSING, "not in PyAV's FFmpeg build",
-                            "use a PyAV/FFmpeg built with NVENC for GPU encoding (optional)"))
+        checks.append(
+            Check(
+                "h264_nvenc",
+                MISSING,
+                "not in PyAV's FFmpeg build",
+                "use a PyAV/FFmpeg built with NVENC for GPU encoding (optional)",
+            )
+        )
     else:
         why = _encoder_opens("h264_nvenc")
-        checks.append(Check("h264_nvenc", OK, "in the build and opens") if why is None else
-                      Check("h264_nvenc", MISSING, f"in the build but unusable here ({why})",
-                            "needs an NVIDIA GPU with driver (optional; libx264 is used otherwise)"))
+        checks.append(
+            Check("h264_nvenc", OK, "in the build and opens")
+            if why is None
+            else Check(
+                "h264_nvenc",
+                MISSING,
+                f"in the build but unusable here ({why})",
+                "needs an NVIDIA GPU with driver (optional; libx264 is used otherwise)",
+            )
+        )
     return checks
 
 
@@ -171,18 +212,32 @@ def _onnxruntime(config: Config) -> list[Check]:
     if broken:
         detail += f"; offered but not starting: {'; '.join(broken)}"
     if "cpu" not in usable:
-        return checks + [Check("onnxruntime", FAIL, detail,
-                               f"reinstall onnxruntime: {install_packages('onnxruntime')} --force-reinstall")]
+        return checks + [
+            Check(
+                "onnxruntime",
+                FAIL,
+                detail,
+                f"reinstall onnxruntime: {install_packages('onnxruntime')} --force-reinstall",
+            )
+        ]
     wanted = config.inference.provider
     if wanted != "auto" and wanted not in usable:
-        fix = (f"for CUDA/TensorRT install the GPU build: {GPU_BUILD_INSTALL}; or set inference.provider: auto"
-               if wanted not in offered else
-               "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs, "
-               "or set inference.provider: auto")
+        fix = (
+            f"for CUDA/TensorRT install the GPU build: {GPU_BUILD_INSTALL}; or set inference.provider: auto"
+            if wanted not in offered
+            else "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs, "
+            "or set inference.provider: auto"
+        )
         return checks + [Check("onnxruntime", FAIL, f"{detail}; inference.provider is {wanted!r}", fix)]
     if broken and wanted == "auto":
-        return checks + [Check("onnxruntime", WARN, detail,
-                               "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")]
+        return checks + [
+            Check(
+                "onnxruntime",
+                WARN,
+                detail,
+                "check the NVIDIA driver and the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs",
+            )
+        ]
     if not any(p in usable for p in ("tensorrt", "cuda")):
         detail += f" (CPU only; the GPU build: {GPU_BUILD_INSTALL})"
     return checks + [Check("onnxruntime", OK, detail)]
@@ -204,8 +259,14 @@ def _onnxruntime_builds(version: Callable[[str], str] | None = None) -> list[Che
         return []
     from streamswap.inference.ort import GPU_BUILD_INSTALL
 
-    return [Check("onnxruntime builds", WARN, f"both installed ({', '.join(installed)}); they overwrite "
-                  "each other's files", f"keep only the GPU build: {GPU_BUILD_INSTALL}")]
+    return [
+        Check(
+            "onnxruntime builds",
+            WARN,
+            f"both installed ({', '.join(installed)}); they overwrite each other's files",
+            f"keep only the GPU build: {GPU_BUILD_INSTALL}",
+        )
+    ]
 
 
 def _cuda() -> list[Check]:
@@ -214,13 +275,25 @@ def _cuda() -> list[Check]:
     try:  # the import the TensorRT backend uses (cuda-python 12.0-12.5 has another module path)
         cudart = import_cudart()
     except BackendUnavailable:
-        return [Check("cuda", MISSING, "cuda-python not installed",
-                      f"for the TensorRT path: {install_extra('tensorrt')} (optional)")]
+        return [
+            Check(
+                "cuda",
+                MISSING,
+                "cuda-python not installed",
+                f"for the TensorRT path: {install_extra('tensorrt')} (optional)",
+            )
+        ]
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0:
         name = getattr(err, "name", str(err))
-        return [Check("cuda", MISSING, f"cuda-python installed, no usable GPU ({name})",
-                      "install the NVIDIA driver if this machine has an NVIDIA GPU (optional)")]
+        return [
+            Check(
+                "cuda",
+                MISSING,
+                f"cuda-python installed, no usable GPU ({name})",
+                "install the NVIDIA driver if this machine has an NVIDIA GPU (optional)",
+            )
+        ]
     err, driver = cudart.cudaDriverGetVersion()
     devices = []
     for i in range(count):
@@ -235,13 +308,25 @@ def _cuda() -> list[Check]:
 
 def _tensorrt() -> list[Check]:
     if importlib.util.find_spec("tensorrt") is None:
-        return [Check("tensorrt", MISSING, "not installed",
-                      f"{install_extra('tensorrt')} (desktop) or JetPack's python3-libnvinfer (Jetson); optional")]
+        return [
+            Check(
+                "tensorrt",
+                MISSING,
+                "not installed",
+                f"{install_extra('tensorrt')} (desktop) or JetPack's python3-libnvinfer (Jetson); optional",
+            )
+        ]
     try:
         import tensorrt
     except Exception as exc:  # installed but its libraries do not load
-        return [Check("tensorrt", WARN, f"installed but cannot be imported ({exc})",
-                      "check the CUDA/TensorRT libraries match the driver")]
+        return [
+            Check(
+                "tensorrt",
+                WARN,
+                f"installed but cannot be imported ({exc})",
+                "check the CUDA/TensorRT libraries match the driver",
+            )
+        ]
     return [Check("tensorrt", OK, str(tensorrt.__version__))]
 
 
@@ -261,8 +346,14 @@ def _v4l2loopback(sys_root: Path, dev_root: Path) -> list[Check]:
     unwritable = [str(d) for d, _ in found if d.exists() and not os.access(d, os.W_OK)]
     listing = ", ".join(f"{d} ({label})" for d, label in found)
     if unwritable:
-        return [Check("v4l2loopback", WARN, f"{listing}; not writable: {', '.join(unwritable)}",
-                      "add yourself to the video group: sudo usermod -aG video $USER (then log in again)")]
+        return [
+            Check(
+                "v4l2loopback",
+                WARN,
+                f"{listing}; not writable: {', '.join(unwritable)}",
+                "add yourself to the video group: sudo usermod -aG video $USER (then log in again)",
+            )
+        ]
     return [Check("v4l2loopback", OK, listing)]
 
 
@@ -281,8 +372,14 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
     if _writable_dir(store.dir):
         checks.append(Check("models dir", OK, f"{store.dir} (writable)"))
     else:
-        checks.append(Check("models dir", WARN, f"{store.dir} is not writable",
-                            "set models.dir, --models-dir or $STREAMSWAP_MODELS_DIR to a writable folder"))
+        checks.append(
+            Check(
+                "models dir",
+                WARN,
+                f"{store.dir} is not writable",
+                "set models.dir, --models-dir or $STREAMSWAP_MODELS_DIR to a writable folder",
+            )
+        )
     used = set(models_used_by(config.faces))
     present: list[str] = []
     absent: list[str] = []
@@ -297,8 +394,14 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
             if spec.bundled:
                 checks.append(_bundled_source(spec.name, needed))
             elif spec.name in used:  # run/serve would stop at once
-                checks.append(Check(f"model {spec.name}", FAIL, f"not downloaded{needed}",
-                                    "streamswap models fetch --for-config" + (f" -c {config_path}" if config_path else "")))
+                checks.append(
+                    Check(
+                        f"model {spec.name}",
+                        FAIL,
+                        f"not downloaded{needed}",
+                        "streamswap models fetch --for-config" + (f" -c {config_path}" if config_path else ""),
+                    )
+                )
             else:
                 absent.append(spec.name)
             continue
@@ -307,14 +410,27 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
             checks.append(Check(f"model {spec.name}", OK, f"verified{needed}"))
         elif status.state == UNPINNED:
             present.append(spec.name)
-            checks.append(Check(f"model {spec.name}", OK, f"present, no published hash (recorded {status.sha256[:12]}){needed}"))  # type: ignore[index]
+            checks.append(
+                Check(f"model {spec.name}", OK, f"present, no published hash (recorded {status.sha256[:12]}){needed}")  # type: ignore[index]
+            )
         elif status.state == MISMATCH:
-            checks.append(Check(f"model {spec.name}", FAIL if spec.name in used else WARN,
-                                f"{status.path} fails verification{needed}",
-                                f"delete it and run: streamswap models fetch {spec.name}"))
+            checks.append(
+                Check(
+                    f"model {spec.name}",
+                    FAIL if spec.name in used else WARN,
+                    f"{status.path} fails verification{needed}",
+                    f"delete it and run: streamswap models fetch {spec.name}",
+                )
+            )
     if absent:
-        checks.append(Check("models (optional)", OK, f"{len(present)} present; not downloaded: {', '.join(absent)}",
-                            "fetch what you use: streamswap models fetch NAME"))
+        checks.append(
+            Check(
+                "models (optional)",
+                OK,
+                f"{len(present)} present; not downloaded: {', '.join(absent)}",
+                "fetch what you use: streamswap models fetch NAME",
+            )
+        )
     return checks
 
 
@@ -334,13 +450,25 @@ def triton_checks(config: Config) -> list[Check]:
         ready = conn.call("is_server_ready")
     except Exception as exc:
         why = model_not_ready(conn, "", with_fix=False) or f"{type(exc).__name__}: {exc}"
-        return [Check("triton server", FAIL, why,
-                      "start Triton with the repository from `streamswap triton export --repo DIR` "
-                      "(docs/scale-out.md), or set inference.triton.url")]
+        return [
+            Check(
+                "triton server",
+                FAIL,
+                why,
+                "start Triton with the repository from `streamswap triton export --repo DIR` "
+                "(docs/scale-out.md), or set inference.triton.url",
+            )
+        ]
     version = meta.get("version", "?")
     if not ready:
-        return [Check("triton server", FAIL, f"{conn.where} (Triton {version}) answers but is not ready",
-                      "wait for it to load its models; see the server's log")]
+        return [
+            Check(
+                "triton server",
+                FAIL,
+                f"{conn.where} (Triton {version}) answers but is not ready",
+                "wait for it to load its models; see the server's log",
+            )
+        ]
     checks = [Check("triton server", OK, f"{conn.where}, Triton {version}")]
     for used in role_models(config.faces):
         ref = settings.models.get(used.role)
@@ -351,9 +479,15 @@ def triton_checks(config: Config) -> list[Check]:
         if why is None:
             checks.append(Check(label, OK, f"model {name} ready" + (f" (version {version})" if version else "")))
         else:
-            checks.append(Check(label, FAIL, why,
-                                f"streamswap triton export --repo DIR, load {name} on the server "
-                                f"(or set inference.triton.models.{used.role}.name)"))
+            checks.append(
+                Check(
+                    label,
+                    FAIL,
+                    why,
+                    f"streamswap triton export --repo DIR, load {name} on the server "
+                    f"(or set inference.triton.models.{used.role}.name)",
+                )
+            )
     return checks
 
 
@@ -377,15 +511,33 @@ def _backend(config: Config) -> list[Check]:
             return [Check("backend", OK, "inference.backend: tensorrt (TensorRT and a CUDA GPU are usable)")]
         why = "; ".join(problems)
         if inference.fallback:
-            return [Check("backend", WARN, f"inference.backend: tensorrt cannot run here ({why}); the config "
-                          f"falls back to ONNX Runtime {' then '.join(inference.fallback)}",
-                          f"for TensorRT: {install_extra('tensorrt')} on a machine with an NVIDIA GPU and driver")]
-        return [Check("backend", FAIL, f"inference.backend: tensorrt cannot run here: {why}",
-                      f"install TensorRT and cuda-python: {install_extra('tensorrt')} (Jetson: sudo apt install "
-                      "python3-libnvinfer), with the NVIDIA driver; or set inference.backend: ort "
-                      "(or inference.fallback: [cuda, cpu])")]
-    return [Check("backend", FAIL, f"inference.backend: {inference.backend} is not known to this doctor",
-                  "set inference.backend: ort, tensorrt or triton")]
+            return [
+                Check(
+                    "backend",
+                    WARN,
+                    f"inference.backend: tensorrt cannot run here ({why}); the config "
+                    f"falls back to ONNX Runtime {' then '.join(inference.fallback)}",
+                    f"for TensorRT: {install_extra('tensorrt')} on a machine with an NVIDIA GPU and driver",
+                )
+            ]
+        return [
+            Check(
+                "backend",
+                FAIL,
+                f"inference.backend: tensorrt cannot run here: {why}",
+                f"install TensorRT and cuda-python: {install_extra('tensorrt')} (Jetson: sudo apt install "
+                "python3-libnvinfer), with the NVIDIA driver; or set inference.backend: ort "
+                "(or inference.fallback: [cuda, cpu])",
+            )
+        ]
+    return [
+        Check(
+            "backend",
+            FAIL,
+            f"inference.backend: {inference.backend} is not known to this doctor",
+            "set inference.backend: ort, tensorrt or triton",
+        )
+    ]
 
 
 def _config_io(config: Config, sys_root: Path, dev_root: Path) -> list[Check]:
@@ -396,8 +548,14 @@ def _config_io(config: Config, sys_root: Path, dev_root: Path) -> list[Check]:
     checks: list[Check] = []
     missing = [p for p in config.source if not Path(p).expanduser().is_file()]
     if missing:
-        checks.append(Check("source faces", FAIL, f"not found: {', '.join(missing)}",
-                            "fix the `source` paths (or pass --source FACE.jpg)"))
+        checks.append(
+            Check(
+                "source faces",
+                FAIL,
+                f"not found: {', '.join(missing)}",
+                "fix the `source` paths (or pass --source FACE.jpg)",
+            )
+        )
     try:
         open_source(config.input, config.io)  # builds it (checks the URI), opens nothing
         checks.append(Check("input", OK, config.input))
@@ -410,8 +568,9 @@ def _config_io(config: Config, sys_root: Path, dev_root: Path) -> list[Check]:
             checks.append(Check(f"output {uri}", FAIL, str(exc), "fix `outputs` or pass -o URI"))
             continue
         if output_kind(uri) == "vcam" and _v4l2loopback(sys_root, dev_root)[0].status != OK:
-            checks.append(Check(f"output {uri}", FAIL, "no writable v4l2loopback device for vcam://",
-                                _V4L2LOOPBACK_SETUP))
+            checks.append(
+                Check(f"output {uri}", FAIL, "no writable v4l2loopback device for vcam://", _V4L2LOOPBACK_SETUP)
+            )
             continue
         checks.append(Check(f"output {uri}", OK, output_kind(uri)))
     encoder = config.io.encoder
@@ -419,8 +578,14 @@ def _config_io(config: Config, sys_root: Path, dev_root: Path) -> list[Check]:
     if wants_encoder and encoder not in ("auto", None):
         why = _encoder_opens(encoder) if _has_codec(encoder) else "not in PyAV's FFmpeg build"
         if why is not None:
-            checks.append(Check("io.encoder", FAIL, f"{encoder} cannot be used here ({why})",
-                                "set io.encoder: auto (or pass --encoder libx264)"))
+            checks.append(
+                Check(
+                    "io.encoder",
+                    FAIL,
+                    f"{encoder} cannot be used here ({why})",
+                    "set io.encoder: auto (or pass --encoder libx264)",
+                )
+            )
     return checks
 
 
@@ -439,8 +604,9 @@ def _bundled_source(name: str, needed: str) -> Check:
     except StreamswapError as exc:
         return Check(f"model {name}", FAIL if needed else WARN, str(exc))
     if importlib.util.find_spec("tflite2onnx") is None:
-        return Check(f"model {name}", FAIL if needed else WARN, "tflite2onnx is not installed",
-                     install_packages("tflite2onnx"))
+        return Check(
+            f"model {name}", FAIL if needed else WARN, "tflite2onnx is not installed", install_packages("tflite2onnx")
+        )
     return Check(f"model {name}", OK, f"bundled, converted from {source.name} on first use{needed}")
 
 
@@ -450,5 +616,9 @@ def _engine_cache(config: Config) -> Check:
     path = resolve_cache_dir(config.inference.engine_cache_dir)
     if _writable_dir(path):
         return Check("engine cache", OK, f"{path} (writable)")
-    return Check("engine cache", WARN, f"{path} is not writable (TensorRT engines cannot be cached)",
-                 "set inference.engine_cache_dir to a writable folder")
+    return Check(
+        "engine cache",
+        WARN,
+        f"{path} is not writable (TensorRT engines cannot be cached)",
+        "set inference.engine_cache_dir to a writable folder",
+    )

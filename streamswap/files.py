@@ -36,8 +36,9 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n < 10 * 2**20 else f"{n / 2**20:.0f} MiB"
 
 
-def check_regular(path: str | os.PathLike[str], what: str = "file",
-                  error: type[StreamswapError] = InputError) -> os.stat_result:
+def check_regular(
+    path: str | os.PathLike[str], what: str = "file", error: type[StreamswapError] = InputError
+) -> os.stat_result:
     """stat() `path` (following links) and raise `error` unless it is a regular file."""
     p = Path(path)
     try:
@@ -51,8 +52,9 @@ def check_regular(path: str | os.PathLike[str], what: str = "file",
     return st
 
 
-def read_regular(path: str | os.PathLike[str], max_bytes: int, what: str = "file",
-                 error: type[StreamswapError] = InputError) -> bytes:
+def read_regular(
+    path: str | os.PathLike[str], max_bytes: int, what: str = "file", error: type[StreamswapError] = InputError
+) -> bytes:
     """The bytes of regular file `path`, at most `max_bytes` of them.
 
     Raises `error` when the path is missing, unreadable, not a regular file (FIFO, device,
@@ -111,17 +113,24 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def check_output_file(path: str | os.PathLike[str], existing: str,
-                      protect: Sequence[str | os.PathLike[str]] = (), *,
-                      error: type[StreamswapError] = StreamswapError, flag: str = "-y/--overwrite") -> None:
+def check_output_file(
+    path: str | os.PathLike[str],
+    existing: str,
+    protect: Sequence[str | os.PathLike[str]] = (),
+    *,
+    error: type[StreamswapError] = StreamswapError,
+    flag: str = "-y/--overwrite",
+) -> None:
     """Raise `error` when writing `path` would destroy a file the run reads (any of
     `protect`: the input, the source photos; whatever `existing` says), or an existing
     file while `existing` is "refuse" (or "auto", which callers resolve to it)."""
     p = Path(path)
     for other in protect:
         if other and same_file(p, other):
-            raise error(f"{p}: is also read by this run ({other}); writing it would destroy it, "
-                        "so write the result to another file")
+            raise error(
+                f"{p}: is also read by this run ({other}); writing it would destroy it, "
+                "so write the result to another file"
+            )
     if existing in ("refuse", "auto") and p.exists():
         try:
             mode = p.stat().st_mode

@@ -23,9 +23,28 @@ MASK = "***"
 _KEY_IN_PATH = {"rtmp", "rtmps", "rtmpt", "rtmpe", "rtmpte", "rtmpts"}
 # Query parameter names (lower case; also matched as a suffix after _ or -) that carry a
 # credential: SRT's passphrase and streamid, signed-URL signatures, API keys, tokens.
-_SECRET_PARAMS = ("key", "token", "secret", "password", "passwd", "pass", "pwd", "passphrase",
-                  "streamid", "auth", "authorization", "sig", "signature", "credential", "credentials",
-                  "apikey", "api_key", "access_token", "x-amz-signature", "x-amz-credential")
+_SECRET_PARAMS = (
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "passphrase",
+    "streamid",
+    "auth",
+    "authorization",
+    "sig",
+    "signature",
+    "credential",
+    "credentials",
+    "apikey",
+    "api_key",
+    "access_token",
+    "x-amz-signature",
+    "x-amz-credential",
+)
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s'\"<>`]+")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 
@@ -79,9 +98,10 @@ def redact_text(text: str) -> str:
     """Every URI inside `text` passed through `redact_uri` (log lines, error messages)."""
     if "://" not in text:
         return text
+
     def one(m: re.Match[str]) -> str:
         uri = m.group(0)
         core = uri.rstrip(":,.;)]}")  # "rtmp://h/app/key: refused" keeps its colon
-        return redact_uri(core) + uri[len(core):]
+        return redact_uri(core) + uri[len(core) :]
 
     return _URI.sub(one, text)

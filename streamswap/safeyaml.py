@@ -46,22 +46,26 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def construct_object(self, node: Node, deep: bool = False) -> Any:  # type: ignore[override]
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
         if node.tag not in _TAGS:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            raise ConfigError(f"{_where(node)}: the YAML tag {shorten(tag)} is not allowed in a "
-                              "configuration (only strings, numbers, true/false, null, lists, mappings)")
+            raise ConfigError(
+                f"{_where(node)}: the YAML tag {shorten(tag)} is not allowed in a "
+                "configuration (only strings, numbers, true/false, null, lists, mappings)"
+            )
         try:
             return super().construct_object(node, deep)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ConfigError(f"{_where(node)}: cannot read this value ({shorten(str(exc), 120)})") from None
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise ConfigError(f"{_where(self.peek_event())}: nested more than {MAX_DEPTH} levels "
-                                  "deep; a configuration is a few levels of sections")
+                raise ConfigError(
+                    f"{_where(self.peek_event())}: nested more than {MAX_DEPTH} levels "
+                    "deep; a configuration is a few levels of sections"
+                )
             return super().compose_node(parent, index)  # type: ignore[return-value]
         finally:
             self._depth -= 1
@@ -74,8 +78,10 @@ class _BoundedLoader(yaml.SafeLoader):
                 continue
             first = seen.setdefault((key.tag, key.value), key)
             if first is not key:
-                raise ConfigError(f"{_where(key)}: duplicate key {shorten(key.value)} (first given at "
-                                  f"{_where(first)}); give each key once")
+                raise ConfigError(
+                    f"{_where(key)}: duplicate key {shorten(key.value)} (first given at "
+                    f"{_where(first)}); give each key once"
+                )
         return node
 
 
@@ -90,8 +96,10 @@ def _expanded_size(root: Node) -> int:
         if key in memo:
             return memo[key]
         if key in active:
-            raise ConfigError(f"{_where(node)}: an alias refers to the node that contains it "
-                              "(a recursive structure); not allowed in a configuration")
+            raise ConfigError(
+                f"{_where(node)}: an alias refers to the node that contains it "
+                "(a recursive structure); not allowed in a configuration"
+            )
         active.add(key)
         total = 1
         if isinstance(node, SequenceNode):
@@ -100,9 +108,11 @@ def _expanded_size(root: Node) -> int:
             total += sum(size(k) + size(v) for k, v in node.value)
         active.discard(key)
         if total > MAX_NODES:
-            raise ConfigError(f"{_where(node)}: with its aliases (*name) expanded the document has more "
-                              f"than {MAX_NODES} values; aliases of aliases are refused (a 'billion "
-                              "laughs' document)")
+            raise ConfigError(
+                f"{_where(node)}: with its aliases (*name) expanded the document has more "
+                f"than {MAX_NODES} values; aliases of aliases are refused (a 'billion "
+                "laughs' document)"
+            )
         memo[key] = total
         return total
 

@@ -87,9 +87,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {shorten(value)}")
         key_tp, val_tp = get_args(tp) or (str, Any)
-        return {
-            _convert(k, key_tp, path): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()
-        }
+        return {_convert(k, key_tp, path): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)  # type: ignore[arg-type]
     if tp is bool:

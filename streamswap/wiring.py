@@ -79,8 +79,14 @@ def plan_endpoints(config: Config, *, live: bool | None = None, loop: bool = Fal
     return Endpoints(source, sinks)
 
 
-def build_pipeline(config: Config, stages: Sequence[Stage], *, source: Source, sinks: Sequence[Sink],
-                   observers: Sequence[PipelineObserver | FrameTap] = ()) -> Pipeline:
+def build_pipeline(
+    config: Config,
+    stages: Sequence[Stage],
+    *,
+    source: Source,
+    sinks: Sequence[Sink],
+    observers: Sequence[PipelineObserver | FrameTap] = (),
+) -> Pipeline:
     """A Pipeline over the built `source`, `stages` (+ the io.label stage) and `sinks` (see
     `plan_endpoints`), with pinned frame slots when TensorRT runs on a usable GPU (plain memory otherwise, logged).
     A replaced pipeline's pinned slots are freed once it is unreferenced."""
@@ -91,15 +97,20 @@ def build_pipeline(config: Config, stages: Sequence[Stage], *, source: Source, s
         from streamswap.pipeline.label import LabelStage
 
         stages.append(LabelStage(config.io.label))
-    return Pipeline(source, stages, sinks, settings=config.pipeline, observers=observers,
-                    allocator=slot_allocator(config.inference.backend))
+    return Pipeline(
+        source,
+        stages,
+        sinks,
+        settings=config.pipeline,
+        observers=observers,
+        allocator=slot_allocator(config.inference.backend),
+    )
 
 
 FACE_COMPUTE_STAGES = 2  # detect (detector, landmarker) and swap (swapper, enhancer) run at once
 
 
-def apply_cpu_budget(config: Config, compute_stages: int = FACE_COMPUTE_STAGES,
-                     cores: int | None = None) -> Config:
+def apply_cpu_budget(config: Config, compute_stages: int = FACE_COMPUTE_STAGES, cores: int | None = None) -> Config:
     """`config` with its thread counts resolved from the CPU budget (pipeline/cpu_budget.py):
     inference.threads, io.encoder_threads and io.decoder_threads where they are 0 (auto).
     Also sizes OpenCV's thread pool, which is process-wide (cv2.setNumThreads).
@@ -109,20 +120,32 @@ def apply_cpu_budget(config: Config, compute_stages: int = FACE_COMPUTE_STAGES,
     from streamswap.pipeline.cpu_budget import plan_cpu_budget, usable_cores
 
     budget = plan_cpu_budget(
-        cores if cores is not None else usable_cores(), compute_stages,
-        intra_op_threads=config.inference.threads, spinning=config.inference.allow_spinning,
-        encoder_threads=config.io.encoder_threads, decoder_threads=config.io.decoder_threads)
+        cores if cores is not None else usable_cores(),
+        compute_stages,
+        intra_op_threads=config.inference.threads,
+        spinning=config.inference.allow_spinning,
+        encoder_threads=config.io.encoder_threads,
+        decoder_threads=config.io.decoder_threads,
+    )
     cv2.setNumThreads(budget.opencv_threads)
-    log.info("CPU budget", extra=kv(cores=budget.cores, compute_stages=compute_stages,
-                                    ort_threads=budget.intra_op_threads, spinning=budget.spinning,
-                                    opencv_threads=budget.opencv_threads,
-                                    encoder_threads=budget.encoder_threads,
-                                    decoder_threads=budget.decoder_threads))
+    log.info(
+        "CPU budget",
+        extra=kv(
+            cores=budget.cores,
+            compute_stages=compute_stages,
+            ort_threads=budget.intra_op_threads,
+            spinning=budget.spinning,
+            opencv_threads=budget.opencv_threads,
+            encoder_threads=budget.encoder_threads,
+            decoder_threads=budget.decoder_threads,
+        ),
+    )
     return dataclasses.replace(
         config,
         inference=dataclasses.replace(config.inference, threads=budget.intra_op_threads),
-        io=dataclasses.replace(config.io, encoder_threads=budget.encoder_threads,
-                               decoder_threads=budget.decoder_threads),
+        io=dataclasses.replace(
+            config.io, encoder_threads=budget.encoder_threads, decoder_threads=budget.decoder_threads
+        ),
     )
 
 
@@ -137,20 +160,22 @@ def _resolve(store: ModelStore, key: str, model: str, contract: str | None, role
     resolved = store.resolve(model, contract)
     if resolved.spec.role not in roles:
         raise ConfigError(
-            f"{key}: {model} is a {resolved.spec.role} model, not a {' or '.join(roles)}; "
-            "see `streamswap models list`"
+            f"{key}: {model} is a {resolved.spec.role} model, not a {' or '.join(roles)}; see `streamswap models list`"
         )
     return resolved
 
 
-def _parts(key: str, role: str, resolved: ResolvedModel, faces: FacesSettings, session: Session,
-           **more: Any) -> tuple[str, AdapterParts]:
+def _parts(
+    key: str, role: str, resolved: ResolvedModel, faces: FacesSettings, session: Session, **more: Any
+) -> tuple[str, AdapterParts]:
     """The registered adapter's contract for a resolved model, and what it is built from."""
     contract = resolved.spec.contract
     known = contracts(role)
     if contract not in known:
-        raise ConfigError(f"{key}: {resolved.spec.name} follows the {contract!r} contract; "
-                          f"a {role} must follow one of: {', '.join(known)}")
+        raise ConfigError(
+            f"{key}: {resolved.spec.name} follows the {contract!r} contract; "
+            f"a {role} must follow one of: {', '.join(known)}"
+        )
     return contract, AdapterParts(resolved.spec.name, faces, session, resolved.path, resolved.sha256, **more)
 
 
@@ -172,15 +197,17 @@ def build_face_stages(
     pool = pool or default_pool(config)
 
     def parts(key: str, role: str, resolved: ResolvedModel, stage: str, **more: Any) -> tuple[str, AdapterParts]:
-        session = pool.get(resolved.path, size=faces.detector.size if role == "detector" else None,
-                           role=role, stage=stage)
+        session = pool.get(
+            resolved.path, size=faces.detector.size if role == "detector" else None, role=role, stage=stage
+        )
         return _parts(key, role, resolved, faces, session, **more)
 
     det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))
     lm = None
     if faces.landmarker.model:
-        lm = _resolve(store, "faces.landmarker.model", faces.landmarker.model, faces.landmarker.contract,
-                      ("landmarker",))
+        lm = _resolve(
+            store, "faces.landmarker.model", faces.landmarker.model, faces.landmarker.contract, ("landmarker",)
+        )
 
     def detector(stage: str) -> Detector:
         adapter: Detector = build_adapter("detector", *parts("faces.detector.model", "detector", det, stage))
@@ -208,40 +235,64 @@ def build_face_stages(
         enhancer = build_adapter("enhancer", *parts("faces.enhancer", "enhancer", enh, "swap"))
 
     swap = SwapStage(swapper, enhancer=enhancer)
-    identities = IdentityPreparer(SourceDetector(detector("identity"), landmarker("identity")), swapper, swap,
-                                  face_index=faces.swapper.source_face_index)
+    identities = IdentityPreparer(
+        SourceDetector(detector("identity"), landmarker("identity")),
+        swapper,
+        swap,
+        face_index=faces.swapper.source_face_index,
+    )
     # Who is swapped and with which source: photos are detected and prepared on the identity
     # worker (its own detector); the stages see finished objects only.
-    people = People(identities.detect_source, identities.prepare_value, recognizer,
-                    recognize_every=faces.select.recognize_every, hold_frames=faces.select.hold_frames)
+    people = People(
+        identities.detect_source,
+        identities.prepare_value,
+        recognizer,
+        recognize_every=faces.select.recognize_every,
+        hold_frames=faces.select.hold_frames,
+    )
     if recognizer is None:  # live mappings load it on first use (naming the model to fetch if absent)
         people.load_recognizer = lambda: _recognizer(faces, store, pool, parts)
-    detect = DetectStage(detector("detect"), landmarker=landmarker("detect"), tracking=faces.tracking,
-                         people=people)
+    detect = DetectStage(detector("detect"), landmarker=landmarker("detect"), tracking=faces.tracking, people=people)
     swap.people = people
     people.configure(faces.select, faces.map, faces.unmatched)  # reads the photos it names
-    log.info("face stages ready", extra=kv(detector=faces.detector.model, landmarker=faces.landmarker.model,
-                                           swapper=faces.swapper.model, enhancer=faces.enhancer,
-                                           select=faces.select.mode, mappings=len(faces.map)))
+    log.info(
+        "face stages ready",
+        extra=kv(
+            detector=faces.detector.model,
+            landmarker=faces.landmarker.model,
+            swapper=faces.swapper.model,
+            enhancer=faces.enhancer,
+            select=faces.select.mode,
+            mappings=len(faces.map),
+        ),
+    )
     return FaceStageSet(detect, swap, identities, people)
 
 
-def _recognizer(faces: FacesSettings, store: ModelStore, pool: SessionPool,
-                parts: Callable[..., tuple[str, AdapterParts]]) -> Any:
+def _recognizer(
+    faces: FacesSettings, store: ModelStore, pool: SessionPool, parts: Callable[..., tuple[str, AdapterParts]]
+) -> Any:
     """The ArcFace recognizer (neural swappers' identities, selection by reference, faces.map),
     on the identity stage's session. A missing file is refused naming the model to fetch."""
     from streamswap.errors import ModelError
 
     try:
-        rec = _resolve(store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract,
-                       ("recognizer",))
+        rec = _resolve(
+            store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract, ("recognizer",)
+        )
     except ModelError as exc:
         if faces.swapper.model != MESH:
             raise
-        why = "faces.select.mode: reference" if faces.select.mode == "reference" else \
-            "faces.map" if faces.map else "mapping people to sources"
-        raise ConfigError(f"{why} needs a face recognizer (faces.recognizer.model, or your own ArcFace-contract "
-                          f"file): {exc}") from None
+        why = (
+            "faces.select.mode: reference"
+            if faces.select.mode == "reference"
+            else "faces.map"
+            if faces.map
+            else "mapping people to sources"
+        )
+        raise ConfigError(
+            f"{why} needs a face recognizer (faces.recognizer.model, or your own ArcFace-contract file): {exc}"
+        ) from None
     return build_adapter("recognizer", *parts("faces.recognizer.model", "recognizer", rec, "identity"))
 
 
@@ -262,8 +313,9 @@ def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> A
     return masks if masks.active else None
 
 
-def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool,
-                    parts: Callable[..., tuple[str, AdapterParts]]) -> Swapper:
+def _neural_swapper(
+    faces: FacesSettings, store: ModelStore, pool: SessionPool, parts: Callable[..., tuple[str, AdapterParts]]
+) -> Swapper:
     """A neural swapper (generator on the swap stage) with its recognizer and embedding
     converter, which only the identity preparer uses (stage "identity")."""
     from streamswap.faces.identity import LatentCache
@@ -273,9 +325,21 @@ def _neural_swapper(faces: FacesSettings, store: ModelStore, pool: SessionPool,
     companion = None
     if sw.spec.companion:
         conv = _resolve(store, "faces.swapper.model", sw.spec.companion, None, ("embedding_converter",))
-        companion = AdapterParts(conv.spec.name, faces, pool.get(conv.path, role="embedding_converter",
-                                                                 stage="identity"), conv.path, conv.sha256)
-    contract, swapper_parts = parts("faces.swapper.model", "swapper", sw, "swap", companion=companion,
-                                    recognizer=recognizer, cache=LatentCache.for_models_dir(store.dir))
+        companion = AdapterParts(
+            conv.spec.name,
+            faces,
+            pool.get(conv.path, role="embedding_converter", stage="identity"),
+            conv.path,
+            conv.sha256,
+        )
+    contract, swapper_parts = parts(
+        "faces.swapper.model",
+        "swapper",
+        sw,
+        "swap",
+        companion=companion,
+        recognizer=recognizer,
+        cache=LatentCache.for_models_dir(store.dir),
+    )
     swapper: Swapper = build_adapter("swapper", contract, swapper_parts)
     return swapper

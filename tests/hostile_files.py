@@ -26,9 +26,19 @@ def lying_tiff(real: tuple[int, int], claimed: tuple[int, int]) -> bytes:
     20000×20000 is ~390 KB on disk and 1.2 GB once decoded to BGR."""
     w, h = real
     strip = zeros_deflated(w * h)
-    entries = [(256, 4, w), (257, 4, h), (256, 4, claimed[0]), (257, 4, claimed[1]),
-               (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 0), (277, 3, 1), (278, 4, h),
-               (279, 4, len(strip))]
+    entries = [
+        (256, 4, w),
+        (257, 4, h),
+        (256, 4, claimed[0]),
+        (257, 4, claimed[1]),
+        (258, 3, 8),
+        (259, 3, 8),
+        (262, 3, 1),
+        (273, 4, 0),
+        (277, 3, 1),
+        (278, 4, h),
+        (279, 4, len(strip)),
+    ]
     data_off = 8 + 2 + 12 * len(entries) + 4
     out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
     for tag, typ, val in entries:
@@ -58,8 +68,7 @@ def onnx_bytes(inputs: list[tuple[str, list[int | str]]], outputs: int = 1) -> b
     ins = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs]
     outs = [helper.make_tensor_value_info(f"out{i}", TensorProto.FLOAT, None) for i in range(outputs)]
     nodes = [helper.make_node("Identity", [inputs[0][0]], [f"out{i}"]) for i in range(outputs)]
-    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs),
-                              opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 13)])
     return model.SerializeToString()
 
 

@@ -29,5 +29,6 @@ class GpuBuildWithoutGpu:
             keep = [i for i, p in enumerate(providers) if p != "CUDAExecutionProvider"]
             providers = [providers[i] for i in keep]
             provider_options = [provider_options[i] for i in keep] if provider_options else None
-        return self._ort.InferenceSession(path, sess_options=sess_options, providers=providers,
-                                          provider_options=provider_options, **kwargs)
+        return self._ort.InferenceSession(
+            path, sess_options=sess_options, providers=providers, provider_options=provider_options, **kwargs
+        )

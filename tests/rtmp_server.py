@@ -80,7 +80,9 @@ class RtmpServer:
         assert self._proc is None, "already running"
         self._proc = subprocess.Popen(
             [self.nginx, "-p", str(self.root), "-c", str(self.config), "-e", str(self.root / "error.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         _running.add(self._proc.pid)
         deadline = time.monotonic() + timeout
@@ -170,7 +172,8 @@ def _kill_leftovers() -> None:
 def rtmp_server(tmp_path: Path):
     """A started nginx-rtmp server on a free 127.0.0.1 port; stopped after the test."""
     nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()), None)
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()), None
+    )
     module = rtmp_module()
     require(bool(nginx and module), "nginx with the RTMP module (apt-get install nginx libnginx-mod-rtmp)")
     root = tmp_path / "nginx"

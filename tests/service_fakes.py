@@ -33,8 +33,8 @@ def stamp_levels(generation: int) -> tuple[int, int]:
 
 def read_stamp(frame: np.ndarray, tolerance: int = 12) -> int | None:
     """The identity generation stamped into `frame` (BGR), or None when it carries none."""
-    left = float(frame[4:STAMP - 4, 4:STAMP - 4].mean())
-    right = float(frame[4:STAMP - 4, STAMP + 4:2 * STAMP - 4].mean())
+    left = float(frame[4 : STAMP - 4, 4 : STAMP - 4].mean())
+    right = float(frame[4 : STAMP - 4, STAMP + 4 : 2 * STAMP - 4].mean())
     for generation in range(1, len(_LEVELS) + 1):
         a, b = stamp_levels(generation)
         if abs(left - a) <= tolerance and abs(right - b) <= tolerance:
@@ -128,7 +128,7 @@ class RecordingStages:
             self.frames_with_identity += 1
             left, right = stamp_levels(self.generation)
             frame[:STAMP, :STAMP] = left
-            frame[:STAMP, STAMP:2 * STAMP] = right
+            frame[:STAMP, STAMP : 2 * STAMP] = right
 
 
 def identity_of(status: dict[str, Any]) -> tuple[str | None, int]:
@@ -152,8 +152,15 @@ class FakePipeline:
     """Makes frames every `period` seconds through `stages` on a thread; implements the
     daemon's PipelineControl."""
 
-    def __init__(self, config: Any, stages: Any, observers: Sequence[Any] = (), period: float = 0.01,
-                 fail_start: bool = False, max_frames: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        stages: Any,
+        observers: Sequence[Any] = (),
+        period: float = 0.01,
+        fail_start: bool = False,
+        max_frames: int | None = None,
+    ) -> None:
         self.config, self.stages, self.observers = config, stages, list(observers)
         self.period = period
         self.fail_start = fail_start
@@ -209,9 +216,16 @@ class FakePipeline:
         return self._done.wait(timeout)
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "frames_out": self._frames, "paused": self._paused,
-                "fps_out": 1 / self.period, "latency_ms_p50": 1.0, "dropped": 0, "errors": {},
-                "source_identity": self.stages.source_names}
+        return {
+            "state": self.state,
+            "frames_out": self._frames,
+            "paused": self._paused,
+            "fps_out": 1 / self.period,
+            "latency_ms_p50": 1.0,
+            "dropped": 0,
+            "errors": {},
+            "source_identity": self.stages.source_names,
+        }
 
     def frames_out(self) -> int:
         return self._frames

@@ -29,12 +29,16 @@ def sample_photo_paths() -> tuple[Path, Path, Path]:
     """(astronaut.png, t1.jpg group photo, Tom_Hanks_54745.png): required test inputs."""
     from conftest import require
 
-    found = (package_file("skimage", "data", "astronaut.png"),
-             package_file("insightface", "data", "images", "t1.jpg"),
-             package_file("insightface", "data", "images", "Tom_Hanks_54745.png"))
+    found = (
+        package_file("skimage", "data", "astronaut.png"),
+        package_file("insightface", "data", "images", "t1.jpg"),
+        package_file("insightface", "data", "images", "Tom_Hanks_54745.png"),
+    )
     require(found[0] is not None, "scikit-image's astronaut.png (pip install scikit-image)")
-    require(found[1] is not None and found[2] is not None,
-            "insightface's t1.jpg and Tom_Hanks_54745.png (pip install insightface)")
+    require(
+        found[1] is not None and found[2] is not None,
+        "insightface's t1.jpg and Tom_Hanks_54745.png (pip install insightface)",
+    )
     return found  # type: ignore[return-value]
 
 
@@ -55,8 +59,9 @@ def tom_hanks() -> np.ndarray | None:
 
 
 # Hand-placed key points of the astronaut's face (skimage astronaut.png, 512×512).
-ASTRONAUT_KPS = np.array([[176.0, 118.0], [226.0, 112.0], [205.0, 150.0],
-                          [188.0, 178.0], [228.0, 173.0]], dtype=np.float32)
+ASTRONAUT_KPS = np.array(
+    [[176.0, 118.0], [226.0, 112.0], [205.0, 150.0], [188.0, 178.0], [228.0, 173.0]], dtype=np.float32
+)
 
 
 def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
@@ -73,7 +78,9 @@ def face_at(scale: float, angle: float, tx: float, ty: float) -> Face:
     return Face(box=np.array([x1, y1, x2, y2], np.float32), score=0.9, kps=kps.astype(np.float32))
 
 
-def frame_with_face(shape: tuple[int, int], scale: float, angle: float, tx: float, ty: float) -> tuple[np.ndarray, Face]:
+def frame_with_face(
+    shape: tuple[int, int], scale: float, angle: float, tx: float, ty: float
+) -> tuple[np.ndarray, Face]:
     """A frame holding the real Tom Hanks crop placed by a similarity, and its Face."""
     face = tom_hanks()
     h, w = shape

@@ -21,19 +21,41 @@ def insightface_norm_crop(img, kps, size):
 
 
 def test_templates_follow_models_md():
-    assert np.allclose(align.template("arcface_128", 1), [
-        (.36167656, .40387734), (.63696719, .40235469), (.50019687, .56044219),
-        (.38710391, .72160547), (.61507734, .72034453)], atol=1e-7)
+    assert np.allclose(
+        align.template("arcface_128", 1),
+        [
+            (0.36167656, 0.40387734),
+            (0.63696719, 0.40235469),
+            (0.50019687, 0.56044219),
+            (0.38710391, 0.72160547),
+            (0.61507734, 0.72034453),
+        ],
+        atol=1e-7,
+    )
     # Every point of every template (MODELS.md), not only one: a wrong eye or mouth corner
     # tilts or squeezes every crop made with it.
-    assert np.allclose(align.template("ffhq_512", 512), [
-        (192.98138, 239.94708), (318.90277, 240.1936), (256.63416, 314.01935),
-        (201.26117, 371.41043), (313.08905, 371.15118)], atol=1e-5)
-    assert np.allclose(align.template("arcface_112_v1", 112), [
-        (39.730, 51.138), (72.270, 51.138), (56.000, 68.493), (42.463, 87.010), (69.537, 87.010)], atol=1e-5)
+    assert np.allclose(
+        align.template("ffhq_512", 512),
+        [
+            (192.98138, 239.94708),
+            (318.90277, 240.1936),
+            (256.63416, 314.01935),
+            (201.26117, 371.41043),
+            (313.08905, 371.15118),
+        ],
+        atol=1e-5,
+    )
+    assert np.allclose(
+        align.template("arcface_112_v1", 112),
+        [(39.730, 51.138), (72.270, 51.138), (56.000, 68.493), (42.463, 87.010), (69.537, 87.010)],
+        atol=1e-5,
+    )
     t112 = align.template("arcface", 112)
-    assert np.allclose(t112, [(38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
-                              (41.5493, 92.3655), (70.7299, 92.2041)], atol=1e-5)
+    assert np.allclose(
+        t112,
+        [(38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041)],
+        atol=1e-5,
+    )
     assert np.allclose(align.template("arcface_112_v2", 112), t112)
     assert np.allclose(align.template("ffhq_512", 256), align.template("ffhq_512", 512) / 2)
     assert np.allclose(align.template("arcface_112_v1", 256), align.template("arcface_112_v1", 112) * 256 / 112)

@@ -45,11 +45,14 @@ def flat_png(value: int = 128) -> bytes:
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A ~100-byte PNG whose header claims width×height pixels (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    )
 
 
 class Client:
@@ -57,8 +60,14 @@ class Client:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         self.host, self.port, self.token = host, int(port), token
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None, token: str | None = "default") -> tuple[int, Any, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = "default",
+    ) -> tuple[int, Any, bytes]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         hdrs = dict(headers or {})
         tok = self.token if token == "default" else token
@@ -76,11 +85,22 @@ class Client:
 
 
 class Running:
-    def __init__(self, tmp_path: Path, api: str = "127.0.0.1:0", token: str | None = None,
-                 hold_loading: bool = False, **service) -> None:
+    def __init__(
+        self, tmp_path: Path, api: str = "127.0.0.1:0", token: str | None = None, hold_loading: bool = False, **service
+    ) -> None:
         self.config_file = tmp_path / "serve.yaml"
-        self.write_config({"service": {"api": api, "token": token, "status_interval_s": 0.1,
-                                       "stall_s": 0.5, "client_timeout_s": 2.0, **service}})
+        self.write_config(
+            {
+                "service": {
+                    "api": api,
+                    "token": token,
+                    "status_interval_s": 0.1,
+                    "stall_s": 0.5,
+                    "client_timeout_s": 2.0,
+                    **service,
+                }
+            }
+        )
         self.stages = RecordingStages()
         self.loading = threading.Event()
         if not hold_loading:
@@ -91,8 +111,9 @@ class Running:
             return self.stages
 
         load = lambda: load_config(self.config_file)  # noqa: E731
-        self.daemon = Daemon(load(), load, build_stages=build, make_pipeline=FakePipeline,
-                             check_endpoints=check_endpoints, environ={})
+        self.daemon = Daemon(
+            load(), load, build_stages=build, make_pipeline=FakePipeline, check_endpoints=check_endpoints, environ={}
+        )
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
         self.thread.start()
@@ -179,8 +200,13 @@ def test_metrics_parse(running):
     assert count[0] > 0
     stage = families["streamswap_stage_seconds"]
     assert {s.labels.get("stage") for s in stage.samples} >= {"swap"}
-    for name in ("streamswap_frames_in", "streamswap_frames_dropped", "streamswap_reconnects",
-                 "streamswap_stage_errors", "streamswap_ready"):
+    for name in (
+        "streamswap_frames_in",
+        "streamswap_frames_dropped",
+        "streamswap_reconnects",
+        "streamswap_stage_errors",
+        "streamswap_ready",
+    ):
         assert name in families
     assert [s.value for s in families["streamswap_ready"].samples] == [1.0]
 
@@ -195,8 +221,7 @@ def test_status_json(running):
 
 def test_source_switch_changes_identity_of_next_frames(running):
     assert running.stages.identity is None
-    code, body = running.client.json("POST", "/source", body=astronaut_png(),
-                                     headers={"Content-Type": "image/png"})
+    code, body = running.client.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"})
     assert code == 200 and body["ok"] and (body["width"], body["height"]) == (512, 512)
     first = identity_of(running.client.json("GET", "/status")[1])
     assert first[0] is not None
@@ -273,8 +298,9 @@ def test_refusals_are_4xx_with_a_message_and_the_stream_goes_on(running):
     # Not an image type at all.
     cases.append(c.json("POST", "/source", body=b"hello", headers={"Content-Type": "text/plain"}))
     # Says PNG, is text.
-    cases.append(c.json("POST", "/source", body=b"just some text, not a picture",
-                        headers={"Content-Type": "image/png"}))
+    cases.append(
+        c.json("POST", "/source", body=b"just some text, not a picture", headers={"Content-Type": "image/png"})
+    )
     # Decompression bomb: tiny file, header claims 100000×100000.
     bomb = bomb_png()
     assert len(bomb) < 200
@@ -302,8 +328,9 @@ def test_refusals_are_4xx_with_a_message_and_the_stream_goes_on(running):
 def test_50_mb_upload_is_refused_before_it_is_read(running):
     url = running.daemon.api.url
     size = 50 * 1024 * 1024
-    head = (f"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            f"Content-Length: {size}\r\n").encode()
+    head = (
+        f"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: {size}\r\n"
+    ).encode()
     # As curl sends it: waits for 100 Continue, gets 413 instead and never sends the body.
     code, body = _status_and_json(_raw(url, head + b"Expect: 100-continue\r\n\r\n"))
     assert code == 413 and "over the limit" in body["error"]
@@ -319,13 +346,17 @@ def test_a_refused_requests_body_is_never_read_as_a_request(running):
     url = running.daemon.api.url
     inner = b"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
     for method, path, code in (("POST", "/nope", 404), ("PUT", "/pause", 405), ("PATCH", "/nope", 404)):
-        raw = _raw(url, f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(inner)}\r\n\r\n".encode()
-                   + inner)
+        raw = _raw(
+            url, f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(inner)}\r\n\r\n".encode() + inner
+        )
         assert raw.count(b"HTTP/1.1 ") == 1 and _status_and_json(raw)[0] == code, raw
         assert b"connection: close" in raw.lower()
     assert running.daemon.status()["paused"] is False
     # Without a body the connection stays open for the next request.
-    raw = _raw(url, b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    raw = _raw(
+        url,
+        b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
     assert raw.count(b"HTTP/1.1 404") == 2, raw
 
 
@@ -372,8 +403,10 @@ def test_non_loopback_bind_needs_the_right_token(tmp_path):
         assert code == 401 and "Bearer" in headers["WWW-Authenticate"] and json.loads(body)["error"]
         assert c.json("GET", "/status", token="wrong-token-0123456789")[0] == 401
         assert c.json("POST", "/pause", token=None)[0] == 401
-        assert c.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"},
-                      token="wrong")[0] == 401
+        assert (
+            c.json("POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png"}, token="wrong")[0]
+            == 401
+        )
         assert r.stages.identity is None and r.daemon.status()["paused"] is False
         assert c.json("GET", "/status")[0] == 200
         assert c.request("GET", "/metrics")[0] == 200
@@ -420,9 +453,14 @@ def test_short_token_from_the_environment_is_refused():
     with pytest.raises(ConfigError, match="at least 16 characters"):
         ControlApi(ServiceSettings(api="0.0.0.0:0"), None, Metrics(gpu=False), "short")  # type: ignore[arg-type]
     config = load_config(None, {"service.api": "0.0.0.0:0"})
-    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: RecordingStages(),
-                    make_pipeline=FakePipeline,
-                    check_endpoints=check_endpoints, environ={"STREAMSWAP_API_TOKEN": "abc"})
+    daemon = Daemon(
+        config,
+        lambda: config,
+        build_stages=lambda c, e: RecordingStages(),
+        make_pipeline=FakePipeline,
+        check_endpoints=check_endpoints,
+        environ={"STREAMSWAP_API_TOKEN": "abc"},
+    )
     with pytest.raises(ConfigError, match="STREAMSWAP_API_TOKEN"):
         daemon.run()
 

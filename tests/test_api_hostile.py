@@ -38,16 +38,18 @@ def _addr(r: Running) -> tuple[str, int]:
 
 
 # -- framing -------------------------------------------------------------------------
-@pytest.mark.parametrize("headers", [
-    "Content-Length: \u00b2",                          # a superscript two: not a digit to HTTP
-    "Content-Length: 2\r\nContent-Length: 20",          # two that disagree
-    "Content-Length: 2\r\ncontent-length: 2",           # two that agree: still ambiguous behind a proxy
-    "Content-Length: -1",
-    "Content-Length: 2, 3",
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Content-Length: \u00b2",  # a superscript two: not a digit to HTTP
+        "Content-Length: 2\r\nContent-Length: 20",  # two that disagree
+        "Content-Length: 2\r\ncontent-length: 2",  # two that agree: still ambiguous behind a proxy
+        "Content-Length: -1",
+        "Content-Length: 2, 3",
+    ],
+)
 def test_malformed_content_length_is_a_json_400(running, headers):
-    raw = _raw(running.daemon.api.url,
-               f"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n\r\n{{}}".encode())
+    raw = _raw(running.daemon.api.url, f"POST /pause HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n\r\n{{}}".encode())
     code, body = _status_and_json(raw)
     assert code == 400 and "malformed" in body["error"], raw
     assert b"Traceback" not in raw
@@ -59,8 +61,9 @@ def test_deeply_nested_json_is_a_400(running):
     deep = b"[" * 30_000 + b"]" * 30_000
     code, body = running.client.json("POST", "/reload", body=deep, headers={"Content-Type": "application/json"})
     assert code == 400 and "nested deeper" in body["error"]
-    code, body = running.client.json("POST", "/pause", body=b'{"a": ' * 40 + b"1" + b"}" * 40,
-                                     headers={"Content-Type": "application/json"})
+    code, body = running.client.json(
+        "POST", "/pause", body=b'{"a": ' * 40 + b"1" + b"}" * 40, headers={"Content-Type": "application/json"}
+    )
     assert code == 400
     # brackets inside strings are text, not nesting
     assert json_depth_ok(b'{"a": "' + b"[" * 100 + b'"}') and not json_depth_ok(b"[" * 33 + b"]" * 33)
@@ -68,8 +71,9 @@ def test_deeply_nested_json_is_a_400(running):
 
 
 def test_a_header_block_over_the_limit_is_a_400(running):
-    raw = _raw(running.daemon.api.url,
-               b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+    raw = _raw(
+        running.daemon.api.url, b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
+    )
     assert _status_and_json(raw)[0] == 431
 
 
@@ -79,8 +83,11 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_read(tmp_path):
         r.wait_ready()
         chunk = b"\0" * 32768
         body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(4)) + b"0\r\n\r\n"
-        raw = _raw(r.daemon.api.url, b"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                   b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        raw = _raw(
+            r.daemon.api.url,
+            b"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + body,
+        )
         code, answer = _status_and_json(raw)
         assert code == 413 and "over the limit" in answer["error"]
         r.assert_streaming()
@@ -108,8 +115,12 @@ def test_a_crashing_handler_is_a_json_500_without_traceback(running, monkeypatch
 def test_405_names_every_method_of_nested_routers(running):
     """Allow lists what every route on the path takes (GET and HEAD are registered apart;
     the page's router nests others)."""
-    for method, path, allow in (("POST", "/preview.jpg", "GET, HEAD"), ("DELETE", "/faces/selection", "GET, POST"),
-                                ("PUT", "/status", "GET, HEAD"), ("GET", "/reload", "POST")):
+    for method, path, allow in (
+        ("POST", "/preview.jpg", "GET, HEAD"),
+        ("DELETE", "/faces/selection", "GET, POST"),
+        ("PUT", "/status", "GET, HEAD"),
+        ("GET", "/reload", "POST"),
+    ):
         code, headers, data = running.client.request(method, path)
         assert code == 405 and headers["Allow"] == allow, (path, headers["Allow"], data)
         assert allow in json.loads(data)["error"]
@@ -133,7 +144,7 @@ def test_health_answers_within_a_second_during_a_slow_client_flood(tmp_path):
             while not stop.is_set() and sent < len(request):
                 for s in flood:
                     try:
-                        s.send(request[sent:sent + 1])
+                        s.send(request[sent : sent + 1])
                     except OSError:
                         pass
                 sent += 1
@@ -183,8 +194,10 @@ def test_busy_and_host_refusals_of_an_upload_are_read_not_reset(tmp_path):
     try:
         r.wait_ready()
         body = b"\xff\xd8" + b"\0" * 8_000_000
-        head = (f"POST /source HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST /source HTTP/1.1\r\nHost: {{host}}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
         raw = _raw(r.daemon.api.url, head.format(host="evil.example").encode() + body)
         assert _status_and_json(raw)[0] == 403, raw[:300]
         idle = [socket.create_connection(_addr(r), timeout=10) for _ in range(4)]
@@ -252,14 +265,19 @@ def test_cross_site_requests_change_nothing(running):
     c = running.client
     # What an HTML form on another site sends: a form encoding, the other site's Origin.
     for path in ("/pause", "/reload", "/resume"):
-        code, body = c.json("POST", path, body=b"", headers={
-            "Content-Type": "application/x-www-form-urlencoded", "Origin": "https://evil.example"})
+        code, body = c.json(
+            "POST",
+            path,
+            body=b"",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://evil.example"},
+        )
         assert code == 403 and "cross-site" in body["error"], (path, body)
         for ctype in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain"):
             code, body = c.json("POST", path, body=b"", headers={"Content-Type": ctype})
             assert code == 415, (path, ctype, body)
-    code, _ = c.json("POST", "/source", body=astronaut_png(),
-                     headers={"Content-Type": "image/png", "Origin": "https://evil.example"})
+    code, _ = c.json(
+        "POST", "/source", body=astronaut_png(), headers={"Content-Type": "image/png", "Origin": "https://evil.example"}
+    )
     assert code == 403 and running.stages.identity is None
     assert running.daemon.status()["paused"] is False
     # The API's own origin (a page it serves), and curl (no Origin, no body) still work.
@@ -273,8 +291,18 @@ def test_cross_site_requests_change_nothing(running):
 # -- the token ----------------------------------------------------------------------------
 def test_bearer_must_be_exactly_the_token():
     assert bearer_matches(f"Bearer {TOKEN}", TOKEN) and bearer_matches(f"bearer {TOKEN}", TOKEN)
-    for header in (f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN[:8]}", f"Bearer {TOKEN}x", f"Basic {TOKEN}",
-                   f"Token {TOKEN}", TOKEN, f"Bearer{TOKEN}", "Bearer ", "", None):
+    for header in (
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN[:8]}",
+        f"Bearer {TOKEN}x",
+        f"Basic {TOKEN}",
+        f"Token {TOKEN}",
+        TOKEN,
+        f"Bearer{TOKEN}",
+        "Bearer ",
+        "",
+        None,
+    ):
         assert not bearer_matches(header, TOKEN), header
 
 
@@ -283,18 +311,36 @@ def test_near_miss_tokens_and_other_schemes_are_401_and_a_session_cookie_works(t
     try:
         r.wait_ready()
         c = r.client
-        for header in (f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN[:4]}", f"Bearer {TOKEN}0", f"Basic {TOKEN}",
-                       f"Token {TOKEN}"):
+        for header in (
+            f"Bearer {TOKEN[:-1]}",
+            f"Bearer {TOKEN[:4]}",
+            f"Bearer {TOKEN}0",
+            f"Basic {TOKEN}",
+            f"Token {TOKEN}",
+        ):
             for method, path in (("GET", "/status"), ("POST", "/pause"), ("GET", "/openapi.json")):
                 code, body = c.json(method, path, token=None, headers={"Authorization": header})
                 assert code == 401 and body["error"], (header, path)
         assert r.daemon.status()["paused"] is False
         assert c.json("GET", "/health", token=None)[0] == 200
         # A browser page: /login trades the token for a cookie (HttpOnly, SameSite=Strict).
-        assert c.json("POST", "/login", token=None, body=b'{"token": "wrong-token-0123456789"}',
-                      headers={"Content-Type": "application/json"})[0] == 401
-        code, headers, _ = c.request("POST", "/login", token=None, body=json.dumps({"token": TOKEN}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        assert (
+            c.json(
+                "POST",
+                "/login",
+                token=None,
+                body=b'{"token": "wrong-token-0123456789"}',
+                headers={"Content-Type": "application/json"},
+            )[0]
+            == 401
+        )
+        code, headers, _ = c.request(
+            "POST",
+            "/login",
+            token=None,
+            body=json.dumps({"token": TOKEN}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         assert code == 200
         cookie = headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
@@ -311,8 +357,18 @@ def test_openapi_describes_every_endpoint(running):
     code, spec = running.client.json("GET", "/openapi.json")
     assert code == 200 and spec["openapi"].startswith("3.")
     paths = spec["paths"]
-    for path in ("/health", "/health/live", "/metrics", "/status", "/source", "/pause", "/resume",
-                 "/reload", "/login", "/logout"):
+    for path in (
+        "/health",
+        "/health/live",
+        "/metrics",
+        "/status",
+        "/source",
+        "/pause",
+        "/resume",
+        "/reload",
+        "/login",
+        "/logout",
+    ):
         assert path in paths, path
     assert "image/jpeg" in paths["/source"]["post"]["requestBody"]["content"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
@@ -326,9 +382,10 @@ def test_redact_uri():
         "rtmp://host/app": "rtmp://host/app",
         "rtsp://admin:hunter2@cam.lan/stream1": "rtsp://admin:***@cam.lan/stream1",
         "https://tok3n@mirror.example/m/?token=abc&v=2": "https://***@mirror.example/m/?token=***&v=2",
-        "srt://h:9000?passphrase=longsecret&latency=20&streamid=#!::r=live/k,m=publish":
-            "srt://h:9000?passphrase=***&latency=20&streamid=***",
-        "/dev/video0": "/dev/video0", "test://": "test://", "out.mp4": "out.mp4",
+        "srt://h:9000?passphrase=longsecret&latency=20&streamid=#!::r=live/k,m=publish": "srt://h:9000?passphrase=***&latency=20&streamid=***",
+        "/dev/video0": "/dev/video0",
+        "test://": "test://",
+        "out.mp4": "out.mp4",
     }
     for uri, want in cases.items():
         assert redact_uri(uri) == want, uri
@@ -382,22 +439,38 @@ def test_daemon_memory_stays_bounded_under_hostile_uploads(tmp_path):
     try:
         s.wait_api()
         s.wait_ready()
-        jpeg_bomb = (b"\xff\xd8\xff\xc0\x00\x11\x08\xff\xff\xff\xff\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-                     + b"\0" * 1024 + b"\xff\xd9")
+        jpeg_bomb = (
+            b"\xff\xd8\xff\xc0\x00\x11\x08\xff\xff\xff\xff\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+            + b"\0" * 1024
+            + b"\xff\xd9"
+        )
         garbage = b"\x89PNG\r\n\x1a\n" + b"\xa5" * (15 * 1024 * 1024)
-        uploads = [(lying_tiff(real=(20000, 20000), claimed=(64, 64)), "image/tiff"), (jpeg_bomb, "image/jpeg"),
-                   (garbage, "image/png"), (b"GIF89a\xff\xff\xff\xff" + b"\0" * 4096, "image/gif")]
+        uploads = [
+            (lying_tiff(real=(20000, 20000), claimed=(64, 64)), "image/tiff"),
+            (jpeg_bomb, "image/jpeg"),
+            (garbage, "image/png"),
+            (b"GIF89a\xff\xff\xff\xff" + b"\0" * 4096, "image/gif"),
+        ]
         results = []
         for body, ctype in uploads * 2:
             results.append(s.client.json("POST", "/source", body=body, headers={"Content-Type": ctype})[0])
         # A 300 MB upload announced honestly and one sent without waiting.
-        head = (b"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                b"Content-Length: 300000000\r\n")
-        results.append(_status_and_json(_raw(f"http://{s.client.host}:{s.client.port}", head + b"Expect: 100-continue\r\n\r\n"))[0])
-        results.append(_status_and_json(_raw(f"http://{s.client.host}:{s.client.port}", head + b"\r\n" + b"\0" * 2_000_000))[0])
+        head = b"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 300000000\r\n"
+        results.append(
+            _status_and_json(_raw(f"http://{s.client.host}:{s.client.port}", head + b"Expect: 100-continue\r\n\r\n"))[0]
+        )
+        results.append(
+            _status_and_json(_raw(f"http://{s.client.host}:{s.client.port}", head + b"\r\n" + b"\0" * 2_000_000))[0]
+        )
         # Several large uploads at once: one is decoded at a time, the others wait their turn or get 503.
-        threads = [threading.Thread(target=lambda: results.append(s.client.json(
-            "POST", "/source", body=garbage, headers={"Content-Type": "image/png"})[0])) for _ in range(6)]
+        threads = [
+            threading.Thread(
+                target=lambda: results.append(
+                    s.client.json("POST", "/source", body=garbage, headers={"Content-Type": "image/png"})[0]
+                )
+            )
+            for _ in range(6)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -41,13 +41,14 @@ def test_marker_detector_finds_the_moving_face(tmp_path: Path) -> None:
     from streamswap.inference.settings import InferenceSettings
 
     model = synthetic.make_marker_scrfd_model(tmp_path / "det.onnx")  # no tower: fast
-    detector = make_detector("scrfd", open_ort_session(model, InferenceSettings(provider="cpu")),
-                             DetectorSettings(model="scrfd_2.5g"))
+    detector = make_detector(
+        "scrfd", open_ort_session(model, InferenceSettings(provider="cpu")), DetectorSettings(model="scrfd_2.5g")
+    )
     photo = synthetic.draw_marker_frame(np.full((media.FACE_SIDE,) * 2 + (3,), 170, np.uint8), media.MARKER)
     for index in (0, 40, 100):
         frame = media.background()
         x, y = media.face_position(index)
-        frame[y:y + media.FACE_SIDE, x:x + media.FACE_SIDE] = photo
+        frame[y : y + media.FACE_SIDE, x : x + media.FACE_SIDE] = photo
         (face,) = detector.detect(frame)
         expected = np.array([x, y, x + media.FACE_SIDE, y + media.FACE_SIDE], np.float32)
         assert np.abs(face.box - expected).max() < 12
@@ -79,8 +80,10 @@ def test_one_anchor_run_keeps_every_frame_and_the_audio(tmp_path: Path) -> None:
     swapped where the photo is."""
     from conftest import require
 
-    require(importlib.util.find_spec("skimage") is not None and importlib.util.find_spec("insightface") is not None,
-            "the demo photos (pip install 'streamswap[demo]')")
+    require(
+        importlib.util.find_spec("skimage") is not None and importlib.util.find_spec("insightface") is not None,
+        "the demo photos (pip install 'streamswap[demo]')",
+    )
     from streamswap.bench.anchor import DLC_ENCODER, run_once
 
     files = media.make_anchor(tmp_path, seconds=0.5)

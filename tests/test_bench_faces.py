@@ -22,8 +22,11 @@ def test_bench_faces_runs_end_to_end() -> None:
     for swapper in ("inswapper (generated)", "mesh", "mesh (1 face)", "per face: new work"):
         assert {(swapper, "1280x720"), (swapper, "1920x1080")} <= seen, seen
     for row in rows:
-        wanted = {"stretch", "mask", "select", "recognize"} if row.swapper == "per face: new work" \
+        wanted = (
+            {"stretch", "mask", "select", "recognize"}
+            if row.swapper == "per face: new work"
             else {"detect", "swap", "paste"}
+        )
         assert row.faces >= 1 and wanted <= set(row.stages_ms), row
         assert all(math.isfinite(v) and v > 0 for v in row.stages_ms.values()), row
     assert "mesh swap of one face at 1280x720:" in report

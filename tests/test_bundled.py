@@ -118,8 +118,12 @@ def _identity_model(path: Path, in_name: str, shape: list[int], out_names: list[
 
 
 def test_checker_rejects_a_wrong_graph(tmp_path: Path, bundled_models_dir: Path) -> None:
-    wrong = _identity_model(tmp_path / "blazeface_full_range.onnx", "input", [1, 3, 128, 128],
-                            ["reshaped_regressor_face_4", "reshaped_classifier_face_4"])
+    wrong = _identity_model(
+        tmp_path / "blazeface_full_range.onnx",
+        "input",
+        [1, 3, 128, 128],
+        ["reshaped_regressor_face_4", "reshaped_classifier_face_4"],
+    )
     with pytest.raises(ModelError) as err:
         check_bundled_graph("blazeface", wrong)
     message = str(err.value)
@@ -139,7 +143,8 @@ def test_checker_rejects_a_wrong_graph(tmp_path: Path, bundled_models_dir: Path)
 
 
 def test_a_bad_converted_file_is_refused_by_name_and_fetch_makes_it_again(
-    tmp_path: Path, bundled_models_dir: Path,
+    tmp_path: Path,
+    bundled_models_dir: Path,
 ) -> None:
     from streamswap.models.settings import ModelsSettings
     from streamswap.models.store import MISMATCH, VERIFIED, ModelStore

@@ -15,8 +15,15 @@ class FakeClock:
         return self.now
 
 
-def run_frames(cadence: DetectCadence, clock: FakeClock, frames: int, detect_s: float, track_s: float,
-               start: int = 0, last: list[int | None] | None = None) -> list[int]:
+def run_frames(
+    cadence: DetectCadence,
+    clock: FakeClock,
+    frames: int,
+    detect_s: float,
+    track_s: float,
+    start: int = 0,
+    last: list[int | None] | None = None,
+) -> list[int]:
     """Drive `frames` frames at 30 fps through the cadence; returns the detector frames."""
     last = last if last is not None else [None]
     detected = []
@@ -49,8 +56,8 @@ def test_live_n_is_the_smallest_that_holds_the_rate() -> None:
     # 60 ms detector, 5 ms tracked frame, 33 ms frames: (60 + 2·5)/3 = 23 ms ≤ 0.85·33 → N = 3
     detected = run_frames(cadence, clock, 60, detect_s=0.060, track_s=0.005)
     assert cadence.every == 3
-    assert detected[:WARMUP_CALLS + 1] == list(range(WARMUP_CALLS + 1))  # warm-up calls do not count
-    gaps = {b - a for a, b in zip(detected[WARMUP_CALLS + 2:], detected[WARMUP_CALLS + 3:])}
+    assert detected[: WARMUP_CALLS + 1] == list(range(WARMUP_CALLS + 1))  # warm-up calls do not count
+    gaps = {b - a for a, b in zip(detected[WARMUP_CALLS + 2 :], detected[WARMUP_CALLS + 3 :])}
     assert gaps == {3}
     snap = cadence.snapshot()
     assert snap["detect_every"] == 3 and snap["detect_adaptive"] is True and snap["detect_call_ms"] == 60.0
@@ -145,8 +152,9 @@ def test_detect_stage_adapts_on_a_live_input_and_follows_faces_in_between() -> N
     clock = FakeClock()
     truth: dict[int, object] = {}
     detector = _ClockedDetector(clock, 0.070, truth)
-    stage = DetectStage(detector, tracking=TrackingSettings(detect_every=1, max_detect_every=4, smoothing=0.0),
-                        clock=clock)
+    stage = DetectStage(
+        detector, tracking=TrackingSettings(detect_every=1, max_detect_every=4, smoothing=0.0), clock=clock
+    )
     stage.start(VideoFormat(1280, 720, Fraction(30), Fraction(1, 30)), live=True)
     photo = textured_photo()
     errors = []

@@ -13,14 +13,26 @@ from streamswap import cli
 from streamswap.errors import InputError
 
 # What a command imports when it runs, never when the command line is parsed.
-HEAVY = ("numpy", "cv2", "av", "onnx", "onnxruntime", "prometheus_client", "http.client", "yaml",
-         "streamswap.pipeline.pipeline", "streamswap.models.store", "streamswap.service.daemon")
+HEAVY = (
+    "numpy",
+    "cv2",
+    "av",
+    "onnx",
+    "onnxruntime",
+    "prometheus_client",
+    "http.client",
+    "yaml",
+    "streamswap.pipeline.pipeline",
+    "streamswap.models.store",
+    "streamswap.service.daemon",
+)
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_MODELS_DIR")}
-    return subprocess.run([sys.executable, "-m", "streamswap", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_parsing_imports_nothing_heavy() -> None:
@@ -52,15 +64,18 @@ def test_every_command_has_help_with_its_options(command: str) -> None:
     assert any(line.split()[:1] == [command] for line in top.splitlines()), top
 
 
-@pytest.mark.parametrize("argv, prog", [
-    (["run", "--nonsense"], "streamswap run"),
-    (["run", "--live", "--no-live"], "streamswap run"),
-    (["models"], "streamswap models"),
-    (["models", "fetch", "--bogus"], "streamswap models"),
-    (["bench", "nope"], "streamswap bench"),
-    (["nope"], "streamswap"),
-    (["--log-level", "LOUD", "doctor"], "streamswap"),
-])
+@pytest.mark.parametrize(
+    "argv, prog",
+    [
+        (["run", "--nonsense"], "streamswap run"),
+        (["run", "--live", "--no-live"], "streamswap run"),
+        (["models"], "streamswap models"),
+        (["models", "fetch", "--bogus"], "streamswap models"),
+        (["bench", "nope"], "streamswap bench"),
+        (["nope"], "streamswap"),
+        (["--log-level", "LOUD", "doctor"], "streamswap"),
+    ],
+)
 def test_usage_errors_are_one_line_naming_the_help(argv: list[str], prog: str) -> None:
     result = run_cli(*argv)
     assert result.returncode == 2
@@ -81,11 +96,14 @@ def test_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) ->
     debug = run_cli("--debug", "-c", str(config), "doctor")
     assert debug.returncode == 2
     assert "Traceback (most recent call last)" in debug.stderr and "ConfigError" in debug.stderr
-    assert debug.stderr.rstrip().endswith("streamswap doctor: error: pipeline.queue_size: must be between 1 and 64, got 0")
+    assert debug.stderr.rstrip().endswith(
+        "streamswap doctor: error: pipeline.queue_size: must be between 1 and 64, got 0"
+    )
 
 
-def test_bug_is_one_line_asking_for_debug_and_debug_raises(monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_bug_is_one_line_asking_for_debug_and_debug_raises(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from streamswap.commands import doctor
 
     def broken(args: object, ctx: object) -> int:
@@ -94,14 +112,17 @@ def test_bug_is_one_line_asking_for_debug_and_debug_raises(monkeypatch: pytest.M
     monkeypatch.setattr(doctor, "run", broken)
     assert cli.main(["doctor"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["streamswap doctor: internal error: ZeroDivisionError: division by zero "
-                   "(run with --debug for the traceback and please report it)"]
+    assert err == [
+        "streamswap doctor: internal error: ZeroDivisionError: division by zero "
+        "(run with --debug for the traceback and please report it)"
+    ]
     with pytest.raises(ZeroDivisionError):
         cli.main(["--debug", "doctor"])
 
 
-def test_streamswap_error_exit_code_is_the_errors(monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_streamswap_error_exit_code_is_the_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from streamswap.commands import doctor
 
     def refuses(args: object, ctx: object) -> int:
@@ -109,11 +130,15 @@ def test_streamswap_error_exit_code_is_the_errors(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(doctor, "run", refuses)
     assert cli.main(["doctor"]) == InputError.exit_code != 0
-    assert capsys.readouterr().err == "streamswap doctor: error: /x.mp4: input file does not exist; check the --input path\n"
+    assert (
+        capsys.readouterr().err
+        == "streamswap doctor: error: /x.mp4: input file does not exist; check the --input path\n"
+    )
 
 
-def test_a_device_fault_is_not_a_user_error(monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_device_fault_is_not_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """CUDA failures are device faults: outside the StreamswapError tree, their own exit
     code and a message that does not blame the input."""
     from streamswap.commands import doctor
@@ -178,8 +203,14 @@ def test_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_MODELS_DIR")}
     env["XDG_CACHE_HOME"] = str(tmp_path)
     try:
-        result = subprocess.run([sys.executable, "-m", "streamswap", "models", "list"], stdout=write_end,
-                                stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "streamswap", "models", "list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 141

@@ -22,16 +22,22 @@ from streamswap import cli
 from streamswap.commands.progress import ProgressPrinter, StatsPrinter, format_duration
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_MODELS_DIR", "STREAMSWAP_MODELS_MIRROR")}
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_MODELS_DIR", "STREAMSWAP_MODELS_MIRROR")
+    }
     base.update(env or {})
-    return subprocess.run([sys.executable, "-m", "streamswap", *args], capture_output=True,
-                          text=True, env=base, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", *args], capture_output=True, text=True, env=base, cwd=cwd, timeout=timeout
+    )
 
 
 # -- parsing --------------------------------------------------------------------------
+
 
 def test_global_flags_are_accepted_after_the_command() -> None:
     parser = cli.build_parser()
@@ -54,7 +60,9 @@ def test_config_after_the_command_is_used(tmp_path: Path) -> None:
     assert "pipeline.queue_size: must be between 1 and 64" in result.stderr
 
 
-def _all_parsers(parser: argparse.ArgumentParser, prog: str = "streamswap") -> list[tuple[str, argparse.ArgumentParser]]:
+def _all_parsers(
+    parser: argparse.ArgumentParser, prog: str = "streamswap"
+) -> list[tuple[str, argparse.ArgumentParser]]:
     parser.format_help()  # builds a lazily populated command's options and actions
     found = [(prog, parser)]
     for action in parser._actions:
@@ -67,9 +75,15 @@ def _all_parsers(parser: argparse.ArgumentParser, prog: str = "streamswap") -> l
 def test_every_command_and_action_has_a_description_and_examples() -> None:
     parsers = _all_parsers(cli.build_parser())
     names = {prog for prog, _ in parsers}
-    for expected in ("streamswap cameras", "streamswap models list", "streamswap models path",
-                     "streamswap models verify", "streamswap engines list", "streamswap engines clear",
-                     "streamswap bench faces"):
+    for expected in (
+        "streamswap cameras",
+        "streamswap models list",
+        "streamswap models path",
+        "streamswap models verify",
+        "streamswap engines list",
+        "streamswap engines clear",
+        "streamswap bench faces",
+    ):
         assert expected in names
     for prog, parser in parsers:
         text = parser.format_help()
@@ -87,10 +101,14 @@ def test_video_flags_become_config_overrides() -> None:
     from streamswap.errors import InputError
 
     parser = cli.build_parser()
-    args = parser.parse_args(["serve", "--size", "1280x720", "--fps", "25", "--encoder", "libx264",
-                              "--bitrate", "6M"])
-    assert video_overrides(args) == {"io.width": 1280, "io.height": 720, "io.fps": 25.0,
-                                     "io.encoder": "libx264", "io.bitrate_kbps": 6000}
+    args = parser.parse_args(["serve", "--size", "1280x720", "--fps", "25", "--encoder", "libx264", "--bitrate", "6M"])
+    assert video_overrides(args) == {
+        "io.width": 1280,
+        "io.height": 720,
+        "io.fps": 25.0,
+        "io.encoder": "libx264",
+        "io.bitrate_kbps": 6000,
+    }
     assert parse_bitrate("4500k") == parse_bitrate("4500") == 4500
     for bad in ("1280", "1281x720", "axb"):
         with pytest.raises(InputError, match="--size"):
@@ -105,6 +123,7 @@ def test_video_flags_become_config_overrides() -> None:
 
 
 # -- run: files, rates, defaults --------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -123,8 +142,22 @@ def _video_facts(path: Path) -> tuple[int, Fraction, float, tuple[int, int]]:
 @pytest.mark.parametrize("fps, frames", [(10, 20), (60, 120)])
 def test_fps_and_size_are_honoured_for_files(clip: Path, tmp_path: Path, fps: int, frames: int) -> None:
     out = tmp_path / "out.mp4"
-    result = run_cli("run", "-i", str(clip), "-o", str(out), "--fps", str(fps), "--size", "160x120",
-                     "--bitrate", "300k", "--encoder", "libx264", "--quiet")
+    result = run_cli(
+        "run",
+        "-i",
+        str(clip),
+        "-o",
+        str(out),
+        "--fps",
+        str(fps),
+        "--size",
+        "160x120",
+        "--bitrate",
+        "300k",
+        "--encoder",
+        "libx264",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     count, rate, duration, size = _video_facts(out)
     assert size == (160, 120)
@@ -139,8 +172,14 @@ def test_fps_and_size_are_honoured_for_files(clip: Path, tmp_path: Path, fps: in
 def test_bitrate_is_honoured_for_file_outputs(tmp_path: Path) -> None:
     """Files are encoded at constant quality (io.crf) unless --bitrate asks for a rate."""
     rng = np.random.default_rng(7)
-    noise = make_video(tmp_path / "noise.mp4", frames=30, fps=30, size=(320, 240), audio=False,
-                       picture=lambda i, w, h: rng.integers(0, 256, (h, w, 3), np.uint8))
+    noise = make_video(
+        tmp_path / "noise.mp4",
+        frames=30,
+        fps=30,
+        size=(320, 240),
+        audio=False,
+        picture=lambda i, w, h: rng.integers(0, 256, (h, w, 3), np.uint8),
+    )
     sizes = {}
     for name, flags in (("rate", ["--bitrate", "150k"]), ("quality", ["--crf", "20"])):
         out = tmp_path / f"{name}.mp4"
@@ -167,8 +206,14 @@ def test_the_endless_test_pattern_into_a_file_is_refused(tmp_path: Path) -> None
 
 def test_run_without_input_or_output_says_what_it_uses(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG",)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamswap", "run"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamswap", "run"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         seen = []
         assert proc.stderr is not None
@@ -198,6 +243,7 @@ def test_test_pattern_into_a_file_is_not_paced_and_drops_nothing(tmp_path: Path)
 
 # -- progress --------------------------------------------------------------------------
 
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -207,8 +253,18 @@ class _Clock:
 
 
 def _snap(out: int) -> dict:
-    return {"frames_in": out, "frames_out": out, "dropped": 0, "fps_in": 30.0, "fps_out": 30.0,
-            "latency_ms_p50": 40.0, "latency_ms_p95": 50.0, "stage_ms": {}, "errors": {}, "reconnects": {}}
+    return {
+        "frames_in": out,
+        "frames_out": out,
+        "dropped": 0,
+        "fps_in": 30.0,
+        "fps_out": 30.0,
+        "latency_ms_p50": 40.0,
+        "latency_ms_p95": 50.0,
+        "stage_ms": {},
+        "errors": {},
+        "reconnects": {},
+    }
 
 
 def test_progress_without_a_terminal_is_a_log_line_every_ten_seconds(caplog: pytest.LogCaptureFixture) -> None:
@@ -249,6 +305,7 @@ def test_progress_on_a_terminal_is_a_bar_with_percent_fps_and_eta() -> None:
 
 # -- models ----------------------------------------------------------------------------
 
+
 def test_models_path_marks_an_absent_file(tmp_path: Path) -> None:
     result = run_cli("models", "path", "inswapper_128", "--models-dir", str(tmp_path))
     assert result.returncode == 0
@@ -270,8 +327,9 @@ def test_models_list_files_shows_what_a_mirror_holds(tmp_path: Path) -> None:
             assert f" {spec.file} " in result.stdout
             if spec.sha256:
                 assert spec.sha256 in result.stdout
-    flag = run_cli("models", "list", "--files", "--mirror", "/media/usb",
-                   env={"STREAMSWAP_MODELS_MIRROR": "/srv/mirror"})
+    flag = run_cli(
+        "models", "list", "--files", "--mirror", "/media/usb", env={"STREAMSWAP_MODELS_MIRROR": "/srv/mirror"}
+    )
     assert "mirror now: /media/usb" in flag.stdout
 
 
@@ -286,16 +344,28 @@ def test_mirror_from_the_environment_is_fetched_from(tmp_path: Path) -> None:
     mirror = tmp_path / "usb"
     mirror.mkdir()
     (mirror / "tiny.onnx").write_bytes(payload)
-    spec = ModelSpec(name="tiny", role="swapper", file="tiny.onnx", urls=(),
-                     sha256=hashlib.sha256(payload).hexdigest(), size=len(payload), license="MIT",
-                     commercial=True, contract="inswapper", inputs="x", outputs="y")
-    store = ModelStore(ModelsSettings(dir=str(tmp_path / "models")), build_catalogue([spec]),
-                       environ={MIRROR_ENV: str(mirror)})
+    spec = ModelSpec(
+        name="tiny",
+        role="swapper",
+        file="tiny.onnx",
+        urls=(),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+        license="MIT",
+        commercial=True,
+        contract="inswapper",
+        inputs="x",
+        outputs="y",
+    )
+    store = ModelStore(
+        ModelsSettings(dir=str(tmp_path / "models")), build_catalogue([spec]), environ={MIRROR_ENV: str(mirror)}
+    )
     status, result = store.fetch("tiny")
     assert status.usable and result is not None and result.url.startswith("file://")
     # The config's mirror wins over the environment's.
-    other = ModelStore(ModelsSettings(dir=str(tmp_path), mirror="/cfg"), build_catalogue([spec]),
-                       environ={MIRROR_ENV: str(mirror)})
+    other = ModelStore(
+        ModelsSettings(dir=str(tmp_path), mirror="/cfg"), build_catalogue([spec]), environ={MIRROR_ENV: str(mirror)}
+    )
     assert other.settings.mirror == "/cfg"
 
 
@@ -311,8 +381,19 @@ def test_every_missing_model_is_named_at_once(tmp_path: Path) -> None:
     import cv2
 
     cv2.imwrite(str(tmp_path / "face.jpg"), np.full((64, 64, 3), 128, np.uint8))  # read after the models
-    result = run_cli("run", "-c", str(config), "-s", str(tmp_path / "face.jpg"), "-i", "test://?frames=1",
-                     "-o", "null://", "--models-dir", str(tmp_path / "models"))
+    result = run_cli(
+        "run",
+        "-c",
+        str(config),
+        "-s",
+        str(tmp_path / "face.jpg"),
+        "-i",
+        "test://?frames=1",
+        "-o",
+        "null://",
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
     assert result.returncode != 0
     line = result.stderr.strip().splitlines()[-1]
     for name in ("inswapper_128", "arcface_w600k_r50", "gfpgan_1.4"):
@@ -323,12 +404,12 @@ def test_every_missing_model_is_named_at_once(tmp_path: Path) -> None:
 
 # -- cameras ----------------------------------------------------------------------------
 
+
 def test_cameras_lists_v4l2_devices_with_formats(tmp_path: Path) -> None:
     from streamswap.io.cameras import CAP_VIDEO_CAPTURE, CAP_VIDEO_OUTPUT, CameraFormat, list_v4l2
 
     sys_root = tmp_path / "sys"
-    for node, name in (("video0", "HD Webcam C920"), ("video1", "HD Webcam C920"),
-                       ("video10", "streamswap")):
+    for node, name in (("video0", "HD Webcam C920"), ("video1", "HD Webcam C920"), ("video10", "streamswap")):
         (sys_root / "class" / "video4linux" / node).mkdir(parents=True)
         (sys_root / "class" / "video4linux" / node / "name").write_text(name + "\n")
     asked = []
@@ -336,8 +417,10 @@ def test_cameras_lists_v4l2_devices_with_formats(tmp_path: Path) -> None:
     def probe(device: str):
         asked.append(device)
         if device.endswith("video0"):
-            return (("uvcvideo", "HD Webcam C920", "usb-0000:00:14.0-1", CAP_VIDEO_CAPTURE),
-                    [CameraFormat("MJPG", "Motion-JPEG", ["1920x1080@30", "1280x720@60"])])
+            return (
+                ("uvcvideo", "HD Webcam C920", "usb-0000:00:14.0-1", CAP_VIDEO_CAPTURE),
+                [CameraFormat("MJPG", "Motion-JPEG", ["1920x1080@30", "1280x720@60"])],
+            )
         if device.endswith("video1"):  # the metadata node of the same camera
             return ("uvcvideo", "HD Webcam C920", "usb-0000:00:14.0-1", 0), []
         raise PermissionError(13, "Permission denied")
@@ -354,13 +437,23 @@ def test_cameras_lists_v4l2_devices_with_formats(tmp_path: Path) -> None:
 def test_cameras_parses_ffmpeg_device_listings() -> None:
     from streamswap.io.cameras import parse_ffmpeg_device_list
 
-    mac = ["AVFoundation video devices:", "[0] FaceTime HD Camera", "[1] Capture screen 0",
-           "AVFoundation audio devices:", "[0] MacBook Pro Microphone"]
+    mac = [
+        "AVFoundation video devices:",
+        "[0] FaceTime HD Camera",
+        "[1] Capture screen 0",
+        "AVFoundation audio devices:",
+        "[0] MacBook Pro Microphone",
+    ]
     found = parse_ffmpeg_device_list("avfoundation", mac)
     assert [(c.device, c.name, c.uri) for c in found] == [
-        ("0", "FaceTime HD Camera", "avfoundation://0"), ("1", "Capture screen 0", "avfoundation://1")]
-    win = ['"Integrated Camera" (video)', '  Alternative name "@device_pnp_\\\\?\\usb#vid"',
-           '"Microphone Array" (audio)']
+        ("0", "FaceTime HD Camera", "avfoundation://0"),
+        ("1", "Capture screen 0", "avfoundation://1"),
+    ]
+    win = [
+        '"Integrated Camera" (video)',
+        '  Alternative name "@device_pnp_\\\\?\\usb#vid"',
+        '"Microphone Array" (audio)',
+    ]
     assert [c.uri for c in parse_ffmpeg_device_list("dshow", win)] == ["dshow://Integrated Camera"]
 
 
@@ -373,6 +466,7 @@ def test_cameras_without_any_says_so(tmp_path: Path) -> None:
 
 
 # -- doctor -c --------------------------------------------------------------------------
+
 
 def test_doctor_with_a_tensorrt_config_fails_here_with_the_fix(tmp_path: Path) -> None:
     import importlib.util
@@ -400,10 +494,19 @@ def test_doctor_with_a_tensorrt_config_fails_here_with_the_fix(tmp_path: Path) -
 
 def test_doctor_judges_the_configs_input_outputs_and_models(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"input: {tmp_path / 'missing.mp4'}\noutputs: [vcam://, out.avi]\n"
-                      "faces:\n  swapper:\n    model: inswapper_128\n")
-    result = run_cli("doctor", "-c", str(config), "--quiet", "--models-dir", str(tmp_path / "m"),
-                     env={"XDG_CACHE_HOME": str(tmp_path)})
+    config.write_text(
+        f"input: {tmp_path / 'missing.mp4'}\noutputs: [vcam://, out.avi]\n"
+        "faces:\n  swapper:\n    model: inswapper_128\n"
+    )
+    result = run_cli(
+        "doctor",
+        "-c",
+        str(config),
+        "--quiet",
+        "--models-dir",
+        str(tmp_path / "m"),
+        env={"XDG_CACHE_HOME": str(tmp_path)},
+    )
     assert result.returncode == 1
     out = result.stdout
     assert "FAIL     input" in out and "missing.mp4: input file does not exist" in out

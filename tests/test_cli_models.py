@@ -19,8 +19,12 @@ def cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     base["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "streamswap", *args], capture_output=True, text=True,
-        env=base, cwd=tmp_path, timeout=120,
+        [sys.executable, "-m", "streamswap", *args],
+        capture_output=True,
+        text=True,
+        env=base,
+        cwd=tmp_path,
+        timeout=120,
     )
 
 
@@ -168,7 +172,8 @@ def _arcface_like(path: Path) -> Path:
     weights = np.full((3 * 112 * 112, 512), 1e-3, np.float32)
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input.1"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["683"])],
-        "arcface_like", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        "arcface_like",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
         initializer=[numpy_helper.from_array(weights, "w")],
     )
@@ -194,7 +199,8 @@ def test_a_wrong_file_under_a_catalogue_name_is_one_line_naming_the_file(tmp_pat
         wrong.write_bytes(os.urandom(4096))
     else:  # a valid graph with another model's inputs
         graph = helper.make_graph(
-            [helper.make_node("Identity", ["x"], ["y"])], "other",
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "other",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 112, 112])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 112, 112])],
         )
@@ -209,8 +215,22 @@ def test_a_wrong_file_under_a_catalogue_name_is_one_line_naming_the_file(tmp_pat
     import skimage
 
     photo = str(Path(skimage.__file__).parent / "data" / "astronaut.png")
-    result = cli(tmp_path, "-c", str(config), "--models-dir", str(models), "--log-level", "ERROR",
-                 "swap-image", "-s", photo, "-t", photo, "-o", str(tmp_path / "out.png"))
+    result = cli(
+        tmp_path,
+        "-c",
+        str(config),
+        "--models-dir",
+        str(models),
+        "--log-level",
+        "ERROR",
+        "swap-image",
+        "-s",
+        photo,
+        "-t",
+        photo,
+        "-o",
+        str(tmp_path / "out.png"),
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -41,7 +41,10 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("bogus: 1\n", "bogus: unknown key (allowed here: "),
-        ("models:\n  mirorr: http://x\n", "models.mirorr: unknown key (allowed here: commercial, deadline_s, dir, mirror"),
+        (
+            "models:\n  mirorr: http://x\n",
+            "models.mirorr: unknown key (allowed here: commercial, deadline_s, dir, mirror",
+        ),
         ("faces:\n  detector:\n    sise: 320\n", "faces.detector.sise: unknown key"),
     ],
 )
@@ -72,10 +75,11 @@ def test_wrong_type_names_its_path(tmp_path: Path, text: str, expected: str) -> 
         ("models:\n  retries: 99\n", "models.retries: must be between 0 and 20, got 99"),
         ("models:\n  timeout_s: 0\n", "models.timeout_s: must be ≥ 1, got 0.0"),
         ("models:\n  timeout_s: .nan\n", "models.timeout_s: must be a number, got nan"),
-        ("faces:\n  tracking:\n    detect_every: 0\n",
-         "faces.tracking.detect_every: must be between 1 and 60, got 0"),
-        ("inference:\n  provider: gpu\n",
-         "inference.provider: must be one of auto, tensorrt, cuda, coreml, cpu; got 'gpu'"),
+        ("faces:\n  tracking:\n    detect_every: 0\n", "faces.tracking.detect_every: must be between 1 and 60, got 0"),
+        (
+            "inference:\n  provider: gpu\n",
+            "inference.provider: must be one of auto, tensorrt, cuda, coreml, cpu; got 'gpu'",
+        ),
     ],
 )
 def test_out_of_range_names_its_path(tmp_path: Path, text: str, expected: str) -> None:
@@ -97,9 +101,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
-def test_env_names_the_file_and_explicit_path_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_names_the_file_and_explicit_path_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_file = write(tmp_path, "models:\n  retries: 3\n", "env.yaml")
     explicit = write(tmp_path, "models:\n  retries: 7\n", "explicit.yaml")
     monkeypatch.setenv(CONFIG_ENV, str(env_file))

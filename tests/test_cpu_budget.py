@@ -11,14 +11,17 @@ import pytest
 from streamswap.pipeline.cpu_budget import _cgroup_cpu_limit, plan_cpu_budget, usable_cores
 
 
-@pytest.mark.parametrize("cores, stages, intra, io", [
-    (1, 2, 1, 1),   # fewer cores than stages: one thread each, never zero
-    (2, 2, 1, 1),   # the 2-core machine: detect and swap one core each, no spare for I/O
-    (4, 2, 1, 1),   # a core kept for decode/encode, the rest shared
-    (8, 2, 3, 2),
-    (16, 2, 6, 4),
-    (8, 1, 6, 2),
-])
+@pytest.mark.parametrize(
+    "cores, stages, intra, io",
+    [
+        (1, 2, 1, 1),  # fewer cores than stages: one thread each, never zero
+        (2, 2, 1, 1),  # the 2-core machine: detect and swap one core each, no spare for I/O
+        (4, 2, 1, 1),  # a core kept for decode/encode, the rest shared
+        (8, 2, 3, 2),
+        (16, 2, 6, 4),
+        (8, 1, 6, 2),
+    ],
+)
 def test_cores_are_shared_among_compute_stages(cores, stages, intra, io) -> None:
     budget = plan_cpu_budget(cores, stages)
     assert (budget.intra_op_threads, budget.opencv_threads) == (intra, intra)

@@ -23,9 +23,14 @@ def test_missing_cuda_python_names_the_package(monkeypatch: pytest.MonkeyPatch) 
         open_cuda()
 
 
-@pytest.mark.parametrize("code, message", [
-    (35, "no usable NVIDIA driver"), (100, "no CUDA-capable GPU"), (999, "CUDA cannot start"),
-])
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        (35, "no usable NVIDIA driver"),
+        (100, "no CUDA-capable GPU"),
+        (999, "CUDA cannot start"),
+    ],
+)
 def test_driver_and_device_errors_are_named(monkeypatch: pytest.MonkeyPatch, code: int, message: str) -> None:
     monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart(error=code))
     with pytest.raises(BackendUnavailable, match=message):
@@ -113,6 +118,7 @@ def test_async_copies_round_trip_through_device_memory() -> None:
 
 
 # -- on a GPU --------------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 def test_gpu_pinned_ring_round_trip() -> None:

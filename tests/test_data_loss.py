@@ -26,8 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "streamswap", "--log-level", "ERROR", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", "--log-level", "ERROR", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def digest(path: Path) -> str:
@@ -43,8 +48,13 @@ def test_run_refuses_to_write_its_input_in_any_spelling(clip: Path, tmp_path: Pa
     before = digest(clip)
     os.link(clip, tmp_path / "hard.mp4")
     os.symlink(clip, tmp_path / "soft.mp4")
-    for output in (str(clip), f"{clip.parent}/../{clip.parent.name}/in.mp4", f"file://{clip}",
-                   str(tmp_path / "hard.mp4"), str(tmp_path / "soft.mp4")):
+    for output in (
+        str(clip),
+        f"{clip.parent}/../{clip.parent.name}/in.mp4",
+        f"file://{clip}",
+        str(tmp_path / "hard.mp4"),
+        str(tmp_path / "soft.mp4"),
+    ):
         for extra in ((), ("-y",)):  # -y never allows destroying the input
             result = cli("run", "-i", str(clip), "-o", output, *extra)
             assert result.returncode != 0 and "is also read by this run" in result.stderr, (output, result.stderr)
@@ -105,8 +115,7 @@ def test_serve_resolves_auto_to_rename(monkeypatch: pytest.MonkeyPatch) -> None:
             return Config()
 
     monkeypatch.setattr(daemon, "Daemon", FakeDaemon)
-    args = serve.argparse.Namespace(serve_config=None, source=None, input=None, output=None, api=None,
-                                    no_api=True)
+    args = serve.argparse.Namespace(serve_config=None, source=None, input=None, output=None, api=None, no_api=True)
     assert serve.run(args, Ctx()) == 0
     assert seen["config"].io.existing_output == "rename" == seen["reloaded"].io.existing_output
 

@@ -29,17 +29,29 @@ def pool() -> SessionPool:
     return SessionPool(InferenceSettings(provider="cpu"))
 
 
-def const_model(path: Path, input_name: str, input_shape: list, outputs: list[tuple[str, np.ndarray]],
-                declared: dict[str, list] | None = None) -> Path:
+def const_model(
+    path: Path,
+    input_name: str,
+    input_shape: list,
+    outputs: list[tuple[str, np.ndarray]],
+    declared: dict[str, list] | None = None,
+) -> Path:
     """An ONNX model with one (unused) image input whose outputs are the given constants."""
     declared = declared or {}
     nodes, outs = [], []
     for name, value in outputs:
-        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(
-            np.asarray(value, np.float32), name=name + "_value")))
+        nodes.append(
+            helper.make_node(
+                "Constant",
+                [],
+                [name],
+                value=numpy_helper.from_array(np.asarray(value, np.float32), name=name + "_value"),
+            )
+        )
         outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, declared.get(name, list(value.shape))))
-    graph = helper.make_graph(nodes, "const", [helper.make_tensor_value_info(
-        input_name, TensorProto.FLOAT, input_shape)], outs)
+    graph = helper.make_graph(
+        nodes, "const", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)], outs
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, path)
@@ -92,15 +104,19 @@ def scrfd_model(path: Path, size: int | None, tensors: list[np.ndarray], dynamic
 def face_at(stride, cell, score, box, anchor=0):
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
-    kps = [(x1 + .3 * w, y1 + .4 * h), (x1 + .7 * w, y1 + .4 * h), (x1 + .5 * w, y1 + .6 * h),
-           (x1 + .35 * w, y1 + .8 * h), (x1 + .65 * w, y1 + .8 * h)]
+    kps = [
+        (x1 + 0.3 * w, y1 + 0.4 * h),
+        (x1 + 0.7 * w, y1 + 0.4 * h),
+        (x1 + 0.5 * w, y1 + 0.6 * h),
+        (x1 + 0.35 * w, y1 + 0.8 * h),
+        (x1 + 0.65 * w, y1 + 0.8 * h),
+    ]
     return dict(stride=stride, cell=cell, score=score, box=box, kps=kps, anchor=anchor)
 
 
 @pytest.mark.parametrize("batch", [True, False])
 def test_scrfd_decodes_known_faces(tmp_path, pool, batch) -> None:
-    faces = [face_at(8, (20, 10), 0.9, (150, 70, 182, 110)),
-             face_at(32, (10, 5), 0.75, (290, 120, 370, 220), anchor=1)]
+    faces = [face_at(8, (20, 10), 0.9, (150, 70, 182, 110)), face_at(32, (10, 5), 0.75, (290, 120, 370, 220), anchor=1)]
     path = scrfd_model(tmp_path / "scrfd.onnx", 640, scrfd_tensors(640, faces, batch))
     det = make_detector("scrfd", pool.get(path), DetectorSettings(model="scrfd_2.5g"))
     found = det.detect(frame())
@@ -132,7 +148,7 @@ def test_scrfd_dynamic_input_size_and_output_shapes(tmp_path, pool) -> None:
 
 
 def test_scrfd_border_zero_and_max_faces(tmp_path, pool) -> None:
-    edge = face_at(8, (1, 1), 0.95, (-12, -8, 30, 40))   # sticks out of the top-left corner
+    edge = face_at(8, (1, 1), 0.95, (-12, -8, 30, 40))  # sticks out of the top-left corner
     right = face_at(16, (39, 10), 0.9, (600, 140, 660, 200))  # past the frame's right edge
     pad = face_at(32, (5, 15), 0.99, (150, 400, 200, 470))  # inside the letterbox padding only
     path = scrfd_model(tmp_path / "edge.onnx", 640, scrfd_tensors(640, [edge, right, pad], True))
@@ -153,7 +169,7 @@ def test_scrfd_border_zero_and_max_faces(tmp_path, pool) -> None:
 
 def test_scrfd_nms_and_thresholds(tmp_path, pool) -> None:
     a = face_at(8, (20, 10), 0.9, (150, 70, 190, 120))
-    b = face_at(8, (21, 10), 0.8, (152, 72, 192, 122))   # IoU ≈ 0.85 with a
+    b = face_at(8, (21, 10), 0.8, (152, 72, 192, 122))  # IoU ≈ 0.85 with a
     c = face_at(8, (40, 10), 0.45, (310, 70, 350, 120))  # under the score threshold
     path = scrfd_model(tmp_path / "nms.onnx", 640, scrfd_tensors(640, [a, b, c], True))
     session = pool.get(path)
@@ -226,8 +242,9 @@ def test_scrfd_parity_with_insightface(tmp_path, pool) -> None:
         ref.prepare(-1, input_size=(640, 640), det_thresh=0.5, nms_thresh=0.4)
         img = frame()
         ref_det, ref_kps = ref.detect(img)
-        ours = make_detector("scrfd", pool.get(path),
-                             DetectorSettings(score_threshold=0.5, nms_iou=0.4, max_faces=64)).detect(img)
+        ours = make_detector(
+            "scrfd", pool.get(path), DetectorSettings(score_threshold=0.5, nms_iou=0.4, max_faces=64)
+        ).detect(img)
         above = sum(f["score"] >= 0.5 for f in faces)
         assert 5 < len(ours) < above, "the generated faces should exercise the threshold and NMS"
         assert len(ours) == len(ref_det)
@@ -238,6 +255,7 @@ def test_scrfd_parity_with_insightface(tmp_path, pool) -> None:
 
 # --- YOLOFace ---------------------------------------------------------------------------
 
+
 def yolo_tensor(faces: list[dict], batch: bool = True, anchors: int = 8400) -> np.ndarray:
     out = np.zeros((20, anchors), np.float32)
     out[4] = 0.02
@@ -246,7 +264,7 @@ def yolo_tensor(faces: list[dict], batch: bool = True, anchors: int = 8400) -> n
         col = 100 + 37 * j
         out[:5, col] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, f["score"]]
         for k, (x, y) in enumerate(f["kps"]):
-            out[5 + 3 * k: 8 + 3 * k, col] = [x, y, 0.9]
+            out[5 + 3 * k : 8 + 3 * k, col] = [x, y, 0.9]
     return out[None] if batch else out
 
 
@@ -270,12 +288,15 @@ def test_yoloface_decodes_known_faces_border_zero_and_limit(tmp_path, pool) -> N
     path = const_model(tmp_path / "yolo3.onnx", "images", [1, 3, 640, 640], [("output0", yolo_tensor(many, False))])
     found = make_detector("yoloface", pool.get(path), DetectorSettings(max_faces=2)).detect(frame())
     assert [round(f.score, 2) for f in found] == [0.82, 0.74]
-    wrong = const_model(tmp_path / "yolo4.onnx", "images", [1, 3, 640, 640], [("o", np.zeros((1, 16, 8400), np.float32))])
+    wrong = const_model(
+        tmp_path / "yolo4.onnx", "images", [1, 3, 640, 640], [("o", np.zeros((1, 16, 8400), np.float32))]
+    )
     with pytest.raises(ModelError, match=r"yolo4\.onnx"):
         make_detector("yoloface", pool.get(wrong), DetectorSettings())
 
 
 # --- YuNet ------------------------------------------------------------------------------
+
 
 def yunet_tensors(size: int, faces: list[dict]) -> list[tuple[str, np.ndarray]]:
     """12 named outputs; each face: stride, cell, cls, obj, box centre/size and key points
@@ -292,8 +313,12 @@ def yunet_tensors(size: int, faces: list[dict]) -> list[tuple[str, np.ndarray]]:
         idx = row * (size // s) + col
         x1, y1, x2, y2 = f["box"]
         out[f"cls_{s}"][0, idx, 0], out[f"obj_{s}"][0, idx, 0] = f["cls"], f["obj"]
-        out[f"bbox_{s}"][0, idx] = [(x1 + x2) / 2 / s - col, (y1 + y2) / 2 / s - row,
-                                    math.log((x2 - x1) / s), math.log((y2 - y1) / s)]
+        out[f"bbox_{s}"][0, idx] = [
+            (x1 + x2) / 2 / s - col,
+            (y1 + y2) / 2 / s - row,
+            math.log((x2 - x1) / s),
+            math.log((y2 - y1) / s),
+        ]
         out[f"kps_{s}"][0, idx] = (np.asarray(f["kps"]) / s - [col, row]).reshape(-1)
     order = [f"{k}_{s}" for k in ("cls", "obj", "bbox", "kps") for s in SCRFD_STRIDES]
     return [(name, out[name]) for name in reversed(order)]  # stored in another order: matched by name
@@ -313,14 +338,17 @@ def test_yunet_decodes_known_faces_border_zero_and_limit(tmp_path, pool) -> None
     assert det.input.buffer.max() > 200  # raw 0–255 input
     path = const_model(tmp_path / "yunet0.onnx", "input", [1, 3, 640, 640], yunet_tensors(640, []))
     assert make_detector("yunet", pool.get(path), DetectorSettings()).detect(frame()) == []
-    many = [face_at(16, (3 + 5 * i, 3), 0, (40 + 80 * i, 40, 90 + 80 * i, 100)) | {"cls": 0.6 + 0.05 * i, "obj": 1.0}
-            for i in range(6)]
+    many = [
+        face_at(16, (3 + 5 * i, 3), 0, (40 + 80 * i, 40, 90 + 80 * i, 100)) | {"cls": 0.6 + 0.05 * i, "obj": 1.0}
+        for i in range(6)
+    ]
     path = const_model(tmp_path / "yunet6.onnx", "input", [1, 3, 640, 640], yunet_tensors(640, many))
     found = make_detector("yunet", pool.get(path), DetectorSettings(max_faces=3)).detect(frame())
-    assert len(found) == 3 and [round(f.score ** 2, 2) for f in found] == [0.85, 0.8, 0.75]
+    assert len(found) == 3 and [round(f.score**2, 2) for f in found] == [0.85, 0.8, 0.75]
 
 
 # --- BlazeFace --------------------------------------------------------------------------
+
 
 def blaze_tensors(faces: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Regressors/logits; each face: grid cell, probability, box and 6 points in input pixels."""
@@ -340,15 +368,22 @@ def blaze_tensors(faces: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 def blaze_face(cell, score, box):
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
-    points = [(x1 + .3 * w, y1 + .35 * h), (x1 + .7 * w, y1 + .35 * h), (x1 + .5 * w, y1 + .55 * h),
-              (x1 + .5 * w, y1 + .78 * h), (x1 - .05 * w, y1 + .4 * h), (x2 + .05 * w, y1 + .4 * h)]
+    points = [
+        (x1 + 0.3 * w, y1 + 0.35 * h),
+        (x1 + 0.7 * w, y1 + 0.35 * h),
+        (x1 + 0.5 * w, y1 + 0.55 * h),
+        (x1 + 0.5 * w, y1 + 0.78 * h),
+        (x1 - 0.05 * w, y1 + 0.4 * h),
+        (x2 + 0.05 * w, y1 + 0.4 * h),
+    ]
     return dict(cell=cell, score=score, box=box, points=points)
 
 
 def blaze_model(path: Path, faces: list[dict]) -> Path:
     reg, logits = blaze_tensors(faces)
-    return const_model(path, "input", [1, 3, 192, 192],
-                       [("reshaped_regressor_face_4", reg), ("reshaped_classifier_face_4", logits)])
+    return const_model(
+        path, "input", [1, 3, 192, 192], [("reshaped_regressor_face_4", reg), ("reshaped_classifier_face_4", logits)]
+    )
 
 
 def test_blazeface_decodes_known_faces_with_weighted_nms(tmp_path, pool) -> None:
@@ -400,18 +435,25 @@ def test_blazeface_border_zero_and_max_faces(tmp_path, pool) -> None:
     assert len(found) == 1
     np.testing.assert_allclose(found[0].box, [0, 0, 20 / 0.15, 24 / 0.15], atol=1e-2)
     assert found[0].kps[:, 0].min() < 0 or found[0].extra["blazeface_points"][:, 0].min() < 0
-    assert make_detector("blazeface", pool.get(blaze_model(tmp_path / "z.onnx", [])),
-                         DetectorSettings()).detect(frame()) == []
+    assert (
+        make_detector("blazeface", pool.get(blaze_model(tmp_path / "z.onnx", [])), DetectorSettings()).detect(frame())
+        == []
+    )
     many = [blaze_face((4 + 8 * i, 10), 0.55 + 0.07 * i, (10 + 30 * i, 30, 30 + 30 * i, 55)) for i in range(6)]
-    found = make_detector("blazeface", pool.get(blaze_model(tmp_path / "m.onnx", many)),
-                          DetectorSettings(max_faces=2)).detect(frame())
+    found = make_detector(
+        "blazeface", pool.get(blaze_model(tmp_path / "m.onnx", many)), DetectorSettings(max_faces=2)
+    ).detect(frame())
     assert [round(f.score, 2) for f in found] == [0.9, 0.83]
 
 
 def test_detector_sort_is_deterministic_on_ties(tmp_path, pool) -> None:
     # Equal scores: ordered by x, then y.
-    faces = [blaze_face((30, 10), 0.8, (110, 30, 130, 50)), blaze_face((5, 20), 0.8, (10, 70, 30, 90)),
-             blaze_face((5, 5), 0.8, (10, 10, 30, 30))]
-    found = make_detector("blazeface", pool.get(blaze_model(tmp_path / "t.onnx", faces)),
-                          DetectorSettings()).detect(frame())
+    faces = [
+        blaze_face((30, 10), 0.8, (110, 30, 130, 50)),
+        blaze_face((5, 20), 0.8, (10, 70, 30, 90)),
+        blaze_face((5, 5), 0.8, (10, 10, 30, 30)),
+    ]
+    found = make_detector("blazeface", pool.get(blaze_model(tmp_path / "t.onnx", faces)), DetectorSettings()).detect(
+        frame()
+    )
     assert [tuple(np.round(f.box[:2] * 0.15)) for f in found] == [(10, 10), (10, 70), (110, 30)]

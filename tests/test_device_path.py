@@ -27,8 +27,15 @@ class TinySwapper(NeuralSwapper):
     """A swapper adapter of a 16-px contract (test only), so kernels stay cheap to simulate."""
 
     contract = "tiny"
-    crop = CropFormat(template="arcface_128", size=CROP, rgb=True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                      out_scale=0.5, out_offset=0.5)
+    crop = CropFormat(
+        template="arcface_128",
+        size=CROP,
+        rgb=True,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        out_scale=0.5,
+        out_offset=0.5,
+    )
 
     def latent(self, identity):
         vector = np.asarray(identity, np.float32).reshape(1, -1)
@@ -47,12 +54,17 @@ def tiny_swapper_model(path: Path) -> Path:
         helper.make_node("Add", ["scaled", "m4"], ["out"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("target", TensorProto.FLOAT, ["n", 3, CROP, CROP]),
-         helper.make_tensor_value_info("source", TensorProto.FLOAT, ["n", 512])],
+        nodes,
+        "tiny",
+        [
+            helper.make_tensor_value_info("target", TensorProto.FLOAT, ["n", 3, CROP, CROP]),
+            helper.make_tensor_value_info("source", TensorProto.FLOAT, ["n", 512]),
+        ],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 3, CROP, CROP])],
-        [helper.make_tensor("k", TensorProto.FLOAT, [], [0.8]),
-         helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])],
+        [
+            helper.make_tensor("k", TensorProto.FLOAT, [], [0.8]),
+            helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -63,8 +75,9 @@ def tiny_swapper_model(path: Path) -> Path:
 def tiny_engine(tmp_path: Path, max_batch: int) -> tuple[Path, Path]:
     model = tiny_swapper_model(tmp_path / "tiny.onnx")
     profile = profile_from_inputs(onnx_inputs(model), max_batch)
-    request = BuildRequest("tiny", str(model), str(tmp_path / "e.plan"), "fp32",
-                           [p.to_json() for p in profile], str(tmp_path))
+    request = BuildRequest(
+        "tiny", str(model), str(tmp_path / "e.plan"), "fp32", [p.to_json() for p in profile], str(tmp_path)
+    )
     engine = tmp_path / "tiny.engine"
     engine.write_bytes(build_serialized(make_fake_trt(VERSION), request, lambda *a: None))
     return model, engine
@@ -75,8 +88,7 @@ def _faces(count: int) -> list[Face]:
     out = []
     for i in range(count):
         x, y = 4.0 + 11.0 * i, 6.0 + 3.0 * (i % 3)
-        kps = np.array([[x + 3, y + 4], [x + 9, y + 4], [x + 6, y + 7], [x + 4, y + 10], [x + 8, y + 10]],
-                       np.float32)
+        kps = np.array([[x + 3, y + 4], [x + 9, y + 4], [x + 6, y + 7], [x + 4, y + 10], [x + 8, y + 10]], np.float32)
         out.append(Face(box=np.array([x, y, x + 12, y + 13], np.float32), score=0.9, kps=kps))
     return out
 
@@ -160,8 +172,7 @@ def test_device_path_refuses_host_only_paste_options(tmp_path: Path) -> None:
         DeviceSwapper(TinySwapper(session, name="tiny"), session, gpu.cuda, max_faces=4)
 
 
-def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_same_faces(
-        tmp_path: Path) -> None:
+def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_same_faces(tmp_path: Path) -> None:
     from swap_fixtures import cpu_session
     from test_detectors import face_at, scrfd_model, scrfd_tensors
 
@@ -170,9 +181,17 @@ def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_sam
     from streamswap.faces.settings import DetectorSettings
 
     size = 32
-    model = scrfd_model(tmp_path / "scrfd.onnx", size, scrfd_tensors(size, [face_at(8, (1, 1), 0.9, (4, 5, 20, 22))], True))
-    request = BuildRequest("scrfd", str(model), str(tmp_path / "d.plan"), "fp32",
-                           [p.to_json() for p in profile_from_inputs(onnx_inputs(model), 1)], str(tmp_path))
+    model = scrfd_model(
+        tmp_path / "scrfd.onnx", size, scrfd_tensors(size, [face_at(8, (1, 1), 0.9, (4, 5, 20, 22))], True)
+    )
+    request = BuildRequest(
+        "scrfd",
+        str(model),
+        str(tmp_path / "d.plan"),
+        "fp32",
+        [p.to_json() for p in profile_from_inputs(onnx_inputs(model), 1)],
+        str(tmp_path),
+    )
     engine = tmp_path / "scrfd.engine"
     engine.write_bytes(build_serialized(make_fake_trt(VERSION), request, lambda *a: None))
     rt = FakeCudart()
@@ -201,8 +220,9 @@ def test_gpu_bench_runs_the_frame_path_over_the_fakes() -> None:
     numbers are only meaningful on a GPU, but the bytes per frame are exact anywhere."""
     from streamswap.bench.gpu import _overlap, run_frame_path
 
-    report = run_frame_path(Cuda(FakeCudart()), frames=3, width=24, height=16, faces=1, iterations=1,
-                            detector_size=16, crop=8)
+    report = run_frame_path(
+        Cuda(FakeCudart()), frames=3, width=24, height=16, faces=1, iterations=1, detector_size=16, crop=8
+    )
     assert report.frames == 3
     assert report.h2d_bytes == report.d2h_bytes == 24 * 16 * 3  # one frame each way per frame
     assert _overlap([(0, 10)], [(5, 20)]) == 0.5 and _overlap([(0, 10)], [(10, 20)]) == 0.0

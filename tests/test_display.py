@@ -122,20 +122,30 @@ def test_the_window_child_never_imports_pyav() -> None:
     """PyAV's bundled libxcb is what hangs HighGUI: the child imports this module, so it
     must not pull PyAV in (the parent has it loaded; the spawned child starts clean)."""
     code = "import sys, streamswap.io.display; print('av' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
 # --- a real window under Xvfb -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def xvfb() -> Iterator[str]:
     """A virtual X server on a display number it picks itself (-displayfd)."""
     require(shutil.which("Xvfb") is not None, "Xvfb (apt install xvfb; scripts/install.sh --dev)")
     read, write = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     with os.fdopen(read) as numbers:
         number = numbers.readline().strip()
@@ -179,8 +189,13 @@ time.sleep(120)
 
 def test_window_closes_when_its_process_is_killed(xvfb: str) -> None:
     env = os.environ | {"DISPLAY": xvfb}
-    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True, env=env,
-                              cwd=Path(__file__).resolve().parent.parent)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
@@ -209,8 +224,24 @@ def test_first_sigterm_ends_a_run_with_a_window(xvfb: str, tmp_path: Path) -> No
     cfg.write_text("pipeline:\n  stats_interval: 0.1\n  drain_timeout: 3\n")
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"} | {"DISPLAY": xvfb}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--input", "test://?fps=30",
-         "--output", "display://", "--output", "null://"], stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "run",
+            "--config",
+            str(cfg),
+            "--input",
+            "test://?fps=30",
+            "--output",
+            "display://",
+            "--output",
+            "null://",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stderr is not None
     # HighGUI hung before the first frame when it shared the process with PyAV: a watchdog
     # ends such a run, so the loop below sees the end of its output instead of waiting.

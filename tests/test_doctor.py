@@ -32,8 +32,9 @@ def checks_for(tmp_path: Path, devices: dict[str, str], config: Config | None = 
 
 
 def test_loopback_devices_are_found_by_name(tmp_path: Path) -> None:
-    checks = checks_for(tmp_path, {"video0": "Integrated Camera", "video10": "Dummy video device (0x0000)",
-                                   "video11": "streamswap"})
+    checks = checks_for(
+        tmp_path, {"video0": "Integrated Camera", "video10": "Dummy video device (0x0000)", "video11": "streamswap"}
+    )
     v4l2 = checks["v4l2loopback"]
     assert v4l2.status == OK
     assert str(tmp_path / "dev" / "video10") in v4l2.detail and "video0" not in v4l2.detail
@@ -71,7 +72,9 @@ def test_a_bad_model_file_the_config_uses_fails(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
 def test_a_provider_that_is_offered_but_cannot_start_is_not_reported_usable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raises: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    raises: bool,
 ) -> None:
     from streamswap.inference import ort as ort_backend
 

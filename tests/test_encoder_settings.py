@@ -58,13 +58,23 @@ def test_nvenc_files_use_constant_quality_and_streams_cbr() -> None:
     assert live.options["rc"] == "cbr" and live.options["tune"] == "ull" and live.bit_rate == 4_000_000
 
 
-@pytest.mark.parametrize("settings, expect", [
-    (IoSettings(encoder="libx264", encoder_threads=1), {"rc": "crf", "crf": "20.0", "threads": "1", "bframes": "0"}),
-    (IoSettings(encoder="libx264", preset="medium", crf=18, encoder_threads=2),
-     {"rc": "crf", "crf": "18.0", "threads": "2", "subme": "7", "trellis": "1", "rc_lookahead": "4"}),
-    (IoSettings(encoder="libx264", crf=None, preset="ultrafast", bitrate_kbps=900),
-     {"rc": "abr", "bitrate": "900", "subme": "0"}),
-])
+@pytest.mark.parametrize(
+    "settings, expect",
+    [
+        (
+            IoSettings(encoder="libx264", encoder_threads=1),
+            {"rc": "crf", "crf": "20.0", "threads": "1", "bframes": "0"},
+        ),
+        (
+            IoSettings(encoder="libx264", preset="medium", crf=18, encoder_threads=2),
+            {"rc": "crf", "crf": "18.0", "threads": "2", "subme": "7", "trellis": "1", "rc_lookahead": "4"},
+        ),
+        (
+            IoSettings(encoder="libx264", crf=None, preset="ultrafast", bitrate_kbps=900),
+            {"rc": "abr", "bitrate": "900", "subme": "0"},
+        ),
+    ],
+)
 def test_the_encoder_gets_the_options(tmp_path: Path, settings: IoSettings, expect: dict[str, str]) -> None:
     out = tmp_path / "out.mp4"
     sink = open_sink(str(out), settings)

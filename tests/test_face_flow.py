@@ -14,15 +14,22 @@ def scene(index: int, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A frame of the anchor clip's motion and the true box of its face photo."""
     frame = media.background()
     x, y = media.face_position(index)
-    frame[y:y + media.FACE_SIDE, x:x + media.FACE_SIDE] = photo
+    frame[y : y + media.FACE_SIDE, x : x + media.FACE_SIDE] = photo
     return frame, np.array([x, y, x + media.FACE_SIDE, y + media.FACE_SIDE], np.float32)
 
 
 def face_at(box: np.ndarray, track_id: int = 0) -> Face:
     x1, y1, x2, y2 = box
-    kps = np.array([[x1 + .35 * (x2 - x1), y1 + .45 * (y2 - y1)], [x1 + .65 * (x2 - x1), y1 + .45 * (y2 - y1)],
-                    [x1 + .5 * (x2 - x1), y1 + .6 * (y2 - y1)], [x1 + .38 * (x2 - x1), y1 + .75 * (y2 - y1)],
-                    [x1 + .62 * (x2 - x1), y1 + .75 * (y2 - y1)]], np.float32)
+    kps = np.array(
+        [
+            [x1 + 0.35 * (x2 - x1), y1 + 0.45 * (y2 - y1)],
+            [x1 + 0.65 * (x2 - x1), y1 + 0.45 * (y2 - y1)],
+            [x1 + 0.5 * (x2 - x1), y1 + 0.6 * (y2 - y1)],
+            [x1 + 0.38 * (x2 - x1), y1 + 0.75 * (y2 - y1)],
+            [x1 + 0.62 * (x2 - x1), y1 + 0.75 * (y2 - y1)],
+        ],
+        np.float32,
+    )
     return Face(box=box.copy(), score=0.9, kps=kps, track_id=track_id, extra={"ears": kps[:2].copy()})
 
 
@@ -30,8 +37,9 @@ def textured_photo() -> np.ndarray:
     rng = np.random.default_rng(3)
     import cv2
 
-    texture = cv2.resize(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), (media.FACE_SIDE,) * 2,
-                         interpolation=cv2.INTER_CUBIC)
+    texture = cv2.resize(
+        rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), (media.FACE_SIDE,) * 2, interpolation=cv2.INTER_CUBIC
+    )
     return synthetic.draw_marker_frame(texture, media.MARKER)
 
 

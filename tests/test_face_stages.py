@@ -25,8 +25,9 @@ LAYOUT[:, 2] *= 0.2
 
 def face_at(cx: float, cy: float, side: float = SIDE) -> Face:
     h = side / 2
-    kps = np.array([[cx - 20, cy - 10], [cx + 20, cy - 10], [cx, cy + 5], [cx - 15, cy + 25], [cx + 15, cy + 25]],
-                   np.float32)
+    kps = np.array(
+        [[cx - 20, cy - 10], [cx + 20, cy - 10], [cx, cy + 5], [cx - 15, cy + 25], [cx + 15, cy + 25]], np.float32
+    )
     return Face(box=np.array([cx - h, cy - h, cx + h, cy + h], np.float32), score=0.9, kps=kps)
 
 
@@ -109,8 +110,9 @@ def make(scene: Scene, every: int = 1, smoothing: float = 0.0, landmarks: bool =
     detect = DetectStage(det, landmarker=lm, tracking=TrackingSettings(detect_every=every, smoothing=smoothing))
     swap = SwapStage(sw)
     # The preparer has its own detector and landmarker instances (same scene).
-    preparer = IdentityPreparer(SourceDetector(FakeDetector(scene), FakeLandmarker(scene) if landmarks else None),
-                                sw, swap)
+    preparer = IdentityPreparer(
+        SourceDetector(FakeDetector(scene), FakeLandmarker(scene) if landmarks else None), sw, swap
+    )
     return Proc(FaceStageSet(detect, swap, preparer)), det, lm, sw
 
 

@@ -45,8 +45,7 @@ def served(tmp_path):
 
 
 def _post(r, method, path, body):
-    return r.client.json(method, path, body=json.dumps(body).encode(),
-                         headers={"Content-Type": "application/json"})
+    return r.client.json(method, path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 
 
 def test_selection_changes_live(served) -> None:
@@ -56,8 +55,9 @@ def test_selection_changes_live(served) -> None:
     code, state = _post(r, "POST", "/faces/selection", {"mode": "one", "order": "large-small", "index": 1})
     assert code == 200 and (state["mode"], state["order"], state["index"]) == ("one", "large-small", 1)
     assert r.stages.people.rules.mode == "one"
-    code, state = _post(r, "POST", "/faces/selection", {"mode": "reference", "reference": [photos["alice"]],
-                                                         "threshold": 0.5})
+    code, state = _post(
+        r, "POST", "/faces/selection", {"mode": "reference", "reference": [photos["alice"]], "threshold": 0.5}
+    )
     assert code == 200 and state["references"] == 1 and state["threshold"] == 0.5
     r.assert_streaming()
 
@@ -111,8 +111,9 @@ def test_uploaded_photos_can_be_named(served) -> None:
     r, photos = served
     names = []
     for key in ("alice", "star"):
-        code, _, data = r.client.request("POST", "/faces/photos", body=Path(photos[key]).read_bytes(),
-                                         headers={"Content-Type": "image/png"})
+        code, _, data = r.client.request(
+            "POST", "/faces/photos", body=Path(photos[key]).read_bytes(), headers={"Content-Type": "image/png"}
+        )
         answer = json.loads(data)
         assert code == 200 and answer["photo"].startswith("upload:") and answer["width"] == 40
         names.append(answer["photo"])
@@ -123,7 +124,8 @@ def test_uploaded_photos_can_be_named(served) -> None:
     assert code == 200 and state["references"] == 1
     code, answer = _post(r, "POST", "/faces/map", {"reference": "upload:999", "source": names[1]})
     assert code == 400 and "no such upload" in answer["error"]
-    code, _, data = r.client.request("POST", "/faces/photos", body=b"not an image",
-                                     headers={"Content-Type": "text/plain"})
+    code, _, data = r.client.request(
+        "POST", "/faces/photos", body=b"not an image", headers={"Content-Type": "text/plain"}
+    )
     assert code == 415
     r.assert_streaming()

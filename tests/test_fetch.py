@@ -143,8 +143,17 @@ def server() -> Iterator[Server]:
 
 def make_spec(url: str, *, sha: str | None = SHA, size: int | None = len(PAYLOAD)) -> ModelSpec:
     return ModelSpec(
-        name="tiny", role="detector", file="tiny.onnx", urls=(url,), sha256=sha, size=size,
-        license="MIT", commercial=True, contract="scrfd", inputs="x", outputs="y",
+        name="tiny",
+        role="detector",
+        file="tiny.onnx",
+        urls=(url,),
+        sha256=sha,
+        size=size,
+        license="MIT",
+        commercial=True,
+        contract="scrfd",
+        inputs="x",
+        outputs="y",
     )
 
 
@@ -289,7 +298,8 @@ def test_mirror_is_tried_first_then_catalogue_url(server: Server, tmp_path: Path
     settings = settings_for(tmp_path, mirror=server.url("/mirror/"))
     spec = make_spec(server.url("/primary/tiny.onnx"))
     assert candidate_urls(spec, settings.mirror) == [
-        server.url("/mirror/tiny.onnx"), server.url("/primary/tiny.onnx"),
+        server.url("/mirror/tiny.onnx"),
+        server.url("/primary/tiny.onnx"),
     ]
     result = fetch(spec, Path(settings.dir), settings, backoff_s=0.01)  # mirror 404s
     assert result.url == server.url("/primary/tiny.onnx") and len(primary.requests) == 1
@@ -304,8 +314,9 @@ def test_mismatching_source_falls_through_to_next_url(server: Server, tmp_path: 
     server.routes["/bad/tiny.onnx"] = Behaviour(bytes(len(PAYLOAD)))
     server.routes["/good/tiny.onnx"] = Behaviour(PAYLOAD)
     settings = settings_for(tmp_path)
-    spec = replace(make_spec(server.url("/bad/tiny.onnx")),
-                   urls=(server.url("/bad/tiny.onnx"), server.url("/good/tiny.onnx")))
+    spec = replace(
+        make_spec(server.url("/bad/tiny.onnx")), urls=(server.url("/bad/tiny.onnx"), server.url("/good/tiny.onnx"))
+    )
     assert fetch(spec, Path(settings.dir), settings, backoff_s=0.01).url.endswith("/good/tiny.onnx")
 
 
@@ -351,8 +362,13 @@ def test_progress_bar_on_a_terminal(server: Server, tmp_path: Path) -> None:
     server.routes["/tiny.onnx"] = Behaviour(PAYLOAD)
     settings = settings_for(tmp_path)
     out = Tty()
-    fetch(make_spec(server.url("/tiny.onnx")), Path(settings.dir), settings,
-          progress=StreamProgress(out, interval_s=0.0), backoff_s=0.01)
+    fetch(
+        make_spec(server.url("/tiny.onnx")),
+        Path(settings.dir),
+        settings,
+        progress=StreamProgress(out, interval_s=0.0),
+        backoff_s=0.01,
+    )
     text = out.getvalue()
     assert "\r" in text and "[" + "#" * 28 + "]" in text and "100.0%" in text
 
@@ -385,8 +401,10 @@ def test_concurrent_download_of_the_same_dir_is_refused(server: Server, tmp_path
 
 # --- hostile mirrors ------------------------------------------------------------------------
 
-def test_a_mirror_without_content_length_cannot_overfill_the_part(server: Server, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_a_mirror_without_content_length_cannot_overfill_the_part(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import streamswap.models.fetch as fetch_module
 
     server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["no-length-endless"])
@@ -411,8 +429,7 @@ def test_a_mirror_without_content_length_cannot_overfill_the_part(server: Server
     written.clear()
     server.routes["/tiny.onnx"] = Behaviour(PAYLOAD, modes=["no-length-endless"])
     with pytest.raises(DownloadError, match="largest model"):
-        fetch(make_spec(server.url("/tiny.onnx"), sha=None, size=None), tmp_path / "models", settings,
-              backoff_s=0.01)
+        fetch(make_spec(server.url("/tiny.onnx"), sha=None, size=None), tmp_path / "models", settings, backoff_s=0.01)
     assert sum(written) <= 5 * len(PAYLOAD)
 
 

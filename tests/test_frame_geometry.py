@@ -27,8 +27,13 @@ SIZES_2_MOD_4 = [(480, 270), (720, 406), (1080, 1350), (1280, 886)]
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "streamswap", "--log-level", "ERROR", *args],
-                          capture_output=True, text=True, timeout=180, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", "--log-level", "ERROR", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
 
 
 def frames_of(path: Path) -> tuple[int, int, int]:
@@ -121,15 +126,22 @@ def test_absurd_sizes_rates_and_ports_are_refused_up_front() -> None:
 
 def test_cli_absurd_size_is_one_line_and_small(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from streamswap.cli import main\n"
-         "try:\n    rc = main(['run', '-i', 'test://?width=20000&height=20000', '-o', 'null://'])\n"
-         "except SystemExit as e:\n    rc = e.code\n"
-         # VmHWM, this process's own peak: ru_maxrss carries over the parent's (pytest's,
-         # ~800 MB late in a full run) through fork/vfork + exec, so it failed at random.
-         "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
-         "print('peak_mib', int(hwm.split()[1]) // 1024, rc)"],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-c",
+            "from streamswap.cli import main\n"
+            "try:\n    rc = main(['run', '-i', 'test://?width=20000&height=20000', '-o', 'null://'])\n"
+            "except SystemExit as e:\n    rc = e.code\n"
+            # VmHWM, this process's own peak: ru_maxrss carries over the parent's (pytest's,
+            # ~800 MB late in a full run) through fork/vfork + exec, so it failed at random.
+            "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+            "print('peak_mib', int(hwm.split()[1]) // 1024, rc)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)},
+    )
     peak, rc = result.stdout.split("peak_mib")[1].split()
     assert rc != "0" and int(peak) < 400, result.stdout + result.stderr
     assert "larger than a run handles" in result.stderr

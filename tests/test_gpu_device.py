@@ -58,9 +58,9 @@ def test_device_frames_letterbox_and_paste_match_the_cpu_twins(gpu, mapped: bool
     staging = gpu.cuda.pinned_buffer(crop.nbytes + mask.nbytes)
     view = staging.array((crop.nbytes + mask.nbytes,), np.uint8)
     view[: crop.nbytes] = crop.reshape(-1)
-    view[crop.nbytes:] = mask.view(np.uint8).reshape(-1)
+    view[crop.nbytes :] = mask.view(np.uint8).reshape(-1)
     gpu.cuda.copy_htod_async(crop_dev.ptr, view[: crop.nbytes], swap)
-    gpu.cuda.copy_htod_async(mask_dev.ptr, view[crop.nbytes:], swap)
+    gpu.cuda.copy_htod_async(mask_dev.ptr, view[crop.nbytes :], swap)
     matrix = np.array([[0.9, 0.1, -150.0], [-0.1, 0.9, -60.0]])
     box = source_roi(invert_affine(matrix), 96, 96, original.shape, margin=1)
     on_swap = frames.frame(0, swap)  # the swap stream waits on the upload event

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --- images -----------------------------------------------------------------------------
 
+
 def test_tiff_with_two_size_tags_is_refused_from_its_header() -> None:
     data = lying_tiff(real=(2000, 2000), claimed=(64, 64))
     with pytest.raises(InputError, match="two width tags"):
@@ -41,8 +42,9 @@ def _run_isolated(code: str) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (streamswap imported first, as the CLI does)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     env.pop("OPENCV_IO_MAX_IMAGE_PIXELS", None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_the_decoder_itself_refuses_a_bomb_our_header_parse_missed() -> None:
@@ -73,6 +75,7 @@ def test_decoded_size_is_checked_against_the_header(monkeypatch: pytest.MonkeyPa
     import cv2
 
     import streamswap.io.images as images
+
     ok, png = cv2.imencode(".png", np.zeros((300, 400, 3), np.uint8))
     assert ok
     # A header parse that under-reads (40×40) must not let a larger decode through.
@@ -82,6 +85,7 @@ def test_decoded_size_is_checked_against_the_header(monkeypatch: pytest.MonkeyPa
 
 
 # --- special files ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def fifo(tmp_path: Path) -> Path:
@@ -153,13 +157,19 @@ def test_cli_special_files_are_one_line_errors(tmp_path: Path, fifo: Path) -> No
         (["run", "-i", str(fifo), "-o", "null://"], "is a FIFO (named pipe), not a video file"),
     ]
     for args, expected in cases:
-        result = subprocess.run([sys.executable, "-m", "streamswap", "--log-level", "ERROR", *args],
-                                capture_output=True, text=True, timeout=60, env=env)
+        result = subprocess.run(
+            [sys.executable, "-m", "streamswap", "--log-level", "ERROR", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1 and expected in lines[0], (args, result.stderr)
 
 
 # --- YAML ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key", ["input", "models.dir", "source", "faces.swapper"])
 def test_billion_laughs_is_refused_quickly(tmp_path: Path, key: str) -> None:
@@ -193,8 +203,7 @@ def test_deep_nesting_duplicate_keys_and_recursive_aliases_are_config_errors(tmp
 
 def test_a_few_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text("source: &faces [a.jpg, b.jpg]\nio: &io {width: 640, height: 360}\n"
-                    "pipeline:\n  <<: {}\n")
+    path.write_text("source: &faces [a.jpg, b.jpg]\nio: &io {width: 640, height: 360}\npipeline:\n  <<: {}\n")
     config = load_config(path)
     assert config.source == ["a.jpg", "b.jpg"] and config.io.width == 640
 
@@ -232,8 +241,14 @@ def test_a_reload_parses_off_the_control_lock_with_a_deadline(tmp_path: Path) ->
 
     from streamswap.commands import serve
 
-    daemon = Daemon(Config(), stuck_load, build_stages=serve.build_stages, make_pipeline=serve.make_pipeline,
-                    check_endpoints=serve.check_endpoints, environ={})
+    daemon = Daemon(
+        Config(),
+        stuck_load,
+        build_stages=serve.build_stages,
+        make_pipeline=serve.make_pipeline,
+        check_endpoints=serve.check_endpoints,
+        environ={},
+    )
     daemon.reload_deadline_s = 0.3
     started = time.monotonic()
     holder = threading.Thread(target=lambda: pytest.raises(ConfigError, daemon.reload))
@@ -260,11 +275,18 @@ def test_a_reload_parses_off_the_control_lock_with_a_deadline(tmp_path: Path) ->
 
 def test_special_source_photos_are_named_before_models_load(fifo: Path) -> None:
     env = {**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)}
-    for command in (["run", "-s", str(fifo), "-i", "test://?frames=2", "-o", "null://"],
-                    ["swap-image", "-s", "/dev/zero", "-t", "/dev/zero", "-o", "/tmp/unused-h12b.png"],
-                    ["run", "--size", "1x1", "-i", "test://?frames=2", "-o", "null://"]):
-        result = subprocess.run([sys.executable, "-m", "streamswap", "--log-level", "WARNING", *command],
-                                capture_output=True, text=True, timeout=60, env=env)
+    for command in (
+        ["run", "-s", str(fifo), "-i", "test://?frames=2", "-o", "null://"],
+        ["swap-image", "-s", "/dev/zero", "-t", "/dev/zero", "-o", "/tmp/unused-h12b.png"],
+        ["run", "--size", "1x1", "-i", "test://?frames=2", "-o", "null://"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "streamswap", "--log-level", "WARNING", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1, (command, result.stderr)
         assert "face stages" not in result.stderr  # nothing was loaded first

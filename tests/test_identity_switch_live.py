@@ -64,8 +64,10 @@ def test_upload_and_reload_switch_without_a_stall(bundled_models_dir: Path, tmp_
     config_file = tmp_path / "serve.yaml"
     settings = {
         "input": f"test://photo?path={group}&width=480&height=320&fps={FPS}",
-        "outputs": ["null://"], "source": [str(astronaut)],
-        "models": {"dir": str(bundled_models_dir)}, "inference": {"provider": "cpu"},
+        "outputs": ["null://"],
+        "source": [str(astronaut)],
+        "models": {"dir": str(bundled_models_dir)},
+        "inference": {"provider": "cpu"},
         "faces": {"mesh": {"color_match": False, "relight": 0.0}},
         "service": {"api": None, "status_interval_s": 0.2},
     }
@@ -79,8 +81,14 @@ def test_upload_and_reload_switch_without_a_stall(bundled_models_dir: Path, tmp_
         return build_pipeline(config, stages.stages, source=endpoints.source, sinks=[recorder], observers=observers)
 
     load = lambda: load_config(config_file)  # noqa: E731
-    daemon = Daemon(load(), load, build_stages=serve.build_stages, make_pipeline=make_pipeline,
-                    check_endpoints=serve.check_endpoints, environ={})
+    daemon = Daemon(
+        load(),
+        load,
+        build_stages=serve.build_stages,
+        make_pipeline=make_pipeline,
+        check_endpoints=serve.check_endpoints,
+        environ={},
+    )
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
     try:
@@ -104,8 +112,11 @@ def test_upload_and_reload_switch_without_a_stall(bundled_models_dir: Path, tmp_
     frames = recorder.frames[start:]
     written = np.array([f[0] for f in frames])
     gaps = np.diff(written)
-    big = [(round(float(written[i] - uploaded), 3), round(float(written[i] - reloaded), 3), round(float(g), 3))
-           for i, g in enumerate(gaps) if g > 2 * INTERVAL]
+    big = [
+        (round(float(written[i] - uploaded), 3), round(float(written[i] - reloaded), 3), round(float(g), 3))
+        for i, g in enumerate(gaps)
+        if g > 2 * INTERVAL
+    ]
     assert gaps.max() <= 2 * INTERVAL, (big, INTERVAL)  # the video never stalled
 
     def tints(after: float, before: float) -> np.ndarray:

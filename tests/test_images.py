@@ -19,6 +19,7 @@ from streamswap.io.images import decode_image, read_header, read_image, write_im
 def _png_header_only(width: int, height: int, bit_depth: int = 8, colour_type: int = 2) -> bytes:
     """A PNG whose header claims width×height, with one tiny (compressed) data chunk:
     what a decompression bomb looks like from the outside."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -76,7 +77,7 @@ def test_one_by_one_is_too_small_for_a_face(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_png_scaled_to_eight_bits(tmp_path: Path) -> None:
-    img16 = (_gradient().astype(np.uint16) * 257)
+    img16 = _gradient().astype(np.uint16) * 257
     img16[0, 0] = (65535, 0, 40000)
     path = tmp_path / "deep.png"
     cv2.imwrite(str(path), img16)
@@ -153,7 +154,7 @@ def test_huge_jpeg_header_refused() -> None:
     ok, data = cv2.imencode(".jpg", _gradient(64, 64))
     raw = bytearray(data.tobytes())
     i = raw.index(b"\xff\xc0")  # baseline frame header: length(2) precision(1) height(2) width(2)
-    raw[i + 5:i + 9] = struct.pack(">HH", 60000, 60000)
+    raw[i + 5 : i + 9] = struct.pack(">HH", 60000, 60000)
     with pytest.raises(InputError, match="60000×60000"):
         decode_image(bytes(raw), name="bomb.jpg")
 

@@ -71,13 +71,11 @@ def test_file_copy_keeps_frames_duration_and_audio(clip, tmp_path, suffix):
     a_in, a_tb_in, _ = audio_packets(clip)
     a_out, a_tb_out, codec = audio_packets(out)
     assert codec == "aac" and abs(len(a_out) - len(a_in)) <= 1
-    assert float((a_out[-1] - a_out[0]) * a_tb_out) == pytest.approx(
-        float((a_in[-1] - a_in[0]) * a_tb_in), abs=0.03)
+    assert float((a_out[-1] - a_out[0]) * a_tb_out) == pytest.approx(float((a_in[-1] - a_in[0]) * a_tb_in), abs=0.03)
     assert abs(start_offset(out) - start_offset(clip)) <= frame
     if suffix in (".mp4", ".mov"):  # edit lists keep the AAC priming before 0: exact
         assert start_offset(out) == pytest.approx(start_offset(clip), abs=0.001)
-        assert [float(p * out_tb) for p in out_pts] == pytest.approx(
-            [float(p * in_tb) for p in in_pts], abs=0.001)
+        assert [float(p * out_tb) for p in out_pts] == pytest.approx([float(p * in_tb) for p in in_pts], abs=0.001)
     # The pictures are the source's (grey level encodes the frame number).
     with av.open(str(out)) as container:
         images = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]

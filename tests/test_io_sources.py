@@ -236,8 +236,7 @@ def test_unknown_scheme_lists_supported():
 def test_webcam_uri_options(tmp_path):
     fake = tmp_path / "video7"
     fake.touch()
-    source = open_source(f"v4l2://{fake}?width=1280&height=720&fps=30&format=mjpeg",
-                         IoSettings(reconnect=False))
+    source = open_source(f"v4l2://{fake}?width=1280&height=720&fps=30&format=mjpeg", IoSettings(reconnect=False))
     assert isinstance(source, AvSource)
     assert source.spec.format == "v4l2" and source.spec.url == str(fake)
     assert source.spec.options == {"video_size": "1280x720", "framerate": "30", "input_format": "mjpeg"}
@@ -382,13 +381,21 @@ def test_source_uses_the_allocation_free_path_until_the_size_changes(media):
     assert source._writer.fast_frames == 20  # the 480x360 half needs rescaling (swscale)
 
 
-@pytest.mark.parametrize("uri, platform, fmt, device, options", [
-    ("avfoundation://0?fps=30&width=1280&height=720", "linux", "avfoundation", "0",
-     {"video_size": "1280x720", "framerate": "30"}),
-    ("dshow://Integrated Camera?format=mjpeg", "linux", "dshow", "video=Integrated Camera", {"vcodec": "mjpeg"}),
-    ("webcam://0", "darwin", "avfoundation", "0", {}),
-    ("webcam://USB Cam", "win32", "dshow", "video=USB Cam", {}),
-])
+@pytest.mark.parametrize(
+    "uri, platform, fmt, device, options",
+    [
+        (
+            "avfoundation://0?fps=30&width=1280&height=720",
+            "linux",
+            "avfoundation",
+            "0",
+            {"video_size": "1280x720", "framerate": "30"},
+        ),
+        ("dshow://Integrated Camera?format=mjpeg", "linux", "dshow", "video=Integrated Camera", {"vcodec": "mjpeg"}),
+        ("webcam://0", "darwin", "avfoundation", "0", {}),
+        ("webcam://USB Cam", "win32", "dshow", "video=USB Cam", {}),
+    ],
+)
 def test_camera_uris_per_platform(monkeypatch, uri, platform, fmt, device, options):
     import sys
 
@@ -422,14 +429,17 @@ def test_music_file_with_cover_art_is_audio_only(tmp_path):
         open_source(str(path), IoSettings()).open()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"io.bogus": 1}, "io.bogus: unknown key"),
-    ({"io.width": 640}, "io.width/height: give both"),
-    ({"io.width": 641, "io.height": 480}, "io.width: must be even"),
-    ({"io.on_loss": "black"}, "io.on_loss: must be one of repeat, no-signal"),
-    ({"io.reconnect_max_s": 0.1}, "io.reconnect_max_s: must be ≥"),
-    ({"io.encoder": "x265"}, "io.encoder: must be one of"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"io.bogus": 1}, "io.bogus: unknown key"),
+        ({"io.width": 640}, "io.width/height: give both"),
+        ({"io.width": 641, "io.height": 480}, "io.width: must be even"),
+        ({"io.on_loss": "black"}, "io.on_loss: must be one of repeat, no-signal"),
+        ({"io.reconnect_max_s": 0.1}, "io.reconnect_max_s: must be ≥"),
+        ({"io.encoder": "x265"}, "io.encoder: must be one of"),
+    ],
+)
 def test_io_settings_errors_name_the_key(overrides, message):
     from streamswap.config import load_config
     from streamswap.errors import ConfigError

@@ -62,9 +62,25 @@ def test_run_labels_every_frame_and_tags_the_file(tmp_path: Path) -> None:
     config.write_text("io:\n  label:\n    enabled: true\n    position: top-left\n    text: Deepfake\n")
     out = tmp_path / "out.mp4"
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
-    result = subprocess.run([sys.executable, "-m", "streamswap", "run", "--config", str(config), "--input",
-                             str(src), "--output", str(out), "--quiet"], capture_output=True, text=True,
-                            timeout=120, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "run",
+            "--config",
+            str(config),
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     with av.open(str(src)) as container:
         before = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]

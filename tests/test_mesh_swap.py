@@ -57,8 +57,12 @@ def test_finds_the_six_faces_with_landmarks(swapped) -> None:
     for face in faces:
         assert face.landmarks is not None and face.landmarks.shape == (468, 3)
         x1, y1, x2, y2 = face.box
-        inside = ((face.landmarks[:, 0] > x1 - 0.3 * face.width) & (face.landmarks[:, 0] < x2 + 0.3 * face.width)
-                  & (face.landmarks[:, 1] > y1 - 0.3 * face.height) & (face.landmarks[:, 1] < y2 + 0.3 * face.height))
+        inside = (
+            (face.landmarks[:, 0] > x1 - 0.3 * face.width)
+            & (face.landmarks[:, 0] < x2 + 0.3 * face.width)
+            & (face.landmarks[:, 1] > y1 - 0.3 * face.height)
+            & (face.landmarks[:, 1] < y2 + 0.3 * face.height)
+        )
         assert inside.mean() > 0.95  # the mesh sits on its face
 
 
@@ -108,7 +112,7 @@ def test_background_untouched(swapped) -> None:
     for face in faces:
         cx, cy = face.center
         half = max(face.width, face.height) * 0.9
-        away[max(int(cy - half), 0):int(cy + half), max(int(cx - half), 0):int(cx + half)] = False
+        away[max(int(cy - half), 0) : int(cy + half), max(int(cx - half), 0) : int(cx + half)] = False
     assert away.mean() > 0.5
     np.testing.assert_array_equal(out[away], target[away])
 
@@ -264,7 +268,9 @@ def test_turned_away_triangles_are_never_painted(processor, photos) -> None:
         drawn = np.unique(raster[raster < len(tri)])
         assert not flipped[drawn].any(), f"face at {face.box}: turned-away triangles painted"
         hidden = raster == len(tri) + 1
-        np.testing.assert_array_equal(out[ry:ry + rh, rx:rx + rw][hidden], target[ry:ry + rh, rx:rx + rw][hidden])
+        np.testing.assert_array_equal(
+            out[ry : ry + rh, rx : rx + rw][hidden], target[ry : ry + rh, rx : rx + rw][hidden]
+        )
     assert flipped_total > 0  # the profile faces do turn parts of the mesh away
 
 

@@ -30,7 +30,9 @@ def _flip_a_byte(path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
 def test_a_flipped_byte_in_a_converted_bundled_model_fails_verify_and_load(
-    tmp_path: Path, bundled_models_dir: Path, name: str,
+    tmp_path: Path,
+    bundled_models_dir: Path,
+    name: str,
 ) -> None:
     file = bundled.BUNDLED[name].file
     models = tmp_path / "models"
@@ -45,13 +47,19 @@ def test_a_flipped_byte_in_a_converted_bundled_model_fails_verify_and_load(
     with pytest.raises(ModelError, match="not the pinned conversion"):
         store.resolve(name)
     env = {**os.environ, "STREAMSWAP_CONFIG": "", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "streamswap", "--models-dir", str(models), "models",
-                             "verify", name], capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamswap", "--models-dir", str(models), "models", "verify", name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode != 0 and result.stdout.startswith(f"MISMATCH  {name}:"), result.stdout
 
 
-def test_other_converter_versions_derive_the_expected_hash(monkeypatch: pytest.MonkeyPatch,
-                                                           bundled_models_dir: Path) -> None:
+def test_other_converter_versions_derive_the_expected_hash(
+    monkeypatch: pytest.MonkeyPatch, bundled_models_dir: Path
+) -> None:
     monkeypatch.setattr(bundled, "CONVERTER", {"tflite2onnx": "0.0.1", "onnx": "0.0.1"})
     bundled._derived_sha256.cache_clear()
     try:
@@ -62,8 +70,9 @@ def test_other_converter_versions_derive_the_expected_hash(monkeypatch: pytest.M
         bundled._derived_sha256.cache_clear()
 
 
-def test_a_different_source_tflite_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                              bundled_models_dir: Path) -> None:
+def test_a_different_source_tflite_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bundled_models_dir: Path
+) -> None:
     from dataclasses import replace
 
     changed = dict(bundled.BUNDLED)
@@ -78,9 +87,19 @@ PAYLOAD = os.urandom(4096)
 
 
 def _spec() -> ModelSpec:
-    return ModelSpec(name="big", role="swapper", file="big.onnx", urls=("http://127.0.0.1:9/big.onnx",),
-                     sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD), license="MIT",
-                     commercial=True, contract="inswapper", inputs="x", outputs="y")
+    return ModelSpec(
+        name="big",
+        role="swapper",
+        file="big.onnx",
+        urls=("http://127.0.0.1:9/big.onnx",),
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        size=len(PAYLOAD),
+        license="MIT",
+        commercial=True,
+        contract="inswapper",
+        inputs="x",
+        outputs="y",
+    )
 
 
 def test_a_forged_stamp_does_not_make_a_random_file_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,8 +113,9 @@ def test_a_forged_stamp_does_not_make_a_random_file_verified(tmp_path: Path, mon
     stamps = tmp_path / ".stamps"
     stamps.mkdir()
     # What a stamp used to be (size, mtime, hash): written by hand with the pinned hash.
-    (stamps / "big.onnx.json").write_text(json.dumps(
-        {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _spec().sha256}))
+    (stamps / "big.onnx.json").write_text(
+        json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _spec().sha256})
+    )
     assert store.check("big").state == MISMATCH
     with pytest.raises(ModelError, match="fails verification"):
         store.resolve("big")
@@ -111,8 +131,7 @@ def test_a_forged_stamp_does_not_make_a_random_file_verified(tmp_path: Path, mon
     assert store.check("big").state == MISMATCH
 
 
-def test_an_older_conversion_in_another_initializer_order_is_migrated(tmp_path: Path,
-                                                                      bundled_models_dir: Path) -> None:
+def test_an_older_conversion_in_another_initializer_order_is_migrated(tmp_path: Path, bundled_models_dir: Path) -> None:
     import onnx
 
     file = bundled.BUNDLED["blazeface"].file
@@ -136,8 +155,19 @@ def test_an_older_conversion_in_another_initializer_order_is_migrated(tmp_path: 
 
 
 def test_a_fifo_under_a_model_name_is_refused_without_blocking(tmp_path: Path) -> None:
-    spec = ModelSpec(name="nohash", role="swapper", file="nohash.onnx", urls=(), sha256=None, size=None,
-                     license="MIT", commercial=True, contract="inswapper", inputs="x", outputs="y")
+    spec = ModelSpec(
+        name="nohash",
+        role="swapper",
+        file="nohash.onnx",
+        urls=(),
+        sha256=None,
+        size=None,
+        license="MIT",
+        commercial=True,
+        contract="inswapper",
+        inputs="x",
+        outputs="y",
+    )
     store = ModelStore(ModelsSettings(dir=str(tmp_path)), build_catalogue([spec]))
     os.mkfifo(tmp_path / "nohash.onnx")
     status = store.verify("nohash")

@@ -22,23 +22,45 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 def spec(name: str = "tiny", **kw: object) -> ModelSpec:
     base = ModelSpec(
-        name=name, role="swapper", file=f"{name}.onnx", urls=("http://127.0.0.1:9/x",),
-        sha256=SHA, size=len(PAYLOAD), license="MIT", commercial=True, contract="inswapper",
-        inputs="x", outputs="y",
+        name=name,
+        role="swapper",
+        file=f"{name}.onnx",
+        urls=("http://127.0.0.1:9/x",),
+        sha256=SHA,
+        size=len(PAYLOAD),
+        license="MIT",
+        commercial=True,
+        contract="inswapper",
+        inputs="x",
+        outputs="y",
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
 def store_with(tmp_path: Path, *specs: ModelSpec, **settings: object) -> ModelStore:
-    return ModelStore(ModelsSettings(dir=str(tmp_path), **settings),  # type: ignore[arg-type]
-                      build_catalogue(specs or [spec()]))
+    return ModelStore(
+        ModelsSettings(dir=str(tmp_path), **settings),  # type: ignore[arg-type]
+        build_catalogue(specs or [spec()]),
+    )
 
 
 def test_catalogue_has_every_required_model_with_facts() -> None:
     required = {
-        "scrfd_2.5g", "retinaface_10g", "yoloface_8n", "yunet_2023_mar", "arcface_w600k_r50",
-        "inswapper_128", "inswapper_128_fp16", "hyperswap_1a_256", "simswap_256",
-        "crossface_simswap", "ghost_1_256", "crossface_ghost", "gfpgan_1.4", "blazeface", "facemesh",
+        "scrfd_2.5g",
+        "retinaface_10g",
+        "yoloface_8n",
+        "yunet_2023_mar",
+        "arcface_w600k_r50",
+        "inswapper_128",
+        "inswapper_128_fp16",
+        "hyperswap_1a_256",
+        "simswap_256",
+        "crossface_simswap",
+        "ghost_1_256",
+        "crossface_ghost",
+        "gfpgan_1.4",
+        "blazeface",
+        "facemesh",
     }
     assert required <= set(CATALOGUE)
     for s in all_specs():
@@ -52,7 +74,8 @@ def test_catalogue_has_every_required_model_with_facts() -> None:
     assert get_spec("hyperswap_1a_256").urls[0].endswith("/models-3.3.0/hyperswap_1a_256.onnx")
     assert "/models-3.4.0/" in get_spec("crossface_ghost").urls[0]
     assert get_spec("inswapper_128").urls[1] == (
-        "https://huggingface.co/facefusion/models-3.0.0/resolve/main/inswapper_128.onnx")
+        "https://huggingface.co/facefusion/models-3.0.0/resolve/main/inswapper_128.onnx"
+    )
     assert not get_spec("inswapper_128").commercial and get_spec("gfpgan_1.4").commercial
     with pytest.raises(TypeError):
         CATALOGUE["x"] = spec()  # type: ignore[index]
@@ -150,9 +173,7 @@ def test_commercial_switch_refuses_non_commercial_models(tmp_path: Path) -> None
     assert store_with(tmp_path, free, research).resolve("research").verified
 
 
-def test_users_own_file_loads_unverified_with_one_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_users_own_file_loads_unverified_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     own = tmp_path / "exports" / "my_swapper.onnx"
     own.parent.mkdir()
     export = onnx_bytes(INSWAPPER_IO)

@@ -85,9 +85,14 @@ def _run_daemon(listener, stages, wd_usec=200_000, **runtime_kw):
         extend_timeout(120)  # what an engine builder does
         return stages
 
-    daemon = Daemon(config, lambda: config, build_stages=build,
-                    make_pipeline=lambda c, s, o: FakePipeline(c, s, o, **runtime_kw),
-                    check_endpoints=check_endpoints, environ=env)
+    daemon = Daemon(
+        config,
+        lambda: config,
+        build_stages=build,
+        make_pipeline=lambda c, s, o: FakePipeline(c, s, o, **runtime_kw),
+        check_endpoints=check_endpoints,
+        environ=env,
+    )
     result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("rc", daemon.run()), daemon=True)
     thread.start()
@@ -117,8 +122,7 @@ def test_ready_watchdog_only_while_frames_advance_and_stopping(listener):
         frames = daemon.frames_out()
     hung_at = time.monotonic() + 0.25  # at most one ping for frames made before the hang
     # The loop keeps running (STATUS= keeps coming) but sends no WATCHDOG=1.
-    assert listener.wait_for(
-        lambda ls: sum(1 for l in listener.lines(hung_at) if l.startswith("STATUS=")) >= 8, 10)
+    assert listener.wait_for(lambda ls: sum(1 for l in listener.lines(hung_at) if l.startswith("STATUS=")) >= 8, 10)
     assert daemon.frames_out() == frames
     assert "WATCHDOG=1" not in listener.lines(hung_at)
 
@@ -150,9 +154,14 @@ def test_input_that_fails_to_open_is_retried(listener):
         attempts.append(1)
         return FakePipeline(c, s, o, fail_start=len(attempts) < 3)
 
-    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_pipeline=make,
-                    check_endpoints=check_endpoints,
-                    environ={"NOTIFY_SOCKET": listener.address})
+    daemon = Daemon(
+        config,
+        lambda: config,
+        build_stages=lambda c, e: stages,
+        make_pipeline=make,
+        check_endpoints=check_endpoints,
+        environ={"NOTIFY_SOCKET": listener.address},
+    )
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
@@ -176,9 +185,14 @@ def test_engine_build_progress_extends_the_start_timeout(listener, monkeypatch):
 
     monkeypatch.setattr(wiring, "build_face_stages", fake_build)
     config = no_api_config()
-    daemon = Daemon(config, lambda: config, build_stages=serve.build_stages, make_pipeline=serve.make_pipeline,
-                    check_endpoints=check_endpoints,
-                    environ={"NOTIFY_SOCKET": listener.address})
+    daemon = Daemon(
+        config,
+        lambda: config,
+        build_stages=serve.build_stages,
+        make_pipeline=serve.make_pipeline,
+        check_endpoints=check_endpoints,
+        environ={"NOTIFY_SOCKET": listener.address},
+    )
     assert serve.build_stages(config, daemon.extend_timeout) == "stages"
     want = f"EXTEND_TIMEOUT_USEC={int(serve.ENGINE_BUILD_EXTEND_S * 1e6)}"
     assert listener.wait_for(lambda ls: ls.count(want) == 3, 5), listener.lines()
@@ -199,9 +213,14 @@ def test_pipeline_that_ends_is_reopened_and_frames_stay_monotonic(listener):
         made.append(FakePipeline(c, s, o, max_frames=20))
         return made[-1]
 
-    daemon = Daemon(config, lambda: config, build_stages=lambda c, e: stages, make_pipeline=make,
-                    check_endpoints=check_endpoints,
-                    environ={"NOTIFY_SOCKET": listener.address})
+    daemon = Daemon(
+        config,
+        lambda: config,
+        build_stages=lambda c, e: stages,
+        make_pipeline=make,
+        check_endpoints=check_endpoints,
+        environ={"NOTIFY_SOCKET": listener.address},
+    )
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:

@@ -22,7 +22,7 @@ def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     import cv2
 
     frame = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 1.2)
-    frame[h // 4: h // 2, w // 3: w // 2] = (255, 30, 200)
+    frame[h // 4 : h // 2, w // 3 : w // 2] = (255, 30, 200)
     return frame
 
 
@@ -34,12 +34,12 @@ def _close_u8(got: np.ndarray, want: np.ndarray) -> None:
 
 def _similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
     a = np.radians(angle_deg)
-    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx],
-                     [scale * np.sin(a), scale * np.cos(a), ty]])
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty]])
 
 
-@pytest.mark.parametrize("shape,size,rgb", [((30, 40), 32, True), ((40, 24), 32, False), ((32, 32), 32, True),
-                                            ((12, 20), 32, True)])
+@pytest.mark.parametrize(
+    "shape,size,rgb", [((30, 40), 32, True), ((40, 24), 32, False), ((32, 32), 32, True), ((12, 20), 32, True)]
+)
 def test_letterbox_kernel_matches_cpu(shape: tuple[int, int], size: int, rgb: bool) -> None:
     frame = _frame(*shape)
     want = np.empty((1, 3, size, size), np.float32)
@@ -59,13 +59,16 @@ def _crop_case(frame: np.ndarray, matrix: np.ndarray, size: int):
     return inverse, source_roi(inverse, size, size, frame.shape)
 
 
-@pytest.mark.parametrize("matrix", [
-    _similarity(1.3, 12.0, -2.0, 5.0),        # inside the frame
-    _similarity(0.8, -30.0, 10.0, 18.0),      # over the top-left border
-    _similarity(0.9, 5.0, -30.0, -20.0),      # over the bottom-right border
-    _similarity(0.3, 0.0, 4.0, 4.0),          # a crop larger than the frame
-    _similarity(1.0, 0.0, 500.0, 500.0),      # entirely outside: all zero
-])
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        _similarity(1.3, 12.0, -2.0, 5.0),  # inside the frame
+        _similarity(0.8, -30.0, 10.0, 18.0),  # over the top-left border
+        _similarity(0.9, 5.0, -30.0, -20.0),  # over the bottom-right border
+        _similarity(0.3, 0.0, 4.0, 4.0),  # a crop larger than the frame
+        _similarity(1.0, 0.0, 500.0, 500.0),  # entirely outside: all zero
+    ],
+)
 def test_warp_crops_kernel_matches_cpu(matrix: np.ndarray) -> None:
     frame = _frame(36, 44, seed=1)
     size = 24
@@ -99,12 +102,15 @@ def test_crops_to_tensor_and_back_match_cpu() -> None:
         _close_u8(back_got, back_want)
 
 
-@pytest.mark.parametrize("matrix", [
-    _similarity(1.4, 10.0, -8.0, -6.0),       # face inside the frame
-    _similarity(1.2, -20.0, 12.0, 4.0),       # face over the left/top border
-    _similarity(2.5, 0.0, -70.0, -50.0),      # face over the bottom-right border
-    _similarity(0.25, 0.0, 2.0, 2.0),         # crop footprint larger than the frame
-])
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        _similarity(1.4, 10.0, -8.0, -6.0),  # face inside the frame
+        _similarity(1.2, -20.0, 12.0, 4.0),  # face over the left/top border
+        _similarity(2.5, 0.0, -70.0, -50.0),  # face over the bottom-right border
+        _similarity(0.25, 0.0, 2.0, 2.0),  # crop footprint larger than the frame
+    ],
+)
 def test_paste_kernel_matches_cpu(matrix: np.ndarray) -> None:
     from streamswap.faces.align import invert_affine, source_roi
     from streamswap.faces.paste import box_mask

@@ -37,10 +37,8 @@ def affine_model(path: Path, elem: int = TensorProto.FLOAT) -> Path:
         ],
         "affine",
         [helper.make_tensor_value_info("x", elem, ["N", 4])],
-        [helper.make_tensor_value_info("y", elem, ["N", 3]),
-         helper.make_tensor_value_info("z", elem, ["N", 3])],
-        initializer=[numpy_helper.from_array(W.astype(dtype), "W"),
-                     numpy_helper.from_array(B.astype(dtype), "b")],
+        [helper.make_tensor_value_info("y", elem, ["N", 3]), helper.make_tensor_value_info("z", elem, ["N", 3])],
+        initializer=[numpy_helper.from_array(W.astype(dtype), "W"), numpy_helper.from_array(B.astype(dtype), "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every onnxruntime we support
@@ -136,7 +134,9 @@ def test_broken_model_file_names_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
 def test_explicit_provider_that_cannot_start_is_an_error_not_a_cpu_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raises: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    raises: bool,
 ) -> None:
     from streamswap.inference import ort as ort_backend
 
@@ -154,7 +154,10 @@ def test_explicit_provider_that_cannot_start_is_an_error_not_a_cpu_run(
 
 @pytest.mark.parametrize("raises", [True, False], ids=["fails-to-start", "left-out"])
 def test_auto_runs_on_what_started_and_says_what_was_left_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raises: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raises: bool,
 ) -> None:
     from streamswap.inference import ort as ort_backend
 
@@ -170,7 +173,8 @@ def test_auto_runs_on_what_started_and_says_what_was_left_out(
 
 
 def test_a_bad_file_is_a_model_error_even_when_an_accelerator_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from streamswap.inference import ort as ort_backend
 

@@ -21,8 +21,9 @@ from streamswap.inference.settings import InferenceSettings
 def _fake_ort(record: dict[str, Any]) -> types.ModuleType:
     ort = types.ModuleType("onnxruntime")
     ort.get_available_providers = lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    ort.GraphOptimizationLevel = types.SimpleNamespace(ORT_DISABLE_ALL=0, ORT_ENABLE_BASIC=1,
-                                                       ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99)
+    ort.GraphOptimizationLevel = types.SimpleNamespace(
+        ORT_DISABLE_ALL=0, ORT_ENABLE_BASIC=1, ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99
+    )
 
     class SessionOptions:
         def __init__(self) -> None:
@@ -79,7 +80,8 @@ def _fake_ort(record: dict[str, Any]) -> types.ModuleType:
 
 
 def test_cuda_provider_computes_on_the_owning_stage_stream_with_our_device_buffers(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     record: dict[str, Any] = {}
     monkeypatch.setitem(sys.modules, "onnxruntime", _fake_ort(record))
     gpu = GpuContext(Cuda(FakeCudart(), device=1))
@@ -107,8 +109,7 @@ def test_cuda_provider_computes_on_the_owning_stage_stream_with_our_device_buffe
     assert ins3[-1][4] == (3, 3, 8, 8) and outs3[-1][5] == out.ptr
 
 
-def test_without_a_gpu_context_the_cpu_provider_gets_no_stream(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_gpu_context_the_cpu_provider_gets_no_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record: dict[str, Any] = {}
     monkeypatch.setitem(sys.modules, "onnxruntime", _fake_ort(record))
     model = tmp_path / "m.onnx"

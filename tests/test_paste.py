@@ -42,8 +42,8 @@ def test_constant_crop_lands_where_insightface_pastes_it(tmp_path, scale, angle,
     emb /= np.linalg.norm(emb)
 
     reference = inswapper.INSwapper(str(model), session=RecordingOrt(model)).get(
-        img.copy(), types.SimpleNamespace(kps=face.kps),
-        types.SimpleNamespace(normed_embedding=emb), paste_back=True)
+        img.copy(), types.SimpleNamespace(kps=face.kps), types.SimpleNamespace(normed_embedding=emb), paste_back=True
+    )
     ours = img.copy()
     swapper = make_neural_swapper("inswapper", cpu_session(model), name="constant", model_path=model)
     swapper.set_identity(emb)
@@ -89,7 +89,7 @@ def test_paste_touches_only_the_crop_bounding_box_in_place():
     changed = (frame != before).any(axis=2)
     assert changed.sum() > 10000
     outside = changed.copy()
-    outside[y0:y1 + 1, x0:x1 + 1] = False
+    outside[y0 : y1 + 1, x0 : x1 + 1] = False
     assert not outside.any()
 
 
@@ -148,8 +148,8 @@ def test_color_correction_matches_the_target_statistics():
     PasteBack(PasteSettings(color_correction=True)).paste(corrected, crop, m, target_crop=target_crop)
     centre = align.transform_points(np.array([[64.0, 64.0]]), align.invert_affine(m))[0].astype(int)
     cx, cy = centre
-    patch_plain = plain[cy - 10:cy + 10, cx - 10:cx + 10].reshape(-1, 3).mean(axis=0)
-    patch_corr = corrected[cy - 10:cy + 10, cx - 10:cx + 10].reshape(-1, 3).mean(axis=0)
+    patch_plain = plain[cy - 10 : cy + 10, cx - 10 : cx + 10].reshape(-1, 3).mean(axis=0)
+    patch_corr = corrected[cy - 10 : cy + 10, cx - 10 : cx + 10].reshape(-1, 3).mean(axis=0)
     assert np.abs(patch_plain - (220, 60, 30)).max() < 3
     assert np.abs(patch_corr - frame[cy, cx]).max() < 12
 
@@ -195,11 +195,11 @@ def test_feathered_band_blends_by_the_mask_weight():
     band = (w > 0.02) & (w < 0.98)
     assert band.sum() > 4000  # the feather is ~19 px wide on each side
     want = w[..., None] * crop_bgr + (1.0 - w[..., None]) * frame_bgr
-    got = frame[ty:ty + 128, tx:tx + 128].astype(np.float64)
+    got = frame[ty : ty + 128, tx : tx + 128].astype(np.float64)
     assert np.abs(got - want)[band].max() <= 1.0
     assert np.abs(got - want).max() <= 1.0  # and the core (crop) and the rim (frame)
     outside = np.ones(frame.shape[:2], bool)
-    outside[ty:ty + 128, tx:tx + 128] = False
+    outside[ty : ty + 128, tx : tx + 128] = False
     assert (frame[outside] == frame_bgr).all()
 
 

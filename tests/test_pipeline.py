@@ -78,8 +78,9 @@ class FakeSource:
     def wait_produced(self, n: int) -> None:
         with self.cond:
             self.cond.wait_for(
-                lambda: self.produced >= n or self.closed
-                or (self.count is not None and self.produced >= self.count), 10)
+                lambda: self.produced >= n or self.closed or (self.count is not None and self.produced >= self.count),
+                10,
+            )
 
     def take_audio(self) -> list[Any]:
         out, self._audio = self._audio, []
@@ -165,18 +166,29 @@ class TwoStages:
         return [_CallStage("detect", self), _CallStage("swap", self)]
 
 
-def make_pipeline(stages: TwoStages | None, *, source: Any, sinks: Sequence[Any],
-                  settings: PipelineSettings | None = None, observers: Sequence[Any] = ()) -> Pipeline:
-    return Pipeline(source, stages.stages if stages is not None else [], sinks,
-                    settings=settings, observers=observers)
+def make_pipeline(
+    stages: TwoStages | None,
+    *,
+    source: Any,
+    sinks: Sequence[Any],
+    settings: PipelineSettings | None = None,
+    observers: Sequence[Any] = (),
+) -> Pipeline:
+    return Pipeline(source, stages.stages if stages is not None else [], sinks, settings=settings, observers=observers)
 
 
 class Stages(TwoStages):
     """detect finds one 'face'; swap paints channel 2. Optional slowness tied to the source
     (the stage waits until the source is `ahead` frames further) and failures by index."""
 
-    def __init__(self, source: FakeSource | None = None, ahead: int = 0,
-                 fail_detect: Sequence[int] = (), fail_swap: Sequence[int] = (), always_fail: bool = False) -> None:
+    def __init__(
+        self,
+        source: FakeSource | None = None,
+        ahead: int = 0,
+        fail_detect: Sequence[int] = (),
+        fail_swap: Sequence[int] = (),
+        always_fail: bool = False,
+    ) -> None:
         self.source, self.ahead = source, ahead
         self.fail_detect, self.fail_swap, self.always_fail = set(fail_detect), set(fail_swap), always_fail
         self.detected: list[int] = []
@@ -336,8 +348,7 @@ def test_file_policy_blocks_and_loses_nothing() -> None:
 
 def test_forced_policy_overrides_source() -> None:
     src = FakeSource(100, live=True)
-    rt = make_pipeline(Stages(src, ahead=2), source=src, sinks=[FakeSink()],
-                 settings=settings(policy="block"))
+    rt = make_pipeline(Stages(src, ahead=2), source=src, sinks=[FakeSink()], settings=settings(policy="block"))
     run_to_end(rt)
     assert rt.status()["dropped"] == 0 and rt.frames_out() == 100
 
@@ -360,8 +371,9 @@ def test_stage_exception_passes_frame_through_unswapped(caplog: pytest.LogCaptur
 def test_repeated_failures_surface_as_degraded() -> None:
     src = FakeSource(None, live=True, gate_at=30)
     sink = FakeSink()
-    rt = make_pipeline(Stages(always_fail=True), source=src, sinks=[sink],
-                 settings=settings(max_stage_errors=5, policy="block"))
+    rt = make_pipeline(
+        Stages(always_fail=True), source=src, sinks=[sink], settings=settings(max_stage_errors=5, policy="block")
+    )
     rt.start()
     src.wait_produced(30)
     seen = threading.Event()
@@ -486,8 +498,7 @@ def test_failing_sink_does_not_stop_the_others() -> None:
     assert rt.status()["errors"] == {"output": 10}
 
 
-def test_an_output_failing_beside_a_working_one_logs_once_and_turns_degraded(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_an_output_failing_beside_a_working_one_logs_once_and_turns_degraded(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(FakeSink):
         def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
             raise OSError(28, "No space left on device")
@@ -512,12 +523,14 @@ def test_observers_get_events_and_bad_observer_is_contained() -> None:
         def __getattr__(self, name: str) -> Any:
             def record(*_: Any) -> None:
                 self.calls[name] = self.calls.get(name, 0) + 1
+
             return record
 
     class Broken:
         def __getattr__(self, name: str) -> Any:
             def boom(*_: Any) -> None:
                 raise RuntimeError("observer bug")
+
             return boom
 
     obs = Counting()
@@ -539,6 +552,7 @@ def test_stage_descriptions_reach_the_status_and_no_stages_pass_frames_through()
     rt = make_pipeline(Describing(), source=FakeSource(1, live=False), sinks=[FakeSink()])
     run_to_end(rt)
     assert rt.status()["source_identity"] == ["face.png"]
+
     class Plain(FakeSink):
         def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
             self.indices.append(meta.index)
@@ -558,6 +572,7 @@ def test_stage_names_must_be_unique() -> None:
 def test_a_stuck_output_neither_delays_nor_stops_the_others() -> None:
     """Live: a sink that blocks in write() drops its own frames (counted per output); the
     other sink gets every frame, and stop() closes it while the stuck one still hangs."""
+
     class Stuck(FakeSink):
         def __init__(self) -> None:
             super().__init__(name="stuck://")
@@ -574,8 +589,9 @@ def test_a_stuck_output_neither_delays_nor_stops_the_others() -> None:
     stuck, good = Stuck(), FakeSink(name="good://")
     src = Camera(60, live=True)
     q_out = 3
-    rt = make_pipeline(Stages(), source=src, sinks=[stuck, good],
-                       settings=settings(drain_timeout=0.5, output_queue_size=q_out))
+    rt = make_pipeline(
+        Stages(), source=src, sinks=[stuck, good], settings=settings(drain_timeout=0.5, output_queue_size=q_out)
+    )
     rt.start()
     deadline = time.monotonic() + 10
     while not good.closed and time.monotonic() < deadline:  # the input ended: good is finalised

@@ -72,8 +72,8 @@ def test_an_unknown_changed_key_needs_a_restart() -> None:
 
 
 def test_everything_at_once() -> None:
-    new = _changed(source=["/photos/a.jpg"], input="/videos/clip.mp4", inference__backend="tensorrt",
-                   service__stall_s=9.0)
+    new = _changed(
+        source=["/photos/a.jpg"], input="/videos/clip.mp4", inference__backend="tensorrt", service__stall_s=9.0
+    )
     plan = plan_reload(Config(), new)
-    assert plan == ReloadPlan(sources=("/photos/a.jpg",), pipeline=("input",), service=True,
-                              restart=("inference",))
+    assert plan == ReloadPlan(sources=("/photos/a.jpg",), pipeline=("input",), service=True, restart=("inference",))

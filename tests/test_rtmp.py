@@ -106,8 +106,9 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_publish_reconnect_and_bounded_memory(rtmp_server, clip):  # noqa: F811
-    settings = IoSettings(reconnect_initial_s=0.1, reconnect_max_s=0.5, keyframe_interval_s=0.5,
-                          open_timeout_s=5, read_timeout_s=5)
+    settings = IoSettings(
+        reconnect_initial_s=0.1, reconnect_max_s=0.5, keyframe_interval_s=0.5, open_timeout_s=5, read_timeout_s=5
+    )
     url = rtmp_server.url("cam")
     publisher = Publisher(clip, url, settings)
     publisher.start()

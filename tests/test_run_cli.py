@@ -46,11 +46,27 @@ def read_index(img: np.ndarray) -> int:
     return value
 
 
-def make_media(path: Path, *, frames: int = 300, audio: bool = True, video: bool = True,
-               change_size_at: int | None = None, new_size: tuple[int, int] = (480, 360)) -> Path:
+def make_media(
+    path: Path,
+    *,
+    frames: int = 300,
+    audio: bool = True,
+    video: bool = True,
+    change_size_at: int | None = None,
+    new_size: tuple[int, int] = (480, 360),
+) -> Path:
     """H.264 (+ AAC tone) with the frame index painted into every picture."""
-    return make_video(path, frames=frames, fps=FPS, size=SIZE, audio=audio, video=video,
-                      change_size_at=change_size_at, new_size=new_size, picture=paint_index)
+    return make_video(
+        path,
+        frames=frames,
+        fps=FPS,
+        size=SIZE,
+        audio=audio,
+        video=video,
+        change_size_at=change_size_at,
+        new_size=new_size,
+        picture=paint_index,
+    )
 
 
 def probe(path: Path) -> dict:
@@ -82,8 +98,9 @@ def probe(path: Path) -> dict:
 
 def streamswap(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "streamswap", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamswap", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +144,24 @@ def test_sigterm_during_file_run_leaves_playable_mp4(ten_seconds: Path, tmp_path
     cfg.write_text("pipeline:\n  stats_interval: 0.1\n")
     # --live paces the file at its frame rate, so the run lasts ~10 s unless stopped.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live", "--log-every", "0.1",
-         "--input", str(ten_seconds), "--output", str(out)],
-        stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "run",
+            "--config",
+            str(cfg),
+            "--live",
+            "--log-every",
+            "0.1",
+            "--input",
+            str(ten_seconds),
+            "--output",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stderr is not None
     written = 0
@@ -164,8 +196,19 @@ def test_sigkill_loses_at_most_the_flush_interval_in_every_container(ten_seconds
     # Paced at the file's rate (so the kill lands mid-run) but lossless (--no-live): a loaded
     # machine makes a live run drop frames, which are no loss of the kill's.
     cfg.write_text("pipeline:\n  stats_interval: 0.1\nio:\n  keyframe_interval_s: 10\n  file_pacing: realtime\n")
-    args = [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--no-live", "--log-every", "0.1",
-            "--input", str(ten_seconds)]
+    args = [
+        sys.executable,
+        "-m",
+        "streamswap",
+        "run",
+        "--config",
+        str(cfg),
+        "--no-live",
+        "--log-every",
+        "0.1",
+        "--input",
+        str(ten_seconds),
+    ]
     for out in outs:
         args += ["--output", str(out)]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
@@ -188,7 +231,11 @@ def test_sigkill_loses_at_most_the_flush_interval_in_every_container(ten_seconds
     for out in outs:
         indices = probe(out)["indices"]
         assert indices == list(range(len(indices))), out.name
-        assert written - len(indices) <= FLUSH_INTERVAL_S * FPS + file_lookahead(FPS) + 2, (out.name, written, len(indices))
+        assert written - len(indices) <= FLUSH_INTERVAL_S * FPS + file_lookahead(FPS) + 2, (
+            out.name,
+            written,
+            len(indices),
+        )
 
 
 def test_nonexistent_input_is_a_clear_error(tmp_path: Path) -> None:
@@ -264,9 +311,21 @@ def test_interrupts_answer_while_a_silent_server_is_being_opened(tmp_path: Path)
     cfg.write_text("io:\n  open_timeout_s: 60\n  read_timeout_s: 60\n")
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg),
-         "--input", f"rtsp://127.0.0.1:{port}/cam", "--output", str(tmp_path / "o.mp4")],
-        stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "run",
+            "--config",
+            str(cfg),
+            "--input",
+            f"rtsp://127.0.0.1:{port}/cam",
+            "--output",
+            str(tmp_path / "o.mp4"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stderr is not None
     try:
@@ -289,8 +348,9 @@ def test_interrupts_answer_while_a_silent_server_is_being_opened(tmp_path: Path)
 def test_unreachable_url_is_a_clear_error_without_reconnect(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("io:\n  reconnect: false\n  open_timeout_s: 2\n  read_timeout_s: 2\n")
-    result = streamswap("run", "--config", str(cfg), "--input", "rtmp://127.0.0.1:9/live/none",
-                        "--output", "null://", timeout=60)
+    result = streamswap(
+        "run", "--config", str(cfg), "--input", "rtmp://127.0.0.1:9/live/none", "--output", "null://", timeout=60
+    )
     assert result.returncode == 2, result.stderr
     assert "rtmp://127.0.0.1:9/live/" in result.stderr  # the last path part is masked as a stream key
     assert "Traceback" not in result.stderr
@@ -331,8 +391,9 @@ def test_demo_without_photo_packages_says_what_to_install(monkeypatch: pytest.Mo
     from streamswap.errors import InputError
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(demo.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "skimage" else real(name, *a))
+    monkeypatch.setattr(
+        demo.importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a)
+    )
     with pytest.raises(InputError, match=r"-m pip install -e '?\S+\[demo\]"):
         demo.demo_photos()
 
@@ -342,8 +403,7 @@ def test_run_with_a_source_photo_without_a_face_is_a_clear_error(tmp_path: Path)
 
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((256, 256, 3), 128, np.uint8))
-    result = streamswap("run", "--source", str(blank), "--input", "test://pattern?frames=3",
-                        "--output", "null://")
+    result = streamswap("run", "--source", str(blank), "--input", "test://pattern?frames=3", "--output", "null://")
     assert result.returncode == 2, result.stderr
     assert "wall.png" in result.stderr and "face" in result.stderr.lower()
     assert "Traceback" not in result.stderr

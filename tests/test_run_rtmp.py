@@ -66,9 +66,24 @@ def test_run_publishes_rtmp_and_reconnects_after_server_crash(rtmp_server, tmp_p
     url = rtmp_server.url("swap")
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamswap", "run", "--config", str(cfg), "--live", "--log-every", "0.1",
-         "--input", str(clip), "--output", url],
-        stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "run",
+            "--config",
+            str(cfg),
+            "--live",
+            "--log-every",
+            "0.1",
+            "--input",
+            str(clip),
+            "--output",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stderr is not None
     lines: list[str] = []

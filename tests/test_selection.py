@@ -16,8 +16,12 @@ PEOPLE = {name: np.eye(512, dtype=np.float32)[i] for i, name in enumerate(("ann"
 
 
 def face(x: float, y: float, size: float, who: str, track: int, score: float = 0.9) -> Face:
-    f = Face(box=np.array([x, y, x + size, y + size], np.float32), score=score, kps=np.zeros((5, 2), np.float32),
-             track_id=track)
+    f = Face(
+        box=np.array([x, y, x + size, y + size], np.float32),
+        score=score,
+        kps=np.zeros((5, 2), np.float32),
+        track_id=track,
+    )
     f.extra["who"] = np.array([list(PEOPLE).index(who)])
     return f
 
@@ -34,12 +38,18 @@ class Recognizer:
 SCENE = [face(300, 10, 50, "ann", 1, 0.7), face(10, 200, 120, "bob", 2, 0.95), face(150, 100, 80, "cy", 3, 0.8)]
 
 
-@pytest.mark.parametrize("order, expected", [
-    ("left-right", ["bob", "cy", "ann"]), ("right-left", ["ann", "cy", "bob"]),
-    ("top-bottom", ["ann", "cy", "bob"]), ("bottom-top", ["bob", "cy", "ann"]),
-    ("large-small", ["bob", "cy", "ann"]), ("small-large", ["ann", "cy", "bob"]),
-    ("best-score", ["bob", "cy", "ann"]),
-])
+@pytest.mark.parametrize(
+    "order, expected",
+    [
+        ("left-right", ["bob", "cy", "ann"]),
+        ("right-left", ["ann", "cy", "bob"]),
+        ("top-bottom", ["ann", "cy", "bob"]),
+        ("bottom-top", ["bob", "cy", "ann"]),
+        ("large-small", ["bob", "cy", "ann"]),
+        ("small-large", ["ann", "cy", "bob"]),
+        ("best-score", ["bob", "cy", "ann"]),
+    ],
+)
 def test_orders(order: str, expected: list[str]) -> None:
     names = [list(PEOPLE)[int(f.extra["who"][0])] for f in order_faces(SCENE, order)]
     assert names == expected
@@ -64,13 +74,21 @@ def test_reference_swaps_only_lookalikes_and_needs_a_recognizer() -> None:
 
 
 def test_mapping_with_unmatched_keep_and_default_source() -> None:
-    rules = SelectionRules(mappings=(Mapping("ann.jpg", PEOPLE["ann"][None], "star1.jpg"),
-                                     Mapping("bob.jpg", PEOPLE["bob"][None], "star2.jpg")))
+    rules = SelectionRules(
+        mappings=(
+            Mapping("ann.jpg", PEOPLE["ann"][None], "star1.jpg"),
+            Mapping("bob.jpg", PEOPLE["bob"][None], "star2.jpg"),
+        )
+    )
     plan = {f.track_id: s for f, s in Selector(rules, Recognizer()).plan(FRAME, SCENE, 0)}
     assert plan == {1: "star1.jpg", 2: "star2.jpg"}  # cy is nobody's: kept
     rules = rules.without_mapping("bob.jpg").with_mapping(Mapping("cy.jpg", PEOPLE["cy"][None], "star3.jpg"))
-    plan = {f.track_id: s for f, s in Selector(SelectionRules(mappings=rules.mappings, unmatched="default-source"),
-                                                  Recognizer()).plan(FRAME, SCENE, 0)}
+    plan = {
+        f.track_id: s
+        for f, s in Selector(SelectionRules(mappings=rules.mappings, unmatched="default-source"), Recognizer()).plan(
+            FRAME, SCENE, 0
+        )
+    }
     assert plan == {1: "star1.jpg", 2: DEFAULT_SOURCE, 3: "star3.jpg"}
 
 

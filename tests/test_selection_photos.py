@@ -33,15 +33,23 @@ def scene(tmp_path_factory, bundled_models_dir: Path):
     for i, face in enumerate(faces):
         x1, y1, x2, y2 = face.box.astype(int)
         w = x2 - x1
-        crop = image[max(y1 - w // 2, 0):y2 + w // 2, max(x1 - w // 2, 0):x2 + w // 2]
-        crop = cv2.convertScaleAbs(cv2.resize(crop, None, fx=1.7, fy=1.7, interpolation=cv2.INTER_CUBIC),
-                                   alpha=1.1, beta=-10)
+        crop = image[max(y1 - w // 2, 0) : y2 + w // 2, max(x1 - w // 2, 0) : x2 + w // 2]
+        crop = cv2.convertScaleAbs(
+            cv2.resize(crop, None, fx=1.7, fy=1.7, interpolation=cv2.INTER_CUBIC), alpha=1.1, beta=-10
+        )
         path = work / f"person{i}.png"
         cv2.imwrite(str(path), crop)
         refs.append(path)
     boxes = [f.box for f in faces]
-    return {"astronaut": astronaut, "group": group, "hanks": hanks, "image": image, "refs": refs,
-            "boxes": boxes, "recognizer": recognizer}
+    return {
+        "astronaut": astronaut,
+        "group": group,
+        "hanks": hanks,
+        "image": image,
+        "refs": refs,
+        "boxes": boxes,
+        "recognizer": recognizer,
+    }
 
 
 def _stages(config) -> FaceTool:
@@ -51,9 +59,13 @@ def _stages(config) -> FaceTool:
 
 
 def _config(models_dir: Path, recognizer: Path, **overrides):
-    values = {"models.dir": str(models_dir), "inference.provider": "cpu",
-              "faces.recognizer.model": str(recognizer), "faces.recognizer.contract": "arcface",
-              "faces.select.threshold": 0.9}
+    values = {
+        "models.dir": str(models_dir),
+        "inference.provider": "cpu",
+        "faces.recognizer.model": str(recognizer),
+        "faces.recognizer.contract": "arcface",
+        "faces.select.threshold": 0.9,
+    }
     values.update(overrides)
     return load_config(None, values)
 
@@ -83,23 +95,32 @@ def _changed_people(scene, out: np.ndarray) -> list[int]:
 
 
 def test_one_face_by_order_and_index(bundled_models_dir: Path, scene) -> None:
-    out = _swap(bundled_models_dir, scene, scene["astronaut"], **{"faces.select.mode": "one",
-                                                                   "faces.select.index": 1})
+    out = _swap(bundled_models_dir, scene, scene["astronaut"], **{"faces.select.mode": "one", "faces.select.index": 1})
     assert _changed_people(scene, out) == [1]
-    out = _swap(bundled_models_dir, scene, scene["astronaut"], **{"faces.select.mode": "one",
-                                                                   "faces.select.order": "right-left"})
+    out = _swap(
+        bundled_models_dir,
+        scene,
+        scene["astronaut"],
+        **{"faces.select.mode": "one", "faces.select.order": "right-left"},
+    )
     assert _changed_people(scene, out) == [5]
 
 
 def test_reference_swaps_only_that_person(bundled_models_dir: Path, scene) -> None:
-    out = _swap(bundled_models_dir, scene, scene["astronaut"], **{"faces.select.mode": "reference",
-                                                                   "faces.select.reference": [str(scene["refs"][3])]})
+    out = _swap(
+        bundled_models_dir,
+        scene,
+        scene["astronaut"],
+        **{"faces.select.mode": "reference", "faces.select.reference": [str(scene["refs"][3])]},
+    )
     assert _changed_people(scene, out) == [3]
 
 
 def test_mapping_gives_each_person_their_source(bundled_models_dir: Path, scene) -> None:
-    mapping = [{"reference": str(scene["refs"][0]), "source": str(scene["hanks"])},
-               {"reference": str(scene["refs"][4]), "source": str(scene["astronaut"])}]
+    mapping = [
+        {"reference": str(scene["refs"][0]), "source": str(scene["hanks"])},
+        {"reference": str(scene["refs"][4]), "source": str(scene["astronaut"])},
+    ]
     kept = _swap(bundled_models_dir, scene, scene["astronaut"], **{"faces.map": mapping})
     assert _changed_people(scene, kept) == [0, 4]  # unmatched: keep
     all_hanks = _swap(bundled_models_dir, scene, scene["hanks"])
@@ -108,8 +129,9 @@ def test_mapping_gives_each_person_their_source(bundled_models_dir: Path, scene)
         x1, y1, x2, y2 = scene["boxes"][person].astype(int)
         assert np.array_equal(kept[y1:y2, x1:x2], reference[y1:y2, x1:x2])
     # unmatched: default-source -> everybody else gets the main source (Tom Hanks here).
-    default = _swap(bundled_models_dir, scene, scene["hanks"], **{"faces.map": mapping,
-                                                                  "faces.unmatched": "default-source"})
+    default = _swap(
+        bundled_models_dir, scene, scene["hanks"], **{"faces.map": mapping, "faces.unmatched": "default-source"}
+    )
     assert _changed_people(scene, default) == [0, 1, 2, 3, 4, 5]
     x1, y1, x2, y2 = scene["boxes"][4].astype(int)
     assert np.array_equal(default[y1:y2, x1:x2], all_astronaut[y1:y2, x1:x2])
@@ -117,8 +139,13 @@ def test_mapping_gives_each_person_their_source(bundled_models_dir: Path, scene)
 
 def test_portrait_of_someone_else_is_left_alone(bundled_models_dir: Path, scene, tmp_path: Path) -> None:
 
-    processor = _stages(_config(bundled_models_dir, scene["recognizer"], **{
-        "faces.select.mode": "reference", "faces.select.reference": [str(scene["refs"][2])]}))
+    processor = _stages(
+        _config(
+            bundled_models_dir,
+            scene["recognizer"],
+            **{"faces.select.mode": "reference", "faces.select.reference": [str(scene["refs"][2])]},
+        )
+    )
     processor.set_source_images([scene["hanks"]])
     portrait = cv2.imread(str(scene["astronaut"]))
     out = portrait.copy()
@@ -151,9 +178,16 @@ def test_recognised_once_per_track_in_a_clip(bundled_models_dir: Path, scene) ->
     """Twenty frames of the group photo: each of the six people is recognised once, not
     per frame."""
 
-    processor = _stages(_config(bundled_models_dir, scene["recognizer"], **{
-        "faces.map": [{"reference": str(scene["refs"][1]), "source": str(scene["hanks"])}],
-        "faces.tracking.detect_every": 3}))
+    processor = _stages(
+        _config(
+            bundled_models_dir,
+            scene["recognizer"],
+            **{
+                "faces.map": [{"reference": str(scene["refs"][1]), "source": str(scene["hanks"])}],
+                "faces.tracking.detect_every": 3,
+            },
+        )
+    )
     processor.set_source_images([scene["astronaut"]])
     for index in range(20):
         faces = processor.detect(scene["image"], index)
@@ -163,8 +197,14 @@ def test_recognised_once_per_track_in_a_clip(bundled_models_dir: Path, scene) ->
 
 def test_bundled_profile_refuses_reference_naming_the_model(bundled_models_dir: Path, scene) -> None:
 
-    config = load_config(None, {"models.dir": str(bundled_models_dir), "inference.provider": "cpu",
-                                "faces.select.mode": "reference",
-                                "faces.select.reference": [str(scene["refs"][0])]})
+    config = load_config(
+        None,
+        {
+            "models.dir": str(bundled_models_dir),
+            "inference.provider": "cpu",
+            "faces.select.mode": "reference",
+            "faces.select.reference": [str(scene["refs"][0])],
+        },
+    )
     with pytest.raises(ConfigError, match=r"streamswap models fetch arcface_w600k_r50"):
         _stages(config)

@@ -56,26 +56,53 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Serve:
-    def __init__(self, tmp: Path, *, fake_stages: bool = True, api_host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None, service: dict | None = None,
-                 wd_usec: int = 400_000, input: str = "test://", outputs: tuple[str, ...] = ("null://",),
-                 source: tuple[str, ...] = (), config: dict | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        fake_stages: bool = True,
+        api_host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        service: dict | None = None,
+        wd_usec: int = 400_000,
+        input: str = "test://",
+        outputs: tuple[str, ...] = ("null://",),
+        source: tuple[str, ...] = (),
+        config: dict | None = None,
+    ) -> None:
         self.tmp = tmp
         self.listener = NotifyListener(str(tmp / "notify.sock"))
         self.hang = tmp / "hang"
         self.hold = tmp / "hold"
         self.port = free_port(api_host)
         self.config_file = tmp / "serve.yaml"
-        self.config = {"input": "test://", "outputs": ["null://"], "source": list(source),
-                       "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})},
-                       **(config or {})}
+        self.config = {
+            "input": "test://",
+            "outputs": ["null://"],
+            "source": list(source),
+            "service": {"status_interval_s": 0.2, "stall_s": 1.0, **(service or {})},
+            **(config or {}),
+        }
         self.config_file.write_text(yaml.safe_dump(self.config))
         cmd = [sys.executable, "-c", WRAPPER] if fake_stages else [sys.executable, "-m", "streamswap"]
-        cmd += ["serve", "--config", str(self.config_file), "--input", input,
-                *(a for uri in outputs for a in ("--output", uri)), "--api", f"{api_host}:{self.port}"]
-        full_env = {**os.environ, "NOTIFY_SOCKET": self.listener.address,
-                    "WATCHDOG_USEC": str(wd_usec), "STREAMSWAP_TEST_HANG": str(self.hang),
-                    "STREAMSWAP_TEST_HOLD": str(self.hold), **(env or {})}
+        cmd += [
+            "serve",
+            "--config",
+            str(self.config_file),
+            "--input",
+            input,
+            *(a for uri in outputs for a in ("--output", uri)),
+            "--api",
+            f"{api_host}:{self.port}",
+        ]
+        full_env = {
+            **os.environ,
+            "NOTIFY_SOCKET": self.listener.address,
+            "WATCHDOG_USEC": str(wd_usec),
+            "STREAMSWAP_TEST_HANG": str(self.hang),
+            "STREAMSWAP_TEST_HOLD": str(self.hold),
+            **(env or {}),
+        }
         full_env.pop("WATCHDOG_PID", None)
         self.log = open(tmp / "serve.log", "w+")
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp)
@@ -146,8 +173,12 @@ def test_notify_ready_watchdog_hang_and_stopping(tmp_path):
         # SIGHUP = reload: RELOADING=1 then READY=1 again (nothing changed in the file).
         hup = time.monotonic()
         s.proc.send_signal(signal.SIGHUP)
-        assert s.listener.wait_for(lambda ls: (lambda new: "RELOADING=1" in new and "READY=1" in new[
-            new.index("RELOADING=1"):])(s.listener.lines(hup)), 20), s.output()
+        assert s.listener.wait_for(
+            lambda ls: (lambda new: "RELOADING=1" in new and "READY=1" in new[new.index("RELOADING=1") :])(
+                s.listener.lines(hup)
+            ),
+            20,
+        ), s.output()
 
         s.hang.touch()  # the detect stage now blocks
         frames = s.frames()
@@ -161,7 +192,8 @@ def test_notify_ready_watchdog_hang_and_stopping(tmp_path):
             assert time.monotonic() < deadline
         quiet_from = time.monotonic() + 0.25  # a ping for frames just before may still come
         assert s.listener.wait_for(
-            lambda ls: sum(l.startswith("STATUS=") for l in s.listener.lines(quiet_from)) >= 6, 20)
+            lambda ls: sum(l.startswith("STATUS=") for l in s.listener.lines(quiet_from)) >= 6, 20
+        )
         assert "WATCHDOG=1" not in s.listener.lines(quiet_from), s.listener.lines(quiet_from)
         assert s.frames() == frames
         assert s.client.json("GET", "/health")[0] == 503  # not ready while stalled (stall_s 1)
@@ -236,14 +268,21 @@ def test_api_on_the_running_daemon(tmp_path):
         assert [x.value for x in families["streamswap_frames_out"].samples if x.name.endswith("_total")][0] > 0
         stages = {x.labels.get("stage") for x in families["streamswap_stage_seconds"].samples}
         assert {"capture", "detect", "swap", "output"} <= stages
-        assert [x.value for x in families["streamswap_glass_to_glass_seconds"].samples
-                if x.name.endswith("_count")][0] > 0
+        assert [x.value for x in families["streamswap_glass_to_glass_seconds"].samples if x.name.endswith("_count")][
+            0
+        ] > 0
         assert families["streamswap_stage_seconds"].type == "histogram"
-        assert any(x.name.endswith("_bucket") and x.labels.get("stage") == "detect" and x.labels["le"] == "+Inf"
-                   for x in families["streamswap_stage_seconds"].samples)
+        assert any(
+            x.name.endswith("_bucket") and x.labels.get("stage") == "detect" and x.labels["le"] == "+Inf"
+            for x in families["streamswap_stage_seconds"].samples
+        )
         assert _metric(families, "streamswap_frames_in") >= _metric(families, "streamswap_frames_out") > 0
-        for name, kind in (("streamswap_frames_dropped", "counter"), ("streamswap_reconnects", "counter"),
-                           ("streamswap_stage_errors", "counter"), ("streamswap_ready", "gauge")):
+        for name, kind in (
+            ("streamswap_frames_dropped", "counter"),
+            ("streamswap_reconnects", "counter"),
+            ("streamswap_stage_errors", "counter"),
+            ("streamswap_ready", "gauge"),
+        ):
             assert families[name].type == kind, name
 
         status = s.client.json("GET", "/status")[1]
@@ -298,9 +337,11 @@ def test_api_on_the_running_daemon(tmp_path):
         assert [c for c, _ in refusals] == [415, 415, 413, 422, 400], refusals
         assert all(b["error"] for _, b in refusals)
         size = 50 * 1024 * 1024
-        raw = _raw(f"http://127.0.0.1:{s.port}",
-                   f"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                   f"Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n".encode())
+        raw = _raw(
+            f"http://127.0.0.1:{s.port}",
+            f"POST /source HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {size}\r\nExpect: 100-continue\r\n\r\n".encode(),
+        )
         assert _status_and_json(raw)[0] == 413
         s.assert_streaming()
         assert s.proc.poll() is None
@@ -352,8 +393,11 @@ def test_real_face_processor_takes_a_face_and_refuses_a_faceless_image(tmp_path)
 
 
 def _metric(families: dict, name: str, **labels: str) -> float:
-    return sum(x.value for x in families[name].samples
-               if x.name == name + "_total" and all(x.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        x.value
+        for x in families[name].samples
+        if x.name == name + "_total" and all(x.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def _families(s: Serve) -> dict:
@@ -442,8 +486,11 @@ def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path): 
     but not ready), comes up (ready), then dies (the other output keeps streaming and
     /health stays 200), and comes back (the output reconnects)."""
     rtmp_server.kill()
-    s = Serve(tmp_path, outputs=(rtmp_server.url("cam"), "null://"),
-              service={"restart_delay_s": 0.2, "restart_max_delay_s": 1.0})
+    s = Serve(
+        tmp_path,
+        outputs=(rtmp_server.url("cam"), "null://"),
+        service={"restart_delay_s": 0.2, "restart_max_delay_s": 1.0},
+    )
     try:
         s.wait_api()
         deadline = time.monotonic() + 60
@@ -462,8 +509,11 @@ def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path): 
 
         def output_dropped() -> float:
             families = _families(s)
-            return _metric(families, "streamswap_output_dropped", output=label) if \
-                "streamswap_output_dropped" in families else 0.0
+            return (
+                _metric(families, "streamswap_output_dropped", output=label)
+                if "streamswap_output_dropped" in families
+                else 0.0
+            )
 
         for _ in range(3):
             s.assert_streaming()
@@ -541,8 +591,13 @@ def test_a_frozen_rtmp_server_does_not_hold_up_the_recording_beside_it(rtmp_serv
 
 
 def test_bad_input_uri_fails_before_the_models_load(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "streamswap", "serve", "--input", "bogus://cam",
-                           "--api", "127.0.0.1:0"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamswap", "serve", "--input", "bogus://cam", "--api", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "unknown input scheme 'bogus'" in proc.stderr
     assert "loading face stages" not in proc.stderr

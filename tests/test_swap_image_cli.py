@@ -22,9 +22,21 @@ def photos() -> tuple[Path, Path]:
 def swap_image(models_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STREAMSWAP_CONFIG": ""}
     return subprocess.run(
-        [sys.executable, "-m", "streamswap", "--models-dir", str(models_dir), "--log-level", "WARNING",
-         "swap-image", *args],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "--models-dir",
+            str(models_dir),
+            "--log-level",
+            "WARNING",
+            "swap-image",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -49,15 +61,29 @@ def test_swaps_the_faces_of_a_photo(bundled_models_dir: Path, photos, tmp_path: 
 
 
 def test_missing_target(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
-    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target",
-                        str(tmp_path / "gone.jpg"), "-o", str(tmp_path / "o.png"))
+    result = swap_image(
+        bundled_models_dir,
+        "--source",
+        str(photos[0]),
+        "--target",
+        str(tmp_path / "gone.jpg"),
+        "-o",
+        str(tmp_path / "o.png"),
+    )
     assert result.returncode != 0
     assert "gone.jpg" in _error_line(result) and "not found" in result.stderr
 
 
 def test_missing_source(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
-    result = swap_image(bundled_models_dir, "--source", str(tmp_path / "who.png"), "--target",
-                        str(photos[1]), "-o", str(tmp_path / "o.png"))
+    result = swap_image(
+        bundled_models_dir,
+        "--source",
+        str(tmp_path / "who.png"),
+        "--target",
+        str(photos[1]),
+        "-o",
+        str(tmp_path / "o.png"),
+    )
     assert result.returncode != 0
     assert "who.png" in _error_line(result)
 
@@ -65,8 +91,9 @@ def test_missing_source(bundled_models_dir: Path, photos, tmp_path: Path) -> Non
 def test_text_file_named_jpg(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
     fake = tmp_path / "holiday.jpg"
     fake.write_text("not really a photo\n")
-    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(fake),
-                        "-o", str(tmp_path / "o.png"))
+    result = swap_image(
+        bundled_models_dir, "--source", str(photos[0]), "--target", str(fake), "-o", str(tmp_path / "o.png")
+    )
     assert result.returncode != 0
     line = _error_line(result)
     assert "holiday.jpg" in line and "not an image" in line
@@ -76,8 +103,9 @@ def test_text_file_named_jpg(bundled_models_dir: Path, photos, tmp_path: Path) -
 def test_target_without_a_face(bundled_models_dir: Path, photos, tmp_path: Path) -> None:
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((240, 320, 3), 128, np.uint8))
-    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(wall),
-                        "-o", str(tmp_path / "o.png"))
+    result = swap_image(
+        bundled_models_dir, "--source", str(photos[0]), "--target", str(wall), "-o", str(tmp_path / "o.png")
+    )
     assert result.returncode != 0
     line = _error_line(result)
     assert "wall.png" in line and "no face" in line
@@ -90,8 +118,7 @@ def test_folder_continues_past_bad_images(bundled_models_dir: Path, photos, tmp_
     (folder / "broken.jpg").write_text("text")
     cv2.imwrite(str(folder / "wall.png"), np.full((240, 320, 3), 128, np.uint8))
     outdir = tmp_path / "out"
-    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(folder),
-                        "-o", str(outdir))
+    result = swap_image(bundled_models_dir, "--source", str(photos[0]), "--target", str(folder), "-o", str(outdir))
     assert result.returncode == 1
     assert (outdir / "group.png").is_file()
     assert not (outdir / "broken.png").exists() and not (outdir / "wall.png").exists()
@@ -111,8 +138,12 @@ def _real_png(path: Path, width: int, height: int) -> Path:
     packer = zlib.compressobj(9)
     row = bytes(width + 1)  # filter byte 0 + the row
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -148,8 +179,9 @@ def _variants(photo: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", ["deep16.png", "gray.png", "rgba.png"])
 @pytest.mark.parametrize("role", ["target", "source"])
-def test_unusual_but_valid_images_are_handled(bundled_models_dir: Path, photos, tmp_path: Path,
-                                              name: str, role: str) -> None:
+def test_unusual_but_valid_images_are_handled(
+    bundled_models_dir: Path, photos, tmp_path: Path, name: str, role: str
+) -> None:
     """16-bit, grayscale and RGBA photos work as the target and as the source: the faces are
     swapped and an 8-bit 3-channel picture of the target's size is written."""
     unusual = tmp_path / name
@@ -170,8 +202,7 @@ def test_unusual_but_valid_images_are_handled(bundled_models_dir: Path, photos, 
 def test_unknown_output_extension_is_reported_before_any_work(photos, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()  # empty: loading the models would convert the bundled ones into it
-    result = swap_image(models, "--source", str(photos[0]), "--target", str(photos[1]),
-                        "-o", str(tmp_path / "out.xyz"))
+    result = swap_image(models, "--source", str(photos[0]), "--target", str(photos[1]), "-o", str(tmp_path / "out.xyz"))
     assert result.returncode != 0
     line = _error_line(result)
     assert "out.xyz" in line and "unknown image extension" in line

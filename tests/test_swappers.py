@@ -42,16 +42,16 @@ EMB = l2_normalise(np.random.default_rng(0).standard_normal(512))
 
 
 def _swapper(contract, tmp_path, *, size, batch_dynamic=False, mode="invert", counting=False, **kw):
-    model = synthetic.make_swapper_model(tmp_path / f"{contract}-{batch_dynamic}-{mode}.onnx", size=size,
-                                         batch_dynamic=batch_dynamic, mode=mode, **kw)
+    model = synthetic.make_swapper_model(
+        tmp_path / f"{contract}-{batch_dynamic}-{mode}.onnx", size=size, batch_dynamic=batch_dynamic, mode=mode, **kw
+    )
     session = cpu_session(model)
     if counting:
         session = CountingSession(session)
     extra = {}
     if contract in ("simswap", "ghost"):
         extra["converter_session"] = cpu_session(synthetic.make_converter_model(tmp_path / "conv.onnx"))
-    swapper = make_neural_swapper(contract, session, name=f"{contract}_test", model_path=model,
-                                  sha256="abc", **extra)
+    swapper = make_neural_swapper(contract, session, name=f"{contract}_test", model_path=model, sha256="abc", **extra)
     return swapper, session, model
 
 
@@ -63,8 +63,9 @@ def test_inswapper_feeds_what_insightface_feeds(tmp_path):
     face = face_at(1.4, 8.0, 420.0, 280.0)
     recorder = RecordingOrt(model)
     reference = inswapper.INSwapper(str(model), session=recorder)
-    reference.get(img, types.SimpleNamespace(kps=face.kps),
-                  types.SimpleNamespace(normed_embedding=EMB), paste_back=False)
+    reference.get(
+        img, types.SimpleNamespace(kps=face.kps), types.SimpleNamespace(normed_embedding=EMB), paste_back=False
+    )
     swapper.set_identity(SourceIdentity(embedding=EMB, raw=EMB * 20))
     swapper.swap(img.copy(), [face])
     ref_feed, our_feed = recorder.feeds[0], session.feeds[0]
@@ -108,13 +109,13 @@ def test_converter_and_inswapper_emap_checks(tmp_path):
     model = synthetic.make_swapper_model(tmp_path / "sim.onnx", size=256)
     converter = synthetic.make_converter_model(tmp_path / "conv.onnx", input_name="x")
     with pytest.raises(ModelError, match="crossface_simswap"):
-        make_neural_swapper("simswap", cpu_session(model), name="simswap_256",
-                            converter_session=cpu_session(converter))
+        make_neural_swapper("simswap", cpu_session(model), name="simswap_256", converter_session=cpu_session(converter))
     with pytest.raises(ModelError, match="crossface_ghost"):
         make_neural_swapper("ghost", cpu_session(model), name="ghost_1_256")
     # inswapper: the last initializer must be the 512×512 emap.
-    odd = synthetic.make_swapper_model(tmp_path / "odd.onnx", size=128, latent=512,
-                                       emap=np.zeros((512, 512), np.float32))
+    odd = synthetic.make_swapper_model(
+        tmp_path / "odd.onnx", size=128, latent=512, emap=np.zeros((512, 512), np.float32)
+    )
     import onnx
 
     graph = onnx.load(str(odd))
@@ -127,8 +128,7 @@ def test_converter_and_inswapper_emap_checks(tmp_path):
 def test_all_faces_go_through_one_generator_call_when_the_batch_is_dynamic(tmp_path):
     img = group_photo()
     require(img is not None, "insightface's t1.jpg")
-    faces = [face_at(1.0, 0.0, 100.0, 100.0), face_at(1.3, 12.0, 500.0, 250.0),
-             face_at(0.9, -8.0, 900.0, 400.0)]
+    faces = [face_at(1.0, 0.0, 100.0, 100.0), face_at(1.3, 12.0, 500.0, 250.0), face_at(0.9, -8.0, 900.0, 400.0)]
     batched, b_session, _ = _swapper("inswapper", tmp_path, size=128, batch_dynamic=True, counting=True)
     looped, l_session, _ = _swapper("inswapper", tmp_path, size=128, batch_dynamic=False, counting=True)
     assert batched.batched and not looped.batched
@@ -252,9 +252,11 @@ def test_latent_cache_is_keyed_by_content_and_model(tmp_path):
     cache = LatentCache.for_models_dir(tmp_path / "models")
     swapper, _, model = _swapper("inswapper", tmp_path, size=128)
     swapper.recognizer, swapper.cache = arcface, cache
+
     def prepare(target, image_path):
-        sources = SourceFaces((SourceFace(read_image(image_path), face, str(image_path)),),
-                              identity_hash([image_path], None))
+        sources = SourceFaces(
+            (SourceFace(read_image(image_path), face, str(image_path)),), identity_hash([image_path], None)
+        )
         latent = target.prepare_identity(sources)
         target.set_identity(latent)
         return latent.values
@@ -265,8 +267,9 @@ def test_latent_cache_is_keyed_by_content_and_model(tmp_path):
     again = prepare(swapper, copy)
     assert len(embeds) == 1 and np.array_equal(first, again)  # same content: from the cache
     assert np.array_equal(swapper._latent, again)
-    other_model = make_neural_swapper("inswapper", cpu_session(model), name="x", model_path=model, sha256="other",
-                                      recognizer=arcface, cache=cache)
+    other_model = make_neural_swapper(
+        "inswapper", cpu_session(model), name="x", model_path=model, sha256="other", recognizer=arcface, cache=cache
+    )
     prepare(other_model, path)
     assert len(embeds) == 2  # another model file: recomputed
     frame[0, 0] = 0
@@ -305,8 +308,11 @@ def test_swap_of_faces_at_the_frame_border(tmp_path):
     swapper, session, _ = _swapper("hyperswap", tmp_path, size=256, batch_dynamic=True, counting=True)
     swapper.set_identity(EMB)
     frame = np.full((720, 1280, 3), 100, np.uint8)
-    faces = [face_at(2.0, 0.0, -80.0, 300.0), face_at(2.0, 30.0, 1200.0, -60.0),
-             face_at(1.5, 0.0, 5000.0, 5000.0)]  # the last one is entirely outside
+    faces = [
+        face_at(2.0, 0.0, -80.0, 300.0),
+        face_at(2.0, 30.0, 1200.0, -60.0),
+        face_at(1.5, 0.0, 5000.0, 5000.0),
+    ]  # the last one is entirely outside
     out = frame.copy()
     swapper.swap(out, faces)
     assert session.calls == 1

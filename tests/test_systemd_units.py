@@ -81,8 +81,9 @@ def test_exec_start_runs_the_installed_console_script(installed):
 
 def test_security_exposure_at_most_3(analyze, installed):
     for unit in unit_paths(installed):
-        proc = subprocess.run([analyze, "security", "--offline=yes", str(unit)],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [analyze, "security", "--offline=yes", str(unit)], capture_output=True, text=True, timeout=60
+        )
         match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
         assert match, proc.stdout + proc.stderr
         assert float(match.group(1)) <= 3.0, proc.stdout
@@ -112,8 +113,13 @@ def test_unit_keeps_gpu_and_camera_access(repo_root, name):
     allowed = " ".join(d["DeviceAllow"])
     for dev in ("/dev/nvidiactl", "/dev/nvidia-uvm", "char-nvidia*", "char-video4linux"):
         assert dev in allowed
-    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
-                       ("PrivateTmp", "yes"), ("CapabilityBoundingSet", "")):
+    for key, value in (
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("CapabilityBoundingSet", ""),
+    ):
         assert d[key] == [value]
     assert d["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert "MemoryDenyWriteExecute" not in d  # CUDA/ORT need W+X mappings (see the unit's note)
@@ -139,8 +145,9 @@ def test_jetson_clocks_unit_is_hardened(analyze, clocks_unit, repo_root):
     # A root oneshot that only writes clocks under /sys: exposure was 9.6 (UNSAFE) unhardened.
     proc = subprocess.run([analyze, "verify", str(clocks_unit)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
-    proc = subprocess.run([analyze, "security", "--offline=yes", str(clocks_unit)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [analyze, "security", "--offline=yes", str(clocks_unit)], capture_output=True, text=True, timeout=60
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     assert float(match.group(1)) <= 2.5, proc.stdout

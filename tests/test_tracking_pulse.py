@@ -27,8 +27,15 @@ def _clip_landmarks(models_dir: Path, smoothing: float, speed: float = SPEED) ->
 
     image = astronaut()
     assert image is not None
-    config = load_config(None, {"models.dir": str(models_dir), "inference.provider": "cpu",
-                                "faces.tracking.detect_every": EVERY, "faces.tracking.smoothing": smoothing})
+    config = load_config(
+        None,
+        {
+            "models.dir": str(models_dir),
+            "inference.provider": "cpu",
+            "faces.tracking.detect_every": EVERY,
+            "faces.tracking.smoothing": smoothing,
+        },
+    )
     processor = FaceTool(build_face_stages(config))
     face = image[40:300, 80:340]
     frame = np.full((360, 480, 3), 100, np.uint8)
@@ -36,8 +43,7 @@ def _clip_landmarks(models_dir: Path, smoothing: float, speed: float = SPEED) ->
     for index in range(FRAMES):
         frame[:] = 100
         shift = np.float32([[1, 0, 100 + speed * index], [0, 1, 50]])
-        cv2.warpAffine(face, shift, (480, 360), dst=frame, flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_TRANSPARENT)
+        cv2.warpAffine(face, shift, (480, 360), dst=frame, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
         faces = processor.detect(frame, index)
         assert len(faces) == 1
         series.append(faces[0].landmarks[:, :2].copy())

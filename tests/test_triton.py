@@ -36,9 +36,12 @@ def model_files(bundled_models_dir: Path, tmp_path_factory: pytest.TempPathFacto
     from streamswap.bench.synthetic import make_arcface_model, make_swapper_model
 
     d = tmp_path_factory.mktemp("triton-models")
-    files = [bundled_models_dir / "blazeface_full_range.onnx", bundled_models_dir / "facemesh_468.onnx",
-             make_swapper_model(d / "test_inswapper.onnx", size=128, mode="invert", batch_dynamic=True),
-             make_arcface_model(d / "test_arcface.onnx")]
+    files = [
+        bundled_models_dir / "blazeface_full_range.onnx",
+        bundled_models_dir / "facemesh_468.onnx",
+        make_swapper_model(d / "test_inswapper.onnx", size=128, mode="invert", batch_dynamic=True),
+        make_arcface_model(d / "test_arcface.onnx"),
+    ]
     return {triton_model_name(p): p for p in files}
 
 
@@ -55,8 +58,10 @@ def _settings(url: str, **kw) -> TritonSettings:
 
 
 def _feeds(session, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    return {i.name: rng.random([batch if not isinstance(d, int) else d for d in i.shape]).astype(i.dtype)
-            for i in session.inputs}
+    return {
+        i.name: rng.random([batch if not isinstance(d, int) else d for d in i.shape]).astype(i.dtype)
+        for i in session.inputs
+    }
 
 
 @pytest.mark.parametrize("protocol,shm", [("grpc", "auto"), ("grpc", "off"), ("http", "auto")])
@@ -104,8 +109,9 @@ def test_lost_server_fails_fast_and_is_retried_with_backoff(server, model_files)
     (port,) = free_ports(1)
     clock = [100.0]
     sleeps: list[float] = []
-    session.conn.settings = session.settings = _settings(f"127.0.0.1:{port}", retries=2, backoff_s=0.1,
-                                                         max_backoff_s=0.3, shared_memory="off")
+    session.conn.settings = session.settings = _settings(
+        f"127.0.0.1:{port}", retries=2, backoff_s=0.1, max_backoff_s=0.3, shared_memory="off"
+    )
     session.conn._grpc = None  # a channel to the dead port
     session._clock, session._sleep = (lambda: clock[0]), sleeps.append
     feeds = {"input.1": np.zeros((1, 3, 112, 112), np.float32)}
@@ -123,14 +129,16 @@ def test_lost_server_fails_fast_and_is_retried_with_backoff(server, model_files)
 
 # -- runs through the CLI ---------------------------------------------------------------
 
+
 def _picture(face: np.ndarray):
     def draw(i: int, width: int, height: int) -> np.ndarray:
         frame = np.full((height, width, 3), 60, np.uint8)
         side = height
         crop = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
         x = (i * 2) % max(width - side, 1)
-        frame[:, x:x + side] = crop
+        frame[:, x : x + side] = crop
         return frame
+
     return draw
 
 
@@ -138,8 +146,9 @@ def _picture(face: np.ndarray):
 def face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     face = astronaut()
     assert face is not None
-    return make_video(tmp_path_factory.mktemp("triton-media") / "face.mp4", frames=30, fps=FPS,
-                      size=SIZE, picture=_picture(face))
+    return make_video(
+        tmp_path_factory.mktemp("triton-media") / "face.mp4", frames=30, fps=FPS, size=SIZE, picture=_picture(face)
+    )
 
 
 def _config(path: Path, model_files: dict[str, Path], models_dir: Path, **inference) -> Path:
@@ -148,24 +157,50 @@ def _config(path: Path, model_files: dict[str, Path], models_dir: Path, **infere
     data = {
         "models": {"dir": str(models_dir)},
         "inference": {"provider": "cpu", "threads": 1, **inference},
-        "faces": {"swapper": {"model": str(model_files["test_inswapper"]), "contract": "inswapper"},
-                  "recognizer": {"model": str(model_files["test_arcface"]), "contract": "arcface"}},
+        "faces": {
+            "swapper": {"model": str(model_files["test_inswapper"]), "contract": "inswapper"},
+            "recognizer": {"model": str(model_files["test_arcface"]), "contract": "arcface"},
+        },
     }
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def _triton_config(path, model_files, models_dir, server, **triton) -> Path:
-    return _config(path, model_files, models_dir, backend="triton",
-                   triton={"url": server.grpc_url, "wait_ready_s": 20, "headers": server.headers, **triton})
+    return _config(
+        path,
+        model_files,
+        models_dir,
+        backend="triton",
+        triton={"url": server.grpc_url, "wait_ready_s": 20, "headers": server.headers, **triton},
+    )
 
 
 def _run(config: Path, src: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
     face = sample_photo_paths()[2]  # Tom Hanks: the identity put on the astronaut
-    return subprocess.Popen([sys.executable, "-m", "streamswap", "-c", str(config), "run", "-s", str(face),
-                             "-i", str(src), "-o", str(out), "--quiet", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "-c",
+            str(config),
+            "run",
+            "-s",
+            str(face),
+            "-i",
+            str(src),
+            "-o",
+            str(out),
+            "--quiet",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
@@ -200,16 +235,25 @@ def test_run_with_triton_equals_run_with_ort(server, model_files, bundled_models
         assert _changed(t, o) < 0.5  # and equals the ort run (both encoded the same way)
 
 
-def test_server_lost_mid_run_frames_pass_and_swapping_resumes(server, model_files, bundled_models_dir,
-                                                              tmp_path) -> None:
+def test_server_lost_mid_run_frames_pass_and_swapping_resumes(
+    server, model_files, bundled_models_dir, tmp_path
+) -> None:
     import signal
 
     face = astronaut()
     # Long enough for any restart; the run is stopped once swapping has resumed.
     src = make_video(tmp_path / "long.mp4", frames=60 * FPS, fps=FPS, size=SIZE, picture=_picture(face))
     out = tmp_path / "out.mp4"
-    cfg = _triton_config(tmp_path / "t.yaml", model_files, bundled_models_dir, server,
-                         timeout_s=1.0, retries=1, backoff_s=0.05, max_backoff_s=0.5)
+    cfg = _triton_config(
+        tmp_path / "t.yaml",
+        model_files,
+        bundled_models_dir,
+        server,
+        timeout_s=1.0,
+        retries=1,
+        backoff_s=0.05,
+        max_backoff_s=0.5,
+    )
     before = server.counts("test_inswapper")[0]
     proc = _run(cfg, src, out, "--live")  # a paced "camera": the outage spans real seconds
     deadline = time.monotonic() + 60
@@ -241,8 +285,9 @@ def test_server_lost_mid_run_frames_pass_and_swapping_resumes(server, model_file
     assert sum(not s for s in swapped) <= errors
 
 
-def test_four_runs_share_the_server_and_get_batched(server, model_files, bundled_models_dir, face_video,
-                                                    tmp_path) -> None:
+def test_four_runs_share_the_server_and_get_batched(
+    server, model_files, bundled_models_dir, face_video, tmp_path
+) -> None:
     cfg = _triton_config(tmp_path / "t.yaml", model_files, bundled_models_dir, server)
     before = server.counts("test_inswapper")
     procs = [_run(cfg, face_video, tmp_path / f"out{i}.mp4") for i in range(4)]
@@ -270,15 +315,37 @@ def test_doctor_checks_server_and_models(server, model_files, bundled_models_dir
     assert checks[0].status == FAIL and "does not answer" in checks[0].detail and checks[0].fix
 
 
-def test_bench_triton_reports_streams_and_the_servers_batching(server, model_files, bundled_models_dir,
-                                                               tmp_path) -> None:
+def test_bench_triton_reports_streams_and_the_servers_batching(
+    server, model_files, bundled_models_dir, tmp_path
+) -> None:
     import json
 
     cfg = _triton_config(tmp_path / "t.yaml", model_files, bundled_models_dir, server)
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
-    result = subprocess.run([sys.executable, "-m", "streamswap", "-c", str(cfg), "bench", "triton", "--streams", "2",
-                             "--frames", "8", "--size", "320x240", "--roundtrip", "3", "--json"],
-                            capture_output=True, text=True, env=env, timeout=240)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "-c",
+            str(cfg),
+            "bench",
+            "triton",
+            "--streams",
+            "2",
+            "--frames",
+            "8",
+            "--size",
+            "320x240",
+            "--roundtrip",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     assert [s["frames_out"] for s in data["per_stream"]] == [8, 8]

@@ -25,12 +25,18 @@ def config(bundled_models_dir: Path, tmp_path: Path) -> Path:
     swapper = make_swapper_model(tmp_path / "my_swapper.onnx", size=128, batch_dynamic=True)
     arcface = make_arcface_model(tmp_path / "my_arcface.onnx")
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({
-        "models": {"dir": str(bundled_models_dir)},
-        "inference": {"max_batch": 6, "triton": {"models": {"recognizer": {"name": "arcface_r50"}}}},
-        "faces": {"swapper": {"model": str(swapper), "contract": "inswapper"},
-                  "recognizer": {"model": str(arcface), "contract": "arcface"}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": {"dir": str(bundled_models_dir)},
+                "inference": {"max_batch": 6, "triton": {"models": {"recognizer": {"name": "arcface_r50"}}}},
+                "faces": {
+                    "swapper": {"model": str(swapper), "contract": "inswapper"},
+                    "recognizer": {"model": str(arcface), "contract": "arcface"},
+                },
+            }
+        )
+    )
     return path
 
 
@@ -103,9 +109,25 @@ def test_export_is_idempotent_and_refuses_a_different_repository(config, tmp_pat
 
 def test_tensorrt_plan_needs_the_servers_gpu(config, tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "STREAMSWAP_CONFIG"}
-    result = subprocess.run([sys.executable, "-m", "streamswap", "triton", "export", "--repo", str(tmp_path / "r"),
-                             "-c", str(config), "--platform", "tensorrt_plan"],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "triton",
+            "export",
+            "--repo",
+            str(tmp_path / "r"),
+            "-c",
+            str(config),
+            "--platform",
+            "tensorrt_plan",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     if result.returncode == 0:  # a machine with TensorRT and a GPU: the plans are there
         assert list((tmp_path / "r").glob("*/1/model.plan"))
         assert "the server must run this GPU model" in result.stderr
@@ -116,15 +138,22 @@ def test_tensorrt_plan_needs_the_servers_gpu(config, tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("inference.triton.url", "grpc://triton:8001", "inference.triton.url: host:port without a scheme"),
-    ("inference.triton.models", {"swaper": {"name": "x"}}, "inference.triton.models.swaper: unknown role"),
-    ("inference.triton.models", {"swapper": {"version": "latest"}}, "inference.triton.models.swapper.version"),
-    ("inference.triton.protocol", "quic", "inference.triton.protocol: must be one of grpc, http"),
-    ("inference.triton.timeout_s", 0, "inference.triton.timeout_s: must be between"),
-    ("inference.triton.headers", {"x-token": "a\r\nInjected: 1"}, "inference.triton.headers.x-token: a header value"),
-    ("inference.triton.headers", {"bad name": "v"}, "inference.triton.headers: 'bad name' is not a valid"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("inference.triton.url", "grpc://triton:8001", "inference.triton.url: host:port without a scheme"),
+        ("inference.triton.models", {"swaper": {"name": "x"}}, "inference.triton.models.swaper: unknown role"),
+        ("inference.triton.models", {"swapper": {"version": "latest"}}, "inference.triton.models.swapper.version"),
+        ("inference.triton.protocol", "quic", "inference.triton.protocol: must be one of grpc, http"),
+        ("inference.triton.timeout_s", 0, "inference.triton.timeout_s: must be between"),
+        (
+            "inference.triton.headers",
+            {"x-token": "a\r\nInjected: 1"},
+            "inference.triton.headers.x-token: a header value",
+        ),
+        ("inference.triton.headers", {"bad name": "v"}, "inference.triton.headers: 'bad name' is not a valid"),
+    ],
+)
 def test_bad_triton_settings_name_their_key(key, value, message) -> None:
     from streamswap.config import load_config
     from streamswap.errors import ConfigError

@@ -19,8 +19,14 @@ from streamswap.wiring import build_pipeline, plan_endpoints
 
 
 def _config(tmp_path: Path, backend: str):
-    return load_config(None, {"inference.backend": backend, "input": "test://pattern?width=32&height=16&frames=2",
-                              "outputs": [str(tmp_path / "out.mp4")]})
+    return load_config(
+        None,
+        {
+            "inference.backend": backend,
+            "input": "test://pattern?width=32&height=16&frames=2",
+            "outputs": [str(tmp_path / "out.mp4")],
+        },
+    )
 
 
 def _runtimes(tmp_path: Path, backend: str) -> list:
@@ -30,8 +36,10 @@ def _runtimes(tmp_path: Path, backend: str) -> list:
     class NoStages:
         stages: list = []
 
-    return [build_pipeline(config, [], source=endpoints.source, sinks=endpoints.sinks),
-            make_pipeline(config, NoStages(), [])]
+    return [
+        build_pipeline(config, [], source=endpoints.source, sinks=endpoints.sinks),
+        make_pipeline(config, NoStages(), []),
+    ]
 
 
 def test_ort_backend_uses_plain_memory_and_never_touches_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +52,8 @@ def test_ort_backend_uses_plain_memory_and_never_touches_cuda(tmp_path: Path, mo
 
 
 def test_tensorrt_without_a_driver_falls_back_to_plain_memory_with_a_warning(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart(error=35))
     caplog.set_level(logging.WARNING, logger="streamswap.inference.cuda")
     for runtime in _runtimes(tmp_path, "tensorrt"):

@@ -43,8 +43,12 @@ def recognizer_model(path: Path, op: str = "Relu") -> Path:
         helper.make_node("MatMul", ["f", "fc"], ["683"]),
     ]
     graph = helper.make_graph(
-        nodes, "rec", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
-        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], [w, fc])
+        nodes,
+        "rec",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
+        [w, fc],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +61,18 @@ def request_for(tmp_path: Path, precision: str = "fp16", model: Path | None = No
     profile = profile_from_inputs(onnx_inputs(model), max_batch=4)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return BuildRequest(model="rec", onnx_path=str(model), engine_out=str(work / "engine.plan"),
-                        precision=precision, profile=[p.to_json() for p in profile], work_dir=str(work),
-                        timing_cache=str(tmp_path / "timing.cache"), workspace_mb=512,
-                        calib_cache=str(tmp_path / "calib.cache"), calib_batch_size=1)
+    return BuildRequest(
+        model="rec",
+        onnx_path=str(model),
+        engine_out=str(work / "engine.plan"),
+        precision=precision,
+        profile=[p.to_json() for p in profile],
+        work_dir=str(work),
+        timing_cache=str(tmp_path / "timing.cache"),
+        workspace_mb=512,
+        calib_cache=str(tmp_path / "calib.cache"),
+        calib_batch_size=1,
+    )
 
 
 def names(trt) -> list[str]:
@@ -168,19 +180,25 @@ def test_profile_names_must_match_the_network(tmp_path: Path) -> None:
 
 # -- the child process ---------------------------------------------------------------------
 
+
 def child_script(tmp_path: Path, body: str) -> list[str]:
     script = tmp_path / "child.py"
-    script.write_text("import json, os, signal, sys, time\n"
-                      "def say(**e):\n    print(json.dumps(e), flush=True)\n" + textwrap.dedent(body))
+    script.write_text(
+        "import json, os, signal, sys, time\n"
+        "def say(**e):\n    print(json.dumps(e), flush=True)\n" + textwrap.dedent(body)
+    )
     return [sys.executable, str(script)]
 
 
 def test_a_crashing_builder_is_reported_and_the_parent_survives(tmp_path: Path) -> None:
-    command = child_script(tmp_path, """
+    command = child_script(
+        tmp_path,
+        """
         say(event="progress", phase="build", message="tactics", fraction=0.3)
         sys.stderr.write("Segmentation fault in libnvinfer\\n"); sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGSEGV)
-    """)
+    """,
+    )
     seen = []
     with pytest.raises(EngineBuildError, match=r"crashed \(SIGSEGV\).*libnvinfer"):
         run_build(request_for(tmp_path), timeout_s=60, progress=seen.append, command=command)
@@ -188,10 +206,13 @@ def test_a_crashing_builder_is_reported_and_the_parent_survives(tmp_path: Path) 
 
 
 def test_a_hanging_builder_is_killed_at_the_timeout(tmp_path: Path) -> None:
-    command = child_script(tmp_path, """
+    command = child_script(
+        tmp_path,
+        """
         say(event="progress", phase="build", message="started", fraction=0.0)
         sys.stdin.read() if False else time.sleep(600)
-    """)
+    """,
+    )
     seen = []
     with pytest.raises(EngineBuildError, match="longer than 2 s"):
         run_build(request_for(tmp_path), timeout_s=2, heartbeat_s=0.3, progress=seen.append, command=command)
@@ -199,10 +220,13 @@ def test_a_hanging_builder_is_killed_at_the_timeout(tmp_path: Path) -> None:
 
 
 def test_a_builder_error_message_is_passed_through(tmp_path: Path) -> None:
-    command = child_script(tmp_path, """
+    command = child_script(
+        tmp_path,
+        """
         say(event="error", message="rec: TensorRT could not build an engine")
         sys.exit(2)
-    """)
+    """,
+    )
     with pytest.raises(EngineBuildError, match="could not build an engine"):
         run_build(request_for(tmp_path), timeout_s=60, command=command)
 
@@ -223,15 +247,15 @@ def test_real_child_builds_with_a_fake_tensorrt_module(tmp_path: Path, version: 
         "import sys\n"
         f"sys.path.insert(0, {str(TESTS_DIR)!r})\n"
         "from test_trt_fake import make_fake_trt\n"
-        f"sys.modules[__name__] = make_fake_trt({version!r})\n")
+        f"sys.modules[__name__] = make_fake_trt({version!r})\n"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake_dir), os.environ.get("PYTHONPATH", "")]))
     model = recognizer_model(tmp_path / "models" / "rec.onnx")
     cache = EngineCache(tmp_path / "engines")
     request = EngineRequest(model, "fp16", profile_from_inputs(onnx_inputs(model), 4))
     device = DeviceInfo(0, "Fake Orin", "8.7")
     seen = []
-    path = ensure_engine(request, cache, trt_version=version, device=device, progress=seen.append,
-                         build_env=env)
+    path = ensure_engine(request, cache, trt_version=version, device=device, progress=seen.append, build_env=env)
     plan = json.loads(path.read_bytes())
     assert plan["version"] == version
     assert plan["flags"] == ([] if version.startswith("11") else ["FP16"])

@@ -28,13 +28,22 @@ from streamswap.inference.engine_cache import (
 from streamswap.inference.tensorrt import EngineRequest, ensure_engine
 
 ORIN = DeviceInfo(0, "Orin", "8.7")
-PROFILE = (InputProfile("target", (1, 3, 128, 128), (1, 3, 128, 128), (8, 3, 128, 128)),
-           InputProfile("source", (1, 512), (1, 512), (8, 512)))
+PROFILE = (
+    InputProfile("target", (1, 3, 128, 128), (1, 3, 128, 128), (8, 3, 128, 128)),
+    InputProfile("source", (1, 512), (1, 512), (8, 512)),
+)
 
 
 def make_key(**changes) -> EngineKey:
-    key = EngineKey(model="inswapper_128", model_sha256="ab" * 32, trt_version="10.3.0.30",
-                    gpu_name="Orin", compute_capability="8.7", precision="fp16", profile=PROFILE)
+    key = EngineKey(
+        model="inswapper_128",
+        model_sha256="ab" * 32,
+        trt_version="10.3.0.30",
+        gpu_name="Orin",
+        compute_capability="8.7",
+        precision="fp16",
+        profile=PROFILE,
+    )
     return dataclasses.replace(key, **changes)
 
 
@@ -67,9 +76,16 @@ def test_file_name_carries_the_key_and_digest_covers_every_field() -> None:
     stem = key.stem
     assert stem.startswith("inswapper_128-abababababab-trt10.3.0.30-orin-sm87-fp16-")
     seen = {key.digest}
-    for field, value in [("model_sha256", "cd" * 32), ("trt_version", "10.3.0.31"), ("gpu_name", "Orin Nano"),
-                         ("compute_capability", "8.6"), ("precision", "fp32"), ("recipe", "other"),
-                         ("profile", PROFILE[:1]), ("model", "x")]:
+    for field, value in [
+        ("model_sha256", "cd" * 32),
+        ("trt_version", "10.3.0.31"),
+        ("gpu_name", "Orin Nano"),
+        ("compute_capability", "8.6"),
+        ("precision", "fp32"),
+        ("recipe", "other"),
+        ("profile", PROFILE[:1]),
+        ("model", "x"),
+    ]:
         changed = make_key(**{field: value})
         assert changed.digest not in seen, field
         assert changed.differences(key) == [field]
@@ -81,11 +97,17 @@ def test_key_round_trips_through_json() -> None:
     assert EngineKey.from_json(json.loads(json.dumps(key.to_json()))) == key
 
 
-@pytest.mark.parametrize("field, value", [
-    ("model_sha256", "cd" * 32), ("trt_version", "8.6.2.3"), ("gpu_name", "NVIDIA GeForce RTX 4090"),
-    ("compute_capability", "8.9"), ("precision", "int8"),
-    ("profile", (InputProfile("target", (1, 3, 128, 128), (1, 3, 128, 128), (4, 3, 128, 128)),)),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("model_sha256", "cd" * 32),
+        ("trt_version", "8.6.2.3"),
+        ("gpu_name", "NVIDIA GeForce RTX 4090"),
+        ("compute_capability", "8.9"),
+        ("precision", "int8"),
+        ("profile", (InputProfile("target", (1, 3, 128, 128), (1, 3, 128, 128), (4, 3, 128, 128)),)),
+    ],
+)
 def test_any_key_field_change_makes_the_entry_stale(tmp_path: Path, field: str, value) -> None:
     cache = EngineCache(tmp_path)
     built = tmp_path / "built.plan"
@@ -133,8 +155,9 @@ def test_ensure_engine_builds_once_then_uses_the_cache(tmp_path: Path, builder: 
     cache = EngineCache(tmp_path / "engines")
     request = EngineRequest(_model(tmp_path), "fp16", PROFILE)
     seen = []
-    path = ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build_command=builder,
-                         progress=seen.append)
+    path = ensure_engine(
+        request, cache, trt_version="10.3.0.30", device=ORIN, build_command=builder, progress=seen.append
+    )
     assert path.exists() and cache.lookup(request.key("10.3.0.30", ORIN)).fresh
     assert any(p.fraction == 0.5 for p in seen)
     again = ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build_command=builder)
@@ -169,7 +192,10 @@ def test_ensure_engine_rebuilds_when_any_key_field_changes(tmp_path: Path, build
 def test_building_disabled_refuses_with_the_command_to_run(tmp_path: Path, builder: list[str]) -> None:
     cache = EngineCache(tmp_path / "engines")
     request = EngineRequest(_model(tmp_path), "fp16", PROFILE, name="arcface_w600k_r50")
-    with pytest.raises(BackendUnavailable, match=r"arcface_w600k_r50: no engine is cached.*`streamswap engines build` with the same config"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"arcface_w600k_r50: no engine is cached.*`streamswap engines build` with the same config",
+    ):
         ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build=False)
     ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build_command=builder)
     # a stale engine (other TensorRT) is refused too, never loaded
@@ -183,13 +209,21 @@ def test_build_lock_blocks_a_second_process_until_released(tmp_path: Path) -> No
     key = make_key()
     cache.dir.mkdir(exist_ok=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import fcntl, os, sys
             fd = os.open({str(cache.lock_path(key))!r}, os.O_RDWR | os.O_CREAT)
             fcntl.flock(fd, fcntl.LOCK_EX)
             print("locked", flush=True)
             sys.stdin.readline()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         waits = []
@@ -212,8 +246,7 @@ def test_concurrent_ensure_engine_builds_only_once(tmp_path: Path, builder: list
 
     def worker() -> None:
         try:
-            results.append(ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN,
-                                         build_command=builder))
+            results.append(ensure_engine(request, cache, trt_version="10.3.0.30", device=ORIN, build_command=builder))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

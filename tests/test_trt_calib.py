@@ -105,7 +105,8 @@ def test_batches_are_fixed_size_and_drop_the_partial_tail() -> None:
 
 
 def test_calibrator_feeds_the_crops_to_tensorrt_and_saves_its_cache(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(3)
     crops = rng.integers(0, 255, (5, 112, 112, 3), dtype=np.uint8)
     data = save_calibration_data({"input.1": arcface_inputs(crops)}, tmp_path / "calib.npz")
@@ -139,7 +140,8 @@ def test_int8_build_calibrates_once_then_reuses_the_cache(tmp_path: Path, monkey
 
 
 def test_calibrator_batches_are_the_real_face_crops_our_detector_cut(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blazeface) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blazeface
+) -> None:
     """End to end without a GPU: photos → BlazeFace → aligned crops → saved data → the
     calibrator's device buffers hold exactly those recognizer inputs, batch by batch."""
     images = load_images(sample_photos(tmp_path / "faces"))
@@ -152,7 +154,7 @@ def test_calibrator_batches_are_the_real_face_crops_our_detector_cut(
         raw = (ctypes.c_ubyte * (2 * 3 * 112 * 112 * 4)).from_address(pointers[0])
         seen.append(np.frombuffer(raw, np.float32).reshape(2, 3, 112, 112).copy())
     assert len(seen) == len(expected) // 2 >= 2
-    np.testing.assert_array_equal(np.concatenate(seen), expected[:2 * len(seen)])
+    np.testing.assert_array_equal(np.concatenate(seen), expected[: 2 * len(seen)])
     # not noise: each sample is a face crop with the template's dark eye band above the cheeks
     gray = np.concatenate(seen).mean(axis=1)
     assert (gray[:, 46:58].mean(axis=(1, 2)) < gray[:, 62:74].mean(axis=(1, 2))).mean() >= 0.75

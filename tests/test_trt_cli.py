@@ -29,8 +29,9 @@ def config_file(tmp_path: Path) -> tuple[Path, Path]:
     return cfg, cache
 
 
-def test_list_without_gpu_says_so_and_lists_entries(tmp_path: Path, no_gpu_stack: None,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_without_gpu_says_so_and_lists_entries(
+    tmp_path: Path, no_gpu_stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     from streamswap.inference.engine_cache import EngineCache
 
     cfg, cache_dir = config_file(tmp_path)
@@ -50,16 +51,18 @@ def test_list_without_gpu_says_so_and_lists_entries(tmp_path: Path, no_gpu_stack
     assert not list(cache_dir.glob("*.engine"))
 
 
-def test_build_without_tensorrt_is_one_clear_line(tmp_path: Path, no_gpu_stack: None,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_without_tensorrt_is_one_clear_line(
+    tmp_path: Path, no_gpu_stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg, _ = config_file(tmp_path)
     assert main(["-c", str(cfg), "engines", "build", "--precision", "fp16"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorRT is not installed" in err[0] and "inference.backend: ort" in err[0]
 
 
-def test_bench_engines_without_gpu_is_one_line_and_non_zero(no_gpu_stack: None,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_engines_without_gpu_is_one_line_and_non_zero(
+    no_gpu_stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["bench", "engines"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs an NVIDIA GPU with TensorRT" in err[0]
@@ -75,8 +78,9 @@ def test_gpu_profiles_load(repo_root: Path, name: str) -> None:
         assert config.faces.tracking.detect_every > 1 and config.faces.detector.size < 640
 
 
-def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_engines_built_ahead_are_the_ones_the_runtime_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`engines build` (fake TensorRT 10 in this process and in the builder child) writes
     exactly the engine that `open_session` with building disabled then loads."""
     import os
@@ -93,7 +97,8 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
     fake_dir.mkdir()
     (fake_dir / "tensorrt.py").write_text(
         f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\nfrom test_trt_fake import make_fake_trt\n"
-        "sys.modules[__name__] = make_fake_trt('10.3.0.30')\n")
+        "sys.modules[__name__] = make_fake_trt('10.3.0.30')\n"
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake_dir), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.3.0.30"))
     monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart())
@@ -106,7 +111,9 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
     assert "building 1 engine(s) for TensorRT 10.3.0.30 on Fake Orin" in capsys.readouterr().err
 
     config = load_config(cfg)
-    env = TrtEnvironment(make_fake_trt("10.3.0.30"), "10.3.0.30", GpuContext(Cuda(FakeCudart())), Cuda(FakeCudart()).info())
+    env = TrtEnvironment(
+        make_fake_trt("10.3.0.30"), "10.3.0.30", GpuContext(Cuda(FakeCudart())), Cuda(FakeCudart()).info()
+    )
     settings = config.inference
     from dataclasses import replace
 
@@ -115,8 +122,9 @@ def test_engines_built_ahead_are_the_ones_the_runtime_loads(tmp_path: Path, monk
     assert session.run({"input.1": np.zeros((6, 3, 112, 112), np.float32)})["683"].shape == (6, 512)
 
 
-def test_build_with_zero_max_faces_is_refused_not_ignored(tmp_path: Path, no_gpu_stack: None,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_with_zero_max_faces_is_refused_not_ignored(
+    tmp_path: Path, no_gpu_stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg, _ = config_file(tmp_path)
     assert main(["-c", str(cfg), "engines", "build", "--max-faces", "0"]) != 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -58,9 +58,7 @@ class _Member:
 
 
 def _enum(owner: str, *names: str, values: dict[str, int] | None = None) -> types.SimpleNamespace:
-    return types.SimpleNamespace(**{
-        n: _Member(owner, n, (values or {}).get(n, i)) for i, n in enumerate(names)
-    })
+    return types.SimpleNamespace(**{n: _Member(owner, n, (values or {}).get(n, i)) for i, n in enumerate(names)})
 
 
 _ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 3: "INT8", 9: "BOOL", 2: "UINT8"}
@@ -85,10 +83,15 @@ def make_fake_trt(version: str) -> types.ModuleType:
     trt.Logger = Logger
     flag_names = {8: ("EXPLICIT_BATCH", "EXPLICIT_PRECISION"), 10: ("EXPLICIT_BATCH", "STRONGLY_TYPED")}
     trt.NetworkDefinitionCreationFlag = _enum(
-        "NetworkDefinitionCreationFlag", *flag_names.get(major, ("STRONGLY_TYPED",)),
-        values={"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1, "STRONGLY_TYPED": 1})
-    builder_flags = ("GPU_FALLBACK", "REFIT", "DEBUG", "TF32") + (("FP16", "INT8") if major < 11 else ()) \
+        "NetworkDefinitionCreationFlag",
+        *flag_names.get(major, ("STRONGLY_TYPED",)),
+        values={"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1, "STRONGLY_TYPED": 1},
+    )
+    builder_flags = (
+        ("GPU_FALLBACK", "REFIT", "DEBUG", "TF32")
+        + (("FP16", "INT8") if major < 11 else ())
         + (("STRICT_TYPES",) if major < 10 else ())
+    )
     trt.BuilderFlag = _enum("BuilderFlag", *builder_flags)
     trt.MemoryPoolType = _enum("MemoryPoolType", "WORKSPACE", "DLA_MANAGED_SRAM")
     trt.TensorIOMode = _enum("TensorIOMode", "NONE", "INPUT", "OUTPUT")
@@ -96,12 +99,14 @@ def make_fake_trt(version: str) -> types.ModuleType:
     trt.DataType = _enum("DataType", *dtypes)
 
     if major < 11:
+
         class IInt8EntropyCalibrator2:
             def __init__(self) -> None:
                 calls.append(("IInt8EntropyCalibrator2.__init__", None))
 
         trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     if major >= 10:
+
         class IProgressMonitor:
             def __init__(self) -> None:
                 calls.append(("IProgressMonitor.__init__", None))
@@ -235,6 +240,7 @@ def make_fake_trt(version: str) -> types.ModuleType:
             return self._timing
 
         if major < 11:
+
             def set_calibration_profile(self, profile: Profile) -> bool:
                 calls.append(("config.set_calibration_profile", dict(profile.shapes)))
                 return True
@@ -276,9 +282,13 @@ def make_fake_trt(version: str) -> types.ModuleType:
                         batches += 1
                     calibrator.write_calibration_cache(f"fake-calib:{batches}".encode())
             plan = {
-                "version": version, "flags": sorted(config._flags), "network_flags": network.flags,
-                "inputs": [vars(i) for i in network.inputs], "outputs": [vars(o) for o in network.outputs],
-                "profile": shapes, "model": network.model_bytes.hex(),
+                "version": version,
+                "flags": sorted(config._flags),
+                "network_flags": network.flags,
+                "inputs": [vars(i) for i in network.inputs],
+                "outputs": [vars(o) for o in network.outputs],
+                "profile": shapes,
+                "model": network.model_bytes.hex(),
                 "fp16_weights": network.fp16_weights,
             }
             return json.dumps(plan).encode()
@@ -289,8 +299,9 @@ def make_fake_trt(version: str) -> types.ModuleType:
     class Engine:
         def __init__(self, plan: dict) -> None:
             self.plan = plan
-            self.io = [(i, trt.TensorIOMode.INPUT) for i in plan["inputs"]] + \
-                      [(o, trt.TensorIOMode.OUTPUT) for o in plan["outputs"]]
+            self.io = [(i, trt.TensorIOMode.INPUT) for i in plan["inputs"]] + [
+                (o, trt.TensorIOMode.OUTPUT) for o in plan["outputs"]
+            ]
 
         @property
         def num_io_tensors(self) -> int:
@@ -323,6 +334,7 @@ def make_fake_trt(version: str) -> types.ModuleType:
             return Context(self)
 
         if major < 10:  # the binding-index API, removed in 10
+
             @property
             def num_bindings(self) -> int:
                 return len(self.io)
@@ -335,8 +347,7 @@ def make_fake_trt(version: str) -> types.ModuleType:
             import onnxruntime as ort
 
             self.engine = engine
-            self.session = ort.InferenceSession(bytes.fromhex(engine.plan["model"]),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(bytes.fromhex(engine.plan["model"]), providers=["CPUExecutionProvider"])
             self.shapes: dict[str, tuple] = {}
             self.addresses: dict[str, int] = {}
             self.runs = 0
@@ -349,8 +360,7 @@ def make_fake_trt(version: str) -> types.ModuleType:
             return True
 
         def _feeds_like(self) -> dict[str, np.ndarray]:
-            return {i["name"]: np.zeros(self.shapes[i["name"]], _np(i["dtype"]))
-                    for i in self.engine.plan["inputs"]}
+            return {i["name"]: np.zeros(self.shapes[i["name"]], _np(i["dtype"])) for i in self.engine.plan["inputs"]}
 
         def get_tensor_shape(self, name: str) -> tuple:
             if name in self.shapes:
@@ -376,6 +386,7 @@ def make_fake_trt(version: str) -> types.ModuleType:
             return True
 
         if major < 10:
+
             def execute_async_v2(self, bindings: list, stream_handle: int) -> bool:
                 raise AssertionError("streamswap must use execute_async_v3")
 
@@ -394,8 +405,17 @@ def make_fake_trt(version: str) -> types.ModuleType:
 
 
 def _np(name: str) -> np.dtype:
-    return np.dtype({"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32,
-                     "INT64": np.int64, "INT8": np.int8, "BOOL": np.bool_, "UINT8": np.uint8}[name])
+    return np.dtype(
+        {
+            "FLOAT": np.float32,
+            "HALF": np.float16,
+            "INT32": np.int32,
+            "INT64": np.int64,
+            "INT8": np.int8,
+            "BOOL": np.bool_,
+            "UINT8": np.uint8,
+        }[name]
+    )
 
 
 def _view(address: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -413,8 +433,9 @@ class FakeCudart:
     cudaHostAllocMapped = 2
     cudaEventDefault = 0
     cudaEventDisableTiming = 2
-    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2,
-                                           cudaMemcpyDeviceToDevice=3)
+    cudaMemcpyKind = types.SimpleNamespace(
+        cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2, cudaMemcpyDeviceToDevice=3
+    )
 
     def __init__(self, error: int = 0, devices: int = 1) -> None:
         self.error, self.devices = error, devices
@@ -516,16 +537,38 @@ class FakeCudart:
 
 # -- tests of the fake itself: it must refuse what each real version lacks ----------------
 
-@pytest.mark.parametrize("version, present, absent", [
-    ("8.5.3.1", ["NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "BuilderFlag.FP16", "IInt8EntropyCalibrator2",
-                 "BuilderFlag.STRICT_TYPES"],
-     ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", "DataType.INT64"]),
-    ("10.3.0.30", ["BuilderFlag.FP16", "IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-                   "NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "DataType.INT64"],
-     ["BuilderFlag.STRICT_TYPES"]),
-    ("11.0.0.1", ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED"],
-     ["BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2"]),
-])
+
+@pytest.mark.parametrize(
+    "version, present, absent",
+    [
+        (
+            "8.5.3.1",
+            [
+                "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",
+                "BuilderFlag.FP16",
+                "IInt8EntropyCalibrator2",
+                "BuilderFlag.STRICT_TYPES",
+            ],
+            ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", "DataType.INT64"],
+        ),
+        (
+            "10.3.0.30",
+            [
+                "BuilderFlag.FP16",
+                "IProgressMonitor",
+                "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+                "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",
+                "DataType.INT64",
+            ],
+            ["BuilderFlag.STRICT_TYPES"],
+        ),
+        (
+            "11.0.0.1",
+            ["IProgressMonitor", "NetworkDefinitionCreationFlag.STRONGLY_TYPED"],
+            ["BuilderFlag.FP16", "BuilderFlag.INT8", "IInt8EntropyCalibrator2"],
+        ),
+    ],
+)
 def test_fake_exposes_only_its_versions_api(version: str, present: list[str], absent: list[str]) -> None:
     trt = make_fake_trt(version)
 
@@ -561,9 +604,12 @@ def test_fake_engine_has_the_binding_api_only_before_10(version: str, tmp_path: 
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     path = tmp_path / "m.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # what the installed ONNX Runtime reads
@@ -573,7 +619,8 @@ def test_fake_engine_has_the_binding_api_only_before_10(version: str, tmp_path: 
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     assert trt.OnnxParser(network, None).parse_from_file(str(path))
     engine = trt.Runtime(None).deserialize_cuda_engine(
-        builder.build_serialized_network(network, builder.create_builder_config()))
+        builder.build_serialized_network(network, builder.create_builder_config())
+    )
     assert engine.num_io_tensors == 2 and engine.get_tensor_name(0) == "x"  # 8.5+ and 10
     context = engine.create_execution_context()
     if version.startswith("8"):

@@ -45,15 +45,28 @@ def detector_model() -> onnx.ModelProto:
         helper.make_node("Exp", ["bl"], ["bbox_map"]),
         helper.make_node("Shape", ["score_map"], ["shape"]),
     ]
-    inits = [init("w1", RNG.normal(0, .2, (8, 3, 3, 3))), init("b1", RNG.normal(0, .1, 8)),
-             init("w2", RNG.normal(0, .2, (8, 8, 3, 3))), init("b2", RNG.normal(0, .1, 8)),
-             init("roi", np.zeros(0)), init("scales", [1, 1, 2, 2]),
-             init("ws", RNG.normal(0, .2, (2, 8, 1, 1))), init("bs", [0.1, -0.1]),
-             init("wb", RNG.normal(0, .1, (8, 8, 1, 1))), init("bb", RNG.normal(0, .1, 8))]
-    return model_of(nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
-                    [helper.make_tensor_value_info("score_map", TensorProto.FLOAT, [1, 2, "h2", "w2"]),
-                     helper.make_tensor_value_info("bbox_map", TensorProto.FLOAT, [1, 8, "h2", "w2"]),
-                     helper.make_tensor_value_info("shape", TensorProto.INT64, [4])], inits)
+    inits = [
+        init("w1", RNG.normal(0, 0.2, (8, 3, 3, 3))),
+        init("b1", RNG.normal(0, 0.1, 8)),
+        init("w2", RNG.normal(0, 0.2, (8, 8, 3, 3))),
+        init("b2", RNG.normal(0, 0.1, 8)),
+        init("roi", np.zeros(0)),
+        init("scales", [1, 1, 2, 2]),
+        init("ws", RNG.normal(0, 0.2, (2, 8, 1, 1))),
+        init("bs", [0.1, -0.1]),
+        init("wb", RNG.normal(0, 0.1, (8, 8, 1, 1))),
+        init("bb", RNG.normal(0, 0.1, 8)),
+    ]
+    return model_of(
+        nodes,
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [
+            helper.make_tensor_value_info("score_map", TensorProto.FLOAT, [1, 2, "h2", "w2"]),
+            helper.make_tensor_value_info("bbox_map", TensorProto.FLOAT, [1, 8, "h2", "w2"]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [4]),
+        ],
+        inits,
+    )
 
 
 def recognizer_model() -> onnx.ModelProto:
@@ -69,11 +82,19 @@ def recognizer_model() -> onnx.ModelProto:
         helper.make_node("Sqrt", ["ss"], ["norm"]),
         helper.make_node("Div", ["emb", "norm"], ["683"]),
     ]
-    inits = [init("w", RNG.normal(0, .1, (16, 3, 4, 4))), init("b", RNG.normal(0, .1, 16)),
-             init("slope", np.full((16, 1, 1), 0.25)), init("fc", RNG.normal(0, 3, (16, 512))),
-             init("fcb", RNG.normal(0, 1, 512))]
-    return model_of(nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
-                    [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])], inits)
+    inits = [
+        init("w", RNG.normal(0, 0.1, (16, 3, 4, 4))),
+        init("b", RNG.normal(0, 0.1, 16)),
+        init("slope", np.full((16, 1, 1), 0.25)),
+        init("fc", RNG.normal(0, 3, (16, 512))),
+        init("fcb", RNG.normal(0, 1, 512)),
+    ]
+    return model_of(
+        nodes,
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
+        inits,
+    )
 
 
 def swapper_model() -> onnx.ModelProto:
@@ -90,8 +111,9 @@ def swapper_model() -> onnx.ModelProto:
         helper.make_node("Sqrt", ["ve"], ["sd"]),
         helper.make_node("Div", ["d", "sd"], ["n"]),
         helper.make_node("Gemm", ["source", "style", "style_b"], ["st"], transB=1),
-        helper.make_node("Constant", [], ["st_shape"], value=numpy_helper.from_array(
-            np.array([-1, 8, 1, 1], np.int64), "st_shape_v")),
+        helper.make_node(
+            "Constant", [], ["st_shape"], value=numpy_helper.from_array(np.array([-1, 8, 1, 1], np.int64), "st_shape_v")
+        ),
         helper.make_node("Reshape", ["st", "st_shape"], ["st4"]),
         helper.make_node("Mul", ["n", "st4"], ["mod"]),
         helper.make_node("Constant", [], ["half"], value=numpy_helper.from_array(np.array(0.5, np.float32), "h")),
@@ -100,12 +122,24 @@ def swapper_model() -> onnx.ModelProto:
         helper.make_node("Cast", ["o"], ["oc"], to=TensorProto.FLOAT),
         helper.make_node("Sigmoid", ["oc"], ["output"]),
     ]
-    inits = [init("w", RNG.normal(0, .3, (8, 3, 3, 3))), init("b", RNG.normal(0, .1, 8)),
-             init("eps", 1e-8), init("style", RNG.normal(0, .05, (8, 512))), init("style_b", np.ones(8)),
-             init("wo", RNG.normal(0, .3, (3, 8, 3, 3))), init("bo", RNG.normal(0, .1, 3))]
-    return model_of(nodes, [helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", 3, 128, 128]),
-                            helper.make_tensor_value_info("source", TensorProto.FLOAT, ["N", 512])],
-                    [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, 128, 128])], inits)
+    inits = [
+        init("w", RNG.normal(0, 0.3, (8, 3, 3, 3))),
+        init("b", RNG.normal(0, 0.1, 8)),
+        init("eps", 1e-8),
+        init("style", RNG.normal(0, 0.05, (8, 512))),
+        init("style_b", np.ones(8)),
+        init("wo", RNG.normal(0, 0.3, (3, 8, 3, 3))),
+        init("bo", RNG.normal(0, 0.1, 3)),
+    ]
+    return model_of(
+        nodes,
+        [
+            helper.make_tensor_value_info("target", TensorProto.FLOAT, ["N", 3, 128, 128]),
+            helper.make_tensor_value_info("source", TensorProto.FLOAT, ["N", 512]),
+        ],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, 128, 128])],
+        inits,
+    )
 
 
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
@@ -121,13 +155,23 @@ def assert_fp16_close(ref: np.ndarray, got: np.ndarray) -> None:
     np.testing.assert_allclose(got, ref, atol=4e-3 * scale, rtol=1e-2)
 
 
-@pytest.mark.parametrize("make, feeds", [
-    (detector_model, lambda: {"input.1": RNG.uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)}),
-    (recognizer_model, lambda: {"input.1": RNG.uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)}),
-    (swapper_model, lambda: {"target": RNG.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32),
-                             "source": (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(
-                                 RNG.normal(0, 1, (2, 512))).astype(np.float32)}),
-], ids=["detector", "recognizer", "swapper"])
+@pytest.mark.parametrize(
+    "make, feeds",
+    [
+        (detector_model, lambda: {"input.1": RNG.uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)}),
+        (recognizer_model, lambda: {"input.1": RNG.uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)}),
+        (
+            swapper_model,
+            lambda: {
+                "target": RNG.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32),
+                "source": (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(RNG.normal(0, 1, (2, 512))).astype(
+                    np.float32
+                ),
+            },
+        ),
+    ],
+    ids=["detector", "recognizer", "swapper"],
+)
 def test_fp16_model_matches_fp32_within_fp16_tolerance(make, feeds) -> None:
     model = make()
     half = convert_to_fp16(model)
@@ -140,8 +184,9 @@ def test_fp16_model_matches_fp32_within_fp16_tolerance(make, feeds) -> None:
         else:
             assert np.array_equal(ref, got)
     # inputs and outputs stay fp32; the weights are fp16
-    assert [i.type.tensor_type.elem_type for i in half.graph.input] == \
-           [i.type.tensor_type.elem_type for i in model.graph.input]
+    assert [i.type.tensor_type.elem_type for i in half.graph.input] == [
+        i.type.tensor_type.elem_type for i in model.graph.input
+    ]
     assert is_fp16_model(half) and not is_fp16_model(model)
 
 

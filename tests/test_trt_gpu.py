@@ -23,16 +23,28 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def env() -> TrtEnvironment:
     # Through `require`: on a GPU machine under CI=true a missing TensorRT is a failure.
-    require(importlib.util.find_spec("tensorrt") is not None,
-            "TensorRT on this GPU machine (pip install 'streamswap[tensorrt]')")
+    require(
+        importlib.util.find_spec("tensorrt") is not None,
+        "TensorRT on this GPU machine (pip install 'streamswap[tensorrt]')",
+    )
     return TrtEnvironment.detect()
 
 
 CASES = {
     "detector": (detector_model, lambda rng: {"input.1": rng.uniform(-1, 1, (1, 3, 320, 320)).astype(np.float32)}, 320),
-    "recognizer": (recognizer_model, lambda rng: {"input.1": rng.uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)}, None),
-    "swapper": (swapper_model, lambda rng: {"target": rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32),
-                                            "source": rng.normal(0, 0.05, (2, 512)).astype(np.float32)}, None),
+    "recognizer": (
+        recognizer_model,
+        lambda rng: {"input.1": rng.uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)},
+        None,
+    ),
+    "swapper": (
+        swapper_model,
+        lambda rng: {
+            "target": rng.uniform(0, 1, (2, 3, 128, 128)).astype(np.float32),
+            "source": rng.normal(0, 0.05, (2, 512)).astype(np.float32),
+        },
+        None,
+    ),
 }
 
 
@@ -43,8 +55,13 @@ def test_engine_matches_onnxruntime(tmp_path: Path, env: TrtEnvironment, name: s
     path = tmp_path / f"{name}.onnx"
     onnx.save(make(), str(path))
     profile = profile_from_inputs(onnx_inputs(path), max_batch=4, size=size)
-    engine = ensure_engine(EngineRequest(path, precision, profile), EngineCache(tmp_path / "engines"),
-                           trt_version=env.version, device=env.device, timeout_s=600)
+    engine = ensure_engine(
+        EngineRequest(path, precision, profile),
+        EngineCache(tmp_path / "engines"),
+        trt_version=env.version,
+        device=env.device,
+        timeout_s=600,
+    )
     session = TrtSession(engine, env.trt, env.cuda)
     feeds = feeds_of(np.random.default_rng(0))
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -71,8 +88,13 @@ def test_two_sessions_on_two_streams_overlap(tmp_path: Path, env: TrtEnvironment
         path = tmp_path / f"{name}.onnx"
         onnx.save(make(), str(path))
         profile = profile_from_inputs(onnx_inputs(path), max_batch=4, size=size)
-        engines[name] = ensure_engine(EngineRequest(path, "fp16", profile), EngineCache(tmp_path / "e"),
-                                      trt_version=env.version, device=env.device, timeout_s=600)
+        engines[name] = ensure_engine(
+            EngineRequest(path, "fp16", profile),
+            EngineCache(tmp_path / "e"),
+            trt_version=env.version,
+            device=env.device,
+            timeout_s=600,
+        )
     sessions = {n: TrtSession(p, env.trt, env.cuda) for n, p in engines.items()}
     rng = np.random.default_rng(1)
     feeds = {n: CASES[n][1](rng) for n in sessions}

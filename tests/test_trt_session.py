@@ -30,8 +30,9 @@ def engine_file(tmp_path: Path, version: str, precision: str = "fp32", max_batch
     profile = profile_from_inputs(onnx_inputs(model), max_batch)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    request = BuildRequest("rec", str(model), str(work / "e.plan"), precision,
-                           [p.to_json() for p in profile], str(work))
+    request = BuildRequest(
+        "rec", str(model), str(work / "e.plan"), precision, [p.to_json() for p in profile], str(work)
+    )
     path = tmp_path / "rec.engine"
     path.write_bytes(build_serialized(make_fake_trt(version), request, lambda *a: None))
     return model, path
@@ -120,8 +121,7 @@ def test_open_session_loads_a_cached_engine_with_the_trt_backend(tmp_path: Path)
 
     key = EngineRequest(model, "fp16", profile).key(env.version, env.device)
     cache.store(key, plan, build_seconds=0.1)
-    session = open_session(model, InferenceSettings(backend="tensorrt", build_engines=False),
-                           cache.dir, trt_env=env)
+    session = open_session(model, InferenceSettings(backend="tensorrt", build_engines=False), cache.dir, trt_env=env)
     assert session.backend == "tensorrt"
     assert session.run({"input.1": np.zeros((1, 3, 112, 112), np.float32)})["683"].shape == (1, 512)
 
@@ -137,8 +137,9 @@ def test_missing_tensorrt_without_fallback_is_an_error_naming_it(tmp_path: Path,
         open_session(model, InferenceSettings(backend="tensorrt"), tmp_path)
 
 
-def test_fallback_to_cpu_only_when_listed_and_loudly(tmp_path: Path, no_tensorrt: None,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_fallback_to_cpu_only_when_listed_and_loudly(
+    tmp_path: Path, no_tensorrt: None, caplog: pytest.LogCaptureFixture
+) -> None:
     model = recognizer_model(tmp_path / "rec.onnx")
     settings = InferenceSettings(backend="tensorrt", fallback=["cuda"])
     # this machine has no CUDA EP: "cuda" alone must not quietly end on the CPU

@@ -25,8 +25,9 @@ X = {"input.1": np.ones((1, 3, 112, 112), np.float32)}
 
 
 def _env(rt: FakeCudart, version: str = "10.3.0.30", device: int = 0) -> TrtEnvironment:
-    return TrtEnvironment(make_fake_trt(version), version, GpuContext(Cuda(rt, device)),
-                          DeviceInfo(device, "Fake Orin", "8.7"))
+    return TrtEnvironment(
+        make_fake_trt(version), version, GpuContext(Cuda(rt, device)), DeviceInfo(device, "Fake Orin", "8.7")
+    )
 
 
 def _stream_of_each_run(rt: FakeCudart) -> list[tuple[int, int]]:
@@ -52,8 +53,10 @@ def test_each_stage_runs_its_engines_on_its_own_named_stream(tmp_path: Path) -> 
             for session in sessions:
                 session.run(X)
 
-    threads = [threading.Thread(target=stage, args=("detect", [detector, mesh])),
-               threading.Thread(target=stage, args=("swap", [swapper]))]
+    threads = [
+        threading.Thread(target=stage, args=("detect", [detector, mesh])),
+        threading.Thread(target=stage, args=("swap", [swapper])),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -127,7 +130,8 @@ def _cached_models(tmp_path: Path, settings: InferenceSettings, version: str) ->
 
 
 def test_session_pool_opens_cuda_once_and_gives_each_stage_its_stream(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     version = "10.3.0.30"
     settings = InferenceSettings(backend="tensorrt", build_engines=False)
     cache, models = _cached_models(tmp_path, settings, version)
@@ -152,7 +156,8 @@ def test_session_pool_opens_cuda_once_and_gives_each_stage_its_stream(
 
 
 def test_session_pool_reports_the_same_missing_piece_for_every_model(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from test_trt_build import recognizer_model
 
     from streamswap.errors import BackendUnavailable

@@ -46,8 +46,10 @@ IN_FLIGHT = 8
 
 
 def _chromium() -> tuple[str | None, str | None]:
-    return (shutil.which("chromium") or shutil.which("chromium-browser"),
-            shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None))
+    return (
+        shutil.which("chromium") or shutil.which("chromium-browser"),
+        shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None),
+    )
 
 
 def make_clip(path: Path, photo: Path) -> list[np.ndarray]:
@@ -57,8 +59,9 @@ def make_clip(path: Path, photo: Path) -> list[np.ndarray]:
     img = cv2.imread(str(photo))
     width, height = SIZE
     scale = 0.9 * height / img.shape[0]
-    img = cv2.resize(img, (int(img.shape[1] * scale) // 2 * 2, int(img.shape[0] * scale) // 2 * 2),
-                     interpolation=cv2.INTER_AREA)
+    img = cv2.resize(
+        img, (int(img.shape[1] * scale) // 2 * 2, int(img.shape[0] * scale) // 2 * 2), interpolation=cv2.INTER_AREA
+    )
     travel = width - img.shape[1]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
@@ -68,7 +71,7 @@ def make_clip(path: Path, photo: Path) -> list[np.ndarray]:
             frame = np.full((height, width, 3), 40, np.uint8)
             x = int(travel * (0.5 + 0.5 * np.sin(2 * np.pi * i / CLIP_FRAMES)))
             y = (height - img.shape[0]) // 2
-            frame[y:y + img.shape[0], x:x + img.shape[1]] = img
+            frame[y : y + img.shape[0], x : x + img.shape[1]] = img
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -81,8 +84,13 @@ class Serve:
     """`streamswap serve` in a child process; the API address is read from its log."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamswap", *args], stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamswap", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         self.lines: list[str] = []
         self.url: str | None = None
         self._found = threading.Event()
@@ -150,8 +158,22 @@ def served(tmp_path_factory: pytest.TempPathFactory, bundled_models_dir: Path) -
     original = make_clip(tmp / "clip.mp4", astronaut)
     env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_API_TOKEN")}
     env["XDG_CACHE_HOME"] = str(tmp / "xdg")
-    serve = Serve(["serve", "-s", str(group), "-i", str(tmp / "clip.mp4"), "-o", "null://",
-                   "--api", "127.0.0.1:0", "--models-dir", str(bundled_models_dir)], env)
+    serve = Serve(
+        [
+            "serve",
+            "-s",
+            str(group),
+            "-i",
+            str(tmp / "clip.mp4"),
+            "-o",
+            "null://",
+            "--api",
+            "127.0.0.1:0",
+            "--models-dir",
+            str(bundled_models_dir),
+        ],
+        env,
+    )
     try:
         base = serve.wait_ready()
         yield {"url": base, "original": original, "hanks": hanks, "serve": serve, "tmp": tmp}
@@ -162,8 +184,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, bundled_models_dir: Path) -
 @pytest.fixture(scope="module")
 def browser(served: dict[str, Any]) -> Iterator[Any]:
     binary, driver_path = _chromium()
-    require(binary is not None and driver_path is not None,
-            "Debian's chromium and chromium-driver (scripts/install.sh --dev installs them)")
+    require(
+        binary is not None and driver_path is not None,
+        "Debian's chromium and chromium-driver (scripts/install.sh --dev installs them)",
+    )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -172,9 +196,19 @@ def browser(served: dict[str, Any]) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     profile = tempfile.mkdtemp(prefix="streamswap-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     driver.set_page_load_timeout(60)
@@ -204,8 +238,11 @@ def _preview_shot(driver: Any) -> np.ndarray:
 
 
 def test_page_renders_a_live_preview(browser: Any, served: dict[str, Any]) -> None:
-    _wait(lambda: browser.execute_script("return document.getElementById('preview').naturalWidth") > 0,
-          60, "the preview image")
+    _wait(
+        lambda: browser.execute_script("return document.getElementById('preview').naturalWidth") > 0,
+        60,
+        "the preview image",
+    )
     _wait(lambda: browser.find_element("id", "state").text in ("running", "degraded"), 30, "the state badge")
     first = _preview_shot(browser)
     assert first.std() > 20, "the preview area is blank"
@@ -224,8 +261,11 @@ def test_page_renders_a_live_preview(browser: Any, served: dict[str, Any]) -> No
 
 def test_pause_click_makes_the_next_frames_unswapped(browser: Any, served: dict[str, Any]) -> None:
     base, original = served["url"], served["original"]
-    _wait(lambda: browser.execute_script("return document.getElementById('preview').naturalWidth") > 0,
-          60, "the preview image")
+    _wait(
+        lambda: browser.execute_script("return document.getElementById('preview').naturalWidth") > 0,
+        60,
+        "the preview image",
+    )
     # Swapped now: the faces differ from the clip's own frame.
     image, index, seq = preview_frame(base)
     swapped = changed_fraction(image, original[index % CLIP_FRAMES])
@@ -260,10 +300,17 @@ def test_choosing_a_face_in_the_page_switches_the_identity(browser: Any, served:
         before[index % CLIP_FRAMES] = image
     identity = get_json(f"{base}/status")["source_identity"]
     browser.find_element("id", "face-file").send_keys(str(served["hanks"]))
-    _wait(lambda: "face switched" in browser.find_element("id", "action-result").text
-          or "failed" in browser.find_element("id", "action-result").text, 60, "the upload's answer")
-    assert "face switched" in browser.find_element("id", "action-result").text, \
-        browser.find_element("id", "action-result").text
+    _wait(
+        lambda: (
+            "face switched" in browser.find_element("id", "action-result").text
+            or "failed" in browser.find_element("id", "action-result").text
+        ),
+        60,
+        "the upload's answer",
+    )
+    assert "face switched" in browser.find_element("id", "action-result").text, browser.find_element(
+        "id", "action-result"
+    ).text
     _wait(lambda: get_json(f"{base}/status")["source_identity"] != identity, 10, "the new identity in /status")
     switched_seq = preview_frame(base, seq)[2]
     compared = 0
@@ -288,8 +335,14 @@ def test_selection_controls_change_which_faces_are_swapped(browser: Any, served:
     Select(browser.find_element("id", "sel-mode")).select_by_value("one")
     Select(browser.find_element("id", "sel-order")).select_by_value("large-small")
     browser.find_element("id", "sel-apply").click()
-    _wait(lambda: browser.find_element("id", "selection-result").text in ("applied",) or
-          "refused" in browser.find_element("id", "selection-result").text, 20, "the answer")
+    _wait(
+        lambda: (
+            browser.find_element("id", "selection-result").text in ("applied",)
+            or "refused" in browser.find_element("id", "selection-result").text
+        ),
+        20,
+        "the answer",
+    )
     assert browser.find_element("id", "selection-result").text == "applied"
     rules = get_json(f"{base}/faces/selection")
     assert (rules["mode"], rules["order"]) == ("one", "large-small")
@@ -308,8 +361,9 @@ def test_with_a_token_the_page_asks_for_it_then_works(browser: Any, tmp_path: Pa
     token = "ui-test-token-0123456789abcdef"
     env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG",)}
     env["STREAMSWAP_API_TOKEN"] = token
-    run = Serve(["run", "-i", "test://?width=320&height=240&fps=15", "-o", "null://", "--ui",
-                 "--api", "127.0.0.1:0"], env)
+    run = Serve(
+        ["run", "-i", "test://?width=320&height=240&fps=15", "-o", "null://", "--ui", "--api", "127.0.0.1:0"], env
+    )
     try:
         base = run.wait_ready()
         browser.get(base + "/")
@@ -322,10 +376,16 @@ def test_with_a_token_the_page_asks_for_it_then_works(browser: Any, tmp_path: Pa
         field.clear()
         field.send_keys(token)
         browser.find_element("id", "login-submit").click()
-        _wait(lambda: not browser.execute_script("return document.getElementById('login').open"), 10,
-              "the prompt to close")
-        _wait(lambda: browser.execute_script("return document.getElementById('preview').naturalWidth") > 0,
-              30, "the preview after signing in")
+        _wait(
+            lambda: not browser.execute_script("return document.getElementById('login').open"),
+            10,
+            "the prompt to close",
+        )
+        _wait(
+            lambda: browser.execute_script("return document.getElementById('preview').naturalWidth") > 0,
+            30,
+            "the preview after signing in",
+        )
         _wait(lambda: browser.find_element("id", "state").text == "running", 10, "the state")
     finally:
         run.stop()

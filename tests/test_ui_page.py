@@ -129,11 +129,21 @@ def test_page_routes_need_the_token_or_the_login_cookie(guarded: Running) -> Non
     for path in ("/preview.jpg", "/preview.mjpg", "/events", "/status"):
         assert client.request("GET", path, token=None)[0] == 401, path
     # The page signs in with the token and then uses the cookie.
-    code, _, _ = client.request("POST", "/login", body=b'{"token": "wrong-token-wrong-token"}',
-                                headers={"Content-Type": "application/json"}, token=None)
+    code, _, _ = client.request(
+        "POST",
+        "/login",
+        body=b'{"token": "wrong-token-wrong-token"}',
+        headers={"Content-Type": "application/json"},
+        token=None,
+    )
     assert code == 401
-    code, headers, _ = client.request("POST", "/login", body=json.dumps({"token": TOKEN}).encode(),
-                                      headers={"Content-Type": "application/json"}, token=None)
+    code, headers, _ = client.request(
+        "POST",
+        "/login",
+        body=json.dumps({"token": TOKEN}).encode(),
+        headers={"Content-Type": "application/json"},
+        token=None,
+    )
     assert code == 200
     cookie = headers["Set-Cookie"].split(";", 1)[0]
     code, headers, body = client.request("GET", "/preview.jpg?timeout=10", headers={"Cookie": cookie}, token=None)
@@ -142,8 +152,10 @@ def test_page_routes_need_the_token_or_the_login_cookie(guarded: Running) -> Non
     code, events = client.json("GET", "/events", headers={"Cookie": cookie}, token=None)
     assert code == 200 and events["seq"] >= 1
     # The refusals above, as the journal has them (the root level here is WARNING).
-    assert any(e["level"] == "WARNING" and e["text"].startswith("api request refused") and "code=401" in e["text"]
-               for e in events["events"]), events
+    assert any(
+        e["level"] == "WARNING" and e["text"].startswith("api request refused") and "code=401" in e["text"]
+        for e in events["events"]
+    ), events
     assert all(set(e) == {"seq", "time", "level", "logger", "text"} for e in events["events"])
     later = client.json("GET", f"/events?after={events['seq']}", headers={"Cookie": cookie}, token=None)[1]
     assert all(e["seq"] > events["seq"] for e in later["events"])
@@ -187,9 +199,26 @@ def test_mjpeg_stream_parts_and_no_encoding_after_the_viewer_leaves(guarded: Run
 
 def test_run_ui_serves_the_page_for_one_run(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("STREAMSWAP_CONFIG", "STREAMSWAP_API_TOKEN")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamswap", "run", "-i", "test://?width=320&height=240",
-                             "-o", "null://", "--ui", "--api", "127.0.0.1:0"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamswap",
+            "run",
+            "-i",
+            "test://?width=320&height=240",
+            "-o",
+            "null://",
+            "--ui",
+            "--api",
+            "127.0.0.1:0",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         assert proc.stderr is not None
         address = None

@@ -60,11 +60,17 @@ def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Pat
     astronaut, group, _ = sample_photo_paths()
     swapper_file = make_swapper_model(tmp_path / "my_inswapper.onnx", size=128, mode="invert")
     arcface_file = make_arcface_model(tmp_path / "my_arcface.onnx")
-    config = load_config(None, {
-        "models.dir": str(bundled_models_dir), "inference.provider": "cpu",
-        "faces.swapper.model": str(swapper_file), "faces.swapper.contract": "inswapper",
-        "faces.recognizer.model": str(arcface_file), "faces.recognizer.contract": "arcface",
-    })
+    config = load_config(
+        None,
+        {
+            "models.dir": str(bundled_models_dir),
+            "inference.provider": "cpu",
+            "faces.swapper.model": str(swapper_file),
+            "faces.swapper.contract": "inswapper",
+            "faces.recognizer.model": str(arcface_file),
+            "faces.recognizer.contract": "arcface",
+        },
+    )
     processor = FaceTool(build_face_stages(config))
     assert isinstance(processor.swapper, InswapperSwapper)
     processor.set_source_images([astronaut])

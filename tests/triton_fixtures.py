@@ -55,12 +55,15 @@ class TritonServer:
     """A tritonserver process serving ONNX files through ONNX Runtime, restartable on the
     same ports (to test a server lost mid-run)."""
 
-    def __init__(self, models: dict[str, Path], workdir: Path, *, queue_delay_us: int = 4000,
-                 max_batch: int = 8) -> None:
+    def __init__(
+        self, models: dict[str, Path], workdir: Path, *, queue_delay_us: int = 4000, max_batch: int = 8
+    ) -> None:
         python = server_python()
-        require(python is not None,
-                "the Triton server venv .venv-triton (scripts/install.sh --dev makes it: "
-                "/usr/bin/python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton onnxruntime)")
+        require(
+            python is not None,
+            "the Triton server venv .venv-triton (scripts/install.sh --dev makes it: "
+            "/usr/bin/python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton onnxruntime)",
+        )
         self.python = python
         self.models = dict(models)
         self.workdir = workdir
@@ -92,16 +95,25 @@ class TritonServer:
         for key in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
             env.pop(key, None)
         args: Sequence[str] = [
-            str(self.python), str(SERVER_SCRIPT), "--grpc-port", str(self.grpc_port),
-            "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
-            "--queue-delay-us", str(self.queue_delay_us), "--max-batch", str(self.max_batch),
-            "--token", self.token,
+            str(self.python),
+            str(SERVER_SCRIPT),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--http-port",
+            str(self.http_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--queue-delay-us",
+            str(self.queue_delay_us),
+            "--max-batch",
+            str(self.max_batch),
+            "--token",
+            self.token,
             *[f"{name}={path}" for name, path in self.models.items()],
         ]
         with open(log, "w") as out:
             # Its own process group: tritonserver and the backend stubs are its children.
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -28,8 +28,13 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
-_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-          "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+}
 
 
 def _batched(args) -> bool:
@@ -57,10 +62,14 @@ def bind(triton: Triton, name: str, path: str, max_batch: int, delay_us: int) ->
     config = ModelConfig(batching=False, max_batch_size=0)
     if batched:
         infer = batch(run)
-        config = ModelConfig(batching=True, max_batch_size=max_batch,
-                             batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us))
+        config = ModelConfig(
+            batching=True, max_batch_size=max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us)
+        )
     triton.bind(
-        model_name=name, infer_func=infer, config=config, strict=False,
+        model_name=name,
+        infer_func=infer,
+        config=config,
+        strict=False,
         inputs=[Tensor(name=a.name, dtype=_TYPES[a.type], shape=_dims(a.shape, batched)) for a in ins],
         outputs=[Tensor(name=a.name, dtype=_TYPES[a.type], shape=_dims(a.shape, batched)) for a in outs],
     )
@@ -78,9 +87,15 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port,
-                          grpc_address="127.0.0.1", grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, log_verbose=0, exit_timeout_secs=2)
+    config = TritonConfig(
+        http_address="127.0.0.1",
+        http_port=args.http_port,
+        grpc_address="127.0.0.1",
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        log_verbose=0,
+        exit_timeout_secs=2,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -36,23 +36,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-HELP = ("the anchor work (10 s 720p30 clip, SCRFD/inswapper-shaped models): file→file and live "
-        "FPS, CPU s/frame, latency, drops, output size")
+HELP = (
+    "the anchor work (10 s 720p30 clip, SCRFD/inswapper-shaped models): file→file and live "
+    "FPS, CPU s/frame, latency, drops, output size"
+)
 
 DLC_ENCODER = {"io.preset": "medium", "io.crf": 18}  # Deep-Live-Cam 2.1.5's ffmpeg settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", metavar="DIR",
-                        help="keep the generated clip, models and outputs here (default: a temporary folder)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat every run this many times, interleaved; medians are printed (default: 1)")
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="keep the generated clip, models and outputs here (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat every run this many times, interleaved; medians are printed (default: 1)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (default: 10)")
-    parser.add_argument("--busy-core", action="store_true",
-                        help="add a live run while another process keeps one core busy")
-    parser.add_argument("--compare-threads", action="store_true",
-                        help="add file → file and live runs with ONNX Runtime's thread defaults (a "
-                        "spinning thread per core per session) instead of the CPU budget")
+    parser.add_argument(
+        "--busy-core", action="store_true", help="add a live run while another process keeps one core busy"
+    )
+    parser.add_argument(
+        "--compare-threads",
+        action="store_true",
+        help="add file → file and live runs with ONNX Runtime's thread defaults (a "
+        "spinning thread per core per session) instead of the CPU budget",
+    )
     parser.add_argument("--skip-live", action="store_true", help="only the file → file runs")
     parser.add_argument("--skip-bundled", action="store_true", help="skip the bundled-models live run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -82,8 +95,10 @@ def measure_model_calls(files: Any, threads: int, spinning: bool, calls: int = 1
     rng = np.random.default_rng(0)
     work = {
         "detect": (session(files.detector), {"input.1": rng.random((1, 3, 640, 640), np.float32)}),
-        "swap": (session(files.swapper), {"target": rng.random((1, 3, 128, 128), np.float32),
-                                          "source": rng.random((1, 512), np.float32)}),
+        "swap": (
+            session(files.swapper),
+            {"target": rng.random((1, 3, 128, 128), np.float32), "source": rng.random((1, 512), np.float32)},
+        ),
     }
     out: dict[str, float] = {}
 
@@ -131,14 +146,32 @@ def _config_yaml(files: Any, bundled: bool, overrides: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def run_once(files: Any, workdir: Path, name: str, *, live: bool, overrides: dict[str, Any],
-             bundled: bool = False, busy_core: bool = False) -> dict[str, Any]:
+def run_once(
+    files: Any,
+    workdir: Path,
+    name: str,
+    *,
+    live: bool,
+    overrides: dict[str, Any],
+    bundled: bool = False,
+    busy_core: bool = False,
+) -> dict[str, Any]:
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(_config_yaml(files, bundled, overrides))
     out = workdir / f"{name}.mp4"
     source = files.real_face if bundled else files.source_face
-    args = [sys.executable, "-m", "streamswap.bench.anchor", "--worker", str(cfg), str(files.clip), str(source),
-            str(out), "live" if live else "file", json.dumps(overrides)]  # overrides: for the report
+    args = [
+        sys.executable,
+        "-m",
+        "streamswap.bench.anchor",
+        "--worker",
+        str(cfg),
+        str(files.clip),
+        str(source),
+        str(out),
+        "live" if live else "file",
+        json.dumps(overrides),
+    ]  # overrides: for the report
     hog = None
     if busy_core:  # another process keeps one core busy for the whole run
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -181,16 +214,30 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, overrides_json:
     usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process: imports, model loading
     frames, audio = _probe(Path(out))
     n = max(snap["frames_out"], 1)
-    print(json.dumps({
-        "mode": mode, "overrides": json.loads(overrides_json), "fps": round(snap["frames_out"] / wall, 2),
-        "frames_in": snap["frames_in"], "frames_out": snap["frames_out"], "dropped": snap["dropped"],
-        "cpu_ms_per_frame": round(cpu / n * 1000, 1), "wall_s": round(wall, 2),
-        "latency_ms_p50": snap["latency_ms_p50"], "latency_ms_p95": snap["latency_ms_p95"],
-        "stage_ms": snap["stage_ms"], "file_frames": frames, "file_audio_s": audio,
-        "errors": sum(snap["errors"].values()), "budget": _budget_line(config),
-        "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        **_detect_every(stages),
-    }))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "overrides": json.loads(overrides_json),
+                "fps": round(snap["frames_out"] / wall, 2),
+                "frames_in": snap["frames_in"],
+                "frames_out": snap["frames_out"],
+                "dropped": snap["dropped"],
+                "cpu_ms_per_frame": round(cpu / n * 1000, 1),
+                "wall_s": round(wall, 2),
+                "latency_ms_p50": snap["latency_ms_p50"],
+                "latency_ms_p95": snap["latency_ms_p95"],
+                "stage_ms": snap["stage_ms"],
+                "file_frames": frames,
+                "file_audio_s": audio,
+                "errors": sum(snap["errors"].values()),
+                "budget": _budget_line(config),
+                "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                **_detect_every(stages),
+            }
+        )
+    )
 
 
 def _detect_every(stages: list[Any]) -> dict[str, Any]:
@@ -201,8 +248,10 @@ def _detect_every(stages: list[Any]) -> dict[str, Any]:
 
 
 def _budget_line(config: Any) -> str:
-    return (f"ort {config.inference.threads} thread(s), spinning "
-            f"{'on' if config.inference.allow_spinning else 'off'}, encoder {config.io.encoder_threads}")
+    return (
+        f"ort {config.inference.threads} thread(s), spinning "
+        f"{'on' if config.inference.allow_spinning else 'off'}, encoder {config.io.encoder_threads}"
+    )
 
 
 def _probe(path: Path) -> tuple[int, float]:
@@ -224,11 +273,15 @@ def _probe(path: Path) -> tuple[int, float]:
 
 # --- the whole benchmark ----------------------------------------------------------------------
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    runs = [dict(name="file-default", live=False, overrides={}),
-            dict(name="file-dlc-medium-crf18", live=False, overrides=DLC_ENCODER)]
+    runs = [
+        dict(name="file-default", live=False, overrides={}),
+        dict(name="file-dlc-medium-crf18", live=False, overrides=DLC_ENCODER),
+    ]
     if not args.skip_live:
-        runs += [dict(name="live-default", live=True, overrides={}),
-                 dict(name="live-dlc-medium-crf18", live=True, overrides=DLC_ENCODER)]
+        runs += [
+            dict(name="live-default", live=True, overrides={}),
+            dict(name="live-dlc-medium-crf18", live=True, overrides=DLC_ENCODER),
+        ]
         if not args.skip_bundled:
             runs.append(dict(name="live-bundled-default", live=True, overrides={}, bundled=True))
         if args.busy_core:
@@ -262,20 +315,32 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     try:
         t0 = time.perf_counter()
         files = make_anchor(workdir, seconds=args.seconds)
-        results: dict[str, Any] = {"cores": usable_cores(), "load_average_1min": _load(),
-                                   "generate_s": round(time.perf_counter() - t0, 1), "workdir": str(workdir)}
+        results: dict[str, Any] = {
+            "cores": usable_cores(),
+            "load_average_1min": _load(),
+            "generate_s": round(time.perf_counter() - t0, 1),
+            "workdir": str(workdir),
+        }
         budget = plan_cpu_budget(usable_cores(), FACE_COMPUTE_STAGES)
-        _say(args, f"machine: {results['cores']} usable cores, load average {results['load_average_1min']} "
-                   f"(other processes slow every number down); CPU budget: {budget.describe()}")
+        _say(
+            args,
+            f"machine: {results['cores']} usable cores, load average {results['load_average_1min']} "
+            f"(other processes slow every number down); CPU budget: {budget.describe()}",
+        )
         _say(args, f"generated the clip and models in {results['generate_s']} s → {workdir}")
         results["model_calls_budget"] = measure_model_calls(files, budget.intra_op_threads, budget.spinning)
         results["model_calls_ort_default"] = measure_model_calls(files, 0, True)
-        for key, label in (("model_calls_budget", f"budget ({budget.intra_op_threads} thread(s), no spinning)"),
-                           ("model_calls_ort_default", "ORT default (a spinning thread per core)")):
+        for key, label in (
+            ("model_calls_budget", f"budget ({budget.intra_op_threads} thread(s), no spinning)"),
+            ("model_calls_ort_default", "ORT default (a spinning thread per core)"),
+        ):
             m = results[key]
-            _say(args, f"model ms/call, {label}: alone detect {m['detect_alone']} swap {m['swap_alone']}; "
-                       f"both at once detect {m['detect_concurrent']} swap {m['swap_concurrent']} "
-                       f"(load {_load()})")
+            _say(
+                args,
+                f"model ms/call, {label}: alone detect {m['detect_alone']} swap {m['swap_alone']}; "
+                f"both at once detect {m['detect_concurrent']} swap {m['swap_concurrent']} "
+                f"(load {_load()})",
+            )
         plan = _plan(args)
         collected: dict[str, list[dict[str, Any]]] = {r["name"]: [] for r in plan}
         for _ in range(max(args.rounds, 1)):
@@ -293,8 +358,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             for r in results["runs"]:
                 print(_line(r, args.seconds))
             _verdicts(results["runs"], args.seconds)
-            print(f"reproduce one run: streamswap run -c {workdir}/<run>.yaml -s {files.source_face} "
-                  f"-i {files.clip} -o out.mp4 -y [--live]   (files kept with --workdir)")
+            print(
+                f"reproduce one run: streamswap run -c {workdir}/<run>.yaml -s {files.source_face} "
+                f"-i {files.clip} -o out.mp4 -y [--live]   (files kept with --workdir)"
+            )
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
@@ -308,29 +375,45 @@ def _say(args: argparse.Namespace, text: str) -> None:
 def _line(r: dict[str, Any], seconds: float) -> str:
     stages = " ".join(f"{k} {v:.1f}" for k, v in r["stage_ms"].items() if k in ("detect", "swap", "output"))
     expected = int(round(seconds * 30))
-    kept = "all frames + audio kept" if (r["file_frames"] == r["frames_out"] == expected
-                                         and r["file_audio_s"] >= seconds - 0.1) else \
-        f"{r['file_frames']} frames in the file, {r['file_audio_s']} s audio"
+    kept = (
+        "all frames + audio kept"
+        if (r["file_frames"] == r["frames_out"] == expected and r["file_audio_s"] >= seconds - 0.1)
+        else f"{r['file_frames']} frames in the file, {r['file_audio_s']} s audio"
+    )
     extra = f", detector ran {r['detector_calls']}×" if "detector_calls" in r else ""
-    return (f"{r['name']:24s} {r['fps']:5.1f} fps | CPU {r['cpu_ms_per_frame']:.0f} ms/frame | latency p50 "
-            f"{r['latency_ms_p50']} p95 {r['latency_ms_p95']} ms | dropped {r['dropped']}/{r['frames_in']} | "
-            f"{r['output_mb']} MB, {kept}{extra} | ms/frame: {stages} | peak {r.get('peak_rss_mb', '?')} MB | "
-            f"load {r['load_before']}→{r['load_after']}")
+    return (
+        f"{r['name']:24s} {r['fps']:5.1f} fps | CPU {r['cpu_ms_per_frame']:.0f} ms/frame | latency p50 "
+        f"{r['latency_ms_p50']} p95 {r['latency_ms_p95']} ms | dropped {r['dropped']}/{r['frames_in']} | "
+        f"{r['output_mb']} MB, {kept}{extra} | ms/frame: {stages} | peak {r.get('peak_rss_mb', '?')} MB | "
+        f"load {r['load_before']}→{r['load_after']}"
+    )
 
 
 def _verdicts(runs: list[dict[str, Any]], seconds: float) -> None:
     """The issue's targets next to the numbers (the targets hold on an idle 2-core machine)."""
     by = {r["name"]: r for r in runs}
     checks = [
-        ("file-default", lambda r: r["fps"] >= 28.5 and r["cpu_ms_per_frame"] <= 65,
-         "≥ 28.5 fps (3× Deep-Live-Cam's 9.5), CPU ≤ 65 ms/frame"),
+        (
+            "file-default",
+            lambda r: r["fps"] >= 28.5 and r["cpu_ms_per_frame"] <= 65,
+            "≥ 28.5 fps (3× Deep-Live-Cam's 9.5), CPU ≤ 65 ms/frame",
+        ),
         ("file-dlc-medium-crf18", lambda r: r["fps"] >= 24, "≥ 24 fps at Deep-Live-Cam's encoder settings (2.5×)"),
-        ("live-default", lambda r: r["fps"] >= 28 and (r["latency_ms_p95"] or 1e9) <= 150
-         and r["dropped"] <= 0.05 * r["frames_in"], "≥ 28 fps out, p95 ≤ 150 ms, drops ≤ 5 %"),
-        ("live-default-busy-core", lambda r: r["fps"] >= 15 and (r["latency_ms_p95"] or 1e9) <= 250,
-         "one core busy elsewhere: ≥ 15 fps out, p95 ≤ 250 ms"),
-        ("live-bundled-default", lambda r: r["fps"] >= 29 and (r["latency_ms_p95"] or 1e9) <= 120,
-         "bundled default at 720p live: 30 fps out, p95 ≤ 120 ms"),
+        (
+            "live-default",
+            lambda r: r["fps"] >= 28 and (r["latency_ms_p95"] or 1e9) <= 150 and r["dropped"] <= 0.05 * r["frames_in"],
+            "≥ 28 fps out, p95 ≤ 150 ms, drops ≤ 5 %",
+        ),
+        (
+            "live-default-busy-core",
+            lambda r: r["fps"] >= 15 and (r["latency_ms_p95"] or 1e9) <= 250,
+            "one core busy elsewhere: ≥ 15 fps out, p95 ≤ 250 ms",
+        ),
+        (
+            "live-bundled-default",
+            lambda r: r["fps"] >= 29 and (r["latency_ms_p95"] or 1e9) <= 120,
+            "bundled default at 720p live: 30 fps out, p95 ≤ 120 ms",
+        ),
     ]
     for name, ok, target in checks:
         if name in by:

@@ -34,8 +34,20 @@ MARKER = 8  # width of the green frame the synthetic detector finds
 SAMPLE_RATE = 48000
 
 # 3×3 conv towers: (channels, stride). Multiply-adds at the contract's input size:
-DETECTOR_TOWER = [(16, 2), (32, 2), (64, 2), (64, 1), (64, 1), (64, 1), (64, 1),
-                  (128, 2), (128, 1), (128, 1), (128, 1), (256, 2)]  # 2.17 G at 640²
+DETECTOR_TOWER = [
+    (16, 2),
+    (32, 2),
+    (64, 2),
+    (64, 1),
+    (64, 1),
+    (64, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+    (128, 1),
+    (256, 2),
+]  # 2.17 G at 640²
 SWAPPER_TOWER = [(64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 2), (256, 1)]  # 2.75 G at 128²
 
 
@@ -54,16 +66,17 @@ def _photo(package: str, *parts: str) -> np.ndarray:
 
     image = package_image(package, *parts)
     if image is None:
-        raise StreamswapError(f"the anchor clip needs {'/'.join(parts)} from the {package} package; "
-                              "install the demo extra: pip install 'streamswap[demo]'")
+        raise StreamswapError(
+            f"the anchor clip needs {'/'.join(parts)} from the {package} package; "
+            "install the demo extra: pip install 'streamswap[demo]'"
+        )
     return image
 
 
 def face_photo() -> np.ndarray:
     """scikit-image's astronaut, cropped square around her face, with the green frame."""
     crop = _photo("skimage", "data", "astronaut.png")[20:200, 135:315]
-    return synthetic.draw_marker_frame(cv2.resize(crop, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_AREA),
-                                       MARKER)
+    return synthetic.draw_marker_frame(cv2.resize(crop, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_AREA), MARKER)
 
 
 def background() -> np.ndarray:
@@ -71,8 +84,9 @@ def background() -> np.ndarray:
     rng = np.random.default_rng(20240601)
     coarse = rng.integers(60, 190, size=(9, 16), dtype=np.uint8)
     grey = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
-    fine = cv2.resize(rng.integers(0, 24, size=(90, 160), dtype=np.uint8), (WIDTH, HEIGHT),
-                      interpolation=cv2.INTER_LINEAR)
+    fine = cv2.resize(
+        rng.integers(0, 24, size=(90, 160), dtype=np.uint8), (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR
+    )
     grey = cv2.add(grey, fine)
     out = np.empty((HEIGHT, WIDTH, 3), np.uint8)
     out[..., 0] = cv2.add(grey, 12)  # B: a cool tint, G below B and R so no pixel reads green
@@ -100,8 +114,7 @@ def make_clip(path: Path, seconds: float = SECONDS) -> Path:
         video = out.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         video.codec_context.thread_count = 1  # bit-exact output whatever the machine
-        video.options = {"preset": "veryfast", "crf": "20", "g": str(FPS), "bframes": "0",
-                         "flags": "+bitexact"}
+        video.options = {"preset": "veryfast", "crf": "20", "g": str(FPS), "bframes": "0", "flags": "+bitexact"}
         audio = out.add_stream("aac", rate=SAMPLE_RATE)
         audio.codec_context.layout = "stereo"
         audio.codec_context.bit_rate = 128_000
@@ -111,7 +124,7 @@ def make_clip(path: Path, seconds: float = SECONDS) -> Path:
         for i in range(frames):
             np.copyto(frame, back)
             x, y = face_position(i)
-            frame[y:y + FACE_SIDE, x:x + FACE_SIDE] = photo
+            frame[y : y + FACE_SIDE, x : x + FACE_SIDE] = photo
             vframe = av.VideoFrame.from_ndarray(frame, format="bgr24")
             vframe.pts = i
             vframe.time_base = Fraction(1, FPS)
@@ -119,8 +132,9 @@ def make_clip(path: Path, seconds: float = SECONDS) -> Path:
                 out.mux(packet)
             n = np.arange(i * samples_per_frame, (i + 1) * samples_per_frame)
             tone = 0.2 * np.sin(2 * np.pi * (440 + 40 * n / SAMPLE_RATE) * n / SAMPLE_RATE)
-            aframe = av.AudioFrame.from_ndarray(np.stack([tone, tone]).astype(np.float32), format="fltp",
-                                                layout="stereo")
+            aframe = av.AudioFrame.from_ndarray(
+                np.stack([tone, tone]).astype(np.float32), format="fltp", layout="stereo"
+            )
             aframe.sample_rate, aframe.pts = SAMPLE_RATE, i * samples_per_frame
             aframe.time_base = Fraction(1, SAMPLE_RATE)
             for packet in audio.encode(aframe):
@@ -133,9 +147,11 @@ def make_clip(path: Path, seconds: float = SECONDS) -> Path:
 
 def make_models(folder: Path) -> tuple[Path, Path, Path]:
     """(detector, swapper, recognizer) ONNX files in `folder`."""
-    return (synthetic.make_marker_scrfd_model(folder / "anchor_scrfd.onnx", tower=DETECTOR_TOWER),
-            synthetic.make_swapper_model(folder / "anchor_inswapper.onnx", mode="invert", tower=SWAPPER_TOWER),
-            synthetic.make_arcface_model(folder / "anchor_arcface.onnx"))
+    return (
+        synthetic.make_marker_scrfd_model(folder / "anchor_scrfd.onnx", tower=DETECTOR_TOWER),
+        synthetic.make_swapper_model(folder / "anchor_inswapper.onnx", mode="invert", tower=SWAPPER_TOWER),
+        synthetic.make_arcface_model(folder / "anchor_arcface.onnx"),
+    )
 
 
 def make_anchor(folder: Path, seconds: float = SECONDS) -> AnchorFiles:
@@ -143,13 +159,13 @@ def make_anchor(folder: Path, seconds: float = SECONDS) -> AnchorFiles:
     folder.mkdir(parents=True, exist_ok=True)
     detector, swapper, recognizer = make_models(folder)
     source = folder / "source_face.png"
-    tom = cv2.resize(_photo("insightface", "data", "images", "Tom_Hanks_54745.png"), (256, 256),
-                     interpolation=cv2.INTER_CUBIC)
+    tom = cv2.resize(
+        _photo("insightface", "data", "images", "Tom_Hanks_54745.png"), (256, 256), interpolation=cv2.INTER_CUBIC
+    )
     cv2.imwrite(str(source), synthetic.draw_marker_frame(tom, MARKER))
     real = folder / "real_face.png"
     cv2.imwrite(str(real), cv2.copyMakeBorder(tom, 64, 64, 64, 64, cv2.BORDER_REPLICATE))
-    return AnchorFiles(make_clip(folder / "anchor_720p30.mp4", seconds), source, real,
-                       detector, swapper, recognizer)
+    return AnchorFiles(make_clip(folder / "anchor_720p30.mp4", seconds), source, real, detector, swapper, recognizer)
 
 
 def sha256(path: Path) -> str:

@@ -21,8 +21,11 @@ HELP = "TensorRT engines: per-model latency fp32/fp16/int8 and end-to-end fps at
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precisions", default="fp32,fp16,int8",
-                        help="comma-separated (int8 only with --calib-dir); default fp32,fp16,int8")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,fp16,int8",
+        help="comma-separated (int8 only with --calib-dir); default fp32,fp16,int8",
+    )
     parser.add_argument("--calib-dir", metavar="DIR", help="face photos for INT8 calibration")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model and batch (default 50)")
     parser.add_argument("--frames", type=int, default=120, help="frames per end-to-end run (default 120)")
@@ -70,17 +73,26 @@ def _per_model(args: argparse.Namespace, config: Any, env: Any, precisions: list
                     calib = None
                     if precision == "int8":
                         calib = _calibration(target, config, Path(tmp))
-                    path = ensure_engine(EngineRequest(target.path, precision, profile, target.sha256),
-                                         cache, trt_version=env.version, device=env.device,
-                                         timeout_s=config.inference.build_timeout_s,
-                                         workspace_mb=config.inference.workspace_mb, calib_data=calib)
+                    path = ensure_engine(
+                        EngineRequest(target.path, precision, profile, target.sha256),
+                        cache,
+                        trt_version=env.version,
+                        device=env.device,
+                        timeout_s=config.inference.build_timeout_s,
+                        workspace_mb=config.inference.workspace_mb,
+                        calib_data=calib,
+                    )
             except StreamswapError as exc:
                 print(f"{target.name:24} {precision:5} skipped: {exc}")
                 continue
             session = TrtSession(path, env.trt, env.cuda, env.gpu.stream("bench"))
             for batch in sorted({1, 1 if detector else min(args.batch, max_batch)}):
-                feeds = {p.name: np.random.default_rng(0).standard_normal((batch, *p.opt[1:])).astype(
-                    input_named(session, p.name).dtype) for p in profile}
+                feeds = {
+                    p.name: np.random.default_rng(0)
+                    .standard_normal((batch, *p.opt[1:]))
+                    .astype(input_named(session, p.name).dtype)
+                    for p in profile
+                }
                 for _ in range(5):
                     session.run(feeds)
                 times = []
@@ -106,7 +118,7 @@ def _end_to_end(args: argparse.Namespace, config: Any, precision: str) -> None:
     for width, height in ((1280, 720), (1920, 1080)):
         frame = np.zeros((height, width, 3), np.uint8)
         side = height // 2
-        frame[height // 4:height // 4 + side, width // 3:width // 3 + side] = cv2.resize(face, (side, side))
+        frame[height // 4 : height // 4 + side, width // 3 : width // 3 + side] = cv2.resize(face, (side, side))
         work = frame.copy()
         for i in range(10):  # warm-up (tracking state, buffers)
             work[...] = frame
@@ -116,8 +128,10 @@ def _end_to_end(args: argparse.Namespace, config: Any, precision: str) -> None:
             work[...] = frame
             processor.swap.swap(work, processor.detect.detect(work, i))
         fps = args.frames / (time.perf_counter() - t0)
-        print(f"end-to-end {precision} {width}x{height}: {fps:.1f} fps (detect+swap, "
-              f"detect_every={cfg.faces.tracking.detect_every}, swapper={cfg.faces.swapper.model})")
+        print(
+            f"end-to-end {precision} {width}x{height}: {fps:.1f} fps (detect+swap, "
+            f"detect_every={cfg.faces.tracking.detect_every}, swapper={cfg.faces.swapper.model})"
+        )
 
 
 def _sample_face() -> np.ndarray:
@@ -129,5 +143,6 @@ def _sample_face() -> np.ndarray:
     except ImportError:
         from streamswap.install import install_extra
 
-        raise BackendUnavailable("bench engines needs scikit-image for its sample face: "
-                                 f"{install_extra('demo')}") from None
+        raise BackendUnavailable(
+            f"bench engines needs scikit-image for its sample face: {install_extra('demo')}"
+        ) from None

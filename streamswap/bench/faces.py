@@ -85,10 +85,20 @@ def median_ms(fn: Callable[[], object], repeat: int, setup: Callable[[], object]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repeat", type=int, default=20, metavar="N",
-                        help="timed runs per measurement; the median is reported (default: 20)")
-    parser.add_argument("--threads", type=int, default=0, metavar="N",
-                        help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=20,
+        metavar="N",
+        help="timed runs per measurement; the median is reported (default: 20)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)",
+    )
 
 
 def package_image(package: str, *parts: str) -> np.ndarray | None:
@@ -109,11 +119,14 @@ def _sample_image() -> np.ndarray:
 
 def _letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     scale = min(width / image.shape[1], height / image.shape[0])
-    resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        image,
+        (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     frame = np.zeros((height, width, 3), np.uint8)
     y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-    frame[y:y + resized.shape[0], x:x + resized.shape[1]] = resized
+    frame[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
     return frame
 
 
@@ -183,8 +196,9 @@ def inswapper_timer(threads: int) -> StageTimer:
         stages = {
             "align": median_ms(lambda: swapper.align(frame, faces), scene.repeat),
             "swap": median_ms(lambda: swapper.generate(crops), scene.repeat),
-            "paste": median_ms(lambda: swapper.paste(frame, faces, generated, crops, matrices),
-                               scene.repeat, setup=restore),
+            "paste": median_ms(
+                lambda: swapper.paste(frame, faces, generated, crops, matrices), scene.repeat, setup=restore
+            ),
         }
         return StageResult("inswapper (generated)", scene.label, len(faces), stages)
 
@@ -214,8 +228,7 @@ def compare_paste(repeat: int, workdir: Path, threads: int, scale: float) -> Pas
     crop = np.full((128, 128, 3), 63, np.uint8)
     paste = PasteBack(PasteSettings())
     work = frame.copy()
-    ours = median_ms(lambda: paste.paste(work, crop, matrix), repeat,
-                     setup=lambda: np.copyto(work, frame))
+    ours = median_ms(lambda: paste.paste(work, crop, matrix), repeat, setup=lambda: np.copyto(work, frame))
     face_px = int(round(128 * scale))
     try:
         import onnxruntime
@@ -244,8 +257,7 @@ def run_bench(repeat: int, threads: int, timers: Sequence[StageTimer] = (), out=
     """Run every measurement and print a report; returns the stage rows."""
     with tempfile.TemporaryDirectory(prefix="streamswap-bench-") as tmp:
         workdir = Path(tmp)
-        out(f"faces benchmark: cv2 threads {cv2.getNumThreads()}, {os.cpu_count()} CPUs, "
-            f"median of {repeat} runs")
+        out(f"faces benchmark: cv2 threads {cv2.getNumThreads()}, {os.cpu_count()} CPUs, median of {repeat} runs")
         out("")
         out("paste-back of one face at 1920x1080 (128 crop, default feathered mask):")
         for scale in (1.5, 3.0):
@@ -256,8 +268,10 @@ def run_bench(repeat: int, threads: int, timers: Sequence[StageTimer] = (), out=
             else:
                 speedup = cmp.insightface_ms / cmp.ours_ms
                 verdict = "meets" if speedup >= 3 else "MISSES"
-                line += (f" | insightface full-frame {cmp.insightface_ms:7.2f} ms | {speedup:5.1f}× "
-                         f"({verdict} the ≥ 3× target)")
+                line += (
+                    f" | insightface full-frame {cmp.insightface_ms:7.2f} ms | {speedup:5.1f}× "
+                    f"({verdict} the ≥ 3× target)"
+                )
             out(line)
         scenes, why = build_scenes(repeat, workdir, threads)
         out("")
@@ -279,18 +293,24 @@ def run_bench(repeat: int, threads: int, timers: Sequence[StageTimer] = (), out=
         for row in rows:
             cells = " ".join(f"{row.stages_ms[n]:8.2f}" if n in row.stages_ms else f"{'-':>8s}" for n in names)
             total = sum(row.stages_ms.values())
-            out(f"  {row.swapper:24s} {row.scene:>10s} {row.faces:5d} {cells} {total:8.2f}"
-                + (f"  {row.note}" if row.note else ""))
+            out(
+                f"  {row.swapper:24s} {row.scene:>10s} {row.faces:5d} {cells} {total:8.2f}"
+                + (f"  {row.note}" if row.note else "")
+            )
         for row in rows:
             if row.swapper == "mesh (1 face)" and row.scene == "1280x720":
                 swap_ms = row.stages_ms.get("swap", 0.0) + row.stages_ms.get("paste", 0.0)
                 verdict = "meets" if swap_ms <= MESH_TARGET_MS else "MISSES"
-                out(f"mesh swap of one face at 1280x720: {swap_ms:.2f} ms (swap + paste; {verdict} the "
+                out(
+                    f"mesh swap of one face at 1280x720: {swap_ms:.2f} ms (swap + paste; {verdict} the "
                     f"≤ {MESH_TARGET_MS:.0f} ms target), {swap_ms + row.stages_ms.get('landmarks', 0.0):.2f} ms "
-                    "with its FaceMesh run")
+                    "with its FaceMesh run"
+                )
         out("")
-        out("note: 'swap' on the generated model measures pre/post-processing and runtime overhead, "
-            "not the real generator's compute.")
+        out(
+            "note: 'swap' on the generated model measures pre/post-processing and runtime overhead, "
+            "not the real generator's compute."
+        )
         return rows
 
 

@@ -29,8 +29,9 @@ def mesh_timers(threads: int = 0) -> list[StageTimer]:
 
             settings = InferenceSettings(provider="cpu", threads=threads)
             mesh = FaceMesh(open_ort_session(convert_bundled("facemesh", scene.workdir), settings))
-            detector = make_detector("blazeface", open_ort_session(
-                convert_bundled("blazeface", scene.workdir), settings), DetectorSettings())
+            detector = make_detector(
+                "blazeface", open_ort_session(convert_bundled("blazeface", scene.workdir), settings), DetectorSettings()
+            )
             swapper = MeshSwapper()
             source = package_image("skimage", "data", "astronaut.png")
             source_faces = detector.detect(source) if source is not None else []
@@ -61,11 +62,16 @@ def mesh_timers(threads: int = 0) -> list[StageTimer]:
         total_ms = median_ms(lambda: swapper.swap(frame, faces), scene.repeat, setup=restore)
         phases = sum(profile.values()) or 1.0
         swap_share = (profile.get("warp", 0.0) + profile.get("color", 0.0)) / phases
-        return StageResult("mesh", scene.label, len(faces), {
-            "landmarks": landmarks_ms,
-            "swap": total_ms * swap_share,
-            "paste": total_ms * (1.0 - swap_share),
-        })
+        return StageResult(
+            "mesh",
+            scene.label,
+            len(faces),
+            {
+                "landmarks": landmarks_ms,
+                "swap": total_ms * swap_share,
+                "paste": total_ms * (1.0 - swap_share),
+            },
+        )
 
     def all_faces(scene: BenchScene) -> StageResult:
         return measure(scene, [_copy(f) for f in scene.faces])

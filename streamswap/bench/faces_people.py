@@ -31,17 +31,22 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
 
             settings = InferenceSettings(provider="cpu", threads=threads)
             mesh = FaceMesh(open_ort_session(convert_bundled("facemesh", scene.workdir), settings))
-            detector = make_detector("blazeface", open_ort_session(
-                convert_bundled("blazeface", scene.workdir), settings), DetectorSettings())
+            detector = make_detector(
+                "blazeface", open_ort_session(convert_bundled("blazeface", scene.workdir), settings), DetectorSettings()
+            )
             source = package_image("skimage", "data", "astronaut.png")
             faces = detector.detect(source) if source is not None else []
             if not faces:
                 source, faces = scene.frame, scene.faces[:1]
             face = faces[0]
-            recognizer = ArcFace(open_ort_session(synthetic.make_arcface_model(scene.workdir / "arcface.onnx"),
-                                                  settings))
-            state.update(mesh=mesh, identity=prepare_identity(source, mesh.landmarks(source, face)),  # type: ignore[arg-type]
-                         recognizer=recognizer)
+            recognizer = ArcFace(
+                open_ort_session(synthetic.make_arcface_model(scene.workdir / "arcface.onnx"), settings)
+            )
+            state.update(
+                mesh=mesh,
+                identity=prepare_identity(source, mesh.landmarks(source, face)),  # type: ignore[arg-type]
+                recognizer=recognizer,
+            )
         return state
 
     def timer(scene: BenchScene) -> StageResult:
@@ -63,18 +68,35 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
         h, w = scene.frame.shape[:2]
         regions = [MeshSwapper._region(f.landmarks[:, :2], w, h) for f in faces]  # type: ignore[index]
         shifts = [np.array([[1, 0, -r[0]], [0, 1, -r[1]]], np.float64) for r in regions]  # type: ignore[index]
-        mask = median_ms(lambda: [region_mask(f.landmarks, m, (r[2], r[3]), ["nose", "lips"])  # type: ignore[arg-type, index]
-                                  for f, m, r in zip(faces, shifts, regions)], scene.repeat) / n
+        mask = (
+            median_ms(
+                lambda: [
+                    region_mask(f.landmarks, m, (r[2], r[3]), ["nose", "lips"])  # type: ignore[arg-type, index]
+                    for f, m, r in zip(faces, shifts, regions)
+                ],
+                scene.repeat,
+            )
+            / n
+        )
         recognizer = st["recognizer"]
         embed_ms = median_ms(lambda: recognizer.embed(scene.frame, faces), scene.repeat) / n
         rules = SelectionRules(mappings=(Mapping("ref", np.eye(512, dtype=np.float32)[:1], "star"),))
         selector = Selector(rules, recognizer.embed, recognize_every=30)
         selector.plan(scene.frame, faces, 0)  # every track recognised once
-        frame_no = iter(range(1, 10 ** 9))
+        frame_no = iter(range(1, 10**9))
         select = median_ms(lambda: selector.plan(scene.frame, faces, next(frame_no) % 29 + 1), scene.repeat) / n
-        return StageResult("per face: new work", scene.label, len(faces), {
-            "stretch": stretch, "mask": mask, "select": select, "recognize": embed_ms / 30.0,
-        }, note="ms per face; mask = FaceMesh region mask (nose+lips) on the face region; "
-                           "recognize = generated ArcFace, once per 30 frames")
+        return StageResult(
+            "per face: new work",
+            scene.label,
+            len(faces),
+            {
+                "stretch": stretch,
+                "mask": mask,
+                "select": select,
+                "recognize": embed_ms / 30.0,
+            },
+            note="ms per face; mask = FaceMesh region mask (nose+lips) on the face region; "
+            "recognize = generated ArcFace, once per 30 frames",
+        )
 
     return [timer]

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=200, help="frames to run (default 200)")
     parser.add_argument("--size", default="1920x1080", help="frame size WxH (default 1920x1080)")
     parser.add_argument("--faces", type=int, default=1, help="faces per frame (default 1)")
-    parser.add_argument("--network-ms", type=float, default=3.0,
-                        help="device time of each stand-in network (default 3 ms)")
+    parser.add_argument(
+        "--network-ms", type=float, default=3.0, help="device time of each stand-in network (default 3 ms)"
+    )
 
 
 @dataclass
@@ -55,8 +56,17 @@ class GpuFrameReport:
     wall_s: float
 
 
-def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: int = 1,
-                   iterations: int = 2000, detector_size: int = 640, crop: int = 128) -> GpuFrameReport:
+def run_frame_path(
+    cuda: Any,
+    *,
+    frames: int,
+    width: int,
+    height: int,
+    faces: int = 1,
+    iterations: int = 2000,
+    detector_size: int = 640,
+    crop: int = 128,
+) -> GpuFrameReport:
     """Run the device frame path on `cuda` (a `streamswap.inference.cuda.Cuda`)."""
     from streamswap.faces.align import invert_affine, source_roi
     from streamswap.faces.device import DeviceFrames
@@ -69,7 +79,7 @@ def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: in
     device_frames = DeviceFrames(cuda)
     slots = [device_frames.alloc((height, width, 3), np.uint8) for _ in range(4)]
     source = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    det_in = cuda.device_buffer(3 * detector_size ** 2 * 4).array((1, 3, detector_size, detector_size), np.float32)
+    det_in = cuda.device_buffer(3 * detector_size**2 * 4).array((1, 3, detector_size, detector_size), np.float32)
     det_out_dev = cuda.device_buffer(4096)
     det_out_host = cuda.pinned_buffer(4096).array((1024,), np.float32)
     crops = cuda.device_buffer(faces * crop * crop * 3).array((faces, crop, crop, 3), np.uint8)
@@ -81,6 +91,7 @@ def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: in
     cuda.copy_htod_async(mask.ptr, mask_pinned, swap_stream)
     params = ops.CropParams(faces)
     from streamswap.bench.gpu_kernels import spin
+
     side = min(width, height) / 4
     matrices = []
     for i in range(faces):
@@ -90,7 +101,7 @@ def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: in
     inverses = [invert_affine(m) for m in matrices]
     boxes = [source_roi(inv, crop, crop, (height, width)) for inv in inverses]
     paste_boxes = [source_roi(inv, crop, crop, (height, width), margin=1) for inv in inverses]
-    det_flat = ops.as_device(det_in.view((3 * detector_size ** 2,)))
+    det_flat = ops.as_device(det_in.view((3 * detector_size**2,)))
     gen_flat = ops.as_device(tensor.view((faces * 3 * crop * crop,)))
     times = {"detect": StageTimes(), "swap": StageTimes()}
     handoff: queue.Queue = queue.Queue(maxsize=2)
@@ -149,8 +160,9 @@ def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: in
         frame = device_frames.frame(slot, swap_stream)
         start.record(swap_stream)
         ops.warp_crops(frame.array, inverses, boxes, crops, stream=swap_stream, params=params)
-        ops.crops_to_tensor(crops, tensor, np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32),
-                            True, stream=swap_stream)
+        ops.crops_to_tensor(
+            crops, tensor, np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32), True, stream=swap_stream
+        )
         launch(gen_flat, swap_stream)
         ops.tensor_to_crops(tensor, crops, 0.5, 0.5, True, stream=swap_stream)
         for i, matrix in enumerate(matrices):
@@ -161,8 +173,10 @@ def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: in
         times["swap"].ends.append(end)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    threads = [threading.Thread(target=detect_loop, name="bench-detect"),
-               threading.Thread(target=swap_loop, name="bench-swap")]
+    threads = [
+        threading.Thread(target=detect_loop, name="bench-detect"),
+        threading.Thread(target=swap_loop, name="bench-swap"),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -171,8 +185,9 @@ def run_frame_path(cuda: Any, *, frames: int, width: int, height: int, faces: in
     if errors:
         raise errors[0]
     base = times["detect"].starts[0]
-    intervals = {name: [(s.elapsed_ms(base), e.elapsed_ms(base)) for s, e in zip(t.starts, t.ends)]
-                 for name, t in times.items()}
+    intervals = {
+        name: [(s.elapsed_ms(base), e.elapsed_ms(base)) for s, e in zip(t.starts, t.ends)] for name, t in times.items()
+    }
     report = GpuFrameReport(
         frames=frames,
         detect_ms=float(np.median([e - s for s, e in intervals["detect"]])),
@@ -207,6 +222,7 @@ def _iterations_for(cuda: Any, network_ms: float) -> int:
     buf = cuda.device_buffer(3 * 640 * 640 * 4).array((3 * 640 * 640,), np.float32)
     flat = ops.as_device(buf)
     from streamswap.bench.gpu_kernels import spin
+
     stream = cuda.stream()
     start, end = cuda.event(timing=True), cuda.event(timing=True)
     iterations = 200
@@ -229,17 +245,24 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         raise ConfigError(f"--size: expected WxH (e.g. 1920x1080), got {args.size!r}") from None
     cuda = open_cuda(0)  # BackendUnavailable: one line saying what is missing
     iterations = _iterations_for(cuda, args.network_ms)
-    report = run_frame_path(cuda, frames=args.frames, width=width, height=height, faces=args.faces,
-                            iterations=iterations)
+    report = run_frame_path(
+        cuda, frames=args.frames, width=width, height=height, faces=args.faces, iterations=iterations
+    )
     name = cuda.info().name
-    print(f"GPU frame path on {name}, {width}x{height}, {args.faces} face(s), {report.frames} frames, "
-          f"stand-in networks of ~{args.network_ms:g} ms each")
+    print(
+        f"GPU frame path on {name}, {width}x{height}, {args.faces} face(s), {report.frames} frames, "
+        f"stand-in networks of ~{args.network_ms:g} ms each"
+    )
     print(f"  device time per frame: detect {report.detect_ms:.2f} ms, swap {report.swap_ms:.2f} ms (events)")
     print(f"  host CPU per frame: {report.host_cpu_ms:.2f} ms (target ≤ 6 ms at 1080p, one face)")
     frame_bytes = width * height * 3
-    print(f"  copied per frame: host→device {report.h2d_bytes / 1e6:.2f} MB ({report.h2d_bytes / frame_bytes:.2f} "
-          f"frames), device→host {report.d2h_bytes / 1e6:.2f} MB ({report.d2h_bytes / frame_bytes:.2f} frames)")
-    print(f"  streams overlap: {100 * report.overlap:.0f}% of swap time had a detect running "
-          f"({'overlapping' if report.overlap > 0.2 else 'NOT overlapping'})")
+    print(
+        f"  copied per frame: host→device {report.h2d_bytes / 1e6:.2f} MB ({report.h2d_bytes / frame_bytes:.2f} "
+        f"frames), device→host {report.d2h_bytes / 1e6:.2f} MB ({report.d2h_bytes / frame_bytes:.2f} frames)"
+    )
+    print(
+        f"  streams overlap: {100 * report.overlap:.0f}% of swap time had a detect running "
+        f"({'overlapping' if report.overlap > 0.2 else 'NOT overlapping'})"
+    )
     print(f"  throughput: {report.frames / report.wall_s:.1f} fps")
     return 0

@@ -46,14 +46,16 @@ HELP = "pipeline throughput vs slowest stage, glass-to-glass latency, 1080p over
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cost", choices=("wait", "onnx"), default="wait",
-                        help="how stages spend their time (default: wait)")
+    parser.add_argument(
+        "--cost", choices=("wait", "onnx"), default="wait", help="how stages spend their time (default: wait)"
+    )
     parser.add_argument("--detect-ms", type=float, default=20.0, help="detect stage cost (wait mode)")
     parser.add_argument("--swap-ms", type=float, default=30.0, help="swap stage cost (wait mode)")
     parser.add_argument("--frames", type=int, default=300, help="frames per throughput/latency run")
     parser.add_argument("--hd-frames", type=int, default=150, help="frames of the 1080p overhead run")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="throughput rounds; the best of each measurement counts (default: 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="throughput rounds; the best of each measurement counts (default: 3)"
+    )
     parser.add_argument("--skip-hd", action="store_true", help="skip the 1080p overhead part")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -89,8 +91,12 @@ class _OnnxConv:
             nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
             prev, c_in = f"r{i}", channels
         graph = helper.make_graph(
-            nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 256])],
-            [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, channels, 256, 256])], inits)
+            nodes,
+            "bench",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 256, 256])],
+            [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, channels, 256, 256])],
+            inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
@@ -253,8 +259,9 @@ def _pyav_transcode(src: Path, dst: Path, io_settings: Any) -> int:
         s = out.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = vin.width, vin.height, "yuv420p"
         fps = Fraction(30)
-        settings = encoder_settings(io_settings, "libx264", VideoFormat(vin.width, vin.height, fps, 1 / fps),
-                                    network=False)
+        settings = encoder_settings(
+            io_settings, "libx264", VideoFormat(vin.width, vin.height, fps, 1 / fps), network=False
+        )
         if settings.bit_rate:
             s.bit_rate = settings.bit_rate
         if settings.threads:
@@ -286,8 +293,12 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     # 0. the pipeline's own cost: pass-through stages, frames from memory, no sink work
     n0 = 2000
     t0 = time.perf_counter()
-    _run(_Stages(lambda f: None, lambda f: None).stages, _MemorySource(n0, None), _TimingSink(),
-         dataclasses.replace(base, policy="block"))
+    _run(
+        _Stages(lambda f: None, lambda f: None).stages,
+        _MemorySource(n0, None),
+        _TimingSink(),
+        dataclasses.replace(base, policy="block"),
+    )
     results["pipeline_us_per_frame"] = round((time.perf_counter() - t0) / n0 * 1e6, 1)
 
     # 1. throughput on a lossless source (steady state: skip the first frames). Other
@@ -328,8 +339,12 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
     # 2. latency with a live source paced at 90 % of the pipelined throughput
     interval = 1 / (0.9 * steady)
-    rt = _run(stages.stages, _MemorySource(args.frames, interval), _TimingSink(),
-              dataclasses.replace(base, policy="drop-oldest"))
+    rt = _run(
+        stages.stages,
+        _MemorySource(args.frames, interval),
+        _TimingSink(),
+        dataclasses.replace(base, policy="drop-oldest"),
+    )
     snap = rt.status()
     results["latency_ms_p50"] = snap["latency_ms_p50"]
     results["latency_ms_p95"] = snap["latency_ms_p95"]
@@ -346,8 +361,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     # dropped at the capture ring; latency stays about one frame + detect + two
     # slowest-stage times (the frame being swapped finishes first) instead of growing.
     fast = 1 / (1.5 * steady)
-    rt = _run(stages.stages, _MemorySource(args.frames, fast), _TimingSink(),
-              dataclasses.replace(base, policy="drop-oldest"))
+    rt = _run(
+        stages.stages, _MemorySource(args.frames, fast), _TimingSink(), dataclasses.replace(base, policy="drop-oldest")
+    )
     snap = rt.status()
     ms = snap["stage_ms"]
     results["overload_fps"] = round(1 / fast, 2)
@@ -355,7 +371,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     results["overload_latency_ms_p95"] = snap["latency_ms_p95"]
     results["overload_dropped"] = snap["dropped"]
     results["overload_bound_in_run_ms"] = round(
-        fast * 1000 + ms.get("detect", 0.0) + 2 * max(ms.get("detect", 0.0), ms.get("swap", 0.0)), 2)
+        fast * 1000 + ms.get("detect", 0.0) + 2 * max(ms.get("detect", 0.0), ms.get("swap", 0.0)), 2
+    )
 
     # 3. 1080p overhead without a model
     if not args.skip_hd:
@@ -381,33 +398,46 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"machine: {results['cpus']} CPUs, load average {results['load_average_1min']} "
-          f"(other processes slow every number down; best of {results['rounds']} rounds)")
-    print(f"pipeline alone (pass-through stages, 640x480 from memory): "
-          f"{results['pipeline_us_per_frame']} µs/frame")
+    print(
+        f"machine: {results['cpus']} CPUs, load average {results['load_average_1min']} "
+        f"(other processes slow every number down; best of {results['rounds']} rounds)"
+    )
+    print(f"pipeline alone (pass-through stages, 640x480 from memory): {results['pipeline_us_per_frame']} µs/frame")
     alone = results["stage_alone_ms"]
     print(f"stages alone: detect {alone['detect']} ms, swap {alone['swap']} ms ({args.cost})")
-    print(f"throughput: {results['throughput_fps']} fps pipelined vs {results['slowest_stage_fps']} fps "
-          f"slowest stage alone → ratio {results['throughput_ratio']} (target ≥ 0.95)")
-    print(f"  = the bottleneck ({results['bottleneck']}) worked {100 * results['bottleneck_busy']:.1f} % of the run "
-          f"(pipeline efficiency) × it took {results['bottleneck_in_run_ms']} ms per frame in the pipeline vs "
-          f"{alone[results['bottleneck']]} ms alone (slowdown ×{results['bottleneck_slowdown']})")
+    print(
+        f"throughput: {results['throughput_fps']} fps pipelined vs {results['slowest_stage_fps']} fps "
+        f"slowest stage alone → ratio {results['throughput_ratio']} (target ≥ 0.95)"
+    )
+    print(
+        f"  = the bottleneck ({results['bottleneck']}) worked {100 * results['bottleneck_busy']:.1f} % of the run "
+        f"(pipeline efficiency) × it took {results['bottleneck_in_run_ms']} ms per frame in the pipeline vs "
+        f"{alone[results['bottleneck']]} ms alone (slowdown ×{results['bottleneck_slowdown']})"
+    )
     if results["bottleneck_slowdown"] > 1.05:
-        print("  note: the stages slowed each other down (they compete for the CPU cores), which no "
-              "pipeline avoids; the ratio target is for stages that do not compete (GPU or I/O "
-              "waits: --cost wait). The pipeline's own share is the first factor.")
-    print(f"latency (live at {1000 / results['frame_interval_ms']:.1f} fps): p50 {results['latency_ms_p50']} ms, "
-          f"p95 {results['latency_ms_p95']} ms vs bound {results['latency_bound_ms']} ms "
-          f"(sum of stages alone {results['stage_sum_ms']} + one frame {results['frame_interval_ms']}); "
-          f"with the stage times of this run: bound {results['latency_bound_in_run_ms']} ms; "
-          f"dropped {results['live_dropped']}")
-    print(f"overload (live at {results['overload_fps']} fps): "
-          f"p50 {results['overload_latency_ms_p50']} ms, p95 {results['overload_latency_ms_p95']} ms vs "
-          f"one frame + detect + 2 × slowest stage (this run) {results['overload_bound_in_run_ms']} ms; "
-          f"dropped {results['overload_dropped']} of {args.frames}")
+        print(
+            "  note: the stages slowed each other down (they compete for the CPU cores), which no "
+            "pipeline avoids; the ratio target is for stages that do not compete (GPU or I/O "
+            "waits: --cost wait). The pipeline's own share is the first factor."
+        )
+    print(
+        f"latency (live at {1000 / results['frame_interval_ms']:.1f} fps): p50 {results['latency_ms_p50']} ms, "
+        f"p95 {results['latency_ms_p95']} ms vs bound {results['latency_bound_ms']} ms "
+        f"(sum of stages alone {results['stage_sum_ms']} + one frame {results['frame_interval_ms']}); "
+        f"with the stage times of this run: bound {results['latency_bound_in_run_ms']} ms; "
+        f"dropped {results['live_dropped']}"
+    )
+    print(
+        f"overload (live at {results['overload_fps']} fps): "
+        f"p50 {results['overload_latency_ms_p50']} ms, p95 {results['overload_latency_ms_p95']} ms vs "
+        f"one frame + detect + 2 × slowest stage (this run) {results['overload_bound_in_run_ms']} ms; "
+        f"dropped {results['overload_dropped']} of {args.frames}"
+    )
     if "hd_frames" in results:
-        print(f"1080p, no model ({results['hd_frames']} frames): pipeline {results['hd_pipeline_ms_per_frame']} ms/frame "
-              f"vs PyAV decode+encode {results['hd_pyav_ms_per_frame']} ms/frame → overhead "
-              f"{results['hd_overhead_ms_per_frame']} ms/frame (target ≤ 8); "
-              f"per-stage ms {results['hd_pipeline_stage_ms']}")
+        print(
+            f"1080p, no model ({results['hd_frames']} frames): pipeline {results['hd_pipeline_ms_per_frame']} ms/frame "
+            f"vs PyAV decode+encode {results['hd_pyav_ms_per_frame']} ms/frame → overhead "
+            f"{results['hd_overhead_ms_per_frame']} ms/frame (target ≤ 8); "
+            f"per-stage ms {results['hd_pipeline_stage_ms']}"
+        )
     return 0

@@ -42,8 +42,16 @@ def _conv_tower(nodes: list, inits: list, x: str, plan: ConvPlan, channels: int,
         w = (rng.standard_normal((c_out, channels, 3, 3)) * np.sqrt(2 / (9 * channels))).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"{prefix}w{i}"))
         inits.append(numpy_helper.from_array(np.zeros(c_out, np.float32), f"{prefix}b{i}"))
-        nodes.append(helper_node("Conv", [prev, f"{prefix}w{i}", f"{prefix}b{i}"], [f"{prefix}c{i}"],
-                                 kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]))
+        nodes.append(
+            helper_node(
+                "Conv",
+                [prev, f"{prefix}w{i}", f"{prefix}b{i}"],
+                [f"{prefix}c{i}"],
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                strides=[stride, stride],
+            )
+        )
         nodes.append(helper_node("Relu", [f"{prefix}c{i}"], [f"{prefix}r{i}"]))
         prev, channels = f"{prefix}r{i}", c_out
     inits.append(numpy_helper.from_array(np.array(0.0, np.float32), f"{prefix}zero"))
@@ -103,7 +111,9 @@ def make_swapper_model(
     inits = [
         numpy_helper.from_array(np.array([-1, 1, 1, 1], dtype=np.int64), "shape4"),
         numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
-        numpy_helper.from_array(np.array(1.0 if mode in ("invert", "identity") else constant, dtype=np.float32), "const"),
+        numpy_helper.from_array(
+            np.array(1.0 if mode in ("invert", "identity") else constant, dtype=np.float32), "const"
+        ),
         numpy_helper.from_array(np.asarray(emap).astype(emap_dtype), "emap"),  # LAST, as in inswapper
     ]
     nodes = []
@@ -119,9 +129,11 @@ def make_swapper_model(
     ]
     if target_channels != 3:
         nodes.append(helper.make_node("Slice", [target_name, "c0", "c3", "c_axis"], ["t3"]))
-        inits[:0] = [numpy_helper.from_array(np.array([0], np.int64), "c0"),
-                     numpy_helper.from_array(np.array([3], np.int64), "c3"),
-                     numpy_helper.from_array(np.array([1], np.int64), "c_axis")]
+        inits[:0] = [
+            numpy_helper.from_array(np.array([0], np.int64), "c0"),
+            numpy_helper.from_array(np.array([3], np.int64), "c3"),
+            numpy_helper.from_array(np.array([1], np.int64), "c_axis"),
+        ]
         image = "t3"
     else:
         image = target_name
@@ -130,8 +142,10 @@ def make_swapper_model(
     elif mode == "identity":
         nodes.append(helper.make_node("Mul", [image, "const"], ["body"]))
     elif mode == "constant":
-        nodes += [helper.make_node("Mul", [image, "zero"], ["zeros"]),
-                  helper.make_node("Add", ["zeros", "const"], ["body"])]
+        nodes += [
+            helper.make_node("Mul", [image, "zero"], ["zeros"]),
+            helper.make_node("Add", ["zeros", "const"], ["body"]),
+        ]
     else:
         raise ValueError(f"unknown mode {mode!r}")
     if tower:
@@ -156,8 +170,13 @@ def make_converter_model(path: str | Path, *, weight: np.ndarray | None = None, 
         weight = np.random.default_rng(1).standard_normal((512, 512)).astype(np.float32) / np.sqrt(512)
     x = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 512])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 512])
-    graph = helper.make_graph([helper.make_node("MatMul", [input_name, "w"], ["output"])], "converter",
-                              [x], [y], initializer=[numpy_helper.from_array(weight.astype(np.float32), "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [input_name, "w"], ["output"])],
+        "converter",
+        [x],
+        [y],
+        initializer=[numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
 
 
@@ -192,12 +211,18 @@ def make_enhancer_model(path: str | Path, *, size: int = 512, batch_dynamic: boo
 
 # SCRFD's 5 key points as fractions of a face box centred on 0 (left eye, right eye, nose,
 # left and right mouth corner): ArcFace's 112 template, centred, for a box ~1.25× the crop.
-_FACE_POINTS = (np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                          [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) / 112 - 0.5) * 0.8
+_FACE_POINTS = (
+    np.array(
+        [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32
+    )
+    / 112
+    - 0.5
+) * 0.8
 
 
-def make_marker_scrfd_model(path: str | Path, *, size: int = 640, tower: ConvPlan = (),
-                            prior_side: float = 400.0) -> Path:
+def make_marker_scrfd_model(
+    path: str | Path, *, size: int = 640, tower: ConvPlan = (), prior_side: float = 400.0
+) -> Path:
     """An SCRFD-shaped detector (input `input.1` 1×3×S×S normalised RGB, the 9 outputs
     score/bbox/kps for strides 8, 16, 32 without a batch axis) that "finds" one face: the
     square drawn by a pure green frame (`draw_marker_frame`), from the centroid and spread
@@ -211,11 +236,13 @@ def make_marker_scrfd_model(path: str | Path, *, size: int = 640, tower: ConvPla
     rows = {s: (size // s) ** 2 * 2 for s in (8, 16, 32)}
     names = [f"{k}_{s}" for k in ("score", "bbox", "kps") for s in (8, 16, 32)]
     widths = {"score": 1, "bbox": 4, "kps": 10}
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows[int(n.split("_")[1])],
-                                                                    widths[n.split("_")[0]]]) for n in names]
+    outputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows[int(n.split("_")[1])], widths[n.split("_")[0]]])
+        for n in names
+    ]
     eps = 1e-3  # pixel mass of the prior (a frame has thousands of green pixels)
     centre = size / 2
-    prior_var = prior_side ** 2 / 6  # a thin square outline of side L: variance of x is L²/6
+    prior_var = prior_side**2 / 6  # a thin square outline of side L: variance of x is L²/6
     coords = np.arange(size, dtype=np.float32)
     # [cx, cy, half, 1] → bbox distances / kps offsets of the anchor at (0, 0), stride 32.
     to_bbox = np.array([[-1, 0, 1, 0], [0, -1, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0]], np.float32).T / 32
@@ -231,12 +258,12 @@ def make_marker_scrfd_model(path: str | Path, *, size: int = 640, tower: ConvPla
         numpy_helper.from_array(np.array([-0.5, 1.0, -0.5], np.float32).reshape(1, 3, 1, 1), "green_w"),
         numpy_helper.from_array(np.array([-0.5], np.float32), "green_b"),
         numpy_helper.from_array(coords.reshape(size, 1), "xs"),
-        numpy_helper.from_array((coords ** 2).reshape(size, 1), "xs2"),
+        numpy_helper.from_array((coords**2).reshape(size, 1), "xs2"),
         numpy_helper.from_array(np.array([2], np.int64), "ax_h"),
         numpy_helper.from_array(np.array([3], np.int64), "ax_w"),
         numpy_helper.from_array(np.array(eps, np.float32), "eps"),
         numpy_helper.from_array(np.array(eps * centre, np.float32), "prior_s"),
-        numpy_helper.from_array(np.array(eps * (centre ** 2 + prior_var), np.float32), "prior_ss"),
+        numpy_helper.from_array(np.array(eps * (centre**2 + prior_var), np.float32), "prior_ss"),
         numpy_helper.from_array(np.array(6.0, np.float32), "six"),
         numpy_helper.from_array(np.array(0.125, np.float32), "eighth"),
         numpy_helper.from_array(np.array([1, 1], np.int64), "shape11"),
@@ -289,7 +316,10 @@ def make_marker_scrfd_model(path: str | Path, *, size: int = 640, tower: ConvPla
         if s == 32:
             score[0, 0] = 0.9
         base[f"score_{s}"], base[f"bbox_{s}"], base[f"kps_{s}"] = (
-            score, np.zeros((n, 4), np.float32), np.zeros((n, 10), np.float32))
+            score,
+            np.zeros((n, 4), np.float32),
+            np.zeros((n, 10), np.float32),
+        )
     for name, value in base.items():
         inits.append(numpy_helper.from_array(value, f"base_{name}"))
     cost = _conv_tower(nodes, inits, "input.1", tower, 3, "tower_") if tower else None

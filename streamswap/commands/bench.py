@@ -8,8 +8,10 @@ import importlib
 from streamswap.bench import BENCHES
 from streamswap.commands import examples
 
-HELP = ("measure speed: per-stage face timings, pipeline throughput/latency, TensorRT engines, "
-        "the peer comparison's anchor work")
+HELP = (
+    "measure speed: per-stage face timings, pipeline throughput/latency, TensorRT engines, "
+    "the peer comparison's anchor work"
+)
 EXAMPLES = (
     "streamswap bench faces",
     "streamswap bench pipeline",
@@ -21,11 +23,15 @@ EXAMPLES = (
 _EXAMPLES = {
     "faces": ("streamswap bench faces", "streamswap bench faces --repeat 50 --threads 4"),
     "pipeline": ("streamswap bench pipeline", "streamswap bench pipeline --skip-hd --json"),
-    "engines": ("streamswap bench engines -c configs/desktop-gpu.yaml",
-                "streamswap bench engines --precisions fp16,int8 --calib-dir faces/"),
+    "engines": (
+        "streamswap bench engines -c configs/desktop-gpu.yaml",
+        "streamswap bench engines --precisions fp16,int8 --calib-dir faces/",
+    ),
     "anchor": ("streamswap bench anchor", "streamswap bench anchor --rounds 3 --busy-core --workdir anchor/"),
-    "triton": ("streamswap bench triton --streams 4 -c edge.yaml",
-               "streamswap bench triton --url triton:8001 --streams 1 --roundtrip 200 --json"),
+    "triton": (
+        "streamswap bench triton --streams 4 -c edge.yaml",
+        "streamswap bench triton --url triton:8001 --streams 1 --roundtrip 200 --json",
+    ),
 }
 
 
@@ -33,8 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
     for name, module_name in BENCHES.items():
         module = importlib.import_module(f"streamswap.bench.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
-                           epilog=examples(*_EXAMPLES.get(name, (f"streamswap bench {name}",))))
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=examples(*_EXAMPLES.get(name, (f"streamswap bench {name}",))),
+        )
         module.add_arguments(p)
         p.set_defaults(_bench=module)
 

@@ -32,13 +32,14 @@ _MISSING = "the demo photos come with the 'demo' extra ({what} is not installed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="demo.mp4", metavar="FILE",
-                        help="video file to write (default: demo.mp4)")
-    parser.add_argument("--seconds", type=float, default=10.0, metavar="N",
-                        help="length of the demo video (default: 10)")
+    parser.add_argument(
+        "-o", "--output", default="demo.mp4", metavar="FILE", help="video file to write (default: demo.mp4)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, metavar="N", help="length of the demo video (default: 10)"
+    )
     parser.add_argument("--fps", type=int, default=25, help="frame rate (default: 25)")
-    parser.add_argument("--size", default="1280x720", metavar="WxH",
-                        help="frame size (default: 1280x720)")
+    parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default: 1280x720)")
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -47,8 +48,10 @@ def _package_file(package: str, *parts: str) -> Path:
         raise InputError(_MISSING.format(what=package, install=install_extra("demo")))
     path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.is_file():
-        raise InputError(f"{path}: sample photo missing from the installed {package}; "
-                         f"reinstall it: {install_extra('demo')} --force-reinstall")
+        raise InputError(
+            f"{path}: sample photo missing from the installed {package}; "
+            f"reinstall it: {install_extra('demo')} --force-reinstall"
+        )
     return path
 
 
@@ -68,21 +71,20 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         raise InputError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
     camera, face = demo_photos()
     frames = max(int(round(args.seconds * args.fps)), 1)
-    uri = (f"test://photo?path={quote(str(camera))}&width={width}&height={height}"
-           f"&fps={args.fps}&frames={frames}")
+    uri = f"test://photo?path={quote(str(camera))}&width={width}&height={height}&fps={args.fps}&frames={frames}"
     # Not live: every frame is swapped and written, however long the CPU takes.
     from streamswap.wiring import apply_cpu_budget, build_pipeline, plan_endpoints
 
     config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output]))
     endpoints = plan_endpoints(config, live=False)
     stages = build_stages(config)
-    runtime = build_pipeline(config, stages.stages if stages else [], source=endpoints.source,
-                             sinks=endpoints.sinks)
+    runtime = build_pipeline(config, stages.stages if stages else [], source=endpoints.source, sinks=endpoints.sinks)
     printer = ProgressPrinter(lambda: frames, label="demo")
     code = run_until_done(runtime, label="demo", printer=printer)
     if code == 0:
-        print(f"demo: wrote {args.output} ({runtime.frames_out()} frames, "
-              f"{runtime.frames_out() / args.fps:.1f} s): {face.name} swapped onto {camera.name}",
-              file=sys.stderr)
+        print(
+            f"demo: wrote {args.output} ({runtime.frames_out()} frames, "
+            f"{runtime.frames_out() / args.fps:.1f} s): {face.name} swapped onto {camera.name}",
+            file=sys.stderr,
+        )
     return code
-

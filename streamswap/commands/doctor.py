@@ -8,8 +8,10 @@ import os
 from streamswap import __version__
 
 HELP = "check what is installed and usable: FFmpeg/NVENC, ONNX Runtime, CUDA, TensorRT, v4l2loopback, models"
-DESCRIPTION = (HELP + ". With -c CONFIG it also judges what that config needs (its inference backend "
-               "and provider, its models, its input and outputs): exit 1 when it cannot run here.")
+DESCRIPTION = (
+    HELP + ". With -c CONFIG it also judges what that config needs (its inference backend "
+    "and provider, its models, its input and outputs): exit 1 when it cannot run here."
+)
 EXAMPLES = (
     "streamswap doctor",
     "streamswap doctor -c configs/desktop-gpu.yaml     # can this machine run that profile?",

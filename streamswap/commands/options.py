@@ -32,8 +32,10 @@ def parse_size(text: str) -> tuple[int, int]:
     if not (MIN_FRAME_SIDE <= width <= MAX_FRAME_SIDE and MIN_FRAME_SIDE <= height <= MAX_FRAME_SIDE):
         raise InputError(f"--size {text}: each side must be {MIN_FRAME_SIDE} to {MAX_FRAME_SIDE} pixels")
     if width % 2 or height % 2:
-        raise InputError(f"--size {text}: width and height must be even (H.264 4:2:0), e.g. "
-                         f"{width - width % 2}x{height - height % 2}")
+        raise InputError(
+            f"--size {text}: width and height must be even (H.264 4:2:0), e.g. "
+            f"{width - width % 2}x{height - height % 2}"
+        )
     return width, height
 
 
@@ -48,22 +50,35 @@ def parse_bitrate(text: str) -> int:
 
 def add_video_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("video (override the config's io section)")
-    group.add_argument("--size", metavar="WxH",
-                       help="frame size of the whole run, e.g. 1280x720 (io.width/io.height; "
-                       "default: the input's)")
-    group.add_argument("--fps", type=float, metavar="N",
-                       help="frame rate (io.fps): cameras are asked for it; files and streams are "
-                       "converted to it (frames dropped or repeated by timestamp); default: the input's")
+    group.add_argument(
+        "--size",
+        metavar="WxH",
+        help="frame size of the whole run, e.g. 1280x720 (io.width/io.height; default: the input's)",
+    )
+    group.add_argument(
+        "--fps",
+        type=float,
+        metavar="N",
+        help="frame rate (io.fps): cameras are asked for it; files and streams are "
+        "converted to it (frames dropped or repeated by timestamp); default: the input's",
+    )
     # Checked when the command runs (the accepted names live in io/settings.py, whose
     # import would load the YAML machinery at parse time).
-    group.add_argument("--encoder", metavar="NAME",
-                       help="H.264 encoder of file and rtmp:// outputs (io.encoder), e.g. libx264")
-    group.add_argument("--bitrate", metavar="RATE",
-                       help="video bitrate of rtmp:// outputs, and of files too (instead of constant "
-                       "quality): kbit/s or with a unit, e.g. 6000 or 6M (io.bitrate_kbps)")
-    group.add_argument("--crf", type=int, metavar="N",
-                       help="constant quality of file outputs, 0-51, lower is better and larger "
-                       "(io.crf; default 20)")
+    group.add_argument(
+        "--encoder", metavar="NAME", help="H.264 encoder of file and rtmp:// outputs (io.encoder), e.g. libx264"
+    )
+    group.add_argument(
+        "--bitrate",
+        metavar="RATE",
+        help="video bitrate of rtmp:// outputs, and of files too (instead of constant "
+        "quality): kbit/s or with a unit, e.g. 6000 or 6M (io.bitrate_kbps)",
+    )
+    group.add_argument(
+        "--crf",
+        type=int,
+        metavar="N",
+        help="constant quality of file outputs, 0-51, lower is better and larger (io.crf; default 20)",
+    )
 
 
 def video_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,8 +22,14 @@ LOG_EVERY_S = 10.0
 class StatsPrinter:
     """One updating line on a terminal, a log record every `log_every` seconds otherwise."""
 
-    def __init__(self, stream: Any = None, render: Callable[[dict[str, Any]], str] | None = None,
-                 *, log_every: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: Any = None,
+        render: Callable[[dict[str, Any]], str] | None = None,
+        *,
+        log_every: float = LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if render is None:
             from streamswap.pipeline.stats import format_stats_line as render
         self.stream = stream or sys.stderr
@@ -64,8 +70,15 @@ class ProgressPrinter(StatsPrinter):
     every `log_every` seconds otherwise. `total()` gives the frame count once the input is
     open (None: unknown, then it behaves as a StatsPrinter)."""
 
-    def __init__(self, total: Callable[[], int | None], stream: Any = None, *, label: str = "run",
-                 log_every: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: Callable[[], int | None],
+        stream: Any = None,
+        *,
+        label: str = "run",
+        log_every: float = LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(stream, log_every=log_every, clock=clock)
         self._total_of = total
         self.label = label
@@ -86,9 +99,18 @@ class ProgressPrinter(StatsPrinter):
                 # speed (the rate and ETA count from here). A terminal that reports no width
                 # (a pty nobody sized) gets 100 columns rather than nothing.
                 sized = _terminal_columns(self.stream) > 0
-                self._bar = tqdm(total=total, initial=done, unit="frame", desc=self.label, file=self.stream,
-                                 dynamic_ncols=sized, ncols=None if sized else 100,
-                                 nrows=None if sized else 24, smoothing=0.1, leave=True)
+                self._bar = tqdm(
+                    total=total,
+                    initial=done,
+                    unit="frame",
+                    desc=self.label,
+                    file=self.stream,
+                    dynamic_ncols=sized,
+                    ncols=None if sized else 100,
+                    nrows=None if sized else 24,
+                    smoothing=0.1,
+                    leave=True,
+                )
             self._bar.update(done - self._bar.n)
             extra = f"drops {snap['dropped']}"
             errors = sum(snap.get("errors", {}).values())
@@ -99,9 +121,16 @@ class ProgressPrinter(StatsPrinter):
             elapsed = max(self._clock() - self._started, 1e-9)
             rate = snap["frames_out"] / elapsed
             eta = (total - done) / rate if rate > 0 else None
-            log.info("progress", extra=kv(
-                percent=round(100.0 * done / total, 1), frames=f"{done}/{total}", fps=round(rate, 1),
-                eta=format_duration(eta), dropped=snap["dropped"]))
+            log.info(
+                "progress",
+                extra=kv(
+                    percent=round(100.0 * done / total, 1),
+                    frames=f"{done}/{total}",
+                    fps=round(rate, 1),
+                    eta=format_duration(eta),
+                    dropped=snap["dropped"],
+                ),
+            )
 
     def done(self) -> None:
         if self._bar is not None:
@@ -133,8 +162,10 @@ def format_duration(seconds: float | None) -> str:
 
 def flat_stats(snap: dict[str, Any]) -> dict[str, Any]:
     """The numbers of one stats snapshot as flat key=value fields for a log record."""
-    out = {k: snap[k] for k in ("frames_in", "frames_out", "dropped", "fps_in", "fps_out",
-                                "latency_ms_p50", "latency_ms_p95")}
+    out = {
+        k: snap[k]
+        for k in ("frames_in", "frames_out", "dropped", "fps_in", "fps_out", "latency_ms_p50", "latency_ms_p95")
+    }
     out.update({f"{k}_ms": v for k, v in snap.get("stage_ms", {}).items()})
     errors = sum(snap.get("errors", {}).values())
     if errors:

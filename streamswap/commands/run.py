@@ -43,42 +43,73 @@ _REALTIME_OUTPUTS = ("network", "vcam", "display", "null")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-s", "--source", action="append", metavar="FACE", dest="sources",
+        "-s",
+        "--source",
+        action="append",
+        metavar="FACE",
+        dest="sources",
         help="face photo whose identity is put on the video (repeat to average several); "
         "without it frames pass through unchanged",
     )
     parser.add_argument(
-        "-i", "--input", metavar="URI",
+        "-i",
+        "--input",
+        metavar="URI",
         help="v4l2:///dev/video0, rtsp://…, rtmp://…, file.mp4, test:// (default: config `input`, "
         "else the test pattern test://; `streamswap cameras` lists cameras)",
     )
     parser.add_argument(
-        "-o", "--output", action="append", metavar="URI", dest="outputs",
+        "-o",
+        "--output",
+        action="append",
+        metavar="URI",
+        dest="outputs",
         help="vcam://, rtmp://host/app/key, out.mp4, display://, null:// (repeatable; "
         "default: config `outputs`, else null://, which discards; a file input needs one)",
     )
     live = parser.add_mutually_exclusive_group()
-    live.add_argument("--live", dest="live", action="store_true", default=None,
-                      help="treat the input as live: pace files at their frame rate, drop the "
-                      "oldest frame when the pipeline is full")
-    live.add_argument("--no-live", dest="live", action="store_false",
-                      help="lossless: the reader waits for the pipeline (default for files, and "
-                      "for test:// when every output is a file)")
+    live.add_argument(
+        "--live",
+        dest="live",
+        action="store_true",
+        default=None,
+        help="treat the input as live: pace files at their frame rate, drop the oldest frame when the pipeline is full",
+    )
+    live.add_argument(
+        "--no-live",
+        dest="live",
+        action="store_false",
+        help="lossless: the reader waits for the pipeline (default for files, and "
+        "for test:// when every output is a file)",
+    )
     add_video_options(parser)
-    parser.add_argument("--ui", action="store_true",
-                        help="also serve the control page (live preview, pause, face upload, stats) and "
-                        "the control API on service.api, default http://127.0.0.1:8008/")
+    parser.add_argument(
+        "--ui",
+        action="store_true",
+        help="also serve the control page (live preview, pause, face upload, stats) and "
+        "the control API on service.api, default http://127.0.0.1:8008/",
+    )
     parser.add_argument("--api", metavar="HOST:PORT", help="address of --ui (overrides service.api)")
     parser.add_argument("--quiet", action="store_true", help="no stats line or progress bar")
-    parser.add_argument("--stats-json", metavar="FILE",
-                        help="at the end, write the final statistics (frames, fps, latency p50/p95, "
-                        "errors by stage) to FILE as JSON")
-    parser.add_argument("-y", "--overwrite", action="store_true",
-                        help="replace output files that already exist (default: refuse, like ffmpeg "
-                        "without -y); an output that is the input or a source photo is always refused")
-    parser.add_argument("--log-every", type=float, default=LOG_EVERY_S, metavar="SECONDS",
-                        help="without a terminal: seconds between progress/stats log lines "
-                        f"(default: {LOG_EVERY_S:g})")
+    parser.add_argument(
+        "--stats-json",
+        metavar="FILE",
+        help="at the end, write the final statistics (frames, fps, latency p50/p95, errors by stage) to FILE as JSON",
+    )
+    parser.add_argument(
+        "-y",
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (default: refuse, like ffmpeg "
+        "without -y); an output that is the input or a source photo is always refused",
+    )
+    parser.add_argument(
+        "--log-every",
+        type=float,
+        default=LOG_EVERY_S,
+        metavar="SECONDS",
+        help=f"without a terminal: seconds between progress/stats log lines (default: {LOG_EVERY_S:g})",
+    )
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -109,22 +140,31 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         raise InputError(
             f"no output given: every frame of {config.input} would be processed and thrown away "
             "(the default output is null://); add -o out.mp4 (or -o vcam://, -o rtmp://…), "
-            "or -o null:// to only measure the speed")
+            "or -o null:// to only measure the speed"
+        )
     input_given = bool(args.input) or "input" in in_config
-    if not input_given and kind == "test" and outputs_given and all(
-            output_kind(uri) == "file" for uri in config.outputs):
+    if (
+        not input_given
+        and kind == "test"
+        and outputs_given
+        and all(output_kind(uri) == "file" for uri in config.outputs)
+    ):
         raise InputError(
             f"no input given: the default input {config.input} (a test pattern) never ends, so "
             f"{', '.join(config.outputs)} would grow until Ctrl-C; give -i (a file, camera or stream "
-            "URL), or -i 'test://?frames=300' for a 10 s test clip")
+            "URL), or -i 'test://?frames=300' for a 10 s test clip"
+        )
     if not input_given:
-        log.warning(f"no -i given: using the input {config.input} (a generated test pattern); "
-                    "give -i /dev/video0, a file or a stream URL (`streamswap cameras` lists cameras)")
+        log.warning(
+            f"no -i given: using the input {config.input} (a generated test pattern); "
+            "give -i /dev/video0, a file or a stream URL (`streamswap cameras` lists cameras)"
+        )
     if not outputs_given:
-        log.warning(f"no -o given: frames go to {', '.join(config.outputs)} and are discarded; "
-                    "give -o vcam://, -o out.mp4 or -o rtmp://host/app/key (Ctrl-C stops)")
-    if live is None and kind == "test" and not any(
-            output_kind(uri) in _REALTIME_OUTPUTS for uri in config.outputs):
+        log.warning(
+            f"no -o given: frames go to {', '.join(config.outputs)} and are discarded; "
+            "give -o vcam://, -o out.mp4 or -o rtmp://host/app/key (Ctrl-C stops)"
+        )
+    if live is None and kind == "test" and not any(output_kind(uri) in _REALTIME_OUTPUTS for uri in config.outputs):
         live = False  # only files written: every generated frame, as fast as it goes
     # A mistyped input or output, or a source photo that is missing or not a regular file
     # (a FIFO, /dev/zero), is reported before the models load (seconds).
@@ -143,8 +183,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         from streamswap.service.ui import PageParts, serve_page
 
         parts, metrics = PageParts(config.service), Metrics()
-        pipeline = build_pipeline(config, face.stages if face else [], source=source, sinks=endpoints.sinks,
-                                  observers=[metrics, parts.tap])
+        pipeline = build_pipeline(
+            config, face.stages if face else [], source=source, sinks=endpoints.sinks, observers=[metrics, parts.tap]
+        )
         parts.start()
         try:
             with serve_page(pipeline, face, config, parts, metrics):
@@ -160,8 +201,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
 def _printer(pipeline: Pipeline, source: Any, args: argparse.Namespace) -> ProgressPrinter:
     """A progress bar when the input is a file read losslessly (its frame count is known)."""
-    return ProgressPrinter(lambda: None if pipeline.live else getattr(source, "frames_total", None),
-                           log_every=args.log_every)
+    return ProgressPrinter(
+        lambda: None if pipeline.live else getattr(source, "frames_total", None), log_every=args.log_every
+    )
 
 
 def build_stages(config: Any) -> FaceStageSet | None:
@@ -234,8 +276,10 @@ def _start(runtime: Pipeline, signals: _Signals) -> bool:
             log.warning("stopping once the input and outputs are open (interrupt again to quit now)")
             runtime.request_stop()
         elif give_up_at is not None and time.monotonic() >= give_up_at and opener.is_alive():
-            log.warning("the input/outputs are still opening after the drain deadline: exiting now",
-                        extra=kv(seconds=runtime.settings.drain_timeout))
+            log.warning(
+                "the input/outputs are still opening after the drain deadline: exiting now",
+                extra=kv(seconds=runtime.settings.drain_timeout),
+            )
             return False
     opener.join()
     if failed:
@@ -244,7 +288,10 @@ def _start(runtime: Pipeline, signals: _Signals) -> bool:
 
 
 def run_until_done(
-    runtime: Pipeline, *, quiet: bool = False, label: str = "run",
+    runtime: Pipeline,
+    *,
+    quiet: bool = False,
+    label: str = "run",
     printer: StatsPrinter | None = None,
 ) -> int:
     """Start, show stats until the input ends or a signal asks to stop, then finalise.
@@ -272,8 +319,9 @@ def run_until_done(
                     runtime.request_stop()
                     drain_until = time.monotonic() + runtime.settings.drain_timeout
                 elif time.monotonic() > drain_until:
-                    log.warning("drain timed out; dropping in-flight frames",
-                                extra=kv(seconds=runtime.settings.drain_timeout))
+                    log.warning(
+                        "drain timed out; dropping in-flight frames", extra=kv(seconds=runtime.settings.drain_timeout)
+                    )
                     runtime.stop(drain=False)
                     break
                 continue
@@ -281,8 +329,10 @@ def run_until_done(
                 printer.show(runtime.status())
     printer.done()
     snap = runtime.status()
-    summary = (f"{label}: {snap['frames_out']} frames out of {snap['frames_in']} read, "
-               f"{snap['dropped']} dropped, {sum(snap['errors'].values())} errors")
+    summary = (
+        f"{label}: {snap['frames_out']} frames out of {snap['frames_in']} read, "
+        f"{snap['dropped']} dropped, {sum(snap['errors'].values())} errors"
+    )
     print(summary, file=sys.stderr)
     error = runtime.input_error
     if error is not None and not signals.count:
@@ -291,7 +341,8 @@ def run_until_done(
         return 1
     failed = [stage for stage, n in snap["errors"].items() if snap["frames_in"] and n >= snap["frames_in"]]
     if failed:  # a run that produced nothing useful is not a success
-        print(f"{label}: every frame failed in the {', '.join(failed)} stage; see the first error above",
-              file=sys.stderr)
+        print(
+            f"{label}: every frame failed in the {', '.join(failed)} stage; see the first error above", file=sys.stderr
+        )
         return 1
     return 0

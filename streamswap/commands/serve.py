@@ -19,18 +19,29 @@ EXAMPLES = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--source", "-s", action="append", metavar="IMAGE",
+        "--source",
+        "-s",
+        action="append",
+        metavar="IMAGE",
         help="face image whose identity is swapped in (repeat for several; overrides `source`)",
     )
-    parser.add_argument("--input", "-i", metavar="URI",
-                        help="input URI (overrides `input`), e.g. v4l2:///dev/video0; "
-                        "a file is played at its frame rate and started again when it ends")
     parser.add_argument(
-        "--output", "-o", action="append", metavar="URI",
+        "--input",
+        "-i",
+        metavar="URI",
+        help="input URI (overrides `input`), e.g. v4l2:///dev/video0; "
+        "a file is played at its frame rate and started again when it ends",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        action="append",
+        metavar="URI",
         help="output URI (repeat for several; overrides `outputs`), e.g. vcam:// or rtmp://host/app/key",
     )
     parser.add_argument(
-        "--api", metavar="HOST:PORT",
+        "--api",
+        metavar="HOST:PORT",
         help="control API address (overrides service.api; default 127.0.0.1:8008); "
         "any address but 127.0.0.1/::1/localhost needs service.token or $STREAMSWAP_API_TOKEN",
     )
@@ -40,8 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted config overrides given on the command line (kept for every reload)."""
-    return {"source": args.source, "input": args.input, "outputs": args.output, "service.api": args.api,
-            **video_overrides(args)}
+    return {
+        "source": args.source,
+        "input": args.input,
+        "outputs": args.output,
+        "service.api": args.api,
+        **video_overrides(args),
+    }
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -66,8 +82,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     config = load()
     # Looked up at call time: tests substitute `build_stages` on this module.
     return daemon_module.Daemon(
-        config, load, build_stages=lambda c, extend: build_stages(c, extend),
-        make_pipeline=make_pipeline, check_endpoints=check_endpoints,
+        config,
+        load,
+        build_stages=lambda c, extend: build_stages(c, extend),
+        make_pipeline=make_pipeline,
+        check_endpoints=check_endpoints,
     ).run()
 
 
@@ -107,5 +126,4 @@ def make_pipeline(config: Any, stages: Any, observers: Any) -> Any:
     from streamswap.wiring import build_pipeline, plan_endpoints
 
     endpoints = plan_endpoints(config, live=True, loop=True)
-    return build_pipeline(config, stages.stages, source=endpoints.source, sinks=endpoints.sinks,
-                          observers=observers)
+    return build_pipeline(config, stages.stages, source=endpoints.source, sinks=endpoints.sinks, observers=observers)

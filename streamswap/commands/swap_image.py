@@ -23,17 +23,35 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-s", "--source", action="append", metavar="IMAGE",
-                        help="photo of the face to put on the targets; repeat for several photos "
-                             "of the same person (default: the config's `source`)")
-    parser.add_argument("-t", "--target", required=True, metavar="IMAGE|FOLDER",
-                        help="photo whose faces are replaced, or a folder of photos")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE|FOLDER",
-                        help="output image (format from its extension, e.g. out.png); a folder "
-                             "when --target is a folder")
-    parser.add_argument("-y", "--overwrite", action="store_true",
-                        help="replace output images that already exist (default: refuse); an output "
-                             "that is a target or source photo is always refused")
+    parser.add_argument(
+        "-s",
+        "--source",
+        action="append",
+        metavar="IMAGE",
+        help="photo of the face to put on the targets; repeat for several photos "
+        "of the same person (default: the config's `source`)",
+    )
+    parser.add_argument(
+        "-t",
+        "--target",
+        required=True,
+        metavar="IMAGE|FOLDER",
+        help="photo whose faces are replaced, or a folder of photos",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE|FOLDER",
+        help="output image (format from its extension, e.g. out.png); a folder when --target is a folder",
+    )
+    parser.add_argument(
+        "-y",
+        "--overwrite",
+        action="store_true",
+        help="replace output images that already exist (default: refuse); an output "
+        "that is a target or source photo is always refused",
+    )
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -148,6 +166,8 @@ def _swap_folder(processor: Any, outdir: Path, planned: list[tuple[Path, Path]],
             continue
         print(f"wrote {outdir / name} ({count} face{'s' if count != 1 else ''} swapped)")
     done = len(planned) - failed
-    print(f"{done} of {len(planned)} images swapped" + (f", {failed} failed" if failed else ""),
-          file=sys.stderr if failed else sys.stdout)
+    print(
+        f"{done} of {len(planned)} images swapped" + (f", {failed} failed" if failed else ""),
+        file=sys.stderr if failed else sys.stdout,
+    )
     return 1 if failed else 0

@@ -84,8 +84,10 @@ def build_adapter(role: str, contract: str, parts: AdapterParts) -> Any:
     _load()
     factory = _REGISTRY.get((role, contract))
     if factory is None:
-        raise ModelError(f"{parts.name}: no {role} adapter follows the {contract!r} contract; "
-                         f"known {role} contracts: {', '.join(contracts(role))}")
+        raise ModelError(
+            f"{parts.name}: no {role} adapter follows the {contract!r} contract; "
+            f"known {role} contracts: {', '.join(contracts(role))}"
+        )
     return factory(parts)
 
 

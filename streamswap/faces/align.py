@@ -14,16 +14,24 @@ from streamswap.ops.cpu import warp_crops
 
 # ArcFace 112×112 template in pixels (left eye, right eye, nose, left mouth, right mouth).
 _ARCFACE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-     [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
 # Older frontal 112 template (SimSwap, GHOST).
 _ARCFACE_112_V1 = np.array(
-    [[39.730, 51.138], [72.270, 51.138], [56.000, 68.493],
-     [42.463, 87.010], [69.537, 87.010]], dtype=np.float64)
+    [[39.730, 51.138], [72.270, 51.138], [56.000, 68.493], [42.463, 87.010], [69.537, 87.010]], dtype=np.float64
+)
 # FFHQ template at 512 (GFPGAN).
 _FFHQ_512 = np.array(
-    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-     [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float64)
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
 
 # Templates normalised to a unit square: multiply by the crop side S.
 NORMALISED_TEMPLATES: dict[str, np.ndarray] = {
@@ -48,15 +56,11 @@ def template(name: str, size: int) -> np.ndarray:
         if size % 128 == 0:
             ratio = size / 128.0
             return (_ARCFACE_112 + np.array([8.0, 0.0])) * ratio
-        raise ValueError(
-            f"the 'arcface' template needs a crop size that is a multiple of 112 or 128, got {size}"
-        )
+        raise ValueError(f"the 'arcface' template needs a crop size that is a multiple of 112 or 128, got {size}")
     try:
         return NORMALISED_TEMPLATES[name] * float(size)
     except KeyError:
-        raise ValueError(
-            f"unknown alignment template {name!r}; known: {', '.join(TEMPLATE_NAMES)}"
-        ) from None
+        raise ValueError(f"unknown alignment template {name!r}; known: {', '.join(TEMPLATE_NAMES)}") from None
 
 
 def estimate_similarity(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:

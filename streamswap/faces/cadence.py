@@ -30,8 +30,9 @@ class DetectCadence:
 
     `clock` is injectable so tests drive it with a fake one."""
 
-    def __init__(self, detect_every: int = 1, max_detect_every: int = 4,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, detect_every: int = 1, max_detect_every: int = 4, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.base = max(1, detect_every)
         self.max = max(self.base, max_detect_every)
         self.every = self.base

@@ -48,8 +48,13 @@ def load_images(folder: Path, limit: int = 500) -> list[np.ndarray]:
     return images
 
 
-def face_crops(images: Iterable[np.ndarray], detect: Callable[[np.ndarray], Sequence[Face]],
-               size: int, template_name: str = "arcface", max_per_image: int = 8) -> np.ndarray:
+def face_crops(
+    images: Iterable[np.ndarray],
+    detect: Callable[[np.ndarray], Sequence[Face]],
+    size: int,
+    template_name: str = "arcface",
+    max_per_image: int = 8,
+) -> np.ndarray:
     """(N, size, size, 3) uint8 BGR aligned crops of the faces `detect` finds."""
     dst = template(template_name, size)
     crops = []
@@ -77,8 +82,13 @@ def detector_inputs(images: Iterable[np.ndarray], contract: str, size: int) -> n
     return np.stack(out)
 
 
-def calibration_inputs(contract: str, input_name: str, images: Sequence[np.ndarray],
-                       detect: Callable[[np.ndarray], Sequence[Face]] | None, size: int) -> dict[str, np.ndarray]:
+def calibration_inputs(
+    contract: str,
+    input_name: str,
+    images: Sequence[np.ndarray],
+    detect: Callable[[np.ndarray], Sequence[Face]] | None,
+    size: int,
+) -> dict[str, np.ndarray]:
     """{input name: batch-major array} for calibrating a model of `contract`.
 
     `size` is the detector's input side, or the recognizer's crop side (112).

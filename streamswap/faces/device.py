@@ -167,8 +167,10 @@ class DeviceSwapper:
             )
         batch = session.max_shape("target")[0]
         if batch < max_faces:
-            raise ModelError(f"{swapper.name}: the engine takes {batch} faces per call, the detector finds up "
-                             f"to {max_faces}; rebuild with `streamswap engines build --max-faces {max_faces}`")
+            raise ModelError(
+                f"{swapper.name}: the engine takes {batch} faces per call, the detector finds up "
+                f"to {max_faces}; rebuild with `streamswap engines build --max-faces {max_faces}`"
+            )
         s = self.size
         crop_bytes = max_faces * s * s * 3
         self._crops = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)

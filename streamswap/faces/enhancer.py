@@ -24,8 +24,9 @@ BLEND = 0.8  # share of the enhanced face
 class GfpganEnhancer:
     contract = "gfpgan"
 
-    def __init__(self, session: Session, *, name: str = "gfpgan_1.4", paste: PasteSettings | None = None,
-                 blend: float = BLEND) -> None:
+    def __init__(
+        self, session: Session, *, name: str = "gfpgan_1.4", paste: PasteSettings | None = None, blend: float = BLEND
+    ) -> None:
         ins = session.inputs
         if len(ins) != 1 or ins[0].name != "input" or not session.outputs:
             raise contract_error(name, "expected one input named 'input' and one output", session)
@@ -44,8 +45,7 @@ class GfpganEnhancer:
     def _run(self, blob: np.ndarray) -> np.ndarray:
         if self.batched:
             return self.session.run({"input": blob})[self._output]
-        return np.concatenate([self.session.run({"input": blob[i:i + 1]})[self._output]
-                               for i in range(len(blob))])
+        return np.concatenate([self.session.run({"input": blob[i : i + 1]})[self._output] for i in range(len(blob))])
 
     def enhance(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
         """Enhance every face of `frame` in place (one call when the batch is dynamic)."""
@@ -64,8 +64,7 @@ class GfpganEnhancer:
         mixed = self.blend * enhanced + (1.0 - self.blend) * crops
         mixed = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         for face, crop, original, matrix in zip(faces, mixed, crops, matrices):
-            self.paste_back.paste(frame, crop, matrix, target_crop=original, kps=face.kps,
-                                  landmarks=face.landmarks)
+            self.paste_back.paste(frame, crop, matrix, target_crop=original, kps=face.kps, landmarks=face.landmarks)
 
 
 @adapter("enhancer", "gfpgan")

@@ -20,8 +20,7 @@ import numpy as np
 
 from streamswap.faces.types import Face
 
-_LK = dict(winSize=(15, 15), maxLevel=2,
-           criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+_LK = dict(winSize=(15, 15), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 _GRID = 5  # points per side of the grid over the face box
 _MIN_POINTS = 6  # fewer found points than this: the face is held instead
 
@@ -83,8 +82,11 @@ class FaceFlow:
             xe, ye = min(xe, w), min(ye, h)
         roi = frame[y0:ye, x0:xe]
         if scale < 1.0:
-            size = like.grey.shape[1::-1] if like is not None else \
-                (max(int(round((xe - x0) * scale)), 1), max(int(round((ye - y0) * scale)), 1))
+            size = (
+                like.grey.shape[1::-1]
+                if like is not None
+                else (max(int(round((xe - x0) * scale)), 1), max(int(round((ye - y0) * scale)), 1))
+            )
             roi = cv2.resize(roi, size, interpolation=cv2.INTER_LINEAR)  # 15× cheaper than AREA; LK smooths
         grey = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY)
         if like is not None and grey.shape != like.grey.shape:
@@ -97,8 +99,9 @@ class FaceFlow:
             return None
         x1, y1, x2, y2 = (float(v) for v in face.box)
         gx, gy = np.meshgrid(np.linspace(x1, x2, _GRID + 2)[1:-1], np.linspace(y1, y2, _GRID + 2)[1:-1])
-        points = np.concatenate([face.kps[:, :2].astype(np.float32),
-                                 np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)])
+        points = np.concatenate(
+            [face.kps[:, :2].astype(np.float32), np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)]
+        )
         local = ((points - [prev.x0, prev.y0]) * prev.scale).astype(np.float32).reshape(-1, 1, 2)
         found, status, _ = cv2.calcOpticalFlowPyrLK(prev.grey, cur.grey, local, None, **_LK)  # type: ignore[call-overload]
         ok = status.reshape(-1).astype(bool)
@@ -130,6 +133,12 @@ def _moved(face: Face, matrix: np.ndarray) -> Face:
         landmarks = face.landmarks.copy()
         landmarks[:, :2] = apply(face.landmarks[:, :2].astype(np.float32))
     extra = {k: apply(np.asarray(v, np.float32).reshape(-1, 2)).reshape(np.shape(v)) for k, v in face.extra.items()}
-    return Face(box=np.array([centre[0] - hw, centre[1] - hh, centre[0] + hw, centre[1] + hh], np.float32),
-                score=face.score, kps=kps, landmarks=landmarks, embedding=face.embedding,
-                track_id=face.track_id, extra=extra)
+    return Face(
+        box=np.array([centre[0] - hw, centre[1] - hh, centre[0] + hw, centre[1] + hh], np.float32),
+        score=face.score,
+        kps=kps,
+        landmarks=landmarks,
+        embedding=face.embedding,
+        track_id=face.track_id,
+        extra=extra,
+    )

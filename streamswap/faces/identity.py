@@ -90,12 +90,13 @@ class ArcFace:
         self.session = session
         self.name = name
         ins, outs = session.inputs, session.outputs
-        ok = (len(ins) == 1 and len(ins[0].shape) == 4 and len(outs) >= 1
-              and len(outs[0].shape) == 2)
+        ok = len(ins) == 1 and len(ins[0].shape) == 4 and len(outs) >= 1 and len(outs[0].shape) == 2
         if ok:
             c, h, w = ins[0].shape[1:]
-            ok = all(not isinstance(d, int) or d <= 0 or d == want
-                     for d, want in ((c, 3), (h, ARCFACE_SIZE), (w, ARCFACE_SIZE), (outs[0].shape[1], EMBEDDING_SIZE)))
+            ok = all(
+                not isinstance(d, int) or d <= 0 or d == want
+                for d, want in ((c, 3), (h, ARCFACE_SIZE), (w, ARCFACE_SIZE), (outs[0].shape[1], EMBEDDING_SIZE))
+            )
         if not ok:
             found = ", ".join(f"{i.name}{list(i.shape)}" for i in ins)
             raise ModelError(
@@ -114,8 +115,7 @@ class ArcFace:
         if self.batched:
             out = self.session.run({name: blob})[self._output]
         else:
-            out = np.concatenate([self.session.run({name: blob[i:i + 1]})[self._output]
-                                  for i in range(len(blob))])
+            out = np.concatenate([self.session.run({name: blob[i : i + 1]})[self._output] for i in range(len(blob))])
         return np.asarray(out, dtype=np.float32).reshape(len(crops), -1)
 
     def embed(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
@@ -155,13 +155,17 @@ def source_label(item: ImageLike, i: int) -> str:
 def pick_face(faces: Sequence[Face], face_index: int | None, label: str) -> Face:
     """The largest face, or the face at `face_index` in the detector's order."""
     if not faces:
-        raise NoFaceError(f"{label}: no face found in the source image; use a clear, "
-                          "front-facing photo of the face to put on the video")
+        raise NoFaceError(
+            f"{label}: no face found in the source image; use a clear, "
+            "front-facing photo of the face to put on the video"
+        )
     if face_index is None:
         return max(faces, key=lambda f: f.area)
     if not 0 <= face_index < len(faces):
-        raise InputError(f"{label}: faces.swapper.source_face_index is {face_index} but the image "
-                         f"has {len(faces)} face(s); use 0..{len(faces) - 1} or leave it unset")
+        raise InputError(
+            f"{label}: faces.swapper.source_face_index is {face_index} but the image "
+            f"has {len(faces)} face(s); use 0..{len(faces) - 1} or leave it unset"
+        )
     return faces[face_index]
 
 

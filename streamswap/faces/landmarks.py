@@ -47,13 +47,15 @@ def five_points_from_mesh(landmarks: np.ndarray) -> np.ndarray:
     if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] < 2:
         raise ValueError(f"expected a (468, 2|3) face mesh, got {lm.shape}")
     xy = lm[:, :2]
-    return np.stack([
-        xy[list(RIGHT_EYE)].mean(axis=0),
-        xy[list(LEFT_EYE)].mean(axis=0),
-        xy[NOSE_TIP],
-        xy[FIRST_MOUTH_CORNER],
-        xy[SECOND_MOUTH_CORNER],
-    ]).astype(np.float32)
+    return np.stack(
+        [
+            xy[list(RIGHT_EYE)].mean(axis=0),
+            xy[list(LEFT_EYE)].mean(axis=0),
+            xy[NOSE_TIP],
+            xy[FIRST_MOUTH_CORNER],
+            xy[SECOND_MOUTH_CORNER],
+        ]
+    ).astype(np.float32)
 
 
 def attach_mesh(face: Face, landmarks: np.ndarray) -> None:
@@ -73,8 +75,9 @@ def crop_transform(face: Face, size: int = INPUT_SIZE) -> np.ndarray:
     s = size / side
     cos, sin = math.cos(angle) * s, math.sin(angle) * s
     # Rotate by -angle about the box centre, scale, and move the centre to the crop centre.
-    return np.array([[cos, sin, size / 2 - cos * cx - sin * cy],
-                     [-sin, cos, size / 2 + sin * cx - cos * cy]], dtype=np.float64)
+    return np.array(
+        [[cos, sin, size / 2 - cos * cx - sin * cy], [-sin, cos, size / 2 + sin * cx - cos * cy]], dtype=np.float64
+    )
 
 
 class FaceMesh:
@@ -127,13 +130,19 @@ class FaceMesh:
         out = np.empty((len(faces), NUM_LANDMARKS, 3), dtype=np.float32)
         presence = np.empty((len(faces),), dtype=np.float32)
         for start in range(0, len(faces), self.max_batch):
-            chunk = faces[start:start + self.max_batch]
+            chunk = faces[start : start + self.max_batch]
             transforms = []
             for i, face in enumerate(chunk):
                 m = crop_transform(face)
                 transforms.append(m)
-                cv2.warpAffine(bgr, m, (INPUT_SIZE, INPUT_SIZE), dst=self._crop,
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                cv2.warpAffine(
+                    bgr,
+                    m,
+                    (INPUT_SIZE, INPUT_SIZE),
+                    dst=self._crop,
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                )
                 for c in range(3):  # BGR -> RGB planes in [0, 1]
                     np.multiply(self._crop[:, :, 2 - c], np.float32(1 / 255), out=self._buffer[i, c])
             n = len(chunk)
@@ -145,7 +154,7 @@ class FaceMesh:
                 pts = mesh[i]
                 out[start + i, :, :2] = pts[:, :2] @ inverse[:, :2].T + inverse[:, 2]
                 out[start + i, :, 2] = pts[:, 2] / math.hypot(m[0, 0], m[0, 1])
-            presence[start:start + n] = 1.0 / (1.0 + np.exp(-np.clip(flags, -80, 80)))
+            presence[start : start + n] = 1.0 / (1.0 + np.exp(-np.clip(flags, -80, 80)))
         self.last_presence = presence
         return out
 

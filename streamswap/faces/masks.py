@@ -38,8 +38,40 @@ from streamswap.inference.base import Session
 
 REGIONS = MASK_REGIONS
 # Nose: bridge, sides, alae and tip (the polygon is their convex hull).
-NOSE = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 49, 279, 48, 278, 64, 294, 102, 331,
-        115, 344, 217, 437, 188, 412, 122, 351, 245, 465)
+NOSE = (
+    168,
+    6,
+    197,
+    195,
+    5,
+    4,
+    1,
+    19,
+    94,
+    2,
+    98,
+    327,
+    129,
+    358,
+    49,
+    279,
+    48,
+    278,
+    64,
+    294,
+    102,
+    331,
+    115,
+    344,
+    217,
+    437,
+    188,
+    412,
+    122,
+    351,
+    245,
+    465,
+)
 # BiSeNet (CelebAMask-HQ) classes of each region.
 PARSER_CLASSES = {"skin": (1,), "brows": (2, 3), "eyes": (4, 5), "nose": (10,), "mouth": (11,), "lips": (12, 13)}
 OCCLUDER_SIZE, PARSER_SIZE = 256, 512
@@ -63,8 +95,9 @@ def region_polygons(pts: np.ndarray) -> dict[str, list[np.ndarray]]:
     }
 
 
-def region_mask(landmarks: np.ndarray, matrix: np.ndarray, size: tuple[int, int],
-                regions: Sequence[str], soften: float = 1.0) -> np.ndarray:
+def region_mask(
+    landmarks: np.ndarray, matrix: np.ndarray, size: tuple[int, int], regions: Sequence[str], soften: float = 1.0
+) -> np.ndarray:
     """(h, w) float32 mask of the chosen FaceMesh `regions` ("skin" = the face oval outside
     the other regions) in the space `matrix` maps frame pixels to; `size` is (w, h)."""
     unknown = [r for r in regions if r not in REGIONS]
@@ -92,12 +125,17 @@ def region_mask(landmarks: np.ndarray, matrix: np.ndarray, size: tuple[int, int]
 
 def _check_image(session: Session, name: str, shape: tuple[Any, ...], what: str) -> None:
     info = session.inputs[0] if len(session.inputs) == 1 else None
-    ok = info is not None and len(info.shape) == 4 and all(
-        not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
+    ok = (
+        info is not None
+        and len(info.shape) == 4
+        and all(not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
+    )
     if not ok:
         found = ", ".join(f"{i.name}{list(i.shape)}" for i in session.inputs)
-        raise ModelError(f"{name}: not {what} (expected one input N×{'×'.join(map(str, shape))}, "
-                         f"found [{found}]); check faces.mask models and their contract")
+        raise ModelError(
+            f"{name}: not {what} (expected one input N×{'×'.join(map(str, shape))}, "
+            f"found [{found}]); check faces.mask models and their contract"
+        )
 
 
 class _CropModel:
@@ -134,8 +172,9 @@ class _CropModel:
         if self.batched:
             out = self.session.run({self.input.name: blob})[self.output]
         else:
-            out = np.concatenate([self.session.run({self.input.name: blob[i:i + 1]})[self.output]
-                                  for i in range(len(blob))])
+            out = np.concatenate(
+                [self.session.run({self.input.name: blob[i : i + 1]})[self.output] for i in range(len(blob))]
+            )
         return self._masks(np.asarray(out, np.float32)), matrices
 
 
@@ -170,8 +209,7 @@ class FaceParser(_CropModel):
     _MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(1, 3, 1, 1)
     _STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
 
-    def __init__(self, session: Session, name: str = "bisenet_resnet_34",
-                 regions: Sequence[str] = REGIONS) -> None:
+    def __init__(self, session: Session, name: str = "bisenet_resnet_34", regions: Sequence[str] = REGIONS) -> None:
         _check_image(session, name, (3, PARSER_SIZE, PARSER_SIZE), "a BiSeNet face parser")
         super().__init__(session, name)
         self.classes = np.array(sorted({c for r in regions for c in PARSER_CLASSES[r]}), np.int64)
@@ -198,11 +236,15 @@ class FaceMasks:
 
     @property
     def active(self) -> bool:
-        return self.occluder is not None or self.parser is not None or (
-            self.regions is not None and set(self.regions) != set(REGIONS))
+        return (
+            self.occluder is not None
+            or self.parser is not None
+            or (self.regions is not None and set(self.regions) != set(REGIONS))
+        )
 
-    def masks(self, frame: np.ndarray, faces: Sequence[Face], matrices: Sequence[np.ndarray],
-              sizes: Sequence[tuple[int, int]]) -> list[np.ndarray | None]:
+    def masks(
+        self, frame: np.ndarray, faces: Sequence[Face], matrices: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    ) -> list[np.ndarray | None]:
         """Per face, the (h, w) mask in the space of `matrices[i]` (frame → space) of size
         `sizes[i]` = (w, h); None for a face nothing restricts. Call before swapping."""
         out: list[np.ndarray | None] = [None] * len(faces)
@@ -220,8 +262,14 @@ class FaceMasks:
             for i, (mask, crop_matrix) in enumerate(zip(crop_masks, crop_matrices)):
                 # Target-space pixel p reads crop point crop_matrix · inverse(matrix) · p.
                 to_crop = _compose(crop_matrix, invert_affine(matrices[i]))
-                warped = cv2.warpAffine(mask, to_crop, sizes[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                        borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+                warped = cv2.warpAffine(
+                    mask,
+                    to_crop,
+                    sizes[i],
+                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=1.0,
+                )
                 out[i] = warped if out[i] is None else out[i] * warped  # type: ignore[operator]
         return out
 

@@ -41,9 +41,7 @@ def box_mask(size: int, blur: float, padding: float) -> np.ndarray:
     return mask
 
 
-def mouth_polygon(
-    matrix: np.ndarray, kps: np.ndarray | None, landmarks: np.ndarray | None
-) -> np.ndarray | None:
+def mouth_polygon(matrix: np.ndarray, kps: np.ndarray | None, landmarks: np.ndarray | None) -> np.ndarray | None:
     """The target's mouth interior as a polygon in crop pixels: the FaceMesh inner-lip
     contour when dense landmarks exist, else an ellipse between the two mouth corners."""
     if landmarks is not None and len(landmarks) >= NUM_LANDMARKS:
@@ -55,9 +53,14 @@ def mouth_polygon(
     dx, dy = corners[1] - corners[0]
     half = 0.5 * float(np.hypot(dx, dy))
     angle = float(np.degrees(np.arctan2(dy, dx)))
-    pts = cv2.ellipse2Poly((int(round(centre[0])), int(round(centre[1]))),
-                           (max(int(half * 0.9), 1), max(int(half * 0.35), 1)),
-                           int(round(angle)), 0, 360, 15)
+    pts = cv2.ellipse2Poly(
+        (int(round(centre[0])), int(round(centre[1]))),
+        (max(int(half * 0.9), 1), max(int(half * 0.35), 1)),
+        int(round(angle)),
+        0,
+        360,
+        15,
+    )
     return pts.astype(np.float32)  # type: ignore[attr-defined]
 
 

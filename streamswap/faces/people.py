@@ -26,9 +26,11 @@ from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
 
-RECOGNIZER_HINT = ("fetch a recognizer with `streamswap models fetch arcface_w600k_r50` and set "
-                   "faces.recognizer.model: arcface_w600k_r50 (or a path to your own ArcFace-contract "
-                   "file with faces.recognizer.contract: arcface)")
+RECOGNIZER_HINT = (
+    "fetch a recognizer with `streamswap models fetch arcface_w600k_r50` and set "
+    "faces.recognizer.model: arcface_w600k_r50 (or a path to your own ArcFace-contract "
+    "file with faces.recognizer.contract: arcface)"
+)
 
 
 class People:
@@ -37,17 +39,27 @@ class People:
     `detect_faces(bgr)` finds faces in a photo (with the padded retry for tight crops);
     `prepare(images, names)` turns source photos into the swapper's identity object."""
 
-    def __init__(self, detect_faces: Callable[[np.ndarray], list[Face]],
-                 prepare: Callable[[list[ImageLike], list[str]], Any],
-                 recognizer: ArcFace | None = None, *, recognize_every: int = 30, hold_frames: int = 15,
-                 load_recognizer: Callable[[], ArcFace] | None = None) -> None:
+    def __init__(
+        self,
+        detect_faces: Callable[[np.ndarray], list[Face]],
+        prepare: Callable[[list[ImageLike], list[str]], Any],
+        recognizer: ArcFace | None = None,
+        *,
+        recognize_every: int = 30,
+        hold_frames: int = 15,
+        load_recognizer: Callable[[], ArcFace] | None = None,
+    ) -> None:
         self.detect_faces = detect_faces
         self.prepare = prepare
         self.recognizer = recognizer
         # Loads the recognizer on first need (a live mapping) when the profile did not.
         self.load_recognizer = load_recognizer
-        self.selector = Selector(SelectionRules(), recognizer.embed if recognizer is not None else None,
-                                 recognize_every=recognize_every, hold_frames=hold_frames)
+        self.selector = Selector(
+            SelectionRules(),
+            recognizer.embed if recognizer is not None else None,
+            recognize_every=recognize_every,
+            hold_frames=hold_frames,
+        )
         self.identities: dict[str, Any] = {}  # mapping source key -> prepared identity
 
     @property
@@ -62,27 +74,48 @@ class People:
     # --- configuration (any thread) ---------------------------------------------------------
     def configure(self, select: SelectSettings, mapping: Sequence[MapEntry], unmatched: str) -> None:
         """Rules from the config; reference photos are embedded and mapping sources prepared now."""
-        references = self.embed_photos(select.reference, "faces.select.reference") if select.mode == "reference" else None
+        references = (
+            self.embed_photos(select.reference, "faces.select.reference") if select.mode == "reference" else None
+        )
         mappings = []
         identities = dict(self.identities)
         for i, entry in enumerate(mapping):
             mappings.append(self._mapping(entry.reference, entry.source, f"faces.map[{i}]", identities))
-        rules = SelectionRules(mode=select.mode, order=select.order, index=select.index, threshold=select.threshold,
-                               references=references, mappings=tuple(mappings), unmatched=unmatched)
+        rules = SelectionRules(
+            mode=select.mode,
+            order=select.order,
+            index=select.index,
+            threshold=select.threshold,
+            references=references,
+            mappings=tuple(mappings),
+            unmatched=unmatched,
+        )
         self._install(identities, rules)
 
-    def set_selection(self, *, mode: str | None = None, order: str | None = None, index: int | None = None,
-                      threshold: float | None = None, reference: Sequence[ImageLike] | None = None,
-                      unmatched: str | None = None) -> dict[str, Any]:
+    def set_selection(
+        self,
+        *,
+        mode: str | None = None,
+        order: str | None = None,
+        index: int | None = None,
+        threshold: float | None = None,
+        reference: Sequence[ImageLike] | None = None,
+        unmatched: str | None = None,
+    ) -> dict[str, Any]:
         """Change the selection live; what is not given stays. Returns the new rules."""
         rules = self.selector.rules
         references = rules.references
         if reference is not None:
             references = self.embed_photos(reference, "reference")
-        new = replace(rules, mode=mode or rules.mode, order=order or rules.order,
-                      index=rules.index if index is None else index,
-                      threshold=rules.threshold if threshold is None else threshold,
-                      references=references, unmatched=unmatched or rules.unmatched)  # validates
+        new = replace(
+            rules,
+            mode=mode or rules.mode,
+            order=order or rules.order,
+            index=rules.index if index is None else index,
+            threshold=rules.threshold if threshold is None else threshold,
+            references=references,
+            unmatched=unmatched or rules.unmatched,
+        )  # validates
         if new.needs_recognizer:
             self._ensure_recognizer()
         if new.needs_recognizer and self.recognizer is None:
@@ -91,8 +124,9 @@ class People:
         log.info("face selection changed", extra=kv(**{k: v for k, v in new.describe().items() if k != "map"}))
         return new.describe()
 
-    def add_mapping(self, reference: ImageLike, source: ImageLike,
-                    names: tuple[str, str] | None = None) -> dict[str, Any]:
+    def add_mapping(
+        self, reference: ImageLike, source: ImageLike, names: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         """Map the person in `reference` to the identity in `source` (replacing a rule with
         the same reference). `names`: how the rule names them (default: their paths)."""
         identities = dict(self.identities)
@@ -126,8 +160,14 @@ class People:
         self.identities = identities  # first: the rules may name them
         self.selector.rules = rules
 
-    def _mapping(self, reference: ImageLike, source: ImageLike, where: str, identities: dict[str, Any],
-                 names: tuple[str, str] | None = None) -> Mapping:
+    def _mapping(
+        self,
+        reference: ImageLike,
+        source: ImageLike,
+        where: str,
+        identities: dict[str, Any],
+        names: tuple[str, str] | None = None,
+    ) -> Mapping:
         self._ensure_recognizer()
         if self.recognizer is None:
             raise ConfigError(f"{where}: mapping people to sources needs a face recognizer; {RECOGNIZER_HINT}")

@@ -86,8 +86,9 @@ class SelectionRules:
         if self.index < 0:
             raise ConfigError(f"faces.select.index: must be ≥ 0, got {self.index}")
         if self.mode == "reference" and (self.references is None or len(self.references) == 0):
-            raise ConfigError("faces.select.reference: mode 'reference' needs at least one reference photo "
-                              "of the person to swap")
+            raise ConfigError(
+                "faces.select.reference: mode 'reference' needs at least one reference photo of the person to swap"
+            )
 
     @property
     def needs_recognizer(self) -> bool:
@@ -104,7 +105,10 @@ class SelectionRules:
     def describe(self) -> dict[str, object]:
         """Plain data for the control API / status."""
         return {
-            "mode": self.mode, "order": self.order, "index": self.index, "threshold": self.threshold,
+            "mode": self.mode,
+            "order": self.order,
+            "index": self.index,
+            "threshold": self.threshold,
             "references": 0 if self.references is None else int(len(self.references)),
             "map": [{"reference": m.reference, "source": m.source} for m in self.mappings],
             "unmatched": self.unmatched,
@@ -129,8 +133,14 @@ class Selector:
     whose track has none yet or whose last one is `recognize_every` frames old, in one
     batched `embed` call per frame."""
 
-    def __init__(self, rules: SelectionRules | None = None, embed: Embed | None = None, *,
-                 recognize_every: int = 30, hold_frames: int = 15) -> None:
+    def __init__(
+        self,
+        rules: SelectionRules | None = None,
+        embed: Embed | None = None,
+        *,
+        recognize_every: int = 30,
+        hold_frames: int = 15,
+    ) -> None:
         self.rules = rules or SelectionRules()
         self.embed = embed
         self.recognize_every = recognize_every
@@ -145,12 +155,14 @@ class Selector:
         rules = self.rules  # one read: a concurrent API update applies from the next frame
         chosen = order_faces(faces, rules.order)
         if rules.mode == "one":
-            chosen = chosen[rules.index:rules.index + 1]
+            chosen = chosen[rules.index : rules.index + 1]
         if not rules.needs_recognizer:
             return [(f, DEFAULT_SOURCE) for f in chosen]
         if self.embed is None:
-            raise ConfigError("face selection by reference and faces.map need a face recognizer; "
-                              "set faces.recognizer.model (e.g. arcface_w600k_r50)")
+            raise ConfigError(
+                "face selection by reference and faces.map need a face recognizer; "
+                "set faces.recognizer.model (e.g. arcface_w600k_r50)"
+            )
         embeddings = self._embeddings(frame, chosen, index)
         out: list[tuple[Face, str]] = []
         for face, emb in zip(chosen, embeddings):
@@ -187,8 +199,11 @@ class Selector:
             info = self._known.get(tid)
             if info is None:
                 info = self._known[tid] = self._inherit(face, index)
-            if info.embedding is None or index - info.recognized_at >= self.recognize_every \
-                    or index < info.recognized_at:
+            if (
+                info.embedding is None
+                or index - info.recognized_at >= self.recognize_every
+                or index < info.recognized_at
+            ):
                 due.append(i)
             info.last_seen = index
             info.box = np.asarray(face.box, np.float32).copy()

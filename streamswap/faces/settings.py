@@ -109,8 +109,7 @@ class SelectSettings:
 
     def validate(self, where: str) -> None:
         if self.mode == "reference" and not self.reference:
-            raise ConfigError(f"{where}.reference: mode 'reference' needs at least one photo of the person "
-                              "to swap")
+            raise ConfigError(f"{where}.reference: mode 'reference' needs at least one photo of the person to swap")
 
 
 @dataclass
@@ -135,11 +134,13 @@ class MaskSettings:
     def validate(self, where: str) -> None:
         for i, region in enumerate(self.regions):
             if region not in MASK_REGIONS:
-                raise ConfigError(f"{where}.regions[{i}]: unknown region {region!r}; "
-                                  f"choose from {', '.join(MASK_REGIONS)}")
+                raise ConfigError(
+                    f"{where}.regions[{i}]: unknown region {region!r}; choose from {', '.join(MASK_REGIONS)}"
+                )
         if not self.regions:
-            raise ConfigError(f"{where}.regions: empty, nothing would be swapped; list at least one of "
-                              f"{', '.join(MASK_REGIONS)}")
+            raise ConfigError(
+                f"{where}.regions: empty, nothing would be swapped; list at least one of {', '.join(MASK_REGIONS)}"
+            )
 
 
 @dataclass

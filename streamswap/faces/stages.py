@@ -63,8 +63,9 @@ MAX_WAITING_IDENTITIES = 4
 SUBMIT_TIMEOUT_S = 30.0
 
 
-def detect_with_mesh(detector: Detector, landmarker: Landmarker | None, bgr: np.ndarray,
-                     tracker: FaceTracker | None = None) -> list[Face]:
+def detect_with_mesh(
+    detector: Detector, landmarker: Landmarker | None, bgr: np.ndarray, tracker: FaceTracker | None = None
+) -> list[Face]:
     """The detector's faces, each with its dense mesh (and mesh key points) when there is a
     landmarker: all faces in one landmarker call. With a `tracker`, faces continuing a
     track are landmarked from the track's crop (`FaceTracker.seed`)."""
@@ -101,8 +102,7 @@ class DetectStage:
         self.min_presence = min_presence
         # With a landmarker, a track lives while the landmarker still sees its face; without
         # one, it survives a single missed detection.
-        self.tracker = FaceTracker(smoothing=self.tracking.smoothing,
-                                   max_missed=30 if landmarker is not None else 1)
+        self.tracker = FaceTracker(smoothing=self.tracking.smoothing, max_missed=30 if landmarker is not None else 1)
         self.cadence = DetectCadence(self.tracking.detect_every, self.tracking.max_detect_every, clock=clock)
         self.flow = FaceFlow() if landmarker is None else None
         self.detector_calls = 0
@@ -234,8 +234,7 @@ class SwapStage:
     error_policy = ErrorPolicy(restore_frame=True)
     pausable = True
 
-    def __init__(self, swapper: Swapper, *, enhancer: Enhancer | None = None,
-                 people: People | None = None) -> None:
+    def __init__(self, swapper: Swapper, *, enhancer: Enhancer | None = None, people: People | None = None) -> None:
         self.swapper = swapper
         self.enhancer = enhancer
         self.people = people  # the identities faces.map names (Face.source)

@@ -96,9 +96,13 @@ class Track:
 
 def _copy_face(face: Face) -> Face:
     return Face(
-        box=face.box.copy(), score=face.score, kps=face.kps.copy(),
+        box=face.box.copy(),
+        score=face.score,
+        kps=face.kps.copy(),
         landmarks=None if face.landmarks is None else face.landmarks.copy(),
-        embedding=face.embedding, track_id=face.track_id, extra=dict(face.extra),
+        embedding=face.embedding,
+        track_id=face.track_id,
+        extra=dict(face.extra),
     )
 
 
@@ -118,8 +122,9 @@ class FaceTracker:
     `observe(track_id, face)` records a tracked (not detected) observation.
     """
 
-    def __init__(self, smoothing: float = 0.5, iou_threshold: float = 0.3, max_missed: int = 1,
-                 follow_iou: float = 0.5) -> None:
+    def __init__(
+        self, smoothing: float = 0.5, iou_threshold: float = 0.3, max_missed: int = 1, follow_iou: float = 0.5
+    ) -> None:
         self.smoothing = smoothing
         self.iou_threshold = iou_threshold
         self.follow_iou = follow_iou
@@ -130,15 +135,17 @@ class FaceTracker:
     def reset(self) -> None:
         self.tracks.clear()
 
-    def _match(self, faces: Sequence[Face], skip_faces: Sequence[int] = (),
-               skip_tracks: Sequence[int] = ()) -> dict[int, int]:
+    def _match(
+        self, faces: Sequence[Face], skip_faces: Sequence[int] = (), skip_tracks: Sequence[int] = ()
+    ) -> dict[int, int]:
         """Greedy IoU matching of `faces` to live tracks: face index -> track id."""
         ids = [tid for tid in self.tracks if tid not in skip_tracks]
         matched: dict[int, int] = {}
         if ids and faces:
             overlap = iou(np.stack([f.box for f in faces]), np.stack([self.tracks[i].face.box for i in ids]))
-            pairs = sorted(((overlap[fi, ti], fi, ti) for fi in range(len(faces)) for ti in range(len(ids))),
-                           reverse=True)
+            pairs = sorted(
+                ((overlap[fi, ti], fi, ti) for fi in range(len(faces)) for ti in range(len(ids))), reverse=True
+            )
             used_f: set[int] = set(skip_faces)
             used_t: set[int] = set()
             for score, fi, ti in pairs:
@@ -164,8 +171,11 @@ class FaceTracker:
         for fi, face in enumerate(faces):
             tid = matched.get(fi)
             guess = predicted.get(tid) if tid is not None else None
-            if guess is not None and guess.landmarks is not None \
-                    and float(iou(face.box[None], guess.box[None])[0, 0]) >= self.follow_iou:
+            if (
+                guess is not None
+                and guess.landmarks is not None
+                and float(iou(face.box[None], guess.box[None])[0, 0]) >= self.follow_iou
+            ):
                 face = _copy_face(face)
                 face.box, face.kps, face.track_id = guess.box, guess.kps, tid
             out.append(face)

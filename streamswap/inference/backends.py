@@ -46,11 +46,21 @@ class SharedTrtEnvironment:
         return self._env
 
 
-def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None = None, *,
-                 max_batch: int | None = None, size: int | None = None,
-                 model_sha256: str | None = None, progress: ProgressFn | None = None,
-                 trt_env: Any = None, stage: str | None = None, gpu: Any = None,
-                 role: str | None = None, triton_conn: Any = None) -> Session:
+def open_session(
+    path: Path,
+    settings: InferenceSettings,
+    cache_dir: Path | None = None,
+    *,
+    max_batch: int | None = None,
+    size: int | None = None,
+    model_sha256: str | None = None,
+    progress: ProgressFn | None = None,
+    trt_env: Any = None,
+    stage: str | None = None,
+    gpu: Any = None,
+    role: str | None = None,
+    triton_conn: Any = None,
+) -> Session:
     """Open `path` with `settings.backend`, falling back as configured.
 
     For TensorRT, a dynamic leading input dim is the batch (1..`max_batch`, default
@@ -80,8 +90,10 @@ def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None
         )
     failures = [f"tensorrt: {reason}"]
     for provider in settings.fallback:
-        log.warning("TensorRT unavailable, falling back to ONNX Runtime",
-                    extra=kv(model=path.name, provider=provider, reason=reason))
+        log.warning(
+            "TensorRT unavailable, falling back to ONNX Runtime",
+            extra=kv(model=path.name, provider=provider, reason=reason),
+        )
         try:
             session = open_ort_session(path, replace(settings, provider=provider), cache_dir, stream)
         except BackendUnavailable as exc:
@@ -95,13 +107,22 @@ def open_session(path: Path, settings: InferenceSettings, cache_dir: Path | None
     raise BackendUnavailable(f"{path.name}: no configured backend can run it — " + "; ".join(failures))
 
 
-def _open_trt(path: Path, settings: InferenceSettings, cache_dir: Path | None, max_batch: int | None,
-              size: int | None, model_sha256: str | None, progress: ProgressFn | None,
-              trt_env: Any, stage: str | None) -> Session:
+def _open_trt(
+    path: Path,
+    settings: InferenceSettings,
+    cache_dir: Path | None,
+    max_batch: int | None,
+    size: int | None,
+    model_sha256: str | None,
+    progress: ProgressFn | None,
+    trt_env: Any,
+    stage: str | None,
+) -> Session:
     from streamswap.inference.tensorrt import TrtEnvironment, onnx_inputs, open_trt_session
 
     env = trt_env() if callable(trt_env) else (trt_env or TrtEnvironment.detect())
     cache = EngineCache(cache_dir or resolve_cache_dir(settings.engine_cache_dir))
     profile = profile_from_inputs(onnx_inputs(path), max_batch or settings.max_batch, size)
-    return open_trt_session(path, settings, cache, profile=profile, model_sha256=model_sha256,
-                            progress=progress, env=env, stage=stage)
+    return open_trt_session(
+        path, settings, cache, profile=profile, model_sha256=model_sha256, progress=progress, env=env, stage=stage
+    )

@@ -39,9 +39,7 @@ class Session(Protocol):
         """What actually runs it, e.g. 'ort:CPUExecutionProvider' or 'tensorrt'."""
         ...
 
-    def run(
-        self, feeds: Mapping[str, np.ndarray], stream: int | None = None
-    ) -> dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
         """Run once. `stream` is a CUDA stream handle for GPU backends; CPU backends ignore it."""
         ...
 

@@ -139,20 +139,42 @@ class Cuda:
         """Host → device on `stream`; `src` should be pinned for a truly async copy."""
         if not src.flags.c_contiguous:
             raise ValueError("copy_htod_async needs a C-contiguous host array")
-        _call(self.rt, "cudaMemcpyAsync", _ptr(dst), src.ctypes.data, src.nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, _handle(stream))
+        _call(
+            self.rt,
+            "cudaMemcpyAsync",
+            _ptr(dst),
+            src.ctypes.data,
+            src.nbytes,
+            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            _handle(stream),
+        )
 
     def copy_dtoh_async(self, dst: np.ndarray, src: "DeviceBuffer | int", stream: "Stream | int") -> None:
         """Device → host on `stream`; `dst` must stay alive until the stream has passed it."""
         if not dst.flags.c_contiguous:
             raise ValueError("copy_dtoh_async needs a C-contiguous host array")
-        _call(self.rt, "cudaMemcpyAsync", dst.ctypes.data, _ptr(src), dst.nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, _handle(stream))
+        _call(
+            self.rt,
+            "cudaMemcpyAsync",
+            dst.ctypes.data,
+            _ptr(src),
+            dst.nbytes,
+            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+            _handle(stream),
+        )
 
-    def copy_dtod_async(self, dst: "DeviceBuffer | int", src: "DeviceBuffer | int", nbytes: int,
-                        stream: "Stream | int") -> None:
-        _call(self.rt, "cudaMemcpyAsync", _ptr(dst), _ptr(src), nbytes,
-              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, _handle(stream))
+    def copy_dtod_async(
+        self, dst: "DeviceBuffer | int", src: "DeviceBuffer | int", nbytes: int, stream: "Stream | int"
+    ) -> None:
+        _call(
+            self.rt,
+            "cudaMemcpyAsync",
+            _ptr(dst),
+            _ptr(src),
+            nbytes,
+            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+            _handle(stream),
+        )
 
 
 def _ptr(buf: "DeviceBuffer | int") -> int:
@@ -181,13 +203,10 @@ def open_cuda(device: int = 0) -> Cuda:
         )
     if code == ERR_NO_DEVICE or (code == 0 and count == 0):
         raise BackendUnavailable(
-            "no CUDA-capable GPU found (cudaErrorNoDevice); check nvidia-smi, "
-            "or set inference.backend: ort"
+            "no CUDA-capable GPU found (cudaErrorNoDevice); check nvidia-smi, or set inference.backend: ort"
         )
     if code != 0:
-        raise BackendUnavailable(
-            f"CUDA cannot start: {_err_name(err)} ({code}); check the NVIDIA driver (nvidia-smi)"
-        )
+        raise BackendUnavailable(f"CUDA cannot start: {_err_name(err)} ({code}); check the NVIDIA driver (nvidia-smi)")
     if device >= count:
         raise BackendUnavailable(f"CUDA device {device} does not exist (this machine has {count})")
     return Cuda(cudart, device)
@@ -297,8 +316,14 @@ class DeviceArray:
 
     @property
     def __cuda_array_interface__(self) -> dict[str, Any]:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False),
-                "version": 3, "strides": None, "stream": None}
+        return {
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "data": (self.ptr, False),
+            "version": 3,
+            "strides": None,
+            "stream": None,
+        }
 
     def __getitem__(self, index: int) -> "DeviceArray":
         """Item `index` along the first axis (e.g. one crop of a batch), no copy."""

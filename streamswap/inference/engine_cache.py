@@ -76,9 +76,12 @@ class EngineKey:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "EngineKey":
         return cls(
-            model=str(data["model"]), model_sha256=str(data["model_sha256"]),
-            trt_version=str(data["trt_version"]), gpu_name=str(data["gpu_name"]),
-            compute_capability=str(data["compute_capability"]), precision=str(data["precision"]),
+            model=str(data["model"]),
+            model_sha256=str(data["model_sha256"]),
+            trt_version=str(data["trt_version"]),
+            gpu_name=str(data["gpu_name"]),
+            compute_capability=str(data["compute_capability"]),
+            precision=str(data["precision"]),
             profile=tuple(InputProfile.from_json(p) for p in data["profile"]),
             recipe=str(data.get("recipe", "")),
         )
@@ -92,8 +95,10 @@ class EngineKey:
     @property
     def stem(self) -> str:
         cc = self.compute_capability.replace(".", "")
-        return (f"{slug(self.model)}-{self.model_sha256[:12]}-trt{self.trt_version}-"
-                f"{slug(self.gpu_name)}-sm{cc}-{self.precision}-{self.digest}")
+        return (
+            f"{slug(self.model)}-{self.model_sha256[:12]}-trt{self.trt_version}-"
+            f"{slug(self.gpu_name)}-sm{cc}-{self.precision}-{self.digest}"
+        )
 
     def differences(self, other: "EngineKey") -> list[str]:
         """Names of the key fields that differ (for 'stale because ...' messages)."""
@@ -179,8 +184,9 @@ class EngineCache:
             return Lookup(path, False, "engine file hash differs from its sidecar (corrupted)")
         return Lookup(path, True, "ok")
 
-    def store(self, key: EngineKey, built: Path, *, build_seconds: float,
-              extra: Mapping[str, Any] | None = None) -> Path:
+    def store(
+        self, key: EngineKey, built: Path, *, build_seconds: float, extra: Mapping[str, Any] | None = None
+    ) -> Path:
         """Move a freshly built engine file in, then write its sidecar (the sidecar last, so
         a crash in between leaves an engine without sidecar, which is never loaded)."""
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -254,8 +260,7 @@ class EngineCache:
 
     # -- locking --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def build_lock(self, key: EngineKey, timeout_s: float,
-                   waiting: "Any | None" = None) -> Iterator[None]:
+    def build_lock(self, key: EngineKey, timeout_s: float, waiting: "Any | None" = None) -> Iterator[None]:
         """Hold an exclusive lock for building `key` (across processes: fcntl.flock).
 
         While another process holds it, waits up to `timeout_s` (calling `waiting()` every
@@ -329,8 +334,9 @@ def resolve_cache_dir(configured: str | None) -> Path:
     return Path(base) / "streamswap" / "engines"
 
 
-def machine_match(key: EngineKey, trt_version: str | None, gpu_name: str | None,
-                  compute_capability: str | None) -> tuple[bool, str]:
+def machine_match(
+    key: EngineKey, trt_version: str | None, gpu_name: str | None, compute_capability: str | None
+) -> tuple[bool, str]:
     """Whether an entry could run here (TRT version and GPU), with a short reason."""
     problems: list[str] = []
     if trt_version is None:
@@ -349,8 +355,9 @@ def machine_match(key: EngineKey, trt_version: str | None, gpu_name: str | None,
     return (not problems, "matches this machine" if not problems else "; ".join(problems))
 
 
-def profile_from_inputs(inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: int,
-                        size: int | None = None) -> tuple[InputProfile, ...]:
+def profile_from_inputs(
+    inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: int, size: int | None = None
+) -> tuple[InputProfile, ...]:
     """min/opt/max shapes for a model's inputs: a dynamic leading dim is the batch
     (1..max_batch, tuned for 1: one face is the common frame); other dynamic dims take
     `size` (the detector's configured side), fixed.

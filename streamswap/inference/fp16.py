@@ -27,15 +27,28 @@ log = logging.getLogger(__name__)
 
 # Ops whose fp16 results overflow or lose too much precision (large intermediate ranges,
 # long accumulations, index/box arithmetic). They run in fp32 between Cast nodes.
-KEEP_FP32_OPS = frozenset({
-    "Exp", "Log", "Pow", "Softplus", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
-    "ReduceProd", "CumSum", "Range", "TopK", "NonMaxSuppression", "RoiAlign",
-})
+KEEP_FP32_OPS = frozenset(
+    {
+        "Exp",
+        "Log",
+        "Pow",
+        "Softplus",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceProd",
+        "CumSum",
+        "Range",
+        "TopK",
+        "NonMaxSuppression",
+        "RoiAlign",
+    }
+)
 # (op, input index) that the ONNX spec types as tensor(float) whatever T is.
 FLOAT32_ONLY_INPUTS = frozenset({("Resize", 2), ("Upsample", 1)})
 
 FP16_MAX = float(np.finfo(np.float16).max)
-FP16_MIN_SUBNORMAL = 2.0 ** -24
+FP16_MIN_SUBNORMAL = 2.0**-24
 
 
 def is_fp16_model(model: "onnx.ModelProto") -> bool:
@@ -54,8 +67,7 @@ def is_fp16_model(model: "onnx.ModelProto") -> bool:
     return half > 0 and half > single
 
 
-def convert_to_fp16(model: "onnx.ModelProto",
-                    keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS) -> "onnx.ModelProto":
+def convert_to_fp16(model: "onnx.ModelProto", keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS) -> "onnx.ModelProto":
     """A new model computing in fp16 with fp32 inputs/outputs. The input is not modified."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -87,8 +99,7 @@ def convert_to_fp16(model: "onnx.ModelProto",
         return bool(name) and elem.get(name) == FLOAT
 
     def kept(node: "onnx.NodeProto") -> bool:
-        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                           for a in node.attribute)
+        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
         return node.op_type in keep or has_subgraph
 
     # Which type each consumer slot wants for a float tensor.
@@ -144,8 +155,7 @@ def convert_to_fp16(model: "onnx.ModelProto",
             suffix = "fp32" if to == FLOAT else "fp16"
             out = f"{name}__{suffix}"
             casts[key] = out
-            cast_nodes[name].append(helper.make_node("Cast", [name], [out], to=to,
-                                                     name=f"{out}__cast"))
+            cast_nodes[name].append(helper.make_node("Cast", [name], [out], to=to, name=f"{out}__cast"))
         return casts[key]
 
     for node in graph.node:
@@ -184,8 +194,9 @@ def convert_to_fp16(model: "onnx.ModelProto",
     # Rebuild the node list in order: each cast right after its producer (graph inputs' and
     # initializers' casts first), output casts at the end.
     ordered = []
-    produced_early = [n for n in list(cast_nodes) if n in native and
-                      (n in initializers or any(i.name == n for i in graph.input))]
+    produced_early = [
+        n for n in list(cast_nodes) if n in native and (n in initializers or any(i.name == n for i in graph.input))
+    ]
     for name in produced_early:
         ordered.extend(cast_nodes.pop(name))
     for node in graph.node:
@@ -195,8 +206,7 @@ def convert_to_fp16(model: "onnx.ModelProto",
     for leftover in cast_nodes.values():  # producers we did not see (should not happen)
         ordered.extend(leftover)
     for original, internal in renamed.items():
-        ordered.append(helper.make_node("Cast", [internal], [original], to=FLOAT,
-                                        name=f"{original}__out_cast"))
+        ordered.append(helper.make_node("Cast", [internal], [original], to=FLOAT, name=f"{original}__out_cast"))
     del graph.node[:]
     graph.node.extend(ordered)
     # Stale intermediate types would contradict the new ones; runtimes re-infer them.
@@ -221,8 +231,7 @@ def _retarget_attributes(node: Any, onnx: Any, numpy_helper: Any) -> None:
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
             attr.i = TensorProto.FLOAT16
-        elif (node.op_type == "ConstantOfShape" and attr.name == "value"
-              and attr.t.data_type == TensorProto.FLOAT):
+        elif node.op_type == "ConstantOfShape" and attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
             _to_fp16_initializer(attr.t, numpy_helper)
 
 
@@ -233,15 +242,15 @@ def convert_file(src: Path, dst: Path) -> Path:
     try:
         model = onnx.load(str(src))
     except Exception as exc:
-        raise ModelError(f"{src}: cannot read this ONNX model ({exc}); check the file "
-                         "(`streamswap models verify`)") from None
+        raise ModelError(
+            f"{src}: cannot read this ONNX model ({exc}); check the file (`streamswap models verify`)"
+        ) from None
     if is_fp16_model(model):
         log.info("model already fp16", extra=kv(model=src.name))
         return src
     converted = convert_to_fp16(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
     large = converted.ByteSize() > 1_900_000_000
-    onnx.save(converted, str(dst), save_as_external_data=large,
-              location=dst.name + ".data" if large else None)
+    onnx.save(converted, str(dst), save_as_external_data=large, location=dst.name + ".data" if large else None)
     log.info("converted to fp16", extra=kv(model=src.name, out=dst.name))
     return dst

@@ -61,7 +61,7 @@ class CalibrationBatches:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(len(self)):
             lo = i * self.batch_size
-            yield {name: a[lo:lo + self.batch_size] for name, a in self.arrays.items()}
+            yield {name: a[lo : lo + self.batch_size] for name, a in self.arrays.items()}
 
 
 def make_calibrator(trt: Any, data_path: Path | None, batch_size: int, cache_path: Path | None) -> Any:
@@ -77,8 +77,11 @@ def make_calibrator(trt: Any, data_path: Path | None, batch_size: int, cache_pat
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._iter = iter(batches) if batches is not None else iter(())
             self._stream = cuda.stream() if cuda is not None else None
-            self._device = {name: cuda.device_buffer(a[:batch_size].nbytes)
-                            for name, a in batches.arrays.items()} if cuda and batches else {}
+            self._device = (
+                {name: cuda.device_buffer(a[:batch_size].nbytes) for name, a in batches.arrays.items()}
+                if cuda and batches
+                else {}
+            )
             self._sent = 0
 
         def get_batch_size(self) -> int:

@@ -41,8 +41,12 @@ _ORT_TYPES = {
 # must replace the CPU one (a dependency of streamswap), not sit next to it.
 GPU_BUILD_INSTALL = "pip uninstall -y onnxruntime && pip install --force-reinstall onnxruntime-gpu"
 
-_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def _import_ort() -> Any:
@@ -73,7 +77,8 @@ def probe_provider(name: str) -> str | None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "probe",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
     )
@@ -83,8 +88,10 @@ def probe_provider(name: str) -> str | None:
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(
-            model.SerializeToString(), sess_options=options,
-            providers=list(dict.fromkeys([PROVIDERS[name], PROVIDERS["cpu"]])), enable_fallback=0,
+            model.SerializeToString(),
+            sess_options=options,
+            providers=list(dict.fromkeys([PROVIDERS[name], PROVIDERS["cpu"]])),
+            enable_fallback=0,
         )
     except Exception as exc:  # a provider library that does not load, no device, ...
         return _first_line(exc)
@@ -93,8 +100,9 @@ def probe_provider(name: str) -> str | None:
     return None
 
 
-def resolve_providers(settings: InferenceSettings, cache_dir: Path | None,
-                      stream: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+def resolve_providers(
+    settings: InferenceSettings, cache_dir: Path | None, stream: int | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """The ORT provider list (with options) for `settings.provider`; `stream` (a CUDA
     stream handle, the owning stage's) is where the CUDA and TensorRT providers compute.
 
@@ -121,13 +129,19 @@ def resolve_providers(settings: InferenceSettings, cache_dir: Path | None,
     return [(PROVIDERS[p], _provider_options(p, settings, cache_dir, stream)) for p in chosen]
 
 
-def _provider_options(name: str, settings: InferenceSettings, cache_dir: Path | None,
-                      stream: int | None = None) -> dict[str, Any]:
+def _provider_options(
+    name: str, settings: InferenceSettings, cache_dir: Path | None, stream: int | None = None
+) -> dict[str, Any]:
     # ORT's CUDA and TensorRT providers take the stream to compute on as its address in a
     # string; has_user_compute_stream is what versions before 1.17 read.
-    on_stream: dict[str, object] = {} if stream is None else {
-        "has_user_compute_stream": "1", "user_compute_stream": str(int(stream)),
-    }
+    on_stream: dict[str, object] = (
+        {}
+        if stream is None
+        else {
+            "has_user_compute_stream": "1",
+            "user_compute_stream": str(int(stream)),
+        }
+    )
     if name == "tensorrt":
         opts: dict[str, object] = {"trt_fp16_enable": settings.fp16, "device_id": settings.device, **on_stream}
         if cache_dir is not None:
@@ -207,9 +221,7 @@ def open_ort_session(
     handle = None if stream is None else int(getattr(stream, "handle", stream))
     providers = resolve_providers(settings, cache_dir, handle)
     options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(
-        ort.GraphOptimizationLevel, _OPT_LEVELS[settings.graph_optimization]
-    )
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[settings.graph_optimization])
     if settings.threads:
         options.intra_op_num_threads = settings.threads
     # Nodes run one after another (ORT's default sequential mode): no inter-op pool to start.
@@ -227,12 +239,19 @@ def open_ort_session(
         _provider_did_not_start(path, settings, left_out, started, reason)
     log.info("model loaded", extra=kv(model=path.name, providers=",".join(started)))
     on_gpu = started[0] in (PROVIDERS["cuda"], PROVIDERS["tensorrt"])
-    return OrtSession(path, session, _tensor_infos(session.get_inputs()), _tensor_infos(session.get_outputs()),
-                      stream=stream if on_gpu else None, device_id=settings.device)
+    return OrtSession(
+        path,
+        session,
+        _tensor_infos(session.get_inputs()),
+        _tensor_infos(session.get_outputs()),
+        stream=stream if on_gpu else None,
+        device_id=settings.device,
+    )
 
 
-def _start_session(ort: Any, path: Path, options: Any,
-                   providers: list[tuple[str, dict[str, Any]]]) -> tuple[Any, str | None]:
+def _start_session(
+    ort: Any, path: Path, options: Any, providers: list[tuple[str, dict[str, Any]]]
+) -> tuple[Any, str | None]:
     """The InferenceSession, and why the accelerators failed when it runs without them.
 
     ONNX Runtime's own fallback is off: it would print to stdout and silently move an
@@ -241,8 +260,11 @@ def _start_session(ort: Any, path: Path, options: Any,
 
     def create(chosen: list[tuple[str, dict[str, Any]]]) -> Any:
         session = ort.InferenceSession(
-            os.fspath(path), sess_options=options, providers=[p for p, _ in chosen],
-            provider_options=[o for _, o in chosen], enable_fallback=0,
+            os.fspath(path),
+            sess_options=options,
+            providers=[p for p, _ in chosen],
+            provider_options=[o for _, o in chosen],
+            enable_fallback=0,
         )
         session.disable_fallback()  # onnxruntime versions that ignore the keyword
         return session
@@ -272,8 +294,9 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _provider_did_not_start(path: Path, settings: InferenceSettings, left_out: list[str],
-                            started: list[str], reason: str | None) -> None:
+def _provider_did_not_start(
+    path: Path, settings: InferenceSettings, left_out: list[str], started: list[str], reason: str | None
+) -> None:
     """Raise for an explicit provider that did not start; log it under `auto`."""
     why = f" ({reason})" if reason else ""
     if settings.provider != "auto" and PROVIDERS[settings.provider] in left_out:
@@ -283,16 +306,24 @@ def _provider_did_not_start(path: Path, settings: InferenceSettings, left_out: l
             "GPU/driver, or CUDA, cuDNN or TensorRT libraries that do not match onnxruntime-gpu); "
             "run `streamswap doctor`, or set inference.provider: auto"
         )
-    log.warning("accelerator could not start, running without it",
-                extra=kv(model=path.name, left_out=",".join(left_out), running=",".join(started),
-                         reason=reason or "not registered"))
+    log.warning(
+        "accelerator could not start, running without it",
+        extra=kv(
+            model=path.name, left_out=",".join(left_out), running=",".join(started), reason=reason or "not registered"
+        ),
+    )
 
 
 class SessionPool:
     """One session per (model file, settings) for the life of the process, shared by stages."""
 
-    def __init__(self, settings: InferenceSettings, cache_dir: Path | None = None,
-                 progress: Callable[[Any], None] | None = None, gpu: Any = None) -> None:
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        cache_dir: Path | None = None,
+        progress: Callable[[Any], None] | None = None,
+        gpu: Any = None,
+    ) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
         # Engine-build progress (inference.backend: tensorrt), e.g. to extend systemd's timeout.
@@ -303,8 +334,15 @@ class SessionPool:
         self._sessions: dict[tuple[Path, str | None], Session] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: Path, *, max_batch: int | None = None, size: int | None = None,
-            stage: str | None = None, role: str | None = None) -> Session:
+    def get(
+        self,
+        path: Path,
+        *,
+        max_batch: int | None = None,
+        size: int | None = None,
+        stage: str | None = None,
+        role: str | None = None,
+    ) -> Session:
         """The session for `path` owned by pipeline stage `stage` (a GPU session runs on that
         stage's stream; the same file used by two stages is two sessions). With
         inference.backend: tensorrt, `max_batch` bounds a dynamic batch dim (default
@@ -324,8 +362,18 @@ class SessionPool:
                     from streamswap.inference.triton import TritonConnection
 
                     self._triton_conn = TritonConnection(self.settings.triton)
-                session = open_session(key[0], self.settings, self.cache_dir, max_batch=max_batch,
-                                       size=size, progress=self.progress, trt_env=self._trt_env,
-                                       stage=stage, gpu=self.gpu, role=role, triton_conn=self._triton_conn)
+                session = open_session(
+                    key[0],
+                    self.settings,
+                    self.cache_dir,
+                    max_batch=max_batch,
+                    size=size,
+                    progress=self.progress,
+                    trt_env=self._trt_env,
+                    stage=stage,
+                    gpu=self.gpu,
+                    role=role,
+                    triton_conn=self._triton_conn,
+                )
                 self._sessions[key] = session
             return session

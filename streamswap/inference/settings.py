@@ -17,8 +17,16 @@ class TritonModelRef:
     version: str = ""
 
 
-TRITON_ROLES = ("detector", "landmarker", "recognizer", "swapper", "embedding_converter", "enhancer",
-                "occluder", "parser")
+TRITON_ROLES = (
+    "detector",
+    "landmarker",
+    "recognizer",
+    "swapper",
+    "embedding_converter",
+    "enhancer",
+    "occluder",
+    "parser",
+)
 
 
 @dataclass
@@ -57,8 +65,10 @@ class TritonSettings:
         from streamswap.errors import ConfigError
 
         if "://" in self.url or "/" in self.url:
-            raise ConfigError(f"{where}.url: host:port without a scheme or path, got {self.url!r} "
-                              "(gRPC or HTTP is protocol:, TLS is ssl: true)")
+            raise ConfigError(
+                f"{where}.url: host:port without a scheme or path, got {self.url!r} "
+                "(gRPC or HTTP is protocol:, TLS is ssl: true)"
+            )
         import re
 
         for name, value in self.headers.items():
@@ -73,8 +83,9 @@ class TritonSettings:
             if ref.version and not ref.version.isdigit():
                 raise ConfigError(f"{where}.models.{role}.version: must be a number, got {ref.version!r}")
         if self.ssl and self.shared_memory == "on":
-            raise ConfigError(f"{where}.shared_memory: on needs the server on this host; "
-                              "with ssl (a remote server) use auto or off")
+            raise ConfigError(
+                f"{where}.shared_memory: on needs the server on this host; with ssl (a remote server) use auto or off"
+            )
         if self.private_key and not self.certificate_chain or self.certificate_chain and not self.private_key:
             raise ConfigError(f"{where}.private_key and certificate_chain go together (a client certificate)")
 
@@ -92,9 +103,7 @@ class InferenceSettings:
     # Let ORT's worker threads spin (busy-wait) between tasks. Off: on shared cores the
     # spinning burns the time another stage's thread needs (measured: 2× slower calls).
     allow_spinning: bool = False
-    graph_optimization: str = field(
-        default="all", metadata=choices("disable", "basic", "extended", "all")
-    )
+    graph_optimization: str = field(default="all", metadata=choices("disable", "basic", "extended", "all"))
     # Built engines and timing caches; None = ./engines when writable, else the XDG cache.
     engine_cache_dir: str | None = None
     # What runs the graphs: ONNX Runtime (provider above), our own TensorRT engines, or a

@@ -50,8 +50,15 @@ log = logging.getLogger(__name__)
 
 # TensorRT DataType member name -> numpy dtype.
 _TRT_DTYPES = {
-    "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
-    "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8, "BF16": None, "FP8": None,
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "BF16": None,
+    "FP8": None,
 }
 
 
@@ -99,17 +106,31 @@ class EngineRequest:
     def key(self, trt_version: str, device: DeviceInfo) -> EngineKey:
         sha = self.model_sha256 or file_sha256(self.model_path)
         return EngineKey(
-            model=self.name or self.model_path.stem, model_sha256=sha, trt_version=trt_version,
-            gpu_name=device.name, compute_capability=device.compute_capability,
-            precision=self.precision, profile=self.profile,
+            model=self.name or self.model_path.stem,
+            model_sha256=sha,
+            trt_version=trt_version,
+            gpu_name=device.name,
+            compute_capability=device.compute_capability,
+            precision=self.precision,
+            profile=self.profile,
         )
 
 
-def ensure_engine(request: EngineRequest, cache: EngineCache, *, trt_version: str, device: DeviceInfo,
-                  build: bool = True, timeout_s: float = 3600.0, workspace_mb: int = 2048,
-                  calib_data: Path | None = None, progress: ProgressFn | None = None,
-                  force: bool = False, build_command: list[str] | None = None,
-                  build_env: Mapping[str, str] | None = None) -> Path:
+def ensure_engine(
+    request: EngineRequest,
+    cache: EngineCache,
+    *,
+    trt_version: str,
+    device: DeviceInfo,
+    build: bool = True,
+    timeout_s: float = 3600.0,
+    workspace_mb: int = 2048,
+    calib_data: Path | None = None,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+    build_command: list[str] | None = None,
+    build_env: Mapping[str, str] | None = None,
+) -> Path:
     """The path of a valid engine for `request` on this machine, built if needed.
 
     A stale or foreign engine is never returned: it is rebuilt (under a build lock, in a
@@ -141,18 +162,24 @@ def ensure_engine(request: EngineRequest, cache: EngineCache, *, trt_version: st
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache.dir))
         try:
             build_request = BuildRequest(
-                model=key.model, onnx_path=str(request.model_path), engine_out=str(work / "engine.plan"),
-                precision=key.precision, profile=[p.to_json() for p in key.profile], work_dir=str(work),
+                model=key.model,
+                onnx_path=str(request.model_path),
+                engine_out=str(work / "engine.plan"),
+                precision=key.precision,
+                profile=[p.to_json() for p in key.profile],
+                work_dir=str(work),
                 timing_cache=str(cache.timing_cache_path(device.name, device.compute_capability, trt_version)),
                 workspace_mb=workspace_mb,
                 calib_data=str(calib_data) if calib_data else None,
                 calib_cache=str(cache.calibration_cache_path(key.model, key.model_sha256)),
                 calib_batch_size=key.profile[0].opt[0] if key.profile and key.profile[0].opt else 1,
             )
-            log.info("building engine", extra=kv(model=key.model, precision=key.precision,
-                                                 trt=trt_version, gpu=device.name))
-            seconds = run_build(build_request, timeout_s=timeout_s, progress=progress,
-                                command=build_command, env=build_env)
+            log.info(
+                "building engine", extra=kv(model=key.model, precision=key.precision, trt=trt_version, gpu=device.name)
+            )
+            seconds = run_build(
+                build_request, timeout_s=timeout_s, progress=progress, command=build_command, env=build_env
+            )
             return cache.store(key, Path(build_request.engine_out), build_seconds=seconds)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -226,8 +253,11 @@ class TrtSession:
         self._outputs: list[TensorInfo] = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            info = TensorInfo(name, tuple(int(d) if int(d) >= 0 else None for d in engine.get_tensor_shape(name)),
-                              trt_dtype(engine.get_tensor_dtype(name)))
+            info = TensorInfo(
+                name,
+                tuple(int(d) if int(d) >= 0 else None for d in engine.get_tensor_shape(name)),
+                trt_dtype(engine.get_tensor_dtype(name)),
+            )
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self._inputs.append(info)
             else:
@@ -386,10 +416,17 @@ class TrtEnvironment:
         return cls(trt, str(trt.__version__), gpu, gpu.cuda.info())
 
 
-def open_trt_session(model_path: Path, settings: Any, cache: EngineCache, *,
-                     profile: Sequence[InputProfile], model_sha256: str | None = None,
-                     progress: ProgressFn | None = None, env: TrtEnvironment | None = None,
-                     stage: str | None = None) -> TrtSession:
+def open_trt_session(
+    model_path: Path,
+    settings: Any,
+    cache: EngineCache,
+    *,
+    profile: Sequence[InputProfile],
+    model_sha256: str | None = None,
+    progress: ProgressFn | None = None,
+    env: TrtEnvironment | None = None,
+    stage: str | None = None,
+) -> TrtSession:
     """Load (building when needed and allowed) the engine for `model_path` and open it on
     the named stage's stream (`stage`: "detect", "swap"; None: a stream of its own)."""
     env = env or TrtEnvironment.detect()
@@ -397,9 +434,16 @@ def open_trt_session(model_path: Path, settings: Any, cache: EngineCache, *,
     started = time.monotonic()
     if request.precision == "int8":
         _require_calibration(cache, request)
-    path = ensure_engine(request, cache, trt_version=env.version, device=env.device,
-                         build=settings.build_engines, timeout_s=settings.build_timeout_s,
-                         workspace_mb=settings.workspace_mb, progress=progress)
+    path = ensure_engine(
+        request,
+        cache,
+        trt_version=env.version,
+        device=env.device,
+        build=settings.build_engines,
+        timeout_s=settings.build_timeout_s,
+        workspace_mb=settings.workspace_mb,
+        progress=progress,
+    )
     stream = env.gpu.stream(stage) if stage else None
     session = TrtSession(path, env.trt, env.cuda, stream)
     log.info("engine loaded", extra=kv(engine=path.name, seconds=time.monotonic() - started))
@@ -417,4 +461,3 @@ def _require_calibration(cache: EngineCache, request: EngineRequest) -> None:
             f"{request.model_path.name}: INT8 needs calibration first; run `streamswap engines build "
             f"{request.model_path.stem} --precision int8 --calib-dir FACES_DIR` or use precision fp16"
         )
-

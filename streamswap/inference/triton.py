@@ -45,9 +45,15 @@ log = logging.getLogger(__name__)
 
 # Triton's tensor data types (model_config.proto TYPE_* without the prefix) ↔ numpy.
 TRITON_DTYPES: dict[str, np.dtype] = {
-    "FP32": np.dtype(np.float32), "FP16": np.dtype(np.float16), "FP64": np.dtype(np.float64),
-    "INT64": np.dtype(np.int64), "INT32": np.dtype(np.int32), "INT16": np.dtype(np.int16),
-    "INT8": np.dtype(np.int8), "UINT8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
+    "FP32": np.dtype(np.float32),
+    "FP16": np.dtype(np.float16),
+    "FP64": np.dtype(np.float64),
+    "INT64": np.dtype(np.int64),
+    "INT32": np.dtype(np.int32),
+    "INT16": np.dtype(np.int16),
+    "INT8": np.dtype(np.int8),
+    "UINT8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
 }
 NUMPY_TO_TRITON = {v: k for k, v in TRITON_DTYPES.items()}
 
@@ -119,8 +125,11 @@ class TritonConnection:
 
     @property
     def where(self) -> str:
-        scheme = ("grpcs" if self.settings.ssl else "grpc") if self.settings.protocol == "grpc" else (
-            "https" if self.settings.ssl else "http")
+        scheme = (
+            ("grpcs" if self.settings.ssl else "grpc")
+            if self.settings.protocol == "grpc"
+            else ("https" if self.settings.ssl else "http")
+        )
         return f"{scheme}://{self.settings.url}"
 
     def client(self) -> Any:
@@ -132,13 +141,21 @@ class TritonConnection:
                 # gRPC's own reconnect back-off grows to 2 minutes by default: a server that is
                 # back would stay unused that long. Keep it within ours.
                 cap_ms = max(100, int(s.max_backoff_s * 1000))
-                args = [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
-                        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
-                        ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                        ("grpc.max_reconnect_backoff_ms", cap_ms)]
+                args = [
+                    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+                    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.min_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", cap_ms),
+                ]
                 self._grpc = self.module.InferenceServerClient(
-                    s.url, ssl=s.ssl, root_certificates=s.root_certificates, private_key=s.private_key,
-                    certificate_chain=s.certificate_chain, channel_args=args)
+                    s.url,
+                    ssl=s.ssl,
+                    root_certificates=s.root_certificates,
+                    private_key=s.private_key,
+                    certificate_chain=s.certificate_chain,
+                    channel_args=args,
+                )
             return self._grpc
         client = getattr(self._local, "client", None)
         if client is None:
@@ -148,8 +165,12 @@ class TritonConnection:
             if s.certificate_chain:
                 ssl_options.update(certfile=s.certificate_chain, keyfile=s.private_key or "")
             client = self._local.client = self.module.InferenceServerClient(
-                s.url, ssl=s.ssl, ssl_options=ssl_options or None,
-                connection_timeout=s.timeout_s, network_timeout=s.timeout_s)
+                s.url,
+                ssl=s.ssl,
+                ssl_options=ssl_options or None,
+                connection_timeout=s.timeout_s,
+                network_timeout=s.timeout_s,
+            )
         return client
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -174,8 +195,9 @@ class TritonConnection:
         return self.call("get_inference_statistics", model, version)
 
 
-def wait_ready(conn: TritonConnection, model: str, version: str, wait_s: float,
-               sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_ready(
+    conn: TritonConnection, model: str, version: str, wait_s: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
     """Return once the server and `model` are ready; BackendUnavailable (what to do) after
     `wait_s` seconds otherwise."""
     deadline = time.monotonic() + wait_s
@@ -188,13 +210,13 @@ def wait_ready(conn: TritonConnection, model: str, version: str, wait_s: float,
             raise BackendUnavailable(why)
         if not waiting:  # a daemon started before its server: say why it sits there
             waiting = True
-            log.info("waiting for the Triton server", extra=kv(model=model, server=conn.where,
-                                                               up_to_s=wait_s, reason=why))
+            log.info(
+                "waiting for the Triton server", extra=kv(model=model, server=conn.where, up_to_s=wait_s, reason=why)
+            )
         sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
-def model_not_ready(conn: TritonConnection, model: str, version: str = "", *,
-                    with_fix: bool = True) -> str | None:
+def model_not_ready(conn: TritonConnection, model: str, version: str = "", *, with_fix: bool = True) -> str | None:
     """None when the server is ready and serves `model`; else what is wrong and (unless
     `with_fix` is false: `doctor` prints the fix on its own line) what to do."""
     try:
@@ -213,8 +235,12 @@ def model_not_ready(conn: TritonConnection, model: str, version: str = "", *,
         detail = ""
     if not ready:
         why = f"the Triton server at {conn.where} has no ready model {label!r}{detail}"
-        return why + (": write the repository with `streamswap triton export --repo DIR` and load it "
-                      "there, or set inference.triton.models.<role>.name" if with_fix else "")
+        return why + (
+            ": write the repository with `streamswap triton export --repo DIR` and load it "
+            "there, or set inference.triton.models.<role>.name"
+            if with_fix
+            else ""
+        )
     return None
 
 
@@ -299,10 +325,19 @@ def _probe_shared_memory(conn: TritonConnection, prefix: str) -> str | None:
 class TritonSession:
     """One model on a Triton server behind the `Session` interface."""
 
-    def __init__(self, conn: TritonConnection, model: str, version: str, *,
-                 inputs: list[TensorInfo], outputs: list[TensorInfo], max_batch: int,
-                 shared_memory: bool, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        conn: TritonConnection,
+        model: str,
+        version: str,
+        *,
+        inputs: list[TensorInfo],
+        outputs: list[TensorInfo],
+        max_batch: int,
+        shared_memory: bool,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.conn = conn
         self.settings = conn.settings
         self.model = model
@@ -340,13 +375,16 @@ class TritonSession:
         if self._failures and now < self._retry_at:
             raise TritonUnavailable(
                 f"Triton server at {self.conn.where} unavailable for {self.model} "
-                f"(next try in {self._retry_at - now:.1f}s)")
+                f"(next try in {self._retry_at - now:.1f}s)"
+            )
         n = next(iter(feeds.values())).shape[0] if feeds and self.max_batch else 0
         with self._lock:
             if not self.max_batch or n <= self.max_batch:
                 return self._call(feeds)
-            parts = [self._call({k: v[i:i + self.max_batch] for k, v in feeds.items()})
-                     for i in range(0, n, self.max_batch)]
+            parts = [
+                self._call({k: v[i : i + self.max_batch] for k, v in feeds.items()})
+                for i in range(0, n, self.max_batch)
+            ]
         return {k: np.concatenate([p[k] for p in parts]) for k in self._output_names}
 
     def _call(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -367,17 +405,21 @@ class TritonSession:
                 error = exc
                 continue
             if self._failures:
-                log.info("Triton server answers again", extra=kv(model=self.model, server=self.conn.where,
-                                                                 failed_calls=self._failures))
+                log.info(
+                    "Triton server answers again",
+                    extra=kv(model=self.model, server=self.conn.where, failed_calls=self._failures),
+                )
                 self._failures = 0
             return result
         self._failures += 1
-        delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** self._failures)
+        delay = min(self.settings.max_backoff_s, self.settings.backoff_s * 2**self._failures)
         self._retry_at = self._clock() + delay
         self._shm_stale = self._shm is not None
         if self._failures == 1:
-            log.warning("Triton server does not answer; retrying in the background",
-                        extra=kv(model=self.model, server=self.conn.where, error=_first_line(error) if error else "-"))
+            log.warning(
+                "Triton server does not answer; retrying in the background",
+                extra=kv(model=self.model, server=self.conn.where, error=_first_line(error) if error else "-"),
+            )
         raise TritonUnavailable(
             f"Triton server at {self.conn.where} did not answer for {self.model}: {_first_line(error) if error else 'no answer'}"
         ) from None
@@ -400,8 +442,11 @@ class TritonSession:
         outputs, regions = [], {}
         batch = next(iter(feeds.values())).shape[0] if feeds and self.max_batch else None
         for info in self.outputs:
-            out = m.InferRequestedOutput(info.name, binary_data=True) if self.settings.protocol == "http" \
+            out = (
+                m.InferRequestedOutput(info.name, binary_data=True)
+                if self.settings.protocol == "http"
                 else m.InferRequestedOutput(info.name)
+            )
             nbytes = self._output_bytes(info, batch)
             if self._shm is not None and nbytes:
                 region = regions[info.name] = self._shm.region("out:" + info.name, nbytes)
@@ -452,8 +497,13 @@ def _tensor_infos(entries: Sequence[Mapping[str, Any]], batched: bool) -> list[T
     return infos
 
 
-def open_triton_session(path: Path, settings: TritonSettings, role: str | None = None,
-                        conn: TritonConnection | None = None, name: str | None = None) -> TritonSession:
+def open_triton_session(
+    path: Path,
+    settings: TritonSettings,
+    role: str | None = None,
+    conn: TritonConnection | None = None,
+    name: str | None = None,
+) -> TritonSession:
     """The session for model file `path` (`role` picks `settings.models[role]`; `name` is
     the server's model name outright), once the server and the model are ready (waits up
     to `settings.wait_ready_s`)."""
@@ -469,8 +519,9 @@ def open_triton_session(path: Path, settings: TritonSettings, role: str | None =
         meta = conn.metadata(model, version)
         max_batch = int(conn.config(model, version).get("max_batch_size", 0) or 0)
     except Exception as exc:
-        raise BackendUnavailable(f"Triton server at {conn.where}: cannot read the metadata of {model} "
-                                 f"({_first_line(exc)})") from None
+        raise BackendUnavailable(
+            f"Triton server at {conn.where}: cannot read the metadata of {model} ({_first_line(exc)})"
+        ) from None
     inputs = _tensor_infos(meta.get("inputs", []), max_batch > 0)
     outputs = _tensor_infos(meta.get("outputs", []), max_batch > 0)
     use_shm = False
@@ -484,11 +535,16 @@ def open_triton_session(path: Path, settings: TritonSettings, role: str | None =
             raise BackendUnavailable(
                 f"inference.triton.shared_memory is on but the server at {conn.where} cannot use our "
                 f"system shared memory ({why}); set it to auto or off, or run the server on this host "
-                "sharing /dev/shm (docker: --ipc=host)")
+                "sharing /dev/shm (docker: --ipc=host)"
+            )
         else:
-            log.info("Triton shared memory not used; tensors go over the socket",
-                     extra=kv(model=model, reason=why))
-    log.info("Triton model ready", extra=kv(model=model, version=version or "latest", server=conn.where,
-                                            max_batch=max_batch, shared_memory=use_shm))
-    return TritonSession(conn, model, version, inputs=inputs, outputs=outputs, max_batch=max_batch,
-                         shared_memory=use_shm)
+            log.info("Triton shared memory not used; tensors go over the socket", extra=kv(model=model, reason=why))
+    log.info(
+        "Triton model ready",
+        extra=kv(
+            model=model, version=version or "latest", server=conn.where, max_batch=max_batch, shared_memory=use_shm
+        ),
+    )
+    return TritonSession(
+        conn, model, version, inputs=inputs, outputs=outputs, max_batch=max_batch, shared_memory=use_shm
+    )

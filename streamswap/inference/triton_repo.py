@@ -35,8 +35,17 @@ ONNX = "onnxruntime_onnx"
 PLAN = "tensorrt_plan"
 MODEL_FILES = {ONNX: "model.onnx", PLAN: "model.plan"}
 
-_ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32",
-                   5: "TYPE_INT16", 3: "TYPE_INT8", 2: "TYPE_UINT8", 9: "TYPE_BOOL"}
+_ONNX_TO_TRITON = {
+    1: "TYPE_FP32",
+    10: "TYPE_FP16",
+    11: "TYPE_FP64",
+    7: "TYPE_INT64",
+    6: "TYPE_INT32",
+    5: "TYPE_INT16",
+    3: "TYPE_INT8",
+    2: "TYPE_UINT8",
+    9: "TYPE_BOOL",
+}
 
 
 @dataclass(frozen=True)
@@ -71,13 +80,15 @@ def onnx_io(path: Path) -> ModelIO:
         t = value.type.tensor_type
         data_type = _ONNX_TO_TRITON.get(t.elem_type)
         if data_type is None:
-            raise ModelError(f"{path}: tensor {value.name} has ONNX element type {t.elem_type}, "
-                             "which Triton cannot serve here")
+            raise ModelError(
+                f"{path}: tensor {value.name} has ONNX element type {t.elem_type}, which Triton cannot serve here"
+            )
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
         return TensorSpec(value.name, data_type, dims)
 
-    return ModelIO(tuple(spec(v) for v in model.graph.input if v.name not in inits),
-                   tuple(spec(v) for v in model.graph.output))
+    return ModelIO(
+        tuple(spec(v) for v in model.graph.input if v.name not in inits), tuple(spec(v) for v in model.graph.output)
+    )
 
 
 @dataclass(frozen=True)
@@ -110,8 +121,9 @@ def model_config(model: RepoModel, options: RepoOptions) -> Any:
     from tritonclient.grpc import model_config_pb2 as pb
 
     batched = model.io.batched
-    config = pb.ModelConfig(name=model.name, platform=model.platform,
-                            max_batch_size=options.max_batch if batched else 0)
+    config = pb.ModelConfig(
+        name=model.name, platform=model.platform, max_batch_size=options.max_batch if batched else 0
+    )
     plan_dims = options.plan_dims.get(model.name, {})
     for specs, field_ in ((model.io.inputs, config.input), (model.io.outputs, config.output)):
         for t in specs:
@@ -151,8 +163,9 @@ def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
 
 
-def write_repository(repo: Path, models: Sequence[RepoModel], options: RepoOptions, *,
-                     force: bool = False) -> list[Written]:
+def write_repository(
+    repo: Path, models: Sequence[RepoModel], options: RepoOptions, *, force: bool = False
+) -> list[Written]:
     """Write `models` into `repo` (created if missing). Folders already holding exactly these
     files stay untouched; different ones raise OutputError naming them, unless `force`."""
     repo = Path(repo)
@@ -163,8 +176,10 @@ def write_repository(repo: Path, models: Sequence[RepoModel], options: RepoOptio
     names = [m.name for m in models]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise OutputError(f"two models would be named {', '.join(dupes)} in the repository; "
-                          "give them different names (inference.triton.models.<role>.name)")
+        raise OutputError(
+            f"two models would be named {', '.join(dupes)} in the repository; "
+            "give them different names (inference.triton.models.<role>.name)"
+        )
     plans = []
     conflicts = []
     for model in models:
@@ -174,9 +189,11 @@ def write_repository(repo: Path, models: Sequence[RepoModel], options: RepoOptio
         state = "written"
         if folder.exists():
             present = _files(folder)
-            same = (present == {"config.pbtxt", model_file}
-                    and (folder / "config.pbtxt").read_text() == text
-                    and _same_file(folder / model_file, model.source))
+            same = (
+                present == {"config.pbtxt", model_file}
+                and (folder / "config.pbtxt").read_text() == text
+                and _same_file(folder / model_file, model.source)
+            )
             if same:
                 state = "unchanged"
             elif present:
@@ -185,8 +202,10 @@ def write_repository(repo: Path, models: Sequence[RepoModel], options: RepoOptio
         plans.append((model, folder, text, model_file, state))
     if conflicts and not force:
         raise OutputError(
-            f"{repo} already holds a different repository: " + "; ".join(conflicts)
-            + ". Nothing was written; pass --force to replace these folders, or export to another --repo")
+            f"{repo} already holds a different repository: "
+            + "; ".join(conflicts)
+            + ". Nothing was written; pass --force to replace these folders, or export to another --repo"
+        )
     out = []
     for model, folder, text, model_file, state in plans:
         if state != "unchanged":

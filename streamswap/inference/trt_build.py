@@ -212,12 +212,11 @@ def build_serialized(trt: Any, request: BuildRequest, report: Callable[[str, str
 
         calib_cache = Path(request.calib_cache) if request.calib_cache else None
         if not request.calib_data and not (calib_cache and calib_cache.exists()):
-            raise EngineBuildError(
-                f"{request.model}: INT8 needs calibration images; pass --calib-dir with face photos"
-            )
+            raise EngineBuildError(f"{request.model}: INT8 needs calibration images; pass --calib-dir with face photos")
         config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = make_calibrator(trt, Path(request.calib_data) if request.calib_data else None,
-                                     request.calib_batch_size, calib_cache)
+        calibrator = make_calibrator(
+            trt, Path(request.calib_data) if request.calib_data else None, request.calib_batch_size, calib_cache
+        )
         config.int8_calibrator = calibrator
         config.set_calibration_profile(profile)
 
@@ -286,8 +285,13 @@ def _child_main(argv: list[str]) -> int:
         out.flush()
 
     def report(phase: str, message: str, fraction: float | None) -> None:
-        emit(event="progress", phase=phase, message=message, fraction=fraction,
-             elapsed_s=round(time.monotonic() - started, 2))
+        emit(
+            event="progress",
+            phase=phase,
+            message=message,
+            fraction=fraction,
+            elapsed_s=round(time.monotonic() - started, 2),
+        )
 
     try:
         request = BuildRequest.from_json(Path(argv[0]).read_text(encoding="utf-8"))
@@ -315,9 +319,15 @@ class _ChildState:
     last: BuildProgress | None = None
 
 
-def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn | None = None,
-              heartbeat_s: float = 5.0, command: list[str] | None = None,
-              env: Mapping[str, str] | None = None) -> float:
+def run_build(
+    request: BuildRequest,
+    *,
+    timeout_s: float,
+    progress: ProgressFn | None = None,
+    heartbeat_s: float = 5.0,
+    command: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> float:
     """Build in a child process; return the build's wall time. Raises EngineBuildError when
     the child fails, crashes (signal) or runs past `timeout_s` (it is killed then).
 
@@ -343,8 +353,14 @@ def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn |
                 log.exception("progress callback failed")
 
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                                env=dict(env) if env is not None else None, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
 
         def read() -> None:
             assert proc.stdout is not None
@@ -357,9 +373,13 @@ def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn |
                         log.debug("builder output", extra=kv(model=request.model, line=line))
                     continue
                 if event.get("event") == "progress":
-                    item = BuildProgress(request.model, str(event.get("phase", "")),
-                                         str(event.get("message", "")), event.get("fraction"),
-                                         time.monotonic() - started)
+                    item = BuildProgress(
+                        request.model,
+                        str(event.get("phase", "")),
+                        str(event.get("message", "")),
+                        event.get("fraction"),
+                        time.monotonic() - started,
+                    )
                     with lock:
                         state.last = item
                     deliver(item)
@@ -388,9 +408,15 @@ def run_build(request: BuildRequest, *, timeout_s: float, progress: ProgressFn |
                     ) from None
                 with lock:
                     last = state.last
-                deliver(BuildProgress(request.model, last.phase if last else "build",
-                                      "still building", last.fraction if last else None,
-                                      time.monotonic() - started))
+                deliver(
+                    BuildProgress(
+                        request.model,
+                        last.phase if last else "build",
+                        "still building",
+                        last.fraction if last else None,
+                        time.monotonic() - started,
+                    )
+                )
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     if proc.returncode == 0 and state.done and Path(request.engine_out).exists():

@@ -90,8 +90,14 @@ def _opens(codec: str, video: VideoFormat) -> bool:
 # x264's CPU cost per megapixel of a frame on one core, by preset (ms; 720p, CRF 18–21,
 # the `bench anchor` clip, on the 2-core bench machine). Only the ratios matter much: the
 # choice keeps a wide margin. Slower presets than medium are never chosen automatically.
-X264_MS_PER_MEGAPIXEL = {"ultrafast": 2.5, "superfast": 4.0, "veryfast": 5.1, "faster": 9.6,
-                         "fast": 10.5, "medium": 12.5}
+X264_MS_PER_MEGAPIXEL = {
+    "ultrafast": 2.5,
+    "superfast": 4.0,
+    "veryfast": 5.1,
+    "faster": 9.6,
+    "fast": 10.5,
+    "medium": 12.5,
+}
 # The share of its threads' time a file encoder may plan to use: the rest is margin for
 # the busier frames, and on small machines it shares the cores with the models.
 ENCODER_CPU_SHARE = 0.15
@@ -159,8 +165,16 @@ def encoder_settings(s: IoSettings, encoder: str, video: VideoFormat, *, network
 class AvSink:
     """Encodes BGR frames to H.264 and muxes them with the input's audio. Implements `io.base.Sink`."""
 
-    def __init__(self, url: str, container_format: str, settings: IoSettings, *, network: bool,
-                 encoder: str | None = None, move_existing_aside: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        container_format: str,
+        settings: IoSettings,
+        *,
+        network: bool,
+        encoder: str | None = None,
+        move_existing_aside: bool = False,
+    ) -> None:
         self.name = redact_uri(url)  # shown in status, metrics labels and logs
         self.url = url
         self.format = container_format
@@ -195,12 +209,18 @@ class AvSink:
                     log.info("existing output file kept", extra=kv(file=self.url, moved_to=moved))
         try:
             self._container = av.open(
-                self.url, "w", format=self.format, options=options,
+                self.url,
+                "w",
+                format=self.format,
+                options=options,
                 timeout=(s.open_timeout_s, s.read_timeout_s) if self.network else None,
             )
         except (av.error.FFmpegError, OSError) as exc:
-            where = "check the URL and that the server accepts publishing" if self.network \
+            where = (
+                "check the URL and that the server accepts publishing"
+                if self.network
                 else "check that the folder exists and is writable"
+            )
             raise OutputError(f"{self.name}: cannot open output ({error_text(exc)}); {where}") from None
         if s.label.metadata:  # responsible use: the file says it is face-swapped
             from streamswap.io.label import TAG_KEY, tag_text
@@ -219,14 +239,27 @@ class AvSink:
             self._container.start_encoding()
         except (av.error.FFmpegError, OSError) as exc:
             self._abort()
-            where = "check the URL and that the server accepts publishing" if self.network \
+            where = (
+                "check the URL and that the server accepts publishing"
+                if self.network
                 else "check that the folder is writable"
+            )
             raise OutputError(f"{self.name}: cannot open output ({error_text(exc)}); {where}") from None
         self._filler = YuvFrameFiller(video.width, video.height)
-        log.info("output opened", extra=kv(output=self.name, encoder=self.encoder,
-                                            audio=("none" if audio is None else
-                                                   "aac re-encoded" if self._transcoder else
-                                                   f"{audio.codec} passed through")))
+        log.info(
+            "output opened",
+            extra=kv(
+                output=self.name,
+                encoder=self.encoder,
+                audio=(
+                    "none"
+                    if audio is None
+                    else "aac re-encoded"
+                    if self._transcoder
+                    else f"{audio.codec} passed through"
+                ),
+            ),
+        )
 
     def _add_video(self, video: VideoFormat) -> None:
         stream = self._container.add_stream(self.encoder, rate=video.fps)
@@ -250,8 +283,11 @@ class AvSink:
 
     def _add_audio(self, audio: AudioFormat) -> None:
         allowed = PASSTHROUGH_AUDIO.get(self.format)
-        if (audio.stream is not None and (allowed is None or audio.codec in allowed)
-                and not self._needs_audio_config(audio)):
+        if (
+            audio.stream is not None
+            and (allowed is None or audio.codec in allowed)
+            and not self._needs_audio_config(audio)
+        ):
             self._astream = self._container.add_stream_from_template(audio.stream)
             return
         self._transcoder = _AacTranscoder(audio, self.settings.audio_bitrate_kbps)
@@ -260,8 +296,7 @@ class AvSink:
     def _needs_audio_config(self, audio: AudioFormat) -> bool:
         """True for ADTS AAC (MPEG-TS, RTSP cameras): it carries its config in each packet
         and has no extradata, which MP4/MOV need in the header, so it is re-encoded."""
-        return (audio.codec == "aac" and self.format in ("mp4", "mov")
-                and not audio.stream.codec_context.extradata)
+        return audio.codec == "aac" and self.format in ("mp4", "mov") and not audio.stream.codec_context.extradata
 
     # --- writing ----------------------------------------------------------------------
     def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
@@ -418,8 +453,12 @@ def probe_server(url: str, seconds: float) -> None:
                     raise ConnectionError("the server closed the connection during the RTMP handshake")
                 got += len(chunk)
     except TimeoutError:
-        raise OutputError(f"{url}: cannot open output (no answer within {seconds:g} s); check the URL, "
-                          "that the server is up and accepts publishing, and io.open_timeout_s") from None
+        raise OutputError(
+            f"{url}: cannot open output (no answer within {seconds:g} s); check the URL, "
+            "that the server is up and accepts publishing, and io.open_timeout_s"
+        ) from None
     except OSError as exc:
-        raise OutputError(f"{url}: cannot open output ({error_text(exc)}); check the URL and that the "
-                          "server is up and accepts publishing") from None
+        raise OutputError(
+            f"{url}: cannot open output ({error_text(exc)}); check the URL and that the "
+            "server is up and accepts publishing"
+        ) from None

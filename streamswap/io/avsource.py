@@ -99,8 +99,12 @@ class AvSource:
         self.last_frame: Any = None  # last decoded frame (av.VideoFrame), for repeats
         self.first_pts: int | None = None
         self.counters: dict[str, int] = {
-            "frames": 0, "decode_errors": 0, "demux_errors": 0, "audio_dropped": 0,
-            "rate_dropped": 0, "rate_repeated": 0,
+            "frames": 0,
+            "decode_errors": 0,
+            "demux_errors": 0,
+            "audio_dropped": 0,
+            "rate_dropped": 0,
+            "rate_repeated": 0,
         }
 
     # --- open -------------------------------------------------------------------------
@@ -108,18 +112,18 @@ class AvSource:
         spec = self.spec
         started = time.monotonic()
         try:
-            self._container = av.open(
-                spec.url, format=spec.format, options=dict(spec.options), timeout=spec.timeout
-            )
+            self._container = av.open(spec.url, format=spec.format, options=dict(spec.options), timeout=spec.timeout)
         except FileNotFoundError:
             raise InputError(f"{self.name}: no such file; check the --input path") from None
         except (av.error.FFmpegError, OSError) as exc:
             why = error_text(exc)
             if isinstance(exc, av.error.ProtocolNotFoundError):
                 scheme = spec.url.partition("://")[0]
-                raise InputError(f"{self.name}: this FFmpeg build (in the PyAV wheel) cannot read "
-                                 f"{scheme}:// inputs; use another protocol (rtsp, rtmp, http) or "
-                                 "a PyAV built against an FFmpeg with it") from None
+                raise InputError(
+                    f"{self.name}: this FFmpeg build (in the PyAV wheel) cannot read "
+                    f"{scheme}:// inputs; use another protocol (rtsp, rtmp, http) or "
+                    "a PyAV built against an FFmpeg with it"
+                ) from None
             if spec.timeout and time.monotonic() - started >= min(spec.timeout) * 0.9:
                 # A server that accepts but never answers: FFmpeg's own words for it vary
                 # ("Invalid data found when processing input" for RTSP), so say what happened.
@@ -127,8 +131,7 @@ class AvSource:
             raise InputError(f"{self.name}: cannot open input ({why}); {_hint(spec)}") from None
         container = self._container
         # Cover art in a music file shows up as a one-picture "video" stream: not a video.
-        videos = [s for s in container.streams.video
-                  if not s.disposition & av.stream.Disposition.attached_pic]
+        videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not videos:
             kinds = sorted({s.type for s in container.streams})
             self.close()
@@ -183,10 +186,18 @@ class AvSource:
         self._format = VideoFormat(width=width, height=height, fps=fps, time_base=time_base)
         log.info(
             "input opened",
-            extra=kv(input=self.name, codec=video.codec_context.name, size=f"{first.width}x{first.height}",
-                     out=f"{width}x{height}", fps=float(fps), audio=self._audio_format is not None,
-                     live=self.live, paced=self.pace, frames=self.frames_total,
-                     **({"converted_from_fps": float(own_fps)} if self._convert else {})),
+            extra=kv(
+                input=self.name,
+                codec=video.codec_context.name,
+                size=f"{first.width}x{first.height}",
+                out=f"{width}x{height}",
+                fps=float(fps),
+                audio=self._audio_format is not None,
+                live=self.live,
+                paced=self.pace,
+                frames=self.frames_total,
+                **({"converted_from_fps": float(own_fps)} if self._convert else {}),
+            ),
         )
         return self._format
 
@@ -198,13 +209,18 @@ class AvSource:
         try:
             template = holder.add_stream_from_template(stream)
         except (ValueError, av.error.FFmpegError) as exc:
-            log.warning("input audio cannot be carried; output without sound",
-                        extra=kv(input=self.name, codec=cc.name, error=error_text(exc)))
+            log.warning(
+                "input audio cannot be carried; output without sound",
+                extra=kv(input=self.name, codec=cc.name, error=error_text(exc)),
+            )
             return None
         self._template_holder = holder
         return AudioFormat(
-            codec=cc.name, sample_rate=cc.sample_rate or 0, channels=cc.channels or 0,
-            time_base=stream.time_base, stream=template,
+            codec=cc.name,
+            sample_rate=cc.sample_rate or 0,
+            channels=cc.channels or 0,
+            time_base=stream.time_base,
+            stream=template,
         )
 
     @property
@@ -237,8 +253,11 @@ class AvSource:
 
     def _read(self, out: np.ndarray) -> FrameMeta | None:
         assert self._writer is not None
-        frame = self._next_converted() if self._convert else (
-            self._frames.popleft() if self._frames else self._next_frame())
+        frame = (
+            self._next_converted()
+            if self._convert
+            else (self._frames.popleft() if self._frames else self._next_frame())
+        )
         if frame is None:
             if self.live and self.spec.kind != "file":
                 raise SourceLost("end of stream")
@@ -411,6 +430,5 @@ def _hint(spec: OpenSpec) -> str:
     if spec.kind == "device":
         return "check that the camera exists, is not used by another program and you may read it (group 'video')"
     if spec.kind == "network":
-        return ("check the URL, that the stream is up and reachable, and io.open_timeout_s / "
-                "io.read_timeout_s")
+        return "check the URL, that the stream is up and reachable, and io.open_timeout_s / io.read_timeout_s"
     return "check that the file is a readable video"

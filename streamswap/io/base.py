@@ -26,13 +26,17 @@ def check_frame_size(width: int, height: int, name: str) -> None:
     from streamswap.errors import InputError
 
     if width < MIN_FRAME_SIDE or height < MIN_FRAME_SIDE:
-        raise InputError(f"{name}: the video is {width}×{height} pixels, too small to process "
-                         f"(at least {MIN_FRAME_SIDE}×{MIN_FRAME_SIDE}); use a larger input or set "
-                         "io.width/io.height to scale it up")
+        raise InputError(
+            f"{name}: the video is {width}×{height} pixels, too small to process "
+            f"(at least {MIN_FRAME_SIDE}×{MIN_FRAME_SIDE}); use a larger input or set "
+            "io.width/io.height to scale it up"
+        )
     if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
-        raise InputError(f"{name}: the video is {width}×{height} pixels, larger than a run handles "
-                         f"(at most {MAX_FRAME_SIDE} a side and {MAX_FRAME_PIXELS // 1_000_000} "
-                         "megapixels); set io.width/io.height to scale it down")
+        raise InputError(
+            f"{name}: the video is {width}×{height} pixels, larger than a run handles "
+            f"(at most {MAX_FRAME_SIDE} a side and {MAX_FRAME_PIXELS // 1_000_000} "
+            "megapixels); set io.width/io.height to scale it down"
+        )
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,17 @@ BUF_TYPE_VIDEO_CAPTURE = 1
 FRMSIZE_TYPE_DISCRETE = 1
 FRMIVAL_TYPE_DISCRETE = 1
 # FFmpeg's names for the common camera formats (what v4l2://...?format= and io.pixel_format take).
-FFMPEG_FORMATS = {"MJPG": "mjpeg", "YUYV": "yuyv422", "H264": "h264", "NV12": "nv12",
-                  "YU12": "yuv420p", "UYVY": "uyvy422", "RGB3": "rgb24", "BGR3": "bgr24", "GREY": "gray"}
+FFMPEG_FORMATS = {
+    "MJPG": "mjpeg",
+    "YUYV": "yuyv422",
+    "H264": "h264",
+    "NV12": "nv12",
+    "YU12": "yuv420p",
+    "UYVY": "uyvy422",
+    "RGB3": "rgb24",
+    "BGR3": "bgr24",
+    "GREY": "gray",
+}
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Camera:
 
 
 # -- Linux ------------------------------------------------------------------------------
+
 
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
@@ -164,8 +174,7 @@ def _video_number(name: str) -> int:
     return int(digits) if digits else 0
 
 
-def list_v4l2(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"),
-              probe: Probe = _probe) -> list[Camera]:
+def list_v4l2(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"), probe: Probe = _probe) -> list[Camera]:
     """Every video4linux device with its name; capture devices with their formats."""
     cameras = []
     nodes = sorted((sys_root / "class" / "video4linux").glob("video*"), key=lambda p: _video_number(p.name))
@@ -179,25 +188,29 @@ def list_v4l2(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev"),
         try:
             (driver, card, bus, caps), camera.formats = probe(device)
         except OSError as exc:
-            camera.problem = (f"cannot open it ({exc.strerror or exc}); "
-                              + ("add yourself to the 'video' group: sudo usermod -aG video $USER"
-                                 if exc.errno in (errno.EACCES, errno.EPERM) else
-                                 "another program may be using it" if exc.errno == errno.EBUSY else
-                                 "check the device"))
+            camera.problem = f"cannot open it ({exc.strerror or exc}); " + (
+                "add yourself to the 'video' group: sudo usermod -aG video $USER"
+                if exc.errno in (errno.EACCES, errno.EPERM)
+                else "another program may be using it"
+                if exc.errno == errno.EBUSY
+                else "check the device"
+            )
         else:
             camera.name = card or name
             camera.driver, camera.bus = driver, bus
             camera.capture = bool(caps & (CAP_VIDEO_CAPTURE | CAP_VIDEO_CAPTURE_MPLANE))
             camera.loopback = driver == "v4l2 loopback" or "loopback" in driver.lower()
         # v4l2loopback's devices are virtual (no bus behind them); doctor's labels too.
-        if any(word in name.lower() for word in ("loopback", "dummy", "streamswap")) or \
-                "/virtual/" in str(node.resolve()):
+        if any(word in name.lower() for word in ("loopback", "dummy", "streamswap")) or "/virtual/" in str(
+            node.resolve()
+        ):
             camera.loopback = True
         cameras.append(camera)
     return cameras
 
 
 # -- macOS / Windows through FFmpeg ---------------------------------------------------
+
 
 def parse_ffmpeg_device_list(fmt: str, lines: list[str]) -> list[Camera]:
     """The video devices in FFmpeg's `list_devices` log output."""

@@ -109,8 +109,11 @@ def _i420_planes(i420: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarr
     ends in the middle of a row of the (h·3/2)×w shape."""
     flat = i420.reshape(-1)
     y_end, c = h * w, (h // 2) * (w // 2)
-    return (flat[:y_end].reshape(h, w), flat[y_end:y_end + c].reshape(h // 2, w // 2),
-            flat[y_end + c:y_end + 2 * c].reshape(h // 2, w // 2))
+    return (
+        flat[:y_end].reshape(h, w),
+        flat[y_end : y_end + c].reshape(h // 2, w // 2),
+        flat[y_end + c : y_end + 2 * c].reshape(h // 2, w // 2),
+    )
 
 
 def _plane_view(plane: av.video.plane.VideoPlane, rows: int, cols: int) -> np.ndarray:

@@ -95,9 +95,14 @@ class DisplaySink:
     by the next one (counted in `dropped`). `window` is the child's entry point (tests
     give one that hangs)."""
 
-    def __init__(self, name: str = "display://", title: str = "streamswap", *,
-                 window: Callable[[WindowChannel, str, Any], None] = window_main,
-                 open_timeout_s: float = OPEN_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        name: str = "display://",
+        title: str = "streamswap",
+        *,
+        window: Callable[[WindowChannel, str, Any], None] = window_main,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
+    ) -> None:
         self.name = name
         self.title = title
         self.window = window
@@ -110,20 +115,25 @@ class DisplaySink:
         self.counters: dict[str, int] = {"frames": 0, "dropped": 0}
 
     def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
-        if sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-        ):
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise OutputError(
                 f"{self.name}: no display (DISPLAY is not set); run it in a desktop session, "
                 "or use vcam:// or a file output instead"
             )
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no PyAV, no threads
         shape = (video.height, video.width, 3)
-        channel = WindowChannel(shape, ctx.RawArray("B", video.height * video.width * 3), ctx.Lock(),
-                                ctx.RawValue("q", 0), ctx.RawValue("q", 0), ctx.Event())
+        channel = WindowChannel(
+            shape,
+            ctx.RawArray("B", video.height * video.width * 3),
+            ctx.Lock(),
+            ctx.RawValue("q", 0),
+            ctx.RawValue("q", 0),
+            ctx.Event(),
+        )
         receive, send = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=self.window, args=(channel, self.title, send),
-                              name="streamswap-display", daemon=True)
+        process = ctx.Process(
+            target=self.window, args=(channel, self.title, send), name="streamswap-display", daemon=True
+        )
         process.start()
         # At exit, before multiprocessing's own handler (registered earlier, so run later)
         # waits for its children: a run that ends without close() leaves no hung window.
@@ -135,13 +145,20 @@ class DisplaySink:
         except (EOFError, OSError):  # Qt aborts the process it cannot give a window (above: why)
             process.join(CLOSE_GRACE_S)
             where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "this desktop"
-            kind, text = "error", (f"the window process ended with exit code {process.exitcode}; is {where} "
-                                   "a display this user may open windows on?")
+            kind, text = (
+                "error",
+                (
+                    f"the window process ended with exit code {process.exitcode}; is {where} "
+                    "a display this user may open windows on?"
+                ),
+            )
         if kind != "ready":
             self._end_child()
             if kind == "timeout":
-                raise OutputError(f"{self.name}: the preview window did not open within "
-                                  f"{self.open_timeout_s:g} s; use vcam://, a file or the browser preview")
+                raise OutputError(
+                    f"{self.name}: the preview window did not open within "
+                    f"{self.open_timeout_s:g} s; use vcam://, a file or the browser preview"
+                )
             raise OutputError(f"{self.name}: cannot open a window ({text}); use vcam:// or a file instead")
         self._frame = channel.frame()
         log.info("preview window opened", extra=kv(output=self.name, pid=process.pid))
@@ -168,8 +185,10 @@ class DisplaySink:
     def _window_gone(self) -> None:
         self._gone = True
         why = "closed" if self._process.exitcode in (0, None) else f"ended (exit code {self._process.exitcode})"
-        log.warning("preview window gone; the other outputs go on",
-                    extra=kv(output=self.name, window=why, frames=self.counters["frames"]))
+        log.warning(
+            "preview window gone; the other outputs go on",
+            extra=kv(output=self.name, window=why, frames=self.counters["frames"]),
+        )
 
     def write_audio(self, packets: list[Any]) -> None:
         pass

@@ -84,20 +84,20 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = 
             raise InputError(
                 f"{name}: the {header.format} data decodes to more than "
                 f"{min(max_pixels, _decoder_cap()) / 1e6:.0f} megapixels although its header "
-                f"says {header.width}×{header.height}; refused (corrupt or hostile file)") from None
+                f"says {header.width}×{header.height}; refused (corrupt or hostile file)"
+            ) from None
         raise InputError(f"{name}: corrupt {header.format} image ({_first_line(exc)})") from None
     if image is None:
-        raise InputError(
-            f"{name}: the {header.format} data cannot be decoded (truncated or corrupt file)"
-        )
+        raise InputError(f"{name}: the {header.format} data cannot be decoded (truncated or corrupt file)")
     # What was decoded, not what the header said, decides (before conversions allocate more).
     h, w = image.shape[:2]
     if w * h > max_pixels or (w * h > header.width * header.height):
         raise InputError(
             f"{name}: the {header.format} data decodes to {w}×{h} although its header says "
             f"{header.width}×{header.height}; refused (corrupt or hostile file)"
-            if w * h > header.width * header.height else
-            f"{name}: image is {w}×{h}, over the size limit of {max_pixels / 1e6:.0f} megapixels")
+            if w * h > header.width * header.height
+            else f"{name}: image is {w}×{h}, over the size limit of {max_pixels / 1e6:.0f} megapixels"
+        )
     if image.dtype != np.uint8:  # defensive: decoders that ignore IMREAD_COLOR's depth rule
         image = _to_uint8(image)
     if image.ndim == 2:
@@ -114,8 +114,7 @@ def check_dimensions(header: ImageHeader, max_pixels: int, name: str) -> None:
         raise InputError(f"{name}: the {header.format} header claims a {w}×{h} image; the file is corrupt")
     if w < MIN_SIDE or h < MIN_SIDE:
         raise InputError(
-            f"{name}: image is {w}×{h} pixels, too small to contain a face "
-            f"(need at least {MIN_SIDE}×{MIN_SIDE})"
+            f"{name}: image is {w}×{h} pixels, too small to contain a face (need at least {MIN_SIDE}×{MIN_SIDE})"
         )
     if w * h > max_pixels:
         raise InputError(
@@ -142,8 +141,7 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.suffix.lower() not in _WRITE_EXTENSIONS:
         raise OutputError(
-            f"{p}: unknown image extension {p.suffix or '(none)'!r}; use one of "
-            + ", ".join(_WRITE_EXTENSIONS)
+            f"{p}: unknown image extension {p.suffix or '(none)'!r}; use one of " + ", ".join(_WRITE_EXTENSIONS)
         )
     return p
 
@@ -180,6 +178,7 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 
 
 # --- header parsers: each returns None when the data is not its format -------------------
 
+
 def _png(data: bytes, name: str) -> ImageHeader | None:
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         return None
@@ -207,11 +206,11 @@ def _jpeg(data: bytes, name: str) -> ImageHeader | None:
         if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
             i += 2
             continue
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
         if marker in _SOF:
             if i + 9 > n:
                 break
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return ImageHeader("JPEG", w, h)
         if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             break
@@ -270,22 +269,27 @@ def _tiff(data: bytes, name: str) -> ImageHeader | None:
     end = "<" if data[:2] == b"II" else ">"
     try:
         (ifd,) = struct.unpack(end + "I", data[4:8])
-        (count,) = struct.unpack(end + "H", data[ifd:ifd + 2])
+        (count,) = struct.unpack(end + "H", data[ifd : ifd + 2])
         w = h = None
         for k in range(count):
             off = ifd + 2 + 12 * k
-            tag, typ = struct.unpack(end + "HH", data[off:off + 4])
+            tag, typ = struct.unpack(end + "HH", data[off : off + 4])
             if tag not in (256, 257):
                 continue
             if (w if tag == 256 else h) is not None:
                 # Readers disagree on which of two size tags wins (libtiff keeps the first):
                 # a file that says two things is refused rather than guessed at.
-                raise InputError(f"{name}: TIFF with two {'width' if tag == 256 else 'height'} "
-                                 "tags; refused (corrupt or hostile file)")
+                raise InputError(
+                    f"{name}: TIFF with two {'width' if tag == 256 else 'height'} "
+                    "tags; refused (corrupt or hostile file)"
+                )
             if typ not in (3, 4):
                 raise InputError(f"{name}: TIFF size tag of unexpected type {typ}; corrupt file")
-            value = (struct.unpack(end + "H", data[off + 8:off + 10])[0] if typ == 3
-                     else struct.unpack(end + "I", data[off + 8:off + 12])[0])
+            value = (
+                struct.unpack(end + "H", data[off + 8 : off + 10])[0]
+                if typ == 3
+                else struct.unpack(end + "I", data[off + 8 : off + 12])[0]
+            )
             if tag == 256:
                 w = value
             else:
@@ -313,6 +317,7 @@ def _pnm(data: bytes, name: str) -> ImageHeader | None:
 
 # --- helpers ------------------------------------------------------------------------------
 
+
 def _bmp_claiming(width: int, height: int) -> bytes:
     """A BMP holding only a header that claims width×height (no pixel data)."""
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
@@ -333,9 +338,11 @@ def _warn_unless_decoder_capped() -> bool:
         cv2.imdecode(np.frombuffer(_bmp_claiming(side, side), np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
         return True  # refused from the header alone: the cap is active
-    log.warning("OpenCV's decoder pixel cap is not active (cv2 was imported before streamswap); "
-                "image sizes are checked from headers and after decoding only",
-                extra=kv(env="OPENCV_IO_MAX_IMAGE_PIXELS"))
+    log.warning(
+        "OpenCV's decoder pixel cap is not active (cv2 was imported before streamswap); "
+        "image sizes are checked from headers and after decoding only",
+        extra=kv(env="OPENCV_IO_MAX_IMAGE_PIXELS"),
+    )
     return False
 
 

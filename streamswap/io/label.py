@@ -69,7 +69,7 @@ class Labeler:
         assert self._patch is not None and self._alpha is not None and self._beta is not None
         x, y = self._at
         ph, pw = self._patch.shape[:2]
-        roi = frame[y:y + ph, x:x + pw]
+        roi = frame[y : y + ph, x : x + pw]
         cv2.blendLinear(self._patch, roi, self._alpha, self._beta, dst=roi)
 
 

@@ -48,8 +48,15 @@ class Backoff:
 class _Reopener:
     """A background thread calling `attempt()` with back-off until it returns an object."""
 
-    def __init__(self, what: str, attempt: Callable[[], Any], backoff: Backoff, stop: threading.Event,
-                 on_failure: Callable[[], None], discard: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        what: str,
+        attempt: Callable[[], Any],
+        backoff: Backoff,
+        stop: threading.Event,
+        on_failure: Callable[[], None],
+        discard: Callable[[Any], None],
+    ) -> None:
         self.result: Any = None
         self.done = threading.Event()
         self._what = what
@@ -87,8 +94,9 @@ class ReconnectingSource:
 
     live = True
 
-    def __init__(self, make: Callable[[tuple[int, int] | None], AvSource], *, name: str,
-                 on_loss: str, backoff: Backoff) -> None:
+    def __init__(
+        self, make: Callable[[tuple[int, int] | None], AvSource], *, name: str, on_loss: str, backoff: Backoff
+    ) -> None:
         self.name = redact_uri(name)  # shown in status, metrics labels and logs
         self._make = make
         self._on_loss = on_loss
@@ -107,8 +115,14 @@ class ReconnectingSource:
         # Fixed by open() for the whole run: one frame in pts ticks and in seconds.
         self._frame_ticks = 1
         self._interval = 0.0
-        self._counts: dict[str, int] = {"frames": 0, "synthetic": 0, "reconnects": 0,
-                                        "reconnect_failures": 0, "decode_errors": 0, "demux_errors": 0}
+        self._counts: dict[str, int] = {
+            "frames": 0,
+            "synthetic": 0,
+            "reconnects": 0,
+            "reconnect_failures": 0,
+            "decode_errors": 0,
+            "demux_errors": 0,
+        }
 
     @property
     def counters(self) -> dict[str, int]:
@@ -210,8 +224,9 @@ class ReconnectingSource:
                 raise
             return source
 
-        self._reopener = _Reopener(self.name, attempt, self._backoff, self._stop, self._count_failure,
-                                   discard=lambda source: source.close())
+        self._reopener = _Reopener(
+            self.name, attempt, self._backoff, self._stop, self._count_failure, discard=lambda source: source.close()
+        )
 
     def _count_failure(self) -> None:
         self._counts["reconnect_failures"] += 1
@@ -261,8 +276,9 @@ def _no_signal_card(img: np.ndarray) -> None:
     text = "NO SIGNAL"
     scale = max(w / 640, 0.5)
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
-    cv2.putText(img, text, ((w - tw) // 2, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (220, 220, 220), 2, cv2.LINE_AA)
+    cv2.putText(
+        img, text, ((w - tw) // 2, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (220, 220, 220), 2, cv2.LINE_AA
+    )
 
 
 class ReconnectingSink:
@@ -286,8 +302,7 @@ class ReconnectingSink:
         self._audio: AudioFormat | None = None
         self._next_attempt = 0.0
         self._closed = False
-        self.counters: dict[str, int] = {"frames": 0, "dropped": 0, "reconnects": 0,
-                                         "reconnect_failures": 0}
+        self.counters: dict[str, int] = {"frames": 0, "dropped": 0, "reconnects": 0, "reconnect_failures": 0}
 
     @property
     def up(self) -> bool:

@@ -15,8 +15,9 @@ class LabelSettings:
 
     enabled: bool = False  # draw the label on every output frame
     text: str = "AI-generated"
-    position: str = field(default="bottom-right", metadata=choices("top-left", "top-right", "bottom-left",
-                                                                     "bottom-right"))
+    position: str = field(
+        default="bottom-right", metadata=choices("top-left", "top-right", "bottom-left", "bottom-right")
+    )
     size: float = field(default=0.035, metadata=limits(min=0.01, max=0.2))  # text height × frame height
     background: float = field(default=0.55, metadata=limits(min=0.0, max=1.0))  # opacity of the box behind
     metadata: bool = True  # tag file outputs (also when the visible label is off)
@@ -25,8 +26,10 @@ class LabelSettings:
         if not self.text.strip():
             raise ConfigError(f"{where}.text: empty; give the label's text (e.g. AI-generated)")
         if not self.text.isascii() or not self.text.isprintable() or len(self.text) > 80:
-            raise ConfigError(f"{where}.text: use up to 80 printable ASCII characters (the label font has "
-                              f"no others), got {self.text!r}")
+            raise ConfigError(
+                f"{where}.text: use up to 80 printable ASCII characters (the label font has "
+                f"no others), got {self.text!r}"
+            )
 
 
 @dataclass
@@ -61,8 +64,10 @@ class IoSettings:
     # libx264 preset. auto: file outputs get the slowest (smallest file) preset whose
     # estimated cost holds the frame rate within the encoder's CPU share (avsink.auto_preset),
     # network outputs ultrafast + zerolatency (low latency).
-    preset: str = field(default="auto", metadata=choices(
-        "auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
+    preset: str = field(
+        default="auto",
+        metadata=choices("auto", "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"),
+    )
     # File outputs: constant quality (x264 CRF, NVENC CQ; lower = better and larger; 18 is
     # about visually lossless). None = the fixed io.bitrate_kbps, like network outputs.
     crf: int | None = field(default=20, metadata=limits(min=0, max=51))
@@ -90,6 +95,4 @@ class IoSettings:
             if value is not None and value % 2:
                 raise ConfigError(f"{where}.{key}: must be even (H.264 4:2:0), got {value}")
         if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ConfigError(
-                f"{where}.reconnect_max_s: must be ≥ reconnect_initial_s ({self.reconnect_initial_s})"
-            )
+            raise ConfigError(f"{where}.reconnect_max_s: must be ≥ reconnect_initial_s ({self.reconnect_initial_s})")

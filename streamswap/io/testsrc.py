@@ -83,8 +83,9 @@ class PatternSource(_Generated):
     def _prepare(self) -> None:
         w, h = self.width, self.height
         bars = np.array(
-            [(192, 192, 192), (0, 192, 192), (192, 192, 0), (0, 192, 0),
-             (192, 0, 192), (0, 0, 192), (192, 0, 0)], np.uint8)
+            [(192, 192, 192), (0, 192, 192), (192, 192, 0), (0, 192, 0), (192, 0, 192), (0, 0, 192), (192, 0, 0)],
+            np.uint8,
+        )
         cols = (np.arange(2 * w) * len(bars) // w) % len(bars)
         self._strip = np.ascontiguousarray(np.broadcast_to(bars[cols], (h, 2 * w, 3)))
 
@@ -97,8 +98,9 @@ class PatternSource(_Generated):
         cx = int(w / 2 + (w / 2 - r * 1.3) * np.sin(t * 0.7))
         cy = int(h / 2 + (h / 2 - r * 1.5) * np.sin(t * 1.1))
         _draw_face(out, cx, cy, r)
-        cv2.putText(out, f"{i}", (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, max(h / 600, 0.4),
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            out, f"{i}", (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, max(h / 600, 0.4), (255, 255, 255), 1, cv2.LINE_AA
+        )
 
 
 def _draw_face(img: np.ndarray, cx: int, cy: int, r: int) -> None:
@@ -114,8 +116,9 @@ def _draw_face(img: np.ndarray, cx: int, cy: int, r: int) -> None:
 class PhotoSource(_Generated):
     """A still photo gliding back and forth across a dark background (a demo "camera")."""
 
-    def __init__(self, path: str | None, width: int, height: int, fps: Fraction, live: bool,
-                 frames: int | None) -> None:
+    def __init__(
+        self, path: str | None, width: int, height: int, fps: Fraction, live: bool, frames: int | None
+    ) -> None:
         super().__init__(width, height, fps, live, frames)
         found = Path(path) if path else default_photo()
         if found is None:

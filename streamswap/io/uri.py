@@ -119,7 +119,8 @@ def open_source(uri: str, settings: IoSettings, *, live: bool | None = None, loo
     else:
         raise InputError(
             f"{uri}: unknown input scheme {scheme!r}; supported: "
-            + ", ".join(f"{s}://" for s in INPUT_SCHEMES) + ", /dev/videoN or a file path"
+            + ", ".join(f"{s}://" for s in INPUT_SCHEMES)
+            + ", /dev/videoN or a file path"
         )
     if loop and live:
         from streamswap.io.loop import LoopingSource
@@ -205,11 +206,13 @@ def _network_source(uri: str, scheme: str, settings: IoSettings, live: bool) -> 
     return _live_or_plain(spec, settings, live, uri, settings.fps, _size(settings))
 
 
-def _live_or_plain(spec: OpenSpec, settings: IoSettings, live: bool, name: str,
-                   fps: float | None, size: tuple[int, int] | None) -> Source:
+def _live_or_plain(
+    spec: OpenSpec, settings: IoSettings, live: bool, name: str, fps: float | None, size: tuple[int, int] | None
+) -> Source:
     def make(fixed: tuple[int, int] | None) -> AvSource:
-        return AvSource(spec, live=live, pace=False, size=fixed or size, fps=fps, name=name,
-                    threads=settings.decoder_threads)
+        return AvSource(
+            spec, live=live, pace=False, size=fixed or size, fps=fps, name=name, threads=settings.decoder_threads
+        )
 
     if live and settings.reconnect:
         backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
@@ -235,12 +238,15 @@ def _file_source(path: str, settings: IoSettings, live: bool) -> AvSource:
     if not stat.S_ISREG(mode):
         # A FIFO would block the open until a writer comes, a device never ends: only
         # regular files are file inputs (cameras are v4l2://, streams have URLs).
-        raise InputError(f"{path}: is {kind_of(mode)}, not a video file; give a video file path, "
-                         "a camera (v4l2:///dev/videoN) or a stream URL")
+        raise InputError(
+            f"{path}: is {kind_of(mode)}, not a video file; give a video file path, "
+            "a camera (v4l2:///dev/videoN) or a stream URL"
+        )
     pace = {"auto": live, "realtime": True, "fast": False}[settings.file_pacing]
     spec = OpenSpec(path, "file")
-    return AvSource(spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path,
-                    threads=settings.decoder_threads)
+    return AvSource(
+        spec, live=live, pace=pace, size=_size(settings), fps=settings.fps, name=path, threads=settings.decoder_threads
+    )
 
 
 def open_sink(uri: str, settings: IoSettings, protect: Sequence[str] = ()) -> Sink:
@@ -273,25 +279,32 @@ def open_sink(uri: str, settings: IoSettings, protect: Sequence[str] = ()) -> Si
         def make_next() -> Sink:
             return pending.pop() if pending else make()
 
-        return ReconnectingSink(make_next, name=uri, backoff=Backoff(settings.reconnect_initial_s,
-                                                                     settings.reconnect_max_s))
+        return ReconnectingSink(
+            make_next, name=uri, backoff=Backoff(settings.reconnect_initial_s, settings.reconnect_max_s)
+        )
     if scheme in ("file", ""):
         path = unquote(urlsplit(uri).path) if scheme == "file" else uri
         suffix = Path(path).suffix.lower()
         if suffix not in FILE_FORMATS:
             raise OutputError(
                 f"{uri}: unsupported output file type {suffix or '(none)'!r}; use "
-                + ", ".join(sorted(FILE_FORMATS)) + " or a URI scheme: "
+                + ", ".join(sorted(FILE_FORMATS))
+                + " or a URI scheme: "
                 + ", ".join(f"{s}://" for s in OUTPUT_SCHEMES)
             )
         if not Path(path).resolve().parent.is_dir():
             raise OutputError(f"{uri}: folder {Path(path).parent} does not exist; create it first")
-        check_output_file(path, settings.existing_output, [_local_path(p) for p in protect],
-                          error=OutputError)
-        return AvSink(path, FILE_FORMATS[suffix], settings, network=False,
-                      move_existing_aside=settings.existing_output == "rename")
+        check_output_file(path, settings.existing_output, [_local_path(p) for p in protect], error=OutputError)
+        return AvSink(
+            path,
+            FILE_FORMATS[suffix],
+            settings,
+            network=False,
+            move_existing_aside=settings.existing_output == "rename",
+        )
     raise OutputError(
         f"{uri}: unknown output scheme {scheme!r}; supported: "
-        + ", ".join(f"{s}://" for s in OUTPUT_SCHEMES) + " or a file path ending in "
+        + ", ".join(f"{s}://" for s in OUTPUT_SCHEMES)
+        + " or a file path ending in "
         + "/".join(sorted(FILE_FORMATS))
     )

@@ -51,14 +51,18 @@ class VcamSink:
                 video.width, video.height, fps, fmt=pyvirtualcam.PixelFormat.BGR, device=self.device
             )
         except (RuntimeError, ValueError, OSError) as exc:
-            hint = V4L2LOOPBACK_HINT if sys.platform.startswith("linux") else (
-                "install OBS Studio and start its virtual camera once so its driver is registered"
+            hint = (
+                V4L2LOOPBACK_HINT
+                if sys.platform.startswith("linux")
+                else ("install OBS Studio and start its virtual camera once so its driver is registered")
             )
             raise OutputError(f"{self.name}: no virtual camera ({exc}); {hint}") from None
         self._interval = 1.0 / fps
         self._next_due = time.monotonic()
-        log.info("virtual camera opened", extra=kv(output=self.name, device=self._camera.device, fps=fps,
-                                                   size=f"{video.width}x{video.height}"))
+        log.info(
+            "virtual camera opened",
+            extra=kv(output=self.name, device=self._camera.device, fps=fps, size=f"{video.width}x{video.height}"),
+        )
 
     def write(self, frame: np.ndarray, meta: FrameMeta) -> None:
         now = time.monotonic()

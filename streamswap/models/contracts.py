@@ -65,8 +65,7 @@ def check_onnx_contract(path: Path, contract: str, label: str, fix: str = "give 
     try:
         graph = onnx.load(os.fspath(path), load_external_data=False).graph
     except Exception as exc:  # protobuf raises assorted types for non-ONNX bytes
-        raise ModelError(f"{label}: {path} is not a loadable ONNX model ({type(exc).__name__}); "
-                         f"{fix}") from None
+        raise ModelError(f"{label}: {path} is not a loadable ONNX model ({type(exc).__name__}); {fix}") from None
     initializers = {t.name for t in graph.initializer}
     inputs = [(v.name, _shape(v)) for v in graph.input if v.name not in initializers]
     if not graph.node or not inputs or not graph.output:
@@ -82,11 +81,13 @@ def check_onnx_contract(path: Path, contract: str, label: str, fix: str = "give 
             got_name, got = (name, by_name[name]) if name in by_name else inputs[i]
             if name is not None and name not in by_name:
                 problems.append(f"no input named {name!r}")
-            elif len(got) != len(want) or any(g is not None and w is not None and g != w
-                                               for g, w in zip(got, want)):
+            elif len(got) != len(want) or any(g is not None and w is not None and g != w for g, w in zip(got, want)):
                 problems.append(f"input {_fmt(got_name, got)} where the contract has {_fmt(got_name, want)}")  # type: ignore[arg-type]
     if len(graph.output) < expected.outputs:
         problems.append(f"{len(graph.output)} outputs, the contract has {expected.outputs}")
     if problems:
-        raise ModelError(f"{label}: {path} does not follow the {contract!r} contract ("
-                         + "; ".join(problems) + f"): another model or a broken export; {fix}")
+        raise ModelError(
+            f"{label}: {path} does not follow the {contract!r} contract ("
+            + "; ".join(problems)
+            + f"): another model or a broken export; {fix}"
+        )

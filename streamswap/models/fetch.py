@@ -125,12 +125,16 @@ def fetch(
             except _Deadline:
                 if spec.sha256 is None and part.exists():
                     part.unlink()
-                kept = (f"; the partial download ({part.stat().st_size} bytes) is kept and resumes "
-                        "next time" if part.exists() else "")
+                kept = (
+                    f"; the partial download ({part.stat().st_size} bytes) is kept and resumes next time"
+                    if part.exists()
+                    else ""
+                )
                 raise DownloadError(
                     f"downloading {spec.file} for {spec.name} did not finish within "
                     f"models.deadline_s ({settings.deadline_s:g} s) (last source: {_host(url)}){kept}; "
-                    "use a faster mirror or raise models.deadline_s") from None
+                    "use a faster mirror or raise models.deadline_s"
+                ) from None
             except (_Permanent, _Transient, _Mismatch) as exc:
                 failures.append(f"{_host(url)}: {exc}")
                 log.warning("download source failed", extra=kv(model=spec.name, url=redact_uri(url), error=exc))
@@ -139,7 +143,8 @@ def fetch(
                     part.unlink()
     kept = (
         f"; the partial download {part} ({part.stat().st_size} bytes) is kept and resumes next time"
-        if part.exists() else ""
+        if part.exists()
+        else ""
     )
     raise DownloadError(
         f"could not download {spec.file} for {spec.name} ({'; '.join(failures)}){kept}; "
@@ -148,8 +153,14 @@ def fetch(
 
 
 def _fetch_from(
-    spec: ModelSpec, url: str, dest: Path, part: Path, settings: ModelsSettings,
-    progress: Progress | None, backoff_s: float, sleep: Callable[[float], None],
+    spec: ModelSpec,
+    url: str,
+    dest: Path,
+    part: Path,
+    settings: ModelsSettings,
+    progress: Progress | None,
+    backoff_s: float,
+    sleep: Callable[[float], None],
     deadline: float = float("inf"),
 ) -> FetchResult:
     """Try one URL with retries; a mismatch after resuming gets one fresh download."""
@@ -158,8 +169,9 @@ def _fetch_from(
     while True:
         resumed = part.exists() and part.stat().st_size > 0
         try:
-            _download(spec, url, part, min(settings.timeout_s, max(deadline - time.monotonic(), 0.1)),
-                      progress, deadline)
+            _download(
+                spec, url, part, min(settings.timeout_s, max(deadline - time.monotonic(), 0.1)), progress, deadline
+            )
             return _verify_and_install(spec, url, part, dest)
         except _Mismatch:
             # A resumed part may hold another host's bytes or a stale copy: start over once.
@@ -177,14 +189,17 @@ def _fetch_from(
                 raise _Deadline() from None
             log.warning(
                 "download interrupted, retrying",
-                extra=kv(model=spec.name, error=exc, attempt=attempt, of=settings.retries,
-                         wait_s=delay),
+                extra=kv(model=spec.name, error=exc, attempt=attempt, of=settings.retries, wait_s=delay),
             )
             sleep(delay)
 
 
 def _download(
-    spec: ModelSpec, url: str, part: Path, timeout_s: float, progress: Progress | None,
+    spec: ModelSpec,
+    url: str,
+    part: Path,
+    timeout_s: float,
+    progress: Progress | None,
     deadline: float = float("inf"),
 ) -> None:
     """One HTTP request appending to `part`; raises _Transient/_Permanent/_Mismatch, or
@@ -269,10 +284,15 @@ def _download(
                     if have + received + len(block) > limit:
                         out.close()
                         part.unlink()
-                        what = (f"the catalogue's {spec.file}" if spec.size is not None
-                                else "the largest model streamswap accepts")
-                        raise _Mismatch(f"the server sent more than {limit} bytes, the size of {what}: "
-                                        "a different file; nothing kept")
+                        what = (
+                            f"the catalogue's {spec.file}"
+                            if spec.size is not None
+                            else "the largest model streamswap accepts"
+                        )
+                        raise _Mismatch(
+                            f"the server sent more than {limit} bytes, the size of {what}: "
+                            "a different file; nothing kept"
+                        )
                     if time.monotonic() >= deadline:
                         raise _Deadline()
                     try:
@@ -301,15 +321,13 @@ def _verify_and_install(spec: ModelSpec, url: str, part: Path, dest: Path) -> Fe
     if spec.size is not None and size != spec.size:
         part.unlink()
         raise _Mismatch(
-            f"size mismatch: got {size} bytes, the catalogue says {spec.size}; "
-            f"deleted the partial file {part.name}"
+            f"size mismatch: got {size} bytes, the catalogue says {spec.size}; deleted the partial file {part.name}"
         )
     actual = file_sha256(part)
     if spec.sha256 is not None and actual != spec.sha256:
         part.unlink()
         raise _Mismatch(
-            f"SHA-256 mismatch: got {actual}, the catalogue pins {spec.sha256}; "
-            f"deleted the partial file {part.name}"
+            f"SHA-256 mismatch: got {actual}, the catalogue pins {spec.sha256}; deleted the partial file {part.name}"
         )
     if spec.sha256 is None:
         try:  # nothing to compare the bytes with: they must at least be the contract's graph
@@ -331,8 +349,7 @@ def _verify_and_install(spec: ModelSpec, url: str, part: Path, dest: Path) -> Fe
 def _write_error(part: Path, exc: OSError) -> DownloadError:
     """A local disk problem: retrying the network will not help."""
     return DownloadError(
-        f"cannot write {part} ({exc.strerror or exc}); free some space or point models.dir "
-        "at another folder"
+        f"cannot write {part} ({exc.strerror or exc}); free some space or point models.dir at another folder"
     )
 
 
@@ -384,8 +401,7 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DownloadError(
-                f"another process is downloading into {lock_path.parent} (lock {lock_path}); "
-                "wait for it to finish"
+                f"another process is downloading into {lock_path.parent} (lock {lock_path}); wait for it to finish"
             ) from None
         try:
             yield

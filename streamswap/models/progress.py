@@ -30,7 +30,11 @@ class StreamProgress:
     """Progress written to `stream` (stderr in the CLI): a bar if it is a TTY, else lines."""
 
     def __init__(
-        self, stream: TextIO, *, interval_s: float | None = None, width: int = 28,
+        self,
+        stream: TextIO,
+        *,
+        interval_s: float | None = None,
+        width: int = 28,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream

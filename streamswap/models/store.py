@@ -130,8 +130,9 @@ class ModelStore:
         """The downloadable catalogue models among `names` (and their companions) whose
         file is not there; bundled ones are converted on first use, so never missing."""
         known = [n for n in names if n in self.catalogue]
-        return [spec for spec in self.with_companions(known)
-                if not spec.bundled and self.check(spec.name).state == MISSING]
+        return [
+            spec for spec in self.with_companions(known) if not spec.bundled and self.check(spec.name).state == MISSING
+        ]
 
     def require(self, names: Iterable[str]) -> None:
         """ModelError naming every missing model among `names` at once, with the command
@@ -168,9 +169,17 @@ class ModelStore:
         except FileNotFoundError:
             return ModelStatus(spec, path, MISSING)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device would hang or never end hashing
-            return ModelStatus(spec, path, MISMATCH, None, None, reason=(
-                f"{path}: is {kind_of(st.st_mode)}, not a model file; delete it and run "
-                f"`streamswap models fetch {spec.name}`"))
+            return ModelStatus(
+                spec,
+                path,
+                MISMATCH,
+                None,
+                None,
+                reason=(
+                    f"{path}: is {kind_of(st.st_mode)}, not a model file; delete it and run "
+                    f"`streamswap models fetch {spec.name}`"
+                ),
+            )
         if spec.size is not None and st.st_size != spec.size:
             return ModelStatus(spec, path, MISMATCH, None, st.st_size)
         if spec.bundled:
@@ -183,10 +192,18 @@ class ModelStore:
             if sha != expected and self._migrate_bundled(spec, path, expected):
                 sha = expected  # an older streamswap's conversion of the same graph
             if sha != expected:
-                return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=(
-                    f"{path}: bundled model {spec.name} is not the pinned conversion (SHA-256 "
-                    f"{sha[:16]}…, expected {expected[:16]}…: damaged or replaced); convert it again: "
-                    f"streamswap models fetch {spec.name}"))
+                return ModelStatus(
+                    spec,
+                    path,
+                    MISMATCH,
+                    sha,
+                    st.st_size,
+                    reason=(
+                        f"{path}: bundled model {spec.name} is not the pinned conversion (SHA-256 "
+                        f"{sha[:16]}…, expected {expected[:16]}…: damaged or replaced); convert it again: "
+                        f"streamswap models fetch {spec.name}"
+                    ),
+                )
             return ModelStatus(spec, path, VERIFIED, sha, st.st_size)
         stamp = self._read_stamp(path, st)
         if stamp is None and st.st_size <= HASH_ALWAYS_BELOW:
@@ -201,8 +218,9 @@ class ModelStore:
             # inputs and outputs of the model's contract.
             if not stamp.get("contract_ok"):
                 try:
-                    check_onnx_contract(path, spec.contract, spec.name,
-                                        f"delete it and run `streamswap models fetch {spec.name}`")
+                    check_onnx_contract(
+                        path, spec.contract, spec.name, f"delete it and run `streamswap models fetch {spec.name}`"
+                    )
                 except ModelError as exc:
                     return ModelStatus(spec, path, MISMATCH, sha, st.st_size, reason=str(exc))
                 self._write_stamp(path, sha, contract_ok=True)
@@ -221,7 +239,11 @@ class ModelStore:
     # --- fetch -----------------------------------------------------------------------------
 
     def fetch(
-        self, name: str, *, progress: Progress | None = None, force: bool = False,
+        self,
+        name: str,
+        *,
+        progress: Progress | None = None,
+        force: bool = False,
         backoff_s: float = 1.0,
     ) -> tuple[ModelStatus, FetchResult | None]:
         """Make catalogue model `name` present and verified: download it (or convert a
@@ -272,8 +294,11 @@ class ModelStore:
             self._ensure_bundled(spec)
             status = self.check(spec.name)
             if status.state != VERIFIED:  # the reason names the file and the fix
-                raise ModelError(status.reason or f"{path}: bundled model {spec.name} cannot be verified; "
-                                 f"convert it again: streamswap models fetch {spec.name}")
+                raise ModelError(
+                    status.reason
+                    or f"{path}: bundled model {spec.name} cannot be verified; "
+                    f"convert it again: streamswap models fetch {spec.name}"
+                )
             assert status.sha256 is not None
             return ResolvedModel(path, spec, status.sha256, True)
         status = self.check(spec.name)
@@ -296,8 +321,8 @@ class ModelStore:
         assert status.sha256 is not None
         if status.state == UNPINNED:
             log.warning(
-                "no published SHA-256 for this catalogue model; loading the file recorded at "
-                "fetch time", extra=kv(model=spec.name, path=path, sha256=status.sha256[:16]),
+                "no published SHA-256 for this catalogue model; loading the file recorded at fetch time",
+                extra=kv(model=spec.name, path=path, sha256=status.sha256[:16]),
             )
         return ResolvedModel(path, spec, status.sha256, status.state == VERIFIED)
 
@@ -319,8 +344,9 @@ class ModelStore:
         if stamp is None or st.st_size <= HASH_ALWAYS_BELOW:
             stamp = self._write_stamp(path, file_sha256(path))
         if not stamp.get("contract_ok"):
-            check_onnx_contract(path, base.contract, "your model file",
-                                "give an export that follows it, or set the matching `contract`")
+            check_onnx_contract(
+                path, base.contract, "your model file", "give an export that follows it, or set the matching `contract`"
+            )
             stamp = self._write_stamp(path, stamp["sha256"], contract_ok=True)
         sha = stamp["sha256"]
         log.warning(
@@ -328,7 +354,12 @@ class ModelStore:
             extra=kv(path=path, contract=base.contract, sha256=sha[:16]),
         )
         spec = replace(
-            base, file=path.name, urls=(), sha256=None, size=None, bundled=False,
+            base,
+            file=path.name,
+            urls=(),
+            sha256=None,
+            size=None,
+            bundled=False,
             license=f"user-supplied (follows {base.name})",
         )
         return ResolvedModel(path.resolve(), spec, sha, False)
@@ -398,8 +429,11 @@ class ModelStore:
             stamp = json.loads(read_regular(self._stamp_path(path), 4096, what="stamp").decode("utf-8"))
         except (StreamswapError, ValueError):
             return None
-        if isinstance(stamp, dict) and isinstance(stamp.get("sha256"), str) \
-                and all(stamp.get(k) == v for k, v in _identity(st).items()):
+        if (
+            isinstance(stamp, dict)
+            and isinstance(stamp.get("sha256"), str)
+            and all(stamp.get(k) == v for k, v in _identity(st).items())
+        ):
             return stamp
         return None
 
@@ -428,8 +462,13 @@ class ModelStore:
 
 def _identity(st: os.stat_result) -> dict[str, int]:
     """What makes a stamp belong to one file as it is now."""
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev,
-            "ctime_ns": st.st_ctime_ns}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ino": st.st_ino,
+        "dev": st.st_dev,
+        "ctime_ns": st.st_ctime_ns,
+    }
 
 
 def _looks_like_path(model: str) -> bool:
@@ -463,8 +502,10 @@ def role_models(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> l
         ("landmarker", faces.landmarker.model, faces.landmarker.contract),
     ]
     if faces.swapper.model != "mesh":
-        wanted += [("swapper", faces.swapper.model, faces.swapper.contract),
-                   ("recognizer", faces.recognizer.model, faces.recognizer.contract)]
+        wanted += [
+            ("swapper", faces.swapper.model, faces.swapper.contract),
+            ("recognizer", faces.recognizer.model, faces.recognizer.contract),
+        ]
         spec = catalogue.get(faces.swapper.model)
         if spec is not None and spec.companion:
             wanted.append(("embedding_converter", spec.companion, None))

@@ -22,8 +22,15 @@ def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, int(size * (height / width))), size
 
 
-def letterbox(frame: np.ndarray, out: np.ndarray, mean: float, scale: float, rgb: bool,
-              resized: np.ndarray | None = None, pad: bool = True) -> float:
+def letterbox(
+    frame: np.ndarray,
+    out: np.ndarray,
+    mean: float,
+    scale: float,
+    rgb: bool,
+    resized: np.ndarray | None = None,
+    pad: bool = True,
+) -> float:
     """Resize BGR uint8 `frame` (bilinear) to fit `out` ((1, 3, S, S) float32) at its
     top-left, normalise as (x − mean) · scale in RGB or BGR order, and (when `pad`) fill
     the rest with the normalised black; a caller whose frames keep their size pads once.
@@ -50,8 +57,7 @@ def letterbox(frame: np.ndarray, out: np.ndarray, mean: float, scale: float, rgb
     return nh / h
 
 
-def warp_crops(frame: np.ndarray, inverses: Sequence[np.ndarray], boxes: Sequence[Box],
-               out: np.ndarray) -> None:
+def warp_crops(frame: np.ndarray, inverses: Sequence[np.ndarray], boxes: Sequence[Box], out: np.ndarray) -> None:
     """Bilinear crops of BGR uint8 `frame` into `out` ((N, S, S, 3) uint8): crop pixel p of
     face i samples frame point inverses[i]·p (crop → frame affine); frame pixels outside
     boxes[i] (the part the crop covers, computed by the caller) are never read, and points
@@ -64,13 +70,18 @@ def warp_crops(frame: np.ndarray, inverses: Sequence[np.ndarray], boxes: Sequenc
         roi_inverse = np.array(inverse, dtype=np.float64)
         roi_inverse[0, 2] -= x0
         roi_inverse[1, 2] -= y0
-        cv2.warpAffine(frame[y0:y1, x0:x1], roi_inverse, (cw, ch), dst=out[i],
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        cv2.warpAffine(
+            frame[y0:y1, x0:x1],
+            roi_inverse,
+            (cw, ch),
+            dst=out[i],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
 
 
-def crops_to_tensor(crops: np.ndarray, out: np.ndarray, scale: np.ndarray, bias: np.ndarray,
-                    rgb: bool) -> None:
+def crops_to_tensor(crops: np.ndarray, out: np.ndarray, scale: np.ndarray, bias: np.ndarray, rgb: bool) -> None:
     """(N, S, S, 3) BGR uint8 crops → `out` (N, 3, S, S) float32 as x · scale[c] + bias[c]
     per channel c of the model's colour order (RGB when `rgb`)."""
     chw = crops.transpose(0, 3, 1, 2)
@@ -103,10 +114,8 @@ def paste(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndar
     roi_matrix[:, 2] += roi_matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
     size = (x1 - x0, y1 - y0)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(crop, roi_matrix, size, flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    weight = cv2.warpAffine(mask, roi_matrix, size, flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(crop, roi_matrix, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    weight = cv2.warpAffine(mask, roi_matrix, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     roi = frame[y0:y1, x0:x1]
     inverse_weight = np.subtract(1.0, weight, dtype=np.float32)
     cv2.blendLinear(warped, roi, weight, inverse_weight, dst=roi)  # in place: per pixel

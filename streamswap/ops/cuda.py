@@ -67,7 +67,6 @@ def as_device(array: Any) -> Any:
     return _host.cuda.as_cuda_array(array)
 
 
-
 def _host_view(interface: dict[str, Any]) -> np.ndarray:
     import ctypes
 
@@ -230,8 +229,17 @@ def _paste_kernel(frame, crop, mask, m00, m01, m02, m10, m11, m12, x0, y0, x1, y
 
 
 # --- host functions (the CPU twins' signatures + stream) ---------------------------------
-def letterbox(frame: Any, out: Any, mean: float, scale: float, rgb: bool, resized: Any = None,
-              pad: bool = True, *, stream: Any = None) -> float:
+def letterbox(
+    frame: Any,
+    out: Any,
+    mean: float,
+    scale: float,
+    rgb: bool,
+    resized: Any = None,
+    pad: bool = True,
+    *,
+    stream: Any = None,
+) -> float:
     """Device twin of `cpu.letterbox` (`resized` is unused: the kernel samples the frame)."""
     h, w = frame.shape[:2]
     size = out.shape[2]
@@ -239,8 +247,17 @@ def letterbox(frame: Any, out: Any, mean: float, scale: float, rgb: bool, resize
     s = as_stream(stream)
     with _host.launch:
         _letterbox_kernel[_grid((size, size), _BLOCK_2D), _BLOCK_2D, s](
-            as_device(frame), as_device(out), nh, nw, h / nh, w / nw,
-            np.float32(mean), np.float32(scale), bool(rgb), bool(pad))
+            as_device(frame),
+            as_device(out),
+            nh,
+            nw,
+            h / nh,
+            w / nw,
+            np.float32(mean),
+            np.float32(scale),
+            bool(rgb),
+            bool(pad),
+        )
     return nh / h
 
 
@@ -267,8 +284,15 @@ class CropParams:
         return n
 
 
-def warp_crops(frame: Any, inverses: Sequence[np.ndarray], boxes: Sequence[Box], out: Any, *,
-               stream: Any = None, params: CropParams | None = None) -> None:
+def warp_crops(
+    frame: Any,
+    inverses: Sequence[np.ndarray],
+    boxes: Sequence[Box],
+    out: Any,
+    *,
+    stream: Any = None,
+    params: CropParams | None = None,
+) -> None:
     """Device twin of `cpu.warp_crops`: one launch for all faces into `out` (N, S, S, 3).
     `params` holds the per-face matrices on the device (made once per stage)."""
     n = len(boxes)
@@ -281,11 +305,13 @@ def warp_crops(frame: Any, inverses: Sequence[np.ndarray], boxes: Sequence[Box],
     shape = (out.shape[2], out.shape[1], n)
     with _host.launch:
         _warp_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
-            as_device(frame), params.inverses, params.boxes, as_device(out))
+            as_device(frame), params.inverses, params.boxes, as_device(out)
+        )
 
 
-def crops_to_tensor(crops: Any, out: Any, scale: np.ndarray, bias: np.ndarray, rgb: bool, *,
-                    stream: Any = None) -> None:
+def crops_to_tensor(
+    crops: Any, out: Any, scale: np.ndarray, bias: np.ndarray, rgb: bool, *, stream: Any = None
+) -> None:
     """Device twin of `cpu.crops_to_tensor`."""
     n = crops.shape[0]
     if n == 0:
@@ -295,7 +321,8 @@ def crops_to_tensor(crops: Any, out: Any, scale: np.ndarray, bias: np.ndarray, r
     shape = (crops.shape[2], crops.shape[1], n)
     with _host.launch:
         _crops_to_tensor_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, as_stream(stream)](
-            as_device(crops), as_device(out), sc[0], sc[1], sc[2], bi[0], bi[1], bi[2], bool(rgb))
+            as_device(crops), as_device(out), sc[0], sc[1], sc[2], bi[0], bi[1], bi[2], bool(rgb)
+        )
 
 
 def tensor_to_crops(tensor: Any, out: Any, scale: float, offset: float, rgb: bool, *, stream: Any = None) -> None:
@@ -307,7 +334,8 @@ def tensor_to_crops(tensor: Any, out: Any, scale: float, offset: float, rgb: boo
     shape = (out.shape[2], out.shape[1], n)
     with _host.launch:
         _tensor_to_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
-            as_device(tensor), as_device(out), np.float32(255.0 * scale), np.float32(255.0 * offset), bool(rgb))
+            as_device(tensor), as_device(out), np.float32(255.0 * scale), np.float32(255.0 * offset), bool(rgb)
+        )
 
 
 def paste(frame: Any, crop: Any, mask: Any, matrix: np.ndarray, box: Box, *, stream: Any = None) -> None:
@@ -319,5 +347,17 @@ def paste(frame: Any, crop: Any, mask: Any, matrix: np.ndarray, box: Box, *, str
     shape = (x1 - x0, y1 - y0)
     with _host.launch:
         _paste_kernel[_grid(shape, _BLOCK_2D), _BLOCK_2D, as_stream(stream)](
-            as_device(frame), as_device(crop), as_device(mask), m[0, 0], m[0, 1], m[0, 2],
-            m[1, 0], m[1, 1], m[1, 2], x0, y0, x1, y1)
+            as_device(frame),
+            as_device(crop),
+            as_device(mask),
+            m[0, 0],
+            m[0, 1],
+            m[0, 2],
+            m[1, 0],
+            m[1, 1],
+            m[1, 2],
+            x0,
+            y0,
+            x1,
+            y1,
+        )

@@ -36,9 +36,11 @@ class CpuBudget:
     decoder_threads: int  # per decoder
 
     def describe(self) -> str:
-        return (f"{self.cores} cores, {self.compute_stages} compute stages: ORT {self.intra_op_threads} "
-                f"thread(s)/session, spinning {'on' if self.spinning else 'off'}, OpenCV "
-                f"{self.opencv_threads}, encoder {self.encoder_threads}, decoder {self.decoder_threads}")
+        return (
+            f"{self.cores} cores, {self.compute_stages} compute stages: ORT {self.intra_op_threads} "
+            f"thread(s)/session, spinning {'on' if self.spinning else 'off'}, OpenCV "
+            f"{self.opencv_threads}, encoder {self.encoder_threads}, decoder {self.decoder_threads}"
+        )
 
 
 def usable_cores() -> int:
@@ -68,9 +70,15 @@ def _cgroup_cpu_limit(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
         return None
 
 
-def plan_cpu_budget(cores: int, compute_stages: int, *, intra_op_threads: int = 0,
-                    spinning: bool = False, encoder_threads: int = 0,
-                    decoder_threads: int = 0) -> CpuBudget:
+def plan_cpu_budget(
+    cores: int,
+    compute_stages: int,
+    *,
+    intra_op_threads: int = 0,
+    spinning: bool = False,
+    encoder_threads: int = 0,
+    decoder_threads: int = 0,
+) -> CpuBudget:
     """Share `cores` out among `compute_stages` stages running models at once (0 = none: a
     pass-through pipeline). A non-zero thread count is a config override and is kept."""
     cores = max(1, cores)

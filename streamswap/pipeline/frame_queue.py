@@ -99,9 +99,7 @@ class FrameQueue:
         Raises TimeoutError after `timeout` seconds without an item, QueueClosed on abort.
         """
         with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self._items or self._ended or self._closed, timeout
-            )
+            ok = self._cond.wait_for(lambda: self._items or self._ended or self._closed, timeout)
             if self._closed:
                 raise QueueClosed(self.name)
             if not ok:

@@ -84,9 +84,15 @@ class _Tee:
     name = "outputs"
     max_depth = 0
 
-    def __init__(self, queues: list[FrameQueue], refs: _SlotRefs, live: bool,
-                 dropped: Callable[[int, FrameItem], None], no_sink: Callable[[FrameItem], None],
-                 look: Callable[[FrameItem], None]) -> None:
+    def __init__(
+        self,
+        queues: list[FrameQueue],
+        refs: _SlotRefs,
+        live: bool,
+        dropped: Callable[[int, FrameItem], None],
+        no_sink: Callable[[FrameItem], None],
+        look: Callable[[FrameItem], None],
+    ) -> None:
         self.queues = queues
         self._look = look  # frame taps see each frame before the sinks get it
         self._refs = refs
@@ -233,33 +239,45 @@ class Pipeline:
         self.pool = SlotPool(slots, self.video.height, self.video.width, self._allocator)
         self._refs = _SlotRefs(self.pool)
         if self.settings.restore_on_error:
-            self._backups = {s.name: np.empty(self.pool.shape, np.uint8)
-                             for s in self.stages if s.error_policy.restore_frame}
+            self._backups = {
+                s.name: np.empty(self.pool.shape, np.uint8) for s in self.stages if s.error_policy.restore_frame
+            }
         for stage in self.stages:
             stage.start(self.video, self.live)
         self.queues = [FrameQueue(q, s.name) for s in self.stages]
         self.sink_queues = [FrameQueue(q_out, f"sink {sink.name}") for sink in self._sinks]
-        tee = self._tee = _Tee(self.sink_queues, self._refs, self.live,
-                   lambda number, item: self._sink_done(self._sinks[number], item, wrote=False, reason="output_full"),
-                   self._nowhere, self._tap)
+        tee = self._tee = _Tee(
+            self.sink_queues,
+            self._refs,
+            self.live,
+            lambda number, item: self._sink_done(self._sinks[number], item, wrote=False, reason="output_full"),
+            self._nowhere,
+            self._tap,
+        )
         outboxes: list[FrameQueue | _Tee] = [*self.queues[1:], tee]
         targets: list[tuple[str, Callable[[], None]]] = [
-            ("capture", _bind(self._capture_loop, self.queues[0] if self.queues else tee))]
+            ("capture", _bind(self._capture_loop, self.queues[0] if self.queues else tee))
+        ]
         for stage, inbox, outbox in zip(self.stages, self.queues, outboxes):
             targets.append((stage.name, _bind(self._stage_loop, stage, inbox, outbox)))
         for i, (sink, queue) in enumerate(zip(self._sinks, self.sink_queues)):
             targets.append((f"sink-{sink.name}", _bind(self._sink_loop, i, sink, queue)))
         for name, target in targets:
-            self._threads.append(threading.Thread(
-                target=self._run_thread, args=(target,), name=f"streamswap-{name}", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._run_thread, args=(target,), name=f"streamswap-{name}", daemon=True)
+            )
         self._running_threads = len(self._threads)
         self.state = "running"
         log.info(
             "pipeline started",
             extra=kv(
-                size=f"{self.video.width}x{self.video.height}", fps=float(self.video.fps),
-                live=self.live, audio=self.audio.codec if self.audio else None,
-                stages=",".join(s.name for s in self.stages) or "-", sinks=n_sinks, slots=len(self.pool),
+                size=f"{self.video.width}x{self.video.height}",
+                fps=float(self.video.fps),
+                live=self.live,
+                audio=self.audio.codec if self.audio else None,
+                stages=",".join(s.name for s in self.stages) or "-",
+                sinks=n_sinks,
+                slots=len(self.pool),
             ),
         )
         for thread in self._threads:
@@ -351,8 +369,12 @@ class Pipeline:
             "outputs": [s.name for s in self._sinks],
             "output_states": [_sink_state(s) for s in self._sinks],
             "stages": [s.name for s in self.stages],
-            "video": None if self.video is None else {
-                "width": self.video.width, "height": self.video.height, "fps": float(self.video.fps),
+            "video": None
+            if self.video is None
+            else {
+                "width": self.video.width,
+                "height": self.video.height,
+                "fps": float(self.video.fps),
             },
             "audio": None if self.audio is None else self.audio.codec,
             "queue_depths": [len(q) for q in self.queues],
@@ -382,7 +404,8 @@ class Pipeline:
             self._consecutive[key] = 0
             stage = key.split(" ", 1)[0]
             if stage in self._degraded and not any(
-                    n for k, n in self._consecutive.items() if k.split(" ", 1)[0] == stage):
+                n for k, n in self._consecutive.items() if k.split(" ", 1)[0] == stage
+            ):
                 self._degraded.discard(stage)
                 log.info("stage recovered", extra=kv(stage=stage))
 
@@ -555,8 +578,9 @@ class Pipeline:
                 if item.slot != _AUDIO_ONLY:
                     if item.meta.index <= last_index:
                         self.order_violations += 1
-                        log.error("frame out of order", extra=kv(frame=item.meta.index, after=last_index,
-                                                                 sink=sink.name))
+                        log.error(
+                            "frame out of order", extra=kv(frame=item.meta.index, after=last_index, sink=sink.name)
+                        )
                     last_index = item.meta.index
                 t0 = time.monotonic()
                 wrote = False
@@ -611,8 +635,11 @@ def _sink_state(sink: Sink) -> dict[str, Any]:
     """One output for status(): its name, "up" or "reconnecting" (a network output says
     whether its connection is up), and what it counts (frames, dropped, reconnects, ...)."""
     up = getattr(sink, "up", True)  # only reconnecting network sinks have a connection state
-    return {"name": sink.name, "state": "up" if up else "reconnecting",
-            **{k: v for k, v in sink.counters.items() if isinstance(v, int)}}
+    return {
+        "name": sink.name,
+        "state": "up" if up else "reconnecting",
+        **{k: v for k, v in sink.counters.items() if isinstance(v, int)},
+    }
 
 
 def _bind(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
@@ -620,9 +647,7 @@ def _bind(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:
-    return {k: snap[k] for k in ("frames_in", "frames_out", "dropped")} | {
-        "errors": sum(snap["errors"].values())
-    }
+    return {k: snap[k] for k in ("frames_in", "frames_out", "dropped")} | {"errors": sum(snap["errors"].values())}
 
 
 def _close_quietly(obj: Any, what: str) -> None:

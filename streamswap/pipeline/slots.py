@@ -33,9 +33,7 @@ class SlotPoolClosed(Exception):
 class SlotPool:
     """`count` H×W×3 uint8 BGR buffers with a free list. Thread-safe."""
 
-    def __init__(
-        self, count: int, height: int, width: int, allocator: Allocator | None = None
-    ) -> None:
+    def __init__(self, count: int, height: int, width: int, allocator: Allocator | None = None) -> None:
         if count < 1:
             raise ValueError("a slot pool needs at least one slot")
         allocator = allocator or NumpyAllocator()

@@ -113,18 +113,21 @@ class ApiContext:
             self._limiters[kind] = anyio.CapacityLimiter({"health": 4, "upload": 1}.get(kind, 4))
         return self._limiters[kind]
 
-    async def call(self, fn: Callable[..., Any], *args: Any, kind: str = "control",
-                   timeout: float | None = None) -> Any:
+    async def call(
+        self, fn: Callable[..., Any], *args: Any, kind: str = "control", timeout: float | None = None
+    ) -> Any:
         """`fn(*args)` in a worker thread, answered 503 if it takes longer than `timeout`
         (default service.request_timeout_s); the call itself then runs to its end."""
         timeout = self.settings.request_timeout_s if timeout is None else timeout
         try:
             with anyio.fail_after(timeout):
-                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True,
-                                                      limiter=self.limiter(kind))
+                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True, limiter=self.limiter(kind))
         except TimeoutError:
-            raise Refused(503, f"the daemon did not answer within {timeout:g} s; the request may still "
-                               "take effect (see /status)", {"Retry-After": "1"}) from None
+            raise Refused(
+                503,
+                f"the daemon did not answer within {timeout:g} s; the request may still take effect (see /status)",
+                {"Retry-After": "1"},
+            ) from None
 
     def authorized(self, request: Request) -> bool:
         if not self.token:
@@ -150,8 +153,11 @@ async def require_auth(request: Request, _b: Any = Security(_bearer_doc), _c: An
         return
     header = request.headers.get("authorization")
     if not header or header.split(" ", 1)[0].lower() != "bearer":
-        raise Refused(401, "missing bearer token: send `Authorization: Bearer TOKEN`",
-                      {"WWW-Authenticate": 'Bearer realm="streamswap"'})
+        raise Refused(
+            401,
+            "missing bearer token: send `Authorization: Bearer TOKEN`",
+            {"WWW-Authenticate": 'Bearer realm="streamswap"'},
+        )
     raise Refused(401, "wrong bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
@@ -161,8 +167,11 @@ async def require_same_origin(request: Request) -> None:
     ctx = api_context(request)
     origin = request.headers.get("origin")
     if not ctx.hosts.allows_origin(origin, request.headers.get("host")):
-        raise Refused(403, f"cross-site request refused (Origin {origin!r}); call the API from its own "
-                           "page or a script, or add the host to service.allowed_hosts")
+        raise Refused(
+            403,
+            f"cross-site request refused (Origin {origin!r}); call the API from its own "
+            "page or a script, or add the host to service.allowed_hosts",
+        )
     if request.headers.get("sec-fetch-site") == "cross-site" and origin is None:
         raise Refused(403, "cross-site request refused (Sec-Fetch-Site: cross-site)")
 
@@ -271,11 +280,14 @@ def redact_status(value: Any) -> Any:
 # -- routes --------------------------------------------------------------------------
 def get_route(router: APIRouter, path: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """GET `path` (in the OpenAPI description) and HEAD (answered alike, not described)."""
+
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         router.api_route(path, methods=["GET"], **kw)(fn)
-        router.api_route(path, methods=["HEAD"], include_in_schema=False,
-                         **{k: v for k, v in kw.items() if k == "response_class"})(fn)
+        router.api_route(
+            path, methods=["HEAD"], include_in_schema=False, **{k: v for k, v in kw.items() if k == "response_class"}
+        )(fn)
         return fn
+
     return register
 
 
@@ -305,8 +317,11 @@ async def _health(request: Request) -> tuple[bool, dict[str, Any]]:
     try:
         return await ctx.call(ctx.control.health, kind="health", timeout=HEALTH_DEADLINE_S)
     except Refused:
-        return False, {"live": False, "ready": False,
-                       "error": f"the daemon did not answer within {HEALTH_DEADLINE_S:g} s"}
+        return False, {
+            "live": False,
+            "ready": False,
+            "error": f"the daemon did not answer within {HEALTH_DEADLINE_S:g} s",
+        }
 
 
 @get_route(control, "/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -325,10 +340,15 @@ async def status(request: Request) -> JSONResponse:
 
 
 @control.post(
-    "/source", dependencies=[Depends(require_same_origin)],
+    "/source",
+    dependencies=[Depends(require_same_origin)],
     responses={413: _ERR, 415: _ERR, 422: _ERR, 409: _ERR},
-    openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                                                  for t in IMAGE_TYPES}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+        }
+    },
 )
 async def source(request: Request) -> JSONResponse:
     """A face photo as the request body: its identity is swapped in from the next frame."""
@@ -346,9 +366,12 @@ async def upload_image(request: Request, use: Callable[[Any], Any], path: str) -
     settings = ctx.settings
     ctype = _content_type(request)
     if ctype not in IMAGE_TYPES:
-        raise Refused(415, f"Content-Type must be one of {', '.join(IMAGE_TYPES)}; got {ctype} "
-                           "(send the file itself as the body: curl --data-binary @face.jpg "
-                           f"-H 'Content-Type: image/jpeg' …/{path})")
+        raise Refused(
+            415,
+            f"Content-Type must be one of {', '.join(IMAGE_TYPES)}; got {ctype} "
+            "(send the file itself as the body: curl --data-binary @face.jpg "
+            f"-H 'Content-Type: image/jpeg' …/{path})",
+        )
     if _declared_length(request) == 0:
         raise Refused(400, "send the image as the request body")
     # One upload read and decoded at a time (bounded memory); the others wait their turn.
@@ -361,16 +384,21 @@ async def upload_image(request: Request, use: Callable[[Any], Any], path: str) -
     try:
         data = await read_body(request, settings.max_upload_bytes, settings.client_timeout_s)
         if not data:
-            raise Refused(411 if "content-length" not in request.headers else 400,
-                          "send the image as the request body with a Content-Length")
+            raise Refused(
+                411 if "content-length" not in request.headers else 400,
+                "send the image as the request body with a Content-Length",
+            )
         name = "uploaded image"
         try:
             header = read_header(data, name)
         except InputError as exc:
             raise Refused(415, str(exc)) from None
         if header.width * header.height > settings.max_upload_pixels:  # before any decoding
-            raise Refused(413, f"{name}: {header.format} header says {header.width}×{header.height} pixels, "
-                               f"over the limit of {settings.max_upload_pixels} (service.max_upload_pixels)")
+            raise Refused(
+                413,
+                f"{name}: {header.format} header says {header.width}×{header.height} pixels, "
+                f"over the limit of {settings.max_upload_pixels} (service.max_upload_pixels)",
+            )
         try:
             image = await ctx.call(lambda: decode_image(data, max_pixels=settings.max_upload_pixels, name=name))  # noqa: F821 (awaited before the del below)
         except InputError as exc:
@@ -434,8 +462,9 @@ async def login(request: Request) -> JSONResponse:
     if not isinstance(given, str) or not bearer_matches(f"Bearer {given}", ctx.token):
         raise Refused(401, "wrong token")
     response = JSONResponse({"ok": True, "token_required": True})
-    response.set_cookie(ctx.cookie_name, ctx.sessions.open(), max_age=int(SESSION_TTL_S), httponly=True,
-                        samesite="strict", path="/")
+    response.set_cookie(
+        ctx.cookie_name, ctx.sessions.open(), max_age=int(SESSION_TTL_S), httponly=True, samesite="strict", path="/"
+    )
     return response
 
 
@@ -463,8 +492,13 @@ async def _refused(request: Request, exc: Refused) -> JSONResponse:
         except Exception:  # the client went away meanwhile
             pass
         headers["Connection"] = "close"
-    context = kv(client=request.client.host if request.client else "?", method=request.method,
-                 path=request.url.path[:200], code=exc.code, error=exc.message)
+    context = kv(
+        client=request.client.host if request.client else "?",
+        method=request.method,
+        path=request.url.path[:200],
+        code=exc.code,
+        error=exc.message,
+    )
     (log.error if exc.code >= 500 and exc.code != 503 else log.warning)("api request refused", extra=context)
     return JSONResponse({"error": exc.message}, exc.code, headers=headers)
 
@@ -473,14 +507,16 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     """Routing misses (404/405) in the same JSON shape as every other refusal."""
     headers = dict(exc.headers or {})
     if exc.status_code == 404:
-        message = (f"no endpoint {request.url.path[:200]}; try /health, /metrics, /status, /source, "
-                   "/pause, /resume, /reload")
+        message = (
+            f"no endpoint {request.url.path[:200]}; try /health, /metrics, /status, /source, /pause, /resume, /reload"
+        )
     elif exc.status_code == 405:
         # Every method some route takes on this path (GET and HEAD are registered apart,
         # routers nest), asked of the routes themselves.
         def takes(method: str) -> bool:
             scope = {**request.scope, "method": method}
             return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+
         allowed = [m for m in _METHOD_ORDER if takes(m)]
         headers["Allow"] = ", ".join(m for m in allowed if m)
         message = f"{request.method} {request.url.path} is not supported; use {headers['Allow']}"
@@ -522,13 +558,25 @@ class _Guard:
             if size > MAX_HEADER_BYTES or len(headers) > MAX_HEADERS:
                 # h11 caps a header block that arrives in pieces; one that arrives whole is
                 # measured here.
-                await answer_and_close(scope, receive, counted_send, 431, "request headers too large (over "
-                                       f"{MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields)", drain=self.ctx.drain)
+                await answer_and_close(
+                    scope,
+                    receive,
+                    counted_send,
+                    431,
+                    f"request headers too large (over {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields)",
+                    drain=self.ctx.drain,
+                )
             elif not self.ctx.hosts.allows(host):
                 log.warning("api request refused: unknown Host", extra=kv(host=(host or "")[:100]))
-                await answer_and_close(scope, receive, counted_send, 403,
-                                       f"Host {(host or '')[:100]!r} is not this API's address; add the "
-                                       "name to service.allowed_hosts to use it", drain=self.ctx.drain)
+                await answer_and_close(
+                    scope,
+                    receive,
+                    counted_send,
+                    403,
+                    f"Host {(host or '')[:100]!r} is not this API's address; add the "
+                    "name to service.allowed_hosts to use it",
+                    drain=self.ctx.drain,
+                )
             else:
                 await self.app(scope, receive, counted_send)
         except Exception:
@@ -541,8 +589,14 @@ class _Guard:
 
 def build_app(ctx: ApiContext, routers: Sequence[APIRouter] = ()) -> _Guard:
     """The ASGI app: the built-in routes, then `routers` from other modules."""
-    app = FastAPI(title="streamswap control API", version="1", docs_url=None, redoc_url=None,
-                  openapi_url=None, description=(__doc__ or "").split("\n\n", 2)[1])
+    app = FastAPI(
+        title="streamswap control API",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        description=(__doc__ or "").split("\n\n", 2)[1],
+    )
     app.state.api = ctx
     app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -556,8 +610,14 @@ class ControlApi:
     """Owns the HTTP server thread. `start()` binds (raising ConfigError on a bad or busy
     address, or a non-local address without a token); `close()` stops it."""
 
-    def __init__(self, settings: ServiceSettings, control: DaemonControl, metrics: Metrics, token: str | None,
-                 routers: Sequence[APIRouter] = ()) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        control: DaemonControl,
+        metrics: Metrics,
+        token: str | None,
+        routers: Sequence[APIRouter] = (),
+    ) -> None:
         assert settings.api is not None
         self.settings = settings
         self.host, self.port = parse_bind(settings.api)
@@ -568,8 +628,10 @@ class ControlApi:
                 "or bind 127.0.0.1"
             )
         if token is not None and len(token) < 16:  # service.token is checked on load; the env is not
-            raise ConfigError("the API token (service.token or $STREAMSWAP_API_TOKEN) is too short: "
-                              "use at least 16 characters, e.g. `openssl rand -hex 32`")
+            raise ConfigError(
+                "the API token (service.token or $STREAMSWAP_API_TOKEN) is too short: "
+                "use at least 16 characters, e.g. `openssl rand -hex 32`"
+            )
         self.control = control
         self.metrics = metrics
         self.token = token
@@ -577,19 +639,28 @@ class ControlApi:
         self._server: HttpServer | None = None
 
     def start(self) -> None:
-        server = HttpServer(self.host, self.port, header_timeout_s=self.settings.client_timeout_s,
-                            max_connections=self.settings.max_connections,
-                            drain=DrainPolicy(self.settings.max_upload_bytes, self.settings.client_timeout_s))
+        server = HttpServer(
+            self.host,
+            self.port,
+            header_timeout_s=self.settings.client_timeout_s,
+            max_connections=self.settings.max_connections,
+            drain=DrainPolicy(self.settings.max_upload_bytes, self.settings.client_timeout_s),
+        )
         self.port = server.port  # the real port when 0 was asked for
         server.start(self._app())
         self._server = server
         log.info("control API listening", extra=kv(address=f"{self.host}:{self.port}", token=bool(self.token)))
 
     def _app(self) -> _Guard:
-        ctx = ApiContext(settings=self.settings, control=self.control, metrics=self.metrics, token=self.token,
-                         hosts=HostPolicy(self.host, list(self.settings.allowed_hosts)),
-                         # cookies are per host, not per port: one name per daemon (streamswap@cam0, @cam1)
-                         cookie_name=f"{SESSION_COOKIE}_{self.port}")
+        ctx = ApiContext(
+            settings=self.settings,
+            control=self.control,
+            metrics=self.metrics,
+            token=self.token,
+            hosts=HostPolicy(self.host, list(self.settings.allowed_hosts)),
+            # cookies are per host, not per port: one name per daemon (streamswap@cam0, @cam1)
+            cookie_name=f"{SESSION_COOKIE}_{self.port}",
+        )
         return build_app(ctx, self.routers)
 
     @property

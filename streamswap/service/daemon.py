@@ -77,8 +77,7 @@ def load_within(load: Callable[[], Any], seconds: float) -> Any:
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
-        raise ConfigError(f"the config did not load within {seconds:g} s; keeping the running "
-                          "configuration")
+        raise ConfigError(f"the config did not load within {seconds:g} s; keeping the running configuration")
     if failed:
         raise failed[0]
     return result[0]
@@ -117,8 +116,12 @@ def plan_reload(old: Any, new: Any) -> ReloadPlan:
     if service and (old.service.api, old.service.token) != (new.service.api, new.service.token):
         restart.append("service.api/token")
     sources = tuple(new.source) if "source" in changed and new.source else None
-    return ReloadPlan(sources=sources, pipeline=tuple(k for k in _PIPELINE_KEYS if k in changed),
-                      service=service, restart=tuple(restart))
+    return ReloadPlan(
+        sources=sources,
+        pipeline=tuple(k for k in _PIPELINE_KEYS if k in changed),
+        service=service,
+        restart=tuple(restart),
+    )
 
 
 class Daemon:
@@ -189,8 +192,13 @@ class Daemon:
 
                 # The control page (preview, events) is served with the API, on its address.
                 self.page = PageParts(self.settings).start()
-                self.api = ControlApi(self.settings, self, self.metrics, token,  # refuses early
-                                      routers=[faces_router, self.page.router])
+                self.api = ControlApi(
+                    self.settings,
+                    self,
+                    self.metrics,
+                    token,  # refuses early
+                    routers=[faces_router, self.page.router],
+                )
                 self.api.start()
                 log.info(f"control page: {self.api.url}/")
             self._load_stages()
@@ -330,8 +338,11 @@ class Daemon:
                             self.state = "running"
                 # Wake the main loop the moment this pipeline ends (a file input that
                 # finished is re-opened at once, not at the next tick).
-                threading.Thread(target=lambda: (runtime.wait(), self._wake()),  # type: ignore[func-returns-value]
-                                 name="streamswap-watch", daemon=True).start()
+                threading.Thread(
+                    target=lambda: (runtime.wait(), self._wake()),  # type: ignore[func-returns-value]
+                    name="streamswap-watch",
+                    daemon=True,
+                ).start()
             except ConfigError as exc:  # a bad URI will not heal by retrying
                 log.error("pipeline cannot start", extra=kv(error=str(exc)))
                 self._fatal = exc
@@ -431,8 +442,10 @@ class Daemon:
                 if ran:  # a file input that finished: expected, so not a warning
                     log.info("input ended; starting it again", extra=kv(input=status.get("input")))
                 else:
-                    log.warning("pipeline ended; re-opening", extra=kv(
-                        state=status.get("state"), delay_s=round(delay, 2), failures=self._failures))
+                    log.warning(
+                        "pipeline ended; re-opening",
+                        extra=kv(state=status.get("state"), delay_s=round(delay, 2), failures=self._failures),
+                    )
                 self._retry(now)
 
     def _retry(self, now: float) -> None:
@@ -550,9 +563,12 @@ class Daemon:
                 "pipeline_restarts": self._restarts,
                 "uptime_s": round(self._clock() - self.started_at, 1),
                 "api": self.api.url if self.api else None,
-                "config": {"source": list(self.config.source), "input": redact_uri(self.config.input),
-                           "outputs": [redact_uri(uri) for uri in self.config.outputs],
-                           "service": asdict(self.settings) | {"token": None}},
+                "config": {
+                    "source": list(self.config.source),
+                    "input": redact_uri(self.config.input),
+                    "outputs": [redact_uri(uri) for uri in self.config.outputs],
+                    "service": asdict(self.settings) | {"token": None},
+                },
             },
         }
 
@@ -628,8 +644,10 @@ class Daemon:
             finally:
                 if was_ready:
                     self.notifier.ready(self._status_line())
-        log.info("config reloaded", extra=kv(applied=",".join(applied) or "-",
-                                             restart_required=",".join(plan.restart) or "-"))
+        log.info(
+            "config reloaded",
+            extra=kv(applied=",".join(applied) or "-", restart_required=",".join(plan.restart) or "-"),
+        )
         return {"applied": applied, "restart_required": list(plan.restart)}
 
     def _replace_pipeline(self) -> None:

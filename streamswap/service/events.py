@@ -38,8 +38,15 @@ class EventLog(logging.Handler):
         text = line.split(": ", 1)[1] if ": " in line else line
         with self._lock2:
             self._seq += 1
-            self._events.append({"seq": self._seq, "time": record.created, "level": record.levelname,
-                                 "logger": record.name, "text": text[:2000]})
+            self._events.append(
+                {
+                    "seq": self._seq,
+                    "time": record.created,
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "text": text[:2000],
+                }
+            )
 
     def since(self, seq: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
         """(the newest seq, events newer than `seq`, at most `limit` of the newest)."""

@@ -38,8 +38,14 @@ from streamswap.service.api import (
 _ERR = {"description": "refused", "content": {"application/json": {"example": {"error": "what was wrong"}}}}
 router = APIRouter(tags=["faces"], dependencies=[Depends(require_auth)])
 
-_SELECTION_FIELDS = {"mode": str, "order": str, "index": int, "threshold": (int, float), "unmatched": str,
-                     "reference": list}
+_SELECTION_FIELDS = {
+    "mode": str,
+    "order": str,
+    "index": int,
+    "threshold": (int, float),
+    "unmatched": str,
+    "reference": list,
+}
 
 
 UPLOAD_PREFIX = "upload:"
@@ -67,8 +73,11 @@ class PhotoShelf:
         with self._lock:
             image = self._photos.get(name)
         if image is None:
-            raise Refused(400, f"{name}: no such upload (the last {self.size} are kept); upload the photo "
-                               "again with POST /faces/photos")
+            raise Refused(
+                400,
+                f"{name}: no such upload (the last {self.size} are kept); upload the photo "
+                "again with POST /faces/photos",
+            )
         return image
 
 
@@ -115,16 +124,23 @@ async def get_selection(request: Request) -> JSONResponse:
     return JSONResponse(people.rules.describe())
 
 
-@router.post("/faces/selection", dependencies=[Depends(require_same_origin)],
-             responses={400: _ERR, 409: _ERR, 415: _ERR, 422: _ERR})
+@router.post(
+    "/faces/selection",
+    dependencies=[Depends(require_same_origin)],
+    responses={400: _ERR, 409: _ERR, 415: _ERR, 422: _ERR},
+)
 async def set_selection(request: Request) -> JSONResponse:
     """Change the selection: any of mode (all|one|reference), order, index, threshold,
     unmatched (keep|default-source), reference (photo paths)."""
     body = await json_object(request)
     unknown = sorted(set(body) - set(_SELECTION_FIELDS))
     if unknown or not body:
-        raise Refused(400, f"unknown field(s) {', '.join(unknown)[:200]}; give any of {', '.join(_SELECTION_FIELDS)}"
-                      if unknown else f"give any of {', '.join(_SELECTION_FIELDS)}")
+        raise Refused(
+            400,
+            f"unknown field(s) {', '.join(unknown)[:200]}; give any of {', '.join(_SELECTION_FIELDS)}"
+            if unknown
+            else f"give any of {', '.join(_SELECTION_FIELDS)}",
+        )
     if "reference" in body:
         body["reference"] = [_photo(request, p) for p in _path_list(body["reference"], "reference")]
     for key, kind in _SELECTION_FIELDS.items():
@@ -134,25 +150,39 @@ async def set_selection(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, **state})
 
 
-@router.post("/faces/map", dependencies=[Depends(require_same_origin)],
-             responses={400: _ERR, 409: _ERR, 415: _ERR, 422: _ERR})
+@router.post(
+    "/faces/map", dependencies=[Depends(require_same_origin)], responses={400: _ERR, 409: _ERR, 415: _ERR, 422: _ERR}
+)
 async def add_mapping(request: Request) -> JSONResponse:
     """Map the person in `reference` (photo path) to the identity in `source` (photo path)."""
     body = await json_object(request)
     if set(body) != {"reference", "source"} or not all(isinstance(body[k], str) and body[k] for k in body):
-        raise Refused(400, 'expected {"reference": "PHOTO", "source": "PHOTO"} (paths on the daemon\'s machine '
-                           'or names from POST /faces/photos)')
+        raise Refused(
+            400,
+            'expected {"reference": "PHOTO", "source": "PHOTO"} (paths on the daemon\'s machine '
+            "or names from POST /faces/photos)",
+        )
     reference, source = body["reference"], body["source"]
-    state = await _call(request, _people(request).add_mapping, _photo(request, reference), _photo(request, source),
-                        names=(reference, source))
+    state = await _call(
+        request,
+        _people(request).add_mapping,
+        _photo(request, reference),
+        _photo(request, source),
+        names=(reference, source),
+    )
     return JSONResponse({"ok": True, **state})
 
 
 @router.post(
-    "/faces/photos", dependencies=[Depends(require_same_origin)],
+    "/faces/photos",
+    dependencies=[Depends(require_same_origin)],
     responses={400: _ERR, 413: _ERR, 415: _ERR},
-    openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                                                                  for t in IMAGE_TYPES}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+        }
+    },
 )
 async def upload_photo(request: Request) -> JSONResponse:
     """Upload a photo (reference or source) to name in the other /faces calls."""

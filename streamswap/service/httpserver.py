@@ -57,9 +57,16 @@ PROBE_PATHS = ("/health", "/health/live", "/health/ready")
 def json_answer(status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[dict, dict]:
     """The ASGI start and body messages of a `{"error": ...}` answer."""
     body = (json.dumps({"error": error}) + "\n").encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"cache-control", b"no-store"), *(headers or [])]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *(headers or []),
+        ],
+    }
     return start, {"type": "http.response.body", "body": body}
 
 
@@ -94,9 +101,15 @@ async def drain_body(scope: Mapping[str, Any], receive: Any, policy: DrainPolicy
                 return
 
 
-async def answer_and_close(scope: Mapping[str, Any], receive: Any, send: Any, status: int, error: str,
-                           headers: list[tuple[bytes, bytes]] | None = None,
-                           drain: DrainPolicy = DrainPolicy()) -> None:
+async def answer_and_close(
+    scope: Mapping[str, Any],
+    receive: Any,
+    send: Any,
+    status: int,
+    error: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    drain: DrainPolicy = DrainPolicy(),
+) -> None:
     """A JSON refusal sent without running the app; the connection closes after it."""
     await drain_body(scope, receive, drain)
     start, body = json_answer(status, error, [*(headers or []), (b"connection", b"close")])
@@ -106,13 +119,21 @@ async def answer_and_close(scope: Mapping[str, Any], receive: Any, send: Any, st
 
 def busy_app(app: ASGIApp, limit: int, drain: DrainPolicy) -> ASGIApp:
     """`app` for the health probes; 503 with `Connection: close` for everything else."""
+
     async def busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") == "http" and scope.get("path") in PROBE_PATHS:
             await app(scope, receive, send)
             return
-        await answer_and_close(scope, receive, send, 503,
-                               f"too many connections to the control API (over {limit}); retry shortly",
-                               [(b"retry-after", b"1")], drain)
+        await answer_and_close(
+            scope,
+            receive,
+            send,
+            503,
+            f"too many connections to the control API (over {limit}); retry shortly",
+            [(b"retry-after", b"1")],
+            drain,
+        )
+
     return busy
 
 
@@ -160,12 +181,14 @@ class _GuardedH11(H11Protocol):
             self._head = head[-MAX_HEADER_BYTES:]
             return False
         self._head = b""
-        return len(_CONTENT_LENGTH_LINE.findall(head[:end + 2])) > 1
+        return len(_CONTENT_LENGTH_LINE.findall(head[: end + 2])) > 1
 
     def _refuse_raw(self, error: str) -> None:
         body = json.dumps({"error": f"malformed HTTP request: {error}"}).encode() + b"\n"
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
         self.transport.close()
 
     def _between_requests(self) -> bool:
@@ -184,20 +207,34 @@ class _GuardedH11(H11Protocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self._between_requests() and not self.transport.is_closing():
-            log.info("control API client too slow; disconnected",
-                     extra=kv(client=(self.client or ("?",))[0], seconds=self.header_timeout_s))
+            log.info(
+                "control API client too slow; disconnected",
+                extra=kv(client=(self.client or ("?",))[0], seconds=self.header_timeout_s),
+            )
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request h11 cannot parse, as JSON."""
-        body = json.dumps({"error": "malformed HTTP request (request line, headers or Content-Length); "
-                                    f"{msg.rstrip('.')}"}).encode() + b"\n"
+        body = (
+            json.dumps(
+                {"error": f"malformed HTTP request (request line, headers or Content-Length); {msg.rstrip('.')}"}
+            ).encode()
+            + b"\n"
+        )
         try:
-            for event in (h11.Response(status_code=400, reason=b"Bad Request",
-                                       headers=[(b"content-type", b"application/json"),
-                                                (b"content-length", str(len(body)).encode()),
-                                                (b"connection", b"close")]),
-                          h11.Data(data=body), h11.EndOfMessage()):
+            for event in (
+                h11.Response(
+                    status_code=400,
+                    reason=b"Bad Request",
+                    headers=[
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                ),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ):
                 self.transport.write(self.conn.send(event))
         except h11.LocalProtocolError:  # we were already answering: nothing more to say
             pass
@@ -208,8 +245,16 @@ class HttpServer:
     """Serves an ASGI app on a socket bound at construction time (so a busy port is a
     ConfigError at start, and port 0 is resolved), in a thread of its own."""
 
-    def __init__(self, host: str, port: int, *, header_timeout_s: float, max_connections: int,
-                 drain: DrainPolicy = DrainPolicy(), what: str = "service.api") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        header_timeout_s: float,
+        max_connections: int,
+        drain: DrainPolicy = DrainPolicy(),
+        what: str = "service.api",
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -220,13 +265,17 @@ class HttpServer:
             sock.listen(128)
         except OSError as exc:
             sock.close()
-            raise ConfigError(f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                              "pick a free port or another address with --api HOST:PORT") from None
+            raise ConfigError(
+                f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "pick a free port or another address with --api HOST:PORT"
+            ) from None
         self.socket = sock
         self.port: int = sock.getsockname()[1]
-        self._protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout_s": header_timeout_s,
-                                                             "max_connections": max_connections,
-                                                             "drain": drain})
+        self._protocol = type(
+            "GuardedH11",
+            (_GuardedH11,),
+            {"header_timeout_s": header_timeout_s, "max_connections": max_connections, "drain": drain},
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -234,10 +283,20 @@ class HttpServer:
     def start(self, app: ASGIApp, timeout: float = 10.0) -> None:
         """Serve `app` from a new thread; returns once it accepts connections."""
         config = uvicorn.Config(
-            app, http=self._protocol, ws="none", lifespan="off", interface="asgi3", loop="asyncio",
-            log_config=None, access_log=False, server_header=False, proxy_headers=False,
-            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=2,
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=128,
+            app,
+            http=self._protocol,
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            loop="asyncio",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_graceful_shutdown=2,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            backlog=128,
         )
         server = self._server = uvicorn.Server(config)
 

@@ -45,8 +45,9 @@ class GpuMemoryCollector(Collector):
         except Exception:  # a scrape must never fail because of the GPU probe
             log.debug("GPU memory probe failed", exc_info=True)
             return
-        used = GaugeMetricFamily("streamswap_gpu_memory_used_bytes", "GPU memory in use (all processes)",
-                                 labels=["device"])
+        used = GaugeMetricFamily(
+            "streamswap_gpu_memory_used_bytes", "GPU memory in use (all processes)", labels=["device"]
+        )
         total = GaugeMetricFamily("streamswap_gpu_memory_total_bytes", "GPU memory size", labels=["device"])
         used.add_metric([str(device)], float(size - free))
         total.add_metric([str(device)], float(size))
@@ -75,22 +76,27 @@ class Metrics:
             "streamswap_frames_dropped", "Frames dropped, by reason", ["reason"], registry=r
         )
         self.stage_seconds = Histogram(
-            "streamswap_stage_seconds", "Time per frame in each pipeline stage", ["stage"],
-            buckets=STAGE_BUCKETS, registry=r,
+            "streamswap_stage_seconds",
+            "Time per frame in each pipeline stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
         )
         self.latency_seconds = Histogram(
-            "streamswap_glass_to_glass_seconds", "Capture to output-write latency per frame",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "streamswap_glass_to_glass_seconds",
+            "Capture to output-write latency per frame",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
-        self.reconnects_total = Counter(
-            "streamswap_reconnects", "Input/output reconnects", ["what"], registry=r
-        )
+        self.reconnects_total = Counter("streamswap_reconnects", "Input/output reconnects", ["what"], registry=r)
         self.output_frames_total = Counter(
             "streamswap_output_frames", "Frames written, per output", ["output"], registry=r
         )
         self.output_dropped_total = Counter(
-            "streamswap_output_dropped", "Frames an output lost (fell behind, failed, stopped), per output",
-            ["output", "reason"], registry=r,
+            "streamswap_output_dropped",
+            "Frames an output lost (fell behind, failed, stopped), per output",
+            ["output", "reason"],
+            registry=r,
         )
         self.errors_total = Counter("streamswap_stage_errors", "Stage failures", ["stage"], registry=r)
         self.api_requests_total = Counter(
@@ -137,5 +143,3 @@ class Metrics:
 
     def observe_api(self, method: str, path: str, code: int) -> None:
         self.api_requests_total.labels(method, path, str(code)).inc()
-
-

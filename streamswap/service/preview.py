@@ -30,8 +30,9 @@ class PreviewFrame:
 class PreviewTap:
     """A pipeline observer with `output_frame` (see pipeline.stats.PipelineObserver)."""
 
-    def __init__(self, fps: float = 10.0, max_width: int = 960, quality: int = 75,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, fps: float = 10.0, max_width: int = 960, quality: int = 75, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.interval = 1.0 / fps
         self.max_width = max_width
         self.quality = quality

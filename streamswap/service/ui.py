@@ -32,13 +32,16 @@ from streamswap.service.preview import PreviewTap
 
 log = logging.getLogger(__name__)
 
-STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-                "style.css": "text/css; charset=utf-8"}
+STATIC_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
 BOUNDARY = "streamswapframe"
 # The page and its files: nothing from elsewhere, no inline script (a strict CSP holds).
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
@@ -74,8 +77,10 @@ def build_router(tap: PreviewTap, events: EventLog) -> APIRouter:
 
         async def parts() -> AsyncIterator[bytes]:
             with tap.watch():
-                log.info("preview viewer connected", extra=kv(client=request.client.host if request.client else "?",
-                                                                viewers=tap.viewers))
+                log.info(
+                    "preview viewer connected",
+                    extra=kv(client=request.client.host if request.client else "?", viewers=tap.viewers),
+                )
                 seq = tap.seq  # frames taken from now on, not one left from an earlier viewer
                 waited = 0.0
                 try:
@@ -88,14 +93,23 @@ def build_router(tap: PreviewTap, events: EventLog) -> APIRouter:
                             waited += tap.interval / 2
                             continue
                         seq, waited = frame.seq, 0.0
-                        yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n"
-                               f"X-Frame-Index: {frame.index}\r\n\r\n").encode() + frame.jpeg + b"\r\n"
+                        yield (
+                            (
+                                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}\r\n"
+                                f"X-Frame-Index: {frame.index}\r\n\r\n"
+                            ).encode()
+                            + frame.jpeg
+                            + b"\r\n"
+                        )
                         await anyio.sleep(tap.interval)
                 finally:
                     log.info("preview viewer gone", extra=kv(viewers=tap.viewers - 1))
 
-        return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-                                 headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+        return StreamingResponse(
+            parts(),
+            media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
 
     @get_route(watched, "/preview.jpg", response_class=Response, responses={503: {"description": "no frame"}})
     async def preview_still(request: Request, after: int = 0, timeout: float = 5.0) -> Response:
@@ -107,12 +121,19 @@ def build_router(tap: PreviewTap, events: EventLog) -> APIRouter:
                 while True:
                     frame = await anyio.to_thread.run_sync(tap.latest, after, limiter=ctx.limiter("preview"))
                     if frame is not None:
-                        return Response(frame.jpeg, media_type="image/jpeg", headers={
-                            "Cache-Control": "no-store", "X-Frame-Index": str(frame.index),
-                            "X-Preview-Seq": str(frame.seq)})
+                        return Response(
+                            frame.jpeg,
+                            media_type="image/jpeg",
+                            headers={
+                                "Cache-Control": "no-store",
+                                "X-Frame-Index": str(frame.index),
+                                "X-Preview-Seq": str(frame.seq),
+                            },
+                        )
                     await anyio.sleep(tap.interval / 2)
-        raise Refused(503, f"no output frame within {timeout:g} s (is the pipeline running? see /status)",
-                      {"Retry-After": "1"})
+        raise Refused(
+            503, f"no output frame within {timeout:g} s (is the pipeline running? see /status)", {"Retry-After": "1"}
+        )
 
     @get_route(watched, "/events")
     async def recent_events(after: int = 0) -> JSONResponse:

@@ -28,8 +28,9 @@ CONTRACTS = tuple(_CLASSES)
 def detector_class(contract: str) -> Any:
     """The adapter class of a detector contract (ModelError when unknown)."""
     if contract not in _CLASSES:
-        raise ModelError(f"{contract!r} is not a detector contract; faces.detector.contract "
-                         f"must be one of {', '.join(CONTRACTS)}")
+        raise ModelError(
+            f"{contract!r} is not a detector contract; faces.detector.contract must be one of {', '.join(CONTRACTS)}"
+        )
     module, name = _CLASSES[contract]
     return getattr(importlib.import_module(module), name)
 

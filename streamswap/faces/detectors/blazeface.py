@@ -60,8 +60,10 @@ class BlazeFaceDetector(LetterboxDetector):
     def __init__(self, session: Session, settings: DetectorSettings) -> None:
         fixed = self._open(session, settings)
         if fixed not in (None, INPUT_SIZE):
-            raise ModelError(f"{self.label}: input is {fixed}×{fixed}, the full-range BlazeFace takes "
-                             f"{INPUT_SIZE}×{INPUT_SIZE}; use the bundled model (faces.detector.model: blazeface)")
+            raise ModelError(
+                f"{self.label}: input is {fixed}×{fixed}, the full-range BlazeFace takes "
+                f"{INPUT_SIZE}×{INPUT_SIZE}; use the bundled model (faces.detector.model: blazeface)"
+            )
         self.regressor_name, self.score_name = self._pick_outputs()
         self.input = LetterboxInput(INPUT_SIZE, *self.input_norm)
         self.anchors = anchors()
@@ -78,8 +80,10 @@ class BlazeFaceDetector(LetterboxDetector):
         for o in outputs:
             rows = static_dims(o)[-2] if len(o.shape) >= 2 else None
             if rows not in (None, NUM_ANCHORS):
-                raise ModelError(f"{self.label}: output {o.name} has {rows} anchors, the full-range "
-                                 f"model has {NUM_ANCHORS} (is this the short-range model?)")
+                raise ModelError(
+                    f"{self.label}: output {o.name} has {rows} anchors, the full-range "
+                    f"model has {NUM_ANCHORS} (is this the short-range model?)"
+                )
         return by_last[16].name, by_last[1].name
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
@@ -87,12 +91,16 @@ class BlazeFaceDetector(LetterboxDetector):
         scale = self.input.fill(bgr)
         return self.decode_outputs(self.session.run({self.input_name: self.input.buffer}), scale, bgr.shape)
 
-    def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float,
-                       frame_shape: tuple[int, ...]) -> list[Face]:
+    def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         return self.decode(outputs[self.regressor_name], outputs[self.score_name], scale, frame_shape)
 
-    def decode(self, regressors: np.ndarray, logits: np.ndarray, scale: float,  # type: ignore[override]
-               frame_shape: tuple[int, ...]) -> list[Face]:
+    def decode(  # type: ignore[override]
+        self,
+        regressors: np.ndarray,
+        logits: np.ndarray,
+        scale: float,
+        frame_shape: tuple[int, ...],
+    ) -> list[Face]:
         """Raw outputs -> faces. `scale` is input pixels per frame pixel (top-left letterbox)."""
         raw = as_rows(regressors, self.label, self.regressor_name, NUM_ANCHORS, 16)
         logit = as_rows(logits, self.label, self.score_name, NUM_ANCHORS, 1)[:, 0]
@@ -114,5 +122,11 @@ class BlazeFaceDetector(LetterboxDetector):
         boxes, scores, points = weighted_nms(boxes[ok], scores[ok], points[ok], self.settings.nms_iou)
         boxes /= scale
         points /= scale
-        return finish_faces(boxes, scores, provisional_kps(points), frame_shape,
-                            self.settings.max_faces, extra={"blazeface_points": points})
+        return finish_faces(
+            boxes,
+            scores,
+            provisional_kps(points),
+            frame_shape,
+            self.settings.max_faces,
+            extra={"blazeface_points": points},
+        )

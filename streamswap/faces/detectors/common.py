@@ -57,8 +57,9 @@ class LetterboxInput:
             self._resized = np.empty((*placed, 3), np.uint8)  # reused while frames keep their size
         # The padding is written once per frame size (ops.cpu.letterbox, the detect stage's
         # CPU twin of the device kernel).
-        return letterbox(bgr, self.buffer, float(self.mean), float(self.scale), self.rgb,
-                         resized=self._resized, pad=new_size)
+        return letterbox(
+            bgr, self.buffer, float(self.mean), float(self.scale), self.rgb, resized=self._resized, pad=new_size
+        )
 
 
 class LetterboxDetector:
@@ -93,16 +94,22 @@ class LetterboxDetector:
         scale = self.input.fill(bgr)
         return self.decode_outputs(self.session.run({self.input_name: self.input.buffer}), scale, bgr.shape)
 
-    def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float,
-                       frame_shape: tuple[int, ...]) -> list[Face]:
+    def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         """Faces from one run's outputs by name (the host and the device path share it)."""
         return self.decode([outputs[n] for n in self.output_names], scale, frame_shape)
 
     def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         raise NotImplementedError
 
-    def finish(self, boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray], kps: Sequence[np.ndarray],
-               scale: float, frame_shape: tuple[int, ...], nms_offset: float = 0.0) -> list[Face]:
+    def finish(
+        self,
+        boxes: Sequence[np.ndarray],
+        scores: Sequence[np.ndarray],
+        kps: Sequence[np.ndarray],
+        scale: float,
+        frame_shape: tuple[int, ...],
+        nms_offset: float = 0.0,
+    ) -> list[Face]:
         """Per-stride candidates (input pixels) -> NMS -> faces in frame pixels."""
         if not len(scores):
             return []
@@ -110,8 +117,7 @@ class LetterboxDetector:
         all_kps = np.concatenate(kps) / scale
         all_scores = np.concatenate(scores)
         keep = nms(all_boxes, all_scores, self.settings.nms_iou, offset=nms_offset)
-        return finish_faces(all_boxes[keep], all_scores[keep], all_kps[keep], frame_shape,
-                            self.settings.max_faces)
+        return finish_faces(all_boxes[keep], all_scores[keep], all_kps[keep], frame_shape, self.settings.max_faces)
 
 
 def static_dims(info: TensorInfo) -> tuple[int | None, ...]:
@@ -157,8 +163,11 @@ def check_output_dims(label: str, outputs: Sequence[TensorInfo], expected: Seque
         dims = static_dims(info)
         if not 2 <= len(dims) <= 3 or (len(dims) == 3 and dims[0] not in (None, 1)):
             raise ModelError(f"{label}: output {info.name} has shape {list(info.shape)}, expected (1,) N×{last}")
-        if dims[-1] is not None and dims[-1] != last or (
-                rows is not None and dims[-2] is not None and dims[-2] != rows):
+        if (
+            dims[-1] is not None
+            and dims[-1] != last
+            or (rows is not None and dims[-2] is not None and dims[-2] != rows)
+        ):
             raise ModelError(
                 f"{label}: output {info.name} has shape {list(info.shape)}, expected (1,) {rows or 'N'}×{last}"
             )
@@ -177,8 +186,14 @@ def as_rows(value: np.ndarray, label: str, name: str, rows: int, last: int) -> n
     return arr
 
 
-def finish_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, frame_shape: tuple[int, ...],
-                 max_faces: int, extra: dict[str, np.ndarray] | None = None) -> list[Face]:
+def finish_faces(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    kps: np.ndarray,
+    frame_shape: tuple[int, ...],
+    max_faces: int,
+    extra: dict[str, np.ndarray] | None = None,
+) -> list[Face]:
     """Faces in frame coordinates: boxes clipped to the frame (key points are kept as the model
     put them, since alignment needs their true geometry even off-frame), boxes left empty by the
     clip dropped, the `max_faces` best kept, sorted by score desc, then x1, then y1."""
@@ -194,9 +209,12 @@ def finish_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray, frame_s
     idx = sorted(idx.tolist(), key=lambda i: (-float(scores[i]), float(boxes[i, 0]), float(boxes[i, 1])))  # type: ignore[assignment]
     faces = []
     for i in idx:
-        faces.append(Face(
-            box=boxes[i].copy(), score=float(scores[i]),
-            kps=np.asarray(kps[i], dtype=np.float32).reshape(5, 2).copy(),
-            extra={k: np.asarray(v[i], dtype=np.float32).copy() for k, v in (extra or {}).items()},
-        ))
+        faces.append(
+            Face(
+                box=boxes[i].copy(),
+                score=float(scores[i]),
+                kps=np.asarray(kps[i], dtype=np.float32).reshape(5, 2).copy(),
+                extra={k: np.asarray(v[i], dtype=np.float32).copy() for k, v in (extra or {}).items()},
+            )
+        )
     return faces

@@ -42,8 +42,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, offset: 
     return np.asarray(keep, dtype=np.int64)
 
 
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray,
-                 iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MediaPipe-style weighted NMS: each cluster of boxes overlapping the best remaining one
     (IoU above the threshold) is replaced by the score-weighted mean of its boxes and key
     points, keeping the best score. Steadier than greedy NMS on dense single-scale anchors.

@@ -51,13 +51,18 @@ class ScrfdDetector(LetterboxDetector):
             )
         if fixed is not None and fixed != settings.size:
             # A model exported at a fixed size decides; the setting is only a request.
-            log.info("detector input size fixed by the model",
-                     extra=kv(model=self.label, size=fixed, requested=settings.size))
+            log.info(
+                "detector input size fixed by the model",
+                extra=kv(model=self.label, size=fixed, requested=settings.size),
+            )
         self.size = size = self._input_size(fixed, STRIDES[-1])
         self.rows = [(size // s) ** 2 * ANCHORS_PER_CELL for s in STRIDES]
         outputs = list(session.outputs)
-        check_output_dims(self.label, outputs,
-                          [(n, 1) for n in self.rows] + [(n, 4) for n in self.rows] + [(n, 10) for n in self.rows])
+        check_output_dims(
+            self.label,
+            outputs,
+            [(n, 1) for n in self.rows] + [(n, 4) for n in self.rows] + [(n, 10) for n in self.rows],
+        )
         self.output_names = [o.name for o in outputs]
         self.centres = [anchor_centres(size, s) for s in STRIDES]
         self.input = LetterboxInput(size, *self.input_norm)

@@ -35,8 +35,13 @@ class YoloFaceDetector(LetterboxDetector):
         self.anchors = anchor_count(size)
         outputs = list(session.outputs)
         dims = static_dims(outputs[0]) if len(outputs) == 1 else ()
-        if len(outputs) != 1 or len(dims) not in (2, 3) or dims[-2] not in (None, ROW_LEN) or \
-                dims[-1] not in (None, self.anchors) or (len(dims) == 3 and dims[0] not in (None, 1)):
+        if (
+            len(outputs) != 1
+            or len(dims) not in (2, 3)
+            or dims[-2] not in (None, ROW_LEN)
+            or dims[-1] not in (None, self.anchors)
+            or (len(dims) == 3 and dims[0] not in (None, 1))
+        ):
             raise ModelError(
                 f"{self.label}: expected one output 1×{ROW_LEN}×{self.anchors}, the model has "
                 f"{', '.join(f'{o.name}{list(o.shape)}' for o in outputs)}; check faces.detector.contract"
@@ -45,8 +50,7 @@ class YoloFaceDetector(LetterboxDetector):
         self.output_names = [self.output_name]
         self.input = LetterboxInput(size, *self.input_norm)
 
-    def decode(self, outputs: list[np.ndarray] | np.ndarray, scale: float,
-               frame_shape: tuple[int, ...]) -> list[Face]:
+    def decode(self, outputs: list[np.ndarray] | np.ndarray, scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
         """The raw (1,) 20×A output (alone or as a one-item list) -> faces.
         `scale`: input pixels per frame pixel."""
         output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
@@ -54,8 +58,10 @@ class YoloFaceDetector(LetterboxDetector):
         if raw.ndim == 3 and raw.shape[0] == 1:
             raw = raw[0]
         if raw.shape != (ROW_LEN, self.anchors):
-            raise ModelError(f"{self.label}: output {self.output_name} has shape {list(np.shape(output))} "
-                             f"at run time, expected (1,) {ROW_LEN}×{self.anchors}")
+            raise ModelError(
+                f"{self.label}: output {self.output_name} has shape {list(np.shape(output))} "
+                f"at run time, expected (1,) {ROW_LEN}×{self.anchors}"
+            )
         hits = np.flatnonzero(raw[4] >= self.settings.score_threshold)
         if hits.size == 0:
             return []

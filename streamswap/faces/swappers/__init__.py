@@ -32,10 +32,19 @@ def make_neural_swapper(
     settings = FacesSettings(paste=paste or PasteSettings())
     companion = None
     if converter_session is not None:
-        companion = AdapterParts(converter_name or f"crossface_{contract}", settings, converter_session,
-                                 sha256=converter_sha256)
-    parts = AdapterParts(name, settings, session, Path(model_path) if model_path is not None else None,
-                         sha256, companion, recognizer, cache)
+        companion = AdapterParts(
+            converter_name or f"crossface_{contract}", settings, converter_session, sha256=converter_sha256
+        )
+    parts = AdapterParts(
+        name,
+        settings,
+        session,
+        Path(model_path) if model_path is not None else None,
+        sha256,
+        companion,
+        recognizer,
+        cache,
+    )
     swapper: NeuralSwapper = build_adapter("swapper", contract, parts)
     return swapper
 

@@ -157,8 +157,7 @@ class NeuralSwapper:
         self._in_bias = -np.asarray(fmt.mean, dtype=np.float32) / std
         self._blobs: dict[int, np.ndarray] = {}
         self._out_crops: dict[int, np.ndarray] = {}
-        log.info("swapper ready", extra=kv(model=name, contract=self.contract,
-                                           crop=fmt.size, batched=self.batched))
+        log.info("swapper ready", extra=kv(model=name, contract=self.contract, crop=fmt.size, batched=self.batched))
 
     # --- contract -----------------------------------------------------------------
     def _input(self, name: str) -> TensorInfo:
@@ -195,8 +194,9 @@ class NeuralSwapper:
         """Embed the source faces with the recognizer and compute the latent, or read it
         from the latent cache when these photos met this model file before."""
         if self.recognizer is None:
-            raise InputError(f"the {self.name} swapper needs a recognizer; "
-                             "set faces.recognizer.model (e.g. arcface_w600k_r50)")
+            raise InputError(
+                f"the {self.name} swapper needs a recognizer; set faces.recognizer.model (e.g. arcface_w600k_r50)"
+            )
         key = sources.content_hash
         if self.cache is not None and key:
             cached = self.cache.get(key, self.cache_key)
@@ -268,8 +268,10 @@ class NeuralSwapper:
             feeds = {"target": blob, "source": self._source_feed(len(crops))}
             return self.to_crops(self.session.run(feeds)[self._output_name])
         latent = self._source_feed(1)
-        outs = [self.session.run({"target": blob[i:i + 1], "source": latent})[self._output_name]
-                for i in range(len(crops))]
+        outs = [
+            self.session.run({"target": blob[i : i + 1], "source": latent})[self._output_name]
+            for i in range(len(crops))
+        ]
         return self.to_crops(np.concatenate(outs, axis=0))
 
     def align(self, frame: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -283,12 +285,25 @@ class NeuralSwapper:
             matrices.append(matrix)
         return crops, matrices
 
-    def paste(self, frame: np.ndarray, faces: Sequence[Face], generated: np.ndarray,
-              crops: np.ndarray, matrices: Sequence[np.ndarray],
-              masks: Sequence[np.ndarray | None] | None = None) -> None:
+    def paste(
+        self,
+        frame: np.ndarray,
+        faces: Sequence[Face],
+        generated: np.ndarray,
+        crops: np.ndarray,
+        matrices: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> None:
         for i, (face, out, crop, matrix) in enumerate(zip(faces, generated, crops, matrices)):
-            self.paste_back.paste(frame, out, matrix, target_crop=crop, kps=face.kps, landmarks=face.landmarks,
-                                  extra_mask=None if masks is None else masks[i])
+            self.paste_back.paste(
+                frame,
+                out,
+                matrix,
+                target_crop=crop,
+                kps=face.kps,
+                landmarks=face.landmarks,
+                extra_mask=None if masks is None else masks[i],
+            )
 
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
         """Replace every face of `frame` in place with the source identity."""

@@ -18,8 +18,13 @@ class EmbeddingConverter:
 
     def __init__(self, session: Session, name: str, sha256: str = "") -> None:
         ins, outs = session.inputs, session.outputs
-        ok = (len(ins) == 1 and ins[0].name == "input" and len(ins[0].shape) == 2 and len(outs) >= 1
-              and all(not isinstance(d, int) or d <= 0 or d == 512 for d in (ins[0].shape[1], outs[0].shape[-1])))
+        ok = (
+            len(ins) == 1
+            and ins[0].name == "input"
+            and len(ins[0].shape) == 2
+            and len(outs) >= 1
+            and all(not isinstance(d, int) or d <= 0 or d == 512 for d in (ins[0].shape[1], outs[0].shape[-1]))
+        )
         if not ok:
             found = ", ".join(f"{i.name}{list(i.shape)}" for i in ins)
             raise ModelError(
@@ -43,9 +48,17 @@ class ConvertedSwapper(NeuralSwapper):
     use_raw_embedding: bool = False  # feed the un-normalised embedding to the converter
     normalise_latent: bool = True
 
-    def __init__(self, session: Session, *, converter: EmbeddingConverter, name: str,
-                 sha256: str = "", paste: PasteSettings | None = None,
-                 recognizer: ArcFace | None = None, cache: LatentCache | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        converter: EmbeddingConverter,
+        name: str,
+        sha256: str = "",
+        paste: PasteSettings | None = None,
+        recognizer: ArcFace | None = None,
+        cache: LatentCache | None = None,
+    ) -> None:
         super().__init__(session, name=name, sha256=sha256, paste=paste, recognizer=recognizer, cache=cache)
         self.converter = converter
 
@@ -66,6 +79,8 @@ def converter_of(parts: AdapterParts, contract: str) -> EmbeddingConverter:
     """The embedding converter a simswap/ghost swapper names as its companion model."""
     companion = parts.companion
     if companion is None or companion.session is None:
-        raise ModelError(f"{parts.name}: the {contract} swapper needs its embedding converter "
-                         f"(crossface_{contract}); fetch it with `streamswap models fetch crossface_{contract}`")
+        raise ModelError(
+            f"{parts.name}: the {contract} swapper needs its embedding converter "
+            f"(crossface_{contract}); fetch it with `streamswap models fetch crossface_{contract}`"
+        )
     return EmbeddingConverter(companion.session, companion.name, companion.sha256)

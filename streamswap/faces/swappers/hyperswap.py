@@ -12,8 +12,15 @@ from streamswap.faces.swappers.base import CropFormat, NeuralSwapper
 
 class HyperswapSwapper(NeuralSwapper):
     contract = "hyperswap"
-    crop = CropFormat(template="arcface_128", size=256, rgb=True,
-                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), out_scale=0.5, out_offset=0.5)
+    crop = CropFormat(
+        template="arcface_128",
+        size=256,
+        rgb=True,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        out_scale=0.5,
+        out_offset=0.5,
+    )
 
     def latent(self, identity: SourceIdentity | np.ndarray) -> np.ndarray:
         embedding = identity.embedding if isinstance(identity, SourceIdentity) else identity
@@ -22,5 +29,11 @@ class HyperswapSwapper(NeuralSwapper):
 
 @adapter("swapper", "hyperswap")
 def _hyperswap(parts: AdapterParts) -> HyperswapSwapper:
-    return HyperswapSwapper(require_session(parts), name=parts.name, sha256=parts.sha256,
-                            paste=parts.settings.paste, recognizer=parts.recognizer, cache=parts.cache)
+    return HyperswapSwapper(
+        require_session(parts),
+        name=parts.name,
+        sha256=parts.sha256,
+        paste=parts.settings.paste,
+        recognizer=parts.recognizer,
+        cache=parts.cache,
+    )

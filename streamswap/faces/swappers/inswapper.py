@@ -26,15 +26,17 @@ def read_emap(model_path: str | Path) -> np.ndarray:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf errors for truncated/non-ONNX files
-        raise ModelError(f"{path}: cannot read the ONNX graph ({exc}); re-fetch the model "
-                         "(`streamswap models fetch inswapper_128`)") from None
+        raise ModelError(
+            f"{path}: cannot read the ONNX graph ({exc}); re-fetch the model (`streamswap models fetch inswapper_128`)"
+        ) from None
     initializers = model.graph.initializer
     if not initializers:
         raise ModelError(f"{path}: has no initializers, so no emap; this is not an inswapper model")
     emap = numpy_helper.to_array(initializers[-1]).astype(np.float32)
     if emap.shape != (512, 512):
-        raise ModelError(f"{path}: the last initializer is {emap.shape}, not the 512×512 emap; "
-                         "this is not an inswapper model")
+        raise ModelError(
+            f"{path}: the last initializer is {emap.shape}, not the 512×512 emap; this is not an inswapper model"
+        )
     return emap
 
 
@@ -42,9 +44,17 @@ class InswapperSwapper(NeuralSwapper):
     contract = "inswapper"
     crop = CropFormat(template="arcface", size=128, rgb=True)  # 128 → the 128-style rule
 
-    def __init__(self, session: Session, *, model_path: str | Path, name: str = "inswapper_128",
-                 sha256: str = "", paste: PasteSettings | None = None,
-                 recognizer: ArcFace | None = None, cache: LatentCache | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        model_path: str | Path,
+        name: str = "inswapper_128",
+        sha256: str = "",
+        paste: PasteSettings | None = None,
+        recognizer: ArcFace | None = None,
+        cache: LatentCache | None = None,
+    ) -> None:
         super().__init__(session, name=name, sha256=sha256, paste=paste, recognizer=recognizer, cache=cache)
         self.emap = read_emap(model_path)
 
@@ -58,5 +68,12 @@ class InswapperSwapper(NeuralSwapper):
 def _inswapper(parts: AdapterParts) -> InswapperSwapper:
     if parts.path is None:
         raise ModelError(f"{parts.name}: inswapper needs its model file to read its emap")
-    return InswapperSwapper(require_session(parts), model_path=parts.path, name=parts.name, sha256=parts.sha256,
-                            paste=parts.settings.paste, recognizer=parts.recognizer, cache=parts.cache)
+    return InswapperSwapper(
+        require_session(parts),
+        model_path=parts.path,
+        name=parts.name,
+        sha256=parts.sha256,
+        paste=parts.settings.paste,
+        recognizer=parts.recognizer,
+        cache=parts.cache,
+    )

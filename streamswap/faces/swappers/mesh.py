@@ -50,8 +50,17 @@ from streamswap.faces.settings import MeshSettings, PasteSettings
 from streamswap.faces.types import Face
 from streamswap.logs import kv
 
-__all__ = ["MeshIdentity", "MeshSettings", "MeshSwapper", "capped_oval", "frontality", "painted_stretch",
-           "prepare_identity", "source_quality", "texture_sources"]
+__all__ = [
+    "MeshIdentity",
+    "MeshSettings",
+    "MeshSwapper",
+    "capped_oval",
+    "frontality",
+    "painted_stretch",
+    "prepare_identity",
+    "source_quality",
+    "texture_sources",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +114,16 @@ class MeshIdentity:
 
 def _check_landmarks(landmarks: np.ndarray | None, what: str) -> np.ndarray:
     if landmarks is None:
-        raise InputError(
-            f"{what}: the mesh swapper needs dense landmarks; set faces.landmarker.model: facemesh"
-        )
+        raise InputError(f"{what}: the mesh swapper needs dense landmarks; set faces.landmarker.model: facemesh")
     lm = np.asarray(landmarks, dtype=np.float32)
     if lm.ndim != 2 or lm.shape[0] != NUM_LANDMARKS or lm.shape[1] < 2:
         raise InputError(f"{what}: expected {NUM_LANDMARKS} FaceMesh landmarks, got shape {lm.shape}")
     return lm
 
 
-def _polygon_mask(shape: tuple[int, int], polygons: Sequence[np.ndarray], value: int = 255,
-                  out: np.ndarray | None = None) -> np.ndarray:
+def _polygon_mask(
+    shape: tuple[int, int], polygons: Sequence[np.ndarray], value: int = 255, out: np.ndarray | None = None
+) -> np.ndarray:
     mask = np.zeros(shape, np.uint8) if out is None else out
     pts = [np.round(p * _ONE).astype(np.int32) for p in polygons]
     cv2.fillPoly(mask, pts, value, cv2.LINE_8, _SHIFT)
@@ -133,13 +141,17 @@ def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     a pale mask), and what to cut out of it for skin statistics and the relight (eyes, brows,
     lips): a dark brow inside the target's low frequencies would reappear as a shadow brow
     next to the source's."""
-    holes = ([_scaled_about_centre(pts[e], 1.4) for e in _EYES] + [pts[_MOUTH_OUT]]
-             + [_scaled_about_centre(pts[b], 1.3) for b in _BROW_PAIR])
+    holes = (
+        [_scaled_about_centre(pts[e], 1.4) for e in _EYES]
+        + [pts[_MOUTH_OUT]]
+        + [_scaled_about_centre(pts[b], 1.3) for b in _BROW_PAIR]
+    )
     return capped_oval(pts, _SKIN_FOREHEAD), holes
 
 
-def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "source image",
-                     settings: MeshSettings | None = None) -> MeshIdentity:
+def prepare_identity(
+    image: np.ndarray, landmarks: np.ndarray, name: str = "source image", settings: MeshSettings | None = None
+) -> MeshIdentity:
     """Build the mesh identity of one source face (BGR image + its 468 landmarks)."""
     st = settings or MeshSettings()
     lm = _check_landmarks(landmarks, name)[:, :2]
@@ -182,22 +194,33 @@ def prepare_identity(image: np.ndarray, landmarks: np.ndarray, name: str = "sour
         down = cv2.pyrDown(prev.lab)
         fy = down.shape[0] / prev.lab.shape[0]
         fx = down.shape[1] / prev.lab.shape[1]
-        levels.append(_Level(down, cv2.pyrDown(prev.alpha),
-                             (prev.points * np.array([fx, fy], np.float32)).astype(np.float32),
-                             prev.face_size / 2))
+        levels.append(
+            _Level(
+                down,
+                cv2.pyrDown(prev.alpha),
+                (prev.points * np.array([fx, fy], np.float32)).astype(np.float32),
+                prev.face_size / 2,
+            )
+        )
     triangles = delaunay(lm)
     mirrored = np.asarray(MIRROR, np.int32)[triangles]
     norm = 1.0 / (size * size)
     point_side = face_sides(landmarks)[triangles]  # (T, 3)
-    tri_side = np.where((point_side <= 0).all(axis=1) & (point_side < 0).any(axis=1), -1,
-                        np.where((point_side >= 0).all(axis=1) & (point_side > 0).any(axis=1), 1, 0))
-    log.debug("mesh identity", extra=kv(source=name, face_px=round(size), triangles=len(triangles),
-                                        levels=len(levels)))
+    tri_side = np.where(
+        (point_side <= 0).all(axis=1) & (point_side < 0).any(axis=1),
+        -1,
+        np.where((point_side >= 0).all(axis=1) & (point_side > 0).any(axis=1), 1, 0),
+    )
+    log.debug("mesh identity", extra=kv(source=name, face_px=round(size), triangles=len(triangles), levels=len(levels)))
     return MeshIdentity(
-        levels=tuple(levels), triangles=triangles, mirrored=mirrored,
-        area=(_areas(lm[triangles]) * norm).astype(np.float32), side=tri_side.astype(np.int8),
+        levels=tuple(levels),
+        triangles=triangles,
+        mirrored=mirrored,
+        area=(_areas(lm[triangles]) * norm).astype(np.float32),
+        side=tri_side.astype(np.int8),
         mirror_area=(_areas(lm[mirrored]) * norm).astype(np.float32),
-        lab_mean=mean.ravel().astype(np.float32), lab_std=np.maximum(std.ravel(), 1.0).astype(np.float32),
+        lab_mean=mean.ravel().astype(np.float32),
+        lab_std=np.maximum(std.ravel(), 1.0).astype(np.float32),
     )
 
 
@@ -227,8 +250,9 @@ def face_sides(landmarks: np.ndarray) -> np.ndarray:
     return side
 
 
-def texture_sources(identity: MeshIdentity, landmarks: np.ndarray, mirror_fill: bool = True,
-                    limit: float = 1.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def texture_sources(
+    identity: MeshIdentity, landmarks: np.ndarray, mirror_fill: bool = True, limit: float = 1.8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which source landmarks texture each target triangle, and how much the texture is
     stretched there: (T, 3) landmark indices, (T,) stretch, (T,) mirrored flags.
 
@@ -255,8 +279,9 @@ def texture_sources(identity: MeshIdentity, landmarks: np.ndarray, mirror_fill: 
     return index, stretch, use
 
 
-def _painted(det: np.ndarray, s1: np.ndarray, s2: np.ndarray, flipped: np.ndarray, stretch: np.ndarray,
-             max_stretch: float) -> np.ndarray:
+def _painted(
+    det: np.ndarray, s1: np.ndarray, s2: np.ndarray, flipped: np.ndarray, stretch: np.ndarray, max_stretch: float
+) -> np.ndarray:
     """Triangles that get source texture: facing the camera in the target as in the source
     (a mirrored source triangle has the opposite winding), and not stretched more than
     `max_stretch` (texture the source saw nearly edge-on would smear across the target:
@@ -265,8 +290,9 @@ def _painted(det: np.ndarray, s1: np.ndarray, s2: np.ndarray, flipped: np.ndarra
     return facing & (stretch <= max_stretch)
 
 
-def painted_stretch(identity: MeshIdentity, landmarks: np.ndarray, settings: MeshSettings | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def painted_stretch(
+    identity: MeshIdentity, landmarks: np.ndarray, settings: MeshSettings | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(stretch, target area) of the triangles the swap paints with source texture on a
     face with these landmarks (the texture-stretch measure of `texture_sources`)."""
     st = settings or MeshSettings()
@@ -351,8 +377,9 @@ class MeshSwapper:
 
     name = "mesh"
 
-    def __init__(self, settings: MeshSettings | None = None, max_cached_sizes: int = 12,
-                 paste: PasteSettings | None = None) -> None:
+    def __init__(
+        self, settings: MeshSettings | None = None, max_cached_sizes: int = 12, paste: PasteSettings | None = None
+    ) -> None:
         self.settings = settings or MeshSettings()
         # faces.paste applies to this swapper too: color_correction takes all of the
         # target's skin tint (not a share of it), mouth_mask keeps the target's lips as well
@@ -381,8 +408,10 @@ class MeshSwapper:
         scores = [source_quality(m) for m in meshes]
         best = int(np.argmax(scores))
         if len(photos) > 1:
-            log.info("mesh swapper uses one source photo: the most frontal, large face",
-                     extra=kv(chosen=photos[best].name, quality=round(scores[best], 2), of=len(photos)))
+            log.info(
+                "mesh swapper uses one source photo: the most frontal, large face",
+                extra=kv(chosen=photos[best].name, quality=round(scores[best], 2), of=len(photos)),
+            )
         return prepare_identity(photos[best].image, meshes[best], photos[best].name, self.settings)
 
     def set_identity(self, identity: MeshIdentity | None) -> None:
@@ -394,7 +423,9 @@ class MeshSwapper:
         return self._identity
 
     # --- per frame ---------------------------------------------------------------------------
-    def swap(self, frame: np.ndarray, faces: Sequence[Face], identities: Sequence[MeshIdentity | None] | None = None) -> None:
+    def swap(
+        self, frame: np.ndarray, faces: Sequence[Face], identities: Sequence[MeshIdentity | None] | None = None
+    ) -> None:
         """Replace every face of `frame` (BGR uint8, in place) that has landmarks, with the
         current identity or, given `identities`, each face with its own (None: skipped)."""
         if identities is None:
@@ -406,9 +437,12 @@ class MeshSwapper:
         if self.masks is not None and self.masks.active:  # all read before any face changes
             regions = [self._region(np.asarray(f.landmarks)[:, :2], frame.shape[1], frame.shape[0]) for f, _ in todo]
             live = [i for i, r in enumerate(regions) if r is not None]
-            got = self.masks.masks(frame, [todo[i][0] for i in live],
-                                   [np.array([[1, 0, -regions[i][0]], [0, 1, -regions[i][1]]], np.float64) for i in live],  # type: ignore[index]
-                                   [(regions[i][2], regions[i][3]) for i in live])  # type: ignore[index]
+            got = self.masks.masks(
+                frame,
+                [todo[i][0] for i in live],
+                [np.array([[1, 0, -regions[i][0]], [0, 1, -regions[i][1]]], np.float64) for i in live],  # type: ignore[index]
+                [(regions[i][2], regions[i][3]) for i in live],  # type: ignore[index]
+            )
             for i, m in zip(live, got):
                 masks[i] = m
         for (face, identity), mask in zip(todo, masks):
@@ -448,8 +482,9 @@ class MeshSwapper:
             return None
         return x, y, wq, hq
 
-    def swap_one(self, frame: np.ndarray, landmarks: np.ndarray, identity: MeshIdentity,
-                 extra_mask: np.ndarray | None = None) -> None:
+    def swap_one(
+        self, frame: np.ndarray, landmarks: np.ndarray, identity: MeshIdentity, extra_mask: np.ndarray | None = None
+    ) -> None:
         """Swap one face given its (468, 3) landmarks in frame pixels; `extra_mask` (the face
         region's size, 0 = keep the target) restricts the blend (faces.mask)."""
         st = self.settings
@@ -461,7 +496,7 @@ class MeshSwapper:
         if region is None:
             return
         rx, ry, rw, rh = region
-        roi = frame[ry:ry + rh, rx:rx + rw]
+        roi = frame[ry : ry + rh, rx : rx + rw]
         pts = pts_frame - np.array([rx, ry], np.float32)
         oval = pts[_OVAL]
         size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
@@ -550,10 +585,18 @@ class MeshSwapper:
         np.multiply(c[..., 4], buf.gy, out=buf.tmp)
         buf.map_y += buf.tmp
         buf.map_y += c[..., 5]
-        cv2.remap(level.lab, buf.map_x, buf.map_y, cv2.INTER_LINEAR, dst=buf.warped_lab,
-                  borderMode=cv2.BORDER_REPLICATE)
-        cv2.remap(level.alpha, buf.map_x, buf.map_y, cv2.INTER_LINEAR, dst=buf.warped_alpha,
-                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        cv2.remap(
+            level.lab, buf.map_x, buf.map_y, cv2.INTER_LINEAR, dst=buf.warped_lab, borderMode=cv2.BORDER_REPLICATE
+        )
+        cv2.remap(
+            level.alpha,
+            buf.map_x,
+            buf.map_y,
+            cv2.INTER_LINEAR,
+            dst=buf.warped_alpha,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
 
         if prof is not None:
             t1 = time.perf_counter()
@@ -580,8 +623,12 @@ class MeshSwapper:
                 ring = surrounding_skin(frame, pts_frame, t_mean.ravel(), t_std.ravel())
                 if ring is not None:  # toward the skin around the face: neck, ears, forehead edge
                     shift = (ring - t_mean.ravel()) * st.surround
-                    cv2.add(buf.matched_lab, (float(shift[0]), float(shift[1]), float(shift[2]), 0.0),
-                            dst=buf.matched_lab, dtype=cv2.CV_8U)
+                    cv2.add(
+                        buf.matched_lab,
+                        (float(shift[0]), float(shift[1]), float(shift[2]), 0.0),
+                        dst=buf.matched_lab,
+                        dtype=cv2.CV_8U,
+                    )
             cv2.cvtColor(buf.matched_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
         else:
             cv2.cvtColor(buf.warped_lab, cv2.COLOR_LAB2BGR, dst=buf.warped_bgr)
@@ -603,13 +650,13 @@ class MeshSwapper:
             width = float(np.ptp(e[:, 0])) + 1.0
             holes.append(_grow_polygon(e, st.eye_margin * height, width, height))
         mouth = pts[_MOUTH_OUT if self.paste.mouth_mask else _MOUTH_IN]
-        holes.append(_grow_polygon(mouth, st.mouth_margin * size, float(np.ptp(mouth[:, 0])) + 1,
-                                   float(np.ptp(mouth[:, 1])) + 1))
+        holes.append(
+            _grow_polygon(mouth, st.mouth_margin * size, float(np.ptp(mouth[:, 0])) + 1, float(np.ptp(mouth[:, 1])) + 1)
+        )
         _polygon_mask(buf.mask.shape, holes, 0, out=buf.mask)
         k = int(feather) | 1
         cv2.GaussianBlur(buf.mask, (k, k), 0, dst=buf.mask)
-        cv2.multiply(buf.mask, buf.warped_alpha, dst=buf.alpha, scale=1.0 / (255.0 * 255.0),
-                     dtype=cv2.CV_32F)
+        cv2.multiply(buf.mask, buf.warped_alpha, dst=buf.alpha, scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
         if scaled:
             full = self._cached(self._blend_buffers, _BlendBuffers, rh, rw)
             cv2.resize(buf.warped_bgr, (rw, rh), dst=full.bgr, interpolation=cv2.INTER_LINEAR)
@@ -658,8 +705,12 @@ class MeshSwapper:
         small_t = cv2.resize(buf.target_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
         small_w = cv2.resize(buf.matched_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
         m = cv2.resize(buf.skin, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
-        m = cv2.multiply(m, cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),  # type: ignore[assignment]
-                         scale=1 / 255, dtype=cv2.CV_32F)
+        m = cv2.multiply(
+            m,
+            cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),  # type: ignore[assignment]
+            scale=1 / 255,
+            dtype=cv2.CV_32F,
+        )
         sigma = max(st.relight_scale * size * f, 0.8)
         norm = cv2.GaussianBlur(m, (0, 0), sigma)
         valid = norm > 0.02
@@ -674,8 +725,9 @@ class MeshSwapper:
         cv2.add(buf.matched_lab, buf.delta, dst=buf.matched_lab, dtype=cv2.CV_8U)
 
 
-def surrounding_skin(frame: np.ndarray, pts: np.ndarray, inner_mean: np.ndarray,
-                     inner_std: np.ndarray) -> np.ndarray | None:
+def surrounding_skin(
+    frame: np.ndarray, pts: np.ndarray, inner_mean: np.ndarray, inner_std: np.ndarray
+) -> np.ndarray | None:
     """Mean LAB of the target's skin just around its face oval (neck, ears, forehead edge,
     temples): a ring of a quarter face size outside the oval, on a ~64 px subsample, keeping
     only pixels whose colour is close to the face's own skin (not hair, collar, background).
@@ -698,8 +750,9 @@ def surrounding_skin(frame: np.ndarray, pts: np.ndarray, inner_mean: np.ndarray,
     values = lab[ring > 0].astype(np.float32)
     if len(values) < 30:
         return None
-    near = ((np.abs(values[:, 1:] - inner_mean[1:]) <= np.maximum(1.5 * inner_std[1:], 5.0)).all(axis=1)
-            & (np.abs(values[:, 0] - inner_mean[0]) <= max(float(inner_std[0]), 8.0)))
+    near = (np.abs(values[:, 1:] - inner_mean[1:]) <= np.maximum(1.5 * inner_std[1:], 5.0)).all(axis=1) & (
+        np.abs(values[:, 0] - inner_mean[0]) <= max(float(inner_std[0]), 8.0)
+    )
     if near.sum() < max(30, 0.1 * len(values)):
         return None
     return values[near].mean(axis=0)
@@ -724,6 +777,7 @@ def _grow_polygon(poly: np.ndarray, by: float, width: float, height: float) -> n
 @adapter("swapper", "mesh")
 def _mesh(parts: AdapterParts) -> MeshSwapper:
     if not parts.settings.landmarker.model:
-        raise ConfigError("faces.swapper.model: the mesh swapper needs dense landmarks; "
-                          "set faces.landmarker.model: facemesh")
+        raise ConfigError(
+            "faces.swapper.model: the mesh swapper needs dense landmarks; set faces.landmarker.model: facemesh"
+        )
     return MeshSwapper(parts.settings.mesh, paste=parts.settings.paste)

@@ -10,14 +10,21 @@ from streamswap.faces.swappers.converted import ConvertedSwapper, converter_of
 
 class SimswapSwapper(ConvertedSwapper):
     contract = "simswap"
-    crop = CropFormat(template="arcface_112_v1", size=256, rgb=True,
-                      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    crop = CropFormat(
+        template="arcface_112_v1", size=256, rgb=True, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     use_raw_embedding = False
     normalise_latent = True
 
 
 @adapter("swapper", "simswap")
 def _simswap(parts: AdapterParts) -> SimswapSwapper:
-    return SimswapSwapper(require_session(parts), converter=converter_of(parts, "simswap"), name=parts.name,
-                          sha256=parts.sha256, paste=parts.settings.paste, recognizer=parts.recognizer,
-                          cache=parts.cache)
+    return SimswapSwapper(
+        require_session(parts),
+        converter=converter_of(parts, "simswap"),
+        name=parts.name,
+        sha256=parts.sha256,
+        paste=parts.settings.paste,
+        recognizer=parts.recognizer,
+        cache=parts.cache,
+    )
