@@ -234,6 +234,7 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, overrides_json:
                 "budget": _budget_line(config),
                 "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
                 "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                "detect_every": snap.get("detect_every"),
                 **_detect_every(stages),
             }
         )
@@ -381,6 +382,8 @@ def _line(r: dict[str, Any], seconds: float) -> str:
         else f"{r['file_frames']} frames in the file, {r['file_audio_s']} s audio"
     )
     extra = f", detector ran {r['detector_calls']}×" if "detector_calls" in r else ""
+    if r.get("detect_every") and r["mode"] == "live":
+        extra += f" (N at the end {r['detect_every']})"
     return (
         f"{r['name']:24s} {r['fps']:5.1f} fps | CPU {r['cpu_ms_per_frame']:.0f} ms/frame | latency p50 "
         f"{r['latency_ms_p50']} p95 {r['latency_ms_p95']} ms | dropped {r['dropped']}/{r['frames_in']} | "
