@@ -36,9 +36,10 @@ FPS = 10
 CLIP_FRAMES = 40  # the clip loops (serve re-opens a file input when it ends)
 SIZE = (640, 360)
 # changed_fraction of a swapped frame against the clip's frame is above SWAPPED (measured
-# 0.003); of an unswapped one below UNSWAPPED (measured 0.0: only the preview's JPEG noise).
-SWAPPED = 0.0012
-UNSWAPPED = 0.0003
+# 0.001-0.003: the face is ~2 % of the frame, the mesh swap changes part of it by over 30
+# levels); of an unswapped one below UNSWAPPED (measured 0.0: only the preview's JPEG noise).
+SWAPPED = 0.0004
+UNSWAPPED = 0.0001
 # Output frames that may already be past the swap stage when a change is made: one per ring
 # entry and one per stage thread (3 × queue_size + 4 slots, queue_size 1); each preview
 # frame is a later output frame than the one before.

@@ -240,6 +240,10 @@ def test_run_ui_serves_the_page_for_one_run(tmp_path: Path) -> None:
         conn.request("GET", "/status")
         status = json.loads(conn.getresponse().read())
         assert status["paused"] is True and status["output_states"][0]["name"] == "null://"
+        conn.request("GET", "/faces/selection")  # nothing is swapped: no selection routes
+        resp = conn.getresponse()
+        assert resp.status == 404, resp.read()
+        resp.read()
         conn.request("POST", "/reload")
         resp = conn.getresponse()
         assert resp.status == 400 and b"no config reload" in resp.read()

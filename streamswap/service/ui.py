@@ -165,8 +165,8 @@ class PageParts:
 
 
 class RunControl:
-    """The control API's DaemonControl for `streamswap run --ui`: one pipeline, no reload
-    (that is the daemon's: `streamswap serve`)."""
+    """The control API's DaemonControl for `streamswap run --ui`: one pipeline (pause,
+    source face, selection and mapping), no reload (that is the daemon's: `streamswap serve`)."""
 
     def __init__(self, runtime: Any, stages: Any = None) -> None:
         self.runtime = runtime  # the Pipeline (pause, status)
@@ -188,6 +188,10 @@ class RunControl:
 
             raise StreamswapError("this pipeline has no face swapper; start it with --source FACE.jpg")
         self.stages.set_source_images([image_bgr])
+
+    def people(self) -> Any:
+        """Who is swapped into whom (faces.people.People) for /faces/selection and /faces/map."""
+        return getattr(self.stages, "people", None)
 
     def pause(self) -> None:
         self.runtime.pause()
@@ -213,7 +217,12 @@ def serve_page(runtime: Any, stages: Any, config: Any, parts: PageParts, metrics
     if config.service.api is None:
         raise ConfigError("--ui needs an address: set service.api or pass --api HOST:PORT")
     token = config.service.token or os.environ.get(TOKEN_ENV) or None
-    api = ControlApi(config.service, RunControl(runtime, stages), metrics, token, routers=[parts.router])
+    from streamswap.service.faces_api import router as faces_router
+
+    control = RunControl(runtime, stages)
+    # Without face stages there is nothing to select: no such routes (the page hides the card).
+    routers = ([faces_router] if control.people() is not None else []) + [parts.router]
+    api = ControlApi(config.service, control, metrics, token, routers=routers)
     api.start()
     log.info(f"control page: {api.url}/", extra=kv(token=bool(token)))
     try:

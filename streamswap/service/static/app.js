@@ -194,15 +194,16 @@ async function upload() {
   }
 }
 
-// Which faces are swapped (the daemon's /faces/selection and /faces/map; absent from
-// `run --ui` and from pipelines without face stages: the card stays hidden then).
-async function loadSelection() {
+// Which faces are swapped (/faces/selection and /faces/map; absent without face stages,
+// and the card stays hidden then).
+async function loadSelection(attempt = 0) {
   let rules;
   try {
     const response = await fetch("faces/selection", { credentials: "same-origin", cache: "no-store" });
     if (response.status === 404) return;
     if (response.status === 409) {
-      setTimeout(loadSelection, 2000); // the face stages are still loading
+      // The face stages are still loading (engine builds can take minutes): ask again.
+      if (attempt < 120) setTimeout(() => loadSelection(attempt + 1), 5000);
       return;
     }
     if (!response.ok) return;
