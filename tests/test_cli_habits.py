@@ -528,3 +528,19 @@ def test_doctor_with_a_triton_config_and_no_server_fails_with_the_fix(tmp_path: 
     assert result.returncode == 1, result.stdout
     assert "FAIL     triton server" in result.stdout and "does not answer" in result.stdout
     assert "streamswap triton export" in result.stdout
+
+
+def test_demo_takes_the_overwrite_flag_its_refusal_names(tmp_path: Path) -> None:
+    import importlib.util
+
+    from conftest import require
+
+    require(importlib.util.find_spec("insightface") is not None, "demo photos (the demo extra)")
+    out = tmp_path / "demo.mp4"
+    out.write_bytes(b"an older demo")
+    args = ("demo", "-o", str(out), "--seconds", "0.2", "--size", "320x240")
+    refused = run_cli(*args)
+    assert refused.returncode != 0 and "pass -y/--overwrite" in refused.stderr
+    done = run_cli(*args, "-y")
+    assert done.returncode == 0, done.stderr
+    assert _video_facts(out)[0] == 5

@@ -24,6 +24,7 @@ HELP = "make demo.mp4: a real face swap on a moving test video from bundled samp
 EXAMPLES = (
     "streamswap demo                          # 10 s, 1280x720, into demo.mp4",
     "streamswap demo -o /tmp/short.mp4 --seconds 3 --size 640x360",
+    "streamswap demo -y                       # make demo.mp4 again",
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fps", type=int, default=25, help="frame rate (default: 25)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default: 1280x720)")
+    parser.add_argument("-y", "--overwrite", action="store_true",
+                        help="replace the output file if it exists (default: refuse)")
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     # Not live: every frame is swapped and written, however long the CPU takes.
     from streamswap.wiring import apply_cpu_budget, build_pipeline, plan_endpoints
 
-    config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output]))
+    more = {"io.existing_output": "overwrite"} if args.overwrite else {}
+    config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output], **more))
     endpoints = plan_endpoints(config, live=False)
     stages = build_stages(config)
     runtime = build_pipeline(config, stages.stages if stages else [], source=endpoints.source, sinks=endpoints.sinks)
