@@ -417,13 +417,13 @@ def test_non_loopback_bind_needs_the_right_token(tmp_path):
 
 
 def test_reload_with_new_input_reopens_the_pipeline(running):
-    first = running.daemon.runtime
+    first = running.daemon.pipeline
     cfg = yaml.safe_load(running.config_file.read_text())
     running.write_config({**cfg, "input": "test://?size=320x240", "outputs": ["null://", "null://"]})
     code, body = running.client.json("POST", "/reload")
     assert code == 200 and body["applied"] == ["input", "outputs"], body
-    assert running.daemon.runtime is not first and first.finished
-    assert running.daemon.runtime.config.input == "test://?size=320x240"
+    assert running.daemon.pipeline is not first and first.finished
+    assert running.daemon.pipeline.config.input == "test://?size=320x240"
     running.assert_streaming()
     # Model settings cannot change live: reported, not applied.
     running.write_config({**cfg, "faces": {"detector": {"size": 320}}})
@@ -432,7 +432,7 @@ def test_reload_with_new_input_reopens_the_pipeline(running):
 
 
 def test_reload_with_a_bad_uri_is_refused_and_the_pipeline_kept(running):
-    first = running.daemon.runtime
+    first = running.daemon.pipeline
     cfg = yaml.safe_load(running.config_file.read_text())
     running.write_config({**cfg, "input": "tset://typo"})
     code, body = running.client.json("POST", "/reload")
@@ -440,7 +440,7 @@ def test_reload_with_a_bad_uri_is_refused_and_the_pipeline_kept(running):
     running.write_config({**cfg, "outputs": ["out.avi"]})
     code, body = running.client.json("POST", "/reload")
     assert code == 400 and "unsupported output file type '.avi'" in body["error"], body
-    assert running.daemon.runtime is first and not first.finished
+    assert running.daemon.pipeline is first and not first.finished
     assert running.daemon.config.input == "test://"
     running.assert_streaming()
 

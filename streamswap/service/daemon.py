@@ -1,14 +1,18 @@
-"""The long-running daemon behind `streamswap serve`.
+"""The long-running daemon behind `streamswap serve`, in parts:
 
-It loads the face stages once, runs a pipeline, and keeps it running: when the
-input gives up for good, or a file input ends, the pipeline is re-opened (with backoff)
-with the same loaded models. It tells systemd what happens (READY=1 after the first frame
-is out, STATUS=, WATCHDOG=1 only while frames advance, STOPPING=1), serves the control
-API, and turns SIGHUP into a reload and SIGTERM/SIGINT into a clean stop.
+- `plan_reload(old, new)` (pure): what a re-read config changes live and what needs a
+  restart;
+- `supervisor.PipelineSupervisor`: keeps one pipeline running with the face stages loaded
+  once (opens it off the main thread, re-opens it with back-off when its input is lost
+  for good);
+- `Daemon`: signals (SIGTERM/SIGINT stop, SIGHUP reloads), loading the stages, systemd
+  notify (READY=1 after the first frame is out, STATUS=, WATCHDOG=1 only while frames
+  advance, STOPPING=1), and the control facade the API drives (`DaemonControl`: health,
+  status, set_source_image, pause, resume, reload), which only delegates: identities to
+  the stages, pause to the pipeline, re-opens to the supervisor.
 
-Everything the API can ask goes through this class (it is the API's `DaemonControl`),
-so a request never touches a half-built or just-replaced pipeline. The daemon builds
-nothing itself: `commands/serve.py` gives it the factories (it imports no wiring).
+The daemon builds nothing itself: `commands/serve.py` gives it the factories (it imports
+no wiring).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from streamswap.service.control import PipelineControl, StageSet
 from streamswap.service.metrics import Metrics
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 from streamswap.service.settings import TOKEN_ENV, ServiceSettings
+from streamswap.service.supervisor import PipelineSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,10 @@ LIVENESS_S = 10.0
 # How long a reload may take to read and check its config file (it is bounded in size and
 # parsed by config.safeyaml, so this is far more than a real one needs).
 RELOAD_DEADLINE_S = 5.0
+# Seconds a stopping pipeline may take to drain its frames in flight and finalise its
+# outputs: at shutdown (SIGTERM), and when a reload re-opens it.
+SHUTDOWN_DRAIN_S = 5.0
+RELOAD_DRAIN_S = 2.0
 
 
 def load_within(load: Callable[[], Any], seconds: float) -> Any:
@@ -152,10 +161,9 @@ class Daemon:
         self.api: ControlApi | None = None
         self.page: Any = None  # service.ui.PageParts while the API serves the control page
         self.stages: StageSet | None = None
-        self.runtime: PipelineControl | None = None
-        self.state = "created"  # created, loading, starting, running, waiting, stopping, stopped
+        self._phase = "created"  # created, loading, supervising, stopping, stopped
         self.ready = False
-        self._lock = threading.RLock()  # guards runtime replacement, reload, control calls
+        self._lock = threading.RLock()  # one control call (reload, pause) at a time
         self._stop = threading.Event()
         self._reload_asked = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -163,13 +171,14 @@ class Daemon:
         self._wake_w.setblocking(False)
         self._last_frames = 0
         self._last_progress = clock()
-        self._restarts = 0
-        self._failures = 0
-        self._retry_at: float | None = None
-        self._starter: threading.Thread | None = None
         self._fatal: BaseException | None = None
-        self._frames_before = 0  # frames of earlier runtimes (frames_out stays monotonic)
-        self._runtime_started = False  # the current runtime's start() returned
+        self.supervisor = PipelineSupervisor(
+            self._new_pipeline,
+            lambda: self.settings,
+            wake=self._wake,
+            fatal=self._give_up,
+            on_restart=self.metrics.pipeline_restarts_total.inc,
+        )
         self.started_at = clock()
         self._heartbeat = clock()  # the main thread's last turn (liveness)
         self._stop_reason = "stop requested"
@@ -178,13 +187,24 @@ class Daemon:
     def settings(self) -> ServiceSettings:
         return self.config.service
 
+    @property
+    def state(self) -> str:
+        """created, loading, then the supervisor's starting / running / waiting, then
+        stopping, stopped."""
+        return self.supervisor.phase if self._phase == "supervising" else self._phase
+
+    @property
+    def pipeline(self) -> PipelineControl | None:
+        """The pipeline the supervisor keeps running (None before the first)."""
+        return self.supervisor.pipeline
+
     # -- life cycle -------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped; returns the exit code (0 after a clean stop)."""
         handlers = self._install_signals()
         try:
             self._check_endpoints(self.config)  # a typo fails now, not after minutes of engine builds
-            self.state = "loading"  # what the API answers from its first request
+            self._phase = "loading"  # what the API answers from its first request
             if self.settings.api is not None:
                 token = self.settings.token or self._env.get(TOKEN_ENV) or None
                 from streamswap.service.faces_api import router as faces_router
@@ -204,7 +224,8 @@ class Daemon:
             self._load_stages()
             if self._stop.is_set():
                 return 0
-            self._start_pipeline()
+            self._phase = "supervising"
+            self.supervisor.start()
             self._loop()
             return 0
         except BaseException as exc:
@@ -263,7 +284,7 @@ class Daemon:
     def _load_stages(self) -> None:
         """Build the face stages (models, engines) off the main thread so SIGTERM and the
         API stay responsive during a long engine build."""
-        self.state = "loading"
+        self._phase = "loading"
         self.notifier.status("loading models")
         log.info("loading face stages")
         result: dict[str, Any] = {}
@@ -307,55 +328,16 @@ class Daemon:
         self.notifier.extend_timeout(seconds)
         self.notifier.status(f"building engines{': ' + what if what else ''}")
 
-    def _start_pipeline(self) -> None:
-        """Open the input and outputs in a helper thread (a network open can block)."""
-        with self._lock:
-            self.state = "starting"
-            self._retry_at = None
-            paused = self.paused  # a re-opened pipeline keeps the old one's pause
-            if self.runtime is not None:  # keep frames_out monotonic across re-opens
-                self._frames_before = self._frames_out()
-            self._runtime_started = False
-            assert self.stages is not None
-            try:
-                observers = [self.metrics] + ([self.page.tap] if self.page is not None else [])
-                runtime = self._make_pipeline(self.config, self.stages, observers)
-            except StreamswapError as exc:  # e.g. the input file was removed meanwhile
-                log.error("pipeline cannot start; will retry", extra=kv(error=str(exc)))
-                self.runtime = _NotStarted(paused)
-                return
-            self.runtime = runtime
+    def _new_pipeline(self) -> PipelineControl:
+        """A pipeline over the configured input and outputs with the loaded stages (the
+        supervisor opens it)."""
+        assert self.stages is not None
+        observers = [self.metrics] + ([self.page.tap] if self.page is not None else [])
+        return self._make_pipeline(self.config, self.stages, observers)
 
-        def start() -> None:
-            try:
-                if paused:
-                    runtime.pause()
-                runtime.start()
-                with self._lock:
-                    if self.runtime is runtime:
-                        self._runtime_started = True
-                        if self.state == "starting":
-                            self.state = "running"
-                # Wake the main loop the moment this pipeline ends (a file input that
-                # finished is re-opened at once, not at the next tick).
-                threading.Thread(
-                    target=lambda: (runtime.wait(), self._wake()),  # type: ignore[func-returns-value]
-                    name="streamswap-watch",
-                    daemon=True,
-                ).start()
-            except ConfigError as exc:  # a bad URI will not heal by retrying
-                log.error("pipeline cannot start", extra=kv(error=str(exc)))
-                self._fatal = exc
-                self.request_stop()
-            except StreamswapError as exc:
-                log.error("pipeline cannot start; will retry", extra=kv(error=str(exc)))
-            except Exception:
-                log.exception("pipeline start crashed; will retry")
-            finally:
-                self._wake()
-
-        self._starter = threading.Thread(target=start, name="streamswap-start", daemon=True)
-        self._starter.start()
+    def _give_up(self, exc: BaseException) -> None:
+        self._fatal = exc
+        self.request_stop()
 
     def _loop(self) -> None:
         wd = watchdog_interval(self._env)
@@ -367,7 +349,8 @@ class Daemon:
         frames_at_ping = 0
         next_status = now
         while not self._stop.is_set():
-            retry_in = None if self._retry_at is None else max(self._retry_at - self._clock(), 0.0)
+            retry_at = self.supervisor.retry_at
+            retry_in = None if retry_at is None else max(retry_at - self._clock(), 0.0)
             self._wait(tick if retry_in is None else min(tick, retry_in))
             self._heartbeat = self._clock()
             if self._stop.is_set():
@@ -383,14 +366,14 @@ class Daemon:
             if frames > self._last_frames:
                 self._last_progress = now
                 self._last_frames = frames
-                if self.state == "running":
-                    self._failures = 0
+                self.supervisor.progressed()
                 if not self.ready:
                     self.ready = True
                     self.metrics.ready.set(1)
                     self.notifier.ready(self._status_line())
                     log.info("ready: first frame out", extra=kv(seconds=round(now - self.started_at, 2)))
-            self._supervise(now)
+            if self._phase == "supervising":
+                self.supervisor.supervise(now)
             if wd and now >= next_ping:
                 # Only proof of progress feeds the watchdog: a hung stage stops the frames,
                 # the pings stop and systemd restarts us. A deliberate wait before re-opening
@@ -419,97 +402,41 @@ class Daemon:
             except (BlockingIOError, OSError):
                 pass
 
-    def _supervise(self, now: float) -> None:
-        """Re-open the pipeline when it ended (input gone for good, file finished)."""
-        with self._lock:
-            runtime = self.runtime
-            starting = self._starter is not None and self._starter.is_alive()
-            if runtime is None or starting:
-                return
-            if self.state == "waiting":
-                self._retry(now)
-                return
-            if runtime.finished or self.state == "starting":
-                # Ended after running, or never got going: wait, doubling the delay while
-                # it keeps failing, then try again with the same loaded models.
-                status = self._runtime_status(runtime)
-                ran = status.get("frames_out", 0) > 0 and status.get("state") == "stopped"
-                self._failures = 0 if ran else self._failures + 1
-                s = self.settings
-                delay = 0.0 if ran else min(s.restart_delay_s * 2 ** max(self._failures - 1, 0), s.restart_max_delay_s)
-                self.state = "waiting"
-                self._retry_at = now + delay
-                if ran:  # a file input that finished: expected, so not a warning
-                    log.info("input ended; starting it again", extra=kv(input=status.get("input")))
-                else:
-                    log.warning(
-                        "pipeline ended; re-opening",
-                        extra=kv(state=status.get("state"), delay_s=round(delay, 2), failures=self._failures),
-                    )
-                self._retry(now)
-
-    def _retry(self, now: float) -> None:
-        if self._retry_at is not None and now >= self._retry_at:
-            self._restarts += 1
-            self.metrics.pipeline_restarts_total.inc()
-            if self._failures:
-                log.info("re-opening the pipeline", extra=kv(attempt=self._failures))
-            self._start_pipeline()
-
     def _shutdown(self) -> None:
-        self.state = "stopping"
+        self._phase = "stopping"
         self.notifier.stopping("stopping")
         log.info("stopping", extra=kv(reason=self._stop_reason))
-        with self._lock:
-            runtime = self.runtime
-        if runtime is not None:
-            try:
-                self._stop_runtime(runtime, 5.0)
-            except Exception:
-                log.exception("pipeline stop failed")
+        try:
+            self.supervisor.stop(SHUTDOWN_DRAIN_S)
+        except Exception:
+            log.exception("pipeline stop failed")
         if self.api is not None:
             self.api.close()
         if self.page is not None:
             self.page.close()
         self.metrics.ready.set(0)
-        self.state = "stopped"
+        self._phase = "stopped"
         self.notifier.close()
         log.info("stopped")
 
     # -- readings ---------------------------------------------------------------------
-    def _stop_runtime(self, runtime: PipelineControl, timeout: float) -> None:
-        """Stop `runtime` if it got going; one still opening is given a moment to finish,
-        one that never started has nothing to drain."""
-        starter = self._starter
-        if starter is not None and starter.is_alive():
-            starter.join(timeout)
-        if self._runtime_started:
-            runtime.stop(drain=True, timeout=timeout)
-
     def _frames_out(self) -> int:
-        runtime = self.runtime
-        if runtime is None:
-            return 0
         try:
-            return int(runtime.frames_out()) + self._frames_before
+            return self.supervisor.frames_out()
         except Exception:
             return self._last_frames
 
-    def _runtime_status(self, runtime: PipelineControl) -> dict[str, Any]:
-        try:
-            return dict(runtime.status())
-        except Exception:
-            log.exception("runtime status failed")
-            return {}
+    def _pipeline_status(self) -> dict[str, Any]:
+        pipeline = self.pipeline
+        return {} if pipeline is None else self.supervisor.status_of(pipeline)
 
     def _fresh(self, now: float) -> bool:
         return now - self._last_progress < self.settings.stall_s
 
     def _status_line(self) -> str:
-        runtime = self.runtime
-        if runtime is None:
+        if self.pipeline is None:
             return self.state
-        st = self._runtime_status(runtime)
+        st = self._pipeline_status()
         lat = st.get("latency_ms_p50")
         parts = [
             f"{'paused' if st.get('paused') else st.get('state', self.state)}",
@@ -538,8 +465,7 @@ class Daemon:
         stopping = self.state in ("stopping", "stopped")
         live = not stopping and now - self._heartbeat < LIVENESS_S
         ready = live and self.ready and (since == 0.0 or self._fresh(now))
-        runtime = self.runtime
-        pipeline = self._runtime_status(runtime) if runtime is not None else {}
+        pipeline = self._pipeline_status()
         return ready, {
             "live": live,
             "ready": ready,
@@ -551,16 +477,14 @@ class Daemon:
         }
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            runtime = self.runtime
-        pipeline = self._runtime_status(runtime) if runtime is not None else {"state": self.state}
+        pipeline = self._pipeline_status() if self.pipeline is not None else {"state": self.state}
         return {
             **pipeline,
             "paused": self.paused,
             "daemon": {
                 "state": self.state,
                 "ready": self.ready,
-                "pipeline_restarts": self._restarts,
+                "pipeline_restarts": self.supervisor.restarts,
                 "uptime_s": round(self._clock() - self.started_at, 1),
                 "api": self.api.url if self.api else None,
                 "config": {
@@ -578,11 +502,7 @@ class Daemon:
     @property
     def paused(self) -> bool:
         """The pipeline owns pause; between two pipelines the last one's state holds."""
-        runtime = self.runtime
-        try:
-            return bool(runtime is not None and runtime.status().get("paused"))
-        except Exception:
-            return False
+        return self.supervisor.paused
 
     def _loaded(self) -> StageSet:
         if self.stages is None or self.state in ("loading", "created"):
@@ -608,10 +528,10 @@ class Daemon:
 
     def _set_paused(self, paused: bool) -> None:
         with self._lock:
-            runtime = self.runtime
-            if runtime is None:
+            pipeline = self.pipeline
+            if pipeline is None:
                 raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
-            runtime.pause() if paused else runtime.resume()
+            pipeline.pause() if paused else pipeline.resume()
             self.metrics.paused.set(int(paused))
 
     def reload(self) -> dict[str, Any]:
@@ -639,7 +559,7 @@ class Daemon:
                     applied.append("service")
                 self.config = new
                 if plan.reopen_pipeline and self.state != "loading":
-                    self._replace_pipeline()
+                    self.supervisor.replace(RELOAD_DRAIN_S)
                     applied += list(plan.pipeline)
             finally:
                 if was_ready:
@@ -650,39 +570,6 @@ class Daemon:
         )
         return {"applied": applied, "restart_required": list(plan.restart)}
 
-    def _replace_pipeline(self) -> None:
-        runtime = self.runtime
-        if runtime is not None:
-            self._stop_runtime(runtime, 2.0)
-        self._start_pipeline()
-
 
 def _paths(sources: Sequence[str]) -> list[Path]:
     return [Path(p).expanduser() for p in sources]
-
-
-class _NotStarted:
-    """Stands in for a pipeline that could not even be built; the supervisor sees it as
-    ended and schedules the next attempt with back-off."""
-
-    finished = True
-
-    def __init__(self, paused: bool) -> None:
-        self._paused = paused  # carried to the next pipeline
-
-    def start(self) -> None: ...
-    def stop(self, drain: bool = True, timeout: float | None = None) -> None: ...
-    def wait(self, timeout: float | None = None) -> bool:
-        return True
-
-    def status(self) -> dict[str, Any]:
-        return {"state": "failed", "frames_out": 0, "paused": self._paused}
-
-    def frames_out(self) -> int:
-        return 0
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
