@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fps", type=int, default=25, help="frame rate (default: 25)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default: 1280x720)")
-    parser.add_argument("-y", "--overwrite", action="store_true",
-                        help="replace the output file if it exists (default: refuse)")
+    parser.add_argument(
+        "-y", "--overwrite", action="store_true", help="replace the output file if it exists (default: refuse)"
+    )
 
 
 def _package_file(package: str, *parts: str) -> Path:
