@@ -470,3 +470,17 @@ def test_unpinned_bytes_that_are_not_onnx_are_refused(server: Server, tmp_path: 
     (tmp_path / "models" / "tiny.onnx").write_bytes(b"<html>not a model</html>")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         store.resolve("tiny")
+
+
+def test_a_trickling_mirror_is_dropped_for_the_next_url(server: Server, tmp_path: Path) -> None:
+    import time
+
+    server.routes["/slow/tiny.onnx"] = Behaviour(PAYLOAD, modes=["trickle"])
+    server.routes["/fast/tiny.onnx"] = Behaviour(PAYLOAD)
+    spec = replace(make_spec(server.url("/slow/tiny.onnx")),
+                   urls=(server.url("/slow/tiny.onnx"), server.url("/fast/tiny.onnx")))
+    settings = settings_for(tmp_path, timeout_s=1.0, retries=1)
+    started = time.monotonic()
+    result = fetch(spec, tmp_path / "models", settings, backoff_s=0.01)
+    assert result.url.endswith("/fast/tiny.onnx") and result.sha256 == SHA
+    assert time.monotonic() - started < 6  # two ~1 s windows under 1 KiB/s, then the next URL

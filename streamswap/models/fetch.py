@@ -41,6 +41,7 @@ CHUNK = 1 << 20
 # No model we know is larger (the biggest swappers are ~0.5 GB); the cap for a download
 # whose catalogue entry gives no size.
 MAX_MODEL_BYTES = 4 << 30
+MIN_RATE = 1024  # bytes/s, averaged over models.timeout_s
 MAX_BACKOFF_S = 60.0
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
@@ -265,6 +266,9 @@ def _download(
         received = 0
         # Never more than the file can be: the catalogue's size, else any model's.
         limit = spec.size if spec.size is not None else MAX_MODEL_BYTES
+        # A server that trickles (a byte now and then, so no read ever times out) is dropped
+        # once a whole timeout_s window brings less than MIN_RATE bytes/s: retried, resuming.
+        window_start, window_bytes = time.monotonic(), 0
         if progress is not None:
             progress.start(spec.file, total, have)
         ok = False
@@ -293,8 +297,15 @@ def _download(
                             f"the server sent more than {limit} bytes, the size of {what}: "
                             "a different file; nothing kept"
                         )
-                    if time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if now >= deadline:
                         raise _Deadline()
+                    window_bytes += len(block)
+                    if now - window_start >= timeout_s:
+                        if window_bytes < MIN_RATE * (now - window_start):
+                            raise _Transient(f"slower than {MIN_RATE // 1024} KiB/s for "
+                                             f"{now - window_start:.0f} s")
+                        window_start, window_bytes = now, 0
                     try:
                         out.write(block)
                     except OSError as exc:
