@@ -477,8 +477,9 @@ def test_a_trickling_mirror_is_dropped_for_the_next_url(server: Server, tmp_path
 
     server.routes["/slow/tiny.onnx"] = Behaviour(PAYLOAD, modes=["trickle"])
     server.routes["/fast/tiny.onnx"] = Behaviour(PAYLOAD)
-    spec = replace(make_spec(server.url("/slow/tiny.onnx")),
-                   urls=(server.url("/slow/tiny.onnx"), server.url("/fast/tiny.onnx")))
+    spec = replace(
+        make_spec(server.url("/slow/tiny.onnx")), urls=(server.url("/slow/tiny.onnx"), server.url("/fast/tiny.onnx"))
+    )
     settings = settings_for(tmp_path, timeout_s=1.0, retries=1)
     started = time.monotonic()
     result = fetch(spec, tmp_path / "models", settings, backoff_s=0.01)

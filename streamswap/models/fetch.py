@@ -303,8 +303,7 @@ def _download(
                     window_bytes += len(block)
                     if now - window_start >= timeout_s:
                         if window_bytes < MIN_RATE * (now - window_start):
-                            raise _Transient(f"slower than {MIN_RATE // 1024} KiB/s for "
-                                             f"{now - window_start:.0f} s")
+                            raise _Transient(f"slower than {MIN_RATE // 1024} KiB/s for {now - window_start:.0f} s")
                         window_start, window_bytes = now, 0
                     try:
                         out.write(block)
