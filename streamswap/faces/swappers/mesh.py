@@ -70,7 +70,6 @@ _MOUTH_IN = np.array(LIPS_INNER, dtype=np.int32)
 _MOUTH_OUT = np.array(LIPS_OUTER, dtype=np.int32)
 _BROWS = np.array(RIGHT_EYEBROW + LEFT_EYEBROW, dtype=np.int32)
 _BROW_PAIR = (np.array(RIGHT_EYEBROW, dtype=np.int32), np.array(LEFT_EYEBROW, dtype=np.int32))
-_SKIN_FOREHEAD = 0.1  # skin statistics reach this far above the brows (× brow-to-hairline)
 _LOW_RES_FACE = 200  # source faces smaller than this (px) are denoised before use
 
 _SHIFT = 4  # sub-pixel bits for OpenCV's polygon fills
@@ -136,9 +135,7 @@ def _scaled_about_centre(poly: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The face below the fringe (the oval capped just above the brows: hair over the
-    forehead would inflate the contrast statistics, and the swap then flattens the face into
-    a pale mask), and what to cut out of it for skin statistics and the relight (eyes, brows,
+    """Face oval, and what to cut out of it for skin statistics and the relight (eyes, brows,
     lips): a dark brow inside the target's low frequencies would reappear as a shadow brow
     next to the source's."""
     holes = (
@@ -146,7 +143,7 @@ def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         + [pts[_MOUTH_OUT]]
         + [_scaled_about_centre(pts[b], 1.3) for b in _BROW_PAIR]
     )
-    return capped_oval(pts, _SKIN_FOREHEAD), holes
+    return pts[_OVAL], holes
 
 
 def prepare_identity(
@@ -617,8 +614,6 @@ class MeshSwapper:
             cv2.LUT(buf.warped_lab, self._lut, dst=buf.matched_lab)
             if st.relight > 0:
                 self._relight(buf, size, identity)
-            if identity.colourless:  # a black-and-white source has no colour to give: the target's, pixel for pixel
-                cv2.mixChannels([buf.target_lab], [buf.matched_lab], [1, 1, 2, 2])
             if st.surround > 0:
                 ring = surrounding_skin(frame, pts_frame, t_mean.ravel(), t_std.ravel())
                 if ring is not None:  # toward the skin around the face: neck, ears, forehead edge
