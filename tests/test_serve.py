@@ -525,7 +525,9 @@ def test_rtmp_output_down_at_start_then_lost_mid_stream(rtmp_server, tmp_path): 
         s.assert_streaming(frames=10)
         assert output_dropped() > first
         status = s.client.json("GET", "/status")[1]
-        assert status["output_frames"][label]["dropped"] > 0 and status["output_frames"]["null://"]["dropped"] == 0
+        counts = status["output_frames"]
+        # null:// may lose a frame to thread scheduling on a busy machine, not the outage's
+        assert counts[label]["dropped"] > 10 * max(counts["null://"]["dropped"], 1), counts
         rtmp_server.start()
         deadline = time.monotonic() + 60
         # The label is the output's address with its stream key masked.
