@@ -6,8 +6,9 @@ resize/warp), the H.264 encoder and decoder. Left at their defaults, each pool t
 thread per core, so on a 2-core machine the detect and swap sessions alone run four
 workers on two cores, and ORT's workers spin while they wait for work another pool's
 thread is doing. Measured on the 2-core machine with the anchor models (`streamswap bench
-anchor` prints the same comparison): detect and swap running at once took 29 / 33 ms per
-call with one thread each, and 61 / 59 ms with ORT's default of one spinning thread per core
+anchor` prints the same comparison): detect and swap running at once took 31 / 31 ms per
+call with one thread each (29 / 33 with two non-spinning threads each, for 7–14 % more CPU
+per frame in whole runs), and 61 / 59 ms with ORT's default of one spinning thread per core
 each — oversubscription turns contention into collapse.
 
 So the cores are shared out: the compute stages, those that run models (or the mesh
