@@ -153,3 +153,25 @@ def test_occluded_and_parsed_pixels_stay_the_targets_neural_swapper(masked_targe
     dark[230:] = False
     assert dark.sum() > 50
     assert np.array_equal(out[dark], target[dark])
+
+
+def test_mask_model_with_the_wrong_output_is_refused_at_load(tmp_path: Path) -> None:
+    """An occluder-shaped input with a parser-shaped output (or the reverse) is refused by
+    name when it loads, not on every frame."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from streamswap.errors import ModelError
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["out"], axes=[3], keepdims=0)],
+        "bad",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 256, 256, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 256, 256])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "bad_xseg.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match="bad_xseg|first output"):
+        Occluder(cpu_session(path), name="bad_xseg")

@@ -138,6 +138,23 @@ def _check_image(session: Session, name: str, shape: tuple[Any, ...], what: str)
         )
 
 
+def _check_output(session: Session, name: str, shape: tuple[Any, ...], what: str) -> None:
+    """The first output must be N×shape (dynamic dims pass): checked at load, so a wrong model
+    is refused with its name instead of failing on every frame."""
+    info = session.outputs[0] if session.outputs else None
+    ok = (
+        info is not None
+        and len(info.shape) == 4
+        and all(not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
+    )
+    if not ok:
+        found = ", ".join(f"{o.name}{list(o.shape)}" for o in session.outputs)
+        raise ModelError(
+            f"{name}: not {what} (expected its first output N×{'×'.join(map(str, shape))}, "
+            f"found [{found}]); check faces.mask models and their contract"
+        )
+
+
 class _CropModel:
     """An image → per-pixel model run on aligned crops of the faces (batched when the model
     has a dynamic batch axis)."""
@@ -191,6 +208,7 @@ class Occluder(_CropModel):
 
     def __init__(self, session: Session, name: str = "xseg_1") -> None:
         _check_image(session, name, (OCCLUDER_SIZE, OCCLUDER_SIZE, 3), "an xseg occlusion model")
+        _check_output(session, name, (OCCLUDER_SIZE, OCCLUDER_SIZE, 1), "an xseg occlusion model")
         super().__init__(session, name)
 
     def _blob(self, crops: np.ndarray) -> np.ndarray:
@@ -211,6 +229,7 @@ class FaceParser(_CropModel):
 
     def __init__(self, session: Session, name: str = "bisenet_resnet_34", regions: Sequence[str] = REGIONS) -> None:
         _check_image(session, name, (3, PARSER_SIZE, PARSER_SIZE), "a BiSeNet face parser")
+        _check_output(session, name, (19, PARSER_SIZE, PARSER_SIZE), "a BiSeNet face parser")
         super().__init__(session, name)
         self.classes = np.array(sorted({c for r in regions for c in PARSER_CLASSES[r]}), np.int64)
 

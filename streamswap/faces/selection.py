@@ -85,6 +85,8 @@ class SelectionRules:
             raise ConfigError(f"faces.unmatched: must be one of {', '.join(UNMATCHED)}; got {self.unmatched!r}")
         if self.index < 0:
             raise ConfigError(f"faces.select.index: must be ≥ 0, got {self.index}")
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"faces.select.threshold: a cosine similarity, between -1 and 1; got {self.threshold}")
         if self.mode == "reference" and (self.references is None or len(self.references) == 0):
             raise ConfigError(
                 "faces.select.reference: mode 'reference' needs at least one reference photo of the person to swap"
