@@ -97,13 +97,16 @@ def build_pipeline(
         from streamswap.pipeline.label import LabelStage
 
         stages.append(LabelStage(config.io.label))
+    allocator = slot_allocator(config.inference.backend)
     return Pipeline(
         source,
         stages,
         sinks,
         settings=config.pipeline,
         observers=observers,
-        allocator=slot_allocator(config.inference.backend),
+        allocator=allocator,
+        # Pinned slots: every pipeline thread works with the device they belong to.
+        thread_init=allocator.bind_thread if allocator is not None else None,
     )
 
 

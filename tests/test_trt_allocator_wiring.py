@@ -69,11 +69,19 @@ def test_tensorrt_with_cuda_gets_pinned_slots(tmp_path: Path, monkeypatch: pytes
     runtime, daemon_runtime = _runtimes(tmp_path, "tensorrt")
     assert isinstance(runtime._allocator, PinnedAllocator)
     assert isinstance(daemon_runtime._allocator, PinnedAllocator)
-    # the run command's pipeline really puts its frames in that memory
+    # the run command's pipeline really puts its frames in that memory, and each of its
+    # threads (capture, the output) made that device current first
+    import threading
+
+    bound: list[str] = []
+    set_device = rt.cudaSetDevice
+    rt.cudaSetDevice = lambda device: (bound.append(threading.current_thread().name), set_device(device))[1]
     runtime.start()
     try:
         assert runtime.pool is not None
         assert all(slot.ctypes.data in rt.memory for slot in runtime.pool.buffers)
         assert runtime.pool.buffers[0].shape == (16, 32, 3) and runtime.pool.buffers[0].dtype == np.uint8
+        assert runtime.wait(10)
     finally:
         runtime.stop(drain=False)
+    assert {"streamswap-capture", f"streamswap-sink-{runtime.status()['outputs'][0]}"} <= set(bound)

@@ -443,6 +443,11 @@ class PinnedAllocator:
         self._buffers: list[PinnedBuffer] = []
         self._lock = threading.Lock()
 
+    def bind_thread(self) -> None:
+        """Make the device this memory belongs to current on the calling thread (each
+        pipeline thread calls it first: CUDA's current device is per thread)."""
+        self._cuda.bind_thread()
+
     def alloc(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         return self.alloc_buffer(shape, dtype).array(shape, dtype)
 

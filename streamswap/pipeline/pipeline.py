@@ -162,6 +162,7 @@ class Pipeline:
         settings: PipelineSettings | None = None,
         observers: Sequence[PipelineObserver | FrameTap] = (),
         allocator: Allocator | None = None,
+        thread_init: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings or PipelineSettings()
         self.stages: list[Stage] = list(stages)
@@ -171,6 +172,7 @@ class Pipeline:
         self._source = source
         self._sinks: list[Sink] = list(sinks)
         self._allocator = allocator
+        self._thread_init = thread_init  # run first on every pipeline thread (the GPU device)
         self.stats = Stats(window=self.settings.stats_window)
         self._obs = ObserverFanout([self.stats, *(o for o in observers if isinstance(o, PipelineObserver))])
         # Observers that also look at the frames leaving (the control page's preview).
@@ -310,6 +312,11 @@ class Pipeline:
 
     def _run_thread(self, target: Callable[[], None]) -> None:
         try:
+            if self._thread_init is not None:
+                try:
+                    self._thread_init()
+                except Exception:  # the stage then fails on its own device calls, counted
+                    log.exception("thread set-up failed", extra=kv(thread=threading.current_thread().name))
             target()
         finally:
             with self._threads_lock:
