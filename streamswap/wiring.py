@@ -23,7 +23,7 @@ from streamswap.faces.landmarks import Landmarker
 from streamswap.faces.people import People
 from streamswap.faces.settings import FacesSettings
 from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
-from streamswap.faces.swappers.base import Swapper
+from streamswap.faces.swappers.base import NeuralSwapper, Swapper
 from streamswap.inference.base import Session
 from streamswap.inference.ort import SessionPool
 from streamswap.io.base import Sink, Source
@@ -228,8 +228,8 @@ def build_face_stages(
         if faces.select.mode == "reference" or faces.map:
             recognizer = _recognizer(faces, store, pool, parts)
     else:
-        swapper = _neural_swapper(faces, store, pool, parts)
-        recognizer = swapper.recognizer  # type: ignore[attr-defined]  # a NeuralSwapper's
+        neural = _neural_swapper(faces, store, pool, parts)
+        swapper, recognizer = neural, neural.recognizer
     swapper.masks = build_masks(faces, store, pool)
 
     enhancer = None
@@ -318,7 +318,7 @@ def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> A
 
 def _neural_swapper(
     faces: FacesSettings, store: ModelStore, pool: SessionPool, parts: Callable[..., tuple[str, AdapterParts]]
-) -> Swapper:
+) -> NeuralSwapper:
     """A neural swapper (generator on the swap stage) with its recognizer and embedding
     converter, which only the identity preparer uses (stage "identity")."""
     from streamswap.faces.identity import LatentCache
@@ -344,5 +344,5 @@ def _neural_swapper(
         recognizer=recognizer,
         cache=LatentCache.for_models_dir(store.dir),
     )
-    swapper: Swapper = build_adapter("swapper", contract, swapper_parts)
+    swapper: NeuralSwapper = build_adapter("swapper", contract, swapper_parts)
     return swapper

@@ -264,15 +264,17 @@ class Daemon:
         def on_reload(signum: int, frame: Any) -> None:
             self._reload_asked = True
 
-        old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        old: dict[int, Any] = {
+            int(sig): signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_reload)
         # The handler runs only when the main thread gets to bytecode; the wakeup fd makes
         # the loop's select() return at once.
         old_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        old[-1] = old_fd  # type: ignore[index]
-        return old  # type: ignore[return-value]
+        old[-1] = old_fd  # -1: the previous wakeup fd, restored with the handlers
+        return old
 
     def _restore_signals(self, old: dict[int, Any]) -> None:
         if not old:
