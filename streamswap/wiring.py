@@ -90,6 +90,7 @@ def build_pipeline(
     """A Pipeline over the built `source`, `stages` (+ the io.label stage) and `sinks` (see
     `plan_endpoints`), with pinned frame slots when TensorRT runs on a usable GPU (plain memory otherwise, logged).
     A replaced pipeline's pinned slots are freed once it is unreferenced."""
+    from streamswap.faces.device import DeviceDetectStage
     from streamswap.inference.cuda import slot_allocator
 
     stages = list(stages)
@@ -97,7 +98,12 @@ def build_pipeline(
         from streamswap.pipeline.label import LabelStage
 
         stages.append(LabelStage(config.io.label))
-    allocator = slot_allocator(config.inference.backend)
+    allocator: Any = None
+    for stage in stages:  # the GPU frame path's slots are pinned and have device frames
+        if isinstance(stage, DeviceDetectStage):
+            allocator = stage.frames
+    if allocator is None:
+        allocator = slot_allocator(config.inference.backend)
     return Pipeline(
         source,
         stages,
@@ -156,7 +162,9 @@ def default_pool(config: Config) -> SessionPool:
     """The session pool for `config` (engine cache from inference.engine_cache_dir)."""
     from streamswap.inference.engine_cache import resolve_cache_dir
 
-    return SessionPool(config.inference, cache_dir=resolve_cache_dir(config.inference.engine_cache_dir))
+    return SessionPool(
+        config.inference, cache_dir=resolve_cache_dir(config.inference.engine_cache_dir), gpu=open_gpu(config)
+    )
 
 
 def _resolve(store: ModelStore, key: str, model: str, contract: str | None, roles: tuple[str, ...]) -> ResolvedModel:
@@ -237,7 +245,15 @@ def build_face_stages(
         enh = _resolve(store, "faces.enhancer", faces.enhancer, None, ("enhancer",))
         enhancer = build_adapter("enhancer", *parts("faces.enhancer", "enhancer", enh, "swap"))
 
-    swap = SwapStage(swapper, enhancer=enhancer)
+    live_detector = detector("detect")
+    gpu_path = _gpu_frame_path(config, pool, live_detector, swapper, enhancer)
+    swap: SwapStage
+    if gpu_path is not None:
+        from streamswap.faces.device import DeviceSwapStage
+
+        swap = DeviceSwapStage(gpu_path.swapper, gpu_path.frames, gpu_path.swap_stream)
+    else:
+        swap = SwapStage(swapper, enhancer=enhancer)
     identities = IdentityPreparer(
         SourceDetector(detector("identity"), landmarker("identity")),
         swapper,
@@ -255,7 +271,20 @@ def build_face_stages(
     )
     if recognizer is None:  # live mappings load it on first use (naming the model to fetch if absent)
         people.load_recognizer = lambda: _recognizer(faces, store, pool, parts)
-    detect = DetectStage(detector("detect"), landmarker=landmarker("detect"), tracking=faces.tracking, people=people)
+    detect: DetectStage
+    if gpu_path is not None:
+        from streamswap.faces.device import DeviceDetectStage
+
+        detect = DeviceDetectStage(
+            gpu_path.detector,
+            gpu_path.frames,
+            gpu_path.detect_stream,
+            landmarker=landmarker("detect"),
+            tracking=faces.tracking,
+            people=people,
+        )
+    else:
+        detect = DetectStage(live_detector, landmarker=landmarker("detect"), tracking=faces.tracking, people=people)
     swap.people = people
     people.configure(faces.select, faces.map, faces.unmatched)  # reads the photos it names
     log.info(
@@ -270,6 +299,74 @@ def build_face_stages(
         ),
     )
     return FaceStageSet(detect, swap, identities, people)
+
+
+@dataclass
+class GpuFramePath:
+    """What the GPU frame path's stages share: the frame slots (host + device) and the
+    device twins of the detector and swapper, each stage on its own stream."""
+
+    frames: Any  # faces.device.DeviceFrames: also the pipeline's slot allocator
+    detector: Any  # faces.device.DeviceDetector
+    swapper: Any  # faces.device.DeviceSwapper
+    detect_stream: Any
+    swap_stream: Any
+
+
+def _gpu_frame_path(
+    config: Config, pool: SessionPool, detector: Any, swapper: Any, enhancer: Any
+) -> GpuFramePath | None:
+    """The GPU frame path when this configuration can run it: TensorRT engines on the
+    process's GPU context for a letterbox detector and a neural swapper, and nothing that
+    still needs the frame on the host between them (an enhancer, masks, colour correction,
+    the mouth mask). Otherwise None, and the reason is logged: the stages then run on the
+    host, with the networks alone on the GPU."""
+    from streamswap.faces.device import DeviceDetector, DeviceFrames, DeviceSwapper
+    from streamswap.faces.swappers.base import NeuralSwapper
+
+    gpu = pool.gpu
+    paste = config.faces.paste
+    why = None
+    if config.inference.backend != "tensorrt" or gpu is None:
+        return None
+    if getattr(detector.session, "backend", "") != "tensorrt" or not hasattr(detector, "decode_outputs"):
+        why = "the detector does not run as a TensorRT engine with a letterbox input"
+    elif not isinstance(swapper, NeuralSwapper) or swapper.session.backend != "tensorrt":
+        why = "the swapper is not a neural swapper running as a TensorRT engine"
+    elif enhancer is not None or getattr(swapper, "masks", None) is not None:
+        why = "faces.enhancer and faces.mask work on the host frame"
+    elif paste.color_correction or paste.mouth_mask:
+        why = "faces.paste.color_correction and mouth_mask work on the host frame"
+    if why is not None:
+        log.info("GPU frame path off; stages run on the host, networks on the GPU", extra=kv(reason=why))
+        return None
+    frames = DeviceFrames(gpu.cuda, mapped=config.inference.mapped_slots)
+    path = GpuFramePath(
+        frames,
+        DeviceDetector(detector, detector.session),
+        DeviceSwapper(swapper, swapper.session, gpu.cuda, max_faces=config.faces.detector.max_faces),
+        gpu.stream("detect"),
+        gpu.stream("swap"),
+    )
+    log.info("GPU frame path on: one upload and one download per frame", extra=kv(mapped=frames.mapped))
+    return path
+
+
+def open_gpu(config: Config) -> Any:
+    """The process's GPU context (`inference.cuda.GpuContext`) when the config runs models on
+    the GPU (TensorRT, or ONNX Runtime's CUDA/TensorRT providers), else None; a GPU that
+    cannot be opened is logged and left to the backend to report."""
+    from streamswap.errors import BackendUnavailable
+    from streamswap.inference.cuda import GpuContext
+
+    inference = config.inference
+    if inference.backend != "tensorrt" and inference.provider not in ("cuda", "tensorrt"):
+        return None
+    try:
+        return GpuContext.open(inference.device, mapped_slots=inference.mapped_slots)
+    except BackendUnavailable as exc:
+        log.warning("no GPU context", extra=kv(reason=str(exc)))
+        return None
 
 
 def _recognizer(

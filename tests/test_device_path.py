@@ -122,10 +122,10 @@ def test_device_swap_matches_the_host_swap_and_allocates_nothing_after_warm_up(t
         slots[slot][...] = original
         faces = _faces(count)
         rt.sync.clear()
-        frames.upload(slot, detect_stream)  # detect stage: the one upload
-        on_device = frames.frame(slot, swap_stream)  # swap stage: waits on the upload event
+        frames.upload(slots[slot], detect_stream)  # detect stage: the one upload
+        on_device = frames.frame(slots[slot], swap_stream)  # swap stage: waits on the upload event
         device.swap(on_device, faces, swap_stream)
-        frames.download(slot, swap_stream)
+        frames.download(slots[slot], swap_stream)
         expected = original.copy()
         host.swap(expected, faces)
         diff = np.abs(slots[slot].astype(int) - expected.astype(int))
@@ -151,10 +151,10 @@ def test_mapped_slots_are_read_in_place(tmp_path: Path) -> None:
     slot = frames.alloc((8, 8, 3), np.uint8)
     slot[...] = 7
     stream = gpu.stream("detect")
-    frame = frames.upload(0, stream)
+    frame = frames.upload(slot, stream)
     assert not [n for n, _ in rt.sync if n == "cudaMemcpyAsync"]  # zero-copy
     assert frame.array.ptr == slot.ctypes.data
-    frames.download(0, stream)
+    frames.download(slot, stream)
     assert frames.bytes_up == frames.bytes_down == 0
 
 
@@ -204,7 +204,7 @@ def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_sam
     frames = DeviceFrames(gpu.cuda)
     slot = frames.alloc((40, 48, 3), np.uint8)
     slot[...] = _frame(3)
-    found = device.detect(frames.upload(0, stream), stream)
+    found = device.detect(frames.upload(slot, stream), stream)
     want = host.detect(slot)
     assert len(found) == len(want) == 1
     np.testing.assert_allclose(found[0].box, want[0].box, atol=1e-4)
@@ -226,3 +226,102 @@ def test_gpu_bench_runs_the_frame_path_over_the_fakes() -> None:
     assert report.frames == 3
     assert report.h2d_bytes == report.d2h_bytes == 24 * 16 * 3  # one frame each way per frame
     assert _overlap([(0, 10)], [(5, 20)]) == 0.5 and _overlap([(0, 10)], [(10, 20)]) == 0.0
+
+
+def test_device_stages_run_the_frame_path_and_serve_tools_on_the_host(tmp_path: Path) -> None:
+    """The detect and swap stages of the GPU path, as the pipeline drives them: a frame slot
+    is uploaded once by the detect stage, swapped on the device by the swap stage (one
+    generator call), downloaded once; an image that is not a slot (swap-image, tools) runs
+    the host adapters. Identities arrive through the stage's next-identity slot."""
+    from test_detectors import face_at, scrfd_model, scrfd_tensors
+
+    from streamswap.faces.detectors import make_detector
+    from streamswap.faces.device import DeviceDetector, DeviceDetectStage, DeviceSwapStage
+    from streamswap.faces.settings import DetectorSettings, TrackingSettings
+    from streamswap.faces.stages import PreparedIdentity
+    from streamswap.io.base import FrameMeta
+    from streamswap.pipeline.frame_queue import FrameItem
+
+    size = 32
+    box = (6, 4, 26, 26)  # input pixels of a 32² letterbox: frame 48×40 → scale 32/48
+    det_model = scrfd_model(tmp_path / "scrfd.onnx", size, scrfd_tensors(size, [face_at(8, (2, 2), 0.9, box)], True))
+    request = BuildRequest(
+        "scrfd",
+        str(det_model),
+        str(tmp_path / "d.plan"),
+        "fp32",
+        [p.to_json() for p in profile_from_inputs(onnx_inputs(det_model), 1)],
+        str(tmp_path),
+    )
+    det_engine = tmp_path / "scrfd.engine"
+    det_engine.write_bytes(build_serialized(make_fake_trt(VERSION), request, lambda *a: None))
+    _, sw_engine = tiny_engine(tmp_path, max_batch=2)
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt))
+    detect_stream, swap_stream = gpu.stream("detect"), gpu.stream("swap")
+    trt = make_fake_trt(VERSION)
+    det_session = TrtSession(det_engine, trt, gpu.cuda, detect_stream)
+    sw_session = TrtSession(sw_engine, trt, gpu.cuda, swap_stream)
+    frames = DeviceFrames(gpu.cuda)
+    detector = DeviceDetector(
+        make_detector("scrfd", det_session, DetectorSettings(model="scrfd_2.5g", size=size)), det_session
+    )
+    swapper = DeviceSwapper(TinySwapper(sw_session, name="tiny"), sw_session, gpu.cuda, max_faces=2)
+    detect = DeviceDetectStage(detector, frames, detect_stream, tracking=TrackingSettings(detect_every=1))
+    swap = DeviceSwapStage(swapper, frames, swap_stream)
+    swap.offer(PreparedIdentity(np.linspace(-1, 1, 512, dtype=np.float32), ("me.jpg",)))
+    slot = frames.alloc((40, 48, 3), np.uint8)
+    slot[...] = _frame(5)
+    original = slot.copy()
+    item = FrameItem(0, FrameMeta(0, 0, 0.0))
+    rt.sync.clear()
+    detect.process(slot, item)
+    assert len(item.faces) == 1
+    swap.process(slot, item)
+    copies = [s for n, s in rt.sync if n == "cudaMemcpyAsync"]
+    assert frames.bytes_up == frames.bytes_down == slot.nbytes  # the frame crossed once each way
+    assert copies[0] == detect_stream.handle and copies[-1] == swap_stream.handle
+    assert ("cudaStreamWaitEvent", swap_stream.handle) in [(n, a[0]) for n, a in rt.sync if n == "cudaStreamWaitEvent"]
+    assert not np.array_equal(slot, original)  # swapped on the device, brought back
+    assert swap.source_names == ("me.jpg",)
+
+    still = _frame(5)  # not a frame slot: the host adapters, no copy
+    before = frames.bytes_up
+    faces = detect.detect(still, 0)
+    swap.swap(still, faces)
+    assert frames.bytes_up == before and len(faces) == 1
+    assert not np.array_equal(still, _frame(5))
+
+
+def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import types
+
+    from streamswap.config import Config
+    from streamswap.inference.ort import SessionPool
+    from streamswap.inference.settings import InferenceSettings
+    from streamswap.wiring import _gpu_frame_path
+
+    _, engine = tiny_engine(tmp_path, max_batch=8)
+    gpu = GpuContext(Cuda(FakeCudart()))
+    session = TrtSession(engine, make_fake_trt(VERSION), gpu.cuda)
+    swapper = TinySwapper(session, name="tiny")
+    detector = types.SimpleNamespace(
+        session=types.SimpleNamespace(backend="tensorrt"),
+        decode_outputs=None,
+        input_name="input.1",
+        label="scrfd",
+        input=types.SimpleNamespace(size=32),
+    )
+    config = Config()
+    config.inference = InferenceSettings(backend="tensorrt")
+    pool = SessionPool(config.inference, gpu=gpu)
+    detector.session.inputs, detector.session.outputs = [], []
+    caplog.set_level(logging.INFO)
+    assert _gpu_frame_path(config, pool, detector, swapper, enhancer=object()) is None
+    assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer and faces.mask work on the host frame"]
+    assert _gpu_frame_path(config, SessionPool(config.inference), detector, swapper, None) is None  # no GPU
+    path = _gpu_frame_path(config, pool, detector, swapper, None)
+    assert path is not None and path.detect_stream is gpu.stream("detect") and path.swap_stream is gpu.stream("swap")

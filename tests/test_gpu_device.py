@@ -40,7 +40,7 @@ def test_device_frames_letterbox_and_paste_match_the_cpu_twins(gpu, mapped: bool
     original = _frame(270, 480)
     slot[...] = original
     detect, swap = gpu.stream("detect"), gpu.stream("swap")
-    frame = frames.upload(0, detect)
+    frame = frames.upload(slot, detect)
     size = 160
     det = gpu.cuda.device_buffer(3 * size * size * 4).array((1, 3, size, size), np.float32)
     ops.letterbox(frame.array, det, 127.5, 1 / 128, True, stream=detect)
@@ -63,9 +63,9 @@ def test_device_frames_letterbox_and_paste_match_the_cpu_twins(gpu, mapped: bool
     gpu.cuda.copy_htod_async(mask_dev.ptr, view[crop.nbytes :], swap)
     matrix = np.array([[0.9, 0.1, -150.0], [-0.1, 0.9, -60.0]])
     box = source_roi(invert_affine(matrix), 96, 96, original.shape, margin=1)
-    on_swap = frames.frame(0, swap)  # the swap stream waits on the upload event
+    on_swap = frames.frame(slot, swap)  # the swap stream waits on the upload event
     ops.paste(on_swap.array, crop_dev, mask_dev, matrix, box, stream=swap)
-    frames.download(0, swap)
+    frames.download(slot, swap)
     expected = original.copy()
     cpu.paste(expected, crop, mask, matrix, box)
     diff = np.abs(slot.astype(int) - expected.astype(int))

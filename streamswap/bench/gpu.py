@@ -132,7 +132,7 @@ def run_frame_path(
         np.copyto(slots[slot], source)  # the decoder's write into the pinned slot
         start, end = cuda.event(timing=True), cuda.event(timing=True)
         start.record(detect_stream)
-        frame = device_frames.upload(slot, detect_stream)
+        frame = device_frames.upload(slots[slot], detect_stream)
         ops.letterbox(frame.array, det_in, 127.5, 1 / 128, True, stream=detect_stream)
         launch(det_flat, detect_stream)
         cuda.copy_dtoh_async(det_out_host, det_out_dev, detect_stream)  # raw detections
@@ -157,7 +157,7 @@ def run_frame_path(
 
     def swap_one(slot: int) -> None:
         start, end = cuda.event(timing=True), cuda.event(timing=True)
-        frame = device_frames.frame(slot, swap_stream)
+        frame = device_frames.frame(slots[slot], swap_stream)
         start.record(swap_stream)
         ops.warp_crops(frame.array, inverses, boxes, crops, stream=swap_stream, params=params)
         ops.crops_to_tensor(
@@ -168,7 +168,7 @@ def run_frame_path(
         for i, matrix in enumerate(matrices):
             ops.paste(frame.array, crops[i], mask, matrix, paste_boxes[i], stream=swap_stream)
         end.record(swap_stream)
-        device_frames.download(slot, swap_stream)
+        device_frames.download(slots[slot], swap_stream)
         times["swap"].starts.append(start)
         times["swap"].ends.append(end)
 

@@ -22,6 +22,7 @@ Buffers are sized for `max_faces` when an adapter is made; nothing is allocated 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -29,9 +30,11 @@ import numpy as np
 
 from streamswap.errors import ConfigError, ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
+from streamswap.faces.stages import DetectStage, SwapStage
 from streamswap.faces.types import Face
 from streamswap.inference.cuda import Cuda, DeviceArray, Event, PinnedAllocator, Stream
 from streamswap.logs import kv
+from streamswap.pipeline.frame_queue import FrameItem
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 class DeviceFrame:
     """One slot's frame on the device: (H, W, 3) uint8 BGR."""
 
-    slot: int
+    slot: int  # the slot's host address (its identity)
     array: DeviceArray
 
     @property
@@ -50,16 +53,15 @@ class DeviceFrame:
 
 class DeviceFrames:
     """Frame slots in pinned host memory, each with its device frame and events; the
-    pipeline's `Allocator` on the GPU path (slot i is the i-th allocation)."""
+    pipeline's slot `Allocator` on the GPU path. Slots are known by their host array (the
+    pipeline hands stages `pool[slot]`), so a later pipeline's new slots just work; a
+    slot's device memory is freed when its host array is gone."""
 
     def __init__(self, cuda: Cuda, mapped: bool = False) -> None:
         self.cuda = cuda
         self.mapped = mapped
         self._host = PinnedAllocator(cuda, mapped=mapped)
-        self._frames: list[DeviceArray] = []
-        self._hosts: list[np.ndarray] = []
-        self._uploaded: list[Event] = []
-        self._downloaded: list[Event] = []
+        self._slots: dict[int, _Slot] = {}  # host array address -> its device side
         self.bytes_up = 0  # host → device bytes copied so far (bench: bytes per frame)
         self.bytes_down = 0
 
@@ -71,45 +73,59 @@ class DeviceFrames:
             device = DeviceArray(pinned.device_ptr, shape, dtype, pinned)
         else:
             device = self.cuda.device_buffer(host.nbytes).array(shape, dtype)
-        self._hosts.append(host)
-        self._frames.append(device)
-        self._uploaded.append(self.cuda.event())
-        self._downloaded.append(self.cuda.event())
+        key = host.ctypes.data
+        self._slots[key] = _Slot(device, self.cuda.event(), self.cuda.event())
+        weakref.finalize(host, self._slots.pop, key, None)
         return host
 
+    def bind_thread(self) -> None:
+        """Every pipeline thread makes the slots' device current first."""
+        self.cuda.bind_thread()
+
     def close(self) -> None:
-        for event in [*self._uploaded, *self._downloaded]:
-            event.close()
-        self._frames.clear()
-        self._hosts.clear()
+        for slot in self._slots.values():
+            slot.uploaded.close()
+            slot.downloaded.close()
+        self._slots.clear()
         self._host.close()
 
+    def holds(self, host: np.ndarray) -> bool:
+        return host.ctypes.data in self._slots
+
     # -- the frame path -------------------------------------------------------------------
-    def upload(self, slot: int, stream: Stream) -> DeviceFrame:
-        """Queue slot `slot`'s pinned frame to its device frame on `stream` (the detect
+    def upload(self, host: np.ndarray, stream: Stream) -> DeviceFrame:
+        """Queue the pinned slot `host` to its device frame on `stream` (the detect
         stage's) and mark it with the slot's upload event."""
-        device = self._frames[slot]
+        slot = self._slots[host.ctypes.data]
         if not self.mapped:
-            self.cuda.copy_htod_async(device.ptr, self._hosts[slot], stream)
-            self.bytes_up += device.nbytes
-        self._uploaded[slot].record(stream)
-        return DeviceFrame(slot, device)
+            self.cuda.copy_htod_async(slot.device.ptr, host, stream)
+            self.bytes_up += slot.device.nbytes
+        slot.uploaded.record(stream)
+        return DeviceFrame(host.ctypes.data, slot.device)
 
-    def frame(self, slot: int, stream: Stream) -> DeviceFrame:
-        """Slot `slot`'s device frame for a later stage: `stream` waits (on the GPU) until
-        its upload is done."""
-        stream.wait(self._uploaded[slot])
-        return DeviceFrame(slot, self._frames[slot])
+    def frame(self, host: np.ndarray, stream: Stream) -> DeviceFrame:
+        """The device frame of slot `host` for a later stage: `stream` waits (on the GPU)
+        until its upload is done."""
+        slot = self._slots[host.ctypes.data]
+        stream.wait(slot.uploaded)
+        return DeviceFrame(host.ctypes.data, slot.device)
 
-    def download(self, slot: int, stream: Stream) -> None:
+    def download(self, host: np.ndarray, stream: Stream) -> None:
         """Bring the device frame back into the pinned slot; returns when it is there (the
         host waits for this copy only, so the encoder reads the finished frame)."""
+        slot = self._slots[host.ctypes.data]
         if not self.mapped:
-            self.cuda.copy_dtoh_async(self._hosts[slot], self._frames[slot].ptr, stream)
-            self.bytes_down += self._frames[slot].nbytes
-        event = self._downloaded[slot]
-        event.record(stream)
-        event.synchronize()
+            self.cuda.copy_dtoh_async(host, slot.device.ptr, stream)
+            self.bytes_down += slot.device.nbytes
+        slot.downloaded.record(stream)
+        slot.downloaded.synchronize()
+
+
+@dataclass
+class _Slot:
+    device: DeviceArray
+    uploaded: Event
+    downloaded: Event
 
 
 def _float_io(session: Any, names: Sequence[str], what: str) -> None:
@@ -184,6 +200,8 @@ class DeviceSwapper:
         latent_shape = (batch, swapper.latent_size)
         self._latent_host = cuda.pinned_buffer(int(np.prod(latent_shape)) * 4).array(latent_shape, np.float32)
         self._latent_dirty = False
+        self._latent_copied = cuda.event()  # the pinned latent is rewritten only after its copy ran
+        self._latent_in_flight = False
         self._cuda = cuda
         log.info("device swapper ready", extra=kv(model=swapper.name, crop=s, max_faces=max_faces))
 
@@ -191,8 +209,14 @@ class DeviceSwapper:
         """The host adapter computes the latent once; it is uploaded at the next swap."""
         self.swapper.set_identity(identity)
         latent = self.swapper._latent
+        if self._latent_in_flight:  # several identities in one frame (faces.map)
+            self._latent_copied.synchronize()
+            self._latent_in_flight = False
         self._latent_host[...] = latent.reshape(1, -1)
         self._latent_dirty = True
+
+    def prepare_identity(self, sources: Any) -> Any:
+        return self.swapper.prepare_identity(sources)
 
     def swap(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
         """Replace `faces` in the device frame, in place: one crop launch, one generator
@@ -211,6 +235,8 @@ class DeviceSwapper:
             self._mask_uploaded = True
         if self._latent_dirty:  # a new identity: every batch row of the source input at once
             self._cuda.copy_htod_async(session.device_input("source").ptr, self._latent_host, stream)
+            self._latent_copied.record(stream)
+            self._latent_in_flight = True
             self._latent_dirty = False
         fmt = self.swapper.crop
         matrices = [align_matrix(face.kps, fmt.template, s) for face in faces]
@@ -227,3 +253,88 @@ class DeviceSwapper:
         for i, matrix in enumerate(matrices):
             box = source_roi(inverses[i], s, s, frame.shape, margin=1)
             ops.paste(frame.array, generated[i], self._mask, matrix, box, stream=stream)
+
+
+# --- the face stages on the device ---------------------------------------------------------
+class _SlotDetector:
+    """The detect stage's detector: on the device for the pipeline's frame slot being
+    processed, the host adapter for any other image (tools call the stage directly)."""
+
+    def __init__(self, device: DeviceDetector, stage: "DeviceDetectStage") -> None:
+        self.device = device
+        self.host = device.detector
+        self.stage = stage
+
+    def detect(self, bgr: np.ndarray) -> list[Face]:
+        current = self.stage.current
+        if current is not None and bgr is current[0]:
+            return self.device.detect(current[1], self.stage.stream)
+        return self.host.detect(bgr)
+
+
+class _SlotSwapper:
+    """The swap stage's swapper: swaps the device frame of the slot being processed (the
+    stream waits on its upload event once), the host adapter for any other image."""
+
+    def __init__(self, device: DeviceSwapper, stage: "DeviceSwapStage") -> None:
+        self.device = device
+        self.host = device.swapper
+        self.stage = stage
+
+    @property
+    def masks(self) -> Any:
+        return getattr(self.host, "masks", None)
+
+    def prepare_identity(self, sources: Any) -> Any:
+        return self.host.prepare_identity(sources)
+
+    def set_identity(self, identity: Any) -> None:
+        self.device.set_identity(identity)
+
+    def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        stage = self.stage
+        if stage.current is None or frame is not stage.current:
+            self.host.swap(frame, faces)
+            return
+        if stage.on_device is None:
+            stage.on_device = stage.frames.frame(frame, stage.stream)
+        self.device.swap(stage.on_device, faces, stage.stream)
+
+
+class DeviceDetectStage(DetectStage):
+    """DetectStage on the GPU path: uploads every frame once on the detect stream (the
+    swap stage reads it there), the detector runs on the device."""
+
+    def __init__(self, device: DeviceDetector, frames: DeviceFrames, stream: Stream, **kwargs: Any) -> None:
+        self.frames = frames
+        self.stream = stream
+        self.current: tuple[np.ndarray, DeviceFrame] | None = None
+        super().__init__(_SlotDetector(device, self), **kwargs)
+
+    def process(self, frame: np.ndarray, item: FrameItem) -> None:
+        self.current = (frame, self.frames.upload(frame, self.stream))
+        try:
+            super().process(frame, item)
+        finally:
+            self.current = None
+
+
+class DeviceSwapStage(SwapStage):
+    """SwapStage on the GPU path: swaps in the device frame on the swap stream after the
+    upload event, and downloads the frame once when any face was swapped."""
+
+    def __init__(self, device: DeviceSwapper, frames: DeviceFrames, stream: Stream, **kwargs: Any) -> None:
+        self.frames = frames
+        self.stream = stream
+        self.current: np.ndarray | None = None
+        self.on_device: DeviceFrame | None = None
+        super().__init__(_SlotSwapper(device, self), **kwargs)  # type: ignore[arg-type]
+
+    def process(self, frame: np.ndarray, item: FrameItem) -> None:
+        self.current, self.on_device = frame, None
+        try:
+            super().process(frame, item)
+            if self.on_device is not None:
+                self.frames.download(frame, self.stream)
+        finally:
+            self.current, self.on_device = None, None
