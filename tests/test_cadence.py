@@ -200,6 +200,47 @@ def test_n_counts_the_frames_the_stage_processes_not_source_indices() -> None:
         stage.faces(frame, index)
         ran.append(stage.detector_calls > calls)
     assert ran == [True, False, False, True, False, False, True, False, False]
+    assert stage.describe()["input_dropped_share"] > 0  # the gaps were seen as drops
     calls = stage.detector_calls
     stage.faces(frame, 1)  # the input started again
     assert stage.detector_calls == calls + 1
+
+
+def test_drops_before_the_stage_raise_n_step_by_step_and_it_returns_when_they_stop() -> None:
+    """The detect stage fits its interval, but the pipeline drops half the input (another
+    stage or process short of CPU): N rises one step per RAISE_S up to the bound; once nothing
+    is dropped any more it comes back down."""
+    from streamswap.faces.cadence import RAISE_S
+
+    clock = FakeClock()
+    cadence = DetectCadence(detect_every=1, max_detect_every=4, clock=clock)
+    cadence.set_live_rate(30)
+    last: list[int | None] = [None]
+    seen = []
+    for second in range(6):  # every other source frame reaches the stage
+        for k in range(15):
+            frame = second * 15 + k
+            clock.now = max(clock.now, frame / 15)
+            cadence.record_input(0 if frame == 0 else 1)
+            detect = cadence.due(frame, last[0])
+            cadence.begin()
+            clock.now += 0.010 if detect else 0.002
+            cadence.end(detect)
+            if detect:
+                last[0] = frame
+        seen.append(cadence.every)
+    assert seen[-1] == 4 and seen[0] <= 2
+    assert all(b - a <= max(1, int(1 / RAISE_S)) for a, b in zip(seen, seen[1:]))  # one step at a time
+    assert cadence.snapshot()["input_dropped_share"] > 0.3
+    for second in range(20):  # the machine is free again: nothing dropped
+        for k in range(30):
+            frame = 1000 + second * 30 + k
+            clock.now = max(clock.now, 100 + frame / 30)
+            cadence.record_input(0)
+            detect = cadence.due(frame, last[0])
+            cadence.begin()
+            clock.now += 0.010 if detect else 0.002
+            cadence.end(detect)
+            if detect:
+                last[0] = frame
+    assert cadence.every == 1

@@ -11,6 +11,13 @@ within HEADROOM of the frame interval, from running means of d and t measured in
 are immediate) and back down one step at a time once the lower N has fitted for
 SETTLE_S, so it does not flip at every slow frame. File inputs are not paced: there the
 detector runs every `detect_every` frames, as configured.
+
+The detect stage's own time is not the whole story on a small machine: when the stages
+together need more CPU than there is (another process busy, a slow swap), frames are
+dropped further up although the detect stage fits its interval. The stage sees those drops
+as gaps in the source index; while more than DROP_LIMIT of the input is being dropped, N
+rises one step per RAISE_S (the detector is the work that can be skipped), and it only comes
+back down while (almost) nothing is dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ HEADROOM = 0.85  # share of the frame interval the detect stage may plan to use
 SETTLE_S = 2.0  # a lower N must have fitted this long before N steps down
 WARMUP_CALLS = 2  # first detector calls (allocation, caches) are not representative
 _ALPHA = 0.2  # running-mean weight of a new sample
+DROP_LIMIT = 0.05  # share of input frames dropped above which N rises regardless of the times
+RAISE_S = 1.0  # while drops go on, N rises at most one step per this long
+_DROP_ALPHA = 0.05  # running-mean weight of one processed frame's drop sample
 
 
 class DetectCadence:
@@ -43,6 +53,8 @@ class DetectCadence:
         self._detect_calls = 0
         self._fits_since: float | None = None  # when N − 1 started to fit
         self._started: float | None = None
+        self._drop_rate = 0.0  # running share of the input dropped before this stage
+        self._raised_at: float | None = None
 
     def set_live_rate(self, fps: float | None) -> None:
         """Adapt to a live input at `fps` frames a second; None: a file (fixed N)."""
@@ -83,6 +95,12 @@ class DetectCadence:
         if self.adaptive:
             self._revise()
 
+    def record_input(self, skipped: int) -> None:
+        """The frame about to be processed came after `skipped` source frames that were
+        dropped before reaching this stage (0 when none)."""
+        dropped = max(skipped, 0) / (max(skipped, 0) + 1)
+        self._drop_rate += _DROP_ALPHA * (dropped - self._drop_rate)
+
     def needed(self) -> int:
         """The smallest N whose mean time per frame fits the frame interval (bounded)."""
         if self.interval is None or self._detect_s is None:
@@ -98,10 +116,14 @@ class DetectCadence:
     def _revise(self) -> None:
         need = self.needed()
         now = self._clock()
+        dropping = self._drop_rate > DROP_LIMIT
+        if dropping and self.every < self.max and (self._raised_at is None or now - self._raised_at >= RAISE_S):
+            need = max(need, self.every + 1)
         if need > self.every:
             self.every = need
             self._fits_since = None
-        elif need < self.every:
+            self._raised_at = now
+        elif need < self.every and self._drop_rate < DROP_LIMIT / 5:
             if self._fits_since is None:
                 self._fits_since = now
             elif now - self._fits_since >= SETTLE_S:
@@ -117,6 +139,7 @@ class DetectCadence:
             "detect_adaptive": self.adaptive,
             "detect_call_ms": None if self._detect_s is None else round(self._detect_s * 1000, 1),
             "track_ms": None if self._track_s is None else round(self._track_s * 1000, 1),
+            "input_dropped_share": round(self._drop_rate, 3),
         }
 
 

@@ -152,6 +152,8 @@ class DetectStage:
         self._frames += 1
         if self._last_index is not None and index < self._last_index:
             self._last_detect = None
+        elif self._last_index is not None:
+            self.cadence.record_input(index - self._last_index - 1)  # frames dropped before us
         self._last_index = index
         if self.cadence.due(self._frames, self._last_detect):
             faces = self._detect(frame, index)
