@@ -1,4 +1,4 @@
-"""A fixed pool of preallocated frame buffers ("slots"); rings pass slot indices around.
+"""A fixed pool of preallocated frame buffers ("slots"); frame queues pass slot indices around.
 
 Nothing in the hot path allocates a frame-sized buffer: the pool is allocated once per
 run, frames are decoded straight into a free slot and released after the sinks wrote it.
