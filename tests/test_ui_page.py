@@ -253,3 +253,33 @@ def test_run_ui_serves_the_page_for_one_run(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_run_page_hands_an_upload_to_the_face_stages_or_says_there_is_no_swapper() -> None:
+    """`run --ui`: an uploaded face goes to the face stages' identity worker (was the
+    Runtime's set_source_image); a run without --source has no swapper and says so."""
+    import numpy as np
+
+    from streamswap.errors import StreamswapError
+    from streamswap.service.ui import RunControl
+
+    class Pipeline:
+        def status(self) -> dict:
+            return {"state": "running", "source_identity": None}
+
+    class Stages:
+        def __init__(self) -> None:
+            self.images: list = []
+
+        def set_source_images(self, images: list) -> tuple[str, ...]:
+            self.images.extend(images)
+            return ("source image #1",)
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    stages = Stages()
+    RunControl(Pipeline(), stages).set_source_image(image)
+    assert stages.images == [image]
+    control = RunControl(Pipeline(), None)
+    with pytest.raises(StreamswapError, match="--source"):
+        control.set_source_image(image)
+    assert control.status()["source_identity"] is None
