@@ -9,7 +9,6 @@ continue where the previous loop stopped, so the outputs see one steady stream.
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
 from typing import Any, Callable
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from streamswap.errors import InputError
 from streamswap.io.avsource import AvSource
 from streamswap.io.base import AudioFormat, FrameMeta, VideoFormat
+from streamswap.io.timeline import Timeline
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,7 @@ class LoopingSource:
         self._inner: AvSource | None = None
         self._format: VideoFormat | None = None
         self._audio_format: AudioFormat | None = None
-        self._index = 0
-        self._next_pts = 0  # the next frame's pts on our timeline (the first loop's time base)
-        self._offset = 0  # added to the current loop's pts
-        self._audio_offset = Fraction(0)  # seconds added to the current loop's audio packets
-        self._frame_ticks = 1
+        self._timeline = Timeline()  # the first loop's time base
         self._loop_frames = 0
         self._closed = False
         self._counts: dict[str, int] = {"frames": 0, "loops": 0, "decode_errors": 0, "demux_errors": 0}
@@ -56,7 +52,7 @@ class LoopingSource:
         inner = self._make()
         self._format = fmt = inner.open()
         self._audio_format = inner.audio
-        self._frame_ticks = max(int(round(1 / (fmt.fps * fmt.time_base))), 1)
+        self._timeline.start(fmt)
         self._inner = inner
         return fmt
 
@@ -88,42 +84,21 @@ class LoopingSource:
         self._inner = None
         finished.close()
         inner = self._make()
-        fmt = inner.open()
-        start = int((inner.first_pts or 0) * fmt.time_base / self._format.time_base)
-        self._offset = self._next_pts - start
-        self._audio_offset = self._offset * self._format.time_base
+        self._timeline.continue_with(inner.open(), inner.first_pts)
         self._inner = inner
         self._loop_frames = 0
         self._counts["loops"] += 1
         log.info("input looped", extra=kv(input=self.name, loop=self._counts["loops"]))
 
     def _stamp(self, meta: FrameMeta, inner: AvSource) -> FrameMeta:
-        fmt = inner.format
-        assert fmt is not None and self._format is not None
-        pts = meta.pts if meta.pts is not None else 0
-        if fmt.time_base != self._format.time_base:
-            pts = int(pts * fmt.time_base / self._format.time_base)
-        pts = max(pts + self._offset, self._next_pts)  # never step back
-        self._next_pts = pts + self._frame_ticks
-        meta.index, meta.pts = self._index, pts
-        self._index += 1
+        assert inner.format is not None
         self._loop_frames += 1
         self._counts["frames"] += 1
-        return meta
+        return self._timeline.stamp(meta, inner.format)
 
     def take_audio(self) -> list[Any]:
         inner = self._inner
-        if inner is None:
-            return []
-        packets = inner.take_audio()
-        if self._audio_offset:
-            for packet in packets:
-                shift = int(self._audio_offset / packet.time_base)
-                if packet.pts is not None:
-                    packet.pts += shift
-                if packet.dts is not None:
-                    packet.dts += shift
-        return packets
+        return [] if inner is None else self._timeline.shift_audio(inner.take_audio())
 
     def close(self) -> None:
         self._closed = True

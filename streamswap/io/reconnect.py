@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from fractions import Fraction
 from typing import Any, Callable
 
 import av
@@ -22,6 +21,7 @@ import numpy as np
 from streamswap.errors import StreamswapError
 from streamswap.io.avsource import AvSource, SourceLost, error_text
 from streamswap.io.base import AudioFormat, FrameMeta, Sink, VideoFormat
+from streamswap.io.timeline import Timeline
 from streamswap.logs import kv
 from streamswap.redact import redact_uri
 
@@ -107,14 +107,9 @@ class ReconnectingSource:
         self._stop = threading.Event()
         self._reopener: _Reopener | None = None
         self._hold: np.ndarray | None = None  # the frame repeated while the input is lost
-        self._index = 0
-        self._next_pts = 0
-        self._offset = 0  # added to the inner source's pts (in our time base)
-        self._audio_offset: Fraction = Fraction(0)  # seconds added to audio packet times
+        self._timeline = Timeline()  # the first input's time base
         self._next_tick = 0.0
-        # Fixed by open() for the whole run: one frame in pts ticks and in seconds.
-        self._frame_ticks = 1
-        self._interval = 0.0
+        self._interval = 0.0  # one frame in seconds, fixed by open()
         self._counts: dict[str, int] = {
             "frames": 0,
             "synthetic": 0,
@@ -138,7 +133,7 @@ class ReconnectingSource:
         inner = self._make(None)
         self._format = fmt = inner.open()
         self._audio_format = inner.audio
-        self._frame_ticks = max(int(round(1 / (fmt.fps * fmt.time_base))), 1)
+        self._timeline.start(fmt)
         self._interval = 1 / float(fmt.fps)
         self._install(inner, first=True)
         return self._format
@@ -152,12 +147,7 @@ class ReconnectingSource:
         fmt = inner.format
         assert fmt is not None
         if not first:
-            # Continue our timeline where it stopped: the new input's first frame gets the
-            # next pts, whatever its own clock says.
-            start = inner.first_pts or 0
-            start_ours = int(start * fmt.time_base / self._format.time_base)
-            self._offset = self._next_pts - start_ours
-            self._audio_offset = self._offset * self._format.time_base
+            self._timeline.continue_with(fmt, inner.first_pts)
             self._counts["reconnects"] += 1
             log.warning("input reconnected", extra=kv(input=self.name))
         self._inner = inner
@@ -187,18 +177,10 @@ class ReconnectingSource:
             return self._synthetic(out)
 
     def _stamp(self, meta: FrameMeta, inner: AvSource) -> FrameMeta:
-        fmt = inner.format
-        assert fmt is not None and self._format is not None
-        pts = meta.pts if meta.pts is not None else 0
-        if fmt.time_base != self._format.time_base:
-            pts = int(pts * fmt.time_base / self._format.time_base)
-        pts = max(pts + self._offset, self._next_pts)  # never step back
-        self._next_pts = pts + self._frame_ticks
+        assert inner.format is not None
         self._next_tick = time.monotonic() + self._interval
-        meta.index, meta.pts = self._index, pts
-        self._index += 1
         self._counts["frames"] += 1
-        return meta
+        return self._timeline.stamp(meta, inner.format)
 
     def _lose(self, inner: AvSource, reason: str) -> None:
         assert self._format is not None
@@ -238,26 +220,14 @@ class ReconnectingSource:
             self._stop.wait(self._next_tick - now)
         self._next_tick = max(self._next_tick + self._interval, time.monotonic() - 1)
         np.copyto(out, self._hold)
-        pts = self._next_pts
-        self._next_pts += self._frame_ticks
-        meta = FrameMeta(index=self._index, pts=pts, capture_time=time.monotonic(), synthetic=True)
-        self._index += 1
+        index, pts = self._timeline.next_synthetic()
+        meta = FrameMeta(index=index, pts=pts, capture_time=time.monotonic(), synthetic=True)
         self._counts["synthetic"] += 1
         return meta
 
     def take_audio(self) -> list[Any]:
         inner = self._inner
-        if inner is None:
-            return []
-        packets = inner.take_audio()
-        if self._audio_offset:
-            for packet in packets:
-                shift = int(self._audio_offset / packet.time_base)
-                if packet.pts is not None:
-                    packet.pts += shift
-                if packet.dts is not None:
-                    packet.dts += shift
-        return packets
+        return [] if inner is None else self._timeline.shift_audio(inner.take_audio())
 
     def close(self) -> None:
         self._stop.set()
