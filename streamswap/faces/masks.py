@@ -123,36 +123,25 @@ def region_mask(
     return mask
 
 
-def _check_image(session: Session, name: str, shape: tuple[Any, ...], what: str) -> None:
-    info = session.inputs[0] if len(session.inputs) == 1 else None
-    ok = (
-        info is not None
-        and len(info.shape) == 4
-        and all(not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
-    )
-    if not ok:
-        found = ", ".join(f"{i.name}{list(i.shape)}" for i in session.inputs)
-        raise ModelError(
-            f"{name}: not {what} (expected one input N×{'×'.join(map(str, shape))}, "
-            f"found [{found}]); check faces.mask models and their contract"
+def _check_io(session: Session, name: str, inputs: tuple[Any, ...], outputs: tuple[Any, ...], what: str) -> None:
+    """One input N×`inputs` and a first output N×`outputs` (dynamic dims pass): checked at
+    load, so a wrong model is refused with its name instead of failing on every frame."""
+    for tensors, shape, which in (
+        (session.inputs, inputs, "one input"),
+        (session.outputs, outputs, "its first output"),
+    ):
+        info = tensors[0] if tensors and (which != "one input" or len(tensors) == 1) else None
+        ok = (
+            info is not None
+            and len(info.shape) == 4
+            and all(not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
         )
-
-
-def _check_output(session: Session, name: str, shape: tuple[Any, ...], what: str) -> None:
-    """The first output must be N×shape (dynamic dims pass): checked at load, so a wrong model
-    is refused with its name instead of failing on every frame."""
-    info = session.outputs[0] if session.outputs else None
-    ok = (
-        info is not None
-        and len(info.shape) == 4
-        and all(not isinstance(d, int) or d <= 0 or d == want for d, want in zip(info.shape[1:], shape))
-    )
-    if not ok:
-        found = ", ".join(f"{o.name}{list(o.shape)}" for o in session.outputs)
-        raise ModelError(
-            f"{name}: not {what} (expected its first output N×{'×'.join(map(str, shape))}, "
-            f"found [{found}]); check faces.mask models and their contract"
-        )
+        if not ok:
+            found = ", ".join(f"{t.name}{list(t.shape)}" for t in tensors)
+            raise ModelError(
+                f"{name}: not {what} (expected {which} N×{'×'.join(map(str, shape))}, "
+                f"found [{found}]); check faces.mask models and their contract"
+            )
 
 
 class _CropModel:
@@ -207,8 +196,13 @@ class Occluder(_CropModel):
     visible. What the model calls occluded keeps the target's pixels."""
 
     def __init__(self, session: Session, name: str = "xseg_1") -> None:
-        _check_image(session, name, (OCCLUDER_SIZE, OCCLUDER_SIZE, 3), "an xseg occlusion model")
-        _check_output(session, name, (OCCLUDER_SIZE, OCCLUDER_SIZE, 1), "an xseg occlusion model")
+        _check_io(
+            session,
+            name,
+            (OCCLUDER_SIZE, OCCLUDER_SIZE, 3),
+            (OCCLUDER_SIZE, OCCLUDER_SIZE, 1),
+            "an xseg occlusion model",
+        )
         super().__init__(session, name)
 
     def _blob(self, crops: np.ndarray) -> np.ndarray:
@@ -228,8 +222,7 @@ class FaceParser(_CropModel):
     _STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(1, 3, 1, 1)
 
     def __init__(self, session: Session, name: str = "bisenet_resnet_34", regions: Sequence[str] = REGIONS) -> None:
-        _check_image(session, name, (3, PARSER_SIZE, PARSER_SIZE), "a BiSeNet face parser")
-        _check_output(session, name, (19, PARSER_SIZE, PARSER_SIZE), "a BiSeNet face parser")
+        _check_io(session, name, (3, PARSER_SIZE, PARSER_SIZE), (19, PARSER_SIZE, PARSER_SIZE), "a BiSeNet face parser")
         super().__init__(session, name)
         self.classes = np.array(sorted({c for r in regions for c in PARSER_CLASSES[r]}), np.int64)
 
