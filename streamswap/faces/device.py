@@ -75,8 +75,15 @@ class DeviceFrames:
             device = self.cuda.device_buffer(host.nbytes).array(shape, dtype)
         key = host.ctypes.data
         self._slots[key] = _Slot(device, self.cuda.event(), self.cuda.event())
-        weakref.finalize(host, self._slots.pop, key, None)
+        weakref.finalize(host, self._forget, key)
         return host
+
+    def _forget(self, key: int) -> None:
+        """A slot's host array is gone (its pipeline was replaced): free its device side."""
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            slot.uploaded.close()
+            slot.downloaded.close()
 
     def bind_thread(self) -> None:
         """Every pipeline thread makes the slots' device current first."""
