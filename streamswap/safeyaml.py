@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from streamswap.errors import ConfigError
@@ -58,7 +59,9 @@ class _BoundedLoader(yaml.SafeLoader):
         except (ValueError, TypeError, OverflowError) as exc:
             raise ConfigError(f"{_where(node)}: cannot read this value ({shorten(str(exc), 120)})") from None
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        # An alias returns a mapping already checked where its anchor was composed.
+        alias = self.check_event(AliasEvent)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -66,23 +69,25 @@ class _BoundedLoader(yaml.SafeLoader):
                     f"{_where(self.peek_event())}: nested more than {MAX_DEPTH} levels "
                     "deep; a configuration is a few levels of sections"
                 )
-            return super().compose_node(parent, index)  # type: ignore[return-value]
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-
-    def compose_mapping_node(self, anchor: str | None) -> MappingNode:  # type: ignore[override]
-        node = super().compose_mapping_node(anchor)  # type: ignore[arg-type]
-        seen: dict[tuple[str, str], Node] = {}
-        for key, _ in node.value:
-            if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
-                continue
-            first = seen.setdefault((key.tag, key.value), key)
-            if first is not key:
-                raise ConfigError(
-                    f"{_where(key)}: duplicate key {shorten(key.value)} (first given at "
-                    f"{_where(first)}); give each key once"
-                )
+        if isinstance(node, MappingNode) and not alias:
+            _refuse_duplicate_keys(node)
         return node
+
+
+def _refuse_duplicate_keys(node: MappingNode) -> None:
+    seen: dict[tuple[str, str], Node] = {}
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode) or key.tag == _MERGE_TAG:
+            continue
+        first = seen.setdefault((key.tag, key.value), key)
+        if first is not key:
+            raise ConfigError(
+                f"{_where(key)}: duplicate key {shorten(key.value)} (first given at "
+                f"{_where(first)}); give each key once"
+            )
 
 
 def _expanded_size(root: Node) -> int:

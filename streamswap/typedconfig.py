@@ -13,12 +13,34 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Protocol,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    runtime_checkable,
+)
 
 from streamswap.errors import ConfigError
 from streamswap.safeyaml import shorten
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
+
+
+@runtime_checkable
+class SelfValidating(Protocol):
+    """A settings class with checks across its fields; `from_dict` calls `validate(path)`
+    once the fields are filled."""
+
+    def validate(self, where: str) -> None: ...
 
 
 def limits(min: float | None = None, max: float | None = None) -> dict[str, Any]:
@@ -88,8 +110,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {shorten(value)}")
         key_tp, val_tp = get_args(tp) or (str, Any)
         return {_convert(k, key_tp, path): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)  # type: ignore[arg-type]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {shorten(value)}")
@@ -135,7 +157,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {shorten(data)}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         name = str(unknown[0]) if len(str(unknown[0])) <= 80 else shorten(unknown[0])
@@ -149,9 +171,8 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         _check(converted, fields[name].metadata, key)
         kwargs[name] = converted
     obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate(where)
+    if isinstance(obj, SelfValidating):
+        obj.validate(where)
     return obj
 
 

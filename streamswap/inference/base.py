@@ -20,8 +20,14 @@ class TensorInfo:
     dtype: np.dtype
 
     @property
+    def fixed_shape(self) -> tuple[int, ...] | None:
+        """The shape when every dimension is a fixed size; None when one is symbolic or unknown."""
+        fixed = tuple(d for d in self.shape if isinstance(d, int) and d >= 0)
+        return fixed if len(fixed) == len(self.shape) else None
+
+    @property
     def is_dynamic(self) -> bool:
-        return any(not isinstance(d, int) or d < 0 for d in self.shape)
+        return self.fixed_shape is None
 
 
 @runtime_checkable

@@ -17,7 +17,6 @@ after the first frame.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import weakref
@@ -377,9 +376,21 @@ class PinnedBuffer(_Allocation):
         count = int(np.prod(shape, dtype=np.int64))
         if count * dtype.itemsize > self.nbytes:
             raise ValueError(f"{tuple(shape)} {dtype} does not fit a {self.nbytes}-byte pinned buffer")
-        raw = (ctypes.c_ubyte * max(self.nbytes, 1)).from_address(self.ptr)
-        raw._owner = self  # type: ignore[attr-defined]  # the array's base holds the allocation
-        return np.frombuffer(memoryview(raw), dtype=dtype, count=count).reshape(shape)
+        return np.asarray(_PinnedView(self, tuple(shape), dtype))
+
+
+class _PinnedView:
+    """numpy's array interface over a pinned buffer: the view becomes the array's base, so
+    the array keeps the allocation alive."""
+
+    def __init__(self, owner: PinnedBuffer, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.owner = owner
+        self.__array_interface__ = {
+            "version": 3,
+            "shape": shape,
+            "typestr": dtype.str,
+            "data": (owner.ptr, False),  # writable
+        }
 
 
 class GpuContext:

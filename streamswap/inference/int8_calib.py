@@ -27,7 +27,10 @@ def save_calibration_data(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
         raise ModelError(f"calibration data needs the same, non-zero number of samples per input; got {counts}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
-        np.savez(f, **{name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()})  # type: ignore[arg-type]  # numpy stubs: **arrays
+        # Any: numpy's stub gives savez a keyword `allow_pickle: bool` beside **arrays, so a
+        # ** of str → ndarray does not type-check against it although it is the documented use.
+        named: dict[str, Any] = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
+        np.savez(f, **named)
     return path
 
 
@@ -64,44 +67,55 @@ class CalibrationBatches:
             yield {name: a[lo : lo + self.batch_size] for name, a in self.arrays.items()}
 
 
+class _Uploads:
+    """The calibration batches, copied one at a time into device buffers sized for one batch."""
+
+    def __init__(self, batches: CalibrationBatches) -> None:
+        from streamswap.inference.cuda import open_cuda
+
+        self.cuda = open_cuda()
+        self.stream = self.cuda.stream()
+        self.device = {
+            name: self.cuda.device_buffer(a[: batches.batch_size].nbytes) for name, a in batches.arrays.items()
+        }
+        self.total = len(batches)
+        self.sent = 0
+        self._iter = iter(batches)
+
+    def next(self, names: list[str]) -> list[int] | None:
+        """Device pointers of the next batch, one per input name; None when all were sent."""
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            return None
+        pointers = []
+        for name in names:
+            if name not in batch:
+                raise ModelError(f"calibration data has no input {name!r} (has {', '.join(batch)})")
+            self.cuda.copy_htod_async(self.device[name], batch[name], self.stream)
+            pointers.append(self.device[name].ptr)
+        self.stream.synchronize()
+        self.sent += 1
+        log.info("calibration batch", extra=kv(batch=self.sent, of=self.total))
+        return pointers
+
+
 def make_calibrator(trt: Any, data_path: Path | None, batch_size: int, cache_path: Path | None) -> Any:
     """An IInt8EntropyCalibrator2 over the saved batches, using a calibration cache when
     one exists (then TensorRT does not ask for batches at all; `data_path` may be None)."""
-    from streamswap.inference.cuda import open_cuda
-
     batches = CalibrationBatches.load(data_path, batch_size) if data_path is not None else None
-    cuda = open_cuda() if batches is not None else None
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):
+    # tensorrt ships no type information, so its calibrator interface is Any to mypy.
+    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self._iter = iter(batches) if batches is not None else iter(())
-            self._stream = cuda.stream() if cuda is not None else None
-            self._device = (
-                {name: cuda.device_buffer(a[:batch_size].nbytes) for name, a in batches.arrays.items()}
-                if cuda and batches
-                else {}
-            )
-            self._sent = 0
+            self._uploads = _Uploads(batches) if batches is not None else None
 
         def get_batch_size(self) -> int:
             return batch_size
 
         def get_batch(self, names: list[str], *args: Any) -> list[int] | None:
-            try:
-                batch = next(self._iter)
-            except StopIteration:
-                return None
-            pointers = []
-            for name in names:
-                if name not in batch:
-                    raise ModelError(f"calibration data has no input {name!r} (has {', '.join(batch)})")
-                cuda.copy_htod_async(self._device[name], batch[name], self._stream)  # type: ignore[union-attr, arg-type]
-                pointers.append(self._device[name].ptr)
-            self._stream.synchronize()  # type: ignore[union-attr]
-            self._sent += 1
-            log.info("calibration batch", extra=kv(batch=self._sent, of=len(batches or ())))
-            return pointers
+            return self._uploads.next(names) if self._uploads is not None else None
 
         def read_calibration_cache(self) -> bytes | None:
             if cache_path is not None and cache_path.exists():

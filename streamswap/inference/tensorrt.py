@@ -268,8 +268,8 @@ class TrtSession:
         self._in_flight = False
 
     def _max_input_shape(self, info: TensorInfo) -> tuple[int, ...]:
-        if not info.is_dynamic:
-            return tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+        if info.fixed_shape is not None:
+            return info.fixed_shape
         _, _, high = self._engine.get_tensor_profile_shape(info.name, 0)
         return tuple(int(d) for d in high)
 

@@ -439,7 +439,8 @@ class TritonSession:
             else:
                 tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        outputs, regions = [], {}
+        outputs = []
+        regions: dict[str, _Region] = {}
         batch = next(iter(feeds.values())).shape[0] if feeds and self.max_batch else None
         for info in self.outputs:
             out = (
@@ -458,15 +459,15 @@ class TritonSession:
         result = self.conn.client().infer(self.model, inputs, **kwargs)
         values = {}
         for name in self._output_names:
-            region = regions.get(name)  # type: ignore[assignment]
-            if region is None:
+            shared = regions.get(name)
+            if shared is None or self._shm is None:
                 values[name] = result.as_numpy(name)
                 continue
             meta = result.get_output(name)
             shape = [int(d) for d in (meta["shape"] if isinstance(meta, dict) else meta.shape)]
             dtype = TRITON_DTYPES[meta["datatype"] if isinstance(meta, dict) else meta.datatype]
             # A copy: the region is overwritten by the next call.
-            values[name] = np.array(self._shm.shm.get_contents_as_numpy(region.handle, dtype, shape))  # type: ignore[union-attr]
+            values[name] = np.array(self._shm.shm.get_contents_as_numpy(shared.handle, dtype, shape))
         return values
 
     def _output_bytes(self, info: TensorInfo, batch: int | None) -> int:

@@ -250,7 +250,8 @@ def build_serialized(trt: Any, request: BuildRequest, report: Callable[[str, str
 def _make_monitor(trt: Any, report: Callable[[str, str, float | None], None]) -> Any:
     """An IProgressMonitor (TensorRT 10+) forwarding top-level phase progress."""
 
-    class Monitor(trt.IProgressMonitor):
+    # tensorrt ships no type information, so its interface classes are Any to mypy.
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self._steps: dict[str, int] = {}
