@@ -316,23 +316,26 @@ class GpuFramePath:
 def _gpu_frame_path(
     config: Config, pool: SessionPool, detector: Any, swapper: Any, enhancer: Any
 ) -> GpuFramePath | None:
-    """The GPU frame path when this configuration can run it: TensorRT engines on the
-    process's GPU context for a letterbox detector and a neural swapper, and nothing that
-    still needs the frame on the host between them (an enhancer, masks, colour correction,
-    the mouth mask). Otherwise None, and the reason is logged: the stages then run on the
-    host, with the networks alone on the GPU."""
+    """The GPU frame path when this configuration can run it: a letterbox detector and a
+    neural swapper whose networks run on the process's GPU context with device I/O
+    (`inference.base.DeviceSession`: our TensorRT engines, or ONNX Runtime's CUDA/TensorRT
+    provider), and nothing that still needs the frame on the host between them (an
+    enhancer, masks, colour correction, the mouth mask). Otherwise None, and the reason is
+    logged: the stages then run on the host, with the networks alone on the GPU."""
     from streamswap.faces.device import DeviceDetector, DeviceFrames, DeviceSwapper
     from streamswap.faces.swappers.base import NeuralSwapper
+    from streamswap.inference.base import runs_on_device
 
     gpu = pool.gpu
     paste = config.faces.paste
     why = None
-    if config.inference.backend != "tensorrt" or gpu is None:
+    if gpu is None or config.inference.backend == "triton":  # no GPU context here: nothing to decide
         return None
-    if getattr(detector.session, "backend", "") != "tensorrt" or not hasattr(detector, "decode_outputs"):
-        why = "the detector does not run as a TensorRT engine with a letterbox input"
-    elif not isinstance(swapper, NeuralSwapper) or swapper.session.backend != "tensorrt":
-        why = "the swapper is not a neural swapper running as a TensorRT engine"
+    on_gpu = "a TensorRT engine or ONNX Runtime's CUDA/TensorRT provider on the GPU"
+    if not runs_on_device(detector.session) or not hasattr(detector, "decode_outputs"):
+        why = f"the detector is not a letterbox detector running as {on_gpu}"
+    elif not isinstance(swapper, NeuralSwapper) or not runs_on_device(swapper.session):
+        why = f"the swapper is not a neural swapper running as {on_gpu}"
     elif enhancer is not None or getattr(swapper, "masks", None) is not None:
         why = "faces.enhancer and faces.mask work on the host frame"
     elif paste.color_correction or paste.mouth_mask:
@@ -348,7 +351,10 @@ def _gpu_frame_path(
         gpu.stream("detect"),
         gpu.stream("swap"),
     )
-    log.info("GPU frame path on: one upload and one download per frame", extra=kv(mapped=frames.mapped))
+    log.info(
+        "GPU frame path on: one upload and one download per frame",
+        extra=kv(mapped=frames.mapped, detector=detector.session.backend, swapper=swapper.session.backend),
+    )
     return path
 
 

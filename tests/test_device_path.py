@@ -299,6 +299,8 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     import logging
     import types
 
+    from test_detectors import scrfd_model, scrfd_tensors
+
     from streamswap.config import Config
     from streamswap.inference.ort import SessionPool
     from streamswap.inference.settings import InferenceSettings
@@ -308,8 +310,19 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     gpu = GpuContext(Cuda(FakeCudart()))
     session = TrtSession(engine, make_fake_trt(VERSION), gpu.cuda)
     swapper = TinySwapper(session, name="tiny")
+    det_model = scrfd_model(tmp_path / "scrfd.onnx", 32, scrfd_tensors(32, [], True))
+    request = BuildRequest(
+        "scrfd",
+        str(det_model),
+        str(tmp_path / "d.plan"),
+        "fp32",
+        [p.to_json() for p in profile_from_inputs(onnx_inputs(det_model), 1)],
+        str(tmp_path),
+    )
+    det_engine = tmp_path / "scrfd.engine"
+    det_engine.write_bytes(build_serialized(make_fake_trt(VERSION), request, lambda *a: None))
     detector = types.SimpleNamespace(
-        session=types.SimpleNamespace(backend="tensorrt"),
+        session=TrtSession(det_engine, make_fake_trt(VERSION), gpu.cuda),
         decode_outputs=None,
         input_name="input.1",
         label="scrfd",
@@ -318,7 +331,6 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     config = Config()
     config.inference = InferenceSettings(backend="tensorrt")
     pool = SessionPool(config.inference, gpu=gpu)
-    detector.session.inputs, detector.session.outputs = [], []
     caplog.set_level(logging.INFO)
     assert _gpu_frame_path(config, pool, detector, swapper, enhancer=object()) is None
     assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer and faces.mask work on the host frame"]

@@ -32,6 +32,7 @@ from streamswap.errors import ConfigError, ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
 from streamswap.faces.stages import DetectStage, SwapStage
 from streamswap.faces.types import Face
+from streamswap.inference.base import DeviceSession
 from streamswap.inference.cuda import Cuda, DeviceArray, Event, PinnedAllocator, Stream
 from streamswap.logs import kv
 from streamswap.pipeline.frame_queue import FrameItem
@@ -135,7 +136,7 @@ class _Slot:
     downloaded: Event
 
 
-def _float_io(session: Any, names: Sequence[str], what: str) -> None:
+def _float_io(session: DeviceSession, names: Sequence[str], what: str) -> None:
     for info in [*session.inputs, *session.outputs]:
         if info.name in names and np.dtype(info.dtype) != np.float32:
             raise ModelError(
@@ -146,15 +147,23 @@ def _float_io(session: Any, names: Sequence[str], what: str) -> None:
 
 class DeviceDetector:
     """A letterbox detector on the device; `detector` is the host adapter (its input
-    geometry, normalisation and decoder), `session` its engine (`TrtSession`)."""
+    geometry, normalisation and decoder), `session` its network on the device (a TensorRT
+    engine, or ONNX Runtime on its CUDA/TensorRT provider)."""
 
-    def __init__(self, detector: Any, session: Any) -> None:
+    def __init__(self, detector: Any, session: DeviceSession) -> None:
         self.detector = detector
         self.session = session
         self.input_name = detector.input_name
-        _float_io(session, [self.input_name], getattr(detector, "label", "detector"))
+        label = getattr(detector, "label", "detector")
+        _float_io(session, [self.input_name], label)
         size = detector.input.size
         self.input_shape = (1, 3, size, size)
+        largest = session.max_shape(self.input_name)  # also: the session's buffers exist from now on
+        if len(largest) != 4 or any(want > have for want, have in zip(self.input_shape, largest)):
+            raise ModelError(
+                f"{label}: the GPU frame path feeds {self.input_shape}, but the network's input "
+                f"{self.input_name!r} takes at most {largest}; set faces.detector.size to the model's input side"
+            )
 
     def detect(self, frame: DeviceFrame, stream: Stream) -> list[Face]:
         from streamswap.ops import cuda as ops
@@ -171,7 +180,7 @@ class DeviceSwapper:
     """A neural swapper on the device; `swapper` is the host adapter (crop format, the
     identity → latent contract, the paste mask), `session` its generator engine."""
 
-    def __init__(self, swapper: Any, session: Any, cuda: Cuda, max_faces: int) -> None:
+    def __init__(self, swapper: Any, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
         from streamswap.ops import cuda as ops
 
         self.swapper = swapper
@@ -190,9 +199,13 @@ class DeviceSwapper:
             )
         batch = session.max_shape("target")[0]
         if batch < max_faces:
+            fix = (
+                f"rebuild with `streamswap engines build --max-faces {max_faces}`"
+                if session.backend == "tensorrt"
+                else f"set inference.max_batch: {max_faces} (or lower faces.detector.max_faces)"
+            )
             raise ModelError(
-                f"{swapper.name}: the engine takes {batch} faces per call, the detector finds up "
-                f"to {max_faces}; rebuild with `streamswap engines build --max-faces {max_faces}`"
+                f"{swapper.name}: the network takes {batch} faces per call, the detector finds up to {max_faces}; {fix}"
             )
         s = self.size
         crop_bytes = max_faces * s * s * 3

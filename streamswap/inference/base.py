@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamswap.inference.cuda import DeviceArray, Stream
 
 # A dimension is a fixed size, or a symbolic/unknown one (str name or None).
 Dim = int | str | None
@@ -48,6 +51,56 @@ class Session(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
         """Run once. `stream` is a CUDA stream handle for GPU backends; CPU backends ignore it."""
         ...
+
+
+class PendingOutputs(Protocol):
+    """Outputs on their way to the host: `result()` waits for this run only."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class DeviceSession(Session, Protocol):
+    """A session that also runs on device buffers of its own: the GPU frame path's stages
+    write its inputs with their kernels and read its outputs on the device, on the stage's
+    stream, and only small outputs come to the host (`fetch`). Implemented by our TensorRT
+    engines (`TrtSession`) and by ONNX Runtime on its CUDA/TensorRT provider (`OrtSession`,
+    I/O binding on these buffers). Buffers are allocated once, at `max_shape`; running any
+    smaller shape allocates nothing."""
+
+    @property
+    def device_io(self) -> bool:
+        """Whether the device-buffer calls below work here (a GPU session on the process's
+        GPU context); False for e.g. ONNX Runtime on the CPU."""
+        ...
+
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        """The largest shape of tensor `name` (its device buffer's size)."""
+        ...
+
+    def device_input(self, name: str) -> DeviceArray:
+        """Input `name`'s device buffer at its maximum shape; view a smaller shape of it."""
+        ...
+
+    def device_output(self, name: str, shape: Sequence[int] | None = None) -> DeviceArray:
+        """Output `name`'s device buffer, viewed at `shape` (default: the last run's)."""
+        ...
+
+    def enqueue(self, shapes: Mapping[str, Sequence[int]], stream: Stream | int | None = None) -> None:
+        """Queue a run on the inputs already in the device buffers, at these input shapes,
+        on `stream` (default: the owning stage's); the host does not wait."""
+        ...
+
+    def fetch(self, stream: Stream | int | None = None) -> PendingOutputs:
+        """Queue copies of the last run's outputs into pinned memory; `result()` waits for them."""
+        ...
+
+
+def runs_on_device(session: object) -> bool:
+    """Whether `session` takes the GPU frame path's device buffers (see `DeviceSession`)."""
+    return isinstance(session, DeviceSession) and bool(session.device_io)
 
 
 def input_named(session: Session, name: str) -> TensorInfo:

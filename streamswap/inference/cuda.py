@@ -21,7 +21,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -275,6 +275,26 @@ class Event:
         if self._event is not None:
             _call(self._cuda.rt, "cudaEventDestroy", self._event)
             self._event = None
+
+
+class PendingRun:
+    """An enqueued run: `event` fires when its outputs are on the host."""
+
+    def __init__(self, event: Event, outputs: dict[str, np.ndarray], release: Callable[[], None]) -> None:
+        self.event = event
+        self._outputs = outputs
+        self._release = release
+
+    def done(self) -> bool:
+        return self.event.done()
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Wait for this run only (not the whole device) and return copies of its outputs."""
+        try:
+            self.event.synchronize()
+            return {name: array.copy() for name, array in self._outputs.items()}
+        finally:
+            self._release()
 
 
 class _Allocation:

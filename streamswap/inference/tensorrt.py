@@ -17,20 +17,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from streamswap.errors import BackendUnavailable, ModelError
-from streamswap.inference.base import TensorInfo
+from streamswap.inference.base import DeviceSession, TensorInfo
 from streamswap.inference.cuda import (
     Cuda,
     CudaError,
     DeviceArray,
     DeviceBuffer,
     DeviceInfo,
-    Event,
     GpuContext,
+    PendingRun,
     PinnedBuffer,
     Stream,
     _handle,
@@ -185,26 +185,6 @@ def ensure_engine(
             shutil.rmtree(work, ignore_errors=True)
 
 
-class PendingRun:
-    """An enqueued run: `event` fires when its outputs are on the host."""
-
-    def __init__(self, event: Event, outputs: dict[str, np.ndarray], release: Callable[[], None]) -> None:
-        self.event = event
-        self._outputs = outputs
-        self._release = release
-
-    def done(self) -> bool:
-        return self.event.done()
-
-    def result(self) -> dict[str, np.ndarray]:
-        """Wait for this run only (not the whole device) and return copies of its outputs."""
-        try:
-            self.event.synchronize()
-            return {name: array.copy() for name, array in self._outputs.items()}
-        finally:
-            self._release()
-
-
 @dataclass
 class _Tensor:
     """One engine input or output with its buffers, allocated once at the profile maximum:
@@ -303,6 +283,11 @@ class TrtSession:
     @property
     def backend(self) -> str:
         return "tensorrt"
+
+    @property
+    def device_io(self) -> bool:
+        """Always: an engine's tensors live in its device buffers (`DeviceSession`)."""
+        return True
 
     def max_shape(self, name: str) -> tuple[int, ...]:
         """The largest shape of tensor `name` this engine takes (its buffers' size)."""
@@ -461,3 +446,7 @@ def _require_calibration(cache: EngineCache, request: EngineRequest) -> None:
             f"{request.model_path.name}: INT8 needs calibration first; run `streamswap engines build "
             f"{request.model_path.stem} --precision int8 --calib-dir FACES_DIR` or use precision fp16"
         )
+
+
+if TYPE_CHECKING:  # mypy checks that the engines implement the GPU frame path's device I/O
+    _device_session: type[DeviceSession] = TrtSession
