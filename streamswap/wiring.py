@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from streamswap.config import Config
 from streamswap.errors import ConfigError, StreamswapError
@@ -32,6 +32,9 @@ from streamswap.models.store import ModelStore, ResolvedModel, models_used_by
 from streamswap.pipeline.pipeline import Pipeline
 from streamswap.pipeline.stage import Stage
 from streamswap.pipeline.stats import FrameTap, PipelineObserver
+
+if TYPE_CHECKING:
+    from streamswap.inference.cuda import GpuContext
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,15 @@ def build_pipeline(
     source: Source,
     sinks: Sequence[Sink],
     observers: Sequence[PipelineObserver | FrameTap] = (),
+    gpu: GpuContext | None = None,
 ) -> Pipeline:
     """A Pipeline over the built `source`, `stages` (+ the io.label stage) and `sinks` (see
-    `plan_endpoints`), with pinned frame slots when TensorRT runs on a usable GPU (plain memory otherwise, logged).
+    `plan_endpoints`). `gpu` is the GPU context the face stages' networks run on
+    (`FaceStageSet.gpu`): the frame slots are then its pinned memory (with device frames on
+    the GPU frame path), so CUDA is opened once per process, by the session pool. Without
+    it the slots are plain memory and CUDA is never touched here.
     A replaced pipeline's pinned slots are freed once it is unreferenced."""
     from streamswap.faces.device import DeviceDetectStage
-    from streamswap.inference.cuda import slot_allocator
 
     stages = list(stages)
     if config.io.label.enabled:  # responsible use: on every output frame, paused or not
@@ -102,8 +108,8 @@ def build_pipeline(
     for stage in stages:  # the GPU frame path's slots are pinned and have device frames
         if isinstance(stage, DeviceDetectStage):
             allocator = stage.frames
-    if allocator is None:
-        allocator = slot_allocator(config.inference.backend)
+    if allocator is None and gpu is not None:
+        allocator = gpu.slot_allocator()
     return Pipeline(
         source,
         stages,
@@ -298,7 +304,10 @@ def build_face_stages(
             mappings=len(faces.map),
         ),
     )
-    return FaceStageSet(detect, swap, identities, people)
+    # The frame slots go in the GPU context's pinned memory only when a network really runs
+    # on it (TensorRT may have fallen back to ONNX Runtime on the CPU).
+    gpu = pool.gpu if pool.runs_on_gpu() else None
+    return FaceStageSet(detect, swap, identities, people, gpu=gpu)
 
 
 @dataclass

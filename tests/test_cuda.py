@@ -13,7 +13,7 @@ from test_trt_fake import FakeCudart
 
 from streamswap.errors import BackendUnavailable
 from streamswap.inference import cuda as cuda_mod
-from streamswap.inference.cuda import Cuda, CudaError, PinnedAllocator, open_cuda
+from streamswap.inference.cuda import Cuda, CudaError, GpuContext, PinnedAllocator, open_cuda
 
 
 def test_missing_cuda_python_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,40 +169,38 @@ def test_gpu_two_streams_overlap_in_event_timings() -> None:
     assert span < 0.9 * sum(alone), (span, alone)
 
 
-def test_slot_allocator_is_pinned_only_for_tensorrt_with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cuda_mod.slot_allocator("ort") is None
-    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart(error=35))
-    assert cuda_mod.slot_allocator("tensorrt") is None
-    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: FakeCudart())
-    allocator = cuda_mod.slot_allocator("tensorrt")
-    assert isinstance(allocator, PinnedAllocator)
-    assert allocator.alloc((2, 2, 3), np.uint8).shape == (2, 2, 3)
+def test_gpu_context_slot_allocator_is_pinned_in_its_own_context() -> None:
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt, 0))
+    allocator = gpu.slot_allocator()
+    assert isinstance(allocator, PinnedAllocator) and allocator._cuda is gpu.cuda
+    slot = allocator.alloc((2, 2, 3), np.uint8)
+    assert slot.shape == (2, 2, 3) and slot.ctypes.data in rt.memory
+    mapped = GpuContext(Cuda(rt, 0), mapped_slots=True).slot_allocator()
+    assert mapped.mapped and mapped.alloc((2, 2, 3), np.uint8).shape == (2, 2, 3)
+    assert rt.host_alloc_flags[-1] == rt.cudaHostAllocMapped
 
 
 @pytest.mark.gpu
-def test_gpu_stage_streams_are_one_per_thread_and_real() -> None:
+def test_gpu_context_stage_streams_are_distinct_real_streams_usable_from_stage_threads() -> None:
     import threading
 
-    from streamswap.inference.cuda import StageStreams
+    gpu = GpuContext.open()
+    streams = {name: gpu.stream(name) for name in ("detect", "swap")}
+    assert gpu.stream("detect") is streams["detect"]  # made once, at build time
+    handles: dict[str, int] = {}
 
-    cuda = open_cuda()
-    streams = StageStreams(cuda)
-    barrier = threading.Barrier(2)
-    handles: list[int] = []
-
-    def stage() -> None:
-        stream = streams.current()
-        assert streams.current() is stream  # the same stream for every engine of this thread
-        done = cuda.event()
-        done.record(stream)
+    def stage(name: str) -> None:
+        gpu.bind_thread()  # what every stage thread does first
+        done = gpu.cuda.event()
+        done.record(streams[name])
         done.synchronize()
-        handles.append(stream.handle)
-        barrier.wait()
+        handles[name] = streams[name].handle
 
-    threads = [threading.Thread(target=stage) for _ in range(2)]
+    threads = [threading.Thread(target=stage, args=(name,)) for name in streams]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(handles)) == 2 and streams.created == 2
-    streams.close()
+    assert len(set(handles.values())) == 2
+    gpu.close()

@@ -204,8 +204,8 @@ def _worker(cfg: str, clip: str, face: str, out: str, mode: str, overrides_json:
     live = mode == "live"
     endpoints = plan_endpoints(config, live=live)
     face_stages = build_stages(config)
-    stages = face_stages.stages if face_stages else []
-    runtime = build_pipeline(config, stages, source=endpoints.source, sinks=endpoints.sinks)
+    stages, gpu = (face_stages.stages, face_stages.gpu) if face_stages else ([], None)
+    runtime = build_pipeline(config, stages, source=endpoints.source, sinks=endpoints.sinks, gpu=gpu)
     cpu0, t0 = time.process_time(), time.perf_counter()
     runtime.start()
     runtime.wait()

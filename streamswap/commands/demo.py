@@ -83,7 +83,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     config = apply_cpu_budget(ctx.config(source=[str(face)], input=uri, outputs=[args.output], **more))
     endpoints = plan_endpoints(config, live=False)
     stages = build_stages(config)
-    runtime = build_pipeline(config, stages.stages if stages else [], source=endpoints.source, sinks=endpoints.sinks)
+    runtime = build_pipeline(
+        config,
+        stages.stages if stages else [],
+        source=endpoints.source,
+        sinks=endpoints.sinks,
+        gpu=stages.gpu if stages else None,
+    )
     printer = ProgressPrinter(lambda: frames, label="demo")
     code = run_until_done(runtime, label="demo", printer=printer)
     if code == 0:

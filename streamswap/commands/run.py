@@ -175,8 +175,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     endpoints = plan_endpoints(config, live=live)  # every problem with them at once
     source = endpoints.source
     face = build_stages(config)
+    stages, gpu = (face.stages, face.gpu) if face else ([], None)
     if not args.ui:
-        pipeline = build_pipeline(config, face.stages if face else [], source=source, sinks=endpoints.sinks)
+        pipeline = build_pipeline(config, stages, source=source, sinks=endpoints.sinks, gpu=gpu)
         code = run_until_done(pipeline, quiet=args.quiet, label="run", printer=_printer(pipeline, source, args))
     else:
         from streamswap.service.metrics import Metrics
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
         parts, metrics = PageParts(config.service), Metrics()
         pipeline = build_pipeline(
-            config, face.stages if face else [], source=source, sinks=endpoints.sinks, observers=[metrics, parts.tap]
+            config, stages, source=source, sinks=endpoints.sinks, observers=[metrics, parts.tap], gpu=gpu
         )
         parts.start()
         try:

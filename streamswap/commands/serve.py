@@ -126,4 +126,6 @@ def make_pipeline(config: Any, stages: Any, observers: Any) -> Any:
     from streamswap.wiring import build_pipeline, plan_endpoints
 
     endpoints = plan_endpoints(config, live=True, loop=True)
-    return build_pipeline(config, stages.stages, source=endpoints.source, sinks=endpoints.sinks, observers=observers)
+    return build_pipeline(
+        config, stages.stages, source=endpoints.source, sinks=endpoints.sinks, observers=observers, gpu=stages.gpu
+    )

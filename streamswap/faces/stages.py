@@ -459,6 +459,9 @@ class FaceStageSet:
     identities: IdentityPreparer
     people: People | None = None  # faces.select / faces.map, live-changeable (control API)
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    # The process's GPU context (inference.cuda.GpuContext) when these stages' networks run
+    # on it: the pipeline's frame slots come from its pinned memory (wiring.build_pipeline).
+    gpu: Any = None
 
     @property
     def stages(self) -> list[DetectStage | SwapStage]:

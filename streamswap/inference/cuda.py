@@ -503,16 +503,3 @@ class PinnedAllocator:
             buffers, self._buffers = self._buffers, []
         for buffer in buffers:
             buffer.free()
-
-
-def slot_allocator(backend: str) -> PinnedAllocator | None:
-    """The pipeline's frame-slot allocator for `inference.backend`: pinned memory when it is
-    tensorrt and CUDA opens here, else None (the pipeline's plain numpy allocator); the
-    reason for None is logged, never raised — the backend itself reports a missing GPU."""
-    if backend != "tensorrt":
-        return None
-    try:
-        return PinnedAllocator(open_cuda())
-    except BackendUnavailable as exc:
-        log.warning("pinned frame slots unavailable, using plain memory", extra=kv(reason=str(exc)))
-        return None

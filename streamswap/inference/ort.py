@@ -334,6 +334,15 @@ class SessionPool:
         self._sessions: dict[tuple[Path, str | None], Session] = {}
         self._lock = threading.Lock()
 
+    def runs_on_gpu(self) -> bool:
+        """Whether any session opened so far computes on the GPU context (a TensorRT engine,
+        or ONNX Runtime's CUDA/TensorRT provider), i.e. frames are worth pinning."""
+        if self.gpu is None:
+            return False
+        with self._lock:
+            backends = [s.backend for s in self._sessions.values()]
+        return any(b == "tensorrt" or b.startswith(("ort:CUDA", "ort:Tensorrt")) for b in backends)
+
     def get(
         self,
         path: Path,
