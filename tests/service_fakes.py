@@ -78,6 +78,8 @@ class RecordingStages:
     `read_stamp`). Hangs while `hang` is set (or while the file named by
     $STREAMSWAP_TEST_HANG exists)."""
 
+    gpu = None  # its "networks" run on the CPU: plain frame slots
+
     def __init__(self) -> None:
         self.identity: str | None = None
         self.generation = 0

@@ -52,6 +52,12 @@ class StageSet(Protocol):
         """Who is swapped with which source (faces.people.People), None without."""
         ...
 
+    @property
+    def gpu(self) -> Any:
+        """The GPU context the stages' networks run on (the pipeline's frame slots are its
+        pinned memory), None when they run on the CPU."""
+        ...
+
     def set_source_images(self, images: Sequence[Any]) -> Sequence[str]:
         """Prepare the identity off the hot path and switch at the next frame boundary;
         raises NoFaceError/InputError (the identity in use stays)."""
