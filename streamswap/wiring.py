@@ -251,8 +251,8 @@ def build_face_stages(
         enh = _resolve(store, "faces.enhancer", faces.enhancer, None, ("enhancer",))
         enhancer = build_adapter("enhancer", *parts("faces.enhancer", "enhancer", enh, "swap"))
 
-    live_detector = detector("detect")
-    gpu_path = _gpu_frame_path(config, pool, live_detector, swapper, enhancer)
+    live_detector, live_landmarker = detector("detect"), landmarker("detect")
+    gpu_path = _gpu_frame_path(config, pool, live_detector, swapper, enhancer, live_landmarker)
     swap: SwapStage
     if gpu_path is not None:
         from streamswap.faces.device import DeviceSwapStage
@@ -285,12 +285,12 @@ def build_face_stages(
             gpu_path.detector,
             gpu_path.frames,
             gpu_path.detect_stream,
-            landmarker=landmarker("detect"),
+            landmarker=gpu_path.landmarker or live_landmarker,
             tracking=faces.tracking,
             people=people,
         )
     else:
-        detect = DetectStage(live_detector, landmarker=landmarker("detect"), tracking=faces.tracking, people=people)
+        detect = DetectStage(live_detector, landmarker=live_landmarker, tracking=faces.tracking, people=people)
     swap.people = people
     people.configure(faces.select, faces.map, faces.unmatched)  # reads the photos it names
     log.info(
@@ -313,25 +313,29 @@ def build_face_stages(
 @dataclass
 class GpuFramePath:
     """What the GPU frame path's stages share: the frame slots (host + device) and the
-    device twins of the detector and swapper, each stage on its own stream."""
+    device twins of the detector, landmarker and swapper, each stage on its own stream."""
 
     frames: Any  # faces.device.DeviceFrames: also the pipeline's slot allocator
     detector: Any  # faces.device.DeviceDetector
     swapper: Any  # faces.device.DeviceSwapper
     detect_stream: Any
     swap_stream: Any
+    landmarker: Any = None  # faces.device.DeviceLandmarker; None: no landmarker, or it runs on the host
 
 
 def _gpu_frame_path(
-    config: Config, pool: SessionPool, detector: Any, swapper: Any, enhancer: Any
+    config: Config, pool: SessionPool, detector: Any, swapper: Any, enhancer: Any, landmarker: Any = None
 ) -> GpuFramePath | None:
     """The GPU frame path when this configuration can run it: a letterbox detector and a
     neural swapper whose networks run on the process's GPU context with device I/O
     (`inference.base.DeviceSession`: our TensorRT engines, or ONNX Runtime's CUDA/TensorRT
     provider), and nothing that still needs the frame on the host between them (an
     enhancer, masks, colour correction, the mouth mask). Otherwise None, and the reason is
-    logged: the stages then run on the host, with the networks alone on the GPU."""
-    from streamswap.faces.device import DeviceDetector, DeviceFrames, DeviceSwapper
+    logged: the stages then run on the host, with the networks alone on the GPU. A FaceMesh
+    landmarker whose network runs with device I/O crops on the device too; any other stays
+    on the host (reading the pinned slot), and the log says why."""
+    from streamswap.faces.device import DeviceDetector, DeviceFrames, DeviceLandmarker, DeviceSwapper
+    from streamswap.faces.landmarks import FaceMesh
     from streamswap.faces.swappers.base import NeuralSwapper
     from streamswap.inference.base import runs_on_device
 
@@ -352,17 +356,35 @@ def _gpu_frame_path(
     if why is not None:
         log.info("GPU frame path off; stages run on the host, networks on the GPU", extra=kv(reason=why))
         return None
+    max_faces = config.faces.detector.max_faces
+    device_landmarker = None
+    if landmarker is not None:
+        if not isinstance(landmarker, FaceMesh):
+            reason = f"{type(landmarker).__name__} has no device twin (FaceMesh has)"
+        elif not runs_on_device(landmarker.session):
+            reason = f"the landmarker runs on {landmarker.session.backend}, not as {on_gpu}"
+        else:
+            reason = None
+            device_landmarker = DeviceLandmarker(landmarker, landmarker.session, gpu.cuda, max_faces)
+        if reason is not None:
+            log.info("landmarker on the host, reading the frame slot", extra=kv(reason=reason))
     frames = DeviceFrames(gpu.cuda, mapped=config.inference.mapped_slots)
     path = GpuFramePath(
         frames,
         DeviceDetector(detector, detector.session),
-        DeviceSwapper(swapper, swapper.session, gpu.cuda, max_faces=config.faces.detector.max_faces),
+        DeviceSwapper(swapper, swapper.session, gpu.cuda, max_faces=max_faces),
         gpu.stream("detect"),
         gpu.stream("swap"),
+        device_landmarker,
     )
     log.info(
         "GPU frame path on: one upload and one download per frame",
-        extra=kv(mapped=frames.mapped, detector=detector.session.backend, swapper=swapper.session.backend),
+        extra=kv(
+            mapped=frames.mapped,
+            detector=detector.session.backend,
+            swapper=swapper.session.backend,
+            landmarker="device" if device_landmarker else "host" if landmarker else None,
+        ),
     )
     return path
 

@@ -13,6 +13,9 @@ on the stage's stream; only small things cross to the host (the detector's raw o
 decoding, 5-point matrices going the other way):
 - `DeviceDetector`: letterbox + normalise straight into the engine's input, run, fetch the
   outputs, decode on the host with the host adapter's own decoder.
+- `DeviceLandmarker`: every face's FaceMesh crop warped and normalised straight into the
+  engine's input (one launch each for all faces), one engine call, the small outputs
+  (mesh + presence) decoded on the host with the host FaceMesh's own decoder.
 - `DeviceSwapper`: every face's aligned crop warped and normalised into the generator's
   input in one launch, one generator call for all faces, the crops converted back and
   pasted with the feathered mask, all on the device.
@@ -30,6 +33,8 @@ import numpy as np
 
 from streamswap.errors import ConfigError, ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
+from streamswap.faces.landmarks import INPUT_BIAS, INPUT_SCALE, FaceMesh, Landmarker, decode_mesh, mesh_crops
+from streamswap.faces.mesh_topology import NUM_LANDMARKS
 from streamswap.faces.stages import DetectStage, SwapStage
 from streamswap.faces.types import Face
 from streamswap.inference.base import DeviceSession
@@ -176,6 +181,51 @@ class DeviceDetector:
         return self.detector.decode_outputs(outputs, scale, frame.shape)
 
 
+class DeviceLandmarker:
+    """FaceMesh on the device; `landmarker` is the host adapter (crop geometry, output
+    names, the decoder), `session` its engine. The crops are warped and normalised with
+    the same ops as the host adapter's CPU twins (`warp_crops` + `crops_to_tensor`, two
+    launches for all faces), so the engine sees the host's input within a grey level."""
+
+    def __init__(self, landmarker: FaceMesh, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
+        from streamswap.ops import cuda as ops
+
+        self.landmarker = landmarker
+        self.session = session
+        self.input_name = landmarker.input_name
+        _float_io(session, [self.input_name, landmarker.mesh_name, landmarker.flag_name], landmarker.label)
+        s = self.size = landmarker.input_size
+        # Faces per engine call: all of a frame's when the engine takes them, else chunks.
+        self.batch = max(1, min(max_faces, session.max_shape(self.input_name)[0]))
+        self._crops = cuda.device_buffer(self.batch * s * s * 3).array((self.batch, s, s, 3), np.uint8)
+        self._params = ops.CropParams(self.batch)
+        self.last_presence: np.ndarray = np.zeros((0,), dtype=np.float32)
+        log.info("device landmarker ready", extra=kv(model=landmarker.label, crop=s, batch=self.batch))
+
+    def landmarks_many(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> np.ndarray:
+        """(N, 468, 3) landmarks of `faces` in frame coordinates, as `FaceMesh.landmarks_many`;
+        `last_presence` then holds each face's presence probability."""
+        from streamswap.ops import cuda as ops
+
+        s, session, host = self.size, self.session, self.landmarker
+        out = np.empty((len(faces), NUM_LANDMARKS, 3), dtype=np.float32)
+        presence = np.empty((len(faces),), dtype=np.float32)
+        for start in range(0, len(faces), self.batch):
+            chunk = faces[start : start + self.batch]
+            n = len(chunk)
+            crops = mesh_crops(chunk, frame.shape, s)
+            staged = self._crops.view((n, s, s, 3))
+            ops.warp_crops(frame.array, crops.inverses, crops.boxes, staged, stream=stream, params=self._params)
+            target = session.device_input(self.input_name).view((n, 3, s, s))
+            ops.crops_to_tensor(staged, target, INPUT_SCALE, INPUT_BIAS, True, stream=stream)
+            session.enqueue({self.input_name: (n, 3, s, s)}, stream)
+            outputs = session.fetch(stream).result()  # small: 468 points + a logit per face
+            end = start + n
+            decode_mesh(outputs[host.mesh_name], outputs[host.flag_name], crops, out[start:end], presence[start:end])
+        self.last_presence = presence
+        return out
+
+
 class DeviceSwapper:
     """A neural swapper on the device; `swapper` is the host adapter (crop format, the
     identity → latent contract, the paste mask), `session` its generator engine."""
@@ -292,6 +342,27 @@ class _SlotDetector:
         return self.host.detect(bgr)
 
 
+class _SlotLandmarker:
+    """The detect stage's landmarker: on the device for the frame slot being processed
+    (the frame the stage uploaded), the host adapter for any other image."""
+
+    def __init__(self, device: DeviceLandmarker, stage: "DeviceDetectStage") -> None:
+        self.device = device
+        self.host = device.landmarker
+        self.stage = stage
+        self.last_presence: np.ndarray = np.zeros((0,), dtype=np.float32)
+
+    def landmarks_many(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        current = self.stage.current
+        ran: DeviceLandmarker | FaceMesh
+        if current is not None and bgr is current[0]:
+            ran, out = self.device, self.device.landmarks_many(current[1], faces, self.stage.stream)
+        else:
+            ran, out = self.host, self.host.landmarks_many(bgr, faces)
+        self.last_presence = ran.last_presence
+        return out
+
+
 class _SlotSwapper:
     """The swap stage's swapper: swaps the device frame of the slot being processed (the
     stream waits on its upload event once), the host adapter for any other image."""
@@ -323,13 +394,24 @@ class _SlotSwapper:
 
 class DeviceDetectStage(DetectStage):
     """DetectStage on the GPU path: uploads every frame once on the detect stream (the
-    swap stage reads it there), the detector runs on the device."""
+    swap stage reads it there), the detector runs on the device, and so does the
+    landmarker when it is a `DeviceLandmarker` (a host landmarker reads the pinned slot)."""
 
-    def __init__(self, device: DeviceDetector, frames: DeviceFrames, stream: Stream, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        device: DeviceDetector,
+        frames: DeviceFrames,
+        stream: Stream,
+        *,
+        landmarker: DeviceLandmarker | Landmarker | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.frames = frames
         self.stream = stream
         self.current: tuple[np.ndarray, DeviceFrame] | None = None
-        super().__init__(_SlotDetector(device, self), **kwargs)
+        if isinstance(landmarker, DeviceLandmarker):
+            landmarker = _SlotLandmarker(landmarker, self)
+        super().__init__(_SlotDetector(device, self), landmarker=landmarker, **kwargs)
 
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         self.current = (frame, self.frames.upload(frame, self.stream))

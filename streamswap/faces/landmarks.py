@@ -10,19 +10,24 @@ level (as MediaPipe builds its ROI), warped straight from the frame (only that r
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.faces.adapters import AdapterParts, adapter, require_session
+from streamswap.faces.align import invert_affine, source_roi
 from streamswap.faces.mesh_topology import LEFT_EYE, NOSE_TIP, NUM_LANDMARKS, RIGHT_EYE
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
+from streamswap.ops.cpu import Box, crops_to_tensor, warp_crops
 
 INPUT_SIZE = 192
 ROI_SCALE = 1.5
+# The input is RGB planes in [0, 1]: x · 1/255 + 0 per channel (ops.crops_to_tensor).
+INPUT_SCALE = np.full(3, 1 / 255, dtype=np.float32)
+INPUT_BIAS = np.zeros(3, dtype=np.float32)
 
 # Mouth corners (the other index facts are in mesh_topology). "First" = image-left on a
 # frontal, unmirrored face (the subject's right), matching our KEYPOINT_NAMES order.
@@ -80,26 +85,63 @@ def crop_transform(face: Face, size: int = INPUT_SIZE) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class MeshCrops:
+    """Where the FaceMesh crops of a batch of faces come from: per face the frame → crop
+    matrix, its inverse (crop → frame: what the warp samples through and the decode maps
+    back with) and the frame box the warp reads (only that region)."""
+
+    matrices: list[np.ndarray]
+    inverses: list[np.ndarray]
+    boxes: list[Box]
+
+
+def mesh_crops(faces: Sequence[Face], frame_shape: tuple[int, ...], size: int = INPUT_SIZE) -> MeshCrops:
+    """The crop geometry of `faces` in a frame of `frame_shape` (host and device alike)."""
+    matrices = [crop_transform(face, size) for face in faces]
+    inverses = [invert_affine(m) for m in matrices]
+    return MeshCrops(matrices, inverses, [source_roi(inv, size, size, frame_shape) for inv in inverses])
+
+
+def decode_mesh(mesh: np.ndarray, flags: np.ndarray, crops: MeshCrops, out: np.ndarray, presence: np.ndarray) -> None:
+    """The model's outputs for n faces (mesh N×1404…, presence logits N×1…) → `out`
+    (n, 468, 3) landmarks in frame coordinates (z on the frame-pixel scale) and `presence`
+    (n,) probabilities. The one decoder of the host FaceMesh and its device twin."""
+    n = len(crops.matrices)
+    points = np.asarray(mesh, dtype=np.float32).reshape(n, NUM_LANDMARKS, 3)
+    logits = np.asarray(flags, dtype=np.float32).reshape(n)
+    for i, (m, inverse) in enumerate(zip(crops.matrices, crops.inverses)):
+        pts = points[i]
+        out[i, :, :2] = pts[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+        out[i, :, 2] = pts[:, 2] / math.hypot(m[0, 0], m[0, 1])
+    presence[:] = 1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80)))
+
+
 class FaceMesh:
     """468-point FaceMesh landmarker over an `inference.base.Session`.
 
-    Holds preallocated crop/input buffers: use one instance per stage thread."""
+    Holds preallocated crop/input buffers: use one instance per stage thread. The crops
+    are the CPU twins of the device path's ops (`ops.cpu.warp_crops`, `crops_to_tensor`),
+    so `faces.device.DeviceLandmarker` feeds the engine the same tensor."""
+
+    input_size = INPUT_SIZE  # the crop side of the contract (tests shrink it for the simulator)
 
     def __init__(self, session: Session, max_batch: int = 8) -> None:
         self.session = session
-        label = str(getattr(session, "path", "facemesh"))
+        size = self.input_size
+        self.label = label = f"{getattr(session, 'path', 'facemesh')} (facemesh)"
         inputs, outputs = list(session.inputs), list(session.outputs)
         shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
-        if len(shape) != 4 or tuple(shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+        if len(shape) != 4 or tuple(shape[1:]) != (3, size, size):
             raise ModelError(
-                f"{label} (facemesh): expected one input N×3×192×192, the model has "
+                f"{label}: expected one input N×3×{size}×{size}, the model has "
                 f"{', '.join(f'{i.name}{list(i.shape)}' for i in inputs)}; convert it again: "
                 "streamswap models fetch facemesh"
             )
         sizes = {self._numel(o.shape): o.name for o in outputs}
         if len(outputs) != 2 or NUM_LANDMARKS * 3 not in sizes or 1 not in sizes:
             raise ModelError(
-                f"{label} (facemesh): expected outputs N×1404×1×1 and N×1×1×1, the model has "
+                f"{label}: expected outputs N×1404×1×1 and N×1×1×1, the model has "
                 f"{', '.join(f'{o.name}{list(o.shape)}' for o in outputs)}; convert it again: "
                 "streamswap models fetch facemesh"
             )
@@ -107,8 +149,8 @@ class FaceMesh:
         self.mesh_name, self.flag_name = sizes[NUM_LANDMARKS * 3], sizes[1]
         self.batched = not (isinstance(shape[0], int) and shape[0] > 0)  # dynamic batch axis
         self.max_batch = max_batch if self.batched else 1
-        self._buffer = np.empty((self.max_batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
-        self._crop = np.empty((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+        self._buffer = np.empty((self.max_batch, 3, size, size), dtype=np.float32)
+        self._crops = np.empty((self.max_batch, size, size, 3), dtype=np.uint8)
         self.last_presence: np.ndarray = np.zeros((0,), dtype=np.float32)
 
     @staticmethod
@@ -131,30 +173,13 @@ class FaceMesh:
         presence = np.empty((len(faces),), dtype=np.float32)
         for start in range(0, len(faces), self.max_batch):
             chunk = faces[start : start + self.max_batch]
-            transforms = []
-            for i, face in enumerate(chunk):
-                m = crop_transform(face)
-                transforms.append(m)
-                cv2.warpAffine(
-                    bgr,
-                    m,
-                    (INPUT_SIZE, INPUT_SIZE),
-                    dst=self._crop,
-                    flags=cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_CONSTANT,
-                )
-                for c in range(3):  # BGR -> RGB planes in [0, 1]
-                    np.multiply(self._crop[:, :, 2 - c], np.float32(1 / 255), out=self._buffer[i, c])
             n = len(chunk)
+            crops = mesh_crops(chunk, bgr.shape, self.input_size)
+            warp_crops(bgr, crops.inverses, crops.boxes, self._crops[:n])
+            crops_to_tensor(self._crops[:n], self._buffer[:n], INPUT_SCALE, INPUT_BIAS, rgb=True)
             result = self.session.run({self.input_name: self._buffer[:n]})
-            mesh = np.asarray(result[self.mesh_name], dtype=np.float32).reshape(n, NUM_LANDMARKS, 3)
-            flags = np.asarray(result[self.flag_name], dtype=np.float32).reshape(n)
-            for i, m in enumerate(transforms):
-                inverse = cv2.invertAffineTransform(m)
-                pts = mesh[i]
-                out[start + i, :, :2] = pts[:, :2] @ inverse[:, :2].T + inverse[:, 2]
-                out[start + i, :, 2] = pts[:, 2] / math.hypot(m[0, 0], m[0, 1])
-            presence[start : start + n] = 1.0 / (1.0 + np.exp(-np.clip(flags, -80, 80)))
+            end = start + n
+            decode_mesh(result[self.mesh_name], result[self.flag_name], crops, out[start:end], presence[start:end])
         self.last_presence = presence
         return out
 

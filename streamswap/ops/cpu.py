@@ -88,7 +88,8 @@ def crops_to_tensor(crops: np.ndarray, out: np.ndarray, scale: np.ndarray, bias:
     if rgb:
         chw = chw[:, ::-1]
     np.multiply(chw, np.asarray(scale, np.float32).reshape(1, 3, 1, 1), out=out, casting="unsafe")
-    out += np.asarray(bias, np.float32).reshape(1, 3, 1, 1)
+    if np.any(bias):  # FaceMesh's [0, 1] input has none: skip a pass over the batch
+        out += np.asarray(bias, np.float32).reshape(1, 3, 1, 1)
 
 
 def tensor_to_crops(tensor: np.ndarray, out: np.ndarray, scale: float, offset: float, rgb: bool) -> None:

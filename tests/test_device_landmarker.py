@@ -1,0 +1,331 @@
+"""FaceMesh on the GPU frame path (`faces.device.DeviceLandmarker`) over the recording fakes
+(cuda-python, TensorRT), its kernels under Numba's CUDA simulator: the engine gets the host
+FaceMesh's input within one grey level, the landmarks decode to the host's, nothing is
+allocated per frame, everything runs on the detect stream, and the frame still crosses
+the bus once. A 16-px FaceMesh stand-in keeps the simulated kernels cheap; the crop
+geometry, ops and decoder are the real ones (the 192-px contract on a real device is in
+tests/test_gpu_device.py)."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_trt_fake import FakeCudart, make_fake_trt
+
+from streamswap.faces.device import DeviceFrames, DeviceLandmarker
+from streamswap.faces.landmarks import FaceMesh
+from streamswap.faces.types import Face
+from streamswap.inference.base import TensorInfo
+from streamswap.inference.cuda import Cuda, GpuContext
+from streamswap.inference.engine_cache import profile_from_inputs
+from streamswap.inference.tensorrt import TrtSession, onnx_inputs
+from streamswap.inference.trt_build import BuildRequest, build_serialized
+from streamswap.ops.cuda import as_device
+
+VERSION = "10.3.0.30"
+CROP = 16
+H, W = 40, 48
+H2D = 1  # cudaMemcpyHostToDevice
+
+
+class TinyMesh(FaceMesh):
+    """The FaceMesh adapter with a 16-px crop (test only): the simulator runs every kernel
+    thread in Python, and a 192-px crop takes seconds per face there."""
+
+    input_size = CROP
+
+
+def tiny_mesh_model(path: Path) -> Path:
+    """input N×3×16×16 → mesh N×1404×1×1 = points spread over the crop moved by a fixed
+    random linear map of the pixels (so every input pixel shows in the points), presence
+    logits N×1×1×1 = 4 + 2·mean(input)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(11)
+    pixels = 3 * CROP * CROP
+    weights = rng.uniform(-0.05, 0.05, (pixels, 1404)).astype(np.float32)
+    base = rng.uniform(2.0, CROP - 2.0, (468, 3)).astype(np.float32)
+    base[:, 2] -= CROP / 2  # z around 0
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["moved"]),
+        helper.make_node("Add", ["moved", "b"], ["points"]),
+        helper.make_node("Reshape", ["points", "mesh_shape"], ["mesh"]),
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Mul", ["mean", "two"], ["twice"]),
+        helper.make_node("Add", ["twice", "four"], ["flag"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_mesh",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, CROP, CROP])],
+        [
+            helper.make_tensor_value_info("mesh", TensorProto.FLOAT, ["n", 1404, 1, 1]),
+            helper.make_tensor_value_info("flag", TensorProto.FLOAT, ["n", 1, 1, 1]),
+        ],
+        [
+            helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.reshape(-1)),
+            helper.make_tensor("b", TensorProto.FLOAT, [1404], base.reshape(-1)),
+            helper.make_tensor("mesh_shape", TensorProto.INT64, [4], [-1, 1404, 1, 1]),
+            helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+            helper.make_tensor("four", TensorProto.FLOAT, [], [4.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def engine_of(model: Path, tmp_path: Path, max_batch: int) -> Path:
+    """A fake TensorRT engine of `model` with a batch profile of 1..max_batch."""
+    profile = profile_from_inputs(onnx_inputs(model), max_batch)
+    request = BuildRequest(
+        model.stem,
+        str(model),
+        str(tmp_path / f"{model.stem}.plan"),
+        "fp32",
+        [p.to_json() for p in profile],
+        str(tmp_path),
+    )
+    engine = tmp_path / f"{model.stem}-{max_batch}.engine"
+    engine.write_bytes(build_serialized(make_fake_trt(VERSION), request, lambda *a: None))
+    return engine
+
+
+def _face(x: float, y: float, side: float, tilt_deg: float = 0.0) -> Face:
+    """A face with box (x, y, side) and eyes tilted by `tilt_deg` (what crop_transform levels)."""
+    cx, cy = x + side / 2, y + side / 2
+    a = np.radians(tilt_deg)
+    dx, dy = 0.25 * side * np.cos(a), 0.25 * side * np.sin(a)
+    kps = np.array(
+        [
+            [cx - dx, cy - 0.1 * side - dy],
+            [cx + dx, cy - 0.1 * side + dy],
+            [cx, cy],
+            [cx - 3, cy + 4],
+            [cx + 3, cy + 4],
+        ],
+        np.float32,
+    )
+    return Face(box=np.array([x, y, x + side, y + side], np.float32), score=0.9, kps=kps)
+
+
+# Inside, rotated, over the left/top and right/bottom borders, and one whose ROI (1.5× the
+# box) is larger than the whole frame.
+FACES = [
+    _face(14.0, 10.0, 14.0),
+    _face(18.0, 12.0, 15.0, tilt_deg=35.0),
+    _face(-5.0, -4.0, 13.0, tilt_deg=-20.0),
+    _face(38.0, 30.0, 14.0),
+    _face(-2.0, -3.0, 46.0, tilt_deg=10.0),
+]
+
+
+def _frame(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), (0, 0), 1.0)
+    frame[10:20, 20:30] = (250, 20, 120)  # a hard edge: where rounding differs most
+    return frame
+
+
+@pytest.fixture()
+def mesh_model(tmp_path: Path) -> Path:
+    return tiny_mesh_model(tmp_path / "tiny_mesh.onnx")
+
+
+def test_device_landmarker_feeds_the_host_input_and_decodes_the_host_landmarks(
+    tmp_path: Path, mesh_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swap_fixtures import cpu_session
+
+    from streamswap.ops import cuda as ops
+
+    launched: list[object] = []
+    as_stream = ops.as_stream
+    monkeypatch.setattr(ops, "as_stream", lambda stream: launched.append(stream) or as_stream(stream))
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt))
+    stream = gpu.stream("detect")
+    trt = make_fake_trt(VERSION)
+    session = TrtSession(engine_of(mesh_model, tmp_path, 5), trt, gpu.cuda, stream)
+    device = DeviceLandmarker(TinyMesh(session), session, gpu.cuda, max_faces=5)
+    host = TinyMesh(cpu_session(mesh_model))
+    frames = DeviceFrames(gpu.cuda)
+    slots = [frames.alloc((H, W, 3), np.uint8) for _ in range(2)]
+    loaded = gpu.cuda.allocations  # everything is sized at load
+    for index, count in enumerate((0, 5, 1, 3)):  # the face count goes 0 → 5 → 1 → 3
+        slot = slots[index % 2]
+        slot[...] = _frame(index)
+        faces = FACES[:count] if count != 1 else FACES[1:2]  # one rotated face alone
+        rt.sync.clear(), rt.copies.clear(), trt.calls.clear(), launched.clear()
+        on_device = frames.upload(slot, stream)  # the detect stage's one upload
+        got = device.landmarks_many(on_device, faces, stream)
+        want = host.landmarks_many(slot, faces)
+        assert got.shape == want.shape == (count, 468, 3)
+        if count:
+            fed = as_device(session.device_input("input"))[:count]
+            diff = np.abs(fed - host._buffer[:count])
+            assert diff.max() <= 1 / 255 + 1e-6, f"frame {index}: engine input off by {diff.max() * 255:.2f} levels"
+            assert diff.mean() < 0.1 / 255  # rounding only, not a shifted crop
+            # 1 grey level through the model's pixel weights (|w| ≤ 0.05) moves a point by
+            # well under 0.05 crop px; the largest face maps 1 crop px to 4.3 frame px.
+            np.testing.assert_allclose(got, want, atol=0.05)
+            np.testing.assert_allclose(device.last_presence, host.last_presence, atol=1e-5)
+            assert (device.last_presence > 0.9).all()
+        assert len(device.last_presence) == count
+        copies = [s for n, s in rt.sync if n == "cudaMemcpyAsync"]
+        assert set(copies) == {stream.handle}  # the upload and the small outputs: detect stream
+        assert [c for c in rt.copies if c[0] == H2D] == [(H2D, H * W * 3)]  # the frame, nothing else
+        runs = [s for name, s in trt.calls if name == "execute_async_v3"]
+        assert runs == ([stream.handle] if count else [])  # one engine call for all faces
+        assert launched == ([stream] * 2 if count else [])  # the warp and the normalise launch
+        records = [a for n, a in rt.sync if n == "cudaEventRecord"]
+        assert all(s == stream.handle for _, s in records)
+        assert not [n for n, _ in rt.sync if n in ("cudaStreamSynchronize", "cudaDeviceSynchronize")]
+    assert gpu.cuda.allocations == loaded  # nothing allocated after load, whatever the face count
+    assert frames.bytes_up == 4 * H * W * 3  # one upload per frame
+
+
+def test_device_landmarker_chunks_by_the_engines_batch(tmp_path: Path, mesh_model: Path) -> None:
+    from swap_fixtures import cpu_session
+
+    gpu = GpuContext(Cuda(FakeCudart()))
+    stream = gpu.stream("detect")
+    trt = make_fake_trt(VERSION)
+    session = TrtSession(engine_of(mesh_model, tmp_path, 2), trt, gpu.cuda, stream)
+    device = DeviceLandmarker(TinyMesh(session), session, gpu.cuda, max_faces=8)
+    assert device.batch == 2  # the engine takes 2 faces per call: 5 faces are 3 calls
+    frames = DeviceFrames(gpu.cuda)
+    slot = frames.alloc((H, W, 3), np.uint8)
+    slot[...] = _frame(7)
+    got = device.landmarks_many(frames.upload(slot, stream), FACES, stream)
+    want = TinyMesh(cpu_session(mesh_model), max_batch=8).landmarks_many(slot, FACES)
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert [name for name, _ in trt.calls].count("execute_async_v3") == 3
+
+
+def test_device_landmarker_refuses_float16_io() -> None:
+    from streamswap.errors import ModelError
+
+    session = types.SimpleNamespace(
+        path="facemesh_fp16.engine",
+        inputs=[TensorInfo("input", (None, 3, CROP, CROP), np.dtype(np.float16))],
+        outputs=[
+            TensorInfo("mesh", (None, 1404, 1, 1), np.dtype(np.float16)),
+            TensorInfo("flag", (None, 1, 1, 1), np.dtype(np.float16)),
+        ],
+    )
+    with pytest.raises(ModelError, match=r"facemesh_fp16.engine \(facemesh\): the GPU frame path feeds float32"):
+        DeviceLandmarker(TinyMesh(session), session, GpuContext(Cuda(FakeCudart())).cuda, max_faces=4)
+
+
+def test_detect_stage_landmarks_frame_slots_on_the_device_and_stills_on_the_host(
+    tmp_path: Path, mesh_model: Path
+) -> None:
+    """The detect stage of the GPU path with a device landmarker, as the pipeline drives it
+    (detector every 2nd frame, faces tracked by their landmarks in between): the same faces
+    as the host stage on the same frames, one upload per frame and no other host → device
+    copy; an image that is not a slot (tools, source photos) runs the host adapters."""
+    from swap_fixtures import cpu_session
+    from test_detectors import face_at, scrfd_model, scrfd_tensors
+
+    from streamswap.faces.detectors import make_detector
+    from streamswap.faces.device import DeviceDetector, DeviceDetectStage
+    from streamswap.faces.settings import DetectorSettings, TrackingSettings
+    from streamswap.faces.stages import DetectStage
+    from streamswap.io.base import FrameMeta
+    from streamswap.pipeline.frame_queue import FrameItem
+
+    size = 32
+    found = [face_at(8, (2, 2), 0.9, (6, 4, 20, 18)), face_at(16, (1, 0), 0.8, (17, 2, 31, 16))]
+    det_model = scrfd_model(tmp_path / "scrfd.onnx", size, scrfd_tensors(size, found, True))
+    settings = DetectorSettings(model="scrfd_2.5g", size=size)
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt))
+    stream = gpu.stream("detect")
+    trt = make_fake_trt(VERSION)
+    det_session = TrtSession(engine_of(det_model, tmp_path, 1), trt, gpu.cuda, stream)
+    mesh_session = TrtSession(engine_of(mesh_model, tmp_path, 4), trt, gpu.cuda, stream)
+    frames = DeviceFrames(gpu.cuda)
+    tracking = TrackingSettings(detect_every=2)
+    device_stage = DeviceDetectStage(
+        DeviceDetector(make_detector("scrfd", det_session, settings), det_session),
+        frames,
+        stream,
+        landmarker=DeviceLandmarker(TinyMesh(mesh_session), mesh_session, gpu.cuda, max_faces=4),
+        tracking=tracking,
+    )
+    host_stage = DetectStage(
+        make_detector("scrfd", cpu_session(det_model), settings),
+        landmarker=TinyMesh(cpu_session(mesh_model)),
+        tracking=tracking,
+    )
+    slot = frames.alloc((H, W, 3), np.uint8)
+    loaded = gpu.cuda.allocations
+    for index in range(4):  # detect, track, detect, track
+        slot[...] = _frame(20 + index)
+        item = FrameItem(0, FrameMeta(index, index, 0.0))
+        rt.copies.clear()
+        device_stage.process(slot, item)
+        want = host_stage.faces(slot.copy(), index)
+        assert len(item.faces) == len(want) == 2
+        for got_face, want_face in zip(item.faces, want):
+            np.testing.assert_allclose(got_face.landmarks, want_face.landmarks, atol=0.05)
+            np.testing.assert_allclose(got_face.kps, want_face.kps, atol=0.05)
+            assert got_face.track_id == want_face.track_id
+        assert [c for c in rt.copies if c[0] == H2D] == [(H2D, H * W * 3)]  # the frame, once
+    assert device_stage.detector_calls == host_stage.detector_calls == 2
+    assert gpu.cuda.allocations == loaded
+
+    still = _frame(30)  # not a frame slot: the host adapters (host tensors into the engines)
+    uploaded = frames.bytes_up
+    device_stage.reset()
+    faces = device_stage.detect(still, 0)
+    assert len(faces) == 2 and frames.bytes_up == uploaded
+    host_stage.reset()
+    np.testing.assert_allclose(faces[0].landmarks, host_stage.detect(still, 0)[0].landmarks, atol=1e-4)
+    assert len(device_stage.landmarker.last_presence) == 2  # type: ignore[union-attr]
+
+
+def test_wiring_puts_a_tensorrt_facemesh_on_the_device_and_keeps_any_other_on_the_host(
+    tmp_path: Path, mesh_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from swap_fixtures import cpu_session
+    from test_device_path import TinySwapper, tiny_engine
+
+    from streamswap.config import Config
+    from streamswap.inference.ort import SessionPool
+    from streamswap.inference.settings import InferenceSettings
+    from streamswap.wiring import _gpu_frame_path
+
+    _, sw_engine = tiny_engine(tmp_path, max_batch=8)
+    gpu = GpuContext(Cuda(FakeCudart()))
+    trt = make_fake_trt(VERSION)
+    swapper = TinySwapper(TrtSession(sw_engine, trt, gpu.cuda), name="tiny")
+    detector = types.SimpleNamespace(
+        session=types.SimpleNamespace(backend="tensorrt", inputs=[], outputs=[]),
+        decode_outputs=None,
+        input_name="input.1",
+        label="scrfd",
+        input=types.SimpleNamespace(size=32),
+    )
+    config = Config()
+    config.inference = InferenceSettings(backend="tensorrt")
+    pool = SessionPool(config.inference, gpu=gpu)
+    on_engine = TinyMesh(TrtSession(engine_of(mesh_model, tmp_path, 8), trt, gpu.cuda, gpu.stream("detect")))
+    path = _gpu_frame_path(config, pool, detector, swapper, None, on_engine)
+    assert isinstance(path.landmarker, DeviceLandmarker) and path.landmarker.landmarker is on_engine
+    assert path.landmarker.batch == config.faces.detector.max_faces
+    caplog.set_level(logging.INFO, logger="streamswap.wiring")
+    path = _gpu_frame_path(config, pool, detector, swapper, None, TinyMesh(cpu_session(mesh_model)))
+    assert path is not None and path.landmarker is None  # the frame path stays on; FaceMesh on the host
+    reasons = [r.kv["reason"] for r in caplog.records if "landmarker" in r.getMessage()]
+    assert reasons == ["the landmarker runs on ort:CPUExecutionProvider, not as a TensorRT engine"]
