@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, TypeGuard, runtime_checkable
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class DeviceSession(Session, Protocol):
         ...
 
 
-def runs_on_device(session: object) -> bool:
+def runs_on_device(session: object) -> TypeGuard[DeviceSession]:
     """Whether `session` takes the GPU frame path's device buffers (see `DeviceSession`)."""
     return isinstance(session, DeviceSession) and bool(session.device_io)
 
