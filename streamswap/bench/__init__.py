@@ -9,4 +9,5 @@ BENCHES: dict[str, str] = {
     "anchor": "anchor",
     "gpu": "gpu",
     "triton": "triton",
+    "uploads": "uploads",
 }

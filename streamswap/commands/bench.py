@@ -32,6 +32,7 @@ _EXAMPLES = {
         "streamswap bench triton --streams 4 -c edge.yaml",
         "streamswap bench triton --url triton:8001 --streams 1 --roundtrip 200 --json",
     ),
+    "uploads": ("streamswap bench uploads", "streamswap bench uploads --uploads 20 --settle 10 --json"),
 }
 
 
