@@ -349,6 +349,10 @@ def _gpu_frame_path(
         why = f"the detector is not a letterbox detector running as {on_gpu}"
     elif not isinstance(swapper, NeuralSwapper) or not runs_on_device(swapper.session):
         why = f"the swapper is not a neural swapper running as {on_gpu}"
+    elif not swapper.batched:
+        why = (
+            "the swapper's model has a fixed batch (one face per call); the GPU frame path runs every face in one call"
+        )
     elif enhancer is not None or getattr(swapper, "masks", None) is not None:
         why = "faces.enhancer and faces.mask work on the host frame"
     elif paste.color_correction or paste.mouth_mask:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from streamswap.errors import BackendUnavailable
 from streamswap.inference.base import Session
 from streamswap.inference.engine_cache import EngineCache, profile_from_inputs, resolve_cache_dir
-from streamswap.inference.ort import PROVIDERS, open_ort_session
+from streamswap.inference.ort import PROVIDERS, OrtSession, open_ort_session
 from streamswap.inference.settings import InferenceSettings
 from streamswap.inference.trt_build import ProgressFn
 from streamswap.logs import kv
@@ -73,8 +73,14 @@ def open_session(
     `triton_conn` is a `TritonConnection` shared by the sessions of one pool.
     """
     stream = gpu.stream(stage) if gpu is not None and stage else None
+
+    def ort(chosen: InferenceSettings) -> OrtSession:
+        # On the GPU its device buffers (the GPU frame path) come from the same context.
+        cuda = gpu.cuda if stream is not None else None
+        return open_ort_session(path, chosen, cache_dir, stream, cuda=cuda, max_batch=max_batch, size=size)
+
     if settings.backend == "ort":
-        return open_ort_session(path, settings, cache_dir, stream)
+        return ort(settings)
     if settings.backend == "triton":
         from streamswap.inference.triton import open_triton_session
 
@@ -95,7 +101,7 @@ def open_session(
             extra=kv(model=path.name, provider=provider, reason=reason),
         )
         try:
-            session = open_ort_session(path, replace(settings, provider=provider), cache_dir, stream)
+            session = ort(replace(settings, provider=provider))
         except BackendUnavailable as exc:
             failures.append(f"ort {provider}: {exc}")
             continue

@@ -383,7 +383,7 @@ def profile_from_inputs(
             else:
                 raise BackendUnavailable(
                     f"input {name!r} has a dynamic dimension {axis} ({dim!r}) that is not a batch; "
-                    "give its size (for a detector: faces.detector.size) to build a TensorRT engine"
+                    "give its size (for a detector: faces.detector.size)"
                 )
         profiles.append(InputProfile(name, tuple(lo), tuple(opt), tuple(hi)))
     return tuple(profiles)

@@ -7,14 +7,19 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from streamswap.errors import BackendUnavailable, ModelError
-from streamswap.inference.base import Dim, Session, TensorInfo
+from streamswap.inference.base import Dim, PendingOutputs, Session, TensorInfo
 from streamswap.inference.settings import InferenceSettings
 from streamswap.logs import kv
+
+if TYPE_CHECKING:
+    from streamswap.inference.base import DeviceSession
+    from streamswap.inference.cuda import Cuda, DeviceArray, Stream
+    from streamswap.inference.ort_device import OrtDeviceIO
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +176,12 @@ class OrtSession:
     """One ONNX Runtime InferenceSession behind the `Session` interface.
 
     `stream` is the owning stage's CUDA stream when the session runs on ONNX Runtime's CUDA
-    or TensorRT provider (its computations go on that stream); `device_run` then binds our
-    own device buffers as inputs and outputs (I/O binding), so frames prepared by the
-    stage's kernels never leave the device."""
+    or TensorRT provider (its computations go on that stream, `user_compute_stream`). With
+    the process's GPU context (`cuda`) it is also a `DeviceSession`: the GPU frame path's
+    stages run it on device buffers of its own through I/O binding (`ort_device`), so
+    frames prepared by the stage's kernels never leave the device. Those buffers are made
+    the first time a device stage asks, at `max_batch` (a dynamic leading input dim) and
+    `size` (other dynamic dims); sessions that only take host arrays never make them."""
 
     path: Path
     _session: Any
@@ -181,10 +189,13 @@ class OrtSession:
     outputs: list[TensorInfo]
     stream: Any = None
     device_id: int = 0
+    cuda: Cuda | None = None
+    max_batch: int = 8
+    size: int | None = None
 
     def __post_init__(self) -> None:
         self._output_names = [o.name for o in self.outputs]  # once, not per run
-        self._binding: Any = None
+        self._device: OrtDeviceIO | None = None
 
     @property
     def backend(self) -> str:
@@ -194,24 +205,77 @@ class OrtSession:
         values = self._session.run(self._output_names, dict(feeds))
         return dict(zip(self._output_names, values))
 
-    def device_run(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-        """Run on device arrays (`cuda.DeviceArray`: ptr, shape, dtype): inputs read from and
-        outputs written to the caller's own buffers, on the session's stream. The binding
-        object is made once and rebound per call (no device allocation by ONNX Runtime)."""
-        if self._binding is None:
-            self._binding = self._session.io_binding()
-        binding = self._binding
-        for name, array in inputs.items():
-            binding.bind_input(name, "cuda", self.device_id, array.dtype, list(array.shape), array.ptr)
-        for name, array in outputs.items():
-            binding.bind_output(name, "cuda", self.device_id, array.dtype, list(array.shape), array.ptr)
-        self._session.run_with_iobinding(binding)
+    # -- DeviceSession: the GPU frame path ------------------------------------------------------
+    @property
+    def device_io(self) -> bool:
+        """On the CUDA/TensorRT provider with the process's GPU context."""
+        return self.stream is not None and self.cuda is not None
+
+    def _io(self) -> OrtDeviceIO:
+        if self._device is None:
+            if self.stream is None or self.cuda is None:
+                raise BackendUnavailable(
+                    f"{self.path.name} runs on {self.backend} without the GPU context: it has no device "
+                    "buffers (the GPU frame path needs inference.provider cuda or tensorrt with onnxruntime-gpu)"
+                )
+            from streamswap.inference.ort_device import OrtDeviceIO
+
+            self._device = OrtDeviceIO(
+                _import_ort(),
+                self._session,
+                self.path,
+                self.inputs,
+                self.outputs,
+                cuda=self.cuda,
+                stream=self.stream,
+                device_id=self.device_id,
+                max_batch=self.max_batch,
+                size=self.size,
+            )
+        return self._device
+
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        return self._io().max_shape(name)
+
+    def device_input(self, name: str) -> DeviceArray:
+        return self._io().device_input(name)
+
+    def device_output(self, name: str, shape: Sequence[int] | None = None) -> DeviceArray:
+        return self._io().device_output(name, shape)
+
+    def enqueue(self, shapes: Mapping[str, Sequence[int]], stream: Stream | int | None = None) -> None:
+        """Queue a run on the device buffers (stream: the session's own; ORT's compute stream
+        is fixed when the session is created)."""
+        self._io().enqueue(shapes, stream)
+
+    def fetch(self, stream: Stream | int | None = None) -> PendingOutputs:
+        return self._io().fetch(stream)
+
+    def close(self) -> None:
+        """Free the device buffers (when a device stage made them)."""
+        if self._device is not None:
+            self._device.close()
+            self._device = None
+
+
+if TYPE_CHECKING:  # mypy checks that ONNX Runtime sessions implement the device I/O too
+    _device_session: type[DeviceSession] = OrtSession
 
 
 def open_ort_session(
-    path: Path, settings: InferenceSettings, cache_dir: Path | None = None, stream: Any = None
+    path: Path,
+    settings: InferenceSettings,
+    cache_dir: Path | None = None,
+    stream: Any = None,
+    *,
+    cuda: Cuda | None = None,
+    max_batch: int | None = None,
+    size: int | None = None,
 ) -> OrtSession:
     """Load `path` with the providers `settings` asks for; errors say which file and why.
+    On the CUDA/TensorRT provider the session computes on `stream` (the owning stage's) and,
+    given the process's `cuda` (GpuContext.cuda), can run on device buffers sized by
+    `max_batch` (default inference.max_batch) and `size` (see `OrtSession`).
 
     An explicit provider that ONNX Runtime offers but cannot start here (no driver, CUDA or
     TensorRT libraries that do not match) is BackendUnavailable; with `auto` the session
@@ -246,6 +310,9 @@ def open_ort_session(
         _tensor_infos(session.get_outputs()),
         stream=stream if on_gpu else None,
         device_id=settings.device,
+        cuda=cuda if on_gpu and stream is not None else None,
+        max_batch=max_batch or settings.max_batch,
+        size=size,
     )
 
 
