@@ -40,6 +40,12 @@ class NoFaceError(InputError):
     """A source or target image contains no detectable face."""
 
 
+class Busy(StreamswapError):
+    """Too much of this kind of work is waiting already (e.g. source faces to prepare);
+    nothing was wrong with the request: the same request succeeds a moment later. The
+    control API answers it 503 with Retry-After."""
+
+
 class OutputError(StreamswapError):
     """An output (file, virtual camera, stream) cannot be opened or written."""
 

@@ -10,9 +10,17 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from streamswap.errors import NoFaceError
+from streamswap.errors import Busy, NoFaceError
+from streamswap.faces import stages as stages_mod
 from streamswap.faces.settings import TrackingSettings
-from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
+from streamswap.faces.stages import (
+    MAX_WAITING_IDENTITIES,
+    DetectStage,
+    FaceStageSet,
+    IdentityPreparer,
+    SourceDetector,
+    SwapStage,
+)
 from streamswap.faces.tracking import FaceTracker, OneEuroFilter, iou
 from streamswap.faces.types import Face
 
@@ -307,6 +315,35 @@ def test_source_path_with_a_tilde_is_read_from_home(tmp_path, monkeypatch) -> No
     proc.swap(FRAME.copy(), proc.detect(FRAME, 0))
     assert sw.used[-1] == ("identity", 40)
     assert proc.source_names == [str(tmp_path / "face.png")]
+
+
+def test_identities_waiting_for_the_preparer_are_bounded(monkeypatch) -> None:
+    """While the preparer is busy, MAX_WAITING_IDENTITIES requests wait; one more is told
+    Busy (a retry-later error, not a queue that grows with every upload). The waiting ones
+    all finish once the worker is free, and the last one submitted is the identity in use."""
+    monkeypatch.setattr(stages_mod, "SUBMIT_TIMEOUT_S", 0.05)
+    scene = Scene([(200, 200)])
+    proc, _, _, sw = make(scene)
+    entered, release = threading.Event(), threading.Event()
+    prepare = sw.prepare_identity
+
+    def blocking(sources):
+        entered.set()
+        release.wait(10)
+        return prepare(sources)
+
+    sw.prepare_identity = blocking
+    preparer = proc.stages.identities
+    first = preparer.submit([_image(1)])
+    assert entered.wait(5)  # the worker holds the first; the queue is empty again
+    waiting = [preparer.submit([_image(v)]) for v in range(2, 2 + MAX_WAITING_IDENTITIES)]
+    with pytest.raises(Busy, match="try again"):
+        preparer.submit([_image(99)])
+    release.set()
+    for future in [first, *waiting]:
+        future.result(5)
+    proc.swap(FRAME.copy(), proc.detect(FRAME, 0))
+    assert sw.used[-1] == ("identity", 1 + MAX_WAITING_IDENTITIES)
 
 
 def test_concurrent_detect_and_source_switch() -> None:

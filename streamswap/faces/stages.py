@@ -36,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamswap.errors import InputError, StreamswapError
+from streamswap.errors import Busy, InputError
 from streamswap.faces.cadence import DetectCadence
 from streamswap.faces.detectors.common import Detector
 from streamswap.faces.flow import FaceFlow
@@ -373,7 +373,7 @@ class IdentityPreparer:
 
     def submit(self, images: Sequence[ImageLike]) -> Future[PreparedIdentity]:
         """Queue `images` for preparation; the future ends with the identity (offered to the
-        swap stage already) or the error. Raises StreamswapError when too many wait."""
+        swap stage already) or the error. Raises Busy when too many wait."""
         if not images:
             raise InputError("no source image given; pass at least one face photo")
         items: list[ImageLike] = [i if isinstance(i, np.ndarray) else Path(i).expanduser() for i in images]
@@ -409,7 +409,7 @@ class IdentityPreparer:
         try:
             self._requests.put(request, timeout=SUBMIT_TIMEOUT_S)
         except queue.Full:
-            raise StreamswapError("busy preparing other source faces; try again in a moment") from None
+            raise Busy("busy preparing other source faces; try again in a moment") from None
         return request.done
 
     def prepare(self, images: Sequence[ImageLike], names: Sequence[str]) -> PreparedIdentity:

@@ -39,7 +39,7 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from streamswap.errors import ConfigError, InputError, NoFaceError, StreamswapError
+from streamswap.errors import Busy, ConfigError, InputError, NoFaceError, StreamswapError
 from streamswap.io.images import decode_image, read_header
 from streamswap.logs import kv
 from streamswap.redact import redact_text, redact_uri
@@ -342,7 +342,7 @@ async def status(request: Request) -> JSONResponse:
 @control.post(
     "/source",
     dependencies=[Depends(require_same_origin)],
-    responses={413: _ERR, 415: _ERR, 422: _ERR, 409: _ERR},
+    responses={413: _ERR, 415: _ERR, 422: _ERR, 409: _ERR, 503: _ERR},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -408,6 +408,8 @@ async def upload_image(request: Request, use: Callable[[Any], Any], path: str) -
             result = await ctx.call(use, image)
         except NoFaceError as exc:
             raise Refused(422, str(exc)) from None
+        except Busy as exc:
+            raise Refused(503, str(exc), {"Retry-After": "1"}) from None
         except StreamswapError as exc:
             raise Refused(409, str(exc)) from None
     finally:

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from streamswap.errors import ConfigError, InputError, NoFaceError, StreamswapError
+from streamswap.errors import Busy, ConfigError, InputError, NoFaceError, StreamswapError
 from streamswap.service.api import (
     IMAGE_TYPES,
     Refused,
@@ -107,6 +107,8 @@ async def _call(request: Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise Refused(422, str(exc)) from None
     except (ConfigError, InputError) as exc:
         raise Refused(400, str(exc)) from None
+    except Busy as exc:
+        raise Refused(503, str(exc), {"Retry-After": "1"}) from None
     except StreamswapError as exc:
         raise Refused(409, str(exc)) from None
 
