@@ -25,9 +25,9 @@ print(f"gpu-check: {info.name} (compute {info.compute_capability})")
 PY
 
 status=0
-echo "== kernels on the device, the device frame path, CUDA plumbing, TensorRT (skips without it)"
+echo "== kernels on the device, the device frame path, CUDA plumbing, TensorRT, ONNX Runtime's CUDA provider (each skips without it)"
 timeout 360 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rs \
-  tests/test_ops_kernels.py tests/test_gpu_device.py tests/test_cuda.py tests/test_trt_gpu.py || status=$?
+  tests/test_ops_kernels.py tests/test_gpu_device.py tests/test_cuda.py tests/test_trt_gpu.py tests/test_ort_gpu.py || status=$?
 echo "== streamswap bench gpu (1080p, one face; stand-in networks of 3 ms)"
 timeout 120 "$PY" -m streamswap bench gpu --frames 300 || status=$?
 exit $status

@@ -395,18 +395,28 @@ def _gpu_frame_path(
 
 def open_gpu(config: Config) -> Any:
     """The process's GPU context (`inference.cuda.GpuContext`) when the config runs models on
-    the GPU (TensorRT, or ONNX Runtime's CUDA/TensorRT providers), else None; a GPU that
-    cannot be opened is logged and left to the backend to report."""
+    the GPU (TensorRT, or ONNX Runtime's CUDA/TensorRT providers: asked for, or offered by
+    its build under `provider: auto`), else None; a GPU that cannot be opened is logged and
+    left to the backend to report."""
     from streamswap.errors import BackendUnavailable
     from streamswap.inference.cuda import GpuContext
 
     inference = config.inference
-    if inference.backend != "tensorrt" and inference.provider not in ("cuda", "tensorrt"):
+    if inference.backend == "triton":
+        return None  # the server owns the GPU
+    auto = inference.backend == "ort" and inference.provider == "auto"
+    if auto:
+        from streamswap.inference.ort import available_providers
+
+        if not {"cuda", "tensorrt"} & set(available_providers()):  # the CPU build: no GPU to open
+            return None
+    elif inference.backend != "tensorrt" and inference.provider not in ("cuda", "tensorrt"):
         return None
     try:
         return GpuContext.open(inference.device, mapped_slots=inference.mapped_slots)
     except BackendUnavailable as exc:
-        log.warning("no GPU context", extra=kv(reason=str(exc)))
+        # auto only tries: onnxruntime-gpu on a machine without a usable GPU runs on the CPU
+        (log.info if auto else log.warning)("no GPU context", extra=kv(reason=str(exc)))
         return None
 
 

@@ -263,3 +263,21 @@ def test_wiring_takes_the_gpu_frame_path_with_ort_cuda_and_keeps_the_host_path_o
     stages = build_face_stages(load_config(None, {**overrides, "inference.provider": "cpu"}))
     assert type(stages.detect).__name__ == "DetectStage" and type(stages.swap).__name__ == "SwapStage"
     assert not opened  # ONNX Runtime on the CPU: CUDA is never opened
+
+
+def test_provider_auto_opens_the_gpu_context_only_where_onnxruntime_offers_a_gpu_provider(
+    onnxruntime_gpu: CudaBuildOnFakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    from streamswap.config import load_config
+    from streamswap.inference import cuda as cuda_mod
+    from streamswap.wiring import open_gpu
+
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: onnxruntime_gpu._rt)
+    auto = load_config(None, {"inference.provider": "auto"})
+    assert isinstance(open_gpu(auto), GpuContext)  # onnxruntime-gpu: its sessions get stage streams
+    assert open_gpu(load_config(None, {"inference.provider": "cpu"})) is None
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: onnxruntime)  # the CPU build
+    assert "cuda" not in ort_backend.available_providers()
+    assert open_gpu(auto) is None
