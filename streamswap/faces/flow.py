@@ -20,7 +20,10 @@ import numpy as np
 
 from streamswap.faces.types import Face
 
-_LK = dict(winSize=(15, 15), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+# Lucas-Kanade: window, pyramid levels, stop criteria.
+_LK_WINDOW = (15, 15)
+_LK_LEVELS = 2
+_LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
 _GRID = 5  # points per side of the grid over the face box
 _MIN_POINTS = 6  # fewer found points than this: the face is held instead
 
@@ -103,7 +106,9 @@ class FaceFlow:
             [face.kps[:, :2].astype(np.float32), np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)]
         )
         local = ((points - [prev.x0, prev.y0]) * prev.scale).astype(np.float32).reshape(-1, 1, 2)
-        found, status, _ = cv2.calcOpticalFlowPyrLK(prev.grey, cur.grey, local, None, **_LK)  # type: ignore[call-overload]
+        found, status, _ = cv2.calcOpticalFlowPyrLK(
+            prev.grey, cur.grey, local, None, winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
+        )
         ok = status.reshape(-1).astype(bool)
         if ok.sum() < _MIN_POINTS:
             return None

@@ -282,7 +282,8 @@ class FaceMasks:
                     borderMode=cv2.BORDER_CONSTANT,
                     borderValue=1.0,
                 )
-                out[i] = warped if out[i] is None else out[i] * warped  # type: ignore[operator]
+                before = out[i]
+                out[i] = warped if before is None else before * warped
         return out
 
 

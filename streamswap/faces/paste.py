@@ -61,7 +61,7 @@ def mouth_polygon(matrix: np.ndarray, kps: np.ndarray | None, landmarks: np.ndar
         360,
         15,
     )
-    return pts.astype(np.float32)  # type: ignore[attr-defined]
+    return np.asarray(pts, np.float32)  # an array already; OpenCV's stub calls it a sequence of points
 
 
 def transfer_color_lab(crop: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:

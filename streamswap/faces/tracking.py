@@ -199,8 +199,10 @@ class FaceTracker:
                     del self.tracks[tid]
         out = []
         for fi, face in enumerate(faces):
-            tid = matched.get(fi)  # type: ignore[assignment]
-            if tid is None:
+            known = matched.get(fi)
+            if known is not None:
+                tid = known
+            else:
                 tid = self._next_id
                 self._next_id += 1
                 self.tracks[tid] = Track(tid, face, filter=OneEuroFilter(self.smoothing))

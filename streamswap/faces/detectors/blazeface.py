@@ -92,9 +92,14 @@ class BlazeFaceDetector(LetterboxDetector):
         return self.decode_outputs(self.session.run({self.input_name: self.input.buffer}), scale, bgr.shape)
 
     def decode_outputs(self, outputs: dict[str, np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
-        return self.decode(outputs[self.regressor_name], outputs[self.score_name], scale, frame_shape)
+        return self.decode([outputs[self.regressor_name], outputs[self.score_name]], scale, frame_shape)
 
-    def decode(  # type: ignore[override]
+    def decode(self, outputs: list[np.ndarray], scale: float, frame_shape: tuple[int, ...]) -> list[Face]:
+        """[regressors, logits] -> faces (the two outputs in that order, whatever the model's)."""
+        regressors, logits = outputs
+        return self._decode(regressors, logits, scale, frame_shape)
+
+    def _decode(
         self,
         regressors: np.ndarray,
         logits: np.ndarray,

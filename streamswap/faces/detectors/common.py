@@ -206,9 +206,9 @@ def finish_faces(
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     # Best max_faces by score first (stable), then the deterministic final order.
     idx = idx[np.argsort(-scores[idx].astype(np.float64), kind="stable")][:max_faces]
-    idx = sorted(idx.tolist(), key=lambda i: (-float(scores[i]), float(boxes[i, 0]), float(boxes[i, 1])))  # type: ignore[assignment]
+    order = sorted(idx.tolist(), key=lambda i: (-float(scores[i]), float(boxes[i, 0]), float(boxes[i, 1])))
     faces = []
-    for i in idx:
+    for i in order:
         faces.append(
             Face(
                 box=boxes[i].copy(),

@@ -427,23 +427,27 @@ class MeshSwapper:
         current identity or, given `identities`, each face with its own (None: skipped)."""
         if identities is None:
             identities = [self._identity] * len(faces)
-        todo = [(f, ident) for f, ident in zip(faces, identities) if f.landmarks is not None and ident is not None]
+        todo = [
+            (f, f.landmarks, ident)
+            for f, ident in zip(faces, identities)
+            if f.landmarks is not None and ident is not None
+        ]
         if not todo:
             return
         masks: list[np.ndarray | None] = [None] * len(todo)
         if self.masks is not None and self.masks.active:  # all read before any face changes
-            regions = [self._region(np.asarray(f.landmarks)[:, :2], frame.shape[1], frame.shape[0]) for f, _ in todo]
-            live = [i for i, r in enumerate(regions) if r is not None]
+            regions = [self._region(lms[:, :2], frame.shape[1], frame.shape[0]) for _, lms, _ in todo]
+            live = [(i, r) for i, r in enumerate(regions) if r is not None]
             got = self.masks.masks(
                 frame,
-                [todo[i][0] for i in live],
-                [np.array([[1, 0, -regions[i][0]], [0, 1, -regions[i][1]]], np.float64) for i in live],  # type: ignore[index]
-                [(regions[i][2], regions[i][3]) for i in live],  # type: ignore[index]
+                [todo[i][0] for i, _ in live],
+                [np.array([[1, 0, -r[0]], [0, 1, -r[1]]], np.float64) for _, r in live],
+                [(r[2], r[3]) for _, r in live],
             )
-            for i, m in zip(live, got):
+            for (i, _), m in zip(live, got):
                 masks[i] = m
-        for (face, identity), mask in zip(todo, masks):
-            self.swap_one(frame, face.landmarks, identity, mask)  # type: ignore[arg-type]
+        for (_, landmarks, identity), mask in zip(todo, masks):
+            self.swap_one(frame, landmarks, identity, mask)
 
     def _get_buffers(self, h: int, w: int) -> _Buffers:
         return self._cached(self._buffers, _Buffers, h, w)
@@ -699,10 +703,10 @@ class MeshSwapper:
         sw, sh = max(int(round(w * f)), 4), max(int(round(h * f)), 4)
         small_t = cv2.resize(buf.target_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
         small_w = cv2.resize(buf.matched_lab, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
-        m = cv2.resize(buf.skin, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
+        skin = cv2.resize(buf.skin, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
         m = cv2.multiply(
-            m,
-            cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),  # type: ignore[assignment]
+            skin,
+            cv2.resize(buf.warped_alpha, (sw, sh), interpolation=cv2.INTER_AREA),
             scale=1 / 255,
             dtype=cv2.CV_32F,
         )
@@ -714,9 +718,11 @@ class MeshSwapper:
         low_w = cv2.GaussianBlur(small_w * m[..., None], (0, 0), sigma) / norm
         # A black-and-white source photo has no skin colour to keep: take all of the target's.
         tint = 1.0 if identity.colourless or self.paste.color_correction else st.relight_color
-        delta = (low_t - low_w) * np.array([st.relight, st.relight * tint, st.relight * tint], np.float32)
+        # float32 already; asarray only tells numpy's stub the element type the arithmetic lost
+        gain = np.array([st.relight, st.relight * tint, st.relight * tint], np.float32)
+        delta = np.asarray((low_t - low_w) * gain, np.float32)
         delta[~valid] = 0.0
-        cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)  # type: ignore[arg-type]
+        cv2.resize(delta, (w, h), dst=buf.delta, interpolation=cv2.INTER_LINEAR)
         cv2.add(buf.matched_lab, buf.delta, dst=buf.matched_lab, dtype=cv2.CV_8U)
 
 
