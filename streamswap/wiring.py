@@ -330,8 +330,8 @@ def _gpu_frame_path(
     neural swapper whose networks run on the process's GPU context with device I/O
     (`inference.base.DeviceSession`: our TensorRT engines, or ONNX Runtime's CUDA/TensorRT
     provider), and nothing that still needs the frame on the host between them (an
-    enhancer, masks, colour correction, the mouth mask). Otherwise None, and the reason is
-    logged: the stages then run on the host, with the networks alone on the GPU. A FaceMesh
+    enhancer, the occluder/parser masks; colour correction and the mouth mask run on the
+    device). Otherwise None, and the reason is logged: the stages then run on the host, with the networks alone on the GPU. A FaceMesh
     landmarker whose network runs with device I/O crops on the device too; any other stays
     on the host (reading the pinned slot), and the log says why."""
     from streamswap.faces.device import DeviceDetector, DeviceFrames, DeviceLandmarker, DeviceSwapper
@@ -340,7 +340,6 @@ def _gpu_frame_path(
     from streamswap.inference.base import runs_on_device
 
     gpu = pool.gpu
-    paste = config.faces.paste
     why = None
     if gpu is None or config.inference.backend == "triton":  # no GPU context here: nothing to decide
         return None
@@ -355,8 +354,6 @@ def _gpu_frame_path(
         )
     elif enhancer is not None or getattr(swapper, "masks", None) is not None:
         why = "faces.enhancer and faces.mask work on the host frame"
-    elif paste.color_correction or paste.mouth_mask:
-        why = "faces.paste.color_correction and mouth_mask work on the host frame"
     if why is not None:
         log.info("GPU frame path off; stages run on the host, networks on the GPU", extra=kv(reason=why))
         return None

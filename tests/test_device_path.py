@@ -42,8 +42,8 @@ class TinySwapper(NeuralSwapper):
         return vector / np.linalg.norm(vector)
 
 
-def tiny_swapper_model(path: Path) -> Path:
-    """target N×3×16×16, source N×512 → output N×3×16×16 = 0.8·target + mean(source)."""
+def tiny_swapper_model(path: Path, crop: int = CROP) -> Path:
+    """target N×3×C×C, source N×512 → output N×3×C×C = 0.8·target + mean(source)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -57,10 +57,10 @@ def tiny_swapper_model(path: Path) -> Path:
         nodes,
         "tiny",
         [
-            helper.make_tensor_value_info("target", TensorProto.FLOAT, ["n", 3, CROP, CROP]),
+            helper.make_tensor_value_info("target", TensorProto.FLOAT, ["n", 3, crop, crop]),
             helper.make_tensor_value_info("source", TensorProto.FLOAT, ["n", 512]),
         ],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 3, CROP, CROP])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 3, crop, crop])],
         [
             helper.make_tensor("k", TensorProto.FLOAT, [], [0.8]),
             helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3]),
@@ -72,8 +72,8 @@ def tiny_swapper_model(path: Path) -> Path:
     return path
 
 
-def tiny_engine(tmp_path: Path, max_batch: int) -> tuple[Path, Path]:
-    model = tiny_swapper_model(tmp_path / "tiny.onnx")
+def tiny_engine(tmp_path: Path, max_batch: int, crop: int = CROP) -> tuple[Path, Path]:
+    model = tiny_swapper_model(tmp_path / "tiny.onnx", crop)
     profile = profile_from_inputs(onnx_inputs(model), max_batch)
     request = BuildRequest(
         "tiny", str(model), str(tmp_path / "e.plan"), "fp32", [p.to_json() for p in profile], str(tmp_path)
@@ -158,18 +158,109 @@ def test_mapped_slots_are_read_in_place(tmp_path: Path) -> None:
     assert frames.bytes_up == frames.bytes_down == 0
 
 
-def test_device_path_refuses_host_only_paste_options(tmp_path: Path) -> None:
-    from streamswap.errors import ConfigError
-    from streamswap.faces.settings import PasteSettings
-
+def test_device_swapper_needs_an_engine_batch_for_every_face(tmp_path: Path) -> None:
     _, engine = tiny_engine(tmp_path, max_batch=2)
     gpu = GpuContext(Cuda(FakeCudart()))
     session = TrtSession(engine, make_fake_trt(VERSION), gpu.cuda)
-    swapper = TinySwapper(session, name="tiny", paste=PasteSettings(color_correction=True))
-    with pytest.raises(ConfigError, match="color_correction"):
-        DeviceSwapper(swapper, session, gpu.cuda, max_faces=2)
     with pytest.raises(Exception, match="--max-faces 4"):
         DeviceSwapper(TinySwapper(session, name="tiny"), session, gpu.cuda, max_faces=4)
+
+
+def _photo_faces(count: int) -> tuple[np.ndarray, list[Face]]:
+    """A 64×120 frame with `count` real faces (the Tom Hanks photo, ~34 px, turned a little;
+    the fourth over the top border, the fifth over the right one); the first has FaceMesh
+    landmarks (its inner lips give the mouth polygon), the others only key points."""
+    import cv2
+    from conftest import require
+    from swap_fixtures import face_at, similarity, tom_hanks
+
+    from streamswap.faces.mesh_topology import LIPS_INNER, NUM_LANDMARKS
+
+    photo = tom_hanks()
+    require(photo is not None, "insightface's Tom_Hanks_54745.png")
+    frame = np.empty((32, 60, 3), np.uint8)
+    frame[:] = np.linspace(30, 220, 60, dtype=np.uint8)[None, :, None]
+    frame[..., 0] //= 2
+    faces = []
+    for i in range(count):
+        scale, angle, tx, ty = [
+            (0.3, 8, 0, 20),
+            (0.28, -10, 30, 24),
+            (0.32, 0, 58, 18),
+            (0.3, 5, 12, -10),
+            (0.3, -6, 96, 22),
+        ][i]
+        scale, tx, ty = scale / 2, tx / 2, ty / 2
+        cv2.warpAffine(photo, similarity(scale, angle, tx, ty), (60, 32), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
+        face = face_at(scale, angle, tx, ty)
+        if i == 0:
+            landmarks = np.zeros((NUM_LANDMARKS, 2), np.float32)
+            centre = face.kps[3:5].mean(axis=0)
+            t = np.linspace(0, 2 * np.pi, len(LIPS_INNER), endpoint=False)
+            landmarks[list(LIPS_INNER)] = centre + np.stack([2.5 * np.cos(t), 1.0 * np.sin(t)], -1)
+            face.landmarks = landmarks
+        faces.append(face)
+    return frame, faces
+
+
+def test_device_mouth_mask_and_colour_transfer_match_the_host_swap(tmp_path: Path, monkeypatch) -> None:
+    """faces.paste.mouth_mask and color_correction on the device, on a real face photo: the
+    host swap's pixels within the stated tolerance, every launch and copy on the swap
+    stream, one upload and one download per frame, nothing allocated after warm-up while
+    the face count goes 0 → 5 → 1."""
+    from swap_fixtures import cpu_session
+
+    from streamswap.faces.settings import PasteSettings
+    from streamswap.ops import cuda as cuda_ops
+
+    model, engine = tiny_engine(tmp_path, max_batch=5)
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt))
+    detect_stream, swap_stream = gpu.stream("detect"), gpu.stream("swap")
+    frames = DeviceFrames(gpu.cuda)
+    slot = frames.alloc((32, 60, 3), np.uint8)
+    paste = PasteSettings(color_correction=True, mouth_mask=True)
+    session = TrtSession(engine, make_fake_trt(VERSION), gpu.cuda, swap_stream)
+    device = DeviceSwapper(TinySwapper(session, name="tiny", paste=paste), session, gpu.cuda, max_faces=5)
+    host = TinySwapper(cpu_session(model), name="tiny", paste=paste)
+    fewer = [  # without both options; with the colour transfer alone
+        TinySwapper(cpu_session(model), name="tiny", paste=settings)
+        for settings in (PasteSettings(), PasteSettings(color_correction=True))
+    ]
+    identity = np.linspace(-1, 1, 512, dtype=np.float32)
+    for swapper in (device, host, *fewer):
+        swapper.set_identity(identity)
+    launches: list = []
+    as_stream = cuda_ops.as_stream
+    monkeypatch.setattr(cuda_ops, "as_stream", lambda stream: launches.append(stream) or as_stream(stream))
+    warm = None
+    for index, count in enumerate((0, 5, 1)):
+        original, faces = _photo_faces(count)
+        slot[...] = original
+        rt.sync.clear()
+        launches.clear()
+        frames.upload(slot, detect_stream)
+        device.swap(frames.frame(slot, swap_stream), faces, swap_stream)
+        frames.download(slot, swap_stream)
+        expected = original.copy()
+        host.swap(expected, faces)
+        diff = np.abs(slot.astype(int) - expected.astype(int))
+        # Tolerance: the transfer's LAB → BGR is float32 math within a grey level or two of
+        # cv2's 8-bit conversion, and the mouth's filled outline may differ from cv2.fillPoly
+        # on a pixel or two; measured here: at most 1 grey level, on < 5 % of the pixels.
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.1, f"frame {index}: {diff.max()}, {(diff > 0).mean()}"
+        if count:  # both options changed the swap
+            for swapper in fewer:
+                other = original.copy()
+                swapper.swap(other, faces)
+                assert np.abs(other.astype(int) - expected.astype(int)).max() > 10
+        assert bool(launches) == bool(count) and all(stream is swap_stream for stream in launches)  # every launch
+        copies = [s for n, s in rt.sync if n == "cudaMemcpyAsync"]
+        assert copies[0] == detect_stream.handle and all(s == swap_stream.handle for s in copies[1:])
+        if warm is None:
+            warm = gpu.cuda.allocations
+    assert gpu.cuda.allocations == warm  # 0 → 5 → 1 faces: nothing allocated after the first frame
+    assert frames.bytes_up == frames.bytes_down == 3 * slot.nbytes  # once each way per frame
 
 
 def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_same_faces(tmp_path: Path) -> None:
@@ -337,3 +428,13 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     assert _gpu_frame_path(config, SessionPool(config.inference), detector, swapper, None) is None  # no GPU
     path = _gpu_frame_path(config, pool, detector, swapper, None)
     assert path is not None and path.detect_stream is gpu.stream("detect") and path.swap_stream is gpu.stream("swap")
+    # The mouth mask and the colour transfer run on the device; occluder/parser masks do not.
+    from streamswap.faces.settings import PasteSettings
+
+    config.faces.paste = PasteSettings(color_correction=True, mouth_mask=True)
+    with_options = TinySwapper(session, name="tiny", paste=config.faces.paste)
+    assert _gpu_frame_path(config, pool, detector, with_options, None) is not None
+    caplog.clear()
+    with_options.masks = object()  # type: ignore[assignment]
+    assert _gpu_frame_path(config, pool, detector, with_options, None) is None
+    assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer and faces.mask work on the host frame"]

@@ -145,3 +145,140 @@ def test_kernels_run_on_the_given_stream() -> None:
     stream.synchronize()
     cpu.letterbox(frame, want, 0.0, 1.0, False)
     assert np.abs(out - want).max() <= 1.0
+
+
+# --- LAB colour transfer and the mouth mask ----------------------------------------------
+# Tolerances (measured, see ops/cuda.py): BGR → LAB is OpenCV's fixed-point scheme,
+# bit-exact; LAB → BGR is float32 math equal to cv2 for 97 % of LAB values (at most 3
+# off), so a transferred crop is within 2 grey levels of the CPU twin (mean < 0.2).
+# The filled mouth polygon differs from cv2.fillPoly on ~1 % of its pixels, all on the
+# outline; the Gaussian blur matches cv2 within 1e-5.
+
+
+def _photo_crops(count: int, size: int) -> np.ndarray:
+    """`count` real-photo crops (the astronaut, shifted and scaled per crop)."""
+    import cv2
+    from conftest import require
+    from swap_fixtures import astronaut
+
+    photo = astronaut()
+    require(photo is not None, "scikit-image's astronaut.png")
+    out = np.empty((count, size, size, 3), np.uint8)
+    for i in range(count):
+        x, y, side = 140 + 9 * i, 80 + 5 * i, 120 - 10 * i
+        out[i] = cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def test_bgr_to_lab_tables_are_opencvs_8_bit_conversion() -> None:
+    """The device's integer BGR → LAB (its tables and arithmetic, replayed with numpy) equals
+    cv2.cvtColor for every one of the 2^24 colours (sampled with a stride here)."""
+    import cv2
+
+    levels = np.arange(0, 256, 3)
+    b, g, r = np.meshgrid(levels, levels, levels, indexing="ij")
+    image = np.stack([b, g, r], -1).reshape(-1, 1, 3).astype(np.uint8)
+    want = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.int64)
+    gamma, cbrt, c = cuda_ops._GAMMA_TAB.astype(np.int64), cuda_ops._CBRT_TAB.astype(np.int64), cuda_ops._LAB_COEFFS
+    lin = gamma[image.reshape(-1, 3)[:, ::-1]]  # R, G, B
+    xyz = (lin @ c.T + (1 << 11)) >> 12
+    f = cbrt[xyz]
+    half = 1 << 14
+    lum = (cuda_ops._L_SCALE * f[:, 1] + cuda_ops._L_SHIFT + half) >> 15
+    a = (500 * (f[:, 0] - f[:, 1]) + (128 << 15) + half) >> 15
+    bb = (200 * (f[:, 1] - f[:, 2]) + (128 << 15) + half) >> 15
+    got = np.clip(np.stack([lum, a, bb], -1), 0, 255)
+    assert np.array_equal(got, want)
+
+
+def test_lab_transfer_kernel_matches_cpu() -> None:
+    from streamswap.faces.paste import box_mask
+
+    size = 20
+    crops = _photo_crops(3, size)
+    crops[1] = crops[1] // 2 + 100  # a washed-out generated face: a strong transfer
+    references = _photo_crops(3, size)[::-1].copy()
+    references[0, :, size // 2 :] = 0  # a face at the frame border: half of its target crop is black
+    mask = box_mask(size, 0.3, 0.05)
+    weights = np.stack([mask, mask[::-1], np.zeros_like(mask)])
+    weights[2, 3:6, 3:8] = 1.0  # 15 pixels > 0.5: too few to measure, the crop stays as it is
+    want = np.empty_like(crops)
+    cpu.transfer_color_lab(crops, references, weights, want)
+    got = crops.copy()
+    cuda_ops.transfer_color_lab(got, references, weights, got, stats=cuda_ops.LabStats(5))  # in place
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert diff.max() <= 2 and diff.mean() < 0.2, (diff.max(), diff.mean())
+    assert not np.array_equal(want[1], crops[1])  # the transfer did something
+    assert np.array_equal(got[2], crops[2]) and np.array_equal(want[2], crops[2])
+    shared = np.full_like(crops[:1], 9)  # one (S, S) mask for every face
+    cpu.transfer_color_lab(crops[:1], references[:1], mask, want[:1])
+    cuda_ops.transfer_color_lab(crops[:1], references[:1], mask, shared)
+    assert np.abs(shared.astype(np.int16) - want[:1]).max() <= 2
+
+
+def _outline_only(got: np.ndarray, want: np.ndarray) -> None:
+    """Filled masks differ only on cv2's outline (a pixel next to both a filled and an empty one)."""
+    import cv2
+
+    wrong = got != want
+    filled = want.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    edge = (cv2.dilate(filled, kernel) != cv2.erode(filled, kernel)).astype(bool)
+    assert not (wrong & ~edge).any()
+    assert wrong.sum() <= max(3, 0.05 * want.sum()), (wrong.sum(), want.sum())
+
+
+def _mouths(size: int) -> list[np.ndarray | None]:
+    import cv2
+
+    lips = np.array([[6, 10], [9, 8.7], [13, 7.8], [16.5, 8.2], [19.5, 10], [16.5, 12.6], [13, 11.5], [9.3, 12.8]])
+    return [
+        cv2.ellipse2Poly((12, 15), (7, 3), 12, 0, 360, 15).astype(np.float32),  # the key-point ellipse
+        lips.astype(np.float32),  # a concave inner-lip contour (FaceMesh-like)
+        None,  # no mouth found: nothing cut
+        cv2.ellipse2Poly((size - 3, 4), (6, 4), -20, 0, 360, 15).astype(np.float32),  # partly outside the crop
+    ]
+
+
+def test_fill_polygons_kernel_matches_fillpoly() -> None:
+    size = 24
+    polygons = _mouths(size)
+    want = np.empty((4, size, size), np.float32)
+    got = np.full_like(want, 0.5)
+    cpu.fill_polygons(polygons, want)
+    cuda_ops.fill_polygons(polygons, got, params=cuda_ops.MouthParams(4, 1.0))
+    assert set(np.unique(got)) <= {0.0, 1.0}
+    for i in range(4):
+        _outline_only(got[i], want[i])
+    assert not got[2].any() and got[3].any()
+
+
+@pytest.mark.parametrize("sigma", [1, 2])
+def test_blur_masks_kernel_matches_cv2(sigma: int) -> None:
+    masks = np.zeros((2, 16, 20), np.float32)
+    masks[0, 5:12, 3:14] = 1.0
+    masks[1, 0:6, 15:] = 1.0  # at the corner: the reflect-101 border
+    want = np.empty_like(masks)
+    got = np.empty_like(masks)
+    cpu.blur_masks(masks, want, sigma)
+    cuda_ops.blur_masks(masks, got, sigma, np.empty_like(masks))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_mouth_masks_kernel_matches_cpu() -> None:
+    """The paste masks without the mouth: the outline differences of the fill, blurred, stay
+    below 0.2 of weight and average < 0.01."""
+    from streamswap.faces.paste import box_mask
+
+    size = 24
+    base = box_mask(size, 0.3, 0.05)
+    polygons = [_mouths(size)[i] for i in (0, 2, 3)]
+    want = np.empty((3, size, size), np.float32)
+    got = np.empty_like(want)
+    sigma = cpu.blur_sigma(size)
+    cpu.mouth_masks(base, polygons, want, sigma, np.empty_like(want))
+    cuda_ops.mouth_masks(base, polygons, got, sigma, np.empty_like(want), params=cuda_ops.MouthParams(5, sigma))
+    diff = np.abs(got - want)
+    assert diff.max() < 0.2 and diff.mean() < 0.01, (diff.max(), diff.mean())
+    np.testing.assert_allclose(got[1], base, atol=1e-6)  # no polygon: the box mask itself
+    assert (got[0] < base - 0.5).any()  # the mouth is cut out

@@ -17,8 +17,10 @@ decoding, 5-point matrices going the other way):
   engine's input (one launch each for all faces), one engine call, the small outputs
   (mesh + presence) decoded on the host with the host FaceMesh's own decoder.
 - `DeviceSwapper`: every face's aligned crop warped and normalised into the generator's
-  input in one launch, one generator call for all faces, the crops converted back and
-  pasted with the feathered mask, all on the device.
+  input in one launch, one generator call for all faces, the crops converted back, the
+  optional mouth mask (polygon fill + Gaussian blur, cut out of the feathered mask per
+  face) and LAB colour transfer (towards the aligned target crop), and the paste, all on
+  the device; only the per-face matrices and mouth polygons go up.
 Buffers are sized for `max_faces` when an adapter is made; nothing is allocated per frame.
 """
 
@@ -31,15 +33,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from streamswap.errors import ConfigError, ModelError
+from streamswap.errors import ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
 from streamswap.faces.landmarks import INPUT_BIAS, INPUT_SCALE, FaceMesh, Landmarker, decode_mesh, mesh_crops
 from streamswap.faces.mesh_topology import NUM_LANDMARKS
+from streamswap.faces.paste import mouth_polygon
 from streamswap.faces.stages import DetectStage, SwapStage
 from streamswap.faces.types import Face
 from streamswap.inference.base import DeviceSession
 from streamswap.inference.cuda import Cuda, DeviceArray, Event, PinnedAllocator, Stream
 from streamswap.logs import kv
+from streamswap.ops.cpu import blur_sigma
 from streamswap.pipeline.frame_queue import FrameItem
 
 log = logging.getLogger(__name__)
@@ -240,13 +244,6 @@ class DeviceSwapper:
         self.size = fmt.size
         self.output_name = swapper._output_name
         _float_io(session, ["target", "source", self.output_name], swapper.name)
-        paste = swapper.paste_back.settings
-        if paste.color_correction or paste.mouth_mask:
-            raise ConfigError(
-                "faces.paste.color_correction and faces.paste.mouth_mask run on the CPU frame path "
-                "only: turn them off for the GPU path (inference.backend: tensorrt), or use "
-                "inference.backend: ort"
-            )
         batch = session.max_shape("target")[0]
         if batch < max_faces:
             fix = (
@@ -267,6 +264,14 @@ class DeviceSwapper:
         np.copyto(self._mask_host, mask)
         self._mask_uploaded = False
         self._params = ops.CropParams(max_faces)
+        paste = swapper.paste_back.settings
+        self._mouth: ops.MouthParams | None = None
+        if paste.mouth_mask:  # per-face paste masks: the box mask without the target's mouth
+            self._mouth = ops.MouthParams(max_faces, blur_sigma(s))
+            mask_bytes = max_faces * s * s * 4
+            self._masks = cuda.device_buffer(mask_bytes).array((max_faces, s, s), np.float32)
+            self._mask_scratch = cuda.device_buffer(mask_bytes).array((max_faces, s, s), np.float32)
+        self._color = ops.LabStats(max_faces) if paste.color_correction else None
         latent_shape = (batch, swapper.latent_size)
         self._latent_host = cuda.pinned_buffer(int(np.prod(latent_shape)) * 4).array(latent_shape, np.float32)
         self._latent_dirty = False
@@ -320,9 +325,19 @@ class DeviceSwapper:
         generated = self._generated.view((n, s, s, 3))
         out = session.device_output(self.output_name)
         ops.tensor_to_crops(out, generated, fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
+        masks = None
+        if self._mouth is not None:  # as the host's PasteBack: mouth cut out first, then colour
+            polygons = [mouth_polygon(m, face.kps, face.landmarks) for m, face in zip(matrices, faces)]
+            masks = self._masks.view((n, s, s))
+            scratch = self._mask_scratch.view((n, s, s))
+            ops.mouth_masks(self._mask, polygons, masks, self._mouth.sigma, scratch, stream=stream, params=self._mouth)
+        if self._color is not None:  # the generated crops take the aligned target crops' colours
+            weights = self._mask if masks is None else masks
+            ops.transfer_color_lab(generated, crops, weights, generated, stream=stream, stats=self._color)
         for i, matrix in enumerate(matrices):
             box = source_roi(inverses[i], s, s, frame.shape, margin=1)
-            ops.paste(frame.array, generated[i], self._mask, matrix, box, stream=stream)
+            mask = self._mask if masks is None else masks[i]
+            ops.paste(frame.array, generated[i], mask, matrix, box, stream=stream)
 
 
 # --- the face stages on the device ---------------------------------------------------------

@@ -64,18 +64,8 @@ def mouth_polygon(matrix: np.ndarray, kps: np.ndarray | None, landmarks: np.ndar
     return np.asarray(pts, np.float32)  # an array already; OpenCV's stub calls it a sequence of points
 
 
-def transfer_color_lab(crop: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Mean/std colour transfer in LAB: the statistics of `crop` (BGR uint8) are matched
-    to those of `reference` over the pixels where `weight` > 0.5. Returns a new crop."""
-    sel = weight > 0.5
-    if int(sel.sum()) < 16:
-        return crop
-    src = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
-    ref = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
-    s_mean, s_std = src[sel].mean(axis=0), src[sel].std(axis=0) + 1e-3
-    r_mean, r_std = ref[sel].mean(axis=0), ref[sel].std(axis=0) + 1e-3
-    out = (src - s_mean) * (r_std / s_std) + r_mean
-    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+# Mean/std colour transfer in LAB (`ops.cpu.lab_transfer`; the GPU path runs its device twin).
+transfer_color_lab = ops.lab_transfer
 
 
 @dataclass
@@ -120,11 +110,9 @@ class PasteBack:
         if self.settings.mouth_mask:
             polygon = mouth_polygon(matrix, kps, landmarks)
             if polygon is not None:
-                mouth = np.zeros((size, size), dtype=np.float32)
-                cv2.fillPoly(mouth, [np.round(polygon).astype(np.int32)], 1.0)
-                soften = max(size // 64, 1)
-                cv2.GaussianBlur(mouth, (0, 0), soften, dst=mouth)
-                mask = mask * (1.0 - mouth)
+                cut = np.empty((1, size, size), dtype=np.float32)
+                ops.mouth_masks(mask, [polygon], cut, ops.blur_sigma(size), np.empty_like(cut))
+                mask = cut[0]
         if self.settings.color_correction and target_crop is not None:
             crop = transfer_color_lab(crop, target_crop, mask)
         paste_crop(frame, crop, mask, matrix)

@@ -120,3 +120,60 @@ def paste(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndar
     roi = frame[y0:y1, x0:x1]
     inverse_weight = np.subtract(1.0, weight, dtype=np.float32)
     cv2.blendLinear(warped, roi, weight, inverse_weight, dst=roi)  # in place: per pixel
+
+
+def lab_transfer(crop: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Mean/std colour transfer in OpenCV's 8-bit LAB: the statistics of `crop` (BGR
+    uint8) are matched to those of `reference` over the pixels where `weight` > 0.5 (fewer
+    than 16 such pixels: `crop` unchanged). Returns a new crop."""
+    sel = weight > 0.5
+    if int(sel.sum()) < 16:
+        return crop
+    src = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
+    ref = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
+    s_mean, s_std = src[sel].mean(axis=0), src[sel].std(axis=0) + 1e-3
+    r_mean, r_std = ref[sel].mean(axis=0), ref[sel].std(axis=0) + 1e-3
+    out = (src - s_mean) * (r_std / s_std) + r_mean
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def transfer_color_lab(crops: np.ndarray, references: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
+    """`lab_transfer` for every crop of a batch: crops and references (N, S, S, 3) BGR uint8,
+    weights (N, S, S) float32 per crop or (S, S) shared, into `out` (may be `crops`)."""
+    for i in range(len(crops)):
+        weight = weights if weights.ndim == 2 else weights[min(i, len(weights) - 1)]
+        out[i] = lab_transfer(crops[i], references[i], weight)
+
+
+def fill_polygons(polygons: Sequence[np.ndarray | None], out: np.ndarray) -> None:
+    """Fill polygon i (vertices in crop pixels, rounded to whole pixels) with 1.0 in
+    `out[i]` ((N, S, S) float32, zeroed first; None or no vertices: all 0)."""
+    for i, polygon in enumerate(polygons):
+        out[i] = 0.0
+        if polygon is not None and len(polygon):
+            cv2.fillPoly(out[i], [np.round(polygon).astype(np.int32)], 1.0)
+
+
+def blur_sigma(size: int) -> int:
+    """The mouth mask's Gaussian sigma for `size` crops (a soft edge of a few pixels)."""
+    return max(size // 64, 1)
+
+
+def blur_masks(masks: np.ndarray, out: np.ndarray, sigma: float, scratch: np.ndarray | None = None) -> None:
+    """Gaussian blur of every (S, S) float32 mask of `masks` (N, S, S) into `out`
+    (cv2.GaussianBlur with ksize from sigma, reflect-101 border); `scratch` is the device
+    twin's intermediate buffer (unused here)."""
+    for i in range(len(masks)):
+        cv2.GaussianBlur(masks[i], (0, 0), sigma, dst=out[i])
+
+
+def mouth_masks(
+    base: np.ndarray, polygons: Sequence[np.ndarray | None], out: np.ndarray, sigma: float, scratch: np.ndarray
+) -> None:
+    """Per-face paste masks that keep the target's mouth: `base` (S, S, shared) times
+    (1 − the blurred filled mouth polygon) into `out` (N, S, S); `scratch` (N, S, S) float32."""
+    n = len(polygons)
+    fill_polygons(polygons, scratch[:n])
+    blur_masks(scratch[:n], scratch[:n], sigma)
+    for i in range(n):
+        np.multiply(base, np.subtract(1.0, scratch[i], dtype=np.float32), out=out[i])

@@ -10,6 +10,15 @@ default stream. Kernels only queue work on the stream: nothing here waits for th
 Interpolation is bilinear in float32 on float coordinates, like OpenCV 4.11+'s warp and
 resize: results match the CPU twins within one grey level (a different rounding of the
 same weights), masks within 1e-5.
+
+The colour transfer converts BGR → LAB with OpenCV's own 8-bit fixed-point scheme (its
+gamma and cube-root tables, rebuilt here from the same formulas: bit-exact with
+cv2.cvtColor over all 2^24 colours) and sums the statistics in integers (exact at any crop
+size); LAB → BGR is float32 math (equal to OpenCV's 8-bit conversion for 97 % of all LAB
+values per channel, 1 grey level off for the rest but 0.001 %, at most 3). The mouth polygon is filled by an even-odd point-in-polygon
+test plus its 8-connected outline, which is not quite cv2.fillPoly's rasteriser (about 1 %
+of the filled pixels differ, all on the outline, where the tie of a line's rounding falls
+the other way); the Gaussian blur after it matches cv2.GaussianBlur within 1e-5.
 """
 
 from __future__ import annotations
@@ -361,3 +370,438 @@ def paste(frame: Any, crop: Any, mask: Any, matrix: np.ndarray, box: Box, *, str
             x1,
             y1,
         )
+
+
+# --- colour transfer in LAB ----------------------------------------------------------
+# OpenCV's 8-bit BGR → LAB, as integer arithmetic over two tables: sRGB gamma to 11-bit
+# linear values, and the LAB f(t) (cube root, linear near 0) in 15-bit fixed point.
+_GAMMA_SHIFT = 3
+_LAB_SHIFT = 12
+_LAB_SHIFT2 = _LAB_SHIFT + _GAMMA_SHIFT
+_XYZ = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
+_WHITE = np.array([0.950456, 1.0, 1.088754])  # D65
+
+
+def _lab_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    level = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    linear = np.where(level <= 0.04045, level / np.float32(12.92), ((level + 0.055) / np.float32(1.055)) ** 2.4)
+    gamma = np.round(np.float32(255 << _GAMMA_SHIFT) * linear.astype(np.float32))
+    size = 255 * 3 // 2 << _GAMMA_SHIFT
+    t = (np.arange(size, dtype=np.float32) / np.float32(255 << _GAMMA_SHIFT)).astype(np.float32)
+    f = np.where(t < np.float32(0.008856), t * np.float32(7.787) + np.float32(16 / 116), np.cbrt(t))
+    cbrt = np.round(np.float32(1 << _LAB_SHIFT2) * f.astype(np.float32))
+    coeffs = np.round((1 << _LAB_SHIFT) * _XYZ / _WHITE[:, None])
+    return (
+        np.clip(gamma, 0, 65535).astype(np.int32),
+        np.clip(cbrt, 0, 65535).astype(np.int32),
+        coeffs.astype(np.int64),
+    )
+
+
+_GAMMA_TAB, _CBRT_TAB, _LAB_COEFFS = _lab_tables()
+_C00, _C01, _C02 = (int(v) for v in _LAB_COEFFS[0])
+_C10, _C11, _C12 = (int(v) for v in _LAB_COEFFS[1])
+_C20, _C21, _C22 = (int(v) for v in _LAB_COEFFS[2])
+_L_SCALE = (116 * 255 + 50) // 100
+_L_SHIFT = -((16 * 255 * (1 << _LAB_SHIFT2) + 50) // 100)
+_AB_BIAS = 128 << _LAB_SHIFT2
+_HALF = 1 << (_LAB_SHIFT - 1)
+_HALF2 = 1 << (_LAB_SHIFT2 - 1)
+_STATS_THREADS = 128  # one block per face reduces its crop
+_STATS = 13  # count, sum and sum of squares of L, a, b for the crop and the reference
+
+
+@cuda.jit(device=True)
+def _clip_u8(v):
+    if v < 0:
+        return 0
+    if v > 255:
+        return 255
+    return v
+
+
+@cuda.jit(device=True)
+def _bgr_to_lab(b, g, r, gamma, cbrt):
+    """OpenCV's 8-bit BGR → LAB (L·255/100, a + 128, b + 128) of one pixel, as ints."""
+    rr = gamma[r]
+    gg = gamma[g]
+    bb = gamma[b]
+    x = (rr * _C00 + gg * _C01 + bb * _C02 + _HALF) >> _LAB_SHIFT
+    y = (rr * _C10 + gg * _C11 + bb * _C12 + _HALF) >> _LAB_SHIFT
+    z = (rr * _C20 + gg * _C21 + bb * _C22 + _HALF) >> _LAB_SHIFT
+    fx = cbrt[x]
+    fy = cbrt[y]
+    fz = cbrt[z]
+    lum = (_L_SCALE * fy + _L_SHIFT + _HALF2) >> _LAB_SHIFT2
+    a = (500 * (fx - fy) + _AB_BIAS + _HALF2) >> _LAB_SHIFT2
+    bv = (200 * (fy - fz) + _AB_BIAS + _HALF2) >> _LAB_SHIFT2
+    return _clip_u8(lum), _clip_u8(a), _clip_u8(bv)
+
+
+@cuda.jit(device=True)
+def _lab_f_inverse(t):
+    if t > np.float32(6.0 / 29.0):
+        return t * t * t
+    return (t - np.float32(16.0 / 116.0)) / np.float32(7.787)
+
+
+@cuda.jit(device=True)
+def _srgb(c):
+    """Linear → sRGB gamma, 0..255 float."""
+    c = min(max(c, np.float32(0.0)), np.float32(1.0))
+    if c <= np.float32(0.0031308):
+        return np.float32(12.92) * c * np.float32(255.0)
+    return (np.float32(1.055) * math.pow(c, np.float32(1.0 / 2.4)) - np.float32(0.055)) * np.float32(255.0)
+
+
+@cuda.jit(device=True)
+def _lab_to_bgr(lum8, a8, b8):
+    """8-bit LAB → BGR 0..255 floats (float32 math, D65, sRGB gamma)."""
+    lum = np.float32(lum8) * np.float32(100.0 / 255.0)
+    a = np.float32(a8) - np.float32(128.0)
+    b = np.float32(b8) - np.float32(128.0)
+    fy = (lum + np.float32(16.0)) / np.float32(116.0)
+    if lum > np.float32(8.0):
+        y = fy * fy * fy
+    else:
+        y = lum / np.float32(903.3)
+        fy = np.float32(7.787) * y + np.float32(16.0 / 116.0)
+    x = _lab_f_inverse(a / np.float32(500.0) + fy) * np.float32(0.950456)
+    z = _lab_f_inverse(fy - b / np.float32(200.0)) * np.float32(1.088754)
+    red = np.float32(3.240479) * x - np.float32(1.53715) * y - np.float32(0.498535) * z
+    green = np.float32(-0.969256) * x + np.float32(1.875991) * y + np.float32(0.041556) * z
+    blue = np.float32(0.055648) * x - np.float32(0.204043) * y + np.float32(1.057311) * z
+    return _srgb(blue), _srgb(green), _srgb(red)
+
+
+@cuda.jit
+def _lab_stats_kernel(crops, references, weights, coeffs):
+    """One block per face: counts, sums and sums of squares (int64, exact) of the LAB
+    values of crop and reference where the weight is > 0.5, reduced in shared memory;
+    thread 0 turns them into the face's transfer coefficients."""
+    i = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    gamma = cuda.const.array_like(_GAMMA_TAB)
+    cbrt = cuda.const.array_like(_CBRT_TAB)
+    acc = cuda.shared.array((_STATS, _STATS_THREADS), dtype=np.int64)
+    own = cuda.local.array(_STATS, dtype=np.int64)
+    for k in range(_STATS):
+        own[k] = 0
+    h = crops.shape[1]
+    w = crops.shape[2]
+    wi = min(i, weights.shape[0] - 1)
+    for p in range(t, h * w, _STATS_THREADS):
+        y = p // w
+        x = p - y * w
+        if weights[wi, y, x] > np.float32(0.5):
+            own[0] += 1
+            lum, a, b = _bgr_to_lab(crops[i, y, x, 0], crops[i, y, x, 1], crops[i, y, x, 2], gamma, cbrt)
+            own[1] += lum
+            own[2] += a
+            own[3] += b
+            own[4] += lum * lum
+            own[5] += a * a
+            own[6] += b * b
+            lum, a, b = _bgr_to_lab(references[i, y, x, 0], references[i, y, x, 1], references[i, y, x, 2], gamma, cbrt)
+            own[7] += lum
+            own[8] += a
+            own[9] += b
+            own[10] += lum * lum
+            own[11] += a * a
+            own[12] += b * b
+    for k in range(_STATS):
+        acc[k, t] = own[k]
+    cuda.syncthreads()
+    step = _STATS_THREADS // 2
+    while step > 0:
+        if t < step:
+            for k in range(_STATS):
+                acc[k, t] += acc[k, t + step]
+        cuda.syncthreads()
+        step //= 2
+    if t != 0:
+        return
+    n = acc[0, 0]
+    if n < 16:  # too few pixels to measure: the crop stays as it is
+        coeffs[i, 0] = 0.0
+        return
+    coeffs[i, 0] = 1.0
+    for c in range(3):
+        s_mean = acc[1 + c, 0] / n
+        s_std = np.float32(math.sqrt(max(acc[4 + c, 0] / n - s_mean * s_mean, 0.0))) + np.float32(1e-3)
+        r_mean = acc[7 + c, 0] / n
+        r_std = np.float32(math.sqrt(max(acc[10 + c, 0] / n - r_mean * r_mean, 0.0))) + np.float32(1e-3)
+        coeffs[i, 1 + c] = s_mean
+        coeffs[i, 4 + c] = r_std / s_std
+        coeffs[i, 7 + c] = r_mean
+
+
+@cuda.jit(device=True)
+def _transfer(value, s_mean, ratio, r_mean):
+    v = (np.float32(value) - s_mean) * ratio + r_mean
+    v = min(max(v, np.float32(0.0)), np.float32(255.0))
+    return int(v)  # towards zero, as numpy's cast
+
+
+@cuda.jit
+def _lab_apply_kernel(crops, coeffs, out):
+    x, y, i = cuda.grid(3)
+    if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
+        return
+    if coeffs[i, 0] == 0.0:
+        for c in range(3):
+            out[i, y, x, c] = crops[i, y, x, c]
+        return
+    gamma = cuda.const.array_like(_GAMMA_TAB)
+    cbrt = cuda.const.array_like(_CBRT_TAB)
+    lum, a, b = _bgr_to_lab(crops[i, y, x, 0], crops[i, y, x, 1], crops[i, y, x, 2], gamma, cbrt)
+    lum = _transfer(lum, coeffs[i, 1], coeffs[i, 4], coeffs[i, 7])
+    a = _transfer(a, coeffs[i, 2], coeffs[i, 5], coeffs[i, 8])
+    b = _transfer(b, coeffs[i, 3], coeffs[i, 6], coeffs[i, 9])
+    blue, green, red = _lab_to_bgr(lum, a, b)
+    out[i, y, x, 0] = _to_u8(blue)
+    out[i, y, x, 1] = _to_u8(green)
+    out[i, y, x, 2] = _to_u8(red)
+
+
+class LabStats:
+    """Per-face transfer coefficients on the device (flag, source means, std ratios,
+    reference means), sized once for `max_faces`."""
+
+    def __init__(self, max_faces: int) -> None:
+        self.max_faces = max_faces
+        self.coeffs = _host.cuda.device_array((max_faces, 10), dtype=np.float32)
+
+
+def _batch_of_masks(weights: Any) -> Any:
+    """(N, S, S) device masks; an (S, S) mask shared by all faces becomes (1, S, S)."""
+    device = as_device(weights)
+    if len(device.shape) == 3:
+        return device
+    return device.reshape((1, *device.shape))
+
+
+def transfer_color_lab(
+    crops: Any, references: Any, weights: Any, out: Any, *, stream: Any = None, stats: LabStats | None = None
+) -> None:
+    """Device twin of `cpu.transfer_color_lab`: one reduction launch (a block per face) and
+    one per-pixel launch for all faces; `out` may be `crops`. `stats` holds the per-face
+    coefficients (made once per stage)."""
+    n = crops.shape[0]
+    if n == 0:
+        return
+    if stats is None:
+        stats = LabStats(n)
+    if n > stats.max_faces:
+        raise ValueError(f"{n} faces in one call; the device buffers hold {stats.max_faces}")
+    s = as_stream(stream)
+    device_crops = as_device(crops)
+    shape = (crops.shape[2], crops.shape[1], n)
+    with _host.launch:
+        _lab_stats_kernel[n, _STATS_THREADS, s](
+            device_crops, as_device(references), _batch_of_masks(weights), stats.coeffs
+        )
+    with _host.launch:
+        _lab_apply_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](device_crops, stats.coeffs, as_device(out))
+
+
+# --- the mouth mask ------------------------------------------------------------------------
+MAX_POLYGON_VERTICES = 64  # FaceMesh's inner lips have 20, the key-point ellipse 21
+
+
+def gaussian_taps(sigma: float) -> np.ndarray:
+    """cv2.getGaussianKernel for a float image blurred with `sigma` and ksize (0, 0):
+    ksize = round(8·sigma + 1) | 1."""
+    ksize = int(round(sigma * 8 + 1)) | 1
+    x = np.arange(ksize, dtype=np.float64) - (ksize - 1) * 0.5
+    taps = np.exp(-0.5 / (sigma * sigma) * x * x)
+    return (taps / taps.sum()).astype(np.float32)
+
+
+class MouthParams:
+    """Per-face mouth polygons (whole-pixel vertices) and the Gaussian taps on the device,
+    sized once for `max_faces`: pinned host staging, copied on the stage's stream."""
+
+    def __init__(self, max_faces: int, sigma: float, max_vertices: int = MAX_POLYGON_VERTICES) -> None:
+        self.max_faces = max_faces
+        self.max_vertices = max_vertices
+        self.sigma = sigma
+        self.host_vertices = _host.cuda.pinned_array((max_faces, max_vertices, 2), dtype=np.int32)
+        self.host_counts = _host.cuda.pinned_array((max_faces,), dtype=np.int32)
+        self.vertices = _host.cuda.device_array((max_faces, max_vertices, 2), dtype=np.int32)
+        self.counts = _host.cuda.device_array((max_faces,), dtype=np.int32)
+        self.taps = _host.cuda.to_device(gaussian_taps(sigma))  # once, at load
+
+    def upload(self, polygons: Sequence[np.ndarray | None], stream: Any) -> int:
+        n = len(polygons)
+        if n > self.max_faces:
+            raise ValueError(f"{n} faces in one call; the device buffers hold {self.max_faces}")
+        for i, polygon in enumerate(polygons):
+            count = 0
+            if polygon is not None:
+                count = len(polygon)
+                if count > self.max_vertices:
+                    raise ValueError(f"a polygon of {count} vertices; the device buffers hold {self.max_vertices}")
+                self.host_vertices[i, :count] = np.round(polygon)  # whole pixels, as cv2.fillPoly takes them
+            self.host_counts[i] = count
+        self.vertices[:n].copy_to_device(self.host_vertices[:n], stream=stream)
+        self.counts[:n].copy_to_device(self.host_counts[:n], stream=stream)
+        return n
+
+
+@cuda.jit(device=True)
+def _on_edge(px, py, x0, y0, x1, y1):
+    """Whether pixel (px, py) is on the 8-connected line from (x0, y0) to (x1, y1): along
+    the major axis, the minor coordinate rounded (x-major: ties to the larger y, y-major:
+    to the smaller x, which matches cv2.fillPoly's outline best). Integer arithmetic."""
+    dx = x1 - x0
+    dy = y1 - y0
+    if dx == 0 and dy == 0:
+        return px == x0 and py == y0
+    if abs(dx) >= abs(dy):
+        if px < min(x0, x1) or px > max(x0, x1):
+            return False
+        adx = abs(dx)
+        num = 2 * (y0 * dx + (px - x0) * dy) * (1 if dx > 0 else -1)  # 2·y(px)·|dx|
+        return 2 * py * adx - adx <= num and num < 2 * py * adx + adx
+    if py < min(y0, y1) or py > max(y0, y1):
+        return False
+    ady = abs(dy)
+    num = 2 * (x0 * dy + (py - y0) * dx) * (1 if dy > 0 else -1)  # 2·x(py)·|dy|
+    return 2 * px * ady - ady < num and num <= 2 * px * ady + ady
+
+
+@cuda.jit
+def _fill_polygons_kernel(vertices, counts, out):
+    """1 where the pixel centre is inside polygon i (even-odd rule) or on its outline
+    (cv2.fillPoly draws the outline too), else 0."""
+    x, y, i = cuda.grid(3)
+    if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
+        return
+    n = counts[i]
+    inside = False
+    near = False
+    j = n - 1
+    for k in range(n):
+        x0 = vertices[i, j, 0]
+        y0 = vertices[i, j, 1]
+        x1 = vertices[i, k, 0]
+        y1 = vertices[i, k, 1]
+        if (y0 > y) != (y1 > y):
+            # x < the edge's x at row y, in integers: (x − x0)·(y1 − y0) < (y − y0)·(x1 − x0)
+            left = (x - x0) * (y1 - y0)
+            right = (y - y0) * (x1 - x0)
+            if (left < right) if y1 > y0 else (left > right):
+                inside = not inside
+        if not near and _on_edge(x, y, x0, y0, x1, y1):
+            near = True
+        j = k
+    out[i, y, x] = np.float32(1.0) if inside or near else np.float32(0.0)
+
+
+@cuda.jit(device=True)
+def _reflect101(index, size):
+    """cv2.BORDER_REFLECT_101 (the GaussianBlur default): gfedcb|abcdefgh|gfedcba."""
+    if size == 1:
+        return 0
+    while index < 0 or index >= size:
+        if index < 0:
+            index = -index
+        if index >= size:
+            index = 2 * size - 2 - index
+    return index
+
+
+@cuda.jit
+def _blur_rows_kernel(masks, out, taps):
+    x, y, i = cuda.grid(3)
+    if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
+        return
+    radius = taps.shape[0] // 2
+    acc = np.float32(0.0)
+    for k in range(taps.shape[0]):
+        acc += taps[k] * masks[i, y, _reflect101(x + k - radius, masks.shape[2])]
+    out[i, y, x] = acc
+
+
+@cuda.jit
+def _blur_cols_kernel(masks, base, out, taps, cut):
+    """The vertical pass; with `cut`, writes base · (1 − blurred) (the paste mask without
+    the mouth) instead of the blurred value."""
+    x, y, i = cuda.grid(3)
+    if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
+        return
+    radius = taps.shape[0] // 2
+    acc = np.float32(0.0)
+    for k in range(taps.shape[0]):
+        acc += taps[k] * masks[i, _reflect101(y + k - radius, masks.shape[1]), x]
+    if cut:
+        out[i, y, x] = base[min(i, base.shape[0] - 1), y, x] * (np.float32(1.0) - acc)
+    else:
+        out[i, y, x] = acc
+
+
+def fill_polygons(
+    polygons: Sequence[np.ndarray | None], out: Any, *, stream: Any = None, params: MouthParams | None = None
+) -> None:
+    """Device twin of `cpu.fill_polygons`: one launch for all faces."""
+    n = len(polygons)
+    if n == 0:
+        return
+    _fill(polygons, as_device(out), as_stream(stream), params or MouthParams(n, 1.0))
+
+
+def _fill(polygons: Sequence[np.ndarray | None], out: Any, s: Any, params: MouthParams) -> None:
+    n = params.upload(polygons, s)
+    shape = (out.shape[2], out.shape[1], n)
+    with _host.launch:
+        _fill_polygons_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](params.vertices, params.counts, out)
+
+
+def _blur(masks: Any, base: Any, out: Any, scratch: Any, taps: Any, s: Any, cut: bool) -> None:
+    n = masks.shape[0]
+    shape = (masks.shape[2], masks.shape[1], n)
+    grid = _grid(shape, _BLOCK_3D)
+    device_scratch = as_device(scratch)
+    with _host.launch:
+        _blur_rows_kernel[grid, _BLOCK_3D, s](as_device(masks), device_scratch, taps)
+    with _host.launch:
+        _blur_cols_kernel[grid, _BLOCK_3D, s](device_scratch, base, as_device(out), taps, cut)
+
+
+def blur_masks(
+    masks: Any, out: Any, sigma: float, scratch: Any = None, *, stream: Any = None, params: MouthParams | None = None
+) -> None:
+    """Device twin of `cpu.blur_masks`: a row pass into `scratch` ((N, S, S) float32) and a
+    column pass into `out`; `params` holds the taps for `sigma` on the device."""
+    if masks.shape[0] == 0:
+        return
+    s = as_stream(stream)
+    taps = params.taps if params is not None and params.sigma == sigma else _host.cuda.to_device(gaussian_taps(sigma))
+    if scratch is None:
+        scratch = _host.cuda.device_array(masks.shape, dtype=np.float32)
+    device_out = as_device(out)
+    _blur(masks, device_out, device_out, scratch, taps, s, False)
+
+
+def mouth_masks(
+    base: Any,
+    polygons: Sequence[np.ndarray | None],
+    out: Any,
+    sigma: float,
+    scratch: Any,
+    *,
+    stream: Any = None,
+    params: MouthParams | None = None,
+) -> None:
+    """Device twin of `cpu.mouth_masks`: fill, blur rows, blur columns and cut the blurred
+    mouth out of `base` (S, S) into `out` (N, S, S): three launches for all faces."""
+    n = len(polygons)
+    if n == 0:
+        return
+    if params is None or params.sigma != sigma:
+        params = MouthParams(n, sigma)
+    s = as_stream(stream)
+    device_out = as_device(out)
+    _fill(polygons, device_out, s, params)
+    _blur(device_out, _batch_of_masks(base), device_out, scratch, params.taps, s, True)
