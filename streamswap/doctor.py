@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 from streamswap.config import Config
 from streamswap.errors import BackendUnavailable, StreamswapError
 from streamswap.install import install_extra, install_packages, install_self
-from streamswap.models.store import MISMATCH, UNPINNED, VERIFIED, ModelStore, models_used_by
+from streamswap.models.store import BUILTIN, MISMATCH, UNPINNED, VERIFIED, ModelStore, models_used_by
 from streamswap.models.store import MISSING as MODEL_MISSING
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
                 "set models.dir, --models-dir or $STREAMSWAP_MODELS_DIR to a writable folder",
             )
         )
-    used = set(models_used_by(config.faces))
+    used = set(models_used_by(config.faces, store.catalogue))
     present: list[str] = []
     absent: list[str] = []
     for spec in store.specs():
@@ -405,7 +405,9 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
             else:
                 absent.append(spec.name)
             continue
-        if status.state == VERIFIED:
+        if status.state == BUILTIN:
+            checks.append(Check(f"model {spec.name}", OK, f"built in, no file needed{needed}"))
+        elif status.state == VERIFIED:
             present.append(spec.name)
             checks.append(Check(f"model {spec.name}", OK, f"verified{needed}"))
         elif status.state == UNPINNED:

@@ -23,7 +23,7 @@ from streamswap.faces.landmarks import Landmarker
 from streamswap.faces.people import People
 from streamswap.faces.settings import FacesSettings
 from streamswap.faces.stages import DetectStage, FaceStageSet, IdentityPreparer, SourceDetector, SwapStage
-from streamswap.faces.swappers.base import NeuralSwapper, Swapper
+from streamswap.faces.swappers.base import Swapper
 from streamswap.inference.base import Session
 from streamswap.inference.ort import SessionPool
 from streamswap.io.base import Sink, Source
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from streamswap.inference.cuda import GpuContext
 
 log = logging.getLogger(__name__)
-
-MESH = "mesh"  # faces.swapper.model of the built-in offline swapper
 
 
 @dataclass
@@ -183,7 +181,7 @@ def _resolve(store: ModelStore, key: str, model: str, contract: str | None, role
 
 
 def _parts(
-    key: str, role: str, resolved: ResolvedModel, faces: FacesSettings, session: Session, **more: Any
+    key: str, role: str, resolved: ResolvedModel, faces: FacesSettings, session: Session | None, **more: Any
 ) -> tuple[str, AdapterParts]:
     """The registered adapter's contract for a resolved model, and what it is built from."""
     contract = resolved.spec.contract
@@ -210,13 +208,15 @@ def build_face_stages(
     with the live stages."""
     faces: FacesSettings = config.faces
     store = store or ModelStore(config.models)
-    store.require(models_used_by(faces))  # every missing file named at once, before any loads
+    store.require(models_used_by(faces, store.catalogue))  # every missing file named at once, before any loads
     pool = pool or default_pool(config)
 
     def parts(key: str, role: str, resolved: ResolvedModel, stage: str, **more: Any) -> tuple[str, AdapterParts]:
-        session = pool.get(
-            resolved.path, size=faces.detector.size if role == "detector" else None, role=role, stage=stage
-        )
+        session = None  # a built-in entry (no file) runs without one
+        if resolved.path is not None:
+            session = pool.get(
+                resolved.path, size=faces.detector.size if role == "detector" else None, role=role, stage=stage
+            )
         return _parts(key, role, resolved, faces, session, **more)
 
     det = _resolve(store, "faces.detector.model", faces.detector.model, faces.detector.contract, ("detector",))
@@ -236,14 +236,7 @@ def build_face_stages(
         adapter: Landmarker = build_adapter("landmarker", *parts("faces.landmarker.model", "landmarker", lm, stage))
         return adapter
 
-    recognizer = None  # for faces.select by reference and faces.map
-    if faces.swapper.model == MESH:  # built in: no model file
-        swapper: Swapper = build_adapter("swapper", MESH, AdapterParts(MESH, faces))
-        if faces.select.mode == "reference" or faces.map:
-            recognizer = _recognizer(faces, store, pool, parts)
-    else:
-        neural = _neural_swapper(faces, store, pool, parts)
-        swapper, recognizer = neural, neural.recognizer
+    swapper, recognizer = _swapper(faces, store, pool, parts)
     swapper.masks = build_masks(faces, store, pool)
 
     enhancer = None
@@ -418,10 +411,16 @@ def open_gpu(config: Config) -> Any:
 
 
 def _recognizer(
-    faces: FacesSettings, store: ModelStore, pool: SessionPool, parts: Callable[..., tuple[str, AdapterParts]]
+    faces: FacesSettings,
+    store: ModelStore,
+    pool: SessionPool,
+    parts: Callable[..., tuple[str, AdapterParts]],
+    *,
+    for_swapper: bool = False,
 ) -> Any:
     """The ArcFace recognizer (neural swappers' identities, selection by reference, faces.map),
-    on the identity stage's session. A missing file is refused naming the model to fetch."""
+    on the identity stage's session. A missing file is refused naming the model to fetch
+    (and, when the swapper does not need it, what in the config does)."""
     from streamswap.errors import ModelError
 
     try:
@@ -429,7 +428,7 @@ def _recognizer(
             store, "faces.recognizer.model", faces.recognizer.model, faces.recognizer.contract, ("recognizer",)
         )
     except ModelError as exc:
-        if faces.swapper.model != MESH:
+        if for_swapper:
             raise
         why = (
             "faces.select.mode: reference"
@@ -452,42 +451,54 @@ def build_masks(faces: FacesSettings, store: ModelStore, pool: SessionPool) -> A
     occluder = parser = None
     if mask.occluder:
         occ = _resolve(store, "faces.mask.occluder", mask.occluder, "xseg", ("occluder",))
-        occluder = Occluder(pool.get(occ.path, role="occluder", stage="swap"), name=occ.spec.name)
+        occluder = Occluder(
+            pool.get(occ.file("faces.mask.occluder"), role="occluder", stage="swap"), name=occ.spec.name
+        )
     if mask.parser:
         par = _resolve(store, "faces.mask.parser", mask.parser, "bisenet", ("parser",))
-        parser = FaceParser(pool.get(par.path, role="parser", stage="swap"), name=par.spec.name, regions=mask.regions)
+        parser = FaceParser(
+            pool.get(par.file("faces.mask.parser"), role="parser", stage="swap"),
+            name=par.spec.name,
+            regions=mask.regions,
+        )
     regions = None if parser is not None or set(mask.regions) == set(REGIONS) else tuple(mask.regions)
     masks = FaceMasks(regions=regions, occluder=occluder, parser=parser)
     return masks if masks.active else None
 
 
-def _neural_swapper(
+def _swapper(
     faces: FacesSettings, store: ModelStore, pool: SessionPool, parts: Callable[..., tuple[str, AdapterParts]]
-) -> NeuralSwapper:
-    """A neural swapper (generator on the swap stage) with its recognizer and embedding
-    converter, which only the identity preparer uses (stage "identity")."""
+) -> tuple[Swapper, Any]:
+    """The swapper its catalogue entry names (generator on the swap stage; a built-in one
+    has no session), and the recognizer when its entry needs one (neural swappers: their
+    identities are embeddings, which only the identity preparer computes, stage "identity")
+    or faces.select / faces.map do. The embedding converter comes with a swapper that names one."""
     from streamswap.faces.identity import LatentCache
 
     sw = _resolve(store, "faces.swapper.model", faces.swapper.model, faces.swapper.contract, ("swapper",))
-    recognizer = _recognizer(faces, store, pool, parts)
+    recognizer = None
+    if sw.spec.needs_recognizer or faces.select.mode == "reference" or faces.map:
+        recognizer = _recognizer(faces, store, pool, parts, for_swapper=sw.spec.needs_recognizer)
     companion = None
     if sw.spec.companion:
         conv = _resolve(store, "faces.swapper.model", sw.spec.companion, None, ("embedding_converter",))
         companion = AdapterParts(
             conv.spec.name,
             faces,
-            pool.get(conv.path, role="embedding_converter", stage="identity"),
+            pool.get(conv.file("an embedding converter"), role="embedding_converter", stage="identity"),
             conv.path,
             conv.sha256,
         )
-    contract, swapper_parts = parts(
-        "faces.swapper.model",
+    swapper: Swapper = build_adapter(
         "swapper",
-        sw,
-        "swap",
-        companion=companion,
-        recognizer=recognizer,
-        cache=LatentCache.for_models_dir(store.dir),
+        *parts(
+            "faces.swapper.model",
+            "swapper",
+            sw,
+            "swap",
+            companion=companion,
+            recognizer=recognizer,
+            cache=LatentCache.for_models_dir(store.dir),
+        ),
     )
-    swapper: NeuralSwapper = build_adapter("swapper", contract, swapper_parts)
-    return swapper
+    return swapper, recognizer

@@ -110,6 +110,37 @@ def test_models_fetch_converts_bundled_models(tmp_path: Path) -> None:
     assert verify.returncode == 0 and verify.stdout.startswith("OK        blazeface: sha256 ")
 
 
+def test_the_builtin_mesh_swapper_through_every_models_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mesh` is listed like any model, as built in; fetching and verifying it is nothing to
+    do (exit 0); it has no path (a one-line error); nothing is written for it."""
+    from streamswap.cli import main
+
+    models = tmp_path / "models"
+    base = ["--models-dir", str(models), "models"]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([*base, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("list")
+    row = next(line for line in out.splitlines() if line.startswith("mesh "))
+    assert code == 0 and row.split()[:4] == ["mesh", "swapper", "no", "file"] and row.rstrip().endswith("built in")
+    code, out, _ = run("list", "--files")
+    assert code == 0 and not any(line.startswith("mesh ") for line in out.splitlines())
+    assert "built in (code, no file, not on a mirror): mesh" in out
+    assert run("fetch", "mesh") == (0, "mesh: built in (code, no model file): nothing to fetch\n", "")
+    assert run("verify", "mesh") == (0, "BUILT IN  mesh: code, no model file: nothing to verify\n", "")
+    code, out, _ = run("verify")  # every file present: there are none, and mesh is no file
+    assert code == 0 and out.startswith("no model files in")
+    code, out, err = run("path", "mesh")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "mesh is built in (code, not a model file): it has no path" in err
+    assert not models.exists()
+
+
 def test_doctor_runs_and_reports_each_component(tmp_path: Path) -> None:
     result = cli(tmp_path, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr

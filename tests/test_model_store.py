@@ -61,9 +61,14 @@ def test_catalogue_has_every_required_model_with_facts() -> None:
         "gfpgan_1.4",
         "blazeface",
         "facemesh",
+        "mesh",
     }
     assert required <= set(CATALOGUE)
     for s in all_specs():
+        if s.builtin:  # code, not a file
+            assert s.file == "" and s.urls == () and s.sha256 is None and s.size is None and not s.bundled
+            assert s.commercial and s.license.startswith("Apache-2.0")
+            continue
         if s.bundled:
             assert s.urls == () and s.commercial and s.license.startswith("Apache-2.0")
             continue
@@ -220,8 +225,91 @@ def test_models_used_by_config() -> None:
     from streamswap.faces.settings import FacesSettings
 
     faces = FacesSettings()
-    assert models_used_by(faces) == ["blazeface", "facemesh"]
+    # The default needs no download: the built-in mesh swapper is used, but has no file, and
+    # loads no recognizer.
+    assert models_used_by(faces) == ["blazeface", "facemesh", "mesh"]
+    assert ModelStore(ModelsSettings(dir="/nonexistent")).missing(models_used_by(faces)) == []
     faces.swapper.model = "inswapper_128"
     faces.enhancer = "gfpgan_1.4"
     faces.detector.model = "/opt/my/det.onnx"
     assert models_used_by(faces) == ["facemesh", "gfpgan_1.4", "inswapper_128", "arcface_w600k_r50"]
+
+
+def builtin_spec(name: str = "mymesh", **kw: object) -> ModelSpec:
+    fields: dict = dict(file="", urls=(), sha256=None, size=None, contract="mesh", builtin=True)
+    return spec(name, **{**fields, **kw})
+
+
+def test_mesh_is_a_builtin_catalogue_entry(tmp_path: Path) -> None:
+    """`mesh` resolves like any model: a swapper following the mesh contract, with no file,
+    nothing on disk and nothing to fetch; its entry loads no recognizer (the neural ones do)."""
+    store = ModelStore(ModelsSettings(dir=str(tmp_path / "models")))
+    resolved = store.resolve("mesh")
+    assert (resolved.spec.role, resolved.spec.contract, resolved.path, resolved.verified) == (
+        "swapper",
+        "mesh",
+        None,
+        True,
+    )
+    assert store.resolve("mesh", contract="mesh").spec.name == "mesh"
+    assert not get_spec("mesh").needs_recognizer and get_spec("inswapper_128").needs_recognizer
+    assert all(s.needs_recognizer for s in all_specs() if s.role == "swapper" and not s.builtin)
+    status = store.check("mesh")
+    assert status.state == "builtin" and status.path is None and status.usable and status.builtin
+    assert store.verify("mesh").state == "builtin"
+    assert store.fetch("mesh") == (status, None)
+    assert store.missing(["mesh"]) == [] and store.partial_download("mesh") is None
+    store.require(["mesh"])  # nothing to fetch: no error
+    with pytest.raises(ModelError, match="mesh is built in .* it has no file"):
+        store.path_of("mesh")
+    with pytest.raises(ModelError, match="mesh is built in .* but faces.mask.occluder needs a model file"):
+        resolved.file("faces.mask.occluder")
+    assert not (tmp_path / "models").exists()  # nothing was written for it
+
+
+def test_a_users_file_cannot_claim_the_builtin_contract(tmp_path: Path) -> None:
+    own = tmp_path / "my_mesh.onnx"
+    own.write_bytes(PAYLOAD)
+    store = store_with(tmp_path, spec(), builtin_spec("mesh"), builtin_spec("other"))
+    with pytest.raises(ModelError, match="'mesh' contract is built in .* name it instead of a file: mesh or other"):
+        store.resolve(str(own), contract="mesh")
+
+
+def test_a_builtin_entry_with_another_name_resolves_the_same(tmp_path: Path) -> None:
+    store = store_with(tmp_path, spec(), builtin_spec("mymesh"))
+    resolved = store.resolve("mymesh")
+    assert resolved.path is None and resolved.spec.contract == "mesh" and resolved.spec.role == "swapper"
+    with pytest.raises(ModelError, match="follows the 'mesh' contract, not 'inswapper'"):
+        store.resolve("mymesh", contract="inswapper")
+
+
+@pytest.mark.parametrize(
+    "fields, why",
+    [
+        ({"file": "x.onnx"}, "a built-in entry has no file"),
+        ({"urls": ("https://x/y.onnx",)}, "a built-in entry has no file"),
+        ({"sha256": SHA}, "a built-in entry has no file"),
+        ({"builtin": False}, "names no file"),
+    ],
+)
+def test_catalogue_refuses_a_builtin_with_a_file_and_a_file_entry_without_one(fields: dict, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        build_catalogue([builtin_spec(**fields)])
+
+
+def test_what_a_config_uses_follows_the_swappers_entry_not_its_name(tmp_path: Path) -> None:
+    """A built-in swapper under another name loads no recognizer and is served by no model
+    server; a user's file declared as a neural contract does load one."""
+    from streamswap.faces.settings import FacesSettings
+    from streamswap.models.store import builtin_models, role_models
+
+    catalogue = build_catalogue([*all_specs(), builtin_spec("mymesh")])
+    faces = FacesSettings()
+    faces.swapper.model = "mymesh"
+    assert models_used_by(faces, catalogue) == ["blazeface", "facemesh", "mymesh"]
+    assert [m.role for m in role_models(faces, catalogue)] == ["detector", "landmarker"]
+    assert [s.name for s in builtin_models(faces, catalogue)] == ["mymesh"]
+    faces.swapper.model, faces.swapper.contract = "/opt/my_swapper.onnx", "inswapper"
+    assert models_used_by(faces, catalogue) == ["blazeface", "facemesh", "arcface_w600k_r50"]
+    assert [m.role for m in role_models(faces, catalogue)] == ["detector", "landmarker", "swapper", "recognizer"]
+    assert builtin_models(faces, catalogue) == []

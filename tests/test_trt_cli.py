@@ -131,6 +131,15 @@ def test_build_with_zero_max_faces_is_refused_not_ignored(
     assert len(err) == 1 and "--max-faces 0" in err[0] and "1 or more" in err[0]
 
 
+def test_build_of_a_builtin_model_has_nothing_to_build(
+    tmp_path: Path, no_gpu_stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mesh` is code, not a model file: no engine, said so, exit 0 (even without TensorRT)."""
+    cfg, _ = config_file(tmp_path)
+    assert main(["-c", str(cfg), "engines", "build", "mesh"]) == 0
+    assert capsys.readouterr().err.strip() == "nothing to build; mesh: built in (code, no model file), no engine"
+
+
 def test_build_targets_are_the_models_the_pipeline_opens(monkeypatch: pytest.MonkeyPatch) -> None:
     """`engines build` with no names builds what the running pipeline loads: the mesh
     swapper opens no recognizer, so none is resolved (it need not even be downloaded)."""

@@ -96,3 +96,47 @@ def test_mesh_look_settings_come_from_yaml(bundled_models_dir: Path, tmp_path: P
     path.write_text("faces:\n  mesh:\n    feather: 2.0\n")
     with pytest.raises(ConfigError, match="faces.mesh.feather"):
         load_config(path)
+
+
+def test_the_mesh_swapper_comes_from_the_registry_by_its_catalogue_entry(
+    bundled_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalogue entry under another name that is built in and follows the mesh contract
+    builds the same swapper as `mesh`, through the same resolve → registry route as every
+    model: no session (it has no file) and no recognizer (its entry needs none; the
+    recognizer's file is absent here, so loading it would fail)."""
+    from dataclasses import replace
+
+    from streamswap import wiring
+    from streamswap.faces.adapters import AdapterParts
+    from streamswap.faces.swappers.mesh import MeshSwapper
+    from streamswap.models.catalogue import all_specs, build_catalogue, get_spec
+    from streamswap.models.store import ModelStore
+
+    built: list[tuple[str, str, AdapterParts]] = []
+    real = wiring.build_adapter
+
+    def spy(role: str, contract: str, parts: AdapterParts) -> object:
+        built.append((role, contract, parts))
+        return real(role, contract, parts)
+
+    monkeypatch.setattr(wiring, "build_adapter", spy)
+    catalogue = build_catalogue([*all_specs(), replace(get_spec("mesh"), name="my_offline_swapper")])
+    for name in ("mesh", "my_offline_swapper"):
+        built.clear()
+        config = load_config(None, {"models.dir": str(bundled_models_dir), "faces.swapper.model": name})
+        stages = build_face_stages(config, store=ModelStore(config.models, catalogue))
+        assert isinstance(stages.swap.swapper, MeshSwapper)
+        swappers = [(contract, parts) for role, contract, parts in built if role == "swapper"]
+        assert [(c, p.name, p.session, p.path, p.recognizer) for c, p in swappers] == [("mesh", name, None, None, None)]
+        assert "recognizer" not in {role for role, _, _ in built}
+        assert stages.people.recognizer is None
+
+
+def test_wiring_asks_the_catalogue_not_the_swappers_name() -> None:
+    import re
+
+    from streamswap import wiring
+
+    source = Path(wiring.__file__).read_text()
+    assert not re.search(r"""MESH\b|["']mesh["']""", source)

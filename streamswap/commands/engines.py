@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streamswap.commands import examples
-from streamswap.errors import BackendUnavailable, InputError, StreamswapError
+from streamswap.errors import BackendUnavailable, InputError, ModelError, StreamswapError
 
 HELP = "build, list or clear the cached TensorRT engines (GPU fast path)"
 EXAMPLES = (
@@ -142,10 +142,12 @@ class _Target:
     contract: str
 
 
-def _targets(args: argparse.Namespace, config: Any) -> list[_Target]:
-    from streamswap.models.store import ModelStore
+def _wanted(args: argparse.Namespace, config: Any, store: Any) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """The (model, contract) pairs to build engines for: the named ones, else those the
+    running pipeline opens; and the built-in entries among them (the mesh swapper), which
+    have no model file and run without an engine."""
+    from streamswap.models.store import swapper_needs_recognizer
 
-    store = ModelStore(config.models)
     faces = config.faces
     wanted: list[tuple[str, str | None]] = []
     if args.models:
@@ -154,17 +156,29 @@ def _targets(args: argparse.Namespace, config: Any) -> list[_Target]:
         wanted.append((faces.detector.model, faces.detector.contract))
         if faces.landmarker.model:
             wanted.append((faces.landmarker.model, faces.landmarker.contract))
-        if faces.swapper.model != "mesh":  # the recognizer serves the neural swappers only
+        if swapper_needs_recognizer(faces, store.catalogue):  # the recognizer serves the neural swappers only
             wanted.append((faces.recognizer.model, faces.recognizer.contract))
-            wanted.append((faces.swapper.model, faces.swapper.contract))
-            spec = store.spec(faces.swapper.model) if faces.swapper.model in store.catalogue else None
-            if spec is not None and spec.companion:
-                wanted.append((spec.companion, None))
+        wanted.append((faces.swapper.model, faces.swapper.contract))
+        spec = store.catalogue.get(faces.swapper.model)
+        if spec is not None and spec.companion:
+            wanted.append((spec.companion, None))
         if faces.enhancer:
             wanted.append((faces.enhancer, None))
+    builtin = [m for m, _ in wanted if m in store.catalogue and store.catalogue[m].builtin]
+    return [(m, c) for m, c in wanted if m not in builtin], builtin
+
+
+def _targets(
+    args: argparse.Namespace, config: Any, wanted: list[tuple[str, str | None]] | None = None
+) -> list[_Target]:
+    from streamswap.models.store import ModelStore
+
+    store = ModelStore(config.models)
     out = []
-    for model, contract in wanted:
+    for model, contract in _wanted(args, config, store)[0] if wanted is None else wanted:
         resolved = store.resolve(model, contract)
+        if resolved.path is None:  # _wanted leaves the built-in entries out
+            raise ModelError(f"{model} is built in (code, no model file): it has no TensorRT engine")
         out.append(
             _Target(
                 resolved.spec.name if model in store.catalogue else Path(model).stem,
@@ -180,14 +194,20 @@ def _targets(args: argparse.Namespace, config: Any) -> list[_Target]:
 def _build(args: argparse.Namespace, config: Any, cache: Any) -> int:
     from streamswap.inference.engine_cache import profile_from_inputs
     from streamswap.inference.tensorrt import EngineRequest, TrtEnvironment, ensure_engine, onnx_inputs
+    from streamswap.models.store import ModelStore
 
+    wanted, builtin = _wanted(args, config, ModelStore(config.models))
+    skipped = f"; {', '.join(builtin)}: built in (code, no model file), no engine" if builtin else ""
+    if not wanted:
+        print(f"nothing to build{skipped}", file=sys.stderr)
+        return 0
     env = TrtEnvironment.detect()  # BackendUnavailable: one line naming what is missing
     settings = config.inference
     precision = settings.engine_precision
-    targets = _targets(args, config)
+    targets = _targets(args, config, wanted)
     print(
         f"building {len(targets)} engine(s) for TensorRT {env.version} on {env.device.name} "
-        f"(sm{env.device.compute_capability}), {precision}, into {cache.dir}",
+        f"(sm{env.device.compute_capability}), {precision}, into {cache.dir}{skipped}",
         file=sys.stderr,
     )
     failures = 0
@@ -242,7 +262,7 @@ def _calibration(target: _Target, config: Any, tmp: Path) -> Path:
         store = ModelStore(config.models)
         det = store.resolve(config.faces.detector.model, config.faces.detector.contract)
         pool = SessionPool(replace(config.inference, backend="ort"))
-        detector = make_detector(det.spec.contract, pool.get(det.path), config.faces.detector)
+        detector = make_detector(det.spec.contract, pool.get(det.file("faces.detector.model")), config.faces.detector)
         detect = detector.detect
         size = dims[-1] if isinstance(dims[-1], int) else 112
     else:

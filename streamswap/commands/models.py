@@ -104,6 +104,8 @@ def run(args: argparse.Namespace, ctx) -> int:
 
 
 def _human_size(spec: ModelSpec) -> str:
+    if spec.builtin:
+        return "no file"
     if spec.bundled:
         return "bundled"
     if spec.size is None:
@@ -117,6 +119,7 @@ def _state_text(status: ModelStatus) -> str:
     if status.spec.bundled and status.state == st.MISSING:
         return "converted on first use"
     return {
+        st.BUILTIN: "built in",
         st.VERIFIED: "verified",
         st.MISMATCH: "FAILS VERIFICATION",
         st.MISSING: "-",
@@ -159,8 +162,8 @@ def _list_files(store: ModelStore) -> int:
     """The files a mirror must hold: `<mirror>/<FILE>` is tried before the public URLs."""
     rows = [("NAME", "FILE", "SIZE", "SHA-256")]
     for spec in store.specs():
-        if spec.bundled:
-            continue  # converted from an installed package, never downloaded
+        if spec.bundled or spec.builtin:
+            continue  # converted from an installed package, or code: never downloaded
         rows.append((spec.name, spec.file, _human_size(spec), spec.sha256 or "(not published)"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     mirror = store.settings.mirror
@@ -173,6 +176,9 @@ def _list_files(store: ModelStore) -> int:
     bundled = [spec.name for spec in store.specs() if spec.bundled]
     if bundled:
         print(f"bundled (converted offline, not on a mirror): {', '.join(bundled)}")
+    builtin = [spec.name for spec in store.specs() if spec.builtin]
+    if builtin:
+        print(f"built in (code, no file, not on a mirror): {', '.join(builtin)}")
     return 0
 
 
@@ -199,7 +205,9 @@ def _fetch(args: argparse.Namespace, ctx, store: ModelStore) -> int:
             print(f"{spec.name}: error: {exc}", file=sys.stderr)
             failed.append(spec.name)
             continue
-        if spec.bundled:
+        if spec.builtin:
+            print(f"{spec.name}: built in (code, no model file): nothing to fetch")
+        elif spec.bundled:
             print(f"{spec.name}: converted and checked -> {status.path}")
         elif result is None:
             print(f"{spec.name}: already present ({_state_text(status)}) -> {status.path}")
@@ -214,14 +222,17 @@ def _fetch(args: argparse.Namespace, ctx, store: ModelStore) -> int:
 def _verify(args: argparse.Namespace, ctx, store: ModelStore) -> int:
     from streamswap.models import store as st
 
-    names = args.names or [s.name for s in store.specs() if store.status(s.name).present]
+    # Built-in entries are code, not files: nothing to verify unless named.
+    names = args.names or [s.name for s in store.specs() if not s.builtin and store.status(s.name).present]
     if not names:
         print(f"no model files in {store.dir}; fetch some with `streamswap models fetch NAME`")
         return 0
     bad = 0
     for name in names:
         status = store.verify(name)
-        if status.state == st.MISSING:
+        if status.state == st.BUILTIN:
+            print(f"BUILT IN  {name}: code, no model file: nothing to verify")
+        elif status.state == st.MISSING:
             bad += 1
             print(f"MISSING   {name}: {status.path} not found; run `streamswap models fetch {name}`")
         elif status.state == st.MISMATCH and status.reason:
@@ -252,6 +263,8 @@ def _path(args: argparse.Namespace, ctx, store: ModelStore) -> int:
             )
         return 0
     status = store.status(args.name)
+    if status.path is None:  # built in: no file to point at (and nothing for a script to use)
+        raise ModelError(f"{args.name} is built in (code, not a model file): it has no path; nothing to fetch or copy")
     print(status.path)
     if not status.present:
         what = (

@@ -90,7 +90,7 @@ def export(
 ) -> int:
     from streamswap.inference.triton import triton_model_name
     from streamswap.inference.triton_repo import PLAN, RepoModel, RepoOptions, onnx_io, write_repository
-    from streamswap.models.store import ModelStore, role_models
+    from streamswap.models.store import ModelStore, builtin_models, role_models
 
     store = ModelStore(config.models)
     settings = config.inference
@@ -98,12 +98,13 @@ def export(
     models = []
     plan_dims: dict[str, dict[str, tuple[int, ...]]] = {}
     engines = _PlanBuilder(config, max_batch) if platform == PLAN else None
-    for used in role_models(config.faces):
+    for used in role_models(config.faces, store.catalogue):
         resolved = store.resolve(used.model, used.contract)
+        path = resolved.file("a Triton model")
         ref = settings.triton.models.get(used.role)
-        name = (ref.name if ref and ref.name else "") or triton_model_name(resolved.path)
-        io = onnx_io(resolved.path)
-        source = resolved.path
+        name = (ref.name if ref and ref.name else "") or triton_model_name(path)
+        io = onnx_io(path)
+        source = path
         if engines is not None:
             source, plan_dims[name] = engines.build(resolved, detector=used.role == "detector")
         models.append(RepoModel(name, source, io, platform))
@@ -116,6 +117,8 @@ def export(
         plan_dims=plan_dims,
     )
     written = write_repository(repo, models, options, force=force)
+    for spec in builtin_models(config.faces, store.catalogue):  # code, not a graph: nothing to serve
+        print(f"{spec.name}: built in, not exported (no model file; the {spec.role} runs in each daemon)")
     by_name = {m.name: m for m in models}
     for item in written:
         model = by_name[item.name]

@@ -34,7 +34,8 @@ class RecognizerSettings:
 
 @dataclass
 class SwapperSettings:
-    # "mesh" is the built-in offline swapper (no neural weights, commercially safe).
+    # "mesh" is the built-in offline swapper: a catalogue entry with no file (no neural
+    # weights, commercially safe).
     model: str = "mesh"
     contract: str | None = None
     source_face_index: int | None = None  # None: the largest face of each source image

@@ -1,6 +1,9 @@
 """The catalogue of every supported model: role, file, where it comes from, how to verify it,
 its licence, and the I/O contract the adapter expects.
 
+A built-in entry (`builtin`, the mesh swapper) is code, not a file: it has no file, URL or
+hash, nothing is fetched, verified, exported or built for it, and it is always available.
+
 Hashes and sizes are pinned per file as published (see the project's MODELS.md); one public
 file name stands for several different files in the wild, so every hash belongs to the URLs
 listed with it. Where no public source gives a hash, `sha256` is None and fetching warns.
@@ -34,6 +37,10 @@ class ModelSpec:
     outputs: str
     bundled: bool = False  # produced offline from an installed package (no URL)
     companion: str | None = None  # a second model this one needs, e.g. its embedding converter
+    builtin: bool = False  # code, not a file (`file` is ""): nothing to fetch, verify, serve or build
+    # A swapper whose identities are the recognizer's embeddings of the source face (the
+    # neural swappers): faces.recognizer.model is loaded with it.
+    needs_recognizer: bool = False
 
 
 _FACEFUSION_GITHUB = "https://github.com/facefusion/facefusion-assets/releases/download"
@@ -170,6 +177,7 @@ def _specs() -> Iterable[ModelSpec]:
             name,
             "models-3.0.0",
             role="swapper",
+            needs_recognizer=True,
             sha256=sha,
             size=size,
             license=_INSIGHTFACE,
@@ -189,6 +197,7 @@ def _specs() -> Iterable[ModelSpec]:
             f"hyperswap_{variant}_256",
             "models-3.3.0",
             role="swapper",
+            needs_recognizer=True,
             sha256=sha,
             size=size,
             license="ResearchRAIL (FaceFusion), research only",
@@ -197,10 +206,25 @@ def _specs() -> Iterable[ModelSpec]:
             inputs="`target` 1x3x256x256 RGB (x/255-0.5)/0.5, arcface_128 crop; `source` 1x512 L2-normalised embedding",
             outputs="1x3x256x256, x*0.5+0.5",
         )
+    yield ModelSpec(
+        name="mesh",
+        role="swapper",
+        file="",
+        urls=(),
+        sha256=None,
+        size=None,
+        license="Apache-2.0 (streamswap's own code, no weights)",
+        commercial=True,
+        contract="mesh",
+        builtin=True,
+        inputs="the frame and each face's 468 FaceMesh landmarks (faces.landmarker.model: facemesh)",
+        outputs="the frame with the source face's texture warped onto each face (no neural weights)",
+    )
     yield _facefusion(
         "simswap_256",
         "models-3.0.0",
         role="swapper",
+        needs_recognizer=True,
         sha256="5b6374b2ffab838588d4f0c32dc7ed5bb8d99237d755a663ed02ee265a1714fb",
         size=220368724,
         license=f"SimSwap, {_NON_COMMERCIAL}",
@@ -216,6 +240,7 @@ def _specs() -> Iterable[ModelSpec]:
         "ghost_1_256",
         "models-3.0.0",
         role="swapper",
+        needs_recognizer=True,
         sha256="4eac28021ae80128e9262080cf0da850e3190e41862650c9e805f9a516b3e924",
         size=514902950,
         license="Apache-2.0 (ai-forever GHOST)",
@@ -289,6 +314,10 @@ def build_catalogue(specs: Iterable[ModelSpec]) -> Mapping[str, ModelSpec]:
             raise ValueError(f"duplicate catalogue entry {spec.name!r}")
         if spec.role not in ROLES:
             raise ValueError(f"{spec.name}: unknown role {spec.role!r}")
+        if spec.builtin and (spec.file or spec.urls or spec.sha256 or spec.size or spec.bundled):
+            raise ValueError(f"{spec.name}: a built-in entry has no file, URL, hash, size or bundled source")
+        if not spec.builtin and not spec.file:
+            raise ValueError(f"{spec.name}: names no file (set `builtin` for code that needs none)")
         table[spec.name] = spec
     for spec in table.values():
         if spec.companion is not None and spec.companion not in table:

@@ -8,7 +8,9 @@ file's identity (size, mtime, inode, device, ctime), so a replaced file or a sta
 or written for another file means hashing again. `verify()` (`streamswap models verify`)
 always re-hashes. Bundled models are checked against their pinned conversion
 (models.bundled.expected_sha256); files without a published hash must be ONNX graphs with
-their contract's inputs and outputs (models.contracts).
+their contract's inputs and outputs (models.contracts). A built-in entry (the mesh swapper)
+has no file: its state is always BUILTIN, it resolves to no path, and there is nothing to
+fetch or verify.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ VERIFIED = "verified"  # matches the catalogue's SHA-256 (a bundled one: its pin
 MISMATCH = "mismatch"  # present but not the catalogue's file: refused at load
 UNPINNED = "unpinned"  # present; the catalogue publishes no hash (hash recorded on first use)
 UNCHECKED = "unchecked"  # present, not hashed since it last changed (`models verify`)
+BUILTIN = "builtin"  # code, not a file: always available, nothing on disk
 
 
 def default_models_dir(settings: ModelsSettings, environ: Mapping[str, str] | None = None) -> Path:
@@ -64,12 +67,18 @@ def default_models_dir(settings: ModelsSettings, environ: Mapping[str, str] | No
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model file cleared for loading."""
+    """A model cleared for loading: its file, or no file for a built-in entry."""
 
-    path: Path
+    path: Path | None  # None: built in (the adapter needs no session)
     spec: ModelSpec
-    sha256: str
+    sha256: str  # "" when built in
     verified: bool  # False for a user's own file or a catalogue file without a published hash
+
+    def file(self, needs: str) -> Path:
+        """The model file; ModelError for a built-in entry, saying what `needs` a file."""
+        if self.path is None:
+            raise ModelError(f"{self.spec.name} is built in (code, no model file), but {needs} needs a model file")
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class ModelStatus:
     """What is on disk for one catalogue entry (for `models list`, `verify`, `doctor`)."""
 
     spec: ModelSpec
-    path: Path
+    path: Path | None  # None for a built-in entry (it has no file)
     state: str
     sha256: str | None = None
     size: int | None = None
@@ -90,7 +99,11 @@ class ModelStatus:
     @property
     def usable(self) -> bool:
         """Would `resolve` accept it (ignoring the commercial switch)?"""
-        return self.state in (VERIFIED, UNPINNED)
+        return self.state in (VERIFIED, UNPINNED, BUILTIN)
+
+    @property
+    def builtin(self) -> bool:
+        return self.state == BUILTIN
 
 
 class ModelStore:
@@ -123,15 +136,22 @@ class ModelStore:
         return list(self.catalogue.values())
 
     def path_of(self, name: str) -> Path:
-        """Where catalogue model `name` lives (whether or not it is there yet)."""
-        return self._dir / self.spec(name).file
+        """Where catalogue model `name` lives (whether or not it is there yet); ModelError
+        for a built-in entry, which has no file."""
+        spec = self.spec(name)
+        if spec.builtin:
+            raise ModelError(f"{name} is built in (code, not a model file): it has no file in {self._dir}")
+        return self._dir / spec.file
 
     def missing(self, names: Iterable[str]) -> list[ModelSpec]:
         """The downloadable catalogue models among `names` (and their companions) whose
-        file is not there; bundled ones are converted on first use, so never missing."""
+        file is not there; bundled ones are converted on first use and built-in ones have no
+        file, so neither is ever missing."""
         known = [n for n in names if n in self.catalogue]
         return [
-            spec for spec in self.with_companions(known) if not spec.bundled and self.check(spec.name).state == MISSING
+            spec
+            for spec in self.with_companions(known)
+            if not spec.bundled and not spec.builtin and self.check(spec.name).state == MISSING
         ]
 
     def require(self, names: Iterable[str]) -> None:
@@ -163,6 +183,8 @@ class ModelStore:
     def status(self, name: str, *, rehash: bool = False) -> ModelStatus:
         """The on-disk state of `name`: uses the stamp when current; hashes only if `rehash`."""
         spec = self.spec(name)
+        if spec.builtin:
+            return ModelStatus(spec, None, BUILTIN)
         path = self._dir / spec.file
         try:
             st = path.stat()
@@ -250,6 +272,8 @@ class ModelStore:
         bundled one) unless it already is. Returns its status and the download, if any."""
         spec = self.spec(name)
         self._check_commercial(spec)
+        if spec.builtin:  # code, not a file: nothing to fetch
+            return self.status(name), None
         if spec.bundled:
             path = self._dir / spec.file
             # A converted file is derived data: one that fails its check is simply made again.
@@ -271,7 +295,7 @@ class ModelStore:
         """The file to load for `model`: a catalogue name, or a path to the user's own file.
 
         A catalogue file must be present and match its SHA-256 (bundled ones are converted
-        on first use); a user's file needs `contract` (catalogue name or contract name it
+        on first use; a built-in entry resolves to no file); a user's file needs `contract` (catalogue name or contract name it
         follows) and is loaded after a one-line "unverified" warning. Non-commercial
         models are refused when models.commercial is true.
         """
@@ -289,6 +313,8 @@ class ModelStore:
                 f"pick a model for that role (`streamswap models list`)"
             )
         self._check_commercial(spec)
+        if spec.builtin:
+            return ResolvedModel(None, spec, "", True)
         path = self._dir / spec.file
         if spec.bundled:
             self._ensure_bundled(spec)
@@ -334,6 +360,12 @@ class ModelStore:
                 f"({', '.join(sorted({s.contract for s in self.catalogue.values()}))})"
             )
         base = self._spec_for_contract(contract)
+        if base.builtin:
+            named = [s.name for s in self.catalogue.values() if s.builtin and s.contract == base.contract]
+            raise ModelError(
+                f"{path}: the {base.contract!r} contract is built in (code, no model file); "
+                f"name it instead of a file: {' or '.join(named)}"
+            )
         try:
             st = path.stat()
         except OSError as exc:
@@ -365,11 +397,9 @@ class ModelStore:
         return ResolvedModel(path.resolve(), spec, sha, False)
 
     def _spec_for_contract(self, contract: str) -> ModelSpec:
-        if contract in self.catalogue:
-            return self.catalogue[contract]
-        for spec in self.catalogue.values():
-            if spec.contract == contract:
-                return spec
+        spec = contract_spec(contract, self.catalogue)
+        if spec is not None:
+            return spec
         known = sorted(set(self.catalogue) | {s.contract for s in self.catalogue.values()})
         raise ModelError(f"unknown contract {contract!r}; use one of: {', '.join(known)}")
 
@@ -456,7 +486,10 @@ class ModelStore:
 
     def partial_download(self, name: str) -> Path | None:
         """The resumable part of an interrupted download of `name`, if any."""
-        part = part_path(self._dir / self.spec(name).file)
+        spec = self.spec(name)
+        if spec.builtin:
+            return None
+        part = part_path(self._dir / spec.file)
         return part if part.exists() else None
 
 
@@ -475,12 +508,37 @@ def _looks_like_path(model: str) -> bool:
     return "/" in model or os.sep in model or model.startswith("~") or model.lower().endswith(".onnx")
 
 
-def models_used_by(faces: Any) -> list[str]:
+def model_spec(model: str, contract: str | None, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> ModelSpec | None:
+    """The catalogue entry a config value stands for: the entry called `model`, or for the
+    user's own file the entry of its declared contract (catalogue name or contract name);
+    None when neither is known (resolving then says what is wrong)."""
+    if not _looks_like_path(model):
+        return catalogue.get(model)
+    return None if contract is None else contract_spec(contract, catalogue)
+
+
+def contract_spec(contract: str, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> ModelSpec | None:
+    """The entry a declared contract names: a catalogue name, else the first entry that
+    follows that contract."""
+    if contract in catalogue:
+        return catalogue[contract]
+    return next((s for s in catalogue.values() if s.contract == contract), None)
+
+
+def swapper_needs_recognizer(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> bool:
+    """Whether the configured swapper's identities are recognizer embeddings (the neural
+    swappers; an unknown one is taken to be neural), as its catalogue entry says."""
+    spec = model_spec(faces.swapper.model, faces.swapper.contract, catalogue)
+    return spec is None or spec.needs_recognizer
+
+
+def models_used_by(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> list[str]:
     """Catalogue names the face stages of a config use (`faces` is config.faces); paths to
-    the user's own files and the built-in "mesh" swapper are not catalogue models."""
-    wanted = [faces.detector.model, faces.landmarker.model, faces.enhancer]
-    if faces.swapper.model != "mesh":  # the neural swappers need the identity embedding
-        wanted += [faces.swapper.model, faces.recognizer.model]
+    the user's own files are not catalogue models. The recognizer comes with a swapper
+    whose catalogue entry needs it (the built-in mesh swapper does not)."""
+    wanted = [faces.detector.model, faces.landmarker.model, faces.enhancer, faces.swapper.model]
+    if swapper_needs_recognizer(faces, catalogue):
+        wanted.append(faces.recognizer.model)
     return [m for m in dict.fromkeys(wanted) if m and not _looks_like_path(m)]
 
 
@@ -495,20 +553,19 @@ class RoleModel:
 
 
 def role_models(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> list[RoleModel]:
-    """The models the face stages of a config load (`faces` is config.faces), with their
-    roles (the built-in "mesh" swapper loads none). What a model server must serve."""
+    """The model files the face stages of a config load (`faces` is config.faces), with
+    their roles: what a model server must serve. A built-in entry (the mesh swapper) has
+    no file and runs in the daemon: see `builtin_models`."""
     wanted: list[tuple[str, str | None, str | None]] = [
         ("detector", faces.detector.model, faces.detector.contract),
         ("landmarker", faces.landmarker.model, faces.landmarker.contract),
+        ("swapper", faces.swapper.model, faces.swapper.contract),
     ]
-    if faces.swapper.model != "mesh":
-        wanted += [
-            ("swapper", faces.swapper.model, faces.swapper.contract),
-            ("recognizer", faces.recognizer.model, faces.recognizer.contract),
-        ]
-        spec = catalogue.get(faces.swapper.model)
-        if spec is not None and spec.companion:
-            wanted.append(("embedding_converter", spec.companion, None))
+    if swapper_needs_recognizer(faces, catalogue):
+        wanted.append(("recognizer", faces.recognizer.model, faces.recognizer.contract))
+    spec = catalogue.get(faces.swapper.model)
+    if spec is not None and spec.companion:
+        wanted.append(("embedding_converter", spec.companion, None))
     wanted.append(("enhancer", faces.enhancer, None))
     mask = getattr(faces, "mask", None)
     if mask is not None:
@@ -517,7 +574,16 @@ def role_models(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> l
     for role, model, contract in wanted:
         if not model:
             continue
-        spec = catalogue.get(model)
-        file_name = spec.file if spec is not None and not _looks_like_path(model) else Path(model).name
+        spec = catalogue.get(model) if not _looks_like_path(model) else None
+        if spec is not None and spec.builtin:
+            continue
+        file_name = spec.file if spec is not None else Path(model).name
         out.append(RoleModel(role, model, contract, file_name))
     return out
+
+
+def builtin_models(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> list[ModelSpec]:
+    """The built-in entries (code, no file) the face stages of a config use: nothing to
+    fetch, export or build for them."""
+    specs = (catalogue.get(name) for name in models_used_by(faces, catalogue))
+    return [spec for spec in specs if spec is not None and spec.builtin]
