@@ -157,6 +157,8 @@ def test_doctor_runs_and_reports_each_component(tmp_path: Path) -> None:
     for essential in ("python", "numpy", "opencv", "pyav", "onnx", "onnxruntime"):
         assert status[essential] == "OK", essential
     assert "FAIL" not in status.values()
+    mesh = next(line for line in lines if line.split()[1:3] == ["model", "mesh"])
+    assert mesh.split()[0] == "OK" and "built in, no file needed (used by this config)" in mesh
     assert lines[-1].startswith("essentials OK")
 
 

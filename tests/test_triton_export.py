@@ -194,3 +194,16 @@ def test_tensorrt_plan_repository_from_the_engine_builder(config, tmp_path, monk
     assert (repo / "my_swapper" / "1" / "model.plan").read_bytes() == b"plan of my_swapper.onnx"
     blaze = _parse(repo / "blazeface_full_range" / "config.pbtxt")
     assert blaze.max_batch_size == 0 and list(blaze.input[0].dims) == [1, 3, 192, 192]
+
+
+def test_export_of_the_default_config_leaves_the_builtin_mesh_swapper_in_the_daemon(
+    bundled_models_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """The mesh swapper is code, not a graph: the repository holds the detector and the
+    landmarker, and the export says why the swapper is not in it."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"models": {"dir": str(bundled_models_dir)}}))
+    repo = tmp_path / "repo"
+    assert main(["triton", "export", "--repo", str(repo), "-c", str(path)]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == ["blazeface_full_range", "facemesh_468"]
+    assert "mesh: built in, not exported (no model file; the swapper runs in each daemon)" in capsys.readouterr().out
