@@ -281,3 +281,37 @@ def test_provider_auto_opens_the_gpu_context_only_where_onnxruntime_offers_a_gpu
     monkeypatch.setattr(ort_backend, "_import_ort", lambda: onnxruntime)  # the CPU build
     assert "cuda" not in ort_backend.available_providers()
     assert open_gpu(auto) is None
+
+
+def test_the_device_landmarker_runs_on_ort_cuda_like_on_tensorrt(
+    tmp_path: Path, onnxruntime_gpu: CudaBuildOnFakeDevice
+) -> None:
+    """FaceMesh's device twin over an ONNX Runtime session: the host FaceMesh's landmarks,
+    one run per frame on the detect stream without a host wait, nothing allocated per frame."""
+    from swap_fixtures import cpu_session
+    from test_device_landmarker import FACES, H, TinyMesh, W, tiny_mesh_model
+    from test_device_landmarker import _frame as mesh_frame
+
+    from streamswap.faces.device import DeviceFrames, DeviceLandmarker
+
+    build, rt = onnxruntime_gpu, onnxruntime_gpu._rt
+    model = tiny_mesh_model(tmp_path / "tiny_mesh.onnx")
+    host = TinyMesh(cpu_session(model))
+    pool = _pool(build, tmp_path, max_batch=5)
+    stream = pool.gpu.stream("detect")
+    session = pool.get(model, stage="detect")
+    device = DeviceLandmarker(TinyMesh(session), session, pool.gpu.cuda, max_faces=5)
+    frames = DeviceFrames(pool.gpu.cuda)
+    slot = frames.alloc((H, W, 3), np.uint8)
+    loaded = pool.gpu.cuda.allocations
+    rt.sync.clear()
+    for index, count in enumerate((0, 5, 1, 3)):
+        slot[...] = mesh_frame(index)
+        faces = FACES[:count]
+        got = device.landmarks_many(frames.upload(slot, stream), faces, stream)
+        np.testing.assert_allclose(got, host.landmarks_many(slot, faces), atol=0.05)
+    assert pool.gpu.cuda.allocations == loaded
+    runs = _runs_after_load(build, -1)
+    assert [r["inputs"]["input"][0][0] for r in runs] == [5, 1, 3]  # one call per frame with faces
+    assert {r["stream"] for r in runs} == {stream.handle} and not any(r["synchronised"] for r in runs)
+    assert [n for n, _ in rt.sync if n in HOST_WAITS] == []
