@@ -82,6 +82,50 @@ def tiny_mesh_model(path: Path) -> Path:
     return path
 
 
+def pooled_mesh_model(path: Path, size: int) -> Path:
+    """A FaceMesh-contract model for the real 192-px crop (tests/test_gpu_device.py): the
+    points move with a fixed random linear map of the crop's 4×4 grid of per-channel
+    means (colour order and placement both show), presence logits = 4 + 2·mean(input)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(12)
+    cell = size // 4
+    weights = rng.uniform(-size / 8, size / 8, (48, 1404)).astype(np.float32)
+    base = rng.uniform(0.2 * size, 0.8 * size, (468, 3)).astype(np.float32)
+    base[:, 2] -= size / 2
+    nodes = [
+        helper.make_node("AveragePool", ["input"], ["grid"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        helper.make_node("Flatten", ["grid"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["moved"]),
+        helper.make_node("Add", ["moved", "b"], ["points"]),
+        helper.make_node("Reshape", ["points", "mesh_shape"], ["mesh"]),
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Mul", ["mean", "two"], ["twice"]),
+        helper.make_node("Add", ["twice", "four"], ["flag"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pooled_mesh",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, size, size])],
+        [
+            helper.make_tensor_value_info("mesh", TensorProto.FLOAT, ["n", 1404, 1, 1]),
+            helper.make_tensor_value_info("flag", TensorProto.FLOAT, ["n", 1, 1, 1]),
+        ],
+        [
+            helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.reshape(-1)),
+            helper.make_tensor("b", TensorProto.FLOAT, [1404], base.reshape(-1)),
+            helper.make_tensor("mesh_shape", TensorProto.INT64, [4], [-1, 1404, 1, 1]),
+            helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+            helper.make_tensor("four", TensorProto.FLOAT, [], [4.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def engine_of(model: Path, tmp_path: Path, max_batch: int) -> Path:
     """A fake TensorRT engine of `model` with a batch profile of 1..max_batch."""
     profile = profile_from_inputs(onnx_inputs(model), max_batch)

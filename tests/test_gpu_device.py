@@ -81,3 +81,81 @@ def test_gpu_bench_frame_path_runs_on_the_device(gpu) -> None:
     report = run_frame_path(gpu.cuda, frames=20, width=640, height=360, faces=2, iterations=50)
     assert report.h2d_bytes == report.d2h_bytes == 640 * 360 * 3
     assert report.detect_ms > 0 and report.swap_ms > 0
+
+
+class _CpuNetworkOnDeviceBuffers:
+    """A `DeviceSession` whose input buffer is real device memory and whose network runs on
+    the CPU at `fetch` (ONNX Runtime): the device landmarker's kernels write the buffer on
+    the real GPU; TensorRT is not needed (tests/test_trt_gpu.py covers the engines)."""
+
+    backend = "test:cpu-network"
+    device_io = True
+
+    def __init__(self, model, cuda, max_batch: int, size: int) -> None:
+        from swap_fixtures import cpu_session
+
+        self.path = model
+        self._ort = cpu_session(model)
+        self.inputs, self.outputs = self._ort.inputs, self._ort.outputs
+        self._cuda = cuda
+        self._shape = (max_batch, 3, size, size)
+        nbytes = int(np.prod(self._shape)) * 4
+        self._input = cuda.device_buffer(nbytes).array(self._shape, np.float32)
+        self._staging = cuda.pinned_buffer(nbytes).array(self._shape, np.float32)
+        self.fed = np.zeros((0, 3, size, size), np.float32)  # what the last run saw
+        self._batch = 0
+
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        return self._shape
+
+    def device_input(self, name: str):
+        return self._input
+
+    def enqueue(self, shapes, stream=None) -> None:
+        self._batch = int(shapes["input"][0])
+
+    def fetch(self, stream=None):
+        import types
+
+        host = self._staging[: self._batch]
+        self._cuda.copy_dtoh_async(host, self._input.ptr, stream)
+        stream.synchronize()
+        self.fed = host.copy()
+        outputs = self._ort.run({"input": self.fed})
+        return types.SimpleNamespace(result=lambda: outputs, done=lambda: True)
+
+
+def test_device_landmarker_crops_the_192_px_facemesh_input_on_the_device(gpu, tmp_path) -> None:
+    """FaceMesh's real crop size on the real device: faces inside, rotated, over the border
+    and one whose ROI is larger than the frame; the network input equals the host
+    FaceMesh's within one grey level and the landmarks decode to the host's."""
+    from swap_fixtures import cpu_session
+    from test_device_landmarker import pooled_mesh_model
+
+    from streamswap.faces.device import DeviceFrames, DeviceLandmarker
+    from streamswap.faces.landmarks import INPUT_SIZE, FaceMesh
+    from streamswap.faces.types import Face
+
+    def face(x: float, y: float, side: float, tilt: float) -> Face:
+        cx, cy, a = x + side / 2, y + side / 2, np.radians(tilt)
+        dx, dy = 0.25 * side * np.cos(a), 0.25 * side * np.sin(a)
+        kps = [[cx - dx, cy - dy], [cx + dx, cy + dy], [cx, cy + 0.1 * side], [cx - 9, cy + 30], [cx + 9, cy + 30]]
+        return Face(box=np.array([x, y, x + side, y + side], np.float32), score=0.9, kps=np.array(kps, np.float32))
+
+    faces = [face(200, 80, 120, 0), face(330, 60, 90, 30), face(-30, 150, 110, -15), face(-20, -40, 300, 5)]
+    model = pooled_mesh_model(tmp_path / "mesh192.onnx", INPUT_SIZE)
+    session = _CpuNetworkOnDeviceBuffers(model, gpu.cuda, 4, INPUT_SIZE)
+    device = DeviceLandmarker(FaceMesh(session), session, gpu.cuda, max_faces=4)
+    host = FaceMesh(cpu_session(model))
+    frames = DeviceFrames(gpu.cuda)
+    slot = frames.alloc((270, 480, 3), np.uint8)
+    slot[...] = _frame(270, 480)
+    stream = gpu.stream("detect")
+    got = device.landmarks_many(frames.upload(slot, stream), faces, stream)
+    want = host.landmarks_many(slot, faces)
+    diff = np.abs(session.fed - host._buffer[: len(faces)])
+    assert diff.max() <= 1 / 255 + 1e-6 and diff.mean() < 0.1 / 255
+    np.testing.assert_allclose(got, want, atol=0.05)
+    np.testing.assert_allclose(device.last_presence, host.last_presence, atol=1e-5)
+    assert frames.bytes_up == slot.nbytes
+    frames.close()
