@@ -375,3 +375,38 @@ def test_wiring_puts_a_device_facemesh_on_the_device_and_keeps_any_other_on_the_
     assert path is not None and path.landmarker is None  # the frame path stays on; FaceMesh on the host
     reasons = [r.kv["reason"] for r in caplog.records if "landmarker" in r.getMessage()]
     assert len(reasons) == 1 and reasons[0].startswith("the landmarker runs on ort:CPUExecutionProvider, not as")
+
+
+def test_device_landmarker_runs_on_onnx_runtimes_cuda_provider(
+    tmp_path: Path, mesh_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same device landmarker over an ONNX Runtime CUDA session (I/O binding on its
+    device buffers; the recording onnxruntime-gpu fake computes real results): the host's
+    landmarks, every run on the detect stream, nothing allocated after load."""
+    from ort_fakes import CudaBuildOnFakeDevice
+    from swap_fixtures import cpu_session
+
+    from streamswap.inference import ort as ort_backend
+    from streamswap.inference.ort import SessionPool
+    from streamswap.inference.settings import InferenceSettings
+
+    rt = FakeCudart()
+    build = CudaBuildOnFakeDevice(rt)
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: build)
+    gpu = GpuContext(Cuda(rt))
+    pool = SessionPool(InferenceSettings(provider="cuda", max_batch=4), tmp_path, gpu=gpu)
+    session = pool.get(mesh_model, role="landmarker", stage="detect")
+    fake = build.sessions[-1]
+    stream = gpu.stream("detect")
+    device = DeviceLandmarker(TinyMesh(session), session, gpu.cuda, max_faces=4)
+    host = TinyMesh(cpu_session(mesh_model))
+    frames = DeviceFrames(gpu.cuda)
+    slot = frames.alloc((H, W, 3), np.uint8)
+    loaded, warm_ups = gpu.cuda.allocations, len(fake.runs)
+    for index, faces in enumerate((FACES[:4], [], FACES[4:])):
+        slot[...] = _frame(40 + index)
+        got = device.landmarks_many(frames.upload(slot, stream), faces, stream)
+        np.testing.assert_allclose(got, host.landmarks_many(slot, faces), atol=0.05)
+    assert gpu.cuda.allocations == loaded
+    assert fake.providers[0] == "CUDAExecutionProvider"
+    assert [r["stream"] for r in fake.runs[warm_ups:]] == [stream.handle] * 2  # 4 faces, 0, 1: two runs
