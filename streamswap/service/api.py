@@ -49,6 +49,7 @@ from streamswap.service.access import (
     Sessions,
     bearer_matches,
 )
+from streamswap.service.control import PeopleControl
 from streamswap.service.httpserver import MAX_HEADER_BYTES, DrainPolicy, HttpServer, answer_and_close, drain_body
 from streamswap.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streamswap.service.metrics import Metrics
@@ -77,6 +78,7 @@ class DaemonControl(Protocol):
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def reload(self) -> dict[str, Any]: ...
+    def people(self) -> PeopleControl | None: ...
 
 
 class Refused(Exception):
@@ -484,7 +486,11 @@ async def logout(request: Request) -> JSONResponse:
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-async def _refused(request: Request, exc: Refused) -> JSONResponse:
+# Starlette types every exception handler as taking any Exception: these narrow to the
+# class they are registered for.
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, Refused):
+        raise exc
     headers = dict(exc.headers)
     if _declares_body(request) and not getattr(request.state, "body_read", False):
         # Refused before its body was read: that body must not be parsed as the next
@@ -505,8 +511,10 @@ async def _refused(request: Request, exc: Refused) -> JSONResponse:
     return JSONResponse({"error": exc.message}, exc.code, headers=headers)
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     """Routing misses (404/405) in the same JSON shape as every other refusal."""
+    if not isinstance(exc, StarletteHTTPException):
+        raise exc
     headers = dict(exc.headers or {})
     if exc.status_code == 404:
         message = (
@@ -600,8 +608,8 @@ def build_app(ctx: ApiContext, routers: Sequence[APIRouter] = ()) -> _Guard:
         description=(__doc__ or "").split("\n\n", 2)[1],
     )
     app.state.api = ctx
-    app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Refused, _refused)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _crashed)
     for router in (probes, control, session, *routers):
         app.include_router(router)

@@ -37,6 +37,34 @@ class PipelineControl(Protocol):
     def resume(self) -> None: ...
 
 
+class SelectionRules(Protocol):
+    def describe(self) -> dict[str, object]:
+        """Plain data: mode, order, index, threshold, references, mappings."""
+        ...
+
+
+class PeopleControl(Protocol):
+    """Who is swapped with which source (`faces.people.People`), as the faces API drives it."""
+
+    @property
+    def rules(self) -> SelectionRules: ...
+
+    def set_selection(
+        self,
+        *,
+        mode: str | None = None,
+        order: str | None = None,
+        index: int | None = None,
+        threshold: float | None = None,
+        reference: Sequence[Any] | None = None,
+        unmatched: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    def add_mapping(self, reference: Any, source: Any, names: tuple[str, str] | None = None) -> dict[str, Any]: ...
+
+    def remove_mapping(self, reference: str) -> dict[str, Any]: ...
+
+
 class StageSet(Protocol):
     """The loaded face stages: put into every pipeline the daemon runs (models stay
     loaded across pipelines); identities arrive through `set_source_images`."""
@@ -48,8 +76,8 @@ class StageSet(Protocol):
     def source_names(self) -> Sequence[str]: ...
 
     @property
-    def people(self) -> Any:
-        """Who is swapped with which source (faces.people.People), None without."""
+    def people(self) -> PeopleControl | None:
+        """Who is swapped with which source, None without (no faces.select / faces.map)."""
         ...
 
     @property

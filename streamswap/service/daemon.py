@@ -33,7 +33,7 @@ from streamswap.errors import ConfigError, StreamswapError
 from streamswap.logs import kv
 from streamswap.redact import redact_uri
 from streamswap.service.api import ControlApi
-from streamswap.service.control import PipelineControl, StageSet
+from streamswap.service.control import PeopleControl, PipelineControl, StageSet
 from streamswap.service.metrics import Metrics
 from streamswap.service.notify import SystemdNotifier, watchdog_interval
 from streamswap.service.settings import TOKEN_ENV, ServiceSettings
@@ -511,9 +511,9 @@ class Daemon:
             raise StreamswapError("the daemon is still loading its models; try again when /health says ready")
         return self.stages
 
-    def people(self) -> Any:
-        """The face stages' selection/mapping control (faces.people.People), None before
-        the stages are loaded or when they have none."""
+    def people(self) -> PeopleControl | None:
+        """The face stages' selection/mapping control, None before the stages are loaded
+        or when they have none."""
         return None if self.stages is None else self.stages.people
 
     def set_source_image(self, image_bgr: Any) -> None:

@@ -34,11 +34,12 @@ from streamswap.service.api import (
     require_same_origin,
     upload_image,
 )
+from streamswap.service.control import PeopleControl
 
 _ERR = {"description": "refused", "content": {"application/json": {"example": {"error": "what was wrong"}}}}
 router = APIRouter(tags=["faces"], dependencies=[Depends(require_auth)])
 
-_SELECTION_FIELDS = {
+_SELECTION_FIELDS: dict[str, type | tuple[type, ...]] = {
     "mode": str,
     "order": str,
     "index": int,
@@ -93,8 +94,8 @@ def _photo(request: Request, name: str) -> Any:
     return _shelf(request).get(name) if name.startswith(UPLOAD_PREFIX) else name
 
 
-def _people(request: Request) -> Any:
-    people = api_context(request).control.people()  # type: ignore[attr-defined]
+def _people(request: Request) -> PeopleControl:
+    people = api_context(request).control.people()
     if people is None:
         raise Refused(409, "the face stages are not loaded yet (or this pipeline has none); retry shortly")
     return people
@@ -146,7 +147,7 @@ async def set_selection(request: Request) -> JSONResponse:
     if "reference" in body:
         body["reference"] = [_photo(request, p) for p in _path_list(body["reference"], "reference")]
     for key, kind in _SELECTION_FIELDS.items():
-        if key in body and (not isinstance(body[key], kind) or isinstance(body[key], bool)):  # type: ignore[arg-type]
+        if key in body and (not isinstance(body[key], kind) or isinstance(body[key], bool)):
             raise Refused(400, f"{key}: wrong type ({type(body[key]).__name__})")
     state = await _call(request, _people(request).set_selection, **body)
     return JSONResponse({"ok": True, **state})

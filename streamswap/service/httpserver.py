@@ -25,7 +25,7 @@ import re
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, cast
 
 import anyio
 import h11
@@ -143,14 +143,19 @@ class _GuardedH11(H11Protocol):
     header_timeout_s = 10.0
     max_connections = 128
     drain = DrainPolicy()
+    # Per connection, set as it goes (uvicorn's __init__ is not ours to extend).
+    _head = b""  # the header bytes of a request still being received
+    _header_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._header_timer: asyncio.TimerHandle | None = None
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvicorn narrows asyncio's BaseTransport to Transport in its override (a socket
+        # connection's transport is one); cast to call it without breaking asyncio's signature.
+        super().connection_made(cast(asyncio.Transport, transport))
+        self._header_timer = None
         open_now = len(self.connections)
         if open_now > 2 * self.max_connections:
             log.warning("control API connection refused: too many open", extra=kv(open=open_now))
-            transport.abort()
+            self.transport.abort()
             return
         if open_now > self.max_connections:
             self.app = busy_app(self.app, self.max_connections, self.drain)
@@ -175,7 +180,7 @@ class _GuardedH11(H11Protocol):
         """True when the header block being received names Content-Length twice. h11
         refuses two that differ but merges equal ones; a proxy in front may not agree on
         which one counts, so any repeat is refused (request smuggling)."""
-        head = getattr(self, "_head", b"") + data
+        head = self._head + data
         end = head.find(b"\r\n\r\n")
         if end < 0:
             self._head = head[-MAX_HEADER_BYTES:]
@@ -199,7 +204,7 @@ class _GuardedH11(H11Protocol):
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
 
     def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
+        timer = self._header_timer
         if timer is not None:
             timer.cancel()
             self._header_timer = None

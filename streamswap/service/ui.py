@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from streamswap.logs import kv
 from streamswap.service.api import Refused, api_context, get_route, require_auth
+from streamswap.service.control import PeopleControl, StageSet
 from streamswap.service.events import EventLog
 from streamswap.service.preview import PreviewTap
 
@@ -52,7 +53,7 @@ _KEEPALIVE_S = 2.0
 
 
 def static_file(name: str) -> bytes:
-    return resources.files("streamswap.service").joinpath("static", name).read_bytes()  # type: ignore[call-arg]
+    return (resources.files("streamswap.service") / "static" / name).read_bytes()
 
 
 def build_router(tap: PreviewTap, events: EventLog) -> APIRouter:
@@ -168,7 +169,7 @@ class RunControl:
     """The control API's DaemonControl for `streamswap run --ui`: one pipeline (pause,
     source face, selection and mapping), no reload (that is the daemon's: `streamswap serve`)."""
 
-    def __init__(self, runtime: Any, stages: Any = None) -> None:
+    def __init__(self, runtime: Any, stages: StageSet | None = None) -> None:
         self.runtime = runtime  # the Pipeline (pause, status)
         self.stages = stages  # its face stages (identities), None when nothing is swapped
 
@@ -189,9 +190,9 @@ class RunControl:
             raise StreamswapError("this pipeline has no face swapper; start it with --source FACE.jpg")
         self.stages.set_source_images([image_bgr])
 
-    def people(self) -> Any:
-        """Who is swapped into whom (faces.people.People) for /faces/selection and /faces/map."""
-        return getattr(self.stages, "people", None)
+    def people(self) -> PeopleControl | None:
+        """Who is swapped into whom, for /faces/selection and /faces/map."""
+        return None if self.stages is None else self.stages.people
 
     def pause(self) -> None:
         self.runtime.pause()
