@@ -345,6 +345,11 @@ def _gpu_frame_path(
         why = (
             "the swapper's model has a fixed batch (one face per call); the GPU frame path runs every face in one call"
         )
+    elif not _float32_io(detector.session) or not _float32_io(swapper.session):
+        why = (
+            "a network takes or gives float16 tensors (an fp16 ONNX file on ONNX Runtime); the GPU frame "
+            "path feeds float32: use the model's fp32 file, or TensorRT (fp16 engines with fp32 I/O)"
+        )
     elif enhancer is not None or getattr(swapper, "masks", None) is not None:
         why = "faces.enhancer and faces.mask work on the host frame"
     if why is not None:
@@ -357,6 +362,8 @@ def _gpu_frame_path(
             reason = f"{type(landmarker).__name__} has no device twin (FaceMesh has)"
         elif not runs_on_device(landmarker.session):
             reason = f"the landmarker runs on {landmarker.session.backend}, not as {on_gpu}"
+        elif not _float32_io(landmarker.session):
+            reason = "the landmarker's network takes or gives float16 tensors; the GPU frame path feeds float32"
         else:
             reason = None
             device_landmarker = DeviceLandmarker(landmarker, landmarker.session, gpu.cuda, max_faces)
@@ -381,6 +388,13 @@ def _gpu_frame_path(
         ),
     )
     return path
+
+
+def _float32_io(session: Session) -> bool:
+    """Whether every input and output of `session` is float32 (what the device ops feed)."""
+    import numpy as np
+
+    return all(np.dtype(t.dtype) == np.float32 for t in [*session.inputs, *session.outputs])
 
 
 def open_gpu(config: Config) -> Any:

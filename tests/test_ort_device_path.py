@@ -315,3 +315,68 @@ def test_the_device_landmarker_runs_on_ort_cuda_like_on_tensorrt(
     assert [r["inputs"]["input"][0][0] for r in runs] == [5, 1, 3]  # one call per frame with faces
     assert {r["stream"] for r in runs} == {stream.handle} and not any(r["synchronised"] for r in runs)
     assert [n for n, _ in rt.sync if n in HOST_WAITS] == []
+
+
+def test_an_fp16_onnx_file_on_ort_cuda_keeps_the_host_path_with_the_reason(
+    tmp_path: Path, onnxruntime_gpu: CudaBuildOnFakeDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An fp16 ONNX file keeps float16 I/O on ONNX Runtime (TensorRT engines have fp32 I/O):
+    the frame stays on the host, logged, instead of a refusal at start."""
+    import dataclasses
+
+    from streamswap.config import Config
+    from streamswap.faces.detectors import make_detector
+    from streamswap.faces.settings import DetectorSettings
+    from streamswap.wiring import _gpu_frame_path
+
+    pool = _pool(onnxruntime_gpu, tmp_path, max_batch=8)
+    det_session = pool.get(_scrfd(tmp_path, 32, []), size=32, stage="detect")
+    detector = make_detector("scrfd", det_session, DetectorSettings(model="scrfd_2.5g", size=32))
+    sw_session = pool.get(tiny_swapper_model(tmp_path / "tiny.onnx"), stage="swap")
+    swapper = TinySwapper(sw_session, name="tiny")
+    config = Config()
+    config.inference = pool.settings
+    assert _gpu_frame_path(config, pool, detector, swapper, None) is not None  # float32: on the device
+    sw_session.inputs[0] = dataclasses.replace(sw_session.inputs[0], dtype=np.dtype(np.float16))  # as an fp16 file
+    caplog.set_level(logging.INFO)
+    assert _gpu_frame_path(config, pool, detector, swapper, None) is None
+    assert "float16" in [r for r in caplog.records if r.msg.startswith("GPU frame path off")][0].kv["reason"]
+
+
+def test_the_binding_calls_are_real_onnxruntime_api(tmp_path: Path) -> None:
+    """The same OrtDeviceIO on the real onnxruntime, with ORT's "cpu" device standing in for
+    "cuda" (the fake device memory is host memory): every binding call, the run option, the
+    warm-ups' get_outputs().shape() and clear_binding_outputs exist and behave as used."""
+    import onnxruntime
+
+    from streamswap.inference.ort import _tensor_infos
+    from streamswap.inference.ort_device import NO_SYNC, OrtDeviceIO
+
+    model = tiny_swapper_model(tmp_path / "tiny.onnx")
+    real = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    gpu = GpuContext(Cuda(FakeCudart()))
+    stream = gpu.stream("swap")
+    io = OrtDeviceIO(
+        onnxruntime,
+        real,
+        model,
+        _tensor_infos(real.get_inputs()),
+        _tensor_infos(real.get_outputs()),
+        cuda=gpu.cuda,
+        stream=stream,
+        device_id=0,
+        max_batch=4,
+        size=None,
+        device_type="cpu",
+    )
+    assert io._run_options.get_run_config_entry(NO_SYNC) == "1"
+    assert io.max_shape("out") == (4, 3, 16, 16)
+    warm = gpu.cuda.allocations
+    rng = np.random.default_rng(3)
+    for n in (2, 4, 1):
+        x, s = rng.random((n, 3, 16, 16), dtype=np.float32), rng.random((n, 512), dtype=np.float32)
+        _view(io.device_input("target").ptr, x.shape, np.dtype(np.float32))[...] = x
+        _view(io.device_input("source").ptr, s.shape, np.dtype(np.float32))[...] = s
+        io.enqueue({"target": x.shape, "source": s.shape}, stream)
+        np.testing.assert_allclose(io.fetch(stream).result()["out"], real.run(None, {"target": x, "source": s})[0])
+    assert gpu.cuda.allocations == warm
