@@ -440,7 +440,7 @@ def triton_checks(config: Config) -> list[Check]:
     """inference.backend: triton: the server answers, and serves every model the config's
     face stages load (by role, under the configured or exported name). Never raises."""
     from streamswap.inference.triton import TritonConnection, model_not_ready, triton_model_name
-    from streamswap.models.store import role_models
+    from streamswap.models.store import builtin_models, role_models
 
     settings = config.inference.triton
     try:
@@ -490,6 +490,8 @@ def triton_checks(config: Config) -> list[Check]:
                     f"(or set inference.triton.models.{used.role}.name)",
                 )
             )
+    for spec in builtin_models(config.faces):  # code, not a graph: nothing for the server to serve
+        checks.append(Check(f"triton {spec.role}", OK, f"{spec.name} is built in: it runs in this daemon"))
     return checks
 
 

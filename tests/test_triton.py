@@ -300,12 +300,20 @@ def test_four_runs_share_the_server_and_get_batched(
 
 
 def test_doctor_checks_server_and_models(server, model_files, bundled_models_dir, tmp_path) -> None:
+    import dataclasses
+
     from streamswap.config import load_config
     from streamswap.doctor import FAIL, OK, triton_checks
+    from streamswap.faces.settings import SwapperSettings
 
     cfg = load_config(_triton_config(tmp_path / "t.yaml", model_files, bundled_models_dir, server))
     checks = triton_checks(cfg)
     assert [c.status for c in checks] == [OK] * len(checks) and len(checks) == 5, checks  # server + 4 models
+    # the built-in mesh swapper is no server model: it runs in the daemon, which loads no recognizer then
+    mesh = dataclasses.replace(cfg, faces=dataclasses.replace(cfg.faces, swapper=SwapperSettings(model="mesh")))
+    checks = triton_checks(mesh)
+    assert [c.status for c in checks] == [OK] * 4, checks  # server, detector, landmarker, mesh
+    assert (checks[-1].name, checks[-1].detail) == ("triton swapper", "mesh is built in: it runs in this daemon")
     cfg.inference.triton.models["swapper"] = TritonModelRef(name="not_there")
     bad = [c for c in triton_checks(cfg) if c.status == FAIL]
     assert len(bad) == 1 and "not_there" in bad[0].detail and "triton export" in bad[0].fix

@@ -126,7 +126,7 @@ def test_the_mesh_swapper_comes_from_the_registry_by_its_catalogue_entry(
         built.clear()
         config = load_config(None, {"models.dir": str(bundled_models_dir), "faces.swapper.model": name})
         stages = build_face_stages(config, store=ModelStore(config.models, catalogue))
-        assert isinstance(stages.swap.swapper, MeshSwapper)
+        assert isinstance(stages.swap.swapper, MeshSwapper) and stages.swap.swapper.name == name
         swappers = [(contract, parts) for role, contract, parts in built if role == "swapper"]
         assert [(c, p.name, p.session, p.path, p.recognizer) for c, p in swappers] == [("mesh", name, None, None, None)]
         assert "recognizer" not in {role for role, _, _ in built}

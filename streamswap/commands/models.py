@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="download models (bundled ones are converted offline)",
         description="Download catalogue models into the models dir, verified by size and "
         "SHA-256, resuming interrupted downloads. A model's companion (e.g. simswap_256's "
-        "embedding converter) comes with it. Bundled models are converted from installed packages. "
+        "embedding converter) comes with it. Bundled models are converted from installed packages; "
+        "a built-in one (the mesh swapper) is code, with nothing to fetch. "
         "A mirror (--mirror, else models.mirror, else $STREAMSWAP_MODELS_MIRROR: an http(s):// or "
         "file:// URL or a folder holding the files `models list --files` names) is tried first.",
         epilog=examples(
@@ -75,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "verify",
         help="re-hash model files and compare with the catalogue",
         description="Hash the model files again (ignoring the recorded hashes) and compare them with "
-        "the catalogue's SHA-256; exit 1 if any is missing or differs.",
+        "the catalogue's SHA-256; exit 2 if any is missing or differs. A built-in model (the mesh "
+        "swapper) has no file: nothing to verify.",
         epilog=examples("streamswap models verify", "streamswap models verify inswapper_128 arcface_w600k_r50"),
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="default: every model that is present")
@@ -84,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "path",
         help="print where a model's file lives (no NAME: the models dir)",
         description="Print the path of a model's file (whether it is there or not; a file that is "
-        "not there is said so on stderr), or of the models dir without NAME.",
+        "not there is said so on stderr), or of the models dir without NAME. A built-in model (the "
+        "mesh swapper) has no file: an error, nothing printed on stdout.",
         epilog=examples(
             "streamswap models path", "streamswap models path inswapper_128", 'ls -l "$(streamswap models path)"'
         ),

@@ -327,8 +327,6 @@ def build_catalogue(specs: Iterable[ModelSpec]) -> Mapping[str, ModelSpec]:
 
 CATALOGUE: Mapping[str, ModelSpec] = build_catalogue(_specs())
 
-CONTRACTS: frozenset[str] = frozenset(s.contract for s in CATALOGUE.values())
-
 
 def lookup(catalogue: Mapping[str, ModelSpec], name: str) -> ModelSpec:
     """The entry called `name` in `catalogue`; ModelError listing the known names otherwise."""

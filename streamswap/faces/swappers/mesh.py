@@ -372,11 +372,14 @@ class _BlendBuffers:
 class MeshSwapper:
     """Swapper adapter for `faces.swapper.model: mesh`: `set_identity` then `swap` per frame."""
 
-    name = "mesh"
-
     def __init__(
-        self, settings: MeshSettings | None = None, max_cached_sizes: int = 12, paste: PasteSettings | None = None
+        self,
+        settings: MeshSettings | None = None,
+        max_cached_sizes: int = 12,
+        paste: PasteSettings | None = None,
+        name: str = "mesh",
     ) -> None:
+        self.name = name  # its catalogue entry's name
         self.settings = settings or MeshSettings()
         # faces.paste applies to this swapper too: color_correction takes all of the
         # target's skin tint (not a share of it), mouth_mask keeps the target's lips as well
@@ -781,4 +784,4 @@ def _mesh(parts: AdapterParts) -> MeshSwapper:
         raise ConfigError(
             "faces.swapper.model: the mesh swapper needs dense landmarks; set faces.landmarker.model: facemesh"
         )
-    return MeshSwapper(parts.settings.mesh, paste=parts.settings.paste)
+    return MeshSwapper(parts.settings.mesh, paste=parts.settings.paste, name=parts.name)
