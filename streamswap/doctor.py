@@ -128,7 +128,9 @@ def _encoder_opens(name: str) -> str | None:
 
     try:
         ctx = av.CodecContext.create(name, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"  # type: ignore[attr-defined]
+        if not isinstance(ctx, av.VideoCodecContext):
+            return "not a video encoder"
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"
         ctx.time_base = Fraction(1, 30)
         ctx.open()
     except Exception as exc:  # FFmpeg reports a missing device as EPERM, ENOSYS, ...
@@ -413,7 +415,11 @@ def _models(config: Config, store: ModelStore, config_path: str | None = None) -
         elif status.state == UNPINNED:
             present.append(spec.name)
             checks.append(
-                Check(f"model {spec.name}", OK, f"present, no published hash (recorded {status.sha256[:12]}){needed}")  # type: ignore[index]
+                Check(
+                    f"model {spec.name}",
+                    OK,
+                    f"present, no published hash (recorded {(status.sha256 or '')[:12]}){needed}",
+                )
             )
         elif status.state == MISMATCH:
             checks.append(
@@ -476,16 +482,16 @@ def triton_checks(config: Config) -> list[Check]:
         ref = settings.models.get(used.role)
         name = (ref.name if ref and ref.name else "") or triton_model_name(Path(used.file_name))
         version = ref.version if ref else ""
-        why = model_not_ready(conn, name, version, with_fix=False)  # type: ignore[assignment]
+        not_ready = model_not_ready(conn, name, version, with_fix=False)
         label = f"triton {used.role}"
-        if why is None:
+        if not_ready is None:
             checks.append(Check(label, OK, f"model {name} ready" + (f" (version {version})" if version else "")))
         else:
             checks.append(
                 Check(
                     label,
                     FAIL,
-                    why,
+                    not_ready,
                     f"streamswap triton export --repo DIR, load {name} on the server "
                     f"(or set inference.triton.models.{used.role}.name)",
                 )

@@ -104,12 +104,13 @@ def _list(cache: Any) -> int:
         trt_note = f"TensorRT {trt_version}"
     except BackendUnavailable:
         trt_version, trt_note = None, "no TensorRT"
+    gpu_name: str | None = None
+    cc: str | None = None
     try:
         device = open_cuda().info()
         gpu_note = f"{device.name} (sm{device.compute_capability})"
         gpu_name, cc = device.name, device.compute_capability
     except BackendUnavailable as exc:
-        gpu_name = cc = None  # type: ignore[assignment]
         gpu_note = f"no GPU ({str(exc).split(';')[0]})"
     print(f"engine cache: {cache.dir}")
     print(f"this machine: {trt_note}, {gpu_note}")

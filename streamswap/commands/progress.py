@@ -31,10 +31,12 @@ class StatsPrinter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if render is None:
-            from streamswap.pipeline.stats import format_stats_line as render
+            from streamswap.pipeline.stats import format_stats_line
+
+            render = format_stats_line
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.render = render
+        self.render: Callable[[dict[str, Any]], str] = render
         self.log_every = log_every
         self._clock = clock
         self._last_log: float | None = None
@@ -42,7 +44,7 @@ class StatsPrinter:
 
     def show(self, snap: dict[str, Any]) -> None:
         if self.tty:
-            self.stream.write("\r\033[K" + self.render(snap))  # type: ignore[misc]
+            self.stream.write("\r\033[K" + self.render(snap))
             self.stream.flush()
             self._shown = True
         elif self._due():

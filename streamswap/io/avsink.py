@@ -79,7 +79,9 @@ def pick_encoder(settings: IoSettings, video: VideoFormat) -> str:
 def _opens(codec: str, video: VideoFormat) -> bool:
     try:
         ctx = av.CodecContext.create(codec, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = video.width, video.height, "yuv420p"  # type: ignore[attr-defined]
+        if not isinstance(ctx, av.VideoCodecContext):
+            return False
+        ctx.width, ctx.height, ctx.pix_fmt = video.width, video.height, "yuv420p"
         ctx.time_base = 1 / video.fps
         ctx.open()
         return True
@@ -194,7 +196,7 @@ class AvSink:
     def open(self, video: VideoFormat, audio: AudioFormat | None) -> None:
         s = self.settings
         self._video = video
-        self.encoder = self.encoder or pick_encoder(s, video)
+        encoder = self.encoder = self.encoder or pick_encoder(s, video)
         if self.network:
             options = {"flvflags": "no_duration_filesize"}
             probe_server(self.url, s.open_timeout_s)
@@ -227,7 +229,7 @@ class AvSink:
 
             self._container.metadata[TAG_KEY] = tag_text(s.label)
         try:
-            self._add_video(video)
+            self._add_video(video, encoder)
             if audio is not None:
                 self._add_audio(audio)
         except (av.error.FFmpegError, ValueError) as exc:
@@ -261,8 +263,8 @@ class AvSink:
             ),
         )
 
-    def _add_video(self, video: VideoFormat) -> None:
-        stream = self._container.add_stream(self.encoder, rate=video.fps)
+    def _add_video(self, video: VideoFormat, encoder: str) -> None:
+        stream = self._container.add_stream(encoder, rate=video.fps)
         stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
         cc = stream.codec_context
         cc.time_base = video.time_base
@@ -270,7 +272,7 @@ class AvSink:
         cc.max_b_frames = 0  # pts == dts: no reordering delay, simple sync
         cc.colorspace = av.video.reformatter.Colorspace.ITU601
         cc.color_range = av.video.reformatter.ColorRange.MPEG
-        settings = encoder_settings(self.settings, self.encoder, video, network=self.network)  # type: ignore[arg-type]
+        settings = encoder_settings(self.settings, encoder, video, network=self.network)
         if settings.bit_rate:
             cc.bit_rate = settings.bit_rate
         cc.gop_size = settings.gop
@@ -379,10 +381,13 @@ class _AacTranscoder:
     def __init__(self, audio: AudioFormat, bitrate_kbps: int) -> None:
         if audio.stream is None:
             raise ValueError("no audio codec parameters to decode from")
-        self._decoder = av.CodecContext.create(audio.codec, "r")
+        decoder = av.CodecContext.create(audio.codec, "r")
+        if not isinstance(decoder, av.AudioCodecContext):
+            raise ValueError(f"{audio.codec} is not an audio codec")
+        self._decoder = decoder
         template = audio.stream.codec_context
-        self._decoder.sample_rate = template.sample_rate  # type: ignore[attr-defined]
-        self._decoder.layout = template.layout  # type: ignore[attr-defined]
+        self._decoder.sample_rate = template.sample_rate
+        self._decoder.layout = template.layout
         if template.extradata:
             self._decoder.extradata = template.extradata
         self.sample_rate = template.sample_rate or 48000
@@ -402,7 +407,7 @@ class _AacTranscoder:
         out: list[Any] = []
         for packet in packets:
             try:
-                frames = self._decoder.decode(packet)  # type: ignore[attr-defined]
+                frames = self._decoder.decode(packet)
             except av.error.FFmpegError:
                 continue  # a broken audio packet: skip it
             for frame in frames:

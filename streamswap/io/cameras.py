@@ -74,7 +74,7 @@ class Camera:
 # -- Linux ------------------------------------------------------------------------------
 
 
-def _cstr(raw: bytes) -> str:
+def _cstr(raw: bytes | bytearray) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
 
 
@@ -105,7 +105,7 @@ class V4l2Device:
     def querycap(self) -> tuple[str, str, str, int]:
         buf = bytearray(104)
         self._ioctl(VIDIOC_QUERYCAP, buf)
-        driver, card, bus = _cstr(buf[0:16]), _cstr(buf[16:48]), _cstr(buf[48:80])  # type: ignore[arg-type]
+        driver, card, bus = _cstr(buf[0:16]), _cstr(buf[16:48]), _cstr(buf[48:80])
         caps, device_caps = struct.unpack_from("<II", buf, 84)
         return driver, card, bus, device_caps if caps & CAP_DEVICE_CAPS else caps
 
@@ -117,7 +117,7 @@ class V4l2Device:
             if not self._ioctl(VIDIOC_ENUM_FMT, buf):
                 break
             pixelformat = struct.unpack_from("<I", buf, 44)[0]
-            fmt = CameraFormat(_fourcc(pixelformat), _cstr(buf[12:44]))  # type: ignore[arg-type]
+            fmt = CameraFormat(_fourcc(pixelformat), _cstr(buf[12:44]))
             fmt.sizes = self._sizes(pixelformat)
             out.append(fmt)
         return out

@@ -117,4 +117,5 @@ def _i420_planes(i420: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _plane_view(plane: av.video.plane.VideoPlane, rows: int, cols: int) -> np.ndarray:
-    return np.frombuffer(plane, np.uint8).reshape(rows, plane.line_size)[:, :cols]  # type: ignore[call-overload]
+    # Through a memoryview (no copy): numpy's stub lists concrete buffer types, not PyAV's.
+    return np.frombuffer(memoryview(plane), np.uint8).reshape(rows, plane.line_size)[:, :cols]
