@@ -159,3 +159,55 @@ def test_device_landmarker_crops_the_192_px_facemesh_input_on_the_device(gpu, tm
     np.testing.assert_allclose(device.last_presence, host.last_presence, atol=1e-5)
     assert frames.bytes_up == slot.nbytes
     frames.close()
+
+
+def _on_device(gpu, array: np.ndarray, stream):
+    """`array` copied to a new device buffer on `stream` (through pinned staging)."""
+    device = gpu.cuda.device_buffer(array.nbytes).array(array.shape, array.dtype)
+    staging = gpu.cuda.pinned_buffer(array.nbytes).array(array.shape, array.dtype)
+    staging[...] = array
+    gpu.cuda.copy_htod_async(device.ptr, staging, stream)
+    return device, staging
+
+
+def test_mouth_masks_and_lab_transfer_match_the_cpu_twins_on_the_device(gpu) -> None:
+    """The compiled mouth-mask and colour-transfer kernels at a real crop size (128), on the
+    swap stream, with a per-face mask batch as DeviceSwapper runs them."""
+    import cv2
+
+    from streamswap.faces.paste import box_mask
+    from streamswap.ops import cpu
+    from streamswap.ops import cuda as ops
+
+    size, n = 128, 3
+    stream = gpu.stream("swap")
+    crops = np.stack([_frame(size, size) for _ in range(n)])
+    crops[1] = crops[1] // 2 + 90
+    references = np.stack([cv2.flip(c, 1) for c in crops])[::-1].copy()
+    base = box_mask(size, 0.3, 0.05)
+    polygons = [
+        cv2.ellipse2Poly((64, 92), (20, 8), 6, 0, 360, 15).astype(np.float32),
+        None,
+        cv2.ellipse2Poly((120, 10), (18, 9), -12, 0, 360, 15).astype(np.float32),  # partly outside
+    ]
+    sigma = cpu.blur_sigma(size)
+    crops_dev, _ = _on_device(gpu, crops, stream)
+    refs_dev, _ = _on_device(gpu, references, stream)
+    base_dev, _ = _on_device(gpu, base, stream)
+    masks_dev = gpu.cuda.device_buffer(n * size * size * 4).array((n, size, size), np.float32)
+    scratch = gpu.cuda.device_buffer(n * size * size * 4).array((n, size, size), np.float32)
+    params, stats = ops.MouthParams(n, sigma), ops.LabStats(n)
+    ops.mouth_masks(base_dev, polygons, masks_dev, sigma, scratch, stream=stream, params=params)
+    ops.transfer_color_lab(crops_dev, refs_dev, masks_dev, crops_dev, stream=stream, stats=stats)
+    masks = gpu.cuda.pinned_buffer(n * size * size * 4).array((n, size, size), np.float32)
+    out = gpu.cuda.pinned_buffer(crops.nbytes).array(crops.shape, np.uint8)
+    gpu.cuda.copy_dtoh_async(masks, masks_dev.ptr, stream)
+    gpu.cuda.copy_dtoh_async(out, crops_dev.ptr, stream)
+    stream.synchronize()
+    want_masks = np.empty_like(masks)
+    cpu.mouth_masks(base, polygons, want_masks, sigma, np.empty_like(masks))
+    assert np.abs(masks - want_masks).max() < 0.2 and np.abs(masks - want_masks).mean() < 0.01
+    want = np.empty_like(crops)
+    cpu.transfer_color_lab(crops, references, want_masks, want)
+    diff = np.abs(out.astype(int) - want.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.2, (diff.max(), diff.mean())

@@ -407,7 +407,9 @@ _L_SHIFT = -((16 * 255 * (1 << _LAB_SHIFT2) + 50) // 100)
 _AB_BIAS = 128 << _LAB_SHIFT2
 _HALF = 1 << (_LAB_SHIFT - 1)
 _HALF2 = 1 << (_LAB_SHIFT2 - 1)
-_STATS_THREADS = 128  # one block per face reduces its crop
+# One block per face reduces its crop (a power of two; fewer threads under the simulator,
+# where each one is a Python thread).
+_STATS_THREADS = 32 if SIMULATED else 256
 _STATS = 13  # count, sum and sum of squares of L, a, b for the crop and the reference
 
 
