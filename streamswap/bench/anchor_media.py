@@ -90,7 +90,7 @@ def background() -> np.ndarray:
     grey = cv2.add(grey, fine)
     out = np.empty((HEIGHT, WIDTH, 3), np.uint8)
     out[..., 0] = cv2.add(grey, 12)  # B: a cool tint, G below B and R so no pixel reads green
-    out[..., 1] = cv2.subtract(grey, 6)  # type: ignore[call-overload]
+    out[..., 1] = cv2.subtract(grey, np.full_like(grey, 6))
     out[..., 2] = grey
     return out
 

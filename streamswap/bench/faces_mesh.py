@@ -35,11 +35,11 @@ def mesh_timers(threads: int = 0) -> list[StageTimer]:
             swapper = MeshSwapper()
             source = package_image("skimage", "data", "astronaut.png")
             source_faces = detector.detect(source) if source is not None else []
-            if not source_faces:  # no sample photo: the scene's own first face is the source
+            if source is None or not source_faces:  # no sample photo: the scene's own first face is the source
                 source, source_faces = scene.frame, scene.faces[:1]
             face = source_faces[0]
-            face.landmarks = mesh.landmarks(source, face)  # type: ignore[arg-type]
-            swapper.set_identity(swapper.prepare_identity(SourceFaces((SourceFace(source, face, "source"),))))  # type: ignore[arg-type]
+            face.landmarks = mesh.landmarks(source, face)
+            swapper.set_identity(swapper.prepare_identity(SourceFaces((SourceFace(source, face, "source"),))))
             state.update(mesh=mesh, swapper=swapper)
         return state["mesh"], state["swapper"]
 

@@ -36,7 +36,7 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
             )
             source = package_image("skimage", "data", "astronaut.png")
             faces = detector.detect(source) if source is not None else []
-            if not faces:
+            if source is None or not faces:  # no sample photo: the scene's own first face
                 source, faces = scene.frame, scene.faces[:1]
             face = faces[0]
             recognizer = ArcFace(
@@ -44,7 +44,7 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
             )
             state.update(
                 mesh=mesh,
-                identity=prepare_identity(source, mesh.landmarks(source, face)),  # type: ignore[arg-type]
+                identity=prepare_identity(source, mesh.landmarks(source, face)),
                 recognizer=recognizer,
             )
         return state
@@ -58,22 +58,21 @@ def people_timers(threads: int = 0) -> list[StageTimer]:
 
         st = setup(scene)
         faces = [replace(f, box=f.box.copy(), kps=f.kps.copy(), track_id=i) for i, f in enumerate(scene.faces)]
-        for face, lm in zip(faces, st["mesh"].landmarks_many(scene.frame, faces)):
+        meshes = list(st["mesh"].landmarks_many(scene.frame, faces))
+        for face, lm in zip(faces, meshes):
             face.landmarks = lm
         n = max(len(faces), 1)
         identity = st["identity"]
-        stretch = median_ms(lambda: [painted_stretch(identity, f.landmarks) for f in faces], scene.repeat) / n  # type: ignore[arg-type]
+        stretch = median_ms(lambda: [painted_stretch(identity, lm) for lm in meshes], scene.repeat) / n
         from streamswap.faces.swappers.mesh import MeshSwapper
 
         h, w = scene.frame.shape[:2]
-        regions = [MeshSwapper._region(f.landmarks[:, :2], w, h) for f in faces]  # type: ignore[index]
-        shifts = [np.array([[1, 0, -r[0]], [0, 1, -r[1]]], np.float64) for r in regions]  # type: ignore[index]
+        # The faces whose oval lies in the frame (the swap skips the others too).
+        placed = [(lm, r) for lm in meshes if (r := MeshSwapper._region(lm[:, :2], w, h)) is not None]
+        shifts = [np.array([[1, 0, -r[0]], [0, 1, -r[1]]], np.float64) for _, r in placed]
         mask = (
             median_ms(
-                lambda: [
-                    region_mask(f.landmarks, m, (r[2], r[3]), ["nose", "lips"])  # type: ignore[arg-type, index]
-                    for f, m, r in zip(faces, shifts, regions)
-                ],
+                lambda: [region_mask(lm, m, (r[2], r[3]), ["nose", "lips"]) for (lm, r), m in zip(placed, shifts)],
                 scene.repeat,
             )
             / n

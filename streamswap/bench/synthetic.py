@@ -325,14 +325,14 @@ def make_marker_scrfd_model(
     cost = _conv_tower(nodes, inits, "input.1", tower, 3, "tower_") if tower else None
     extras = {"bbox_32": ["bbox_face"], "kps_32": ["kps_face"], "score_8": [cost] if cost else []}
     for name in names:
-        value = f"base_{name}"  # type: ignore[assignment]
+        current = f"base_{name}"  # the tensor the next term is added to
         terms = extras.get(name, [])
         if not terms:
-            nodes.append(helper.make_node("Identity", [value], [name]))  # type: ignore[list-item]
+            nodes.append(helper.make_node("Identity", [current], [name]))
         for i, term in enumerate(terms):
             out = name if i == len(terms) - 1 else f"{name}_{i}"
-            nodes.append(helper.make_node("Add", [value, term], [out]))  # type: ignore[list-item]
-            value = out  # type: ignore[assignment]
+            nodes.append(helper.make_node("Add", [current, term], [out]))
+            current = out
     graph = helper.make_graph(nodes, "scrfd_marker", [x], outputs, initializer=inits)
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
 

@@ -244,7 +244,7 @@ def roundtrip(config: Any, models: dict[str, str], calls: int) -> dict[str, Any]
     }
     out: dict[str, Any] = {}
     for role, name in models.items():
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for label, settings in transports.items():
             if label == "grpc+shm" and not is_local_url(settings.url):
                 continue
@@ -270,8 +270,8 @@ def roundtrip(config: Any, models: dict[str, str], calls: int) -> dict[str, Any]
             client = statistics.mean(times) * 1000
             server = d["queue_ms_per_request"] + d["compute_ms_per_request"]
             rows[label] = {
-                "input_bytes": int(sum(v.nbytes for v in feeds.values())),  # type: ignore[dict-item]
-                "client_ms": round(client, 3),  # type: ignore[dict-item]
+                "input_bytes": int(sum(v.nbytes for v in feeds.values())),
+                "client_ms": round(client, 3),
                 "server_ms": round(server, 3),
                 "overhead_ms": round(client - server, 3),
             }
