@@ -306,16 +306,70 @@ def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_sam
     assert [n for n, s in rt.sync if n == "cudaMemcpyAsync"].count("cudaMemcpyAsync") == 1 + len(session.outputs)
 
 
-def test_gpu_bench_runs_the_frame_path_over_the_fakes() -> None:
-    """`bench gpu`'s frame path executes end to end (tiny frames, kernels simulated); the
-    numbers are only meaningful on a GPU, but the bytes per frame are exact anywhere."""
-    from streamswap.bench.gpu import _overlap, run_frame_path
+class TinyArcfaceSwapper(TinySwapper):
+    """TinySwapper whose latent comes from a prepared source identity (its embedding)."""
 
-    report = run_frame_path(
-        Cuda(FakeCudart()), frames=3, width=24, height=16, faces=1, iterations=1, detector_size=16, crop=8
+    def latent(self, identity):
+        embedding = getattr(identity, "embedding", identity)
+        return super().latent(embedding)
+
+
+def test_gpu_bench_runs_the_real_stages_in_the_real_pipeline_over_the_fakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench gpu` runs the face stages the wiring builds for a GPU (the device detect and
+    swap stages, their streams, DeviceFrames slots) in a Pipeline, with stand-in networks:
+    tiny frames and a 16-px swapper so the simulated kernels stay cheap; the timings only
+    mean something on a GPU, but the bytes per frame are exact anywhere."""
+    import dataclasses
+
+    from test_detectors import face_at, scrfd_model, scrfd_tensors
+
+    from streamswap.bench import synthetic
+    from streamswap.bench.gpu import BenchScene, StandInNetwork, _overlap, run_frame_path, scene_config
+    from streamswap.faces import adapters
+    from streamswap.models.catalogue import CATALOGUE
+    from streamswap.models.store import ModelStore
+
+    monkeypatch.setitem(
+        adapters._REGISTRY,
+        ("swapper", "tiny"),
+        lambda parts: TinyArcfaceSwapper(parts.session, name=parts.name, recognizer=parts.recognizer),
     )
-    assert report.frames == 3
-    assert report.h2d_bytes == report.d2h_bytes == 24 * 16 * 3  # one frame each way per frame
+    size = 32
+    box = (6, 4, 26, 26)  # input pixels of a 32² letterbox: frame 48×40 → scale 32/48
+    detector = scrfd_model(tmp_path / "scrfd.onnx", size, scrfd_tensors(size, [face_at(8, (2, 2), 0.9, box)], True))
+    overrides = {
+        "faces.detector.model": str(detector),
+        "faces.detector.contract": "scrfd",
+        "faces.detector.max_faces": 2,
+        "faces.recognizer.model": str(synthetic.make_arcface_model(tmp_path / "arcface.onnx")),
+        "faces.recognizer.contract": "arcface",
+        "faces.swapper.model": str(tiny_swapper_model(tmp_path / "tiny.onnx")),
+        "faces.swapper.contract": "tiny",
+        "inference.max_batch": 2,
+        "models.dir": str(tmp_path),
+    }
+    made: list[int] = []  # the stream of each stand-in network, when it is made
+    init = StandInNetwork.__init__
+
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self.stream.handle)
+
+    monkeypatch.setattr(StandInNetwork, "__init__", record)
+    rt = FakeCudart()
+    config = scene_config(overrides)
+    # a 32² detector input (below what a user may configure) keeps the simulated letterbox cheap
+    faces = dataclasses.replace(config.faces, detector=dataclasses.replace(config.faces.detector, size=size))
+    scene = BenchScene(_frame(1), _frame(2), dataclasses.replace(config, faces=faces))
+    # the 16-px test contract, as a catalogue entry (a user's file names a known contract)
+    spec = dataclasses.replace(CATALOGUE["inswapper_128"], name="tiny", contract="tiny")
+    store = ModelStore(config.models, {**CATALOGUE, "tiny": spec})
+    report = run_frame_path(scene, Cuda(rt), frames=3, iterations=1, store=store)
+    assert report.frames == 3 and report.faces == 1
+    assert report.h2d_bytes == report.d2h_bytes == 48 * 40 * 3  # one frame each way per frame
+    assert len(made) == len(set(made)) == 2  # detector and generator, each on its stage's stream
     assert _overlap([(0, 10)], [(5, 20)]) == 0.5 and _overlap([(0, 10)], [(10, 20)]) == 0.0
 
 
@@ -438,3 +492,23 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     with_options.masks = object()  # type: ignore[assignment]
     assert _gpu_frame_path(config, pool, detector, with_options, None) is None
     assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer and faces.mask work on the host frame"]
+
+
+def test_gpu_bench_scene_detector_finds_exactly_the_faces_drawn(tmp_path: Path) -> None:
+    """`bench gpu`'s generated scene: its detector (constant outputs) finds the faces drawn in
+    the frame, at their places, through the real wiring and host adapters."""
+    from streamswap.bench.gpu import default_scene
+    from streamswap.wiring import build_face_stages
+
+    scene = default_scene(tmp_path, 1920, 1080, 3)
+    stages = build_face_stages(scene.config)
+    try:
+        found = sorted(stages.detect_still(scene.frame), key=lambda f: f.box[0])
+    finally:
+        stages.close()
+    assert len(found) == 3
+    for i, face in enumerate(found):
+        cx = (face.box[0] + face.box[2]) / 2
+        assert abs(cx - 1920 * (i + 1) / 4) < 4 and abs((face.box[1] + face.box[3]) / 2 - 540) < 4
+        skin = scene.frame[int(face.kps[2][1]), int(face.kps[2][0])]  # the nose point is on the face
+        assert abs(int(skin[2]) - 225) < 40 and abs(int(skin[0]) - 140) < 40, skin

@@ -8,11 +8,12 @@ from numba import cuda
 
 
 @cuda.jit
-def spin(buf, iterations):
-    """Each thread does `iterations` dependent multiply-adds on its element."""
+def spin(src, dst, count, iterations):
+    """Each thread reads one element of the network's input, does `iterations` dependent
+    multiply-adds on it and writes the result to scratch memory (the input stays as it was)."""
     i = cuda.grid(1)
-    if i < buf.shape[0]:
-        v = buf[i]
+    if i < count:
+        v = src[i]
         for _ in range(iterations):
             v = v * np.float32(0.999) + np.float32(0.001)
-        buf[i] = v
+        dst[i] = v

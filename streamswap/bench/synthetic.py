@@ -337,6 +337,49 @@ def make_marker_scrfd_model(
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
 
 
+def make_fixed_scrfd_model(
+    path: str | Path, boxes: Sequence[tuple[float, float, float, float]], size: int = 640
+) -> Path:
+    """An SCRFD-shaped detector (input `input.1` 1×3×S×S, the 9 score/bbox/kps outputs)
+    that "finds" the same faces in every image: `boxes` (x1, y1, x2, y2 in input pixels,
+    each on its own stride-32 anchor), with the 5 key points of `_FACE_POINTS` inside. For benchmarks whose frames draw faces at known places."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    cells = size // 32
+    outputs: dict[str, np.ndarray] = {}
+    for s in (8, 16, 32):
+        n = (size // s) ** 2 * 2
+        outputs[f"score_{s}"] = np.full((n, 1), 0.01, np.float32)
+        outputs[f"bbox_{s}"] = np.ones((n, 4), np.float32)
+        outputs[f"kps_{s}"] = np.zeros((n, 10), np.float32)
+    used: set[int] = set()
+    for x1, y1, x2, y2 in boxes:
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        col, row = min(max(int(cx // 32), 0), cells - 1), min(max(int(cy // 32), 0), cells - 1)
+        index = (row * cells + col) * 2 + (1 if (row * cells + col) * 2 in used else 0)
+        if index in used:
+            raise ValueError(f"two faces on the stride-32 cell at ({col}, {row}): move them apart")
+        used.add(index)
+        ax, ay = col * 32.0, row * 32.0
+        side = max(x2 - x1, y2 - y1)
+        points = np.array([cx, cy], np.float32) + _FACE_POINTS * side * 1.25
+        outputs["score_32"][index, 0] = 0.9
+        outputs["bbox_32"][index] = [(ax - x1) / 32, (ay - y1) / 32, (x2 - ax) / 32, (y2 - ay) / 32]
+        outputs["kps_32"][index] = ((points - [ax, ay]) / 32).reshape(-1)
+    names = [f"{k}_{s}" for k in ("score", "bbox", "kps") for s in (8, 16, 32)]
+    nodes = [
+        helper.make_node("Constant", [], [name], value=numpy_helper.from_array(outputs[name], f"{name}_value"))
+        for name in names
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scrfd_fixed",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(outputs[n].shape)) for n in names],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
+
+
 def draw_marker_frame(image: np.ndarray, width: int) -> np.ndarray:
     """`image` (BGR) with a pure green frame `width` pixels wide drawn over its border: the
     face `make_marker_scrfd_model` finds is the square this frame outlines."""

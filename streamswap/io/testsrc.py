@@ -97,13 +97,14 @@ class PatternSource(_Generated):
         r = max(min(w, h) // 6, 8)
         cx = int(w / 2 + (w / 2 - r * 1.3) * np.sin(t * 0.7))
         cy = int(h / 2 + (h / 2 - r * 1.5) * np.sin(t * 1.1))
-        _draw_face(out, cx, cy, r)
+        draw_face(out, cx, cy, r)
         cv2.putText(
             out, f"{i}", (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, max(h / 600, 0.4), (255, 255, 255), 1, cv2.LINE_AA
         )
 
 
-def _draw_face(img: np.ndarray, cx: int, cy: int, r: int) -> None:
+def draw_face(img: np.ndarray, cx: int, cy: int, r: int) -> None:
+    """A cartoon face of radius `r` at (cx, cy), drawn in place."""
     cv2.ellipse(img, (cx, cy), (int(r * 0.8), r), 0, 0, 360, (140, 170, 225), -1, cv2.LINE_AA)
     eye_y, eye_dx, eye_r = cy - r // 4, int(r * 0.33), max(r // 9, 1)
     for ex in (cx - eye_dx, cx + eye_dx):
