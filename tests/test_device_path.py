@@ -263,6 +263,43 @@ def test_device_mouth_mask_and_colour_transfer_match_the_host_swap(tmp_path: Pat
     assert frames.bytes_up == frames.bytes_down == 3 * slot.nbytes  # once each way per frame
 
 
+def test_device_swaps_of_several_identities_in_one_frame_do_not_overwrite_queued_uploads(tmp_path: Path) -> None:
+    """faces.map swaps each identity's faces in its own call, all queued on the swap stream:
+    the second call rewrites the pinned matrices and mouth polygons only after the first
+    call's copies ran (its staging event), and the frame equals the host's two calls."""
+    from swap_fixtures import cpu_session
+
+    from streamswap.faces.settings import PasteSettings
+
+    model, engine = tiny_engine(tmp_path, max_batch=2)
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt))
+    stream = gpu.stream("swap")
+    frames = DeviceFrames(gpu.cuda)
+    slot = frames.alloc((32, 60, 3), np.uint8)
+    paste = PasteSettings(mouth_mask=True)
+    session = TrtSession(engine, make_fake_trt(VERSION), gpu.cuda, stream)
+    device = DeviceSwapper(TinySwapper(session, name="tiny", paste=paste), session, gpu.cuda, max_faces=2)
+    host = TinySwapper(cpu_session(model), name="tiny", paste=paste)
+    original, faces = _photo_faces(3)
+    slot[...] = original
+    expected = original.copy()
+    frames.upload(slot, stream)
+    on_device = frames.frame(slot, stream)
+    rt.sync.clear()
+    for group, identity in ((faces[:2], np.linspace(-1, 1, 512)), (faces[2:], np.linspace(1, -0.5, 512))):
+        identity = identity.astype(np.float32)
+        device.set_identity(identity)
+        device.swap(on_device, group, stream)
+        host.set_identity(identity)
+        host.swap(expected, group)
+    frames.download(slot, stream)
+    staged = int(device._staged.raw)
+    marks = [name for name, args in rt.sync if args == staged or (isinstance(args, tuple) and args[0] == staged)]
+    assert marks == ["cudaEventRecord", "cudaEventSynchronize", "cudaEventRecord"]
+    assert np.abs(slot.astype(int) - expected.astype(int)).max() <= 2
+
+
 def test_device_detector_feeds_the_engine_the_host_letterbox_and_decodes_the_same_faces(tmp_path: Path) -> None:
     from swap_fixtures import cpu_session
     from test_detectors import face_at, scrfd_model, scrfd_tensors

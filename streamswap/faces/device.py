@@ -272,6 +272,10 @@ class DeviceSwapper:
             self._masks = cuda.device_buffer(mask_bytes).array((max_faces, s, s), np.float32)
             self._mask_scratch = cuda.device_buffer(mask_bytes).array((max_faces, s, s), np.float32)
         self._color = ops.LabStats(max_faces) if paste.color_correction else None
+        # The pinned per-face staging (matrices, mouth polygons) is rewritten only after the
+        # previous call's copies ran: several calls in one frame (faces.map, one per identity).
+        self._staged = cuda.event()
+        self._staged_in_flight = False
         latent_shape = (batch, swapper.latent_size)
         self._latent_host = cuda.pinned_buffer(int(np.prod(latent_shape)) * 4).array(latent_shape, np.float32)
         self._latent_dirty = False
@@ -295,7 +299,8 @@ class DeviceSwapper:
 
     def swap(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
         """Replace `faces` in the device frame, in place: one crop launch, one generator
-        call, one paste launch per face."""
+        call, three mask launches and two colour-transfer launches for all faces when those
+        options are on, one paste launch per face."""
         from streamswap.ops import cuda as ops
 
         if not faces:
@@ -318,19 +323,23 @@ class DeviceSwapper:
         inverses = [invert_affine(m) for m in matrices]
         boxes = [source_roi(inv, s, s, frame.shape) for inv in inverses]
         crops = self._crops.view((n, s, s, 3))
+        if self._staged_in_flight:
+            self._staged.synchronize()  # at once unless an earlier call of this frame is still queued
         ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
+        masks = None
+        if self._mouth is not None:  # as the host's PasteBack: the mouth is cut out of the mask first
+            polygons = [mouth_polygon(m, face.kps, face.landmarks) for m, face in zip(matrices, faces)]
+            masks = self._masks.view((n, s, s))
+            scratch = self._mask_scratch.view((n, s, s))
+            ops.mouth_masks(self._mask, polygons, masks, self._mouth.sigma, scratch, stream=stream, params=self._mouth)
+        self._staged.record(stream)  # after the last per-face upload, before the generator
+        self._staged_in_flight = True
         target = session.device_input("target").view((n, 3, s, s))
         ops.crops_to_tensor(crops, target, self.swapper._in_scale, self.swapper._in_bias, fmt.rgb, stream=stream)
         session.enqueue({"target": (n, 3, s, s), "source": (n, self.swapper.latent_size)}, stream)
         generated = self._generated.view((n, s, s, 3))
         out = session.device_output(self.output_name)
         ops.tensor_to_crops(out, generated, fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
-        masks = None
-        if self._mouth is not None:  # as the host's PasteBack: mouth cut out first, then colour
-            polygons = [mouth_polygon(m, face.kps, face.landmarks) for m, face in zip(matrices, faces)]
-            masks = self._masks.view((n, s, s))
-            scratch = self._mask_scratch.view((n, s, s))
-            ops.mouth_masks(self._mask, polygons, masks, self._mouth.sigma, scratch, stream=stream, params=self._mouth)
         if self._color is not None:  # the generated crops take the aligned target crops' colours
             weights = self._mask if masks is None else masks
             ops.transfer_color_lab(generated, crops, weights, generated, stream=stream, stats=self._color)
