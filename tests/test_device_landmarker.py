@@ -410,3 +410,51 @@ def test_device_landmarker_runs_on_onnx_runtimes_cuda_provider(
     assert gpu.cuda.allocations == loaded
     assert fake.providers[0] == "CUDAExecutionProvider"
     assert [r["stream"] for r in fake.runs[warm_ups:]] == [stream.handle] * 2  # 4 faces, 0, 1: two runs
+
+
+def test_build_face_stages_puts_the_bundled_facemesh_on_the_device(
+    tmp_path: Path, bundled_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole wiring with the real 192-px FaceMesh graph on ONNX Runtime's CUDA provider
+    (the recording onnxruntime-gpu fake): the detect stage's landmarker is the device twin
+    for frame slots, with the host FaceMesh behind it for other images."""
+    from ort_fakes import CudaBuildOnFakeDevice
+    from test_detectors import scrfd_model, scrfd_tensors
+
+    from streamswap.bench.synthetic import make_arcface_model, make_swapper_model
+    from streamswap.config import load_config
+    from streamswap.faces.device import DeviceDetectStage, _SlotLandmarker
+    from streamswap.inference import cuda as cuda_mod
+    from streamswap.inference import ort as ort_backend
+    from streamswap.models.bundled import BUNDLED
+    from streamswap.wiring import build_face_stages
+
+    build = CudaBuildOnFakeDevice(FakeCudart())
+    monkeypatch.setattr(ort_backend, "_import_ort", lambda: build)
+    monkeypatch.setattr(cuda_mod, "import_cudart", lambda: build._rt)
+    overrides = {
+        "models.dir": str(tmp_path / "models"),
+        "faces.detector.model": str(scrfd_model(tmp_path / "scrfd.onnx", 128, scrfd_tensors(128, [], True))),
+        "faces.detector.contract": "scrfd",
+        "faces.detector.size": 128,
+        "faces.detector.max_faces": 2,
+        "faces.landmarker.model": str(bundled_models_dir / BUNDLED["facemesh"].file),
+        "faces.landmarker.contract": "facemesh",
+        "faces.swapper.model": str(make_swapper_model(tmp_path / "swap.onnx", size=128, batch_dynamic=True)),
+        "faces.swapper.contract": "inswapper",
+        "faces.recognizer.model": str(make_arcface_model(tmp_path / "arcface.onnx")),
+        "faces.recognizer.contract": "arcface",
+        "inference.max_batch": 2,
+        "inference.provider": "cuda",
+    }
+    stages = build_face_stages(load_config(None, overrides))
+    try:
+        assert isinstance(stages.detect, DeviceDetectStage)
+        slot_landmarker = stages.detect.landmarker
+        assert isinstance(slot_landmarker, _SlotLandmarker) and slot_landmarker.stage is stages.detect
+        device = slot_landmarker.device
+        assert device.size == 192 and device.batch == 2
+        assert device.session.backend == "ort:CUDAExecutionProvider" and device.session.stream is stages.detect.stream
+        assert isinstance(stages.identities.detector.landmarker, FaceMesh)  # source photos: the host's own
+    finally:
+        stages.close()
