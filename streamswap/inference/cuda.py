@@ -326,7 +326,7 @@ class DeviceArray:
     def __init__(self, ptr: int, shape: Sequence[int], dtype: Any, owner: Any = None) -> None:
         self.ptr = int(ptr)
         self.shape = tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype: np.dtype = np.dtype(dtype)
         self._owner = owner  # keeps the allocation alive while the view is used
 
     @property

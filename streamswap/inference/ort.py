@@ -199,7 +199,7 @@ class OrtSession:
 
     @property
     def backend(self) -> str:
-        return "ort:" + self._session.get_providers()[0]
+        return "ort:" + str(self._session.get_providers()[0])
 
     def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
         values = self._session.run(self._output_names, dict(feeds))

@@ -179,20 +179,26 @@ class TritonConnection:
             kwargs.setdefault("client_timeout", max(self.settings.timeout_s, 5.0))
         return getattr(self.client(), method)(*args, headers=self.headers, **kwargs)
 
+    def _json(self, method: str, model: str, version: str) -> dict[str, Any]:
+        """A control call answered with a JSON object (gRPC asked for JSON, not protobuf)."""
+        kwargs = {"as_json": True} if self.settings.protocol == "grpc" else {}
+        answer = self.call(method, model, version, **kwargs)
+        if not isinstance(answer, dict):
+            raise BackendUnavailable(f"{self.where}: {method} answered {type(answer).__name__}, not a JSON object")
+        return answer
+
     def metadata(self, model: str, version: str) -> dict[str, Any]:
-        if self.settings.protocol == "grpc":
-            return self.call("get_model_metadata", model, version, as_json=True)
-        return self.call("get_model_metadata", model, version)
+        return self._json("get_model_metadata", model, version)
 
     def config(self, model: str, version: str) -> dict[str, Any]:
-        if self.settings.protocol == "grpc":
-            return self.call("get_model_config", model, version, as_json=True).get("config", {})
-        return self.call("get_model_config", model, version)
+        answer = self._json("get_model_config", model, version)
+        if self.settings.protocol != "grpc":
+            return answer
+        config = answer.get("config", {})  # gRPC wraps the config in a response message
+        return config if isinstance(config, dict) else {}
 
     def statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
-        if self.settings.protocol == "grpc":
-            return self.call("get_inference_statistics", model, version, as_json=True)
-        return self.call("get_inference_statistics", model, version)
+        return self._json("get_inference_statistics", model, version)
 
 
 def wait_ready(

@@ -145,7 +145,7 @@ def model_config(model: RepoModel, options: RepoOptions) -> Any:
 def config_text(model: RepoModel, options: RepoOptions) -> str:
     from google.protobuf import text_format
 
-    return text_format.MessageToString(model_config(model, options))
+    return str(text_format.MessageToString(model_config(model, options)))
 
 
 @dataclass
