@@ -30,4 +30,6 @@ timeout 360 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rs \
   tests/test_ops_kernels.py tests/test_gpu_device.py tests/test_cuda.py tests/test_trt_gpu.py tests/test_ort_gpu.py || status=$?
 echo "== streamswap bench gpu (1080p, one face; stand-in networks of 3 ms)"
 timeout 120 "$PY" -m streamswap bench gpu --frames 300 || status=$?
+echo "== the same with the mouth mask and the LAB colour transfer (on the device)"
+timeout 60 "$PY" -m streamswap bench gpu --frames 150 --mouth-mask --color-correction || status=$?
 exit $status

@@ -537,7 +537,8 @@ def test_gpu_bench_scene_detector_finds_exactly_the_faces_drawn(tmp_path: Path) 
     from streamswap.bench.gpu import default_scene
     from streamswap.wiring import build_face_stages
 
-    scene = default_scene(tmp_path, 1920, 1080, 3)
+    scene = default_scene(tmp_path, 1920, 1080, 3, paste=("mouth_mask", "color_correction"))
+    assert scene.config.faces.paste.mouth_mask and scene.config.faces.paste.color_correction  # bench gpu's flags
     stages = build_face_stages(scene.config)
     try:
         found = sorted(stages.detect_still(scene.frame), key=lambda f: f.box[0])

@@ -75,10 +75,12 @@ def test_device_frames_letterbox_and_paste_match_the_cpu_twins(gpu, mapped: bool
     frames.close()
 
 
-def test_gpu_bench_frame_path_runs_on_the_device(gpu) -> None:
-    from streamswap.bench.gpu import run_frame_path
+@pytest.mark.parametrize("paste", [(), ("mouth_mask", "color_correction")])
+def test_gpu_bench_frame_path_runs_on_the_device(gpu, tmp_path, paste) -> None:
+    from streamswap.bench.gpu import default_scene, run_frame_path
 
-    report = run_frame_path(gpu.cuda, frames=20, width=640, height=360, faces=2, iterations=50)
+    scene = default_scene(tmp_path, 640, 360, 2, paste)
+    report = run_frame_path(scene, gpu.cuda, frames=20, iterations=50)
     assert report.h2d_bytes == report.d2h_bytes == 640 * 360 * 3
     assert report.detect_ms > 0 and report.swap_ms > 0
 

@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network-ms", type=float, default=3.0, help="device time of each stand-in network (default 3 ms)"
     )
+    parser.add_argument(
+        "--mouth-mask", action="store_true", help="also keep the target's mouth (faces.paste.mouth_mask, on the device)"
+    )
+    parser.add_argument(
+        "--color-correction",
+        action="store_true",
+        help="also transfer the target's colours in LAB (faces.paste.color_correction, on the device)",
+    )
 
 
 # --- the stand-in networks ------------------------------------------------------------------
@@ -432,10 +440,11 @@ def scene_config(overrides: dict[str, Any]) -> Config:
     )
 
 
-def default_scene(workdir: Path, width: int, height: int, faces: int) -> BenchScene:
+def default_scene(workdir: Path, width: int, height: int, faces: int, paste: Sequence[str] = ()) -> BenchScene:
     """`faces` cartoon faces in a row across a `width`×`height` frame, an SCRFD-shaped detector
     that finds exactly those (its outputs are constants), an inswapper-shaped generator and
-    an ArcFace-shaped recognizer: generated files, no download and no photo needed."""
+    an ArcFace-shaped recognizer: generated files, no download and no photo needed. `paste`
+    names the faces.paste options to turn on (mouth_mask, color_correction)."""
     from streamswap.bench import synthetic
     from streamswap.io.testsrc import draw_face
     from streamswap.ops.cpu import letterbox_geometry
@@ -465,6 +474,7 @@ def default_scene(workdir: Path, width: int, height: int, faces: int) -> BenchSc
         "inference.max_batch": faces,
         "models.dir": str(workdir),
     }
+    overrides.update({f"faces.paste.{name}": True for name in paste})
     return BenchScene(frame, frame.copy(), scene_config(overrides))
 
 
@@ -480,11 +490,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     cuda = open_cuda(0)  # BackendUnavailable: one line saying what is missing
     iterations = _iterations_for(cuda, args.network_ms)
     with tempfile.TemporaryDirectory(prefix="streamswap-bench-gpu-") as tmp:
-        scene = default_scene(Path(tmp), width, height, args.faces)
+        paste = [name for name in ("mouth_mask", "color_correction") if getattr(args, name)]
+        scene = default_scene(Path(tmp), width, height, args.faces, paste)
         report = run_frame_path(scene, cuda, frames=args.frames, iterations=iterations)
     print(
         f"GPU frame path on {cuda.info().name}, {width}x{height}, {report.faces} face(s), {report.frames} frames "
         f"through the pipeline `streamswap run` builds, stand-in networks of ~{args.network_ms:g} ms each"
+        + (f", paste with {' and '.join(paste)}" if paste else "")
     )
     print(f"  device time per frame: detect {report.detect_ms:.2f} ms, swap {report.swap_ms:.2f} ms (events)")
     print(f"  host CPU per frame: {report.host_cpu_ms:.2f} ms (target ≤ 6 ms at 1080p, one face)")
