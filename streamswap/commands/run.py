@@ -202,8 +202,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
 def _printer(pipeline: Pipeline, source: Any, args: argparse.Namespace) -> ProgressPrinter:
     """A progress bar when the input is a file read losslessly (its frame count is known)."""
+    from streamswap.io.base import KnowsLength
+
     return ProgressPrinter(
-        lambda: None if pipeline.live else getattr(source, "frames_total", None), log_every=args.log_every
+        lambda: source.frames_total if isinstance(source, KnowsLength) and not pipeline.live else None,
+        log_every=args.log_every,
     )
 
 

@@ -20,7 +20,7 @@ from streamswap.faces.adapters import AdapterParts, adapter, require_session
 from streamswap.faces.align import invert_affine, source_roi
 from streamswap.faces.mesh_topology import LEFT_EYE, NOSE_TIP, NUM_LANDMARKS, RIGHT_EYE
 from streamswap.faces.types import Face
-from streamswap.inference.base import Session
+from streamswap.inference.base import Session, model_file
 from streamswap.ops.cpu import Box, crops_to_tensor, warp_crops
 
 INPUT_SIZE = 192
@@ -129,7 +129,7 @@ class FaceMesh:
     def __init__(self, session: Session, max_batch: int = 8) -> None:
         self.session = session
         size = self.input_size
-        self.label = label = f"{getattr(session, 'path', 'facemesh')} (facemesh)"
+        self.label = label = f"{model_file(session) or 'facemesh'} (facemesh)"
         inputs, outputs = list(session.inputs), list(session.outputs)
         shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
         if len(shape) != 4 or tuple(shape[1:]) != (3, size, size):

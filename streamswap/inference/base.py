@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, TypeGuard, runtime_checkable
 
 import numpy as np
@@ -51,6 +52,20 @@ class Session(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray], stream: int | None = None) -> dict[str, np.ndarray]:
         """Run once. `stream` is a CUDA stream handle for GPU backends; CPU backends ignore it."""
         ...
+
+
+@runtime_checkable
+class LoadedFromFile(Protocol):
+    """A session that knows the file it was loaded from (ONNX Runtime's model, TensorRT's
+    engine); a remote one (Triton) does not."""
+
+    @property
+    def path(self) -> Path: ...
+
+
+def model_file(session: Session) -> Path | None:
+    """The file `session` was loaded from, for messages; None where the backend has none."""
+    return session.path if isinstance(session, LoadedFromFile) else None
 
 
 class PendingOutputs(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -110,6 +110,21 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reconnects(Protocol):
+    """A sink whose connection can be down while it reconnects (a network output)."""
+
+    @property
+    def up(self) -> bool: ...
+
+
+@runtime_checkable
+class KnowsLength(Protocol):
+    """A source that may know how many frames it has (a file), for progress."""
+
+    frames_total: int | None
 
 
 class Sink(Protocol):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from streamswap.errors import InputError, StreamswapError
-from streamswap.io.base import AudioFormat, FrameMeta, Sink, Source, VideoFormat, check_frame_size
+from streamswap.io.base import AudioFormat, FrameMeta, Reconnects, Sink, Source, VideoFormat, check_frame_size
 from streamswap.logs import kv
 from streamswap.pipeline.frame_queue import FrameItem, FrameQueue, QueueClosed
 from streamswap.pipeline.settings import PipelineSettings
@@ -641,7 +641,7 @@ class Pipeline:
 def _sink_state(sink: Sink) -> dict[str, Any]:
     """One output for status(): its name, "up" or "reconnecting" (a network output says
     whether its connection is up), and what it counts (frames, dropped, reconnects, ...)."""
-    up = getattr(sink, "up", True)  # only reconnecting network sinks have a connection state
+    up = sink.up if isinstance(sink, Reconnects) else True
     return {
         "name": sink.name,
         "state": "up" if up else "reconnecting",

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from streamswap.io.base import FrameMeta
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class FrameTap(Protocol):
     page's preview): read-only, called from the last stage's thread; it must return at once
     (copy or skip)."""
 
-    def output_frame(self, frame: np.ndarray, meta: Any) -> None: ...
+    def output_frame(self, frame: np.ndarray, meta: FrameMeta) -> None: ...
 
 
 class ObserverFanout:

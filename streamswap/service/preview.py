@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from streamswap.io.base import FrameMeta
+
 log = logging.getLogger(__name__)
 
 
@@ -63,7 +65,7 @@ class PreviewTap:
             self._viewers += n
 
     # -- the output stage's side ---------------------------------------------------------
-    def output_frame(self, frame: np.ndarray, meta: Any) -> None:
+    def output_frame(self, frame: np.ndarray, meta: FrameMeta) -> None:
         if not self._viewers:
             return
         now = self._clock()
@@ -77,7 +79,7 @@ class PreviewTap:
             np.copyto(self._buffer, frame)
             self._taken_at = now
             self._seq += 1
-            self._index = int(getattr(meta, "index", -1))
+            self._index = meta.index
             self.frames_taken += 1
         finally:
             self._buffer_lock.release()

@@ -11,7 +11,7 @@ from streamswap.errors import ConfigError, ModelError
 from streamswap.faces.detectors.nms import nms
 from streamswap.faces.settings import DetectorSettings
 from streamswap.faces.types import Face
-from streamswap.inference.base import Session, TensorInfo
+from streamswap.inference.base import Session, TensorInfo, model_file
 from streamswap.ops.cpu import letterbox, letterbox_geometry
 
 
@@ -21,7 +21,7 @@ class Detector(Protocol):
 
 def model_label(session: Session, model: str | None, contract: str) -> str:
     """How error messages name the model: the file when known, else the configured name."""
-    path = getattr(session, "path", None)
+    path = model_file(session)
     name = str(path) if path is not None else (model or contract)
     return f"{name} ({contract} detector)"
 

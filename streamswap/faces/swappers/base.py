@@ -20,7 +20,7 @@ from streamswap.faces.masks import FaceMasks
 from streamswap.faces.paste import PasteBack
 from streamswap.faces.settings import PasteSettings
 from streamswap.faces.types import Face
-from streamswap.inference.base import Session, TensorInfo
+from streamswap.inference.base import Session, TensorInfo, model_file
 from streamswap.logs import kv
 from streamswap.ops import cpu as ops
 
@@ -91,7 +91,7 @@ def is_dynamic_batch(info: TensorInfo) -> bool:
 def contract_error(model: str, what: str, session: Session) -> ModelError:
     ins = ", ".join(f"{i.name}{list(i.shape)}" for i in session.inputs)
     outs = ", ".join(f"{o.name}{list(o.shape)}" for o in session.outputs)
-    path = getattr(session, "path", None)  # the file, where the backend knows it
+    path = model_file(session)
     label = f"{model} ({path})" if path is not None and str(path) != model else model
     return ModelError(
         f"{label}: does not follow its model contract ({what}); the file has inputs [{ins}] and "
