@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -657,8 +657,17 @@ def _summary(snap: dict[str, Any]) -> dict[str, Any]:
     return {k: snap[k] for k in ("frames_in", "frames_out", "dropped")} | {"errors": sum(snap["errors"].values())}
 
 
-def _close_quietly(obj: Any, what: str) -> None:
+class _Closable(Protocol):
+    """What the pipeline closes at its end: the source, the sinks, the stages."""
+
+    @property
+    def name(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def _close_quietly(obj: _Closable, what: str) -> None:
     try:
         obj.close()
     except Exception:
-        log.exception("closing failed", extra=kv(what=what, name=getattr(obj, "name", "?")))
+        log.exception("closing failed", extra=kv(what=what, name=obj.name))
