@@ -341,10 +341,6 @@ def _gpu_frame_path(
         why = f"the detector is not a letterbox detector running as {on_gpu}"
     elif not isinstance(swapper, NeuralSwapper) or not runs_on_device(swapper.session):
         why = f"the swapper is not a neural swapper running as {on_gpu}"
-    elif not swapper.batched:
-        why = (
-            "the swapper's model has a fixed batch (one face per call); the GPU frame path runs every face in one call"
-        )
     elif not _float32_io(detector.session) or not _float32_io(swapper.session):
         why = (
             "a network takes or gives float16 tensors (an fp16 ONNX file on ONNX Runtime); the GPU frame "

@@ -158,12 +158,47 @@ def test_mapped_slots_are_read_in_place(tmp_path: Path) -> None:
     assert frames.bytes_up == frames.bytes_down == 0
 
 
-def test_device_swapper_needs_an_engine_batch_for_every_face(tmp_path: Path) -> None:
-    _, engine = tiny_engine(tmp_path, max_batch=2)
-    gpu = GpuContext(Cuda(FakeCudart()))
-    session = TrtSession(engine, make_fake_trt(VERSION), gpu.cuda)
-    with pytest.raises(Exception, match="--max-faces 4"):
-        DeviceSwapper(TinySwapper(session, name="tiny"), session, gpu.cuda, max_faces=4)
+@pytest.mark.parametrize("engine_batch", [1, 2])
+def test_a_generator_taking_fewer_faces_is_called_per_chunk_on_the_device(
+    tmp_path: Path, engine_batch: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A network that takes fewer faces per call than the detector finds (inswapper_128 as
+    published has a fixed batch of one; an engine built for fewer faces) keeps the frame on
+    the device: one call per chunk of faces, all on the swap stream, the host swap's pixels."""
+    import logging
+
+    from swap_fixtures import cpu_session
+
+    model, engine = tiny_engine(tmp_path, max_batch=engine_batch)
+    rt = FakeCudart()
+    gpu = GpuContext(Cuda(rt))
+    detect_stream, swap_stream = gpu.stream("detect"), gpu.stream("swap")
+    frames = DeviceFrames(gpu.cuda)
+    slot = frames.alloc((40, 48, 3), np.uint8)
+    trt = make_fake_trt(VERSION)
+    session = TrtSession(engine, trt, gpu.cuda, swap_stream)
+    caplog.set_level(logging.INFO, logger="streamswap.faces.device")
+    device = DeviceSwapper(TinySwapper(session, name="tiny"), session, gpu.cuda, max_faces=5)
+    assert device.batch == engine_batch
+    hint = [r.kv.get("hint") for r in caplog.records if r.getMessage().startswith("generator calls per frame")]
+    assert hint == ["rebuild with `streamswap engines build --max-faces 5` for one call"]  # its ONNX batches
+    host = TinySwapper(cpu_session(model), name="tiny")
+    identity = np.linspace(-1, 1, 512, dtype=np.float32)
+    device.set_identity(identity)
+    host.set_identity(identity)
+    original = _frame(4)
+    slot[...] = original
+    faces = _faces(5)
+    warm_up = gpu.cuda.allocations
+    frames.upload(slot, detect_stream)
+    device.swap(frames.frame(slot, swap_stream), faces, swap_stream)
+    frames.download(slot, swap_stream)
+    expected = original.copy()
+    host.swap(expected, faces)
+    assert np.abs(slot.astype(int) - expected.astype(int)).max() <= 2
+    runs = [handle for name, handle in trt.calls if name == "execute_async_v3"]
+    assert runs == [swap_stream.handle] * -(-5 // engine_batch)  # ceil(5 / batch) calls, all on the swap stream
+    assert gpu.cuda.allocations == warm_up
 
 
 def _photo_faces(count: int) -> tuple[np.ndarray, list[Face]]:

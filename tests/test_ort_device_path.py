@@ -249,15 +249,15 @@ def test_wiring_takes_the_gpu_frame_path_with_ort_cuda_and_keeps_the_host_path_o
     assert len(opened) == 1  # one CUDA context for the slots and every session
     assert "GPU frame path on" in caplog.text
 
-    caplog.clear()  # a generator that takes one face per call: the faces are not batched on the device
+    caplog.clear()  # a generator that takes one face per call (inswapper_128 as published): one call per face
     fixed = make_swapper_model(tmp_path / "fixed.onnx", size=128)
     stages = build_face_stages(
         load_config(None, {**overrides, "inference.provider": "cuda", "faces.swapper.model": str(fixed)})
     )
-    assert type(stages.detect).__name__ == "DetectStage" and type(stages.swap).__name__ == "SwapStage"
-    assert [r.kv["reason"] for r in caplog.records if r.msg.startswith("GPU frame path off")] == [
-        "the swapper's model has a fixed batch (one face per call); the GPU frame path runs every face in one call"
-    ]
+    assert isinstance(stages.detect, DeviceDetectStage) and isinstance(stages.swap, DeviceSwapStage)
+    assert stages.swap.swapper.device.batch == 1
+    calls = [r for r in caplog.records if r.msg.startswith("generator calls per frame")]
+    assert [(r.kv["faces_per_call"], r.kv["hint"]) for r in calls] == [(1, None)]  # no rebuild can batch it
 
     opened.clear()
     stages = build_face_stages(load_config(None, {**overrides, "inference.provider": "cpu"}))

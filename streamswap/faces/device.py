@@ -244,15 +244,21 @@ class DeviceSwapper:
         self.size = fmt.size
         self.output_name = swapper._output_name
         _float_io(session, ["target", "source", self.output_name], swapper.name)
-        batch = session.max_shape("target")[0]
+        # Faces per generator call. A model with a fixed batch of one (inswapper_128 as
+        # published) or an engine built for fewer faces than the detector finds is called once
+        # per chunk of `batch` faces, on the same stream: the frame stays on the device.
+        batch = self.batch = session.max_shape("target")[0]
         if batch < max_faces:
             fix = (
-                f"rebuild with `streamswap engines build --max-faces {max_faces}`"
+                ""
+                if not swapper.batched
+                else f"; rebuild with `streamswap engines build --max-faces {max_faces}` for one call"
                 if session.backend == "tensorrt"
-                else f"set inference.max_batch: {max_faces} (or lower faces.detector.max_faces)"
+                else f"; set inference.max_batch: {max_faces} for one call"
             )
-            raise ModelError(
-                f"{swapper.name}: the network takes {batch} faces per call, the detector finds up to {max_faces}; {fix}"
+            log.info(
+                "generator calls per frame follow the face count",
+                extra=kv(model=swapper.name, faces_per_call=batch, max_faces=max_faces, hint=fix.lstrip("; ") or None),
             )
         s = self.size
         crop_bytes = max_faces * s * s * 3
@@ -299,7 +305,7 @@ class DeviceSwapper:
 
     def swap(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
         """Replace `faces` in the device frame, in place: one crop launch, one generator
-        call, three mask launches and two colour-transfer launches for all faces when those
+        call (one per `batch` faces for a network that takes fewer), three mask launches and two colour-transfer launches for all faces when those
         options are on, one paste launch per face."""
         from streamswap.ops import cuda as ops
 
@@ -334,12 +340,16 @@ class DeviceSwapper:
             ops.mouth_masks(self._mask, polygons, masks, self._mouth.sigma, scratch, stream=stream, params=self._mouth)
         self._staged.record(stream)  # after the last per-face upload, before the generator
         self._staged_in_flight = True
-        target = session.device_input("target").view((n, 3, s, s))
-        ops.crops_to_tensor(crops, target, self.swapper._in_scale, self.swapper._in_bias, fmt.rgb, stream=stream)
-        session.enqueue({"target": (n, 3, s, s), "source": (n, self.swapper.latent_size)}, stream)
         generated = self._generated.view((n, s, s, 3))
-        out = session.device_output(self.output_name)
-        ops.tensor_to_crops(out, generated, fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
+        for start in range(0, n, self.batch):  # one generator call for all faces when it can take them
+            k = min(self.batch, n - start)
+            target = session.device_input("target").view((k, 3, s, s))
+            ops.crops_to_tensor(
+                crops.rows(start, k), target, self.swapper._in_scale, self.swapper._in_bias, fmt.rgb, stream=stream
+            )
+            session.enqueue({"target": (k, 3, s, s), "source": (k, self.swapper.latent_size)}, stream)
+            out = session.device_output(self.output_name)
+            ops.tensor_to_crops(out, generated.rows(start, k), fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
         if self._color is not None:  # the generated crops take the aligned target crops' colours
             weights = self._mask if masks is None else masks
             ops.transfer_color_lab(generated, crops, weights, generated, stream=stream, stats=self._color)

@@ -352,6 +352,13 @@ class DeviceArray:
         step = int(np.prod(inner, dtype=np.int64)) * self.dtype.itemsize
         return DeviceArray(self.ptr + index * step, inner, self.dtype, self._owner)
 
+    def rows(self, start: int, count: int) -> "DeviceArray":
+        """Items `start` … `start + count - 1` along the first axis, no copy."""
+        if start < 0 or count < 0 or start + count > self.shape[0]:
+            raise IndexError(f"rows {start}:{start + count} out of range for a device array of shape {self.shape}")
+        step = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return DeviceArray(self.ptr + start * step, (count, *self.shape[1:]), self.dtype, self._owner)
+
     def view(self, shape: Sequence[int]) -> "DeviceArray":
         """The leading part of this memory with another (not larger) shape, e.g. a batch of n."""
         out = DeviceArray(self.ptr, shape, self.dtype, self._owner)
