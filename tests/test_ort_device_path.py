@@ -380,3 +380,43 @@ def test_the_binding_calls_are_real_onnxruntime_api(tmp_path: Path) -> None:
         io.enqueue({"target": x.shape, "source": s.shape}, stream)
         np.testing.assert_allclose(io.fetch(stream).result()["out"], real.run(None, {"target": x, "source": s})[0])
     assert gpu.cuda.allocations == warm
+
+
+def test_a_fixed_batch_generator_on_ort_cuda_swaps_on_the_device_one_call_per_face(
+    tmp_path: Path, onnxruntime_gpu: CudaBuildOnFakeDevice
+) -> None:
+    """A model file whose batch is fixed at one (as the public inswapper_128's): the crops
+    are still warped, generated and pasted on the device, one generator call per face."""
+    import onnx
+    from swap_fixtures import cpu_session
+
+    from streamswap.faces.device import DeviceFrames, DeviceSwapper
+
+    model = tiny_swapper_model(tmp_path / "tiny.onnx")
+    graph = onnx.load(model)
+    for value in [*graph.graph.input, *graph.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # "n" → 1
+    onnx.save(graph, model)
+    pool = _pool(onnxruntime_gpu, tmp_path, max_batch=8)
+    stream = pool.gpu.stream("swap")
+    session = pool.get(model, stage="swap")
+    fake = onnxruntime_gpu.sessions[-1]
+    device = DeviceSwapper(TinySwapper(session, name="tiny"), session, pool.gpu.cuda, max_faces=4)
+    host = TinySwapper(cpu_session(model), name="tiny")
+    assert device.batch == 1 and not host.batched
+    identity = np.linspace(-1, 1, 512, dtype=np.float32)
+    device.set_identity(identity)
+    host.set_identity(identity)
+    frames = DeviceFrames(pool.gpu.cuda)
+    slot = frames.alloc((40, 48, 3), np.uint8)
+    slot[...] = _frame(6)
+    expected = slot.copy()
+    faces = _faces(3)
+    warm = pool.gpu.cuda.allocations
+    device.swap(frames.upload(slot, stream), faces, stream)
+    frames.download(slot, stream)
+    host.swap(expected, faces)
+    assert np.abs(slot.astype(int) - expected.astype(int)).max() <= 2
+    assert not np.array_equal(slot, _frame(6))
+    assert [r["inputs"]["target"][0] for r in fake.runs[1:]] == [(1, 3, 16, 16)] * 3  # after one warm-up
+    assert pool.gpu.cuda.allocations == warm
