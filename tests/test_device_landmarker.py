@@ -458,3 +458,102 @@ def test_build_face_stages_puts_the_bundled_facemesh_on_the_device(
         assert isinstance(stages.identities.detector.landmarker, FaceMesh)  # source photos: the host's own
     finally:
         stages.close()
+
+
+def test_gpu_bench_scene_with_a_landmarker_meshes_the_faces_drawn(tmp_path: Path) -> None:
+    """`bench gpu --landmarker`'s scene (a generated FaceMesh-shaped model, the detector every
+    2nd frame) through the real wiring and host adapters: every face drawn gets a mesh whose
+    five points sit on that face, in order, with a presence that keeps its track."""
+    from streamswap.bench.gpu import default_scene
+    from streamswap.wiring import build_face_stages
+
+    scene = default_scene(tmp_path, 1280, 720, 2, landmarker=True)
+    assert scene.config.faces.tracking.detect_every == 2
+    stages = build_face_stages(scene.config)
+    try:
+        assert isinstance(stages.detect.landmarker, FaceMesh)
+        found = sorted(stages.detect_still(scene.frame), key=lambda f: f.box[0])
+        presence = stages.detect.landmarker.last_presence
+    finally:
+        stages.close()
+    assert len(found) == 2 and (presence > 0.9).all()
+    for face in found:
+        assert face.landmarks is not None and face.landmarks.shape == (468, 3)
+        x0, y0, x1, y1 = face.box
+        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = face.kps
+        assert x0 < lx < nx < rx < x1 and mlx < mrx and y0 < ly < ny < mly < y1
+
+
+def test_gpu_bench_with_a_landmarker_runs_it_on_the_detect_stream_over_the_fakes(
+    tmp_path: Path, mesh_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench gpu` with a landmarker, as `run` builds it on a GPU, through the real Pipeline
+    (stand-in networks, kernels simulated, a 16-px FaceMesh contract so they stay cheap): the
+    detect stage's landmarker is the device twin, its network a stand-in on the detect
+    stream, and the frame still crosses once each way."""
+    import dataclasses
+
+    from test_detectors import face_at, scrfd_model, scrfd_tensors
+    from test_device_path import TinyArcfaceSwapper, tiny_swapper_model
+
+    from streamswap.bench import synthetic
+    from streamswap.bench.gpu import BenchScene, StandInNetwork, run_frame_path, scene_config
+    from streamswap.faces import adapters
+    from streamswap.models.catalogue import CATALOGUE
+    from streamswap.models.store import ModelStore
+
+    monkeypatch.setitem(
+        adapters._REGISTRY,
+        ("swapper", "tiny"),
+        lambda parts: TinyArcfaceSwapper(parts.session, name=parts.name, recognizer=parts.recognizer),
+    )
+    monkeypatch.setitem(adapters._REGISTRY, ("landmarker", "tinymesh"), lambda parts: TinyMesh(parts.session))
+    made: dict[str, int] = {}
+    init = StandInNetwork.__init__
+
+    def record(self, host, *args, **kwargs):
+        init(self, host, *args, **kwargs)
+        made[Path(host.path).stem] = self.stream.handle
+
+    monkeypatch.setattr(StandInNetwork, "__init__", record)
+    runs: list[str] = []
+    enqueue = StandInNetwork.enqueue
+
+    def count(self, shapes, stream=None):
+        runs.append(Path(self.host.path).stem)
+        enqueue(self, shapes, stream)
+
+    monkeypatch.setattr(StandInNetwork, "enqueue", count)
+    size = 32
+    box = (6, 4, 26, 26)
+    detector = scrfd_model(tmp_path / "scrfd.onnx", size, scrfd_tensors(size, [face_at(8, (2, 2), 0.9, box)], True))
+    overrides = {
+        "faces.detector.model": str(detector),
+        "faces.detector.contract": "scrfd",
+        "faces.detector.max_faces": 2,
+        "faces.landmarker.model": str(mesh_model),
+        "faces.landmarker.contract": "tinymesh",
+        "faces.tracking.detect_every": 2,
+        "faces.recognizer.model": str(synthetic.make_arcface_model(tmp_path / "arcface.onnx")),
+        "faces.recognizer.contract": "arcface",
+        "faces.swapper.model": str(tiny_swapper_model(tmp_path / "tiny.onnx")),
+        "faces.swapper.contract": "tiny",
+        "inference.max_batch": 2,
+        "models.dir": str(tmp_path),
+    }
+    config = scene_config(overrides)
+    faces = dataclasses.replace(config.faces, detector=dataclasses.replace(config.faces.detector, size=size))
+    scene = BenchScene(_frame(1), _frame(2), dataclasses.replace(config, faces=faces))
+    # the 16-px test contracts, as catalogue entries (a user's file names a known contract)
+    tiny = dataclasses.replace(CATALOGUE["inswapper_128"], name="tiny", contract="tiny")
+    mesh = dataclasses.replace(CATALOGUE["facemesh"], name="tinymesh", contract="tinymesh")
+    store = ModelStore(config.models, {**CATALOGUE, "tiny": tiny, "tinymesh": mesh})
+    rt = FakeCudart()
+    report = run_frame_path(scene, Cuda(rt), frames=3, iterations=1, store=store)
+    assert report.frames == 3 and report.faces == 1
+    assert report.h2d_bytes == report.d2h_bytes == H * W * 3  # one frame each way per frame
+    assert made["tiny_mesh"] == made["scrfd"] != made["tiny"]  # the landmarker on the detect stream
+    # the detector every 2nd frame (the still before the run was the first), the mesh on the
+    # device on every frame: after a detection, or following the track (a track the
+    # detection missed is followed too)
+    assert runs.count("scrfd") == 1 and runs.count("tiny_mesh") >= 3 and runs.count("tiny") == 3

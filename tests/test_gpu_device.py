@@ -75,12 +75,15 @@ def test_device_frames_letterbox_and_paste_match_the_cpu_twins(gpu, mapped: bool
     frames.close()
 
 
-@pytest.mark.parametrize("paste", [(), ("mouth_mask", "color_correction")])
-def test_gpu_bench_frame_path_runs_on_the_device(gpu, tmp_path, paste) -> None:
+@pytest.mark.parametrize(
+    ("paste", "landmarker"), [((), False), (("mouth_mask", "color_correction"), False), ((), True)]
+)
+def test_gpu_bench_frame_path_runs_on_the_device(gpu, tmp_path, paste, landmarker: bool) -> None:
     from streamswap.bench.gpu import default_scene, run_frame_path
 
-    scene = default_scene(tmp_path, 640, 360, 2, paste)
+    scene = default_scene(tmp_path, 640, 360, 2, paste, landmarker=landmarker)
     report = run_frame_path(scene, gpu.cuda, frames=20, iterations=50)
+    assert report.frames == 20 and report.faces == 2
     assert report.h2d_bytes == report.d2h_bytes == 640 * 360 * 3
     assert report.detect_ms > 0 and report.swap_ms > 0
 

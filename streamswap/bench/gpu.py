@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also transfer the target's colours in LAB (faces.paste.color_correction, on the device)",
     )
+    parser.add_argument(
+        "--landmarker",
+        action="store_true",
+        help="add a FaceMesh landmarker (its crops and network on the detect stream, in detect's time) "
+        "and track faces by their mesh between detections (tracking.detect_every 2)",
+    )
 
 
 # --- the stand-in networks ------------------------------------------------------------------
@@ -429,22 +435,28 @@ def _iterations_for(cuda: Any, network_ms: float) -> int:
 
 
 def scene_config(overrides: dict[str, Any]) -> Config:
-    """The built-in defaults with `overrides`, without a landmarker (as configs/desktop-gpu.yaml:
-    a neural swapper needs only the detector's 5 points)."""
+    """The built-in defaults with `overrides`, without a landmarker unless they name one (as
+    configs/desktop-gpu.yaml: a neural swapper needs only the detector's 5 points)."""
     from streamswap.config import load_config
 
     config = load_config(None, overrides)
+    if "faces.landmarker.model" in overrides:
+        return config
     faces = config.faces
     return dataclasses.replace(
         config, faces=dataclasses.replace(faces, landmarker=dataclasses.replace(faces.landmarker, model=None))
     )
 
 
-def default_scene(workdir: Path, width: int, height: int, faces: int, paste: Sequence[str] = ()) -> BenchScene:
+def default_scene(
+    workdir: Path, width: int, height: int, faces: int, paste: Sequence[str] = (), landmarker: bool = False
+) -> BenchScene:
     """`faces` cartoon faces in a row across a `width`×`height` frame, an SCRFD-shaped detector
     that finds exactly those (its outputs are constants), an inswapper-shaped generator and
     an ArcFace-shaped recognizer: generated files, no download and no photo needed. `paste`
-    names the faces.paste options to turn on (mouth_mask, color_correction)."""
+    names the faces.paste options to turn on (mouth_mask, color_correction). With
+    `landmarker`, a FaceMesh-shaped landmarker too, and the detector every 2nd frame (faces
+    tracked by their mesh in between)."""
     from streamswap.bench import synthetic
     from streamswap.io.testsrc import draw_face
     from streamswap.ops.cpu import letterbox_geometry
@@ -475,6 +487,10 @@ def default_scene(workdir: Path, width: int, height: int, faces: int, paste: Seq
         "models.dir": str(workdir),
     }
     overrides.update({f"faces.paste.{name}": True for name in paste})
+    if landmarker:
+        overrides["faces.landmarker.model"] = str(synthetic.make_facemesh_model(workdir / "facemesh_like.onnx"))
+        overrides["faces.landmarker.contract"] = "facemesh"
+        overrides["faces.tracking.detect_every"] = 2
     return BenchScene(frame, frame.copy(), scene_config(overrides))
 
 
@@ -491,14 +507,17 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     iterations = _iterations_for(cuda, args.network_ms)
     with tempfile.TemporaryDirectory(prefix="streamswap-bench-gpu-") as tmp:
         paste = [name for name in ("mouth_mask", "color_correction") if getattr(args, name)]
-        scene = default_scene(Path(tmp), width, height, args.faces, paste)
+        scene = default_scene(Path(tmp), width, height, args.faces, paste, landmarker=args.landmarker)
         report = run_frame_path(scene, cuda, frames=args.frames, iterations=iterations)
     print(
         f"GPU frame path on {cuda.info().name}, {width}x{height}, {report.faces} face(s), {report.frames} frames "
         f"through the pipeline `streamswap run` builds, stand-in networks of ~{args.network_ms:g} ms each"
         + (f", paste with {' and '.join(paste)}" if paste else "")
     )
-    print(f"  device time per frame: detect {report.detect_ms:.2f} ms, swap {report.swap_ms:.2f} ms (events)")
+    landmarks = " incl. FaceMesh; detector every 2nd frame" if args.landmarker else ""
+    print(
+        f"  device time per frame: detect {report.detect_ms:.2f} ms{landmarks}, swap {report.swap_ms:.2f} ms (events)"
+    )
     print(f"  host CPU per frame: {report.host_cpu_ms:.2f} ms (target ≤ 6 ms at 1080p, one face)")
     frame_bytes = width * height * 3
     print(

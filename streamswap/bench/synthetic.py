@@ -198,6 +198,46 @@ def make_arcface_model(path: str | Path, *, batch_dynamic: bool = True) -> Path:
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
 
 
+def make_facemesh_model(path: str | Path, *, size: int = 192) -> Path:
+    """A FaceMesh-shaped landmarker: `input` N×3×192×192 → `mesh` N×1404×1×1 (a fixed
+    frontal face: eye contours, nose tip and mouth corners where a level face's are, every
+    other point on the face oval) and `flag` N×1×1×1 (presence logit 5: a face). The input
+    is read (its mean, times 0) so the graph depends on it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from streamswap.faces.landmarks import FIRST_MOUTH_CORNER, SECOND_MOUTH_CORNER
+    from streamswap.faces.mesh_topology import LEFT_EYE, NOSE_TIP, NUM_LANDMARKS, RIGHT_EYE
+
+    angles = np.linspace(0, 2 * np.pi, NUM_LANDMARKS, endpoint=False)
+    points = np.stack([0.5 + 0.3 * np.cos(angles), 0.5 + 0.36 * np.sin(angles), np.zeros_like(angles)], axis=1)
+    for contour, cx in ((RIGHT_EYE, 0.38), (LEFT_EYE, 0.62)):  # RIGHT_EYE: the subject's, image-left
+        ring = np.linspace(0, 2 * np.pi, len(contour), endpoint=False)
+        points[list(contour), 0] = cx + 0.03 * np.cos(ring)
+        points[list(contour), 1] = 0.42 + 0.015 * np.sin(ring)
+    points[NOSE_TIP] = (0.5, 0.55, -0.05)
+    points[FIRST_MOUTH_CORNER] = (0.4, 0.68, 0.0)
+    points[SECOND_MOUTH_CORNER] = (0.6, 0.68, 0.0)
+    mesh = (points * size).astype(np.float32).reshape(1, NUM_LANDMARKS * 3, 1, 1)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])
+    outputs = [
+        helper.make_tensor_value_info("mesh", TensorProto.FLOAT, ["N", NUM_LANDMARKS * 3, 1, 1]),
+        helper.make_tensor_value_info("flag", TensorProto.FLOAT, ["N", 1, 1, 1]),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["nothing", "points"], ["mesh"]),
+        helper.make_node("Add", ["nothing", "logit"], ["flag"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+        numpy_helper.from_array(mesh, "points"),
+        numpy_helper.from_array(np.full((1, 1, 1, 1), 5.0, np.float32), "logit"),
+    ]
+    graph = helper.make_graph(nodes, "facemesh", [x], outputs, initializer=inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), Path(path))
+
+
 def make_enhancer_model(path: str | Path, *, size: int = 512, batch_dynamic: bool = False) -> Path:
     """A GFPGAN-shaped enhancer: `input` N×3×512×512 → N×3×512×512 (−input, a visible change)."""
     from onnx import TensorProto, helper
