@@ -33,9 +33,11 @@ def onnxruntime_gpu(monkeypatch: pytest.MonkeyPatch) -> CudaBuildOnFakeDevice:
     return build
 
 
-def _pool(build: CudaBuildOnFakeDevice, tmp_path: Path, device: int = 0, **settings: object) -> SessionPool:
+def _pool(
+    build: CudaBuildOnFakeDevice, tmp_path: Path, device: int = 0, provider: str = "cuda", **settings: object
+) -> SessionPool:
     gpu = GpuContext(Cuda(build._rt, device=device))
-    return SessionPool(InferenceSettings(provider="cuda", device=device, **settings), tmp_path, gpu=gpu)
+    return SessionPool(InferenceSettings(provider=provider, device=device, **settings), tmp_path, gpu=gpu)
 
 
 def _runs_after_load(build: CudaBuildOnFakeDevice, session_index: int, warm_up: int = 2) -> list[dict]:
@@ -420,3 +422,28 @@ def test_a_fixed_batch_generator_on_ort_cuda_swaps_on_the_device_one_call_per_fa
     assert not np.array_equal(slot, _frame(6))
     assert [r["inputs"]["target"][0] for r in fake.runs[1:]] == [(1, 3, 16, 16)] * 3  # after one warm-up
     assert pool.gpu.cuda.allocations == warm
+
+
+def test_orts_tensorrt_provider_gets_one_profile_for_the_whole_batch_range(
+    tmp_path: Path, onnxruntime_gpu: CudaBuildOnFakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT's TensorRT provider is told the range (batch 1..max_batch) up front, so it builds
+    one engine instead of rebuilding mid-stream when a frame brings more faces; its session
+    computes on the stage's stream and takes the device path like the CUDA provider's."""
+    offered = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime_gpu, "get_available_providers", lambda: offered)
+    model = tiny_swapper_model(tmp_path / "tiny.onnx")
+    pool = _pool(onnxruntime_gpu, tmp_path, provider="tensorrt", max_batch=5)
+    session = pool.get(model, stage="swap")
+    fake = onnxruntime_gpu.sessions[-1]
+    trt = fake.options["TensorrtExecutionProvider"]
+    assert trt["trt_profile_min_shapes"] == "target:1x3x16x16,source:1x512"
+    assert trt["trt_profile_opt_shapes"] == "target:1x3x16x16,source:1x512"
+    assert trt["trt_profile_max_shapes"] == "target:5x3x16x16,source:5x512"
+    assert trt["user_compute_stream"] == str(pool.gpu.stream("swap").handle)
+    assert "trt_profile_min_shapes" not in fake.options["CUDAExecutionProvider"]
+    assert session.backend == "ort:TensorrtExecutionProvider" and runs_on_device(session)
+    assert session.max_shape("target") == (5, 3, 16, 16)
+    fixed = _scrfd(tmp_path, 32, [])  # no dynamic input: nothing to profile
+    pool.get(fixed, size=32, stage="detect")
+    assert "trt_profile_min_shapes" not in onnxruntime_gpu.sessions[-1].options["TensorrtExecutionProvider"]

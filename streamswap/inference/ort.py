@@ -162,6 +162,34 @@ def _provider_options(
     return {}
 
 
+def _trt_profile_options(path: Path, max_batch: int, size: int | None) -> dict[str, str]:
+    """Explicit optimisation profiles for ORT's TensorRT provider (ORT >= 1.16): one engine
+    for every dynamic input's whole range (batch 1..max_batch, other dynamic dims `size`), as
+    our own engines have, instead of an engine rebuilt whenever a run brings a larger batch
+    (seconds to minutes, mid-stream). {} when the model cannot be read here or a dynamic dim
+    has no size: the provider then profiles from the shapes it sees."""
+    from streamswap.inference.engine_cache import profile_from_inputs
+    from streamswap.inference.tensorrt import onnx_inputs
+
+    try:
+        inputs = onnx_inputs(path)
+        dynamic = [(name, dims) for name, dims in inputs if not all(isinstance(d, int) for d in dims)]
+        profile = profile_from_inputs(dynamic, max_batch, size)
+    except (ModelError, BackendUnavailable):
+        return {}
+    if not profile:
+        return {}
+
+    def shapes(pick: Callable[[Any], Sequence[int]]) -> str:
+        return ",".join(f"{p.name}:{'x'.join(str(d) for d in pick(p))}" for p in profile)
+
+    return {
+        "trt_profile_min_shapes": shapes(lambda p: p.min),
+        "trt_profile_opt_shapes": shapes(lambda p: p.opt),
+        "trt_profile_max_shapes": shapes(lambda p: p.max),
+    }
+
+
 def _dims(shape: Sequence[object]) -> tuple[Dim, ...]:
     return tuple(d if isinstance(d, int) else (str(d) if d is not None else None) for d in shape)
 
@@ -284,6 +312,9 @@ def open_ort_session(
     ort = _import_ort()
     handle = None if stream is None else int(getattr(stream, "handle", stream))
     providers = resolve_providers(settings, cache_dir, handle)
+    for ep, ep_options in providers:
+        if ep == PROVIDERS["tensorrt"]:
+            ep_options.update(_trt_profile_options(path, max_batch or settings.max_batch, size))
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[settings.graph_optimization])
     if settings.threads:

@@ -8,9 +8,10 @@ staging for the outputs, one `IOBinding` and one `RunOptions`, all reused for ev
 dynamic leading input dimension is the batch, 1..`max_batch` (inference.max_batch, as for
 TensorRT's optimisation profiles); any other dynamic dimension takes `size` (a detector's
 input side). Two warm-up runs at load, at batch 1 and at the maximum, tell how each output's
-shape follows the batch (fixed, or `n` times its batch-1 size), grow ONNX Runtime's own
-memory arena to its peak and let its TensorRT provider build one engine for the whole
-batch range; after that a run binds views of the same buffers and allocates nothing.
+shape follows the batch (fixed, or `n` times its batch-1 size) and grow ONNX Runtime's own
+memory arena to its peak (its TensorRT provider already has the batch range as explicit
+profiles, `ort._trt_profile_options`); after that a run binds views of the same buffers and
+allocates nothing.
 
 What ONNX Runtime synchronises, and what we do about it (ORT >= 1.14; microsoft/onnxruntime
 PR #14088, issues #12216 and #28539):
