@@ -485,3 +485,15 @@ def test_a_trickling_mirror_is_dropped_for_the_next_url(server: Server, tmp_path
     result = fetch(spec, tmp_path / "models", settings, backoff_s=0.01)
     assert result.url.endswith("/fast/tiny.onnx") and result.sha256 == SHA
     assert time.monotonic() - started < 6  # two ~1 s windows under 1 KiB/s, then the next URL
+
+
+def test_a_builtin_entry_is_never_downloaded_even_with_a_mirror(tmp_path: Path) -> None:
+    from streamswap.models.catalogue import get_spec
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with pytest.raises(ModelError, match="mesh is built in .* nothing to download"):
+        fetch(get_spec("mesh"), tmp_path / "models", ModelsSettings(mirror=str(mirror)))
+    store = ModelStore(ModelsSettings(dir=str(tmp_path / "models"), mirror=str(mirror)))
+    status, result = store.fetch("mesh")
+    assert status.builtin and result is None and not (tmp_path / "models").exists()

@@ -102,6 +102,8 @@ def fetch(
     `backoff_s` is the first retry delay (doubled per retry, at most a minute); tests
     pass a tiny value. A configured `settings.mirror` is tried before the catalogue URLs.
     """
+    if spec.builtin:  # the store never asks: a mirror would be asked for a file named ""
+        raise ModelError(f"{spec.name} is built in (code, no model file): there is nothing to download")
     urls = candidate_urls(spec, settings.mirror)
     if not urls:
         raise DownloadError(
