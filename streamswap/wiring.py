@@ -175,9 +175,15 @@ def _resolve(store: ModelStore, key: str, model: str, contract: str | None, role
     resolved = store.resolve(model, contract)
     if resolved.spec.role not in roles:
         raise ConfigError(
-            f"{key}: {model} is a {resolved.spec.role} model, not a {' or '.join(roles)}; see `streamswap models list`"
+            f"{key}: {model} is {_a(resolved.spec.role)} model, not {_a(' or '.join(roles))}; "
+            "see `streamswap models list`"
         )
     return resolved
+
+
+def _a(noun: str) -> str:
+    """'an enhancer', 'a swapper'."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun.replace('_', ' ')}"
 
 
 def _parts(

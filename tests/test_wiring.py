@@ -49,6 +49,9 @@ def test_model_of_the_wrong_role_is_refused(bundled_models_dir: Path) -> None:
     config = load_config(None, {"models.dir": str(bundled_models_dir), "faces.detector.model": "facemesh"})
     with pytest.raises(ConfigError, match="faces.detector.model: facemesh is a landmarker model"):
         FaceTool(build_face_stages(config))
+    config = load_config(None, {"models.dir": str(bundled_models_dir), "faces.enhancer": "mesh"})
+    with pytest.raises(ConfigError, match="faces.enhancer: mesh is a swapper model, not an enhancer;"):
+        FaceTool(build_face_stages(config))
 
 
 def test_neural_swapper_from_users_files(bundled_models_dir: Path, tmp_path: Path) -> None:
