@@ -447,3 +447,20 @@ def test_orts_tensorrt_provider_gets_one_profile_for_the_whole_batch_range(
     fixed = _scrfd(tmp_path, 32, [])  # no dynamic input: nothing to profile
     pool.get(fixed, size=32, stage="detect")
     assert "trt_profile_min_shapes" not in onnxruntime_gpu.sessions[-1].options["TensorrtExecutionProvider"]
+
+
+def test_tensorrts_fallback_to_ort_cuda_keeps_the_device_path(
+    tmp_path: Path, onnxruntime_gpu: CudaBuildOnFakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configs/desktop-gpu.yaml's case: backend tensorrt where TensorRT cannot run, fallback
+    [cuda]: the ONNX Runtime session that takes over computes on the stage's stream and
+    still runs on device buffers (the frame path does not fall back to the host)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, as without it
+    model = tiny_swapper_model(tmp_path / "tiny.onnx")
+    pool = _pool(onnxruntime_gpu, tmp_path, backend="tensorrt", fallback=["cuda"], max_batch=3)
+    session = pool.get(model, stage="swap")
+    assert session.backend == "ort:CUDAExecutionProvider" and runs_on_device(session)
+    assert onnxruntime_gpu.sessions[-1].stream == pool.gpu.stream("swap").handle
+    assert session.max_shape("target") == (3, 3, 16, 16)
