@@ -280,9 +280,17 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             daemon.wait_ready()
             time.sleep(2.0)  # past the first frames' one-off allocations
             results["rss_mb_before"] = daemon.rss_mb()
+            # At rest, for comparison: frames out and /status latency without uploads.
             frames0, t0 = daemon.frames_out(), time.monotonic()
-            time.sleep(3.0)
+            rest, stop = _Samples(), threading.Event()
+            watchers = _watch(daemon, rest, stop)
+            time.sleep(5.0)
+            stop.set()
+            for t in watchers:
+                t.join()
             results["fps_before"] = round((daemon.frames_out() - frames0) / (time.monotonic() - t0), 1)
+            results["status_ms_p50_at_rest"] = round(statistics.median(rest.status_ms), 1)
+            results["status_ms_max_at_rest"] = round(max(rest.status_ms), 1)
             results["rounds"] = []
             for i in range(args.rounds):
                 print(f"bench uploads: round {i + 1}: {args.uploads} concurrent POST /source…", file=sys.stderr)
@@ -300,7 +308,10 @@ def _report(results: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"uploads:     {results['uploads']} concurrent POST /source of {results['photo']}")
-    print(f"before:      {results['rss_mb_before']} MB RSS, {results['fps_before']} fps out")
+    print(
+        f"at rest:     {results['rss_mb_before']} MB RSS, {results['fps_before']} fps out, /status p50 "
+        f"{results['status_ms_p50_at_rest']} ms, max {results['status_ms_max_at_rest']} ms"
+    )
     for i, r in enumerate(results["rounds"], 1):
         answers = ", ".join(f"{n}× {code}" for code, n in r["answers"].items())
         print(f"round {i}:")
