@@ -23,7 +23,7 @@ from service_fakes import FakePipeline, RecordingStages, identity_of
 
 from streamswap.commands.serve import check_endpoints
 from streamswap.config import load_config
-from streamswap.errors import ConfigError
+from streamswap.errors import Busy, ConfigError
 from streamswap.service.daemon import Daemon
 from streamswap.service.settings import needs_token, parse_bind
 
@@ -268,6 +268,29 @@ def test_reload_applies_new_source_and_refuses_bad_config(running, tmp_path):
     running.assert_streaming()
     # The daemon's reload (SIGHUP path) logs and keeps going as well.
     running.daemon.request_reload()
+    running.assert_streaming()
+
+
+def test_reload_while_identities_are_busy_is_a_retry_later(running, tmp_path):
+    """A reload whose source face cannot be queued (the identity worker is full) is a 503
+    with Retry-After, and nothing of the new config is applied: a retry applies all of it."""
+    face = tmp_path / "face.png"
+    face.write_bytes(astronaut_png())
+    cfg = yaml.safe_load(running.config_file.read_text())
+    running.write_config({**cfg, "source": [str(face)]})
+    take = running.stages.set_source_images
+
+    def full(images):
+        raise Busy("busy preparing other source faces; try again in a moment")
+
+    running.stages.set_source_images = full
+    code, headers, data = running.client.request("POST", "/reload")
+    assert code == 503 and headers["Retry-After"] == "1", data
+    assert "running configuration is kept" in json.loads(data)["error"]
+    assert running.stages.identity is None and running.daemon.config.source == []
+    running.stages.set_source_images = take
+    code, body = running.client.json("POST", "/reload")
+    assert code == 200 and body["applied"] == ["source"], body
     running.assert_streaming()
 
 

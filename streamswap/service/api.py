@@ -437,13 +437,17 @@ async def resume(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, "paused": False})
 
 
-@control.post("/reload", dependencies=[Depends(require_same_origin)], responses={400: _ERR, 415: _ERR})
+@control.post("/reload", dependencies=[Depends(require_same_origin)], responses={400: _ERR, 415: _ERR, 503: _ERR})
 async def reload(request: Request) -> JSONResponse:
     """Re-read the config file (as SIGHUP): `applied` and `restart_required` keys."""
     ctx = api_context(request)
     _no_options(await json_object(request))
     try:
         result = await ctx.call(ctx.control.reload)
+    except Busy as exc:
+        raise Refused(
+            503, f"reload not applied, the running configuration is kept: {exc}", {"Retry-After": "1"}
+        ) from None
     except StreamswapError as exc:
         raise Refused(400, f"reload refused, the running configuration is kept: {redact_text(str(exc))}") from None
     return JSONResponse({"ok": True, **result})
