@@ -477,14 +477,12 @@ def _lab_to_bgr(lum8, a8, b8):
 
 
 @cuda.jit
-def _lab_stats_kernel(crops, references, weights, coeffs):
+def _lab_stats_kernel(crops, references, weights, coeffs, gamma, cbrt):
     """One block per face: counts, sums and sums of squares (int64, exact) of the LAB
     values of crop and reference where the weight is > 0.5, reduced in shared memory;
     thread 0 turns them into the face's transfer coefficients."""
     i = cuda.blockIdx.x
     t = cuda.threadIdx.x
-    gamma = cuda.const.array_like(_GAMMA_TAB)
-    cbrt = cuda.const.array_like(_CBRT_TAB)
     acc = cuda.shared.array((_STATS, _STATS_THREADS), dtype=np.int64)
     own = cuda.local.array(_STATS, dtype=np.int64)
     for k in range(_STATS):
@@ -546,7 +544,7 @@ def _transfer(value, s_mean, ratio, r_mean):
 
 
 @cuda.jit
-def _lab_apply_kernel(crops, coeffs, out):
+def _lab_apply_kernel(crops, coeffs, out, gamma, cbrt):
     x, y, i = cuda.grid(3)
     if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
         return
@@ -554,8 +552,6 @@ def _lab_apply_kernel(crops, coeffs, out):
         for c in range(3):
             out[i, y, x, c] = crops[i, y, x, c]
         return
-    gamma = cuda.const.array_like(_GAMMA_TAB)
-    cbrt = cuda.const.array_like(_CBRT_TAB)
     lum, a, b = _bgr_to_lab(crops[i, y, x, 0], crops[i, y, x, 1], crops[i, y, x, 2], gamma, cbrt)
     lum = _transfer(lum, coeffs[i, 1], coeffs[i, 4], coeffs[i, 7])
     a = _transfer(a, coeffs[i, 2], coeffs[i, 5], coeffs[i, 8])
@@ -568,11 +564,15 @@ def _lab_apply_kernel(crops, coeffs, out):
 
 class LabStats:
     """Per-face transfer coefficients on the device (flag, source means, std ratios,
-    reference means), sized once for `max_faces`."""
+    reference means), sized once for `max_faces`, and the LAB tables. The tables live in
+    global memory (13 KB, cached): each thread of a warp looks up a different entry, which
+    constant memory would serialise."""
 
     def __init__(self, max_faces: int) -> None:
         self.max_faces = max_faces
         self.coeffs = _host.cuda.device_array((max_faces, 10), dtype=np.float32)
+        self.gamma = _host.cuda.to_device(_GAMMA_TAB)  # once, at load
+        self.cbrt = _host.cuda.to_device(_CBRT_TAB)
 
 
 def _batch_of_masks(weights: Any) -> Any:
@@ -601,10 +601,12 @@ def transfer_color_lab(
     shape = (crops.shape[2], crops.shape[1], n)
     with _host.launch:
         _lab_stats_kernel[n, _STATS_THREADS, s](
-            device_crops, as_device(references), _batch_of_masks(weights), stats.coeffs
+            device_crops, as_device(references), _batch_of_masks(weights), stats.coeffs, stats.gamma, stats.cbrt
         )
     with _host.launch:
-        _lab_apply_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](device_crops, stats.coeffs, as_device(out))
+        _lab_apply_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
+            device_crops, stats.coeffs, as_device(out), stats.gamma, stats.cbrt
+        )
 
 
 # --- the mouth mask ------------------------------------------------------------------------
