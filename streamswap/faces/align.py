@@ -51,11 +51,13 @@ def template(name: str, size: int) -> np.ndarray:
     if size <= 0:
         raise ValueError(f"crop size must be positive, got {size}")
     if name == "arcface":
+        points: np.ndarray
         if size % 112 == 0:
-            return _ARCFACE_112 * (size / 112.0)
+            points = _ARCFACE_112 * (size / 112.0)
+            return points
         if size % 128 == 0:
-            ratio = size / 128.0
-            return (_ARCFACE_112 + np.array([8.0, 0.0])) * ratio
+            points = (_ARCFACE_112 + np.array([8.0, 0.0])) * (size / 128.0)
+            return points
         raise ValueError(f"the 'arcface' template needs a crop size that is a multiple of 112 or 128, got {size}")
     try:
         return NORMALISED_TEMPLATES[name] * float(size)
@@ -112,7 +114,8 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a (2, 3) affine to (N, 2+) points (extra columns, e.g. z, are dropped)."""
     pts = np.asarray(points, dtype=np.float64)[:, :2]
-    return pts @ np.asarray(matrix, dtype=np.float64)[:, :2].T + matrix[:, 2]
+    moved: np.ndarray = pts @ np.asarray(matrix, dtype=np.float64)[:, :2].T + matrix[:, 2]
+    return moved
 
 
 # Extra source pixels around the exact footprint: bilinear reads floor(x) and floor(x)+1,

@@ -125,7 +125,8 @@ def _moved(face: Face, matrix: np.ndarray) -> Face:
     similarity `matrix`."""
 
     def apply(xy: np.ndarray) -> np.ndarray:
-        return xy @ matrix[:, :2].T + matrix[:, 2]
+        moved: np.ndarray = xy @ matrix[:, :2].T + matrix[:, 2]
+        return moved
 
     x1, y1, x2, y2 = (float(v) for v in face.box)
     centre = apply(np.array([[(x1 + x2) / 2, (y1 + y2) / 2]], np.float32))[0]

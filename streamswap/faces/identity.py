@@ -69,7 +69,8 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (a zero row stays zero)."""
     v = np.asarray(vectors, dtype=np.float32)
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    return v / np.maximum(norm, 1e-12)
+    unit: np.ndarray = v / np.maximum(norm, 1e-12)
+    return unit
 
 
 def arcface_inputs(crops: np.ndarray) -> np.ndarray:
@@ -213,7 +214,8 @@ class LatentCache:
     def get(self, content_hash: str, swapper_key: str) -> np.ndarray | None:
         path = self._path(content_hash, swapper_key)
         try:
-            return np.load(path, allow_pickle=False)
+            latent: np.ndarray = np.load(path, allow_pickle=False)  # one array (.npy), never an archive
+            return latent
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:  # a truncated file: recompute and overwrite

@@ -164,7 +164,8 @@ class FaceMesh:
 
     def landmarks(self, bgr: np.ndarray, face: Face) -> np.ndarray:
         """(468, 3) float32 landmarks of `face` in frame coordinates (z in frame-pixel scale)."""
-        return self.landmarks_many(bgr, [face])[0]
+        one: np.ndarray = self.landmarks_many(bgr, [face])[0]
+        return one
 
     def landmarks_many(self, bgr: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """(N, 468, 3) landmarks of all `faces`, batched into as few model calls as allowed.

@@ -188,7 +188,8 @@ def _soft(mask: np.ndarray, sigma: float) -> np.ndarray:
     """FaceFusion's softening: blur, then stretch [0.5, 1] to [0, 1] so a clearly masked-out
     area stays exactly 0 inside and only its edge is soft."""
     blurred = cv2.GaussianBlur(np.clip(mask, 0, 1), (0, 0), sigma)
-    return (np.clip(blurred, 0.5, 1.0) - 0.5) * 2.0
+    soft: np.ndarray = (np.clip(blurred, 0.5, 1.0) - 0.5) * 2.0
+    return soft
 
 
 class Occluder(_CropModel):
@@ -206,7 +207,8 @@ class Occluder(_CropModel):
         super().__init__(session, name)
 
     def _blob(self, crops: np.ndarray) -> np.ndarray:
-        return crops.astype(np.float32) * np.float32(1 / 255)
+        blob: np.ndarray = crops.astype(np.float32) * np.float32(1 / 255)
+        return blob
 
     def _masks(self, output: np.ndarray) -> np.ndarray:
         out = output.reshape(len(output), OCCLUDER_SIZE, OCCLUDER_SIZE)
@@ -228,7 +230,8 @@ class FaceParser(_CropModel):
 
     def _blob(self, crops: np.ndarray) -> np.ndarray:
         rgb = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
-        return (rgb - self._MEAN) / self._STD
+        blob: np.ndarray = (rgb - self._MEAN) / self._STD
+        return blob
 
     def _masks(self, output: np.ndarray) -> np.ndarray:
         if output.ndim != 4 or output.shape[1] != 19:
@@ -291,4 +294,5 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The affine `outer ∘ inner` (apply inner first)."""
     a = np.vstack([np.asarray(outer, np.float64), [0, 0, 1]])
     b = np.vstack([np.asarray(inner, np.float64), [0, 0, 1]])
-    return (a @ b)[:2]
+    composed: np.ndarray = (a @ b)[:2]
+    return composed

@@ -53,7 +53,8 @@ def order_faces(faces: Sequence[Face], order: str) -> list[Face]:
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, dtype=np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    unit: np.ndarray = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return unit
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ class OneEuroFilter:
         self._speed += self.d_alpha * (raw_speed - self._speed)
         alpha = self._alpha(self.min_cutoff + self.beta * self._speed)
         self._x = self._x + alpha * (x - self._x)
-        return self._x.copy()
+        out: np.ndarray = self._x.copy()  # numpy's stub types ndarray.copy() as Any
+        return out
 
 
 @dataclass

@@ -7,11 +7,10 @@ stage thread. Boxes are clipped to the frame; key points are not (alignment need
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from streamswap.errors import ModelError
 from streamswap.faces.adapters import AdapterParts, adapter, require_session
-from streamswap.faces.detectors.common import Detector
+from streamswap.faces.detectors.common import Detector, DetectorClass
 from streamswap.faces.settings import DetectorSettings
 from streamswap.inference.base import Session
 
@@ -25,14 +24,15 @@ _CLASSES = {
 CONTRACTS = tuple(_CLASSES)
 
 
-def detector_class(contract: str) -> Any:
+def detector_class(contract: str) -> DetectorClass:
     """The adapter class of a detector contract (ModelError when unknown)."""
     if contract not in _CLASSES:
         raise ModelError(
             f"{contract!r} is not a detector contract; faces.detector.contract must be one of {', '.join(CONTRACTS)}"
         )
     module, name = _CLASSES[contract]
-    return getattr(importlib.import_module(module), name)
+    cls: DetectorClass = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def make_detector(contract: str, session: Session, settings: DetectorSettings) -> Detector:

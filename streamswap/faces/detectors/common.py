@@ -34,6 +34,15 @@ class InputNorm(NamedTuple):
     rgb: bool
 
 
+class DetectorClass(Protocol):
+    """A detector adapter class: how it normalises its input (calibration data is made the
+    same way), and its constructor."""
+
+    input_norm: InputNorm
+
+    def __call__(self, session: Session, settings: DetectorSettings) -> Detector: ...
+
+
 class LetterboxInput:
     """A square NCHW float32 input buffer, allocated once; each frame is resized to fit and
     placed at the top-left, the rest stays at the normalised value of black."""

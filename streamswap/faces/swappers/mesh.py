@@ -20,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -131,7 +131,8 @@ def _polygon_mask(
 
 def _scaled_about_centre(poly: np.ndarray, factor: float) -> np.ndarray:
     c = poly.mean(axis=0)
-    return c + (poly - c) * factor
+    scaled: np.ndarray = c + (poly - c) * factor
+    return scaled
 
 
 def _skin_polygons(pts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -225,7 +226,8 @@ def _areas(tris: np.ndarray) -> np.ndarray:
     """Unsigned areas of (T, 3, 2) triangles."""
     e1 = tris[:, 1] - tris[:, 0]
     e2 = tris[:, 2] - tris[:, 0]
-    return np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) * 0.5
+    areas: np.ndarray = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) * 0.5
+    return areas
 
 
 def face_sides(landmarks: np.ndarray) -> np.ndarray:
@@ -240,7 +242,7 @@ def face_sides(landmarks: np.ndarray) -> np.ndarray:
     normal = (xyz[np.asarray(MIRROR)[pairs]] - xyz[pairs]).mean(axis=0)
     normal /= max(float(np.linalg.norm(normal)), 1e-6)
     dist = (xyz - xyz[mid].mean(axis=0)) @ normal
-    side = np.sign(dist).astype(np.int8)
+    side: np.ndarray = np.sign(dist).astype(np.int8)
     side[mid] = 0
     if side[RIGHT_EYE[0]] > 0:  # orient: MediaPipe's "right" eye is on the image-left half
         side = -side
@@ -284,7 +286,8 @@ def _painted(
     `max_stretch` (texture the source saw nearly edge-on would smear across the target:
     the target keeps its own skin there, blended by the mask's soft edge)."""
     facing = det * (s1[:, 0] * s2[:, 1] - s1[:, 1] * s2[:, 0]) * np.where(flipped, -1.0, 1.0) > 0
-    return facing & (stretch <= max_stretch)
+    painted: np.ndarray = facing & (stretch <= max_stretch)
+    return painted
 
 
 def painted_stretch(
@@ -317,7 +320,7 @@ def source_quality(landmarks: np.ndarray) -> float:
     texture for its far side), size up to the texture resolution matters less."""
     oval = np.asarray(landmarks, dtype=np.float32)[_OVAL, :2]
     size = float(np.ptp(oval, axis=0).max())
-    return frontality(landmarks) * min(1.0, size / _MAX_TEXTURE_FACE) ** 0.5
+    return frontality(landmarks) * float(min(1.0, size / _MAX_TEXTURE_FACE) ** 0.5)
 
 
 def capped_oval(pts: np.ndarray, forehead: float) -> np.ndarray:
@@ -330,7 +333,11 @@ def capped_oval(pts: np.ndarray, forehead: float) -> np.ndarray:
     brow_top = float((pts[_BROWS] @ up).max())
     limit = brow_top + forehead * max(float(height.max()) - brow_top, 0.0)
     excess = np.maximum(height - limit, 0.0)
-    return (oval - excess[:, None] * up[None, :]).astype(np.float32)
+    capped: np.ndarray = (oval - excess[:, None] * up[None, :]).astype(np.float32)
+    return capped
+
+
+_B = TypeVar("_B")  # a per-size buffer set
 
 
 class _Buffers:
@@ -455,7 +462,7 @@ class MeshSwapper:
     def _get_buffers(self, h: int, w: int) -> _Buffers:
         return self._cached(self._buffers, _Buffers, h, w)
 
-    def _cached(self, cache: OrderedDict[tuple[int, int], Any], kind: type, h: int, w: int) -> Any:
+    def _cached(self, cache: OrderedDict[tuple[int, int], _B], kind: Callable[[int, int], _B], h: int, w: int) -> _B:
         key = (h, w)
         buf = cache.get(key)
         if buf is None:
@@ -759,7 +766,8 @@ def surrounding_skin(
     )
     if near.sum() < max(30, 0.1 * len(values)):
         return None
-    return values[near].mean(axis=0)
+    mean: np.ndarray = values[near].mean(axis=0)
+    return mean
 
 
 def _shrink_polygon(poly: np.ndarray, by: float) -> np.ndarray:
@@ -767,7 +775,8 @@ def _shrink_polygon(poly: np.ndarray, by: float) -> np.ndarray:
     c = poly.mean(axis=0)
     d = poly - c
     n = np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-3)
-    return c + d * np.maximum(n - by, 0.0) / n
+    shrunk: np.ndarray = c + d * np.maximum(n - by, 0.0) / n
+    return shrunk
 
 
 def _grow_polygon(poly: np.ndarray, by: float, width: float, height: float) -> np.ndarray:
@@ -775,7 +784,8 @@ def _grow_polygon(poly: np.ndarray, by: float, width: float, height: float) -> n
     c = poly.mean(axis=0)
     sx = 1.0 + 2.0 * by / max(width, 1.0)
     sy = 1.0 + 2.0 * by / max(height, 1.0)
-    return c + (poly - c) * np.array([sx, sy], np.float32)
+    grown: np.ndarray = c + (poly - c) * np.array([sx, sy], np.float32)
+    return grown
 
 
 @adapter("swapper", "mesh")
