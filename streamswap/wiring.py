@@ -256,7 +256,7 @@ def build_face_stages(
     if gpu_path is not None:
         from streamswap.faces.device import DeviceSwapStage
 
-        swap = DeviceSwapStage(gpu_path.swapper, gpu_path.frames, gpu_path.swap_stream)
+        swap = DeviceSwapStage(gpu_path.swapper, gpu_path.frames, gpu_path.swap_stream, enhancer=gpu_path.enhancer)
     else:
         swap = SwapStage(swapper, enhancer=enhancer)
     identities = IdentityPreparer(
@@ -320,6 +320,7 @@ class GpuFramePath:
     detect_stream: Any
     swap_stream: Any
     landmarker: Any = None  # faces.device.DeviceLandmarker; None: no landmarker, or it runs on the host
+    enhancer: Any = None  # faces.device.DeviceEnhancer; None: no faces.enhancer
 
 
 def _gpu_frame_path(
@@ -328,12 +329,13 @@ def _gpu_frame_path(
     """The GPU frame path when this configuration can run it: a letterbox detector and a
     neural swapper whose networks run on the process's GPU context with device I/O
     (`inference.base.DeviceSession`: our TensorRT engines, or ONNX Runtime's CUDA/TensorRT
-    provider), and nothing that still needs the frame on the host between them (an
-    enhancer, the occluder/parser masks; colour correction and the mouth mask run on the
-    device). Otherwise None, and the reason is logged: the stages then run on the host, with the networks alone on the GPU. A FaceMesh
+    provider), and nothing that still needs the frame on the host between them (the
+    occluder/parser masks; colour correction, the mouth mask and a GFPGAN enhancer run on
+    the device, the enhancer without those two paste options). Otherwise None, and the reason is logged: the stages then run on the host, with the networks alone on the GPU. A FaceMesh
     landmarker whose network runs with device I/O crops on the device too; any other stays
     on the host (reading the pinned slot), and the log says why."""
-    from streamswap.faces.device import DeviceDetector, DeviceFrames, DeviceLandmarker, DeviceSwapper
+    from streamswap.faces.device import DeviceDetector, DeviceEnhancer, DeviceFrames, DeviceLandmarker, DeviceSwapper
+    from streamswap.faces.enhancer import GfpganEnhancer
     from streamswap.faces.landmarks import FaceMesh
     from streamswap.faces.swappers.base import NeuralSwapper
     from streamswap.inference.base import runs_on_device
@@ -352,8 +354,14 @@ def _gpu_frame_path(
             "a network takes or gives float16 tensors (an fp16 ONNX file on ONNX Runtime); the GPU frame "
             "path feeds float32: use the model's fp32 file, or TensorRT (fp16 engines with fp32 I/O)"
         )
-    elif enhancer is not None or getattr(swapper, "masks", None) is not None:
-        why = "faces.enhancer and faces.mask work on the host frame"
+    elif getattr(swapper, "masks", None) is not None:
+        why = "faces.mask (occluder, parser, regions) works on the host frame"
+    elif enhancer is not None and not isinstance(enhancer, GfpganEnhancer):
+        why = f"faces.enhancer: {type(enhancer).__name__} has no device twin (GFPGAN has)"
+    elif enhancer is not None and (not runs_on_device(enhancer.session) or not _float32_io(enhancer.session)):
+        why = f"faces.enhancer does not run as {on_gpu} with float32 I/O"
+    elif enhancer is not None and (config.faces.paste.mouth_mask or config.faces.paste.color_correction):
+        why = "faces.enhancer with faces.paste.mouth_mask or color_correction works on the host frame"
     if why is not None:
         log.info("GPU frame path off; stages run on the host, networks on the GPU", extra=kv(reason=why))
         return None
@@ -379,6 +387,7 @@ def _gpu_frame_path(
         gpu.stream("detect"),
         gpu.stream("swap"),
         device_landmarker,
+        DeviceEnhancer(enhancer, enhancer.session, gpu.cuda, max_faces) if enhancer is not None else None,
     )
     log.info(
         "GPU frame path on: one upload and one download per frame",
@@ -387,6 +396,7 @@ def _gpu_frame_path(
             detector=detector.session.backend,
             swapper=swapper.session.backend,
             landmarker="device" if device_landmarker else "host" if landmarker else None,
+            enhancer=enhancer.session.backend if enhancer is not None else None,
         ),
     )
     return path

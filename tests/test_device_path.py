@@ -510,10 +510,9 @@ def test_device_stages_run_the_frame_path_and_serve_tools_on_the_host(tmp_path: 
     assert not np.array_equal(still, _frame(5))
 
 
-def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    import logging
+def _device_wiring_parts(tmp_path: Path):
+    """(config, pool, detector, swapper, gpu) for `_gpu_frame_path`: a tiny swapper engine and
+    a detector engine on a GPU context over the recording fakes, a TensorRT config."""
     import types
 
     from test_detectors import scrfd_model, scrfd_tensors
@@ -521,7 +520,6 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     from streamswap.config import Config
     from streamswap.inference.ort import SessionPool
     from streamswap.inference.settings import InferenceSettings
-    from streamswap.wiring import _gpu_frame_path
 
     _, engine = tiny_engine(tmp_path, max_batch=8)
     gpu = GpuContext(Cuda(FakeCudart()))
@@ -548,9 +546,22 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     config = Config()
     config.inference = InferenceSettings(backend="tensorrt")
     pool = SessionPool(config.inference, gpu=gpu)
+    return config, pool, detector, swapper, gpu
+
+
+def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from streamswap.inference.ort import SessionPool
+    from streamswap.wiring import _gpu_frame_path
+
+    config, pool, detector, swapper, gpu = _device_wiring_parts(tmp_path)
+    session = swapper.session
     caplog.set_level(logging.INFO)
     assert _gpu_frame_path(config, pool, detector, swapper, enhancer=object()) is None
-    assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer and faces.mask work on the host frame"]
+    assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer: object has no device twin (GFPGAN has)"]
     assert _gpu_frame_path(config, SessionPool(config.inference), detector, swapper, None) is None  # no GPU
     path = _gpu_frame_path(config, pool, detector, swapper, None)
     assert path is not None and path.detect_stream is gpu.stream("detect") and path.swap_stream is gpu.stream("swap")
@@ -563,7 +574,9 @@ def test_wiring_takes_the_gpu_frame_path_only_where_nothing_needs_the_host_frame
     caplog.clear()
     with_options.masks = object()  # type: ignore[assignment]
     assert _gpu_frame_path(config, pool, detector, with_options, None) is None
-    assert [r.kv["reason"] for r in caplog.records] == ["faces.enhancer and faces.mask work on the host frame"]
+    assert [r.kv["reason"] for r in caplog.records] == [
+        "faces.mask (occluder, parser, regions) works on the host frame"
+    ]
 
 
 def test_gpu_bench_scene_detector_finds_exactly_the_faces_drawn(tmp_path: Path) -> None:

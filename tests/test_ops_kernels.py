@@ -102,6 +102,23 @@ def test_crops_to_tensor_and_back_match_cpu() -> None:
         _close_u8(back_got, back_want)
 
 
+def test_tensor_blend_crops_kernel_matches_cpu_in_place() -> None:
+    """An enhancer's output mixed into its own input crops, written over them."""
+    rng = np.random.default_rng(4)
+    crops = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    tensor = rng.uniform(-1.3, 1.3, (2, 3, 8, 8)).astype(np.float32)  # past [-1, 1]: clipped first
+    for rgb in (True, False):
+        want, got = crops.copy(), crops.copy()
+        cpu.tensor_blend_crops(tensor, want, want, 0.5, 0.5, 0.8, rgb)
+        cuda_ops.tensor_blend_crops(tensor, got, got, 0.5, 0.5, 0.8, rgb)
+        _close_u8(got, want)
+        assert not np.array_equal(want, crops)
+    full = np.empty_like(crops)  # weight 1: exactly the output, rounded
+    cpu.tensor_blend_crops(tensor, crops, full, 0.5, 0.5, 1.0, True)
+    expected = np.clip((np.clip(tensor, -1, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(full, expected.transpose(0, 2, 3, 1)[..., ::-1])
+
+
 @pytest.mark.parametrize(
     "matrix",
     [

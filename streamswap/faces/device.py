@@ -35,6 +35,7 @@ import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
+from streamswap.faces.enhancer import OUT_OFFSET, OUT_SCALE
 from streamswap.faces.landmarks import INPUT_BIAS, INPUT_SCALE, FaceMesh, Landmarker, decode_mesh, mesh_crops
 from streamswap.faces.mesh_topology import NUM_LANDMARKS
 from streamswap.faces.paste import mouth_polygon
@@ -359,6 +360,79 @@ class DeviceSwapper:
             ops.paste(frame.array, generated[i], mask, matrix, box, stream=stream)
 
 
+class DeviceEnhancer:
+    """A face enhancer (GFPGAN contract) on the device, after the swap on the swap stream:
+    every face's `template` crop warped from the swapped device frame in one launch, the
+    network once per `batch` faces, its output mixed with the crop (`blend`) and pasted
+    back with the feathered mask — the host `GfpganEnhancer`'s steps with its CPU twins'
+    device kernels. `enhancer` is the host adapter (crop geometry, blend, mask)."""
+
+    def __init__(self, enhancer: Any, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
+        from streamswap.ops import cuda as ops
+
+        self.enhancer = enhancer
+        self.session = session
+        self.max_faces = max_faces
+        self.input_name = session.inputs[0].name
+        self.output_name = session.outputs[0].name
+        _float_io(session, [self.input_name, self.output_name], enhancer.name)
+        self.batch = session.max_shape(self.input_name)[0]
+        s = self.size = enhancer.size
+        crop_bytes = max_faces * s * s * 3
+        self._crops = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
+        self._mixed = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
+        mask = enhancer.paste_back.mask(s)
+        self._mask = cuda.device_buffer(mask.nbytes).array(mask.shape, np.float32)
+        self._mask_host = cuda.pinned_buffer(mask.nbytes).array(mask.shape, np.float32)
+        np.copyto(self._mask_host, mask)
+        self._mask_uploaded = False
+        self._params = ops.CropParams(max_faces)
+        self._staged = cuda.event()  # CropParams' pinned matrices are rewritten after their copy ran
+        self._staged_in_flight = False
+        self._cuda = cuda
+        log.info("device enhancer ready", extra=kv(model=enhancer.name, crop=s, faces_per_call=self.batch))
+
+    def enhance(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
+        from streamswap.ops import cuda as ops
+
+        faces = list(faces)[: self.max_faces]
+        if not faces:
+            return
+        s, n, enhancer = self.size, len(faces), self.enhancer
+        if not self._mask_uploaded:
+            self._cuda.copy_htod_async(self._mask.ptr, self._mask_host, stream)
+            self._mask_uploaded = True
+        matrices = [align_matrix(face.kps, enhancer.template, s) for face in faces]
+        inverses = [invert_affine(m) for m in matrices]
+        boxes = [source_roi(inv, s, s, frame.shape) for inv in inverses]
+        crops, mixed = self._crops.view((n, s, s, 3)), self._mixed.view((n, s, s, 3))
+        if self._staged_in_flight:
+            self._staged.synchronize()
+        ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
+        self._staged.record(stream)
+        self._staged_in_flight = True
+        scale, bias = np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32)
+        for start in range(0, n, self.batch):
+            k = min(self.batch, n - start)
+            blob = self.session.device_input(self.input_name).view((k, 3, s, s))
+            ops.crops_to_tensor(crops.rows(start, k), blob, scale, bias, True, stream=stream)
+            self.session.enqueue({self.input_name: (k, 3, s, s)}, stream)
+            out = self.session.device_output(self.output_name)
+            ops.tensor_blend_crops(
+                out,
+                crops.rows(start, k),
+                mixed.rows(start, k),
+                OUT_SCALE,
+                OUT_OFFSET,
+                enhancer.blend,
+                True,
+                stream=stream,
+            )
+        for i, matrix in enumerate(matrices):
+            box = source_roi(inverses[i], s, s, frame.shape, margin=1)
+            ops.paste(frame.array, mixed[i], self._mask, matrix, box, stream=stream)
+
+
 # --- the face stages on the device ---------------------------------------------------------
 class _SlotDetector:
     """The detect stage's detector: on the device for the pipeline's frame slot being
@@ -455,16 +529,45 @@ class DeviceDetectStage(DetectStage):
             self.current = None
 
 
-class DeviceSwapStage(SwapStage):
-    """SwapStage on the GPU path: swaps in the device frame on the swap stream after the
-    upload event, and downloads the frame once when any face was swapped."""
+class _SlotEnhancer:
+    """The swap stage's enhancer: on the device frame the swap left for the slot being
+    processed, the host adapter for any other image."""
 
-    def __init__(self, device: DeviceSwapper, frames: DeviceFrames, stream: Stream, **kwargs: Any) -> None:
+    def __init__(self, device: DeviceEnhancer, stage: "DeviceSwapStage") -> None:
+        self.device = device
+        self.host = device.enhancer
+        self.stage = stage
+
+    def enhance(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
+        stage = self.stage
+        if stage.current is None or frame is not stage.current:
+            self.host.enhance(frame, faces)
+            return
+        if stage.on_device is None:
+            stage.on_device = stage.frames.frame(frame, stage.stream)
+        self.device.enhance(stage.on_device, faces, stage.stream)
+
+
+class DeviceSwapStage(SwapStage):
+    """SwapStage on the GPU path: swaps (and enhances, with a `DeviceEnhancer`) in the
+    device frame on the swap stream after the upload event, and downloads the frame once
+    when any face was swapped."""
+
+    def __init__(
+        self,
+        device: DeviceSwapper,
+        frames: DeviceFrames,
+        stream: Stream,
+        *,
+        enhancer: DeviceEnhancer | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.frames = frames
         self.stream = stream
         self.current: np.ndarray | None = None
         self.on_device: DeviceFrame | None = None
-        super().__init__(_SlotSwapper(device, self), **kwargs)  # type: ignore[arg-type]
+        slot_enhancer = _SlotEnhancer(enhancer, self) if enhancer is not None else None
+        super().__init__(_SlotSwapper(device, self), enhancer=slot_enhancer, **kwargs)  # type: ignore[arg-type]
 
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         self.current, self.on_device = frame, None

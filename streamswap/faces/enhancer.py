@@ -15,14 +15,18 @@ from streamswap.faces.settings import PasteSettings
 from streamswap.faces.swappers.base import check_image_tensor, contract_error, is_dynamic_batch
 from streamswap.faces.types import Face
 from streamswap.inference.base import Session
+from streamswap.ops import cpu as ops
 
 SIZE = 512
 TEMPLATE = "ffhq_512"
 BLEND = 0.8  # share of the enhanced face
+OUT_SCALE = OUT_OFFSET = 0.5  # output [-1, 1] → [0, 1] (× 255)
 
 
 class GfpganEnhancer:
     contract = "gfpgan"
+    size = SIZE  # crop side (the ffhq template scaled to it)
+    template = TEMPLATE
 
     def __init__(
         self, session: Session, *, name: str = "gfpgan_1.4", paste: PasteSettings | None = None, blend: float = BLEND
@@ -30,8 +34,8 @@ class GfpganEnhancer:
         ins = session.inputs
         if len(ins) != 1 or ins[0].name != "input" or not session.outputs:
             raise contract_error(name, "expected one input named 'input' and one output", session)
-        check_image_tensor(ins[0], SIZE, name, session, "input")
-        check_image_tensor(session.outputs[0], SIZE, name, session, "output")
+        check_image_tensor(ins[0], self.size, name, session, "input")
+        check_image_tensor(session.outputs[0], self.size, name, session, "output")
         if not 0.0 <= blend <= 1.0:
             raise ModelError(f"{name}: blend must be between 0 and 1, got {blend}")
         self.session = session
@@ -51,18 +55,17 @@ class GfpganEnhancer:
         """Enhance every face of `frame` in place (one call when the batch is dynamic)."""
         if not faces:
             return
-        crops = np.empty((len(faces), SIZE, SIZE, 3), dtype=np.uint8)
+        size = self.size
+        crops = np.empty((len(faces), size, size, 3), dtype=np.uint8)
         matrices = []
         for i, face in enumerate(faces):
-            matrices.append(align_matrix(face.kps, TEMPLATE, SIZE))
-            warp_crop(frame, matrices[-1], SIZE, out=crops[i])
-        blob = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-        blob /= 127.5
-        blob -= 1.0
-        out = np.clip(np.asarray(self._run(blob.astype(self._dtype, copy=False)), dtype=np.float32), -1, 1)
-        enhanced = ((out + 1.0) * 127.5).transpose(0, 2, 3, 1)[..., ::-1]
-        mixed = self.blend * enhanced + (1.0 - self.blend) * crops
-        mixed = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+            matrices.append(align_matrix(face.kps, self.template, size))
+            warp_crop(frame, matrices[-1], size, out=crops[i])
+        blob = np.empty((len(faces), 3, size, size), dtype=np.float32)
+        ops.crops_to_tensor(crops, blob, np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32), True)
+        out = np.asarray(self._run(blob.astype(self._dtype, copy=False)), dtype=np.float32)
+        mixed = np.empty_like(crops)  # [-1, 1] → pixels, the enhanced share over the original
+        ops.tensor_blend_crops(out, crops, mixed, OUT_SCALE, OUT_OFFSET, self.blend, True)
         for face, crop, original, matrix in zip(faces, mixed, crops, matrices):
             self.paste_back.paste(frame, crop, matrix, target_crop=original, kps=face.kps, landmarks=face.landmarks)
 

@@ -104,6 +104,24 @@ def tensor_to_crops(tensor: np.ndarray, out: np.ndarray, scale: float, offset: f
     np.copyto(out, hwc, casting="unsafe")
 
 
+def tensor_blend_crops(
+    tensor: np.ndarray, crops: np.ndarray, out: np.ndarray, scale: float, offset: float, weight: float, rgb: bool
+) -> None:
+    """A model's (N, 3, S, S) output mixed into the (N, S, S, 3) BGR uint8 `crops` it was
+    made from → `out` (may be `crops`): weight · clip(255 · (x · scale + offset)) +
+    (1 − weight) · crop, rounded (an enhancer's share of the enhanced face)."""
+    pixels = tensor.astype(np.float32, copy=False) * np.float32(255.0 * scale)
+    pixels += np.float32(255.0 * offset)
+    np.clip(pixels, 0, 255, out=pixels)
+    hwc = pixels.transpose(0, 2, 3, 1)
+    if rgb:
+        hwc = hwc[..., ::-1]
+    mixed = np.float32(weight) * hwc + np.float32(1.0 - weight) * crops
+    mixed += np.float32(0.5)
+    np.clip(mixed, 0, 255, out=mixed)
+    np.copyto(out, mixed, casting="unsafe")
+
+
 def paste(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray, box: Box) -> None:
     """Blend BGR uint8 `crop` into `frame` in place inside `box` (the crop's footprint in
     the frame, clipped): frame pixel q takes crop point matrix·q (frame → crop affine),

@@ -220,6 +220,19 @@ def _tensor_to_crops_kernel(tensor, out, scale, offset, rgb):
 
 
 @cuda.jit
+def _tensor_blend_crops_kernel(tensor, crops, out, scale, offset, weight, rgb):
+    x, y, i = cuda.grid(3)
+    if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
+        return
+    for c in range(3):
+        src_c = 2 - c if rgb else c
+        v = np.float32(tensor[i, src_c, y, x]) * scale + offset
+        v = min(max(v, np.float32(0.0)), np.float32(255.0))
+        m = weight * v + (np.float32(1.0) - weight) * np.float32(crops[i, y, x, c]) + np.float32(0.5)
+        out[i, y, x, c] = int(min(max(m, np.float32(0.0)), np.float32(255.0)))
+
+
+@cuda.jit
 def _paste_kernel(frame, crop, mask, m00, m01, m02, m10, m11, m12, x0, y0, x1, y1):
     i, j = cuda.grid(2)
     x = x0 + i
@@ -344,6 +357,27 @@ def tensor_to_crops(tensor: Any, out: Any, scale: float, offset: float, rgb: boo
     with _host.launch:
         _tensor_to_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, s](
             as_device(tensor), as_device(out), np.float32(255.0 * scale), np.float32(255.0 * offset), bool(rgb)
+        )
+
+
+def tensor_blend_crops(
+    tensor: Any, crops: Any, out: Any, scale: float, offset: float, weight: float, rgb: bool, *, stream: Any = None
+) -> None:
+    """Device twin of `cpu.tensor_blend_crops` (each pixel reads its crop before writing
+    it, so `out` may be `crops`)."""
+    n = out.shape[0]
+    if n == 0:
+        return
+    shape = (out.shape[2], out.shape[1], n)
+    with _host.launch:
+        _tensor_blend_crops_kernel[_grid(shape, _BLOCK_3D), _BLOCK_3D, as_stream(stream)](
+            as_device(tensor),
+            as_device(crops),
+            as_device(out),
+            np.float32(255.0 * scale),
+            np.float32(255.0 * offset),
+            np.float32(weight),
+            bool(rgb),
         )
 
 
