@@ -259,15 +259,16 @@ def _mouths(size: int) -> list[np.ndarray | None]:
 
 def test_fill_polygons_kernel_matches_fillpoly() -> None:
     size = 24
-    polygons = _mouths(size)
-    want = np.empty((4, size, size), np.float32)
+    huge = np.array([[-1e7, -1e7], [1e7, -1e7], [1e7, 1e7], [-1e7, 1e7]], np.float32)  # far beyond the crop
+    polygons = [*_mouths(size), huge]
+    want = np.empty((5, size, size), np.float32)
     got = np.full_like(want, 0.5)
     cpu.fill_polygons(polygons, want)
-    cuda_ops.fill_polygons(polygons, got, params=cuda_ops.MouthParams(4, 1.0))
+    cuda_ops.fill_polygons(polygons, got, params=cuda_ops.MouthParams(5, 1.0))
     assert set(np.unique(got)) <= {0.0, 1.0}
-    for i in range(4):
+    for i in range(5):
         _outline_only(got[i], want[i])
-    assert not got[2].any() and got[3].any()
+    assert not got[2].any() and got[3].any() and got[4].all()
 
 
 @pytest.mark.parametrize("sigma", [1, 2])

@@ -680,7 +680,9 @@ class MouthParams:
                 count = len(polygon)
                 if count > self.max_vertices:
                     raise ValueError(f"a polygon of {count} vertices; the device buffers hold {self.max_vertices}")
-                self.host_vertices[i, :count] = np.round(polygon)  # whole pixels, as cv2.fillPoly takes them
+                # Whole pixels, as cv2.fillPoly takes them; bounded so the fill's integer
+                # edge tests cannot overflow for a polygon absurdly far off the crop.
+                self.host_vertices[i, :count] = np.clip(np.round(polygon), -(1 << 20), 1 << 20)
             self.host_counts[i] = count
         self.vertices[:n].copy_to_device(self.host_vertices[:n], stream=stream)
         self.counts[:n].copy_to_device(self.host_counts[:n], stream=stream)
@@ -721,10 +723,10 @@ def _fill_polygons_kernel(vertices, counts, out):
     near = False
     j = n - 1
     for k in range(n):
-        x0 = vertices[i, j, 0]
-        y0 = vertices[i, j, 1]
-        x1 = vertices[i, k, 0]
-        y1 = vertices[i, k, 1]
+        x0 = np.int64(vertices[i, j, 0])  # products of coordinates need 64 bits
+        y0 = np.int64(vertices[i, j, 1])
+        x1 = np.int64(vertices[i, k, 0])
+        y1 = np.int64(vertices[i, k, 1])
         if (y0 > y) != (y1 > y):
             # x < the edge's x at row y, in integers: (x − x0)·(y1 − y0) < (y − y0)·(x1 − x0)
             left = (x - x0) * (y1 - y0)
