@@ -331,7 +331,8 @@ def _gpu_frame_path(
     (`inference.base.DeviceSession`: our TensorRT engines, or ONNX Runtime's CUDA/TensorRT
     provider), and nothing that still needs the frame on the host between them (the
     occluder/parser masks; colour correction, the mouth mask and a GFPGAN enhancer run on
-    the device, the enhancer without those two paste options). Otherwise None, and the reason is logged: the stages then run on the host, with the networks alone on the GPU. A FaceMesh
+    the device). Otherwise None, and the reason is logged: the stages then run on the host,
+    with the networks alone on the GPU. A FaceMesh
     landmarker whose network runs with device I/O crops on the device too; any other stays
     on the host (reading the pinned slot), and the log says why."""
     from streamswap.faces.device import DeviceDetector, DeviceEnhancer, DeviceFrames, DeviceLandmarker, DeviceSwapper
@@ -360,8 +361,6 @@ def _gpu_frame_path(
         why = f"faces.enhancer: {type(enhancer).__name__} has no device twin (GFPGAN has)"
     elif enhancer is not None and (not runs_on_device(enhancer.session) or not _float32_io(enhancer.session)):
         why = f"faces.enhancer does not run as {on_gpu} with float32 I/O"
-    elif enhancer is not None and (config.faces.paste.mouth_mask or config.faces.paste.color_correction):
-        why = "faces.enhancer with faces.paste.mouth_mask or color_correction works on the host frame"
     if why is not None:
         log.info("GPU frame path off; stages run on the host, networks on the GPU", extra=kv(reason=why))
         return None

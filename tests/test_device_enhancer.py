@@ -5,7 +5,6 @@ frame once; what keeps the enhancer on the host is said in the log."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +41,13 @@ def enhancer_engine(tmp_path: Path, max_batch: int) -> tuple[Path, Path]:
     return model, engine
 
 
-@pytest.mark.parametrize("engine_batch", [1, 5])
-def test_device_enhancer_matches_the_host_enhancer(tmp_path: Path, engine_batch: int) -> None:
+@pytest.mark.parametrize("engine_batch,paste_options", [(1, False), (5, True)])
+def test_device_enhancer_matches_the_host_enhancer(tmp_path: Path, engine_batch: int, paste_options: bool) -> None:
+    """Also with faces.paste.mouth_mask and color_correction, which the enhancer's paste
+    applies as the swap's does (the enhanced crops take the swapped crops' colours)."""
     from swap_fixtures import cpu_session
+
+    from streamswap.faces.settings import PasteSettings
 
     model, engine = enhancer_engine(tmp_path, engine_batch)
     rt = FakeCudart()
@@ -52,8 +55,10 @@ def test_device_enhancer_matches_the_host_enhancer(tmp_path: Path, engine_batch:
     detect_stream, swap_stream = gpu.stream("detect"), gpu.stream("swap")
     trt = make_fake_trt(VERSION)
     session = TrtSession(engine, trt, gpu.cuda, swap_stream)
-    device = DeviceEnhancer(TinyEnhancer(session, name="tiny-gfpgan"), session, gpu.cuda, max_faces=5)
-    host = TinyEnhancer(cpu_session(model), name="tiny-gfpgan")
+    paste = PasteSettings(mouth_mask=paste_options, color_correction=paste_options)
+    device = DeviceEnhancer(TinyEnhancer(session, name="tiny-gfpgan", paste=paste), session, gpu.cuda, max_faces=5)
+    host = TinyEnhancer(cpu_session(model), name="tiny-gfpgan", paste=paste)
+    plain = TinyEnhancer(cpu_session(model), name="tiny-gfpgan")
     frames = DeviceFrames(gpu.cuda)
     slot = frames.alloc((40, 48, 3), np.uint8)
     warm = None
@@ -70,6 +75,9 @@ def test_device_enhancer_matches_the_host_enhancer(tmp_path: Path, engine_batch:
         assert diff.max() <= 2, f"{count} faces: device and host enhancers differ by {diff.max()}"
         if count:
             assert not np.array_equal(slot, original)
+            without = original.copy()
+            plain.enhance(without, faces)
+            assert np.array_equal(without, expected) != paste_options  # the options change the paste
         if warm is None:
             warm = gpu.cuda.allocations
     assert gpu.cuda.allocations == warm  # nothing allocated after the first frame
@@ -119,9 +127,7 @@ def test_swap_stage_enhances_on_the_device_and_downloads_once(tmp_path: Path) ->
     assert not np.array_equal(image, original)
 
 
-def test_wiring_keeps_the_enhancer_on_the_host_with_the_paste_options_and_says_why(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_wiring_takes_the_device_enhancer_with_the_paste_options(tmp_path: Path) -> None:
     from test_device_path import _device_wiring_parts
 
     config, pool, detector, swapper, gpu = _device_wiring_parts(tmp_path)
@@ -132,9 +138,6 @@ def test_wiring_keeps_the_enhancer_on_the_host_with_the_paste_options_and_says_w
 
     path = _gpu_frame_path(config, pool, detector, swapper, enhancer)
     assert path is not None and isinstance(path.enhancer, DeviceEnhancer)
-    caplog.set_level(logging.INFO, logger="streamswap.wiring")
-    config.faces.paste.mouth_mask = True
-    assert _gpu_frame_path(config, pool, detector, swapper, enhancer) is None
-    assert [r.kv["reason"] for r in caplog.records if r.getMessage().startswith("GPU frame path off")] == [
-        "faces.enhancer with faces.paste.mouth_mask or color_correction works on the host frame"
-    ]
+    config.faces.paste.mouth_mask = config.faces.paste.color_correction = True
+    path = _gpu_frame_path(config, pool, detector, swapper, enhancer)
+    assert path is not None and isinstance(path.enhancer, DeviceEnhancer)

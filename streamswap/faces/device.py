@@ -231,6 +231,50 @@ class DeviceLandmarker:
         return out
 
 
+class _PasteOptions:
+    """faces.paste.mouth_mask and color_correction on the device, as the host `PasteBack`
+    applies them: the mouth cut out of each face's paste mask first, then the pasted crop's
+    LAB statistics moved onto its reference crop's over that mask. Buffers for `max_faces`
+    crops of `size` are made once; only the mouth polygons go up per call."""
+
+    def __init__(self, settings: Any, cuda: Cuda, max_faces: int, size: int) -> None:
+        from streamswap.ops import cuda as ops
+
+        self.size = size
+        self.mouth: ops.MouthParams | None = None
+        if settings.mouth_mask:
+            self.mouth = ops.MouthParams(max_faces, blur_sigma(size))
+            mask_bytes = max_faces * size * size * 4
+            self._masks = cuda.device_buffer(mask_bytes).array((max_faces, size, size), np.float32)
+            self._scratch = cuda.device_buffer(mask_bytes).array((max_faces, size, size), np.float32)
+        self.color = ops.LabStats(max_faces) if settings.color_correction else None
+
+    def cut_mouths(
+        self, base: DeviceArray, matrices: Sequence[np.ndarray], faces: Sequence[Face], stream: Stream
+    ) -> DeviceArray | None:
+        """Per-face paste masks (`base` without each face's mouth), or None when the mouth
+        mask is off (then `base` serves every face). Uploads the polygons: call it before
+        the caller records its staging event."""
+        from streamswap.ops import cuda as ops
+
+        if self.mouth is None:
+            return None
+        n, s = len(faces), self.size
+        polygons = [mouth_polygon(m, face.kps, face.landmarks) for m, face in zip(matrices, faces)]
+        masks = self._masks.view((n, s, s))
+        ops.mouth_masks(
+            base, polygons, masks, self.mouth.sigma, self._scratch.view((n, s, s)), stream=stream, params=self.mouth
+        )
+        return masks
+
+    def transfer_color(self, crops: DeviceArray, references: DeviceArray, weights: DeviceArray, stream: Stream) -> None:
+        """The crops take their references' colours in place (when color_correction is on)."""
+        from streamswap.ops import cuda as ops
+
+        if self.color is not None:
+            ops.transfer_color_lab(crops, references, weights, crops, stream=stream, stats=self.color)
+
+
 class DeviceSwapper:
     """A neural swapper on the device; `swapper` is the host adapter (crop format, the
     identity → latent contract, the paste mask), `session` its generator engine."""
@@ -271,14 +315,7 @@ class DeviceSwapper:
         np.copyto(self._mask_host, mask)
         self._mask_uploaded = False
         self._params = ops.CropParams(max_faces)
-        paste = swapper.paste_back.settings
-        self._mouth: ops.MouthParams | None = None
-        if paste.mouth_mask:  # per-face paste masks: the box mask without the target's mouth
-            self._mouth = ops.MouthParams(max_faces, blur_sigma(s))
-            mask_bytes = max_faces * s * s * 4
-            self._masks = cuda.device_buffer(mask_bytes).array((max_faces, s, s), np.float32)
-            self._mask_scratch = cuda.device_buffer(mask_bytes).array((max_faces, s, s), np.float32)
-        self._color = ops.LabStats(max_faces) if paste.color_correction else None
+        self._paste = _PasteOptions(swapper.paste_back.settings, cuda, max_faces, s)
         # The pinned per-face staging (matrices, mouth polygons) is rewritten only after the
         # previous call's copies ran: several calls in one frame (faces.map, one per identity).
         self._staged = cuda.event()
@@ -333,12 +370,7 @@ class DeviceSwapper:
         if self._staged_in_flight:
             self._staged.synchronize()  # at once unless an earlier call of this frame is still queued
         ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
-        masks = None
-        if self._mouth is not None:  # as the host's PasteBack: the mouth is cut out of the mask first
-            polygons = [mouth_polygon(m, face.kps, face.landmarks) for m, face in zip(matrices, faces)]
-            masks = self._masks.view((n, s, s))
-            scratch = self._mask_scratch.view((n, s, s))
-            ops.mouth_masks(self._mask, polygons, masks, self._mouth.sigma, scratch, stream=stream, params=self._mouth)
+        masks = self._paste.cut_mouths(self._mask, matrices, faces, stream)
         self._staged.record(stream)  # after the last per-face upload, before the generator
         self._staged_in_flight = True
         generated = self._generated.view((n, s, s, 3))
@@ -351,9 +383,8 @@ class DeviceSwapper:
             session.enqueue({"target": (k, 3, s, s), "source": (k, self.swapper.latent_size)}, stream)
             out = session.device_output(self.output_name)
             ops.tensor_to_crops(out, generated.rows(start, k), fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
-        if self._color is not None:  # the generated crops take the aligned target crops' colours
-            weights = self._mask if masks is None else masks
-            ops.transfer_color_lab(generated, crops, weights, generated, stream=stream, stats=self._color)
+        # The generated crops take the aligned target crops' colours (color_correction).
+        self._paste.transfer_color(generated, crops, self._mask if masks is None else masks, stream)
         for i, matrix in enumerate(matrices):
             box = source_roi(inverses[i], s, s, frame.shape, margin=1)
             mask = self._mask if masks is None else masks[i]
@@ -364,8 +395,8 @@ class DeviceEnhancer:
     """A face enhancer (GFPGAN contract) on the device, after the swap on the swap stream:
     every face's `template` crop warped from the swapped device frame in one launch, the
     network once per `batch` faces, its output mixed with the crop (`blend`) and pasted
-    back with the feathered mask — the host `GfpganEnhancer`'s steps with its CPU twins'
-    device kernels. `enhancer` is the host adapter (crop geometry, blend, mask)."""
+    back with the feathered mask (and faces.paste's mouth mask and colour transfer) — the
+    host `GfpganEnhancer`'s steps with its CPU twins' device kernels. `enhancer` is the host adapter (crop geometry, blend, mask)."""
 
     def __init__(self, enhancer: Any, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
         from streamswap.ops import cuda as ops
@@ -387,7 +418,8 @@ class DeviceEnhancer:
         np.copyto(self._mask_host, mask)
         self._mask_uploaded = False
         self._params = ops.CropParams(max_faces)
-        self._staged = cuda.event()  # CropParams' pinned matrices are rewritten after their copy ran
+        self._paste = _PasteOptions(enhancer.paste_back.settings, cuda, max_faces, s)
+        self._staged = cuda.event()  # the pinned matrices and polygons are rewritten after their copies ran
         self._staged_in_flight = False
         self._cuda = cuda
         log.info("device enhancer ready", extra=kv(model=enhancer.name, crop=s, faces_per_call=self.batch))
@@ -409,6 +441,7 @@ class DeviceEnhancer:
         if self._staged_in_flight:
             self._staged.synchronize()
         ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
+        masks = self._paste.cut_mouths(self._mask, matrices, faces, stream)
         self._staged.record(stream)
         self._staged_in_flight = True
         scale, bias = np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32)
@@ -428,9 +461,11 @@ class DeviceEnhancer:
                 True,
                 stream=stream,
             )
+        # As the host enhancer's paste: the enhanced crops take the swapped crops' colours.
+        self._paste.transfer_color(mixed, crops, self._mask if masks is None else masks, stream)
         for i, matrix in enumerate(matrices):
             box = source_roi(inverses[i], s, s, frame.shape, margin=1)
-            ops.paste(frame.array, mixed[i], self._mask, matrix, box, stream=stream)
+            ops.paste(frame.array, mixed[i], self._mask if masks is None else masks[i], matrix, box, stream=stream)
 
 
 # --- the face stages on the device ---------------------------------------------------------
