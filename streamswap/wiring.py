@@ -388,6 +388,13 @@ def _gpu_frame_path(
         device_landmarker,
         DeviceEnhancer(enhancer, enhancer.session, gpu.cuda, max_faces) if enhancer is not None else None,
     )
+    import time
+
+    from streamswap.ops import cuda as ops_cuda
+
+    started = time.monotonic()
+    ops_cuda.warm_up(gpu.cuda, path.swap_stream)  # compiled now, not on the first live frames
+    log.info("GPU kernels compiled", extra=kv(seconds=round(time.monotonic() - started, 2)))
     log.info(
         "GPU frame path on: one upload and one download per frame",
         extra=kv(

@@ -300,3 +300,32 @@ def test_mouth_masks_kernel_matches_cpu() -> None:
     assert diff.max() < 0.2 and diff.mean() < 0.01, (diff.max(), diff.mean())
     np.testing.assert_allclose(got[1], base, atol=1e-6)  # no polygon: the box mask itself
     assert (got[0] < base - 0.5).any()  # the mouth is cut out
+
+
+def test_warm_up_launches_every_kernel_once_on_arrays_like_the_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every kernel of ops.cuda is compiled (launched once) by warm_up, on the given stream,
+    over our own device buffers; what it allocated is freed."""
+    from test_trt_fake import FakeCudart
+
+    from streamswap.inference.cuda import Cuda
+
+    kernels = {name for name in dir(cuda_ops) if name.startswith("_") and name.endswith("_kernel")}
+    launched: set[str] = set()
+    for name in kernels:
+        kernel = getattr(cuda_ops, name)
+
+        class Recording:
+            def __init__(self, name: str, kernel: object) -> None:
+                self.name, self.kernel = name, kernel
+
+            def __getitem__(self, config: object) -> object:
+                launched.add(self.name)
+                return self.kernel[config]  # type: ignore[index]
+
+        monkeypatch.setattr(cuda_ops, name, Recording(name, kernel))
+    rt = FakeCudart()
+    cuda = Cuda(rt)
+    before = rt.freed
+    cuda_ops.warm_up(cuda, None)
+    assert launched == kernels, sorted(kernels - launched)
+    assert rt.freed - before == cuda.allocations > 0  # every buffer it made is freed

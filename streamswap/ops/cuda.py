@@ -845,3 +845,37 @@ def mouth_masks(
     device_out = as_device(out)
     _fill(polygons, device_out, s, params)
     _blur(device_out, _batch_of_masks(base), device_out, scratch, params.taps, s, True)
+
+
+# --- compile ahead ---------------------------------------------------------------------------
+def warm_up(cuda: Any, stream: Any) -> None:
+    """Compile every kernel before the first frame: each op once on tiny arrays allocated
+    like the stages' own (`cuda`'s device buffers viewed as `DeviceArray`s), on `stream`.
+    Numba compiles a kernel on its first launch; on a live stream that would stall the
+    first frames for seconds (more on a Jetson). Waits for the launches; frees what it made."""
+    f32, u8 = np.float32, np.uint8
+    buffers: list[Any] = []
+
+    def array(shape: tuple[int, ...], dtype: Any) -> Any:
+        buffer = cuda.device_buffer(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        buffers.append(buffer)
+        return buffer.array(shape, dtype)
+
+    frame, crops, tensor = array((8, 8, 3), u8), array((1, 4, 4, 3), u8), array((1, 3, 4, 4), f32)
+    mask, masks, scratch = array((4, 4), f32), array((1, 4, 4), f32), array((1, 4, 4), f32)
+    letterbox(frame, array((1, 3, 8, 8), f32), 127.5, 1 / 128, True, stream=stream)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    warp_crops(frame, [identity], [(0, 0, 4, 4)], crops, stream=stream, params=CropParams(1))
+    crops_to_tensor(crops, tensor, np.ones(3, f32), np.zeros(3, f32), True, stream=stream)
+    tensor_to_crops(tensor, crops, 0.5, 0.5, True, stream=stream)
+    tensor_blend_crops(tensor, crops, crops, 0.5, 0.5, 0.8, True, stream=stream)
+    square = np.array([[1, 1], [3, 1], [3, 3], [1, 3]], np.float32)
+    mouth = MouthParams(1, 1.0)
+    mouth_masks(mask, [square], masks, 1.0, scratch, stream=stream, params=mouth)
+    transfer_color_lab(crops, crops, mask, crops, stream=stream, stats=LabStats(1))
+    transfer_color_lab(crops, crops, masks, crops, stream=stream, stats=LabStats(1))
+    paste(frame, crops[0], mask, identity, (0, 0, 4, 4), stream=stream)
+    paste(frame, crops[0], masks[0], identity, (0, 0, 4, 4), stream=stream)
+    as_stream(stream).synchronize()
+    for buffer in buffers:
+        buffer.free()
