@@ -57,7 +57,7 @@ def test_real_cuda_python_without_a_driver_is_detected() -> None:
 def test_every_failing_call_raises_naming_the_call() -> None:
     rt = FakeCudart()
     cuda = Cuda(rt)
-    rt.cudaMalloc = lambda size: (2, None)  # cudaErrorMemoryAllocation
+    rt.cudaMalloc = lambda size: (2, None)  # type: ignore[method-assign]  # cudaErrorMemoryAllocation
     with pytest.raises(CudaError, match=r"cudaMalloc failed: cudaError 2"):
         cuda.device_buffer(1 << 20)
 

@@ -113,6 +113,12 @@ class _CpuNetworkOnDeviceBuffers:
     def max_shape(self, name: str) -> tuple[int, ...]:
         return self._shape
 
+    def run(self, feeds, stream=None):
+        return self._ort.run(feeds)
+
+    def device_output(self, name, shape=None):
+        raise NotImplementedError("the landmarker fetches its outputs to the host")
+
     def device_input(self, name: str):
         return self._input
 
@@ -191,9 +197,9 @@ def test_mouth_masks_and_lab_transfer_match_the_cpu_twins_on_the_device(gpu) -> 
     references = np.stack([cv2.flip(c, 1) for c in crops])[::-1].copy()
     base = box_mask(size, 0.3, 0.05)
     polygons = [
-        cv2.ellipse2Poly((64, 92), (20, 8), 6, 0, 360, 15).astype(np.float32),
+        np.asarray(cv2.ellipse2Poly((64, 92), (20, 8), 6, 0, 360, 15), np.float32),
         None,
-        cv2.ellipse2Poly((120, 10), (18, 9), -12, 0, 360, 15).astype(np.float32),  # partly outside
+        np.asarray(cv2.ellipse2Poly((120, 10), (18, 9), -12, 0, 360, 15), np.float32),  # partly outside
     ]
     sigma = cpu.blur_sigma(size)
     crops_dev, _ = _on_device(gpu, crops, stream)

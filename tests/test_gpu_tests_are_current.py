@@ -49,3 +49,14 @@ def _is_submodule(module: str, name: str) -> bool:
     except ModuleNotFoundError:
         return False
     return True
+
+
+def test_every_gpu_marked_test_module_is_type_checked() -> None:
+    """mypy (scripts/test.sh) checks the gpu tests' calls against the code they drive."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    checked = set(tomllib.loads((TESTS.parent / "pyproject.toml").read_text())["tool"]["mypy"]["files"])
+    marked = re.compile(r"^(@pytest\.mark\.gpu|pytestmark = .*pytest\.mark\.gpu)", re.M)
+    gpu_modules = {f"tests/{path.name}" for path in TESTS.glob("test_*.py") if marked.search(path.read_text())}
+    assert gpu_modules and gpu_modules <= checked, sorted(gpu_modules - checked)

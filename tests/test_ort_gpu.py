@@ -32,13 +32,14 @@ def test_ort_cuda_runs_on_our_device_buffers_and_swaps_like_the_host(gpu, tmp_pa
     from swap_fixtures import cpu_session
 
     from streamswap.faces.device import DeviceFrames, DeviceSwapper
+    from streamswap.inference.base import DeviceSession
     from streamswap.inference.ort import SessionPool
     from streamswap.inference.settings import InferenceSettings
 
     model = tiny_swapper_model(tmp_path / "tiny.onnx")
     cpu = cpu_session(model)
     session = SessionPool(InferenceSettings(provider="cuda", max_batch=5), tmp_path, gpu=gpu).get(model, stage="swap")
-    assert session.backend == "ort:CUDAExecutionProvider"
+    assert session.backend == "ort:CUDAExecutionProvider" and isinstance(session, DeviceSession)
     swap = gpu.stream("swap")
     target, source = session.device_input("target"), session.device_input("source")
     x_staging, s_staging = gpu.cuda.pinned_buffer(target.nbytes), gpu.cuda.pinned_buffer(source.nbytes)
