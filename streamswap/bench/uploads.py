@@ -34,7 +34,7 @@ import numpy as np
 
 from streamswap.errors import InputError, StreamswapError
 
-HELP = "N concurrent face uploads to a running `serve`: answers by status, /status latency, daemon memory"
+HELP = "N concurrent face uploads to a `serve` it starts: answers by status, /status latency, daemon memory"
 
 _LISTENING = re.compile(r"control API listening.*address=\S*?:(\d+)")
 
@@ -46,10 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", metavar="URI", help="what the daemon reads (default: a 4 s looping clip of a group photo, 640x480)"
     )
     parser.add_argument(
-        "--settle", type=float, default=30.0, metavar="S", help="seconds after the burst before memory is read again"
+        "--settle",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds after the burst before memory is read again (default: 30)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, metavar="N", help="bursts one after another, each followed by --settle"
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="bursts one after another, each followed by --settle (default: 1)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
