@@ -14,8 +14,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamswap.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 from streamswap.logs import kv
 
 log = logging.getLogger(__name__)
@@ -212,10 +216,10 @@ def _canonicalise(path: Path, *, dynamic_batch: bool) -> None:
     onnx.save(graph_model, os.fspath(path))
 
 
-def _canonical(graph_model: object, dynamic_batch: bool) -> None:
+def _canonical(graph_model: onnx.ModelProto, dynamic_batch: bool) -> None:
     import onnx
 
-    graph = graph_model.graph  # type: ignore[attr-defined]
+    graph = graph_model.graph
     ordered = sorted(graph.initializer, key=lambda t: t.name)
     copies = [onnx.TensorProto() for _ in ordered]
     for copy, tensor in zip(copies, ordered):

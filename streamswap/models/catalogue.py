@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from streamswap.errors import ModelError
 
@@ -49,12 +49,12 @@ _NON_COMMERCIAL = "non-commercial research only"
 _INSIGHTFACE = f"InsightFace, {_NON_COMMERCIAL}"
 
 
-def _facefusion(name: str, tag: str, **fields: object) -> ModelSpec:
+def _facefusion(name: str, tag: str, **fields: Any) -> ModelSpec:
     """A model FaceFusion publishes as `<name>.onnx` in release `tag`: the GitHub release
     asset first, its Hugging Face mirror second (same file, same hash)."""
     file = f"{name}.onnx"
     urls = (f"{_FACEFUSION_GITHUB}/{tag}/{file}", f"{_FACEFUSION_HF}/{tag}/resolve/main/{file}")
-    return ModelSpec(name=name, file=file, urls=urls, **fields)  # type: ignore[arg-type]
+    return ModelSpec(name=name, file=file, urls=urls, **fields)
 
 
 def _crossface(generator: str, sha256: str | None) -> ModelSpec:
@@ -77,6 +77,8 @@ def _crossface(generator: str, sha256: str | None) -> ModelSpec:
 
 
 def _specs() -> Iterable[ModelSpec]:
+    sha: str | None  # None where no public source gives the file's hash (fetching warns)
+    size: int | None
     scrfd = {  # name -> (sha256, size); both follow SCRFD's outputs
         "scrfd_2.5g": ("2c07342347cef21a619c49dd5664fb8c09570ae9eda5bff3e385c11eafc45ada", 3295067),
         "retinaface_10g": ("808399c3d0b40ed340634ed590ae564a7caa09e5659916923a95d4470b54ff5a", 16926877),
@@ -192,7 +194,7 @@ def _specs() -> Iterable[ModelSpec]:
         "1b": (None, None),  # no public source gives its hash: fetching warns
         "1c": ("5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5", 402742682),
     }
-    for variant, (sha, size) in hyperswap.items():  # type: ignore[assignment]
+    for variant, (sha, size) in hyperswap.items():
         yield _facefusion(
             f"hyperswap_{variant}_256",
             "models-3.3.0",
@@ -290,7 +292,7 @@ def _specs() -> Iterable[ModelSpec]:
         "bisenet_resnet_18": (None, None),
         "bisenet_resnet_34": ("4a0b8c958a3c938913bd06a8365dbb3c8761afba6ecbf0d14b3b1f77eb230c96", 93632546),
     }
-    for name, (sha, size) in bisenet.items():  # type: ignore[assignment]
+    for name, (sha, size) in bisenet.items():
         yield _facefusion(
             name,
             "models-3.0.0",

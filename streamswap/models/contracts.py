@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamswap.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 Shape = tuple[int | None, ...]
 
@@ -47,8 +51,8 @@ CONTRACTS: dict[str, GraphContract] = {
 }
 
 
-def _shape(value: object) -> Shape:
-    dims = value.type.tensor_type.shape.dim  # type: ignore[attr-defined]
+def _shape(value: onnx.ValueInfoProto) -> Shape:
+    dims = value.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
 
 
@@ -78,11 +82,12 @@ def check_onnx_contract(path: Path, contract: str, label: str, fix: str = "give 
     else:
         by_name = dict(inputs)
         for i, (name, want) in enumerate(expected.inputs):
-            got_name, got = (name, by_name[name]) if name in by_name else inputs[i]
             if name is not None and name not in by_name:
                 problems.append(f"no input named {name!r}")
-            elif len(got) != len(want) or any(g is not None and w is not None and g != w for g, w in zip(got, want)):
-                problems.append(f"input {_fmt(got_name, got)} where the contract has {_fmt(got_name, want)}")  # type: ignore[arg-type]
+                continue
+            got_name, got = (name, by_name[name]) if name is not None else inputs[i]
+            if len(got) != len(want) or any(g is not None and w is not None and g != w for g, w in zip(got, want)):
+                problems.append(f"input {_fmt(got_name, got)} where the contract has {_fmt(got_name, want)}")
     if len(graph.output) < expected.outputs:
         problems.append(f"{len(graph.output)} outputs, the contract has {expected.outputs}")
     if problems:
