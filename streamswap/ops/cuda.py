@@ -27,7 +27,7 @@ import math
 import threading
 from contextlib import nullcontext
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from numba import config as numba_config
@@ -35,7 +35,9 @@ from numba import cuda
 
 from streamswap.ops.cpu import Box, letterbox_geometry
 
-SIMULATED = bool(numba_config.ENABLE_CUDASIM)  # type: ignore[attr-defined]
+# numba fills its config module from the environment at import (NUMBA_ENABLE_CUDASIM), so
+# the name exists only at run time.
+SIMULATED = bool(getattr(numba_config, "ENABLE_CUDASIM"))
 
 # Host code reaches numba.cuda through this holder: while a kernel runs, the simulator
 # swaps every module-level name bound to numba.cuda for its fake, which would break another
@@ -48,6 +50,15 @@ _BLOCK_2D = (16, 16)
 _BLOCK_3D = (16, 8, 2)
 
 
+@runtime_checkable
+class _StreamHandle(Protocol):
+    """A CUDA stream of ours (`inference.cuda.Stream`: ops imports no other package): its
+    raw cudaStream_t. A numba stream has a `handle` too, a ctypes pointer, not an int."""
+
+    @property
+    def handle(self) -> int: ...
+
+
 def as_stream(stream: Any) -> Any:
     """A numba stream for `stream` (numba stream, raw cudaStream_t handle, or None)."""
     if stream is None:
@@ -58,9 +69,8 @@ def as_stream(stream: Any) -> Any:
         return _host.cuda.default_stream()
     if isinstance(stream, int):
         return _host.cuda.external_stream(stream)
-    handle = getattr(stream, "handle", None)  # streamswap.inference.cuda.Stream
-    if isinstance(handle, int):
-        return _host.cuda.external_stream(handle)
+    if isinstance(stream, _StreamHandle) and isinstance(stream.handle, int):  # inference.cuda.Stream
+        return _host.cuda.external_stream(stream.handle)
     return stream
 
 
