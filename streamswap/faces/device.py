@@ -35,11 +35,14 @@ import numpy as np
 
 from streamswap.errors import ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
+from streamswap.faces.detectors.common import DecodesOnDevice
 from streamswap.faces.enhancer import OUT_OFFSET, OUT_SCALE
 from streamswap.faces.landmarks import INPUT_BIAS, INPUT_SCALE, FaceMesh, Landmarker, decode_mesh, mesh_crops
+from streamswap.faces.masks import FaceMasks
 from streamswap.faces.mesh_topology import NUM_LANDMARKS
 from streamswap.faces.paste import mouth_polygon
 from streamswap.faces.stages import DetectStage, SwapStage
+from streamswap.faces.swappers.base import NeuralSwapper
 from streamswap.faces.types import Face
 from streamswap.inference.base import DeviceSession
 from streamswap.inference.cuda import Cuda, DeviceArray, Event, PinnedAllocator, Stream
@@ -160,11 +163,11 @@ class DeviceDetector:
     geometry, normalisation and decoder), `session` its network on the device (a TensorRT
     engine, or ONNX Runtime on its CUDA/TensorRT provider)."""
 
-    def __init__(self, detector: Any, session: DeviceSession) -> None:
+    def __init__(self, detector: DecodesOnDevice, session: DeviceSession) -> None:
         self.detector = detector
         self.session = session
         self.input_name = detector.input_name
-        label = getattr(detector, "label", "detector")
+        label = detector.label
         _float_io(session, [self.input_name], label)
         size = detector.input.size
         self.input_shape = (1, 3, size, size)
@@ -279,7 +282,7 @@ class DeviceSwapper:
     """A neural swapper on the device; `swapper` is the host adapter (crop format, the
     identity → latent contract, the paste mask), `session` its generator engine."""
 
-    def __init__(self, swapper: Any, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
+    def __init__(self, swapper: NeuralSwapper, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
         from streamswap.ops import cuda as ops
 
         self.swapper = swapper
@@ -332,6 +335,8 @@ class DeviceSwapper:
         """The host adapter computes the latent once; it is uploaded at the next swap."""
         self.swapper.set_identity(identity)
         latent = self.swapper._latent
+        if latent is None:  # set_identity always leaves one
+            raise RuntimeError(f"{self.swapper.name}: set_identity() left no latent")
         if self._latent_in_flight:  # several identities in one frame (faces.map)
             self._latent_copied.synchronize()
             self._latent_in_flight = False
@@ -514,10 +519,15 @@ class _SlotSwapper:
         self.device = device
         self.host = device.swapper
         self.stage = stage
+        self.name = self.host.name
 
     @property
-    def masks(self) -> Any:
-        return getattr(self.host, "masks", None)
+    def masks(self) -> FaceMasks | None:
+        return self.host.masks
+
+    @masks.setter
+    def masks(self, masks: FaceMasks | None) -> None:
+        self.host.masks = masks
 
     def prepare_identity(self, sources: Any) -> Any:
         return self.host.prepare_identity(sources)
@@ -602,7 +612,7 @@ class DeviceSwapStage(SwapStage):
         self.current: np.ndarray | None = None
         self.on_device: DeviceFrame | None = None
         slot_enhancer = _SlotEnhancer(enhancer, self) if enhancer is not None else None
-        super().__init__(_SlotSwapper(device, self), enhancer=slot_enhancer, **kwargs)  # type: ignore[arg-type]
+        super().__init__(_SlotSwapper(device, self), enhancer=slot_enhancer, **kwargs)
 
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         self.current, self.on_device = frame, None

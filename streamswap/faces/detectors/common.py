@@ -3,7 +3,7 @@ turning decoded arrays into sorted, clipped `Face` objects."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -69,6 +69,25 @@ class LetterboxInput:
         return letterbox(
             bgr, self.buffer, float(self.mean), float(self.scale), self.rgb, resized=self._resized, pad=new_size
         )
+
+
+@runtime_checkable
+class DecodesOnDevice(Protocol):
+    """A detector the GPU frame path can run (every LetterboxDetector): its network's
+    session, its letterbox input (geometry, normalisation), the decoder of one run's
+    outputs by name (the device does the rest), and `detect` for images that are not a
+    frame slot (tools, source photos)."""
+
+    session: Session
+    input_name: str
+    input: LetterboxInput
+    label: str
+
+    def decode_outputs(
+        self, outputs: dict[str, np.ndarray], scale: float, frame_shape: tuple[int, ...]
+    ) -> list[Face]: ...
+
+    def detect(self, bgr: np.ndarray) -> list[Face]: ...
 
 
 class LetterboxDetector:
