@@ -335,6 +335,7 @@ def _gpu_frame_path(
     with the networks alone on the GPU. A FaceMesh
     landmarker whose network runs with device I/O crops on the device too; any other stays
     on the host (reading the pinned slot), and the log says why."""
+    from streamswap.faces.detectors.common import DecodesOnDevice
     from streamswap.faces.device import DeviceDetector, DeviceEnhancer, DeviceFrames, DeviceLandmarker, DeviceSwapper
     from streamswap.faces.enhancer import GfpganEnhancer
     from streamswap.faces.landmarks import FaceMesh
@@ -346,7 +347,7 @@ def _gpu_frame_path(
     if gpu is None or config.inference.backend == "triton":  # no GPU context here: nothing to decide
         return None
     on_gpu = "a TensorRT engine or ONNX Runtime's CUDA/TensorRT provider on the GPU"
-    if not runs_on_device(detector.session) or not hasattr(detector, "decode_outputs"):
+    if not isinstance(detector, DecodesOnDevice) or not runs_on_device(detector.session):
         why = f"the detector is not a letterbox detector running as {on_gpu}"
     elif not isinstance(swapper, NeuralSwapper) or not runs_on_device(swapper.session):
         why = f"the swapper is not a neural swapper running as {on_gpu}"
@@ -355,7 +356,7 @@ def _gpu_frame_path(
             "a network takes or gives float16 tensors (an fp16 ONNX file on ONNX Runtime); the GPU frame "
             "path feeds float32: use the model's fp32 file, or TensorRT (fp16 engines with fp32 I/O)"
         )
-    elif getattr(swapper, "masks", None) is not None:
+    elif swapper.masks is not None:
         why = "faces.mask (occluder, parser, regions) works on the host frame"
     elif enhancer is not None and not isinstance(enhancer, GfpganEnhancer):
         why = f"faces.enhancer: {type(enhancer).__name__} has no device twin (GFPGAN has)"

@@ -358,7 +358,8 @@ def test_wiring_puts_a_device_facemesh_on_the_device_and_keeps_any_other_on_the_
     det_model = scrfd_model(tmp_path / "scrfd.onnx", 32, scrfd_tensors(32, [], True))
     detector = types.SimpleNamespace(
         session=TrtSession(engine_of(det_model, tmp_path, 1), trt, gpu.cuda),
-        decode_outputs=None,
+        decode_outputs=lambda outputs, scale, shape: [],  # the host adapter's decoder (unused here)
+        detect=lambda bgr: [],
         input_name="input.1",
         label="scrfd",
         input=types.SimpleNamespace(size=32),

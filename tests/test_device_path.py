@@ -538,7 +538,8 @@ def _device_wiring_parts(tmp_path: Path):
     det_engine.write_bytes(build_serialized(make_fake_trt(VERSION), request, lambda *a: None))
     detector = types.SimpleNamespace(
         session=TrtSession(det_engine, make_fake_trt(VERSION), gpu.cuda),
-        decode_outputs=None,
+        decode_outputs=lambda outputs, scale, shape: [],  # the host adapter's decoder (unused here)
+        detect=lambda bgr: [],
         input_name="input.1",
         label="scrfd",
         input=types.SimpleNamespace(size=32),
