@@ -567,9 +567,7 @@ def role_models(faces: Any, catalogue: Mapping[str, ModelSpec] = CATALOGUE) -> l
     if spec is not None and spec.companion:
         wanted.append(("embedding_converter", spec.companion, None))
     wanted.append(("enhancer", faces.enhancer, None))
-    mask = getattr(faces, "mask", None)
-    if mask is not None:
-        wanted += [("occluder", mask.occluder, "xseg"), ("parser", mask.parser, "bisenet")]
+    wanted += [("occluder", faces.mask.occluder, "xseg"), ("parser", faces.mask.parser, "bisenet")]
     out = []
     for role, model, contract in wanted:
         if not model:
