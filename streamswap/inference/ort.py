@@ -294,7 +294,7 @@ def open_ort_session(
     path: Path,
     settings: InferenceSettings,
     cache_dir: Path | None = None,
-    stream: Any = None,
+    stream: Stream | int | None = None,
     *,
     cuda: Cuda | None = None,
     max_batch: int | None = None,
@@ -310,7 +310,9 @@ def open_ort_session(
     runs on what did start, and the accelerators left out are logged as a warning.
     """
     ort = _import_ort()
-    handle = None if stream is None else int(getattr(stream, "handle", stream))
+    from streamswap.inference.cuda import _handle
+
+    handle = None if stream is None else int(_handle(stream))
     providers = resolve_providers(settings, cache_dir, handle)
     for ep, ep_options in providers:
         if ep == PROVIDERS["tensorrt"]:
