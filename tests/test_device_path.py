@@ -329,7 +329,7 @@ def test_device_swaps_of_several_identities_in_one_frame_do_not_overwrite_queued
         host.set_identity(identity)
         host.swap(expected, group)
     frames.download(slot, stream)
-    staged = int(device._staged.raw)
+    staged = int(device._faces._staged.raw)
     marks = [name for name, args in rt.sync if args == staged or (isinstance(args, tuple) and args[0] == staged)]
     assert marks == ["cudaEventRecord", "cudaEventSynchronize", "cudaEventRecord"]
     assert np.abs(slot.astype(int) - expected.astype(int)).max() <= 2

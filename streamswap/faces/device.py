@@ -36,7 +36,7 @@ import numpy as np
 from streamswap.errors import ModelError
 from streamswap.faces.align import align_matrix, invert_affine, source_roi
 from streamswap.faces.detectors.common import DecodesOnDevice
-from streamswap.faces.enhancer import OUT_OFFSET, OUT_SCALE
+from streamswap.faces.enhancer import IN_BIAS, IN_SCALE, OUT_OFFSET, OUT_SCALE
 from streamswap.faces.landmarks import INPUT_BIAS, INPUT_SCALE, FaceMesh, Landmarker, decode_mesh, mesh_crops
 from streamswap.faces.masks import FaceMasks
 from streamswap.faces.mesh_topology import NUM_LANDMARKS
@@ -278,13 +278,84 @@ class _PasteOptions:
             ops.transfer_color_lab(crops, references, weights, crops, stream=stream, stats=self.color)
 
 
+@dataclass
+class _Cropped:
+    """One call's faces cropped from the device frame: (n, S, S, 3) `crops` and the `out`
+    buffer the network's results go to, the frame → crop matrices and their inverses, and
+    the per-face paste masks (None: the shared feathered mask serves every face)."""
+
+    matrices: list[np.ndarray]
+    inverses: list[np.ndarray]
+    crops: DeviceArray
+    out: DeviceArray
+    masks: DeviceArray | None
+
+
+class _FaceCrops:
+    """Aligned crops of every face of a device frame in one launch, and their paste-back —
+    the crop → network → paste shape the swapper and the enhancer share. Buffers for
+    `max_faces` crops of `size` are made once; the feathered mask goes up at the first call,
+    and only per-face matrices (and mouth polygons) after that. `paste_back` is the host
+    adapter's `PasteBack` (its mask and faces.paste options)."""
+
+    def __init__(self, paste_back: Any, cuda: Cuda, max_faces: int, size: int) -> None:
+        from streamswap.ops import cuda as ops
+
+        self.size = s = size
+        self.max_faces = max_faces
+        crop_bytes = max_faces * s * s * 3
+        self._crops = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
+        self._out = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
+        mask = paste_back.mask(s)
+        self._mask = cuda.device_buffer(mask.nbytes).array(mask.shape, np.float32)
+        self._mask_host = cuda.pinned_buffer(mask.nbytes).array(mask.shape, np.float32)
+        np.copyto(self._mask_host, mask)
+        self._mask_uploaded = False
+        self._params = ops.CropParams(max_faces)
+        self._paste = _PasteOptions(paste_back.settings, cuda, max_faces, s)
+        # The pinned per-face staging (matrices, mouth polygons) is rewritten only after the
+        # previous call's copies ran: several calls in one frame (faces.map, one per identity).
+        self._staged = cuda.event()
+        self._staged_in_flight = False
+        self._cuda = cuda
+
+    def crop(self, frame: DeviceFrame, faces: Sequence[Face], template: str, stream: Stream) -> _Cropped:
+        from streamswap.ops import cuda as ops
+
+        s, n = self.size, len(faces)
+        if not self._mask_uploaded:
+            self._cuda.copy_htod_async(self._mask.ptr, self._mask_host, stream)
+            self._mask_uploaded = True
+        matrices = [align_matrix(face.kps, template, s) for face in faces]
+        inverses = [invert_affine(m) for m in matrices]
+        boxes = [source_roi(inv, s, s, frame.shape) for inv in inverses]
+        crops = self._crops.view((n, s, s, 3))
+        if self._staged_in_flight:
+            self._staged.synchronize()  # at once unless an earlier call of this frame is still queued
+        ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
+        masks = self._paste.cut_mouths(self._mask, matrices, faces, stream)
+        self._staged.record(stream)  # after the last per-face upload, before the network
+        self._staged_in_flight = True
+        return _Cropped(matrices, inverses, crops, self._out.view((n, s, s, 3)), masks)
+
+    def paste(self, frame: DeviceFrame, cropped: _Cropped, stream: Stream) -> None:
+        """`cropped.out` back into the frame; with color_correction, it first takes the
+        colours of `cropped.crops` (what it was made from), as the host's paste."""
+        from streamswap.ops import cuda as ops
+
+        s, masks = self.size, cropped.masks
+        self._paste.transfer_color(cropped.out, cropped.crops, self._mask if masks is None else masks, stream)
+        for i, matrix in enumerate(cropped.matrices):
+            box = source_roi(cropped.inverses[i], s, s, frame.shape, margin=1)
+            mask = self._mask if masks is None else masks[i]
+            ops.paste(frame.array, cropped.out[i], mask, matrix, box, stream=stream)
+
+
 class DeviceSwapper:
     """A neural swapper on the device; `swapper` is the host adapter (crop format, the
     identity → latent contract, the paste mask), `session` its generator engine."""
 
     def __init__(self, swapper: NeuralSwapper, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
-        from streamswap.ops import cuda as ops
-
         self.swapper = swapper
         self.session = session
         self.max_faces = max_faces
@@ -308,28 +379,14 @@ class DeviceSwapper:
                 "generator calls per frame follow the face count",
                 extra=kv(model=swapper.name, faces_per_call=batch, max_faces=max_faces, hint=fix.lstrip("; ") or None),
             )
-        s = self.size
-        crop_bytes = max_faces * s * s * 3
-        self._crops = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
-        self._generated = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
-        mask = swapper.paste_back.mask(s)
-        self._mask = cuda.device_buffer(mask.nbytes).array(mask.shape, np.float32)
-        self._mask_host = cuda.pinned_buffer(mask.nbytes).array(mask.shape, np.float32)
-        np.copyto(self._mask_host, mask)
-        self._mask_uploaded = False
-        self._params = ops.CropParams(max_faces)
-        self._paste = _PasteOptions(swapper.paste_back.settings, cuda, max_faces, s)
-        # The pinned per-face staging (matrices, mouth polygons) is rewritten only after the
-        # previous call's copies ran: several calls in one frame (faces.map, one per identity).
-        self._staged = cuda.event()
-        self._staged_in_flight = False
+        self._faces = _FaceCrops(swapper.paste_back, cuda, max_faces, self.size)
         latent_shape = (batch, swapper.latent_size)
         self._latent_host = cuda.pinned_buffer(int(np.prod(latent_shape)) * 4).array(latent_shape, np.float32)
         self._latent_dirty = False
         self._latent_copied = cuda.event()  # the pinned latent is rewritten only after its copy ran
         self._latent_in_flight = False
         self._cuda = cuda
-        log.info("device swapper ready", extra=kv(model=swapper.name, crop=s, max_faces=max_faces))
+        log.info("device swapper ready", extra=kv(model=swapper.name, crop=self.size, max_faces=max_faces))
 
     def set_identity(self, identity: Any) -> None:
         """The host adapter computes the latent once; it is uploaded at the next swap."""
@@ -348,8 +405,9 @@ class DeviceSwapper:
 
     def swap(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
         """Replace `faces` in the device frame, in place: one crop launch, one generator
-        call (one per `batch` faces for a network that takes fewer), three mask launches and two colour-transfer launches for all faces when those
-        options are on, one paste launch per face."""
+        call (one per `batch` faces for a network that takes fewer), three mask launches and
+        two colour-transfer launches for all faces when those options are on, one paste
+        launch per face."""
         from streamswap.ops import cuda as ops
 
         if not faces:
@@ -359,41 +417,29 @@ class DeviceSwapper:
         if self.swapper._latent is None:
             raise RuntimeError(f"{self.swapper.name}: set_identity() must be called before swap()")
         session, s, n = self.session, self.size, len(faces)
-        if not self._mask_uploaded:
-            self._cuda.copy_htod_async(self._mask.ptr, self._mask_host, stream)
-            self._mask_uploaded = True
         if self._latent_dirty:  # a new identity: every batch row of the source input at once
             self._cuda.copy_htod_async(session.device_input("source").ptr, self._latent_host, stream)
             self._latent_copied.record(stream)
             self._latent_in_flight = True
             self._latent_dirty = False
         fmt = self.swapper.crop
-        matrices = [align_matrix(face.kps, fmt.template, s) for face in faces]
-        inverses = [invert_affine(m) for m in matrices]
-        boxes = [source_roi(inv, s, s, frame.shape) for inv in inverses]
-        crops = self._crops.view((n, s, s, 3))
-        if self._staged_in_flight:
-            self._staged.synchronize()  # at once unless an earlier call of this frame is still queued
-        ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
-        masks = self._paste.cut_mouths(self._mask, matrices, faces, stream)
-        self._staged.record(stream)  # after the last per-face upload, before the generator
-        self._staged_in_flight = True
-        generated = self._generated.view((n, s, s, 3))
+        cropped = self._faces.crop(frame, faces, fmt.template, stream)
         for start in range(0, n, self.batch):  # one generator call for all faces when it can take them
             k = min(self.batch, n - start)
             target = session.device_input("target").view((k, 3, s, s))
             ops.crops_to_tensor(
-                crops.rows(start, k), target, self.swapper._in_scale, self.swapper._in_bias, fmt.rgb, stream=stream
+                cropped.crops.rows(start, k),
+                target,
+                self.swapper._in_scale,
+                self.swapper._in_bias,
+                fmt.rgb,
+                stream=stream,
             )
             session.enqueue({"target": (k, 3, s, s), "source": (k, self.swapper.latent_size)}, stream)
             out = session.device_output(self.output_name)
-            ops.tensor_to_crops(out, generated.rows(start, k), fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
+            ops.tensor_to_crops(out, cropped.out.rows(start, k), fmt.out_scale, fmt.out_offset, fmt.rgb, stream=stream)
         # The generated crops take the aligned target crops' colours (color_correction).
-        self._paste.transfer_color(generated, crops, self._mask if masks is None else masks, stream)
-        for i, matrix in enumerate(matrices):
-            box = source_roi(inverses[i], s, s, frame.shape, margin=1)
-            mask = self._mask if masks is None else masks[i]
-            ops.paste(frame.array, generated[i], mask, matrix, box, stream=stream)
+        self._faces.paste(frame, cropped, stream)
 
 
 class DeviceEnhancer:
@@ -401,11 +447,10 @@ class DeviceEnhancer:
     every face's `template` crop warped from the swapped device frame in one launch, the
     network once per `batch` faces, its output mixed with the crop (`blend`) and pasted
     back with the feathered mask (and faces.paste's mouth mask and colour transfer) — the
-    host `GfpganEnhancer`'s steps with its CPU twins' device kernels. `enhancer` is the host adapter (crop geometry, blend, mask)."""
+    host `GfpganEnhancer`'s steps with its CPU twins' device kernels. `enhancer` is the
+    host adapter (crop geometry, blend, mask)."""
 
     def __init__(self, enhancer: Any, session: DeviceSession, cuda: Cuda, max_faces: int) -> None:
-        from streamswap.ops import cuda as ops
-
         self.enhancer = enhancer
         self.session = session
         self.max_faces = max_faces
@@ -413,21 +458,9 @@ class DeviceEnhancer:
         self.output_name = session.outputs[0].name
         _float_io(session, [self.input_name, self.output_name], enhancer.name)
         self.batch = session.max_shape(self.input_name)[0]
-        s = self.size = enhancer.size
-        crop_bytes = max_faces * s * s * 3
-        self._crops = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
-        self._mixed = cuda.device_buffer(crop_bytes).array((max_faces, s, s, 3), np.uint8)
-        mask = enhancer.paste_back.mask(s)
-        self._mask = cuda.device_buffer(mask.nbytes).array(mask.shape, np.float32)
-        self._mask_host = cuda.pinned_buffer(mask.nbytes).array(mask.shape, np.float32)
-        np.copyto(self._mask_host, mask)
-        self._mask_uploaded = False
-        self._params = ops.CropParams(max_faces)
-        self._paste = _PasteOptions(enhancer.paste_back.settings, cuda, max_faces, s)
-        self._staged = cuda.event()  # the pinned matrices and polygons are rewritten after their copies ran
-        self._staged_in_flight = False
-        self._cuda = cuda
-        log.info("device enhancer ready", extra=kv(model=enhancer.name, crop=s, faces_per_call=self.batch))
+        self.size = enhancer.size
+        self._faces = _FaceCrops(enhancer.paste_back, cuda, max_faces, self.size)
+        log.info("device enhancer ready", extra=kv(model=enhancer.name, crop=self.size, faces_per_call=self.batch))
 
     def enhance(self, frame: DeviceFrame, faces: Sequence[Face], stream: Stream) -> None:
         from streamswap.ops import cuda as ops
@@ -436,41 +469,19 @@ class DeviceEnhancer:
         if not faces:
             return
         s, n, enhancer = self.size, len(faces), self.enhancer
-        if not self._mask_uploaded:
-            self._cuda.copy_htod_async(self._mask.ptr, self._mask_host, stream)
-            self._mask_uploaded = True
-        matrices = [align_matrix(face.kps, enhancer.template, s) for face in faces]
-        inverses = [invert_affine(m) for m in matrices]
-        boxes = [source_roi(inv, s, s, frame.shape) for inv in inverses]
-        crops, mixed = self._crops.view((n, s, s, 3)), self._mixed.view((n, s, s, 3))
-        if self._staged_in_flight:
-            self._staged.synchronize()
-        ops.warp_crops(frame.array, inverses, boxes, crops, stream=stream, params=self._params)
-        masks = self._paste.cut_mouths(self._mask, matrices, faces, stream)
-        self._staged.record(stream)
-        self._staged_in_flight = True
-        scale, bias = np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32)
+        cropped = self._faces.crop(frame, faces, enhancer.template, stream)
         for start in range(0, n, self.batch):
             k = min(self.batch, n - start)
             blob = self.session.device_input(self.input_name).view((k, 3, s, s))
-            ops.crops_to_tensor(crops.rows(start, k), blob, scale, bias, True, stream=stream)
+            ops.crops_to_tensor(cropped.crops.rows(start, k), blob, IN_SCALE, IN_BIAS, True, stream=stream)
             self.session.enqueue({self.input_name: (k, 3, s, s)}, stream)
             out = self.session.device_output(self.output_name)
+            mixed = cropped.out.rows(start, k)
             ops.tensor_blend_crops(
-                out,
-                crops.rows(start, k),
-                mixed.rows(start, k),
-                OUT_SCALE,
-                OUT_OFFSET,
-                enhancer.blend,
-                True,
-                stream=stream,
+                out, cropped.crops.rows(start, k), mixed, OUT_SCALE, OUT_OFFSET, enhancer.blend, True, stream=stream
             )
         # As the host enhancer's paste: the enhanced crops take the swapped crops' colours.
-        self._paste.transfer_color(mixed, crops, self._mask if masks is None else masks, stream)
-        for i, matrix in enumerate(matrices):
-            box = source_roi(inverses[i], s, s, frame.shape, margin=1)
-            ops.paste(frame.array, mixed[i], self._mask if masks is None else masks[i], matrix, box, stream=stream)
+        self._faces.paste(frame, cropped, stream)
 
 
 # --- the face stages on the device ---------------------------------------------------------
@@ -536,13 +547,11 @@ class _SlotSwapper:
         self.device.set_identity(identity)
 
     def swap(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
-        stage = self.stage
-        if stage.current is None or frame is not stage.current:
+        on_device = self.stage.device_frame(frame)
+        if on_device is None:
             self.host.swap(frame, faces)
-            return
-        if stage.on_device is None:
-            stage.on_device = stage.frames.frame(frame, stage.stream)
-        self.device.swap(stage.on_device, faces, stage.stream)
+        else:
+            self.device.swap(on_device, faces, self.stage.stream)
 
 
 class DeviceDetectStage(DetectStage):
@@ -584,13 +593,11 @@ class _SlotEnhancer:
         self.stage = stage
 
     def enhance(self, frame: np.ndarray, faces: Sequence[Face]) -> None:
-        stage = self.stage
-        if stage.current is None or frame is not stage.current:
+        on_device = self.stage.device_frame(frame)
+        if on_device is None:
             self.host.enhance(frame, faces)
-            return
-        if stage.on_device is None:
-            stage.on_device = stage.frames.frame(frame, stage.stream)
-        self.device.enhance(stage.on_device, faces, stage.stream)
+        else:
+            self.device.enhance(on_device, faces, self.stage.stream)
 
 
 class DeviceSwapStage(SwapStage):
@@ -613,6 +620,15 @@ class DeviceSwapStage(SwapStage):
         self.on_device: DeviceFrame | None = None
         slot_enhancer = _SlotEnhancer(enhancer, self) if enhancer is not None else None
         super().__init__(_SlotSwapper(device, self), enhancer=slot_enhancer, **kwargs)
+
+    def device_frame(self, frame: np.ndarray) -> DeviceFrame | None:
+        """The device frame of `frame` when it is the slot being processed (this stage's
+        stream waits on its upload event, once per frame); None for any other image."""
+        if self.current is None or frame is not self.current:
+            return None
+        if self.on_device is None:
+            self.on_device = self.frames.frame(frame, self.stream)
+        return self.on_device
 
     def process(self, frame: np.ndarray, item: FrameItem) -> None:
         self.current, self.on_device = frame, None

@@ -20,7 +20,10 @@ from streamswap.ops import cpu as ops
 SIZE = 512
 TEMPLATE = "ffhq_512"
 BLEND = 0.8  # share of the enhanced face
-OUT_SCALE = OUT_OFFSET = 0.5  # output [-1, 1] → [0, 1] (× 255)
+# RGB in as (x/255 − 0.5)/0.5 per channel; output [-1, 1] → [0, 1] (× 255).
+IN_SCALE = np.full(3, 1 / 127.5, np.float32)
+IN_BIAS = np.full(3, -1.0, np.float32)
+OUT_SCALE = OUT_OFFSET = 0.5
 
 
 class GfpganEnhancer:
@@ -62,7 +65,7 @@ class GfpganEnhancer:
             matrices.append(align_matrix(face.kps, self.template, size))
             warp_crop(frame, matrices[-1], size, out=crops[i])
         blob = np.empty((len(faces), 3, size, size), dtype=np.float32)
-        ops.crops_to_tensor(crops, blob, np.full(3, 1 / 127.5, np.float32), np.full(3, -1.0, np.float32), True)
+        ops.crops_to_tensor(crops, blob, IN_SCALE, IN_BIAS, True)
         out = np.asarray(self._run(blob.astype(self._dtype, copy=False)), dtype=np.float32)
         mixed = np.empty_like(crops)  # [-1, 1] → pixels, the enhanced share over the original
         ops.tensor_blend_crops(out, crops, mixed, OUT_SCALE, OUT_OFFSET, self.blend, True)

@@ -92,16 +92,20 @@ def crops_to_tensor(crops: np.ndarray, out: np.ndarray, scale: np.ndarray, bias:
         out += np.asarray(bias, np.float32).reshape(1, 3, 1, 1)
 
 
-def tensor_to_crops(tensor: np.ndarray, out: np.ndarray, scale: float, offset: float, rgb: bool) -> None:
-    """A model's (N, 3, S, S) output → `out` (N, S, S, 3) BGR uint8 as
-    clip(255 · (x · scale + offset)), rounded towards zero."""
+def _output_pixels(tensor: np.ndarray, scale: float, offset: float, rgb: bool) -> np.ndarray:
+    """A model's (N, 3, S, S) output as (N, S, S, 3) BGR float32 pixels:
+    clip(255 · (x · scale + offset)) (a view in channels-last order, no copy)."""
     pixels = tensor.astype(np.float32, copy=False) * np.float32(255.0 * scale)
     pixels += np.float32(255.0 * offset)
     np.clip(pixels, 0, 255, out=pixels)
     hwc = pixels.transpose(0, 2, 3, 1)
-    if rgb:
-        hwc = hwc[..., ::-1]
-    np.copyto(out, hwc, casting="unsafe")
+    return hwc[..., ::-1] if rgb else hwc
+
+
+def tensor_to_crops(tensor: np.ndarray, out: np.ndarray, scale: float, offset: float, rgb: bool) -> None:
+    """A model's (N, 3, S, S) output → `out` (N, S, S, 3) BGR uint8 as
+    clip(255 · (x · scale + offset)), rounded towards zero."""
+    np.copyto(out, _output_pixels(tensor, scale, offset, rgb), casting="unsafe")
 
 
 def tensor_blend_crops(
@@ -110,13 +114,7 @@ def tensor_blend_crops(
     """A model's (N, 3, S, S) output mixed into the (N, S, S, 3) BGR uint8 `crops` it was
     made from → `out` (may be `crops`): weight · clip(255 · (x · scale + offset)) +
     (1 − weight) · crop, rounded (an enhancer's share of the enhanced face)."""
-    pixels = tensor.astype(np.float32, copy=False) * np.float32(255.0 * scale)
-    pixels += np.float32(255.0 * offset)
-    np.clip(pixels, 0, 255, out=pixels)
-    hwc = pixels.transpose(0, 2, 3, 1)
-    if rgb:
-        hwc = hwc[..., ::-1]
-    mixed = np.float32(weight) * hwc + np.float32(1.0 - weight) * crops
+    mixed = np.float32(weight) * _output_pixels(tensor, scale, offset, rgb) + np.float32(1.0 - weight) * crops
     mixed += np.float32(0.5)
     np.clip(mixed, 0, 255, out=mixed)
     np.copyto(out, mixed, casting="unsafe")

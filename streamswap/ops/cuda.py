@@ -217,16 +217,20 @@ def _crops_to_tensor_kernel(crops, out, s0, s1, s2, b0, b1, b2, rgb):
     out[i, 2, y, x] = np.float32(crops[i, y, x, 0 if rgb else 2]) * s2 + b2
 
 
+@cuda.jit(device=True)
+def _output_pixel(tensor, i, c, y, x, scale, offset, rgb):
+    """Channel c (BGR) of a model output's pixel, clip(x · scale + offset) in [0, 255]."""
+    v = np.float32(tensor[i, 2 - c if rgb else c, y, x]) * scale + offset
+    return min(max(v, np.float32(0.0)), np.float32(255.0))
+
+
 @cuda.jit
 def _tensor_to_crops_kernel(tensor, out, scale, offset, rgb):
     x, y, i = cuda.grid(3)
     if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
         return
     for c in range(3):
-        src_c = 2 - c if rgb else c
-        v = np.float32(tensor[i, src_c, y, x]) * scale + offset
-        v = min(max(v, np.float32(0.0)), np.float32(255.0))
-        out[i, y, x, c] = int(v)  # towards zero, as numpy's cast
+        out[i, y, x, c] = int(_output_pixel(tensor, i, c, y, x, scale, offset, rgb))  # towards zero, as numpy
 
 
 @cuda.jit
@@ -235,9 +239,7 @@ def _tensor_blend_crops_kernel(tensor, crops, out, scale, offset, weight, rgb):
     if i >= out.shape[0] or y >= out.shape[1] or x >= out.shape[2]:
         return
     for c in range(3):
-        src_c = 2 - c if rgb else c
-        v = np.float32(tensor[i, src_c, y, x]) * scale + offset
-        v = min(max(v, np.float32(0.0)), np.float32(255.0))
+        v = _output_pixel(tensor, i, c, y, x, scale, offset, rgb)
         m = weight * v + (np.float32(1.0) - weight) * np.float32(crops[i, y, x, c]) + np.float32(0.5)
         out[i, y, x, c] = int(min(max(m, np.float32(0.0)), np.float32(255.0)))
 
