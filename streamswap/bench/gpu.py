@@ -119,7 +119,8 @@ class StandInNetwork:
         """The real model on the CPU (tools call stages with plain images); the first run's
         outputs become what the device run produces."""
         outputs = self.host.run(feeds)
-        if not self._recorded and any(name not in self._passed or self._passed[name] is None for name in outputs):
+        # A network whose outputs are not its input passed through (a detector) replays these.
+        if not self._recorded and any(self._passed.get(name) is None for name in outputs):
             for name, value in outputs.items():
                 value = np.ascontiguousarray(value, dtype=self._dtypes[name])
                 buffer = self.cuda.device_buffer(max(value.nbytes, 1)).array(value.shape, value.dtype)
